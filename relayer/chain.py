@@ -1,0 +1,85 @@
+"""Connections to a chain: the embedded eth-tester (py-evm) chain in-process, or any JSON-RPC node.
+
+Everything above this module talks to a `Chain`; which backend sits behind it is decided once, at the edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import EthereumTesterProvider, HTTPProvider, Web3
+
+from relayer.constants import EMBEDDED_CHAIN_NAME
+
+EMBEDDED_ACCOUNT_COUNT = 10
+"""eth-tester funds the accounts of private keys 1..10 (the well-known test keys) with 1,000,000 ETH each."""
+
+ANVIL_DEFAULT_KEYS = (
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+)
+"""Keys of anvil's first accounts (its default test mnemonic), funded with 10,000 ETH each."""
+
+
+def embedded_keys() -> list[str]:
+    """The well-known private keys of the embedded chain's funded accounts (public test keys, never real)."""
+    return ["0x" + i.to_bytes(32, "big").hex() for i in range(1, EMBEDDED_ACCOUNT_COUNT + 1)]
+
+
+@dataclass
+class Chain:
+    """A web3 connection plus what tests and demos need to drive it (snapshots, test accounts)."""
+
+    w3: Web3
+    name: str
+    tester: Any = None
+    test_keys: list[str] = field(default_factory=list)
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.tester is not None
+
+    def test_accounts(self) -> list[LocalAccount]:
+        """Funded accounts with publicly known keys (embedded chain or anvil); empty on other nodes."""
+        return [Account.from_key(key) for key in self.test_keys]
+
+    def snapshot(self) -> Any:
+        """Remember the chain state; `revert(snapshot)` returns to it (eth-tester and anvil)."""
+        if self.tester is not None:
+            return self.tester.take_snapshot()
+        return self.w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[attr-defined]
+
+    def revert(self, snapshot_id: Any) -> None:
+        if self.tester is not None:
+            self.tester.revert_to_snapshot(snapshot_id)
+            return
+        self.w3.provider.make_request("evm_revert", [snapshot_id])  # type: ignore[attr-defined]
+
+    def advance_time(self, seconds: int) -> None:
+        """Move the next block's timestamp forward (for staleness and deadline tests and demos)."""
+        if self.tester is not None:
+            latest = self.w3.eth.get_block("latest")["timestamp"]
+            self.tester.time_travel(int(latest) + seconds)
+            return
+        self.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[attr-defined]
+        self.w3.provider.make_request("evm_mine", [])  # type: ignore[attr-defined]
+
+
+def embedded_chain() -> Chain:
+    """A fresh in-process py-evm chain with ten funded, well-known accounts."""
+    from eth_tester import EthereumTester, PyEVMBackend
+
+    tester = EthereumTester(PyEVMBackend())
+    return Chain(Web3(EthereumTesterProvider(tester)), EMBEDDED_CHAIN_NAME, tester, embedded_keys())
+
+
+def rpc_chain(url: str, *, timeout_s: float = 10.0, test_keys: list[str] | None = None) -> Chain:
+    """A JSON-RPC node over HTTP (anvil, geth, a testnet)."""
+    provider = HTTPProvider(url, request_kwargs={"timeout": timeout_s})
+    return Chain(Web3(provider), url, None, list(test_keys or []))

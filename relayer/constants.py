@@ -1,0 +1,53 @@
+"""Protocol and policy constants, one place, units in the names."""
+
+from __future__ import annotations
+
+from typing import Final
+
+SIZE_DECIMALS: Final = 18
+"""Position sizes are base-asset units with 18 decimals (1 BTC = 10**18)."""
+
+PRICE_DECIMALS: Final = 8
+"""Oracle, entry, exit and trigger prices are USD with 8 decimals."""
+
+PNL_DECIMALS: Final = 8
+"""Realized and unrealized PnL are signed USD with 8 decimals."""
+
+ETH_DECIMALS: Final = 18
+"""Gas fees are reported in ETH; 1 ETH = 10**18 wei."""
+
+BPS_DENOMINATOR: Final = 10_000
+"""Basis points in 100%: close percentages are 1..10_000."""
+
+UINT256_MAX: Final = 2**256 - 1
+"""Largest uint256: also the vault's close-all sentinel for `sizeDelta`."""
+
+CLOSE_ALL_SIZE: Final = UINT256_MAX
+"""`closePosition(id, CLOSE_ALL_SIZE, ...)` closes whatever remains at execution time."""
+
+MAX_POSITION_SIZE: Final = 2**128 - 1
+"""The vault stores sizes in 128 bits."""
+
+MAX_TRIGGER_PRICE_E8: Final = 2**112 - 1
+"""The vault stores oracle and trigger prices in 112 bits."""
+
+DEFAULT_MAX_PRICE_AGE_S: Final = 3_600
+"""An oracle price older than this many seconds is stale and trading on it reverts."""
+
+GAS_LIMIT_MARGIN_BPS: Final = 2_000
+"""Head-room added to `eth_estimateGas` (20%) so a state change between estimate and inclusion still fits."""
+
+BASE_FEE_MULTIPLIER: Final = 2
+"""maxFeePerGas = 2 x latest base fee + priority fee: survives six full blocks of base-fee growth."""
+
+DEFAULT_PRIORITY_FEE_WEI: Final = 1_000_000_000
+"""1 gwei tip when the node cannot suggest one."""
+
+EMBEDDED_CHAIN_NAME: Final = "embedded"
+"""The in-process eth-tester (py-evm) chain."""
+
+EIP712_NAME: Final = "PerpVault"
+"""EIP-712 domain name; must match `_NAME_HASH` in contracts/Vault.sol."""
+
+EIP712_VERSION: Final = "1"
+"""EIP-712 domain version; must match `_VERSION_HASH` in contracts/Vault.sol."""

@@ -1,0 +1,153 @@
+"""One error tree for the whole relayer.
+
+Every failure a caller can cause or meet is a `RelayerError` with a stable machine-readable `code`, an HTTP
+status, a `retryable` flag and structured `details`. The REST, CLI and MCP faces map these once (see
+`relayer.api.errors`, `relayer.cli`); nothing else decides how an error looks to a client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class RelayerError(Exception):
+    """Root of every error the relayer reports to a client."""
+
+    code: ClassVar[str] = "internal_error"
+    http_status: ClassVar[int] = 500
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire shape: `{"code", "message", "details"}` (callers wrap it in `{"error": ...}`)."""
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+# --- bad input (4xx) -----------------------------------------------------------------------------------------
+
+
+class InvalidFieldError(RelayerError, ValueError):
+    """A request field is missing, malformed, out of range or more precise than the chain holds."""
+
+    code = "invalid_field"
+    http_status = 422
+
+    def __init__(self, field: str, message: str, **details: Any) -> None:
+        super().__init__(f"{field}: {message}", field=field, **details)
+        self.field = field
+
+
+class InvalidMarketError(InvalidFieldError):
+    code = "invalid_market"
+
+
+class InvalidSizeError(RelayerError, ValueError):
+    code = "invalid_size"
+    http_status = 422
+
+
+class SizeDeltaExceedsPositionError(RelayerError, ValueError):
+    code = "size_delta_exceeds_position"
+    http_status = 422
+
+
+class InvalidCloseBpsError(RelayerError, ValueError):
+    code = "invalid_close_bps"
+    http_status = 422
+
+
+class InvalidPriceError(RelayerError, ValueError):
+    code = "invalid_price"
+    http_status = 422
+
+
+class InvalidTriggerPriceError(RelayerError, ValueError):
+    code = "invalid_trigger_price"
+    http_status = 422
+
+
+class PriceSlippageError(RelayerError):
+    """The current price is already worse than the caller's `allowedPrice`."""
+
+    code = "price_slippage"
+    http_status = 409
+    retryable = True
+
+
+class PositionNotFoundError(RelayerError, LookupError):
+    code = "position_not_found"
+    http_status = 404
+
+
+class MarketNotFoundError(RelayerError, LookupError):
+    code = "market_not_found"
+    http_status = 404
+
+
+class NotAuthorizedError(RelayerError, PermissionError):
+    code = "not_authorized"
+    http_status = 403
+
+
+class StalePriceError(RelayerError):
+    code = "stale_price"
+    http_status = 409
+    retryable = True
+
+
+class PriceNotSetError(RelayerError):
+    code = "price_not_set"
+    http_status = 409
+
+
+class TriggerNotCrossedError(RelayerError):
+    code = "trigger_not_crossed"
+    http_status = 409
+    retryable = True
+
+
+class ExpiredRequestError(RelayerError):
+    code = "request_expired"
+    http_status = 422
+
+
+class InvalidNonceError(RelayerError):
+    code = "invalid_nonce"
+    http_status = 409
+
+
+class InvalidSignatureError(RelayerError):
+    code = "invalid_signature"
+    http_status = 422
+
+
+class ExecutionRevertedError(RelayerError):
+    """The vault reverted with data we could not attribute to one of its custom errors."""
+
+    code = "execution_reverted"
+    http_status = 422
+
+
+# --- environment (5xx) ---------------------------------------------------------------------------------------
+
+
+class ChainUnavailableError(RelayerError):
+    code = "chain_unavailable"
+    http_status = 503
+    retryable = True
+
+
+class VaultNotDeployedError(RelayerError):
+    code = "vault_not_deployed"
+    http_status = 503
+
+
+class ConfigurationError(RelayerError):
+    """Settings are missing or contradictory (e.g. no deployer key); raised at start-up, never per request."""
+
+    code = "configuration_error"
+    http_status = 500

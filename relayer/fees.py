@@ -1,0 +1,50 @@
+"""Gas and fee arithmetic: pure integer math in wei, no node access.
+
+>>> suggest_fees(base_fee_wei=7, priority_fee_wei=2)
+Fees(max_fee_per_gas_wei=16, max_priority_fee_per_gas_wei=2, gas_price_wei=None)
+>>> gas_limit_with_margin(100_000)
+120000
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relayer.constants import BASE_FEE_MULTIPLIER, BPS_DENOMINATOR, GAS_LIMIT_MARGIN_BPS
+
+
+@dataclass(frozen=True)
+class Fees:
+    """EIP-1559 fees, or a legacy gas price on chains without a base fee (then the 1559 fields are 0)."""
+
+    max_fee_per_gas_wei: int
+    max_priority_fee_per_gas_wei: int
+    gas_price_wei: int | None = None
+
+    @property
+    def is_legacy(self) -> bool:
+        return self.gas_price_wei is not None
+
+    @property
+    def price_cap_wei(self) -> int:
+        """The most one unit of gas can cost under these fees."""
+        return self.gas_price_wei if self.gas_price_wei is not None else self.max_fee_per_gas_wei
+
+
+def suggest_fees(base_fee_wei: int | None, priority_fee_wei: int, legacy_gas_price_wei: int | None = None) -> Fees:
+    """EIP-1559 fees from the latest base fee, or legacy pricing when the chain has no base fee."""
+    if base_fee_wei is None:
+        price = legacy_gas_price_wei if legacy_gas_price_wei is not None else priority_fee_wei
+        return Fees(0, 0, price)
+    max_fee = BASE_FEE_MULTIPLIER * base_fee_wei + priority_fee_wei
+    return Fees(max_fee, priority_fee_wei)
+
+
+def gas_limit_with_margin(estimate: int, margin_bps: int = GAS_LIMIT_MARGIN_BPS) -> int:
+    """The estimate plus `margin_bps`, rounded up so the margin is never lost to integer division."""
+    return -(-estimate * (BPS_DENOMINATOR + margin_bps) // BPS_DENOMINATOR)
+
+
+def max_cost_wei(gas_limit: int, fees: Fees) -> int:
+    """The most a transaction can cost its sender: gas limit x the per-gas price cap."""
+    return gas_limit * fees.price_cap_wei

@@ -1,0 +1,193 @@
+"""Shared fixtures: one chain per backend, one deployed vault per chain, snapshot/revert around every test.
+
+The chain-facing suites are written once and run on both backends: the in-process eth-tester (py-evm) chain
+and a real anvil node started from the pinned npm package. In CI (CI=true) a missing anvil is a failure, not a
+skip, so the real-node suite can never silently disappear.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from web3.types import TxReceipt
+
+from relayer import calldata
+from relayer.chain import ANVIL_DEFAULT_KEYS, Chain, embedded_chain, rpc_chain
+from relayer.constants import PRICE_DECIMALS, SIZE_DECIMALS
+from relayer.deploy import Deployment, deploy_vault, set_price
+from relayer.markets import symbol_to_bytes32
+from relayer.transact import send
+from relayer.units import to_fixed
+from relayer.vault import VaultReader
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ("eth-tester", "anvil")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_tool(path: Path | str, what: str) -> str:
+    """The tool's path; a skip locally when it is missing, a failure in CI (a hidden missing tool is a bug)."""
+    found = shutil.which(str(path)) or (str(path) if Path(path).exists() else None)
+    if found is None:
+        message = f"{what} is not installed ({path}): run scripts/setup.sh"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class AnvilNode:
+    url: str
+    process: subprocess.Popen[bytes]
+    port: int
+
+
+def start_anvil(*extra_args: str) -> AnvilNode:
+    """Start a fresh anvil on a free loopback port and wait until it answers."""
+    binary = require_tool(ROOT / "node_modules" / ".bin" / "anvil", "anvil (npm @foundry-rs/anvil)")
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--host", "127.0.0.1", "--port", str(port), "--silent", *extra_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return AnvilNode(f"http://127.0.0.1:{port}", process, port)
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"anvil exited with code {process.returncode}")
+            time.sleep(0.05)
+    process.kill()
+    pytest.fail("anvil did not start within 20 s")
+
+
+def stop_anvil(node: AnvilNode) -> None:
+    node.process.terminate()
+    try:
+        node.process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        node.process.kill()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
+    """A chain per backend for the whole session (tests restore it with snapshot/revert)."""
+    if request.param == "eth-tester":
+        yield embedded_chain()
+        return
+    node = start_anvil()
+    try:
+        yield rpc_chain(node.url, test_keys=list(ANVIL_DEFAULT_KEYS))
+    finally:
+        stop_anvil(node)
+
+
+@pytest.fixture(scope="session")
+def accounts(chain: Chain) -> list[LocalAccount]:
+    """Funded accounts: [0] deploys and keeps prices, [1..] trade."""
+    return chain.test_accounts()
+
+
+@pytest.fixture(scope="session")
+def deployer(accounts: list[LocalAccount]) -> LocalAccount:
+    return accounts[0]
+
+
+@pytest.fixture(scope="session")
+def deployment(chain: Chain, deployer: LocalAccount) -> Deployment:
+    """The vault, deployed once per chain with the default prices."""
+    return deploy_vault(chain.w3, deployer)
+
+
+@pytest.fixture(scope="session")
+def vault(chain: Chain, deployment: Deployment) -> VaultReader:
+    return VaultReader(chain.w3, deployment.address)
+
+
+@pytest.fixture(autouse=True)
+def _isolate(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every chain test starts from the deployed state and leaves no trace (snapshot before, revert after)."""
+    if "chain" not in request.fixturenames:
+        yield
+        return
+    chain: Chain = request.getfixturevalue("chain")
+    request.getfixturevalue("deployment")
+    snapshot = chain.snapshot()
+    try:
+        yield
+    finally:
+        chain.revert(snapshot)
+
+
+@pytest.fixture
+def transact(chain: Chain, deployment: Deployment) -> Callable[[LocalAccount, bytes], TxReceipt]:
+    """Send vault calldata from an account (real eth-account signature) and return the receipt."""
+
+    def _send(account: LocalAccount, data: bytes) -> TxReceipt:
+        return send(chain.w3, account, deployment.address, data)
+
+    return _send
+
+
+@pytest.fixture
+def open_position(
+    vault: VaultReader, transact: Callable[[LocalAccount, bytes], TxReceipt], accounts: list[LocalAccount]
+) -> Callable[..., bytes]:
+    """Factory: open a position (size in base units as a Decimal) and return its id."""
+
+    def _open(
+        *,
+        market: str = "BTCUSDT",
+        is_long: bool = True,
+        size: Decimal | str = "1",
+        owner: LocalAccount | None = None,
+    ) -> bytes:
+        trader = owner or accounts[1]
+        size_units = to_fixed(Decimal(size), SIZE_DECIMALS, "size")
+        receipt = transact(
+            trader, calldata.encode_call("openPosition", symbol_to_bytes32(market), is_long, size_units, 0)
+        )
+        (event,) = vault.contract.events.PositionOpened().process_receipt(receipt)
+        return bytes(event["args"]["positionId"])
+
+    return _open
+
+
+@pytest.fixture
+def set_market_price(chain: Chain, deployer: LocalAccount, deployment: Deployment) -> Callable[[str, str], None]:
+    """Set an oracle price in USD (decimal string) as the price keeper."""
+
+    def _set(market: str, price_usd: str) -> None:
+        set_price(chain.w3, deployer, deployment.address, market, Decimal(price_usd))
+
+    return _set
+
+
+def usd(price: str) -> int:
+    """A USD decimal string as the vault's 8-decimal integer."""
+    return to_fixed(Decimal(price), PRICE_DECIMALS, "price")
+
+
+def units(size: str) -> int:
+    """A base-asset decimal string as the vault's 18-decimal integer."""
+    return to_fixed(Decimal(size), SIZE_DECIMALS, "size")
