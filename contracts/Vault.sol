@@ -394,7 +394,11 @@ contract Vault {
     // ------------------------------------------------------------------------------------------------------
 
     /// @notice The position with this id (all zero if it never existed).
-    function getPosition(bytes32 positionId) external view returns (PositionView memory view_) {
+    function getPosition(bytes32 positionId) external view returns (PositionView memory) {
+        return _positionView(positionId);
+    }
+
+    function _positionView(bytes32 positionId) private view returns (PositionView memory view_) {
         Position storage position = _positions[positionId];
         if (position.owner == address(0)) return view_;
         view_ = PositionView({
@@ -408,6 +412,17 @@ contract Vault {
         });
     }
 
+    /// @notice The position and its market's oracle price in one call (what a client needs to quote a close).
+    /// @dev Does not check staleness; `updatedAt` lets the caller do so against `maxPriceAge()`.
+    function getPositionWithPrice(bytes32 positionId)
+        external
+        view
+        returns (PositionView memory position, uint256 price, uint256 updatedAt)
+    {
+        position = _positionView(positionId);
+        if (position.owner != address(0)) (price, updatedAt) = _priceOf(position.market);
+    }
+
     /// @notice Every position id `owner` ever opened, oldest first (closed ones have size 0).
     function positionIdsOf(address owner) external view returns (bytes32[] memory) {
         return _positionIds[owner];
@@ -416,6 +431,10 @@ contract Vault {
     /// @notice The oracle price of `market` (USD, 8 decimals) and when it was set; both 0 if never set.
     /// @dev Does not check staleness: trading functions do, against `maxPriceAge()`.
     function priceOf(bytes32 market) external view returns (uint256 price, uint256 updatedAt) {
+        return _priceOf(market);
+    }
+
+    function _priceOf(bytes32 market) private view returns (uint256 price, uint256 updatedAt) {
         uint32 indexPlusOne = _marketIndex[market];
         if (indexPlusOne == 0) return (0, 0);
         PriceData memory data = _prices[indexPlusOne - 1];
