@@ -597,9 +597,12 @@ contract Vault {
         price = _freshPriceAt(marketIndex);
     }
 
+    /// @dev Compares the price's age rather than `updatedAt + maxPriceAge`, which overflowed (a Panic on every
+    ///      trade) once the admin set a huge "never stale" age. `updatedAt` is a past block's timestamp, so the
+    ///      subtraction cannot underflow.
     function _freshPriceAt(uint32 marketIndex) private view returns (uint256) {
         PriceData memory data = _prices[marketIndex];
-        if (block.timestamp > uint256(data.updatedAt) + _maxPriceAge) {
+        if (block.timestamp - data.updatedAt > _maxPriceAge) {
             revert StalePrice(_markets[marketIndex], data.updatedAt, _maxPriceAge);
         }
         return data.price;

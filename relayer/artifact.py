@@ -24,11 +24,14 @@ class VaultArtifact:
 
     @property
     def artifact_hash(self) -> str:
-        """Identifies the build a deployment came from (source hash and compiler), recorded in deployments/."""
+        """Identifies the build a deployment came from (source hash and compiler); kept in deployments/."""
         return f"{self.source_sha256}:{self.compiler_version}"
 
     def matches_runtime_code(self, code: bytes) -> bool:
-        """Whether deployed `code` is this build's runtime code (immutable slots, set at deployment, excepted)."""
+        """Whether deployed `code` is this build's runtime code.
+
+        Immutable slots are excepted: the constructor writes them at deployment, so they differ per vault.
+        """
         expected = bytearray.fromhex(self.deployed_bytecode[2:])
         if len(code) != len(expected):
             return False

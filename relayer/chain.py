@@ -11,6 +11,7 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
+from web3.types import RPCEndpoint
 
 from relayer.constants import EMBEDDED_CHAIN_NAME
 
@@ -23,6 +24,11 @@ ANVIL_DEFAULT_KEYS = (
     "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
     "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
     "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+    "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
+    "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356",
+    "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97",
+    "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
 )
 """Keys of anvil's first accounts (its default test mnemonic), funded with 10,000 ETH each."""
 
@@ -53,13 +59,13 @@ class Chain:
         """Remember the chain state; `revert(snapshot)` returns to it (eth-tester and anvil)."""
         if self.tester is not None:
             return self.tester.take_snapshot()
-        return self.w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[attr-defined]
+        return self.w3.provider.make_request(RPCEndpoint("evm_snapshot"), [])["result"]
 
     def revert(self, snapshot_id: Any) -> None:
         if self.tester is not None:
             self.tester.revert_to_snapshot(snapshot_id)
             return
-        self.w3.provider.make_request("evm_revert", [snapshot_id])  # type: ignore[attr-defined]
+        self.w3.provider.make_request(RPCEndpoint("evm_revert"), [snapshot_id])
 
     def advance_time(self, seconds: int) -> None:
         """Move the next block's timestamp forward (for staleness and deadline tests and demos)."""
@@ -67,8 +73,8 @@ class Chain:
             latest = self.w3.eth.get_block("latest")["timestamp"]
             self.tester.time_travel(int(latest) + seconds)
             return
-        self.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[attr-defined]
-        self.w3.provider.make_request("evm_mine", [])  # type: ignore[attr-defined]
+        self.w3.provider.make_request(RPCEndpoint("evm_increaseTime"), [seconds])
+        self.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
 
 
 def embedded_chain() -> Chain:

@@ -51,3 +51,26 @@ EIP712_NAME: Final = "PerpVault"
 
 EIP712_VERSION: Final = "1"
 """EIP-712 domain version; must match `_VERSION_HASH` in contracts/Vault.sol."""
+
+# --- transaction builder and REST API (issue 3) -------------------------------------------------------------
+
+DEFAULT_API_HOST: Final = "127.0.0.1"
+"""`relayer serve` listens on loopback unless told otherwise."""
+
+DEFAULT_API_PORT: Final = 8000
+"""`relayer serve`'s default HTTP port."""
+
+DEFAULT_RPC_TIMEOUT_S: Final = 10
+"""Seconds to wait for a JSON-RPC node before answering `chain_unavailable`."""
+
+MAX_RPC_CALLS_PER_BATCH: Final = 100
+"""JSON-RPC calls sent in one HTTP request; public nodes cap batches (often at 100 to 1000)."""
+
+MAX_RPC_REQUESTS_IN_FLIGHT: Final = 4
+"""Concurrent HTTP requests to the node; calls made while all are busy wait and share the next batch."""
+
+MAX_PRICE_AGE_CACHE_S: Final = 60
+"""Seconds the vault's `maxPriceAge()` (an admin setting) is reused before it is read again."""
+
+POSITION_OWNER_CACHE_SIZE: Final = 100_000
+"""Position owners remembered (never change for an id) so one batch can read, simulate and count nonces."""

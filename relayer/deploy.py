@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 from web3 import Web3
 
 from relayer import calldata
@@ -108,7 +108,11 @@ def ensure_deployed(
     directory: Path = DEPLOYMENTS_DIR,
     max_price_age_s: int = DEFAULT_MAX_PRICE_AGE_S,
 ) -> tuple[Deployment, bool]:
-    """The recorded deployment if its code is still there, else a fresh one (recorded). Returns (it, created)."""
+    """The recorded deployment if its code is still there, else a fresh, recorded one.
+
+    Returns:
+        `(deployment, created)`: `created` is False when the recorded vault was reused.
+    """
     chain_id = int(call_chain(lambda: w3.eth.chain_id))
     path = deployment_path(chain_id, directory)
     if path.exists():

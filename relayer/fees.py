@@ -31,7 +31,9 @@ class Fees:
         return self.gas_price_wei if self.gas_price_wei is not None else self.max_fee_per_gas_wei
 
 
-def suggest_fees(base_fee_wei: int | None, priority_fee_wei: int, legacy_gas_price_wei: int | None = None) -> Fees:
+def suggest_fees(
+    base_fee_wei: int | None, priority_fee_wei: int, legacy_gas_price_wei: int | None = None
+) -> Fees:
     """EIP-1559 fees from the latest base fee, or legacy pricing when the chain has no base fee."""
     if base_fee_wei is None:
         price = legacy_gas_price_wei if legacy_gas_price_wei is not None else priority_fee_wei

@@ -32,18 +32,20 @@ def load_account(prefix: str, *, env: dict[str, str] | None = None) -> LocalAcco
         raise ConfigurationError(f"set {prefix}_KEY or {prefix}_KEYSTORE, not both")
     if key:
         try:
-            return Account.from_key(key.strip())
+            account: LocalAccount = Account.from_key(key.strip())
         except Exception:  # eth-account's message may echo key material: replace it, drop the chain
             raise ConfigurationError(f"{prefix}_KEY is not a valid private key") from None
+        return account
     if keystore:
         password = source.get(f"{prefix}_KEYSTORE_PASSWORD")
         if password is None:
             raise ConfigurationError(f"{prefix}_KEYSTORE is set but {prefix}_KEYSTORE_PASSWORD is not")
         try:
             encrypted = json.loads(Path(keystore).read_text())
-            return Account.from_key(Account.decrypt(encrypted, password))
-        except (OSError, ValueError) as exc:
+            decrypted: LocalAccount = Account.from_key(Account.decrypt(encrypted, password))
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable, not a keystore, bad password
             raise ConfigurationError(
                 f"cannot decrypt the keystore {keystore}: {type(exc).__name__}"
             ) from None
+        return decrypted
     return None

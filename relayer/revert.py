@@ -1,21 +1,22 @@
-"""Revert data in, `RelayerError` out: the one place that reads node errors and the vault's custom errors.
+"""Revert data in, `RelayerError` out: the one place that reads node errors and vault custom errors.
 
-The vault reverts only with custom errors declared in its ABI, so every revert is decoded by selector, never by
-message text. eth-tester reports the raw revert bytes inside its exception message; JSON-RPC nodes return them
-as hex in the error's `data`. Both arrive here.
+The vault reverts only with custom errors declared in its ABI, so every revert is decoded by selector, never
+by message text. eth-tester reports the raw revert bytes inside its exception message; JSON-RPC nodes return
+them as hex in the error's `data`. Both arrive here.
 """
 
 from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from eth_abi import decode
-from eth_utils import keccak
+from eth_abi.abi import decode
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from relayer import errors as e
 from relayer.artifact import load_artifact
@@ -23,8 +24,10 @@ from relayer.constants import PRICE_DECIMALS
 from relayer.markets import bytes32_to_symbol
 from relayer.units import format_fixed
 
-_ETH_TESTER_REVERT = re.compile(r"execution reverted: (b['\"].*['\"])$", re.DOTALL)
-_HEX = re.compile(r"^0x[0-9a-fA-F]*$")
+# eth-tester raises TransactionFailed("execution reverted: b'...'") through web3, and the bare bytes literal
+# when called directly.
+_ETH_TESTER_REVERT = re.compile(r"(?:execution reverted: )?(b['\"].*['\"])\Z", re.DOTALL)
+_HEX = re.compile(r"0x(?:[0-9a-fA-F]{2})*\Z")  # whole bytes only: bytes.fromhex rejects an odd length
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,10 @@ def revert_data(exc: BaseException) -> bytes | None:
         message = str(exc.args[0])
         match = _ETH_TESTER_REVERT.match(message)
         if match:
-            literal = ast.literal_eval(match.group(1))
+            try:
+                literal = ast.literal_eval(match.group(1))
+            except (ValueError, SyntaxError):  # text that merely looks like a bytes literal
+                literal = None
             if isinstance(literal, bytes):
                 return literal
         if message.startswith("execution reverted"):
@@ -75,9 +81,13 @@ def decode_revert(data: bytes) -> DecodedRevert | None:
     name, types, names = entry
     try:
         values = decode(types, data[4:])
-    except Exception:  # malformed argument bytes: report as an unknown revert, never crash  # noqa: BLE001
+    except Exception:  # malformed argument bytes: report as an unknown revert, never crash
         return None
-    return DecodedRevert(name, dict(zip(names, values, strict=True)))
+    args = {
+        arg: to_checksum_address(value) if type_ == "address" else value
+        for arg, type_, value in zip(names, types, values, strict=True)
+    }
+    return DecodedRevert(name, args)
 
 
 def _price(value: int) -> str:
@@ -88,12 +98,15 @@ _Builder = Callable[[dict[str, Any]], e.RelayerError]
 
 _ERRORS: dict[str, _Builder] = {
     "NotAuthorized": lambda a: e.NotAuthorizedError(
-        f"{a['caller']} may not act on this position (neither owner nor approved operator)", caller=a["caller"]
+        f"{a['caller']} may not act on this position (neither owner nor approved operator)",
+        caller=a["caller"],
     ),
     "PositionNotFound": lambda a: e.PositionNotFoundError(
         "no open position with this id", positionId="0x" + a["positionId"].hex()
     ),
-    "InvalidSize": lambda a: e.InvalidSizeError("size must be above zero and below 2**128", size=str(a["size"])),
+    "InvalidSize": lambda a: e.InvalidSizeError(
+        "size must be above zero and below 2**128", size=str(a["size"])
+    ),
     "SizeDeltaTooLarge": lambda a: e.SizeDeltaExceedsPositionError(
         "sizeDelta is larger than the position", sizeDelta=str(a["sizeDelta"]), size=str(a["size"])
     ),
@@ -115,8 +128,8 @@ _ERRORS: dict[str, _Builder] = {
         "price must be above zero and below 2**112", price=str(a["price"])
     ),
     "InvalidTriggerPrice": lambda a: e.InvalidTriggerPriceError(
-        f"{'take-profit' if a['isTakeProfit'] else 'stop-loss'} {_price(a['triggerPrice'])} is on the wrong side"
-        f" of the current price {_price(a['currentPrice'])}",
+        f"{'take-profit' if a['isTakeProfit'] else 'stop-loss'} {_price(a['triggerPrice'])}"
+        f" is on the wrong side of the current price {_price(a['currentPrice'])}",
         isTakeProfit=a["isTakeProfit"],
         triggerPrice=_price(a["triggerPrice"]),
         currentPrice=_price(a["currentPrice"]),
@@ -156,7 +169,10 @@ def error_from_revert(data: bytes) -> e.RelayerError:
 
 
 def translate(exc: BaseException) -> e.RelayerError | None:
-    """A `RelayerError` for a revert or an unreachable node; None when `exc` is neither (a bug: let it raise)."""
+    """A `RelayerError` for a revert or an unreachable node.
+
+    None when `exc` is neither: that is a bug, and the caller should let it raise.
+    """
     if isinstance(exc, e.RelayerError):
         return exc
     data = revert_data(exc)
@@ -170,3 +186,28 @@ def translate(exc: BaseException) -> e.RelayerError | None:
     }:
         return e.ChainUnavailableError(f"the node did not answer: {type(exc).__name__}")
     return None
+
+
+_RPC_EXECUTION_REVERTED = 3
+"""JSON-RPC error code geth and anvil use for a reverted call (EIP-1474 leaves it to clients)."""
+
+
+def error_from_rpc_error(error: Mapping[str, Any]) -> e.RelayerError:
+    """A JSON-RPC error object (`{"code", "message", "data"}`) as a `RelayerError`.
+
+    Revert data arrives as hex in `data` (geth, anvil) or in `data.data` (some providers) and is decoded by
+    selector like any revert; "execution reverted" without data is an `ExecutionRevertedError`. Anything
+    else means the node could not serve the call (rate limit, unknown method, pruned state):
+    `ChainUnavailableError`, with the node's code and message in `details`.
+    """
+    data = error.get("data")
+    if isinstance(data, Mapping):
+        data = data.get("data")
+    if isinstance(data, str) and _HEX.match(data) and len(data) > 2 and len(data) % 2 == 0:
+        return error_from_revert(bytes.fromhex(data[2:]))
+    message = str(error.get("message", ""))[:300]
+    if error.get("code") == _RPC_EXECUTION_REVERTED or message.startswith("execution reverted"):
+        return e.ExecutionRevertedError("the vault reverted", nodeMessage=message)
+    return e.ChainUnavailableError(
+        "the node could not serve the call", nodeCode=error.get("code"), nodeMessage=message
+    )

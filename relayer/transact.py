@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.types import TxReceipt
@@ -41,9 +41,9 @@ def build_transaction(
     fees = fees or current_fees(w3)
     tx["gas"] = gas_limit_with_margin(int(gas))
     tx["chainId"] = call_chain(lambda: w3.eth.chain_id)
-    tx["nonce"] = (
-        nonce if nonce is not None else call_chain(lambda: w3.eth.get_transaction_count(tx["from"], "pending"))
-    )
+    if nonce is None:
+        nonce = call_chain(lambda: w3.eth.get_transaction_count(tx["from"], "pending"))
+    tx["nonce"] = nonce
     if fees.is_legacy:
         tx["gasPrice"] = fees.gas_price_wei
     else:
@@ -53,7 +53,9 @@ def build_transaction(
     return tx
 
 
-def send(w3: Web3, account: LocalAccount, to: str | None, data: bytes, *, timeout_s: float = 120) -> TxReceipt:
+def send(
+    w3: Web3, account: LocalAccount, to: str | None, data: bytes, *, timeout_s: float = 120
+) -> TxReceipt:
     """Sign and send one call from `account`, wait for it, and fail loudly if it reverted on chain."""
     tx = build_transaction(w3, account.address, to, data)
     signed = account.sign_transaction(tx)

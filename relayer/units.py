@@ -22,7 +22,7 @@ from relayer.errors import InvalidFieldError
 
 __all__ = ["Decimal", "format_fixed", "from_fixed", "parse_decimal", "parse_int", "to_fixed"]
 
-_DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$", re.ASCII)  # no non-ASCII digits
 _MAX_TEXT_LENGTH = 100
 
 
@@ -61,21 +61,30 @@ def to_fixed(value: Decimal, decimals: int, field: str, *, allow_zero: bool = Fa
         InvalidFieldError: when negative, zero (unless `allow_zero`), more precise than `decimals` places, or
             too large for a uint256.
     """
+    if not value.is_finite():
+        raise InvalidFieldError(field, "must be a finite number", value=str(value))
     if value.is_signed() and value != 0:
         raise InvalidFieldError(field, "must not be negative", value=str(value))
     if value == 0:
         if allow_zero:
             return 0
         raise InvalidFieldError(field, "must be greater than zero", value=str(value))
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite, checked by parse_decimal
-    if exponent < -decimals and value != value.quantize(Decimal(1).scaleb(-decimals)):
+    # Integer arithmetic from here on: Decimal operations round to the context's 28 significant digits,
+    # which would silently change a longer amount.
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite, checked above
+    significant = len(digits)
+    while digits[significant - 1] == 0:  # trailing zeros carry no precision ("0.140000...0" is 0.14)
+        significant -= 1
+    exponent += len(digits) - significant
+    if exponent < -decimals:
         raise InvalidFieldError(
             field, f"has more than {decimals} decimal places", value=str(value), max_decimals=decimals
         )
     if value.adjusted() > 80:  # cheaper than scaling a huge exponent before the uint256 check
         raise InvalidFieldError(field, "is too large for the chain (above 2**256 - 1)", value=str(value))
-    scaled = int(value.scaleb(decimals))
+    coefficient = int("".join(str(digit) for digit in digits[:significant]))  # <= 80 + decimals digits
+    scaled: int = coefficient * 10 ** (exponent + decimals)  # exponent >= -decimals, so an int
     if scaled > UINT256_MAX:
         raise InvalidFieldError(field, "is too large for the chain (above 2**256 - 1)", value=str(value))
     return scaled
@@ -87,31 +96,41 @@ def parse_fixed(value: object, decimals: int, field: str, *, allow_zero: bool = 
 
 
 def parse_int(value: object, field: str, *, minimum: int, maximum: int) -> int:
-    """An integral JSON number (e.g. basis points) within `minimum..maximum`; `3.0` is accepted, `3.5` is not."""
+    """An integral JSON number (e.g. basis points) within `minimum..maximum`.
+
+    `3.0` is accepted (JSON does not distinguish it from `3`), `3.5` is not.
+    """
     number = parse_decimal(value, field)
     if number != number.to_integral_value():
         raise InvalidFieldError(field, "must be a whole number", value=str(number))
     if not minimum <= number <= maximum:
         raise InvalidFieldError(
-            field, f"must be between {minimum} and {maximum}", value=str(number), minimum=minimum, maximum=maximum
+            field,
+            f"must be between {minimum} and {maximum}",
+            value=str(number),
+            minimum=minimum,
+            maximum=maximum,
         )
     return int(number)
 
 
 def from_fixed(amount: int, decimals: int) -> Decimal:
-    """The exact `Decimal` an integer with `decimals` implied places stands for (no trailing zeros)."""
-    return _normalize(Decimal(amount).scaleb(-decimals))
+    """The exact `Decimal` an integer with `decimals` implied places stands for (no trailing zeros).
+
+    Built from digits, not with `scaleb`/`normalize`, which round to the context's 28 significant digits.
+    """
+    if amount == 0:
+        return Decimal(0)
+    magnitude, exponent = abs(amount), -decimals
+    while exponent < 0 and magnitude % 10 == 0:
+        magnitude //= 10
+        exponent += 1
+    if exponent > 0:  # negative `decimals`: spell the integer out, never as an exponent
+        magnitude *= 10**exponent
+        exponent = 0
+    return Decimal((int(amount < 0), Decimal(magnitude).as_tuple().digits, exponent))
 
 
 def format_fixed(amount: int, decimals: int) -> str:
     """`from_fixed` as plain text: never an exponent, never trailing zeros (`'0.0012'`, `'420'`)."""
     return format(from_fixed(amount, decimals), "f")
-
-
-def _normalize(number: Decimal) -> Decimal:
-    if number == 0:
-        return Decimal(0)
-    normalized = number.normalize()
-    exponent = normalized.as_tuple().exponent
-    assert isinstance(exponent, int)
-    return normalized.quantize(Decimal(1)) if exponent > 0 else normalized

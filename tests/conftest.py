@@ -36,7 +36,7 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def require_tool(path: Path | str, what: str) -> str:
-    """The tool's path; a skip locally when it is missing, a failure in CI (a hidden missing tool is a bug)."""
+    """The tool's path; a skip locally when missing, a failure in CI (a hidden missing tool is a bug)."""
     found = shutil.which(str(path)) or (str(path) if Path(path).exists() else None)
     if found is None:
         message = f"{what} is not installed ({path}): run scripts/setup.sh"
@@ -174,7 +174,9 @@ def open_position(
 
 
 @pytest.fixture
-def set_market_price(chain: Chain, deployer: LocalAccount, deployment: Deployment) -> Callable[[str, str], None]:
+def set_market_price(
+    chain: Chain, deployer: LocalAccount, deployment: Deployment
+) -> Callable[[str, str], None]:
     """Set an oracle price in USD (decimal string) as the price keeper."""
 
     def _set(market: str, price_usd: str) -> None:

@@ -18,7 +18,9 @@ from relayer.errors import RelayerError
 log = logging.getLogger("relayer.api")
 
 
-def error_response(status: int, code: str, message: str, details: dict[str, object] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, details: dict[str, object] | None = None
+) -> JSONResponse:
     return JSONResponse(
         status_code=status, content={"error": {"code": code, "message": message, "details": details or {}}}
     )
@@ -37,7 +39,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
     field = ".".join(str(part) for part in first.get("loc", ()) if part not in {"body", "query", "path"})
-    return error_response(422, "invalid_field", f"{field or 'request'}: {first.get('msg', 'invalid')}", {"field": field})
+    message = f"{field or 'request'}: {first.get('msg', 'invalid')}"
+    return error_response(422, "invalid_field", message, {"field": field})
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -1,0 +1,144 @@
+"""The vault's gas figures: one fixed scenario on a fresh embedded chain.
+
+Measured in exactly one place, here: `scripts/gas_snapshot.py` writes them to `gas-snapshot.json` (or checks
+it), and `tests/contracts/test_gas_snapshot.py` fails when a figure rises above the committed snapshot.
+
+The scenario is deterministic: a fresh eth-tester chain always deploys the vault at the same address with the
+same chain id, position ids follow from them, and the signed request uses a constant deadline, so the calldata
+(whose zero bytes cost less gas) and the RFC 6979 signature are byte-identical on every run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+
+from relayer import calldata
+from relayer.chain import embedded_chain
+from relayer.constants import CLOSE_ALL_SIZE, PRICE_DECIMALS, SIZE_DECIMALS
+from relayer.deploy import deploy_vault
+from relayer.markets import symbol_to_bytes32
+from relayer.transact import send
+from relayer.vault import VaultReader
+from tests.contracts.helpers import as_struct, close_request, eip712_domain, event, sign_request
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SNAPSHOT_PATH = ROOT / "gas-snapshot.json"
+BACKEND = "eth-tester (py-evm), fresh chain"
+
+FIXED_DEADLINE = 4_102_444_800
+"""2100-01-01T00:00:00Z: a constant deadline keeps the signed request's calldata and signature identical."""
+
+OPERATIONS = (
+    "open",
+    "partial_close",
+    "set_take_profit",
+    "multicall_partial_close_and_set_tp",
+    "execute_trigger",
+    "close_with_sig",
+    "full_close",
+)
+"""The measured operations, in the order the scenario runs them."""
+
+
+def _usd(whole: int) -> int:
+    return whole * 10**PRICE_DECIMALS
+
+
+def _size(hundredths: int) -> int:
+    return hundredths * int(10 ** (SIZE_DECIMALS - 2))
+
+
+def measure_gas() -> dict[str, int]:
+    """Gas used by each operation of the scenario (one trader's BTC long, start to finish)."""
+    chain = embedded_chain()
+    w3 = chain.w3
+    deployer, trader, keeper = chain.test_accounts()[:3]  # keeper: an unprivileged bot / relayer
+    deployment = deploy_vault(w3, deployer)
+    vault = VaultReader(w3, deployment.address)
+    btc = symbol_to_bytes32("BTCUSDT")
+
+    def gas(account: LocalAccount, data: bytes) -> int:
+        return int(send(w3, account, deployment.address, data)["gasUsed"])
+
+    def set_price(whole_usd: int) -> None:
+        send(w3, deployer, deployment.address, calldata.encode_call("setPrice", btc, _usd(whole_usd)))
+
+    figures: dict[str, int] = {}
+    opened = send(
+        w3,
+        trader,
+        deployment.address,
+        calldata.encode_call("openPosition", btc, True, _size(100), _usd(96_100)),
+    )
+    figures["open"] = int(opened["gasUsed"])  # the trader's first position
+    position_id = bytes(event(vault.contract, opened, "PositionOpened")["positionId"])
+
+    set_price(97_000)
+    figures["partial_close"] = gas(trader, calldata.close_position(position_id, _size(25), _usd(96_900)))
+    figures["set_take_profit"] = gas(trader, calldata.set_take_profit(position_id, _usd(100_000), 5_000))
+    figures["multicall_partial_close_and_set_tp"] = gas(
+        trader,
+        calldata.multicall(
+            [
+                calldata.close_position(position_id, _size(25), _usd(96_900)),
+                calldata.set_take_profit(position_id, _usd(101_000), 5_000),
+            ]
+        ),
+    )
+
+    set_price(101_000)
+    figures["execute_trigger"] = gas(keeper, calldata.execute_trigger(position_id))  # closes 50% of 0.50
+
+    domain = eip712_domain(int(w3.eth.chain_id), deployment.address)
+    request = close_request(position_id, _size(10), _usd(100_000), 0, FIXED_DEADLINE)
+    signature = sign_request(trader, domain, request)
+    figures["close_with_sig"] = gas(
+        keeper, calldata.encode_call("closePositionWithSig", as_struct(request), signature)
+    )
+    figures["full_close"] = gas(trader, calldata.close_position(position_id, CLOSE_ALL_SIZE, 0))
+    assert tuple(figures) == OPERATIONS
+    return figures
+
+
+def load_snapshot(path: Path = SNAPSHOT_PATH) -> dict[str, int]:
+    """The committed figures (empty when the file does not exist yet)."""
+    if not path.exists():
+        return {}
+    return {name: int(value) for name, value in json.loads(path.read_text())["gasUsed"].items()}
+
+
+def render_snapshot(figures: dict[str, int]) -> str:
+    """The snapshot file's text: stable key order so a rewrite with the same figures is byte-identical."""
+    document = {
+        "backend": BACKEND,
+        "gasUsed": {name: figures[name] for name in OPERATIONS},
+        "regenerate": "python scripts/gas_snapshot.py",
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def rises(measured: dict[str, int], recorded: dict[str, int]) -> list[str]:
+    """What got more expensive than the snapshot, or is missing from it: each a line saying so."""
+    problems = []
+    for name, used in measured.items():
+        if name not in recorded:
+            problems.append(f"{name}: {used} gas is not in the snapshot")
+        elif used > recorded[name]:
+            problems.append(f"{name}: {used} gas > snapshot {recorded[name]} (+{used - recorded[name]})")
+    problems.extend(
+        f"{name}: in the snapshot but no longer measured" for name in recorded if name not in measured
+    )
+    return problems
+
+
+def differences(measured: dict[str, int], recorded: dict[str, int]) -> list[str]:
+    """Every figure that differs from the snapshot in either direction (what `--check` reports)."""
+    lowered = [
+        f"{name}: {used} gas < snapshot {recorded[name]} ({used - recorded[name]})"
+        for name, used in measured.items()
+        if name in recorded and used < recorded[name]
+    ]
+    return rises(measured, recorded) + lowered

@@ -1,0 +1,17 @@
+"""The examples in the core modules' docstrings run as part of the normal suite, so they cannot go stale."""
+
+from __future__ import annotations
+
+import doctest
+from types import ModuleType
+
+import pytest
+
+from relayer import fees, markets, positions, units
+
+
+@pytest.mark.parametrize("module", [units, fees, positions, markets], ids=lambda m: m.__name__)
+def test_doctests(module: ModuleType) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0, f"{module.__name__} has no doctests"
+    assert result.failed == 0
