@@ -27,7 +27,7 @@ class RelayerError(Exception):
         return {"code": self.code, "message": self.message, "details": self.details}
 
 
-# --- bad input (4xx) -----------------------------------------------------------------------------------------
+# --- bad input (4xx) ----------------------------------------------------------------------------------------
 
 
 class InvalidFieldError(RelayerError, ValueError):
@@ -132,7 +132,7 @@ class ExecutionRevertedError(RelayerError):
     http_status = 422
 
 
-# --- environment (5xx) ---------------------------------------------------------------------------------------
+# --- environment (5xx) --------------------------------------------------------------------------------------
 
 
 class ChainUnavailableError(RelayerError):
@@ -151,3 +151,115 @@ class ConfigurationError(RelayerError):
 
     code = "configuration_error"
     http_status = 500
+
+
+# --- authentication and trading by API key ------------------------------------------------------------------
+
+
+class UnauthenticatedError(RelayerError):
+    """No API key, an unknown one or a revoked one."""
+
+    code = "unauthenticated"
+    http_status = 401
+
+
+class InsufficientScopeError(RelayerError, PermissionError):
+    """A valid API key without the scope the action needs."""
+
+    code = "insufficient_scope"
+    http_status = 403
+
+
+class AmbiguousPositionError(RelayerError):
+    """The account has several open positions in the market: the caller must say which (side, positionId)."""
+
+    code = "ambiguous_position"
+    http_status = 409
+
+
+class OperatorNotApprovedError(RelayerError):
+    """The account has not approved the relayer's signer as a vault operator, so it cannot act for it."""
+
+    code = "operator_not_approved"
+    http_status = 409
+
+
+# --- relay (issue 4) ----------------------------------------------------------------------------------------
+
+
+class TransactionNotFoundError(RelayerError, LookupError):
+    """No relay record has this id."""
+
+    code = "transaction_not_found"
+    http_status = 404
+
+
+class IdempotencyConflictError(RelayerError):
+    """The `Idempotency-Key` was already used with a different request body."""
+
+    code = "idempotency_conflict"
+    http_status = 409
+
+
+class DuplicateRequestError(RelayerError):
+    """The same signed request (owner and nonce) is already being relayed; a second copy would only revert."""
+
+    code = "duplicate_request"
+    http_status = 409
+
+
+class DisallowedTransactionError(RelayerError, ValueError):
+    """A raw transaction breaks the relay policy: wrong target, function, chain id or type."""
+
+    code = "disallowed_transaction"
+    http_status = 422
+
+
+class RequestExpiredBeforeSendError(RelayerError):
+    """A signed request's deadline passed before its transaction could be mined; its nonce was freed."""
+
+    code = "request_expired_before_send"
+    http_status = 422
+
+
+class RelayerOutOfFundsError(RelayerError):
+    """No relayer signer holds enough ether to pay for the transaction."""
+
+    code = "relayer_out_of_funds"
+    http_status = 503
+    retryable = True
+
+
+class FeeCapExceededError(RelayerError):
+    """The network's current fees are above the configured max fee per gas; nothing was signed."""
+
+    code = "fee_cap_exceeded"
+    http_status = 503
+    retryable = True
+
+
+class NodeRejectedError(RelayerError):
+    """The node permanently refused a transaction (its code and message are in `details`)."""
+
+    code = "node_rejected"
+    http_status = 502
+
+
+def _all_error_classes(root: type[RelayerError] = RelayerError) -> list[type[RelayerError]]:
+    classes = [root]
+    for sub in root.__subclasses__():
+        classes.extend(_all_error_classes(sub))
+    return classes
+
+
+def restore_error(payload: dict[str, Any]) -> RelayerError:
+    """Rebuild an error saved as `to_dict()` (e.g. in the relay journal) as the class its `code` names.
+
+    Subclass constructors differ, so the instance is made directly and given the recorded message and
+    details: a client sees exactly the code, status and message that were recorded.
+    """
+    code = payload.get("code")
+    target = next((c for c in _all_error_classes() if c.code == code), RelayerError)
+    error = Exception.__new__(target)
+    RelayerError.__init__(error, str(payload.get("message", code)), **dict(payload.get("details") or {}))
+    return error

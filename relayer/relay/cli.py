@@ -1,0 +1,122 @@
+"""`relayer relay ...`: what an operator needs to see of the relayer, as a thin adapter over the journal and
+`RelayService`.
+
+`status` and `list` read the journal file only (WAL: safe beside a running relayer); `signers` also asks the
+node for balances and nonces. Wired into `relayer/cli.py` with `add_relay_commands(subparsers)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from relayer.chain import rpc_chain
+from relayer.constants import ETH_DECIMALS
+from relayer.errors import ConfigurationError, InvalidFieldError, TransactionNotFoundError
+from relayer.relay.config import RelaySettings
+from relayer.relay.journal import Journal
+from relayer.relay.service import RelayService
+from relayer.relay.signers import load_signers
+from relayer.relay.status import TxStatus
+from relayer.units import format_fixed
+
+EXIT_OK = 0
+
+
+def _journal(args: argparse.Namespace) -> Journal:
+    path = Path(args.journal) if args.journal else RelaySettings.from_env().journal_path
+    if not path.exists():
+        raise ConfigurationError(f"no relay journal at {path} (set --journal or RELAYER_RELAY_JOURNAL_PATH)")
+    return Journal(path)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    journal = _journal(args)
+    try:
+        record = journal.get(args.id)
+        if record is None:
+            raise TransactionNotFoundError("no relayed transaction has this id", id=args.id)
+        print(json.dumps(record.to_dict(), indent=2))
+    finally:
+        journal.close()
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    status = None
+    if args.status:
+        try:
+            status = TxStatus(args.status)
+        except ValueError:
+            raise InvalidFieldError(
+                "--status", f"must be one of {', '.join(s.value for s in TxStatus)}"
+            ) from None
+    journal = _journal(args)
+    try:
+        records = journal.records(status, limit=args.limit)
+    finally:
+        journal.close()
+    for record in records:
+        tx_hash = record.mined.tx_hash if record.mined else record.latest.tx_hash
+        print(
+            f"{record.id}  {record.status.value:<9}  {record.kind.value:<7}  {record.sender}  "
+            f"nonce {record.nonce:<6}  hashes {len(record.attempts)}  {tx_hash}"
+        )
+    if not records:
+        print("no relayed transactions" + (f" with status {status.value}" if status else ""))
+    return EXIT_OK
+
+
+def cmd_signers(args: argparse.Namespace) -> int:
+    settings = RelaySettings.from_env()
+    if args.journal:
+        settings = dataclasses.replace(settings, journal_path=Path(args.journal))
+    signers = load_signers()
+    if not signers:
+        raise ConfigurationError(
+            "no relayer signer: set RELAYER_SIGNER_KEY or RELAYER_SIGNER_KEYSTORE (+ _PASSWORD)"
+        )
+    service = RelayService(
+        chain=rpc_chain(args.rpc_url), vault_address=args.vault, signers=signers, settings=settings
+    )
+    try:
+        rows: list[dict[str, Any]] = [s.to_dict() for s in service.signers_status()]
+    finally:
+        service.journal.close()
+    for row in rows:
+        flag = "  LOW BALANCE" if row["lowBalance"] else ""
+        print(
+            f"{row['address']}  {format_fixed(int(row['balanceWei']), ETH_DECIMALS)} ETH{flag}\n"
+            f"    chain nonce latest {row['chainLatestNonce']}, pending {row['chainPendingNonce']}; "
+            f"journal next {row['journalNextNonce']}; in flight {row['inFlight']}"
+        )
+    return EXIT_OK
+
+
+def add_relay_commands(subparsers: Any) -> None:
+    """Add `relay status|list|signers` to the `relayer` command's subparsers."""
+    relay = subparsers.add_parser("relay", help="inspect the relayer: transactions, signers and nonces")
+    commands = relay.add_subparsers(dest="relay_command", required=True)
+    journal_help = "the relay journal file (default RELAYER_RELAY_JOURNAL_PATH or relay-journal.sqlite3)"
+
+    status = commands.add_parser("status", help="one relayed transaction: status, every hash, receipt")
+    status.add_argument("id")
+    status.add_argument("--journal", help=journal_help)
+    status.set_defaults(handler=cmd_status)
+
+    listing = commands.add_parser("list", help="relayed transactions, newest first")
+    listing.add_argument("--status", help=f"one of {', '.join(s.value for s in TxStatus)}")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--journal", help=journal_help)
+    listing.set_defaults(handler=cmd_list)
+
+    signers = commands.add_parser(
+        "signers", help="signer balances (low-balance alert) and chain vs journal nonces"
+    )
+    signers.add_argument("--rpc-url", required=True, help="JSON-RPC node URL")
+    signers.add_argument("--vault", required=True, help="the vault's address")
+    signers.add_argument("--journal", help=journal_help)
+    signers.set_defaults(handler=cmd_signers)

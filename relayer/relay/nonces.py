@@ -1,0 +1,57 @@
+"""Per-signer nonce allocation: the journal is the counter, the chain is the floor.
+
+The next nonce of a signer is `max(chain floor, highest journaled nonce + 1)`, computed inside the journal's
+write transaction that also inserts the record using it, under a per-signer lock held until the signed bytes
+are handed to the node. So the nonce cannot advance without its record being saved (the bug that jammed the
+OpenZeppelin relayer for good), two requests can never get the same nonce, and a signer's transactions reach
+the node in nonce order. The floor is the chain's pending count, read at start and after "nonce too low".
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def next_nonce(chain_floor: int, journal_max: int | None) -> int:
+    """The nonce the next record of a signer takes.
+
+    >>> next_nonce(5, None)
+    5
+    >>> next_nonce(5, 9)
+    10
+    >>> next_nonce(12, 9)
+    12
+    """
+    return chain_floor if journal_max is None else max(chain_floor, journal_max + 1)
+
+
+class NonceAllocator:
+    """Locks and chain floors per signer; the journal supplies the highest nonce already used."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.RLock] = {}
+        self._floors: dict[str, int] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def hold(self, signer: str) -> Iterator[None]:
+        """Exclusive use of `signer`'s nonce sequence: allocate, journal and broadcast inside."""
+        with self._guard:
+            lock = self._locks.setdefault(signer, threading.RLock())
+        with lock:
+            yield
+
+    def reconcile(self, signer: str, chain_pending_nonce: int) -> None:
+        """Raise the floor to the chain's pending nonce (never lowers it: journaled nonces stay taken)."""
+        with self._guard:
+            self._floors[signer] = max(self._floors.get(signer, 0), chain_pending_nonce)
+
+    def floor(self, signer: str) -> int:
+        with self._guard:
+            return self._floors.get(signer, 0)
+
+    def allocate(self, signer: str, journal_max: int | None) -> int:
+        """The next nonce; call while holding `hold(signer)` inside the journal transaction that uses it."""
+        return next_nonce(self.floor(signer), journal_max)

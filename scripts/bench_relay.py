@@ -1,0 +1,215 @@
+"""Benchmark: relayed transactions per second, request to mined receipt, against the naive web3.py loop.
+
+Both sides send the same call (a small `closePosition` by an approved operator) to the same fresh anvil, in
+one run. The naive loop is what a script would do: `contract.functions...transact()` then
+`wait_for_transaction_receipt`, one at a time. The relayer takes every request at once from `--concurrency`
+client threads (each one simulated, journaled to SQLite with fsync, signed and broadcast), spreads them over
+`--signers` accounts with locally allocated nonces, and polls receipts in batches per signer. Both clocks run
+from the first request to the last receipt. Afterwards the run checks that every relayer nonce is used once,
+contiguously (no gap), with no duplicate transaction, and that the position shrank by exactly what was sent.
+
+    python scripts/bench_relay.py                       # anvil with automine (each tx mined on arrival)
+    python scripts/bench_relay.py --block-time 1        # anvil mining a block every second
+    python scripts/bench.py relay ...                   # the same, through the shared benchmark runner
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from relayer import calldata  # noqa: E402
+from relayer.chain import ANVIL_DEFAULT_KEYS, Chain, rpc_chain  # noqa: E402
+from relayer.constants import SIZE_DECIMALS  # noqa: E402
+from relayer.deploy import deploy_vault  # noqa: E402
+from relayer.markets import symbol_to_bytes32  # noqa: E402
+from relayer.relay.config import RelaySettings  # noqa: E402
+from relayer.relay.service import RelayService  # noqa: E402
+from relayer.relay.signers import Signer  # noqa: E402
+from relayer.relay.status import TxStatus  # noqa: E402
+from relayer.transact import send  # noqa: E402
+from relayer.units import to_fixed  # noqa: E402
+from relayer.vault import VaultReader  # noqa: E402
+
+CLOSE_STEP = to_fixed(Decimal("0.001"), SIZE_DECIMALS, "size")
+"""Each benchmark transaction closes 0.001 BTC of one big position."""
+
+
+@dataclass
+class Result:
+    name: str
+    count: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+
+@contextlib.contextmanager
+def anvil(block_time: int | None) -> Iterator[Chain]:
+    binary = shutil.which("anvil") or str(ROOT / "node_modules" / ".bin" / "anvil")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    args = [binary, "--host", "127.0.0.1", "--port", str(port), "--silent"]
+    if block_time:
+        args += ["--block-time", str(block_time)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit("anvil did not start") from None
+                time.sleep(0.05)
+        yield rpc_chain(f"http://127.0.0.1:{port}", test_keys=list(ANVIL_DEFAULT_KEYS))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def naive_loop(chain: Chain, vault: VaultReader, operator: str, position_id: bytes, count: int) -> Result:
+    """One at a time: web3.py fills gas (estimate), fees and nonce, sends, then waits for the receipt."""
+    function = vault.contract.functions.closePosition(position_id, CLOSE_STEP, 0)
+    started = time.perf_counter()
+    for _ in range(count):
+        tx_hash = function.transact({"from": operator})  # type: ignore[arg-type]
+        receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.01)
+        assert receipt["status"] == 1
+    return Result("naive web3.py loop", count, time.perf_counter() - started)
+
+
+def relayer_run(service: RelayService, position_id: bytes, count: int, concurrency: int) -> Result:
+    """All requests at once from `concurrency` client threads; the loop polls until every one is mined."""
+    data = calldata.close_position(position_id, CLOSE_STEP, 0)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(lambda _: service.submit_call(data), range(count)))
+    while service.tick():
+        time.sleep(0.005)
+    return Result(
+        f"relayer ({concurrency} clients, {len(service.pool.addresses)} signers)",
+        count,
+        time.perf_counter() - started,
+    )
+
+
+def check_relayer(chain: Chain, service: RelayService, start_nonces: dict[str, int], count: int) -> list[str]:
+    """Every record mined once; per signer nonces contiguous from the start; no duplicate hash."""
+    problems: list[str] = []
+    records = service.journal.all()
+    if len(records) != count:
+        problems.append(f"{len(records)} records for {count} requests")
+    bad = [r.id for r in records if r.status is not TxStatus.CONFIRMED]
+    if bad:
+        problems.append(f"{len(bad)} records not confirmed")
+    nonces: dict[str, list[int]] = defaultdict(list)
+    for record in records:
+        nonces[record.sender].append(record.nonce)
+    for address, used in nonces.items():
+        expected = list(range(start_nonces[address], start_nonces[address] + len(used)))
+        if sorted(used) != expected:
+            problems.append(f"nonce gap or duplicate for {address}")
+        if chain.w3.eth.get_transaction_count(address) != expected[-1] + 1:  # type: ignore[arg-type]
+            problems.append(f"chain nonce of {address} does not match the journal")
+    hashes = [r.mined.tx_hash for r in records if r.mined]
+    if len(set(hashes)) != len(hashes):
+        problems.append("duplicate mined hashes")
+    return problems
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `relay` on the shared `scripts/bench.py` runner."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "relay", help="relayed tx/s (request to mined receipt) vs the naive web3.py loop, on anvil"
+    )
+    _arguments(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--count", type=int, default=300, help="transactions per side (default 300)")
+    parser.add_argument("--concurrency", type=int, default=16, help="relayer client threads (default 16)")
+    parser.add_argument("--signers", type=int, default=4, help="relayer signer accounts, 1..4 (default 4)")
+    parser.add_argument("--block-time", type=int, default=None, help="anvil --block-time (default: automine)")
+
+
+def run(args: argparse.Namespace) -> int:
+    with anvil(args.block_time) as chain, tempfile.TemporaryDirectory() as tmp:
+        accounts = chain.test_accounts()
+        deployer, trader, naive_operator = accounts[0], accounts[1], accounts[4]
+        relay_accounts = accounts[5 : 5 + max(1, min(args.signers, 4))]
+        deployment = deploy_vault(chain.w3, deployer, max_price_age_s=10**9)
+        vault = VaultReader(chain.w3, deployment.address)
+        for operator in [naive_operator, *relay_accounts]:
+            send(chain.w3, trader, deployment.address, calldata.set_operator(operator.address, True))
+        size = CLOSE_STEP * args.count * 2
+        send(
+            chain.w3,
+            trader,
+            deployment.address,
+            calldata.encode_call("openPosition", symbol_to_bytes32("BTCUSDT"), True, size, 0),
+        )
+        (position_id,) = vault.position_ids_of(trader.address)
+
+        naive = naive_loop(chain, vault, naive_operator.address, position_id, args.count)
+
+        service = RelayService(
+            chain=chain,
+            vault_address=deployment.address,
+            signers=[Signer(a) for a in relay_accounts],
+            settings=RelaySettings(
+                journal_path=Path(tmp) / "bench.sqlite3", confirmations=1, replace_after_s=600
+            ),
+        )
+        service.resume()
+        start_nonces = {a.address: chain.w3.eth.get_transaction_count(a.address) for a in relay_accounts}
+        relayed = relayer_run(service, position_id, args.count, args.concurrency)
+        problems = check_relayer(chain, service, start_nonces, args.count)
+        remaining = vault.position(position_id).size
+        if remaining != size - 2 * args.count * CLOSE_STEP:
+            problems.append(f"position size {remaining} does not match the transactions sent")
+        service.journal.close()
+
+    mode = f"anvil --block-time {args.block_time}" if args.block_time else "anvil automine"
+    print(f"relay benchmark on {mode}: {args.count} closePosition transactions per side")
+    for result in (naive, relayed):
+        print(f"  {result.name:<36} {result.per_second:8.1f} tx/s  ({result.seconds:.2f} s)")
+    print(f"  ratio relayer / naive: {relayed.per_second / naive.per_second:.1f}x")
+    verdict = "0" if not problems else "see below"
+    print(f"  nonce gaps: {verdict}, duplicates: {verdict}")
+    for problem in problems:
+        print(f"  PROBLEM: {problem}")
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    _arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

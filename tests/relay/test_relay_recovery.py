@@ -1,0 +1,293 @@
+"""What makes submission trustworthy: 100 concurrent relays without a gap or a duplicate, replacement of a
+stuck transaction, expiry that frees the nonce, restart at the worst moments, and a node that goes away."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from web3.types import RPCEndpoint, TxReceipt
+
+from relayer import calldata
+from relayer.chain import Chain, rpc_chain
+from relayer.errors import DuplicateRequestError
+from relayer.relay.sender import SenderHooks
+from relayer.relay.service import RelayService
+from relayer.relay.status import AttemptKind, TxStatus
+from relayer.vault import VaultReader
+from tests.conftest import units
+from tests.relay.conftest import Crash, FakeClock, crash, http_client, settle
+from tests.relay.proxy import TcpProxy
+
+
+def rpc(chain: Chain, method: str, *params: Any) -> Any:
+    return chain.w3.provider.make_request(RPCEndpoint(method), list(params))  # type: ignore[attr-defined]
+
+
+@contextmanager
+def automine_off(chain: Chain) -> Iterator[None]:
+    """Hold transactions in the pool until `mine(chain)`: a stuck transaction, deterministically."""
+    if chain.is_embedded:
+        chain.tester.disable_auto_mine_transactions()
+    else:
+        rpc(chain, "evm_setAutomine", False)
+    try:
+        yield
+    finally:
+        if chain.is_embedded:
+            chain.tester.enable_auto_mine_transactions()
+        else:
+            rpc(chain, "evm_setAutomine", True)
+
+
+def mine(chain: Chain) -> None:
+    if chain.is_embedded:
+        chain.tester.mine_blocks()
+    else:
+        rpc(chain, "evm_mine")
+
+
+def nonce_of(chain: Chain, address: str) -> int:
+    return chain.w3.eth.get_transaction_count(address)  # type: ignore[arg-type]
+
+
+def test_100_concurrent_relays_no_gap_no_duplicate(
+    chain: Chain,
+    accounts: list[LocalAccount],
+    relay_accounts: list[LocalAccount],
+    vault: VaultReader,
+    transact: Callable[[LocalAccount, bytes], TxReceipt],
+    open_position: Callable[..., bytes],
+    service: RelayService,
+) -> None:
+    trader = accounts[1]
+    for signer in relay_accounts:  # the relayer closes for the trader as an approved operator
+        transact(trader, calldata.set_operator(signer.address, True))
+    position_id = open_position(owner=trader, size="1")
+    start = {a.address: nonce_of(chain, a.address) for a in relay_accounts}
+    service.resume()
+    close = calldata.close_position(position_id, units("0.001"), 0)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        submissions = list(pool.map(lambda _: service.submit_call(close), range(100)))
+    settle(service, rounds=20)
+
+    records = service.list(limit=1_000)
+    assert len(records) == 100 == len({s.record.id for s in submissions})
+    assert {r.status for r in records} == {TxStatus.CONFIRMED}
+    by_signer: dict[str, list[int]] = defaultdict(list)
+    for record in records:
+        by_signer[record.sender].append(record.nonce)
+    assert len(by_signer) == 2  # work spread across both signers
+    for address, nonces in by_signer.items():
+        assert sorted(nonces) == list(range(start[address], start[address] + len(nonces)))  # contiguous
+        assert nonce_of(chain, address) == start[address] + len(nonces)  # each mined once, none extra
+    mined = [r.mined.tx_hash for r in records if r.mined]
+    assert len(set(mined)) == 100
+    assert vault.position(position_id).size == units("0.9")
+
+
+def test_stuck_transaction_is_replaced_with_bumped_fees(
+    chain: Chain,
+    accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    service: RelayService,
+    clock: FakeClock,
+    signed_body: Callable[..., dict[str, Any]],
+    vault: VaultReader,
+) -> None:
+    position_id = open_position(owner=accounts[1])
+    body = signed_body(accounts[1], position_id, sizeDelta="0.5")
+    with automine_off(chain):
+        record = service.submit_signed(body).record
+        assert record.status == TxStatus.SUBMITTED
+        service.tick()
+        assert len(service.get(record.id).attempts) == 1  # not yet due
+        clock.advance(service.settings.replace_after_s)
+        service.tick()
+        first, bump = service.get(record.id).attempts
+        assert bump.kind == AttemptKind.BUMP
+        assert bump.max_fee_per_gas_wei * 10 >= first.max_fee_per_gas_wei * 11
+        assert bump.max_priority_fee_per_gas_wei * 10 >= first.max_priority_fee_per_gas_wei * 11
+        mine(chain)
+    settle(service)
+    final = service.get(record.id)
+    assert final.status == TxStatus.CONFIRMED
+    assert final.mined is not None
+    assert final.mined.tx_hash == bump.tx_hash
+    assert final.hashes == [first.tx_hash, bump.tx_hash]  # every hash kept
+    assert chain.w3.eth.get_transaction_count(final.sender) == final.nonce + 1
+    assert vault.position(position_id).size == units("0.5")
+
+
+def test_fee_cap_stops_bumping_but_not_the_queue(
+    chain: Chain,
+    accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    make_service: Callable[..., RelayService],
+    clock: FakeClock,
+    signed_body: Callable[..., dict[str, Any]],
+) -> None:
+    position_id = open_position(owner=accounts[1])
+    base_fee = int(chain.w3.eth.get_block("latest")["baseFeePerGas"])
+    service = make_service(max_fee_per_gas_wei=base_fee + 1)  # room to be mined, none to bump
+    body = signed_body(accounts[1], position_id)
+    with automine_off(chain):
+        record = service.submit_signed(body).record
+        clock.advance(service.settings.replace_after_s)
+        service.tick()
+        stuck = service.get(record.id)
+        assert len(stuck.attempts) == 1
+        assert stuck.error is not None
+        assert stuck.error["code"] == "fee_cap_reached"
+        mine(chain)
+    settle(service)
+    assert service.get(record.id).status == TxStatus.CONFIRMED
+
+
+def test_expired_request_frees_its_nonce_with_a_noop(
+    chain: Chain,
+    accounts: list[LocalAccount],
+    relay_accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    service: RelayService,
+    signed_body: Callable[..., dict[str, Any]],
+    vault: VaultReader,
+) -> None:
+    trader = accounts[1]
+    position_id = open_position(owner=trader)
+    deadline = int(chain.w3.eth.get_block("latest")["timestamp"]) + 60
+    body = signed_body(trader, position_id, deadline=str(deadline))
+    with automine_off(chain):
+        record = service.submit_signed(body).record
+        if not chain.is_embedded:  # anvil would mine it with the time jump; eth-tester's jump mines nothing
+            rpc(chain, "anvil_dropTransaction", record.latest.tx_hash)
+        chain.advance_time(120)
+        service.tick()
+        noop = service.get(record.id).latest
+        assert noop.kind == AttemptKind.NOOP
+        mine(chain)
+    settle(service)
+    final = service.get(record.id)
+    assert final.status == TxStatus.EXPIRED
+    assert final.error is not None
+    assert final.error["code"] == "request_expired_before_send"
+    assert final.mined is not None
+    assert final.mined.tx_hash == noop.tx_hash
+    assert nonce_of(chain, final.sender) == final.nonce + 1  # the nonce is used: no gap
+    assert vault.position(position_id).size == units("1")  # the expired close never ran
+    # The queue moves on: the next relay from the same signers goes through.
+    assert vault.contract.functions.nonces(trader.address).call() == 0
+    again = service.submit_signed(signed_body(trader, position_id)).record
+    settle(service)
+    assert service.get(again.id).status == TxStatus.CONFIRMED
+
+
+def test_restart_between_journal_write_and_broadcast(
+    chain: Chain,
+    accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    make_service: Callable[..., RelayService],
+    signed_body: Callable[..., dict[str, Any]],
+    vault: VaultReader,
+) -> None:
+    position_id = open_position(owner=accounts[1])
+    crashing = make_service(hooks=SenderHooks(after_journal=crash))
+    body = signed_body(accounts[1], position_id)
+    with pytest.raises(Crash):
+        crashing.submit_signed(body)
+    (journaled,) = crashing.list()
+    assert journaled.status == TxStatus.QUEUED
+    assert nonce_of(chain, journaled.sender) == journaled.nonce  # nothing reached the chain
+    with pytest.raises(DuplicateRequestError):  # a retry by the client cannot create a second transaction
+        make_service().submit_signed(body)
+
+    restarted = make_service()
+    assert restarted.resume() >= 0
+    settle(restarted)
+    final = restarted.get(journaled.id)
+    assert final.status == TxStatus.CONFIRMED
+    assert final.mined is not None
+    assert final.mined.tx_hash == journaled.latest.tx_hash
+    assert nonce_of(chain, final.sender) == journaled.nonce + 1
+    assert vault.position(position_id).size == 0
+
+
+@pytest.mark.parametrize("automine", [True, False], ids=["mined-before-restart", "pending-at-restart"])
+def test_restart_between_broadcast_and_receipt(
+    chain: Chain,
+    accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    make_service: Callable[..., RelayService],
+    signed_body: Callable[..., dict[str, Any]],
+    automine: bool,
+) -> None:
+    position_id = open_position(owner=accounts[1])
+    crashing = make_service(hooks=SenderHooks(after_broadcast=crash))
+    body = signed_body(accounts[1], position_id)
+    with automine_off(chain) if not automine else _nothing():
+        with pytest.raises(Crash):
+            crashing.submit_signed(body)
+        (journaled,) = crashing.list()
+        assert journaled.status == TxStatus.QUEUED
+        assert journaled.latest.broadcast_at is None
+        restarted = make_service()
+        restarted.resume()  # finds it mined, or re-sends the same bytes ("already known")
+        if not automine:
+            mine(chain)
+    settle(restarted)
+    final = restarted.get(journaled.id)
+    assert final.status == TxStatus.CONFIRMED
+    assert final.hashes == journaled.hashes  # nothing re-signed
+    assert nonce_of(chain, final.sender) == journaled.nonce + 1  # sent once
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def test_node_down_and_back(
+    chain: Chain,
+    accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    make_service: Callable[..., RelayService],
+    signed_body: Callable[..., dict[str, Any]],
+) -> None:
+    if chain.is_embedded:
+        pytest.skip("an in-process chain cannot go down; this runs against anvil")
+    proxy = TcpProxy(int(chain.name.rsplit(":", 1)[1]))
+    proxy.start()
+    try:
+        service = make_service(
+            target=rpc_chain(proxy.url), hooks=SenderHooks(after_journal=lambda _: proxy.stop())
+        )
+        position_id = open_position(owner=accounts[1])
+        record = service.submit_signed(signed_body(accounts[1], position_id, sizeDelta="0.5")).record
+        # Journaled; the broadcast met a dead node and is left to the background loop.
+        assert record.status == TxStatus.QUEUED
+        assert record.error is not None
+        assert record.error["code"] == "node_unavailable"
+
+        refused = http_client(service).post(
+            "/api/relay/signed", json={"kind": "close", "request": {}, "signature": "0x"}
+        )
+        assert refused.status_code == 422  # bad input is still answered without the node
+        down = http_client(service).get(
+            "/api/relay/typed-data", params={"kind": "close", "positionId": "0x" + position_id.hex()}
+        )
+        assert (down.status_code, down.json()["error"]["code"]) == (503, "chain_unavailable")
+        assert down.headers["Retry-After"] == "1"
+        service.tick()  # the loop survives the outage
+        assert service.get(record.id).status == TxStatus.QUEUED
+
+        proxy.start()
+        settle(service)
+        assert service.get(record.id).status == TxStatus.CONFIRMED
+    finally:
+        proxy.stop()

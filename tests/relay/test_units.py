@@ -1,0 +1,247 @@
+"""The relay's pure parts and its journal, without a chain: classification, fee bumps, policy, signers,
+settings, and the journal's schema, write-ahead transaction and compare-and-set."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relayer import calldata
+from relayer.errors import ConfigurationError, DisallowedTransactionError, FeeCapExceededError
+from relayer.fees import Fees
+from relayer.relay.config import RelaySettings
+from relayer.relay.journal import SCHEMA_VERSION, Journal, JournalConflict
+from relayer.relay.node_errors import Kind, classify
+from relayer.relay.nonces import next_nonce
+from relayer.relay.policy import bump_fees, cap_fees, check_call, decode_raw_transaction
+from relayer.relay.records import Attempt, RelayRecord
+from relayer.relay.signers import Signer, SignerPool, load_signers
+from relayer.relay.status import ALLOWED, FINAL, AttemptKind, RecordKind, TxStatus, can_transition
+
+VAULT = Account.from_key("0x" + "44" * 32).address
+KEY = "0x" + "11" * 32
+
+
+class RpcError(Exception):
+    """Shaped like web3's `Web3RPCError`: the node's JSON-RPC error in `rpc_response`."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.rpc_response = {"error": {"code": code, "message": message}}
+
+
+class ValidationError(Exception):
+    """Named like eth-tester's pool refusals (classification goes by its name and message)."""
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (RpcError(-32003, "transaction already imported"), Kind.ALREADY_KNOWN),
+        (RpcError(-32000, "already known"), Kind.ALREADY_KNOWN),
+        (RpcError(-32003, "nonce too low"), Kind.NONCE_TOO_LOW),
+        (RpcError(-32000, "replacement transaction underpriced"), Kind.UNDERPRICED),
+        (RpcError(-32003, "Insufficient funds for gas * price + value"), Kind.INSUFFICIENT_FUNDS),
+        (RpcError(-32003, "invalid chain id for signer"), Kind.PERMANENT),
+        (RpcError(-32000, "intrinsic gas too low"), Kind.PERMANENT),
+        (ValidationError("Invalid transaction nonce: Expected 4, but got 3"), Kind.NONCE_TOO_LOW),
+        (ValidationError("Invalid transaction nonce: Expected 4, but got 6"), Kind.NONCE_GAP),
+        (
+            ValidationError("Sender does not have enough balance to cover transaction value and gas"),
+            Kind.INSUFFICIENT_FUNDS,
+        ),
+        (ConnectionError("refused"), Kind.UNAVAILABLE),
+        (TimeoutError(), Kind.UNAVAILABLE),
+    ],
+)
+def test_node_errors_are_classified_once(exc: Exception, kind: Kind) -> None:
+    error = classify(exc)
+    assert error.kind is kind
+    if isinstance(exc, RpcError):
+        assert error.code == exc.rpc_response["error"]["code"]
+    assert kind.is_transient == (
+        kind in {Kind.NONCE_GAP, Kind.UNDERPRICED, Kind.INSUFFICIENT_FUNDS, Kind.UNAVAILABLE}
+    )
+
+
+def test_status_table_is_closed_and_final_states_are_terminal() -> None:
+    assert set(ALLOWED) == set(TxStatus)
+    for status in FINAL:
+        assert ALLOWED[status] == frozenset()
+    assert can_transition(TxStatus.MINED, TxStatus.SUBMITTED)  # reorg
+    assert not can_transition(TxStatus.FAILED, TxStatus.MINED)
+
+
+@given(
+    max_fee=st.integers(1, 10**15),
+    priority=st.integers(1, 10**12),
+    bump=st.integers(1_000, 5_000),
+)
+def test_bumped_fees_are_always_at_least_ten_percent_higher(max_fee: int, priority: int, bump: int) -> None:
+    previous = Fees(max(max_fee, priority), priority)
+    fees = bump_fees(previous, Fees(1, 1), bump, cap_wei=None)
+    assert fees is not None
+    assert fees.max_fee_per_gas_wei * 10 >= previous.max_fee_per_gas_wei * 11
+    assert fees.max_priority_fee_per_gas_wei * 10 >= previous.max_priority_fee_per_gas_wei * 11
+    assert fees.max_priority_fee_per_gas_wei <= fees.max_fee_per_gas_wei
+    capped = bump_fees(previous, Fees(1, 1), bump, cap_wei=fees.max_fee_per_gas_wei - 1)
+    assert capped is None
+
+
+def test_fee_cap_clamps_or_refuses() -> None:
+    assert cap_fees(Fees(300, 20), 100, base_fee_wei=50) == Fees(100, 20)
+    assert cap_fees(Fees(300, 200), 100, base_fee_wei=50) == Fees(100, 100)
+    with pytest.raises(FeeCapExceededError):
+        cap_fees(Fees(300, 20), 100, base_fee_wei=101)
+
+
+def test_policy_allows_position_functions_only() -> None:
+    position = b"\x01" * 32
+    assert check_call(VAULT, calldata.close_position(position, 1, 0), vault=VAULT) == "closePosition"
+    inner = [calldata.close_position(position, 1, 0), calldata.set_take_profit(position, 10**8, 100)]
+    assert check_call(VAULT, calldata.multicall(inner), vault=VAULT) == "multicall"
+    for bad in (
+        calldata.set_operator(VAULT, True),
+        calldata.encode_call("setPriceKeeper", VAULT, True),
+        calldata.multicall([calldata.encode_call("setMaxPriceAge", 10)]),
+        calldata.multicall([calldata.multicall([])]),
+        b"\xde\xad\xbe\xef",
+    ):
+        with pytest.raises(DisallowedTransactionError):
+            check_call(VAULT, bad, vault=VAULT)
+    with pytest.raises(DisallowedTransactionError):
+        check_call("0x" + "cd" * 20, calldata.close_position(position, 1, 0), vault=VAULT)
+
+
+def test_raw_transactions_decode_and_legacy_is_refused() -> None:
+    account = Account.from_key(KEY)
+    tx = {
+        "type": 2,
+        "chainId": 5,
+        "nonce": 3,
+        "to": VAULT,
+        "value": 0,
+        "gas": 50_000,
+        "maxFeePerGas": 10,
+        "maxPriorityFeePerGas": 2,
+        "data": b"\x01\x02",
+    }
+    decoded = decode_raw_transaction(bytes(account.sign_transaction(tx).raw_transaction))
+    assert (decoded.sender, decoded.chain_id, decoded.nonce, decoded.data) == (
+        account.address,
+        5,
+        3,
+        b"\x01\x02",
+    )
+    legacy = account.sign_transaction(
+        {"chainId": 5, "nonce": 3, "to": VAULT, "value": 0, "gas": 50_000, "gasPrice": 1}
+    )
+    with pytest.raises(DisallowedTransactionError):
+        decode_raw_transaction(bytes(legacy.raw_transaction))
+
+
+def test_nonce_allocation_takes_the_higher_of_chain_and_journal() -> None:
+    assert next_nonce(0, None) == 0
+    assert next_nonce(3, None) == 3
+    assert next_nonce(3, 7) == 8
+    assert next_nonce(10, 7) == 10
+
+
+def test_signers_never_show_their_key(tmp_path: Path) -> None:
+    signer = Signer(Account.from_key(KEY))
+    assert KEY[2:] not in repr(signer)
+    assert KEY[2:] not in str(signer)
+    keystore = tmp_path / "k.json"
+    keystore.write_text(json.dumps(Account.encrypt("0x" + "22" * 32, "pw", iterations=2)))
+    env = {
+        "RELAYER_SIGNER_KEY": KEY,
+        "RELAYER_SIGNER_1_KEYSTORE": str(keystore),
+        "RELAYER_SIGNER_1_KEYSTORE_PASSWORD": "pw",
+        "RELAYER_SIGNER_2_KEY": "0x" + "33" * 32,
+    }
+    signers = load_signers(env)
+    assert [s.address for s in signers] == [
+        Account.from_key(k).address for k in (KEY, "0x" + "22" * 32, "0x" + "33" * 32)
+    ]
+    pool = SignerPool(signers)
+    firsts = [pool.rotation()[0].address for _ in range(6)]
+    assert set(firsts) == {s.address for s in signers}  # work spreads over all of them
+    with pytest.raises(ConfigurationError) as error:
+        load_signers({"RELAYER_SIGNER_KEY": "0x1234"})
+    assert "1234" not in str(error.value)
+    with pytest.raises(ConfigurationError):
+        load_signers({"RELAYER_SIGNER_KEY": KEY, "RELAYER_SIGNER_1_KEY": KEY})
+    with pytest.raises(ConfigurationError):
+        SignerPool([])
+
+
+def test_settings_from_env() -> None:
+    settings = RelaySettings.from_env(
+        {"RELAYER_RELAY_JOURNAL_PATH": "/tmp/j.sqlite3", "RELAYER_RELAY_CONFIRMATIONS": "3"}
+    )
+    assert (settings.journal_path, settings.confirmations) == (Path("/tmp/j.sqlite3"), 3)
+    with pytest.raises(ConfigurationError):
+        RelaySettings.from_env({"RELAYER_RELAY_CONFIRMATIONS": "three"})
+    with pytest.raises(ConfigurationError):
+        RelaySettings(fee_bump_bps=500)
+
+
+def _record(record_id: str, nonce: int, *, key: str | None = None, owner: str | None = None) -> RelayRecord:
+    attempt = Attempt(f"0x{record_id}", 0, AttemptKind.ORIGINAL, b"raw", 10, 1, 1.0)
+    return RelayRecord(
+        id=record_id,
+        kind=RecordKind.CLOSE,
+        status=TxStatus.QUEUED,
+        request_hash="h",
+        sender="0xS",
+        nonce=nonce,
+        chain_id=1,
+        to=VAULT,
+        data=b"\x01",
+        value_wei=0,
+        gas_limit=100_000,
+        created_at=1.0,
+        updated_at=1.0,
+        idempotency_key=key,
+        request_owner=owner,
+        request_nonce=0 if owner else None,
+        attempts=(attempt,),
+    )
+
+
+def test_journal_schema_wal_and_compare_and_set(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite3"
+    journal = Journal(path)
+    assert journal.schema_version == SCHEMA_VERSION
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with journal.write() as writer:
+        assert writer.max_nonce("0xS") is None
+        writer.insert(_record("a", 0, key="k", owner="0xO"))
+    for duplicate, rule in (
+        (_record("b", 0), "signer_nonce"),
+        (_record("c", 1, key="k"), "idempotency_key"),
+        (_record("d", 2, owner="0xO"), "request_owner"),
+    ):
+        with pytest.raises(JournalConflict) as conflict, journal.write() as writer:
+            writer.insert(duplicate)
+        assert conflict.value.constraint == rule
+    assert [r.id for r in journal.records()] == ["a"]  # the refused writes left nothing behind
+
+    assert journal.transition("a", TxStatus.QUEUED, TxStatus.SUBMITTED, now=2.0)
+    assert not journal.transition("a", TxStatus.QUEUED, TxStatus.SUBMITTED, now=3.0)  # moved on: no-op
+    with pytest.raises(ValueError, match="illegal"):
+        journal.transition("a", TxStatus.SUBMITTED, TxStatus.QUEUED, now=3.0)
+    journal.close()
+    reopened = Journal(path)  # migrations are idempotent; the record survived
+    record = reopened.get("a")
+    assert record is not None
+    assert record.status is TxStatus.SUBMITTED
+    assert record.hashes == ["0xa"]
+    assert reopened.by_hash("0xa") == record
+    reopened.close()
