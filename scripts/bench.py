@@ -1,0 +1,381 @@
+"""Benchmarks of vault-relayer, one subcommand each.
+
+    .venv/bin/python scripts/bench.py build [--chain anvil|embedded] [--requests N] [--concurrency 16]
+
+`build`: POST /api/closeposition through HTTP against a fresh anvil (or the embedded chain), side by side in
+the same run with the naive web3.py path, `contract.functions.closePosition(...).build_transaction({"from":
+owner})` per request with one `Web3(HTTPProvider)` per thread, over the same requests and concurrency.
+Prints throughput, p50 and p99 of both and the throughput ratio; with --rounds > 1, the medians over rounds.
+
+More benchmarks plug in as sibling modules `scripts/bench_<name>.py` with an `add_parser(subparsers)` function
+that adds their subcommand, its handler in `set_defaults(run=...)`; the helpers below are shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from eth_account.signers.local import LocalAccount
+from web3 import HTTPProvider, Web3
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from relayer import calldata  # noqa: E402
+from relayer.artifact import load_artifact  # noqa: E402
+from relayer.chain import ANVIL_DEFAULT_KEYS, Chain, embedded_chain, rpc_chain  # noqa: E402
+from relayer.constants import CLOSE_ALL_SIZE, PRICE_DECIMALS, SIZE_DECIMALS  # noqa: E402
+from relayer.deploy import Deployment, deploy_vault  # noqa: E402
+from relayer.markets import symbol_to_bytes32  # noqa: E402
+from relayer.transact import send  # noqa: E402
+from relayer.units import to_fixed  # noqa: E402
+from relayer.vault import VaultReader  # noqa: E402
+
+ANVIL = ROOT / "node_modules" / ".bin" / "anvil"
+
+
+# --- shared helpers ----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"process exited with code {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+@contextlib.contextmanager
+def anvil_node(*extra_args: str) -> Iterator[str]:
+    """A fresh anvil on a free loopback port; yields its URL."""
+    if not ANVIL.exists():
+        raise SystemExit(f"{ANVIL} is missing: run scripts/setup.sh")
+    port = free_port()
+    process = subprocess.Popen(
+        [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent", *extra_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Throughput and latency of one run."""
+
+    requests: int
+    seconds: float
+    latencies_s: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile_ms(self, q: float) -> float:
+        ordered = sorted(self.latencies_s)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    def line(self, name: str) -> str:
+        return (
+            f"{name:<34} {self.throughput:8.0f} req/s   p50 {self.percentile_ms(0.50):7.1f} ms"
+            f"   p99 {self.percentile_ms(0.99):7.1f} ms   ({self.requests} requests)"
+        )
+
+
+def median_stats(runs: Sequence[Stats]) -> tuple[float, float, float]:
+    """Median throughput, p50 and p99 over rounds."""
+    return (
+        statistics.median(r.throughput for r in runs),
+        statistics.median(r.percentile_ms(0.50) for r in runs),
+        statistics.median(r.percentile_ms(0.99) for r in runs),
+    )
+
+
+def deploy_with_positions(
+    chain: Chain, positions: int
+) -> tuple[Deployment, list[tuple[bytes, LocalAccount, bool]]]:
+    """A vault with `positions` open positions spread over four traders, longs and shorts, BTC and ETH."""
+    accounts = chain.test_accounts()
+    deployer, traders = accounts[0], accounts[1:5]
+    deployment = deploy_vault(chain.w3, deployer)
+    vault = VaultReader(chain.w3, deployment.address)
+    opened = []
+    for i in range(positions):
+        trader, is_long, market = traders[i % len(traders)], i % 2 == 0, ("BTCUSDT", "ETHUSDT")[i // 2 % 2]
+        size = to_fixed(Decimal("1.5"), SIZE_DECIMALS, "size")
+        receipt = send(
+            chain.w3,
+            trader,
+            deployment.address,
+            calldata.encode_call("openPosition", symbol_to_bytes32(market), is_long, size, 0),
+        )
+        (event,) = vault.contract.events.PositionOpened().process_receipt(receipt)
+        opened.append((bytes(event["args"]["positionId"]), trader, is_long))
+    return deployment, opened
+
+
+# --- build: POST /api/closeposition vs the naive web3.py path ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class CloseCase:
+    """One request, as a JSON body for the API and as arguments for the naive path."""
+
+    body: dict[str, Any]
+    owner: str
+    position_id: bytes
+    size_delta: int
+    allowed_price_e8: int
+
+
+def close_cases(opened: list[tuple[bytes, LocalAccount, bool]], count: int) -> list[CloseCase]:
+    """Alternating full closes and partial closes with a slippage bound the current price satisfies."""
+    cases = []
+    for i in range(count):
+        position_id, owner, is_long = opened[i % len(opened)]
+        pid = "0x" + position_id.hex()
+        if i % 2 == 0:
+            cases.append(CloseCase({"positionId": pid}, owner.address, position_id, CLOSE_ALL_SIZE, 0))
+            continue
+        allowed = "1000" if is_long else "1000000"
+        body = {"positionId": pid, "sizeDelta": "0.1", "allowedPrice": allowed}
+        cases.append(
+            CloseCase(
+                body,
+                owner.address,
+                position_id,
+                to_fixed(Decimal("0.1"), SIZE_DECIMALS, "sizeDelta"),
+                to_fixed(Decimal(allowed), PRICE_DECIMALS, "allowedPrice"),
+            )
+        )
+    return cases
+
+
+async def _fire(base_url: str, cases: list[CloseCase], concurrency: int) -> Stats:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    bodies = [json.dumps(case.body).encode() for case in cases]
+    latencies: list[float] = []
+    queue = iter(bodies)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for body in queue:
+            started = time.perf_counter()
+            response = await client.post("/api/closeposition", content=body)
+            latencies.append(time.perf_counter() - started)
+            if response.status_code != 200:
+                raise SystemExit(f"the API answered {response.status_code}: {response.text}")
+
+    # One client per worker: httpx's shared pool degrades with many concurrent requests, and the load
+    # generator must not be what is measured.
+    clients = [
+        httpx.AsyncClient(base_url=base_url, limits=limits, headers={"content-type": "application/json"})
+        for _ in range(concurrency)
+    ]
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*[worker(client) for client in clients])
+        elapsed = time.perf_counter() - started
+    finally:
+        for client in clients:
+            await client.aclose()
+    return Stats(len(cases), elapsed, latencies)
+
+
+def fire_api(base_url: str, cases: list[CloseCase], concurrency: int) -> Stats:
+    return asyncio.run(_fire(base_url, cases, concurrency))
+
+
+def fire_naive(
+    make_w3: Callable[[], Web3],
+    vault: str,
+    cases: list[CloseCase],
+    concurrency: int,
+    lock: threading.Lock | None = None,
+) -> Stats:
+    """`build_transaction` per request from `concurrency` threads, each with its own Web3 connection."""
+    abi = load_artifact().abi
+    local = threading.local()
+    latencies: list[float] = []
+
+    def one(case: CloseCase) -> None:
+        if not hasattr(local, "contract"):
+            local.contract = make_w3().eth.contract(address=vault, abi=abi)
+        started = time.perf_counter()
+        function = local.contract.functions.closePosition(
+            case.position_id, case.size_delta, case.allowed_price_e8
+        )
+        with lock or contextlib.nullcontext():
+            function.build_transaction({"from": case.owner})
+        latencies.append(time.perf_counter() - started)
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, cases[: concurrency * 2]))  # connect and warm up every thread
+        latencies.clear()
+        started = time.perf_counter()
+        list(pool.map(one, cases))
+        elapsed = time.perf_counter() - started
+    return Stats(len(cases), elapsed, latencies)
+
+
+@contextlib.contextmanager
+def api_subprocess(rpc_url: str, vault: str) -> Iterator[str]:
+    """`relayer serve` over the node, in its own process (one uvicorn worker), as an operator would run it."""
+    port = free_port()
+    env = {**os.environ, "RELAYER_LOG_LEVEL": "warning"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "relayer.cli",
+            "serve",
+            "--rpc-url",
+            rpc_url,
+            "--vault",
+            vault,
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def api_in_thread(chain: Chain, vault: str) -> Iterator[str]:
+    """The API over the embedded chain, which lives in this process, served by uvicorn in a thread."""
+    import uvicorn
+
+    from relayer.api.app import create_app
+    from relayer.config import Settings
+
+    port = free_port()
+    app = create_app(Settings(vault_address=vault, port=port, log_level="warning"), chain=chain)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as stack:
+        if args.chain == "anvil":
+            url = stack.enter_context(anvil_node())
+            chain = rpc_chain(url, test_keys=list(ANVIL_DEFAULT_KEYS))
+        else:
+            chain = embedded_chain()
+        print(f"chain: {args.chain}; deploying and opening {args.positions} positions...", flush=True)
+        deployment, opened = deploy_with_positions(chain, args.positions)
+        cases = close_cases(opened, args.requests)
+        if args.chain == "anvil":
+            base_url = stack.enter_context(api_subprocess(url, deployment.address))
+
+            def make_w3() -> Web3:
+                return Web3(HTTPProvider(url))
+
+            naive_lock = None
+        else:
+            base_url = stack.enter_context(api_in_thread(chain, deployment.address))
+            naive_lock = threading.Lock()  # py-evm is not thread-safe: the naive threads take turns on it
+
+            def make_w3() -> Web3:
+                return chain.w3
+
+        fire_api(base_url, cases[: args.concurrency * 4], args.concurrency)  # warm-up: connections, caches
+        api_runs, naive_runs = [], []
+        for round_number in range(1, args.rounds + 1):
+            api_runs.append(fire_api(base_url, cases, args.concurrency))
+            naive_runs.append(fire_naive(make_w3, deployment.address, cases, args.concurrency, naive_lock))
+            print(f"round {round_number}:", flush=True)
+            print("  " + api_runs[-1].line("POST /api/closeposition (HTTP)"), flush=True)
+            print("  " + naive_runs[-1].line("naive web3.py build_transaction"), flush=True)
+
+    api, naive = median_stats(api_runs), median_stats(naive_runs)
+    print(
+        f"\nmedians over {args.rounds} round(s) of {args.requests} requests, concurrency {args.concurrency}:"
+    )
+    for name, (throughput, p50, p99) in (("POST /api/closeposition (HTTP)", api), ("naive web3.py", naive)):
+        print(f"  {name:<34} {throughput:8.0f} req/s   p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
+    print(f"  throughput ratio: {api[0] / naive[0]:.1f}x")
+    return 0
+
+
+def add_build_parser(subparsers: Any) -> None:
+    build = subparsers.add_parser("build", help="POST /api/closeposition vs the naive web3.py path")
+    build.add_argument("--chain", choices=["anvil", "embedded"], default="anvil")
+    build.add_argument(
+        "--requests", type=int, default=None, help="per round (default 1000 anvil, 100 embedded)"
+    )
+    build.add_argument("--concurrency", type=int, default=16)
+    build.add_argument("--positions", type=int, default=32, help="positions the requests cycle over")
+    build.add_argument("--rounds", type=int, default=3)
+    build.set_defaults(run=cmd_build)
+
+
+# --- dispatch -----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_build_parser(subparsers)
+    for path in sorted(Path(__file__).parent.glob("bench_*.py")):
+        importlib.import_module(path.stem).add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "requests", 0) is None:
+        args.requests = 1000 if getattr(args, "chain", "anvil") == "anvil" else 100
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
