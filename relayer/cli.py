@@ -7,9 +7,12 @@ input.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from eth_account.signers.local import LocalAccount
 
 from relayer import calldata
 from relayer.chain import Chain, embedded_chain, rpc_chain
+from relayer.config import Settings
 from relayer.constants import (
     DEFAULT_API_HOST,
     DEFAULT_API_PORT,
@@ -25,10 +29,21 @@ from relayer.constants import (
     PRICE_DECIMALS,
     SIZE_DECIMALS,
 )
+from relayer.demo_world import (
+    DEMO_PRICE_FEED_INTERVAL_S,
+    approve_relayer,
+    demo_signers,
+    describe,
+    setup_demo_world,
+)
 from relayer.deploy import DEPLOYMENTS_DIR, ensure_deployed
 from relayer.errors import ConfigurationError, RelayerError
 from relayer.keys import load_account
+from relayer.keys_cli import add_key_commands, create_key
 from relayer.markets import symbol_to_bytes32
+from relayer.relay.cli import add_relay_commands
+from relayer.relay.journal import Journal
+from relayer.relay.signers import Signer, load_signers
 from relayer.transact import send
 from relayer.units import format_fixed, to_fixed
 from relayer.vault import VaultReader
@@ -124,39 +139,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve the REST API: over a node with --rpc-url, else over an embedded chain with a demo world."""
-    import uvicorn
+@dataclass
+class Prepared:
+    """What `serve` and `mcp` share: settings, the chain (embedded), relayer signers, a banner to print."""
 
-    from relayer.api.app import create_app
-    from relayer.config import Settings
-    from relayer.demo_world import describe, setup_demo_world
+    settings: Settings
+    chain: Chain | None
+    signers: list[Signer]
+    price_keeper: LocalAccount | None
+    banner: str
 
+
+def _prepare(args: argparse.Namespace, base_url: str | None) -> Prepared:
+    """Settings from env + flags; on the embedded chain also the demo world, its signers and an API key."""
     settings = Settings.load(
         os.environ,
         rpc_url=args.rpc_url,
         vault_address=args.vault,
         deployments_file=args.deployments,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        log_level=getattr(args, "log_level", None),
+        price_feed_interval_s=getattr(args, "price_feed_interval", None),
+        price_feed_seed=getattr(args, "seed", None),
     )
-    chain = None
-    if settings.embedded:
-        if settings.vault_address is not None:
-            raise ConfigurationError("a vault address needs --rpc-url: the embedded chain deploys its own")
-        chain = embedded_chain()
-        print("embedded chain: deploying the vault and opening demo positions...", flush=True)
-        world = setup_demo_world(chain)
-        settings = settings.model_copy(update={"vault_address": world.deployment.address})
-        print(describe(world, f"http://{settings.host}:{settings.port}"), flush=True)
-    else:
-        print(
-            f"serving vault {settings.vault_address} on {settings.rpc_url_for_display}"
-            f" at http://{settings.host}:{settings.port}",
-            flush=True,
-        )
-    app = create_app(settings, chain=chain)
+    signers = load_signers(os.environ)
+    if not settings.embedded:
+        banner = f"serving vault {settings.vault_address} on {settings.rpc_url_for_display}"
+        if not signers:
+            banner += "\n(no relayer signer: set RELAYER_SIGNER_KEY to relay and trade; building still works)"
+        return Prepared(settings, None, signers, None, banner)
+    if settings.vault_address is not None:
+        raise ConfigurationError("a vault address needs --rpc-url: the embedded chain deploys its own")
+    chain = embedded_chain()
+    world = setup_demo_world(chain)
+    signers = signers or demo_signers(chain)
+    approve_relayer(chain, world, [signer.address for signer in signers])
+    # The embedded chain lives as long as the process, so its journal does too: a fresh file per run.
+    journal_path = Path(tempfile.mkdtemp(prefix="vault-relayer-")) / "journal.sqlite3"
+    settings = settings.model_copy(
+        update={
+            "vault_address": world.deployment.address,
+            "relay": dataclasses.replace(settings.relay, journal_path=journal_path),
+            "keeper_from_block": world.deployment.block_number,
+        }
+    )
+    journal = Journal(journal_path)
+    try:
+        api_key, _ = create_key(journal, account=world.traders[0].address, scopes="read,trade", label="demo")
+    finally:
+        journal.close()
+    banner = describe(world, base_url, api_key=api_key, signers=[s.address for s in signers])
+    return Prepared(settings, chain, signers, world.deployer, banner)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve REST and MCP: over a node with --rpc-url, else over an embedded chain with a demo world."""
+    import uvicorn
+
+    from relayer.api.app import create_app
+
+    if args.price_feed_interval is None and args.rpc_url is None and not os.environ.get("RELAYER_RPC_URL"):
+        args.price_feed_interval = DEMO_PRICE_FEED_INTERVAL_S
+    print("starting: on the embedded chain this deploys the vault and opens demo positions...", flush=True)
+    host = args.host or DEFAULT_API_HOST
+    prepared = _prepare(args, f"http://{host}:{args.port or DEFAULT_API_PORT}")
+    settings = prepared.settings
+    print(prepared.banner, flush=True)
+    app = create_app(
+        settings, chain=prepared.chain, signers=prepared.signers, price_keeper=prepared.price_keeper
+    )
     # One worker: the embedded chain lives in this process, and the JSON-RPC gateway's caches are per process.
     uvicorn.run(
         app,
@@ -165,6 +217,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         access_log=settings.access_log,
     )
+    return EXIT_OK
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """Serve the MCP tools on stdio (stdout is the protocol: everything human goes to stderr)."""
+    import anyio
+
+    from relayer.mcp_server import build_mcp_server
+    from relayer.runtime import open_runtime
+
+    prepared = _prepare(args, None)
+    print(prepared.banner, file=sys.stderr, flush=True)
+
+    async def serve() -> None:
+        async with open_runtime(
+            prepared.settings, chain=prepared.chain, signers=prepared.signers
+        ) as runtime:
+            await build_mcp_server(runtime.require_trading).run_stdio_async()
+
+    anyio.run(serve)
     return EXIT_OK
 
 
@@ -201,7 +273,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help=f"listen address (default {DEFAULT_API_HOST})")
     serve.add_argument("--port", type=int, help=f"listen port (default {DEFAULT_API_PORT})")
     serve.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument(
+        "--price-feed-interval",
+        type=float,
+        help=f"embedded chain: seconds between price moves (default {DEMO_PRICE_FEED_INTERVAL_S}, 0: off)",
+    )
+    serve.add_argument("--seed", type=int, help="embedded chain: seed of the demo price walk (default 0)")
     serve.set_defaults(handler=cmd_serve)
+
+    mcp = sub.add_parser(
+        "mcp",
+        help="serve the MCP trading tools on stdio (embedded chain with a demo world unless --rpc-url)",
+        description="Relayer signers from RELAYER_SIGNER_KEY / RELAYER_SIGNER_<n>_KEY (or _KEYSTORE); the "
+        "journal (with API keys) from RELAYER_RELAY_JOURNAL_PATH.",
+    )
+    mcp.add_argument("--rpc-url", help="JSON-RPC node URL (prefer RELAYER_RPC_URL if it holds an API key)")
+    mcp.add_argument("--vault", help="the vault's address on that node")
+    mcp.add_argument("--deployments", help="a deployments/<chainId>.json file naming the vault")
+    mcp.set_defaults(handler=cmd_mcp)
+
+    add_relay_commands(sub)
+    add_key_commands(sub)
     return parser
 
 

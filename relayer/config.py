@@ -7,6 +7,7 @@ a secret (hosted nodes put the API key in it), so it is a `SecretStr` and never 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -25,10 +26,45 @@ from relayer.close_request import parse_owner
 from relayer.constants import DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_RPC_TIMEOUT_S, GAS_LIMIT_MARGIN_BPS
 from relayer.deploy import load_deployment
 from relayer.errors import ConfigurationError, InvalidFieldError
+from relayer.relay.config import RelaySettings
 
 ENV_PREFIX = "RELAYER_"
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+TRADING_ENV_PREFIX = "RELAYER_TRADING_"
+
+
+@dataclass(frozen=True)
+class TradingSettings:
+    """Policy of the API-key trading surface (`RELAYER_TRADING_*` variables)."""
+
+    default_slippage_bps: int = 100
+    """Slippage guard when a close gives neither `allowedPrice` nor `maxSlippageBps` (1%): never unbounded."""
+    receipt_timeout_s: float = 20.0
+    """How long a trading call waits for the receipt before answering 202 with the transaction id."""
+    poll_interval_s: float = 0.05
+    """How often a waiting trading call looks at the journal."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.default_slippage_bps < 10_000:
+            raise ConfigurationError("trading default slippage must be 0..9999 bps")
+        if self.receipt_timeout_s <= 0 or self.poll_interval_s <= 0:
+            raise ConfigurationError("trading receipt timeout and poll interval must be positive")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TradingSettings:
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            raw = env.get(TRADING_ENV_PREFIX + item.name.upper())
+            if raw:
+                try:
+                    values[item.name] = int(raw) if item.type == "int" else float(raw)
+                except ValueError:
+                    name = TRADING_ENV_PREFIX + item.name.upper()
+                    raise ConfigurationError(f"{name} must be a number") from None
+        return cls(**values)
 
 
 class Settings(BaseModel):
@@ -52,6 +88,17 @@ class Settings(BaseModel):
     """Head-room added to every gas estimate, in basis points of it."""
     log_level: LogLevel = "info"
     access_log: bool = False
+    relay: RelaySettings = Field(default_factory=RelaySettings)
+    """Journal, confirmations, fee bumping and caps of the relayer (`RELAYER_RELAY_*`)."""
+    trading: TradingSettings = Field(default_factory=TradingSettings)
+    keeper_interval_s: float = Field(default=1.0, ge=0)
+    """Seconds between keeper passes over TP/SL orders (it needs a relayer signer); 0: no background loop."""
+    keeper_from_block: int = Field(default=0, ge=0)
+    """First block the keeper scans for `TriggerSet` events (the vault's deployment block is enough)."""
+    price_feed_interval_s: float = Field(default=0, ge=0)
+    """Embedded chain only: seconds between demo price moves; 0 turns the feed off."""
+    price_feed_seed: int = 0
+    price_feed_max_step_bps: int = Field(default=30, ge=0, le=1_000)
 
     @property
     def embedded(self) -> bool:
@@ -97,9 +144,15 @@ class Settings(BaseModel):
             ConfigurationError: a value is malformed, the sources contradict each other, or the deployments
                 file cannot be read.
         """
-        values: dict[str, Any] = {}
+        source: Mapping[str, str] = {} if env is None else env
+        values: dict[str, Any] = {
+            "relay": RelaySettings.from_env(source),
+            "trading": TradingSettings.from_env(source),
+        }
         for name in cls.model_fields:
-            raw = (env or {}).get(ENV_PREFIX + name.upper())
+            if name in values:
+                continue
+            raw = source.get(ENV_PREFIX + name.upper())
             if raw is not None and raw != "":
                 values[name] = raw
         values.update({name: value for name, value in overrides.items() if value is not None})

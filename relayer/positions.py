@@ -65,12 +65,17 @@ def realized_pnl_e8(is_long: bool, entry_price_e8: int, exit_price_e8: int, size
 
 
 def trigger_close_size(size: int, close_bps: int) -> int:
-    """Size a trigger with `close_bps` closes from `size`: rounded down, a share that rounds to zero closes all."""
+    """Size a trigger with `close_bps` closes from `size`.
+
+    Rounded down; a share that rounds to zero closes everything, so a dust position can still be closed.
+    """
     share = size * close_bps // BPS_DENOMINATOR
     return share if share > 0 else size
 
 
-def trigger_on_valid_side(is_long: bool, is_take_profit: bool, trigger_price_e8: int, current_price_e8: int) -> bool:
+def trigger_on_valid_side(
+    is_long: bool, is_take_profit: bool, trigger_price_e8: int, current_price_e8: int
+) -> bool:
     """A take-profit must sit on the profitable side of the current price, a stop-loss on the losing side."""
     if is_long == is_take_profit:
         return trigger_price_e8 > current_price_e8
@@ -78,7 +83,25 @@ def trigger_on_valid_side(is_long: bool, is_take_profit: bool, trigger_price_e8:
 
 
 def price_within_bound(is_long: bool, price_e8: int, allowed_price_e8: int) -> bool:
-    """Whether closing at `price_e8` respects the slippage bound (long: not below it, short: not above; 0 = none)."""
+    """Whether closing at `price_e8` respects the slippage bound.
+
+    A long may not close below `allowed_price_e8`, a short not above it; 0 means no bound.
+    """
     if allowed_price_e8 == 0:
         return True
     return price_e8 >= allowed_price_e8 if is_long else price_e8 <= allowed_price_e8
+
+
+def crossed_trigger(position: Position, price_e8: int) -> bool | None:
+    """Which order `executeTrigger` would execute at `price_e8`: True (take-profit), False (stop-loss), None.
+
+    Mirrors the vault: the stop-loss goes first when both are crossed, since it is the one that limits risk.
+    """
+    sl, tp = position.stop_loss, position.take_profit
+    if not position.is_open:
+        return None
+    if sl.active and (price_e8 <= sl.price_e8 if position.is_long else price_e8 >= sl.price_e8):
+        return False
+    if tp.active and (price_e8 >= tp.price_e8 if position.is_long else price_e8 <= tp.price_e8):
+        return True
+    return None

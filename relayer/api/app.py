@@ -1,33 +1,35 @@
 """The FastAPI application factory: `create_app(settings)`; nothing is connected or configured at import.
 
-The lifespan builds the shared resources once: the chain gateway (JSON-RPC for a node, the locked web3 gateway
-for the embedded chain), the vault check, and the `TransactionBuilder`. It leaves them on `app.state`:
+The lifespan opens the process's services once with `relayer.runtime.open_runtime` (chain gateway, vault
+check, `TransactionBuilder`; with relayer signers the relay, API-key trading and the keeper; on the embedded
+chain optionally the demo price feed) and leaves them on `app.state`: `runtime` (`Runtime`), and for the
+routes `settings`, `chain`, `chain_lock`, `gateway`, `builder`. On the embedded chain EVERY access to
+`chain.w3` must hold `chain_lock` (py-evm is not thread-safe and the API reads it from worker threads).
 
-- `settings` (`Settings`), `chain` (`Chain | None`: the sync web3 connection, for services that send),
-- `gateway` (`ChainGateway`), `builder` (`TransactionBuilder`),
-- `chain_lock` (`threading.RLock | None`): on the embedded chain, EVERY access to `chain.w3` must hold it
-  (py-evm is not thread-safe and the API reads it from worker threads).
-
-Further services (a relay worker, a price keeper) plug in as `services`: async context managers entered after
-the core resources exist and left before they close; extra routers come in as `extra_routers`.
+Routes: the builder's (`relayer.api.routes`), the relay's (`relay_routes`) and API-key trading
+(`trading_routes`); the MCP tool server is mounted at `/mcp/` (streamable HTTP). Further services plug in
+as `services`: async context managers entered after the core resources exist and left before they close.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
+from eth_account.signers.local import LocalAccount
 from fastapi import APIRouter, FastAPI
 
+from relayer.api import relay_routes, trading_routes
 from relayer.api.errors import install_error_handlers
 from relayer.api.routes import router
-from relayer.builder import TransactionBuilder
-from relayer.chain import Chain, rpc_chain
+from relayer.chain import Chain
 from relayer.config import Settings
-from relayer.errors import ConfigurationError
-from relayer.gateway import ChainGateway, JsonRpcGateway, Web3Gateway
+from relayer.gateway import ChainGateway
+from relayer.mcp_server import build_mcp_server
+from relayer.relay.signers import Signer
+from relayer.runtime import Runtime, open_runtime
+from relayer.trading import TradingService
 
 log = logging.getLogger("relayer.api")
 
@@ -48,48 +50,55 @@ def create_app(
     *,
     chain: Chain | None = None,
     gateway: ChainGateway | None = None,
+    signers: Sequence[Signer] = (),
+    price_keeper: LocalAccount | None = None,
     extra_routers: Sequence[APIRouter] = (),
     services: Sequence[ServiceHook] = (),
 ) -> FastAPI:
-    """The REST API over `settings`' node, or over `chain` (an embedded chain with `settings.vault_address`).
+    """The REST API (and the MCP server at `/mcp/`) over `settings`' node, or over an embedded `chain`.
 
-    `gateway` overrides how the chain is read (tests, embedding). Nothing connects before the lifespan starts.
+    `gateway` overrides how the chain is read (tests, embedding). `signers` are the relayer's accounts: with
+    none, the app builds transactions but answers 503 `relay_not_configured` on relay and trading routes.
+    Nothing connects before the lifespan starts.
 
     Raises (at start-up):
         ConfigurationError: no chain to serve, or the node is on another chain than the deployments file says.
         VaultNotDeployedError: the address does not hold this vault's code.
         ChainUnavailableError: the node does not answer.
     """
+    state: dict[str, Runtime] = {}
+
+    def trading() -> TradingService:
+        return state["runtime"].require_trading()
+
+    mcp = build_mcp_server(trading)
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=settings.host)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        chain_gateway, sync_chain, lock = _connect(settings, chain, gateway)
-        try:
-            await chain_gateway.start()
-            if settings.expected_chain_id not in (None, chain_gateway.chain_id):
-                raise ConfigurationError(
-                    f"the node is on chain {chain_gateway.chain_id}, the deployments file on"
-                    f" {settings.expected_chain_id}"
-                )
+        async with open_runtime(
+            settings, chain=chain, gateway=gateway, signers=signers, price_keeper=price_keeper
+        ) as runtime:
+            state["runtime"] = runtime
+            app.state.runtime = runtime
             app.state.settings = settings
-            app.state.chain = sync_chain
-            app.state.chain_lock = lock
-            app.state.gateway = chain_gateway
-            app.state.builder = TransactionBuilder(
-                chain_gateway, gas_limit_margin_bps=settings.gas_limit_margin_bps
-            )
+            app.state.chain = runtime.chain
+            app.state.chain_lock = runtime.chain_lock
+            app.state.gateway = runtime.gateway
+            app.state.builder = runtime.builder
+            app.state.relay = runtime.relay
+            app.state.trading = runtime.trading
             log.info(
                 "serving vault %s on chain %s via %s",
-                chain_gateway.vault_address,
-                chain_gateway.chain_id,
+                runtime.gateway.vault_address,
+                runtime.gateway.chain_id,
                 settings.rpc_url_for_display,
             )
             async with AsyncExitStack() as stack:
+                await stack.enter_async_context(mcp.session_manager.run())
                 for hook in services:
                     await stack.enter_async_context(hook(app))
                 yield
-        finally:
-            await chain_gateway.aclose()
 
     app = FastAPI(
         title="vault-relayer",
@@ -99,25 +108,9 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(relay_routes.router)
+    app.include_router(trading_routes.router)
     for extra in extra_routers:
         app.include_router(extra)
+    app.mount("/mcp", mcp_app)
     return app
-
-
-def _connect(
-    settings: Settings, chain: Chain | None, gateway: ChainGateway | None
-) -> tuple[ChainGateway, Chain | None, threading.RLock | None]:
-    """The gateway, the sync chain for services that send, and the lock guarding an embedded chain."""
-    if settings.rpc_url is not None:
-        url = settings.rpc_url.get_secret_value()
-        sync_chain = chain or rpc_chain(url)
-        if gateway is None:
-            assert settings.vault_address is not None  # Settings requires it with rpc_url
-            gateway = JsonRpcGateway.connect(url, settings.vault_address, timeout_s=settings.rpc_timeout_s)
-        return gateway, sync_chain, None
-    if gateway is not None:
-        return gateway, chain, gateway.lock if isinstance(gateway, Web3Gateway) else None
-    if chain is None or settings.vault_address is None:
-        raise ConfigurationError("nothing to serve: set rpc_url and vault_address, or pass an embedded chain")
-    web3_gateway = Web3Gateway(chain.w3, settings.vault_address)
-    return web3_gateway, chain, web3_gateway.lock

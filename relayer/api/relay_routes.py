@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from relayer.errors import RelayNotConfiguredError
 from relayer.jsonio import loads_object
 from relayer.relay.service import RelayService, Submission
 
@@ -19,7 +20,9 @@ router = APIRouter(tags=["relay"])
 
 
 def _service(request: Request) -> RelayService:
-    service: RelayService = request.app.state.relay
+    service: RelayService | None = getattr(request.app.state, "relay", None)
+    if service is None:
+        raise RelayNotConfiguredError
     return service
 
 

@@ -1,4 +1,4 @@
-"""The durable journal: the one module that talks to SQLite.
+"""The durable journal: the one module that talks to SQLite (relay records and API keys).
 
 WAL mode (readers such as `relayer relay list` never block the relayer), a versioned schema upgraded by
 ordered migrations, compare-and-set status updates (`UPDATE ... WHERE id=? AND status=?`), and a write
@@ -16,10 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from relayer.apikeys import ApiKey, Scope
 from relayer.relay.records import Attempt, Mined, RelayRecord
 from relayer.relay.status import AttemptKind, RecordKind, TxStatus, can_transition
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bumped by every migration; stored in SQLite's `PRAGMA user_version`."""
 
 _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -65,6 +66,23 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 created_at REAL NOT NULL,
                 broadcast_at REAL,
                 UNIQUE (record_id, seq)
+            )""",
+        ),
+    ),
+    (
+        2,
+        (
+            # API keys: only a key's SHA-256 is stored; `prefix` is its first characters, for `keys list`.
+            """CREATE TABLE api_keys (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                key_hash TEXT NOT NULL UNIQUE,
+                prefix TEXT NOT NULL,
+                label TEXT NOT NULL,
+                account TEXT NOT NULL,
+                scopes TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                last_used_at INTEGER,
+                revoked_at INTEGER
             )""",
         ),
     ),
@@ -250,6 +268,50 @@ class Journal:
             )
             return cursor.rowcount == 1
 
+    # --- API keys -------------------------------------------------------------------------------------------
+
+    def insert_api_key(
+        self, *, key_hash: str, prefix: str, label: str, account: str, scopes: frozenset[Scope], now: int
+    ) -> ApiKey:
+        """Store a new key's hash (never the key) and return the stored record."""
+        with self._lock:
+            cursor = self._conn.execute(
+                "INSERT INTO api_keys (key_hash, prefix, label, account, scopes, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key_hash, prefix, label, account, ",".join(sorted(scopes)), now),
+            )
+            key_id = int(cursor.lastrowid or 0)
+        found = self.api_key(key_id)
+        assert found is not None
+        return found
+
+    def api_key(self, key_id: int) -> ApiKey | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return None if row is None else _api_key(row)
+
+    def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
+        return None if row is None else _api_key(row)
+
+    def api_keys(self) -> list[ApiKey]:
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM api_keys ORDER BY id").fetchall()
+        return [_api_key(row) for row in rows]
+
+    def touch_api_key(self, key_id: int, now: int) -> None:
+        with self._lock:
+            self._conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, key_id))
+
+    def revoke_api_key(self, key_id: int, now: int) -> bool:
+        """Revoke a key; False when there is no such key or it was already revoked."""
+        with self._lock:
+            cursor = self._conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, key_id)
+            )
+            return cursor.rowcount == 1
+
     def mark_broadcast(self, tx_hash: str, *, now: float) -> None:
         """Note that a node accepted (or already had) this attempt."""
         with self._lock:
@@ -421,4 +483,17 @@ def _record(row: sqlite3.Row, attempts: list[Attempt]) -> RelayRecord:
         error=None if row["error"] is None else json.loads(row["error"]),
         mined=mined,
         attempts=tuple(attempts),
+    )
+
+
+def _api_key(row: sqlite3.Row) -> ApiKey:
+    return ApiKey(
+        key_id=int(row["id"]),
+        prefix=row["prefix"],
+        label=row["label"],
+        account=row["account"],
+        scopes=frozenset(Scope(name) for name in row["scopes"].split(",") if name),
+        created_at=int(row["created_at"]),
+        last_used_at=None if row["last_used_at"] is None else int(row["last_used_at"]),
+        revoked_at=None if row["revoked_at"] is None else int(row["revoked_at"]),
     )

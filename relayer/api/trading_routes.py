@@ -1,0 +1,128 @@
+"""REST routes for trading by API key: each reads the key and the body, makes one `TradingService` call.
+
+The key arrives as `Authorization: Bearer <key>` or `X-API-Key: <key>`; the rules (401/403, scopes,
+ownership) live in `relayer.apikeys.require`, called by the service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from relayer.errors import RelayNotConfiguredError
+from relayer.jsonio import loads_object
+from relayer.trading import TradeOutcome, TradingService
+
+router = APIRouter(tags=["trading"])
+
+_KEY_HEADERS = {
+    "parameters": [
+        {"name": "Authorization", "in": "header", "schema": {"type": "string"}, "example": "Bearer vrk_..."},
+        {"name": "X-API-Key", "in": "header", "schema": {"type": "string"}},
+        {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
+    ]
+}
+
+
+def _service(request: Request) -> TradingService:
+    service: TradingService | None = getattr(request.app.state, "trading", None)
+    if service is None:
+        raise RelayNotConfiguredError
+    return service
+
+
+def api_key_of(request: Request) -> str | None:
+    """The presented key, from `Authorization: Bearer` or `X-API-Key` (None when neither is there)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key")
+
+
+def _answer(outcome: TradeOutcome) -> JSONResponse:
+    return JSONResponse(status_code=outcome.status_code, content=outcome.body)
+
+
+def _body_example(example: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **_KEY_HEADERS,
+        "requestBody": {"required": True, "content": {"application/json": {"example": example}}},
+    }
+
+
+@router.post(
+    "/api/partialclose",
+    summary="Close a percentage of the account's position in a market",
+    openapi_extra=_body_example({"symbol": "BTCUSDT", "exit_pct": 33}),
+)
+async def partial_close(request: Request) -> JSONResponse:
+    body = loads_object(await request.body())
+    idem = request.headers.get("idempotency-key")
+    return _answer(await _service(request).partial_close(api_key_of(request), body, idempotency_key=idem))
+
+
+@router.post(
+    "/api/trade/close",
+    summary="Close a position fully or by size",
+    openapi_extra=_body_example({"positionId": "0x" + "ab" * 32, "sizeDelta": "0.1", "allowedPrice": "95e3"}),
+)
+async def close_position(request: Request) -> JSONResponse:
+    body = loads_object(await request.body())
+    idem = request.headers.get("idempotency-key")
+    return _answer(await _service(request).close_position(api_key_of(request), body, idempotency_key=idem))
+
+
+@router.post(
+    "/api/trade/takeprofit",
+    summary="Set, replace or cancel (price 0) the take-profit",
+    openapi_extra=_body_example({"positionId": "0x" + "ab" * 32, "price": "99000", "close_pct": 50}),
+)
+async def set_take_profit(request: Request) -> JSONResponse:
+    body = loads_object(await request.body())
+    idem = request.headers.get("idempotency-key")
+    outcome = await _service(request).set_trigger(
+        api_key_of(request), body, is_take_profit=True, idempotency_key=idem
+    )
+    return _answer(outcome)
+
+
+@router.post(
+    "/api/trade/stoploss",
+    summary="Set, replace or cancel (price 0) the stop-loss",
+    openapi_extra=_body_example({"positionId": "0x" + "ab" * 32, "price": "93000", "close_pct": 100}),
+)
+async def set_stop_loss(request: Request) -> JSONResponse:
+    body = loads_object(await request.body())
+    idem = request.headers.get("idempotency-key")
+    outcome = await _service(request).set_trigger(
+        api_key_of(request), body, is_take_profit=False, idempotency_key=idem
+    )
+    return _answer(outcome)
+
+
+@router.post(
+    "/api/trade/breakeven",
+    summary="Move the stop-loss to the entry price for the full size",
+    openapi_extra=_body_example({"positionId": "0x" + "ab" * 32}),
+)
+async def move_to_breakeven(request: Request) -> JSONResponse:
+    body = loads_object(await request.body())
+    idem = request.headers.get("idempotency-key")
+    return _answer(await _service(request).move_to_breakeven(api_key_of(request), body, idempotency_key=idem))
+
+
+@router.get("/api/trade/positions", summary="The account's open positions", openapi_extra=_KEY_HEADERS)
+async def get_positions(request: Request, symbol: str | None = None) -> dict[str, Any]:
+    return await _service(request).get_positions(api_key_of(request), symbol)
+
+
+@router.get(
+    "/api/trade/transactions/{transaction_id}",
+    summary="A relayed transaction of the account",
+    openapi_extra=_KEY_HEADERS,
+)
+async def get_transaction(request: Request, transaction_id: str) -> dict[str, Any]:
+    return await _service(request).get_transaction(api_key_of(request), transaction_id)

@@ -1,0 +1,115 @@
+"""`relayer keys ...`: create, list and revoke API keys (thin adapter over `relayer.apikeys` + the journal).
+
+The key itself is printed once, by `create`, and never stored: the journal keeps its SHA-256. Wired into
+`relayer/cli.py` with `add_key_commands(subparsers)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from relayer import apikeys
+from relayer.close_request import parse_owner
+from relayer.errors import ConfigurationError, InvalidFieldError
+from relayer.relay.config import RelaySettings
+from relayer.relay.journal import Journal
+
+EXIT_OK = 0
+
+
+def _journal(args: argparse.Namespace, *, create: bool = False) -> Journal:
+    path = Path(args.journal) if args.journal else RelaySettings.from_env().journal_path
+    if not create and not path.exists():
+        raise ConfigurationError(f"no journal at {path} (set --journal or RELAYER_RELAY_JOURNAL_PATH)")
+    return Journal(path)
+
+
+def _when(timestamp: int | None) -> str:
+    return "-" if timestamp is None else datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def create_key(journal: Journal, *, account: str, scopes: str, label: str = "") -> tuple[str, apikeys.ApiKey]:
+    """Make a key for `account` with `scopes` ("read,trade"); returns (the key, shown once; its record)."""
+    try:
+        scope_set = apikeys.parse_scopes(scopes)
+    except ValueError as exc:
+        raise InvalidFieldError("scopes", str(exc)) from None
+    key = apikeys.generate_key()
+    record = journal.insert_api_key(
+        key_hash=apikeys.hash_key(key),
+        prefix=apikeys.display_prefix(key),
+        label=label,
+        account=parse_owner(account, "account"),
+        scopes=scope_set,
+        now=int(time.time()),
+    )
+    return key, record
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    journal = _journal(args, create=True)
+    try:
+        key, record = create_key(journal, account=args.account, scopes=args.scopes, label=args.label)
+    finally:
+        journal.close()
+    print(key)
+    scopes = ",".join(sorted(record.scopes))
+    print(
+        f"key {record.key_id} ({record.prefix}...) for {record.account}, scopes {scopes}:"
+        " shown once, store it now; only its hash is kept",
+    )
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    journal = _journal(args)
+    try:
+        keys = journal.api_keys()
+    finally:
+        journal.close()
+    if not keys:
+        print("no API keys")
+    for key in keys:
+        state = "revoked " + _when(key.revoked_at) if key.revoked_at else "active"
+        print(
+            f"{key.key_id:<4} {key.prefix}...  {key.label or '-':<12} {','.join(sorted(key.scopes)):<10} "
+            f"{key.account}  created {_when(key.created_at)}  last used {_when(key.last_used_at)}  {state}"
+        )
+    return EXIT_OK
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    journal = _journal(args)
+    try:
+        revoked = journal.revoke_api_key(args.id, int(time.time()))
+    finally:
+        journal.close()
+    if not revoked:
+        raise InvalidFieldError("id", f"no active API key with id {args.id}")
+    print(f"key {args.id} revoked")
+    return EXIT_OK
+
+
+def add_key_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = subparsers.add_parser("keys", help="create, list and revoke API keys")
+    sub = keys.add_subparsers(dest="keys_command", required=True)
+    journal_help = "journal file (default: RELAYER_RELAY_JOURNAL_PATH or relay-journal.sqlite3)"
+
+    create = sub.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--account", required=True, help="the trading account (0x address) the key acts for")
+    create.add_argument("--scopes", required=True, help="comma-separated: read, trade")
+    create.add_argument("--label", default="", help="a note to tell keys apart")
+    create.add_argument("--journal", help=journal_help)
+    create.set_defaults(handler=cmd_create)
+
+    listing = sub.add_parser("list", help="list keys (prefix, label, scopes, account, dates)")
+    listing.add_argument("--journal", help=journal_help)
+    listing.set_defaults(handler=cmd_list)
+
+    revoke = sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id", type=int)
+    revoke.add_argument("--journal", help=journal_help)
+    revoke.set_defaults(handler=cmd_revoke)

@@ -1,0 +1,63 @@
+"""A demo price feed for the embedded chain: a seeded random walk in whole basis points.
+
+On a real node prices come from whoever holds the vault's price-keeper role; on the embedded chain `relayer
+serve` runs this so a newcomer sees orders trigger. The walk uses integer basis-point steps from a seeded
+`random.Random`, so a run is reproducible and no float ever touches a price.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from relayer.constants import BPS_DENOMINATOR
+
+
+def next_price_e8(price_e8: int, step_bps: int) -> int:
+    """`price_e8` moved by `step_bps` basis points (rounded down, never below 1).
+
+    >>> next_price_e8(9_600_000_000_000, 25)
+    9624000000000
+    >>> next_price_e8(9_600_000_000_000, -25)
+    9576000000000
+    """
+    return max(1, price_e8 * (BPS_DENOMINATOR + step_bps) // BPS_DENOMINATOR)
+
+
+@dataclass
+class PriceFeed:
+    """Moves each market's price by a random step of at most `max_step_bps` per tick; can be paused."""
+
+    set_price: Callable[[str, int], None]
+    prices_e8: dict[str, int]
+    seed: int = 0
+    max_step_bps: int = 30
+    _rng: random.Random = field(init=False)
+    _paused: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)  # noqa: S311 - a reproducible demo walk, not a secret
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def pause(self) -> None:
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+
+    def tick(self) -> dict[str, int]:
+        """Move every market one step (nothing while paused) and return the new prices."""
+        if self.paused:
+            return {}
+        moved = {}
+        for market, price in sorted(self.prices_e8.items()):
+            new = next_price_e8(price, self._rng.randint(-self.max_step_bps, self.max_step_bps))
+            self.set_price(market, new)
+            self.prices_e8[market] = new
+            moved[market] = new
+        return moved

@@ -1,0 +1,455 @@
+"""Trading by API key: the one service behind the REST trading routes and the MCP tools.
+
+An API key belongs to one account, which has approved the relayer's signers as vault operators. Every action
+here resolves the account's position, validates and prices it through the `TransactionBuilder` (the same
+checks and preview as `POST /api/closeposition`, simulated from the owner), then has the relayer send it from
+its own signer through the journal (`RelayService.submit_call`), waits (bounded) for the receipt, and reports
+the fill read from the vault's `PositionDecreased` event, never a guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio.to_thread
+
+from relayer import apikeys, calldata
+from relayer.apikeys import ApiKey, Scope
+from relayer.builder import BuiltTransaction, PositionSummary, TransactionBuilder
+from relayer.close_request import CloseRequest, TriggerUpdate, parse_position_id
+from relayer.config import TradingSettings
+from relayer.constants import BPS_DENOMINATOR, CLOSE_ALL_SIZE, PNL_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS
+from relayer.errors import (
+    AmbiguousPositionError,
+    InvalidFieldError,
+    InvalidTriggerPriceError,
+    NotAuthorizedError,
+    OperatorNotApprovedError,
+    PositionNotFoundError,
+    RelayerError,
+    TransactionNotFoundError,
+    restore_error,
+)
+from relayer.exits import PERCENT, allowed_price_for_slippage, size_for_exit_pct
+from relayer.markets import normalize_symbol
+from relayer.positions import Position, realized_pnl_e8
+from relayer.relay.records import RelayRecord
+from relayer.relay.service import RelayService
+from relayer.relay.status import TxStatus
+from relayer.units import format_fixed, parse_fixed, parse_int
+
+DEFAULT_EXIT_PCT = 50
+"""`partial_close` closes half the position when `exit_pct` is not given (as the reference tool does)."""
+
+_DONE = frozenset({TxStatus.MINED, TxStatus.CONFIRMED, TxStatus.FAILED, TxStatus.REPLACED, TxStatus.EXPIRED})
+
+
+class ApiKeyLookup(Protocol):
+    """What the service needs of the key store (see `relayer.relay.journal.Journal`)."""
+
+    def api_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+
+    def touch_api_key(self, key_id: int, now: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class TradeOutcome:
+    """An answer: HTTP 200 with the fill, or 202 when the receipt did not come in time."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+def _usd(value_e8: int) -> str:
+    return format_fixed(value_e8, PRICE_DECIMALS)
+
+
+def _qty(size: int) -> str:
+    return format_fixed(size, SIZE_DECIMALS)
+
+
+def _pnl(value_e8: int) -> str:
+    return format_fixed(value_e8, PNL_DECIMALS)
+
+
+def _side(raw: object) -> bool | None:
+    """`"long"` -> True, `"short"` -> False, absent -> None."""
+    if raw is None:
+        return None
+    if isinstance(raw, str) and raw.strip().lower() in {"long", "short"}:
+        return raw.strip().lower() == "long"
+    raise InvalidFieldError("side", "must be 'long' or 'short'")
+
+
+def _bool(raw: object, field: str) -> bool:
+    if raw is None:
+        return False
+    if isinstance(raw, bool):
+        return raw
+    raise InvalidFieldError(field, "must be true or false")
+
+
+def _reject_unknown(body: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise InvalidFieldError(unknown[0], f"unknown field; allowed: {', '.join(allowed)}")
+
+
+class TradingService:
+    """API-key trading over the builder (checks, preview) and the relay (sending, journal)."""
+
+    def __init__(
+        self,
+        *,
+        builder: TransactionBuilder,
+        relay: RelayService,
+        keys: ApiKeyLookup,
+        is_operator: Callable[[str, str], bool],
+        settings: TradingSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.builder = builder
+        self.relay = relay
+        self.keys = keys
+        self.is_operator = is_operator
+        self.settings = settings or TradingSettings()
+        self.clock = clock
+
+    # --- authentication -------------------------------------------------------------------------------------
+
+    def authenticate(self, presented: str | None, scope: Scope) -> ApiKey:
+        """The key behind `presented`, checked for `scope` (401 / 403 per `apikeys.require`)."""
+        key = None
+        if presented:
+            key = self.keys.api_key_by_hash(apikeys.hash_key(presented.strip()))
+        checked = apikeys.require(key, scope)
+        self.keys.touch_api_key(checked.key_id, int(self.clock()))
+        return checked
+
+    # --- reads ----------------------------------------------------------------------------------------------
+
+    async def get_positions(self, api_key: str | None, symbol: object = None) -> dict[str, Any]:
+        """The account's open positions (optionally one market) with unrealized PnL and orders."""
+        key = self.authenticate(api_key, Scope.READ)
+        market = None if symbol is None else normalize_symbol(symbol)
+        owned = await self.builder.positions_of(key.account)
+        shown = [p.to_dict() for p in owned.positions if market is None or p.quote.position.market == market]
+        return {"account": key.account, "positions": shown}
+
+    async def get_transaction(self, api_key: str | None, transaction_id: object) -> dict[str, Any]:
+        """A relay record of this account's positions, by id."""
+        key = self.authenticate(api_key, Scope.READ)
+        if not isinstance(transaction_id, str) or not transaction_id:
+            raise InvalidFieldError("transactionId", "must be a transaction id string")
+        record = self.relay.get(transaction_id)
+        position_id = self._position_of_call(record.data)
+        if position_id is not None:
+            summary = await self.builder.position("0x" + position_id.hex())
+            if summary.quote.position.owner.lower() != key.account.lower():
+                raise TransactionNotFoundError(
+                    "no transaction with this id for this account", id=transaction_id
+                )
+        return record.to_dict()
+
+    # --- trading --------------------------------------------------------------------------------------------
+
+    async def partial_close(
+        self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> TradeOutcome:
+        """Close `exit_pct`% (1..100, default 50) of the account's position in `symbol`."""
+        _reject_unknown(
+            body, ("symbol", "exit_pct", "side", "positionId", "allowedPrice", "maxSlippageBps", "dry_run")
+        )
+        key = self.authenticate(api_key, Scope.TRADE)
+        symbol = normalize_symbol(body.get("symbol"))
+        exit_pct = parse_int(body.get("exit_pct", DEFAULT_EXIT_PCT), "exit_pct", minimum=1, maximum=PERCENT)
+        summary = await self._resolve(key, symbol, _side(body.get("side")), body.get("positionId"))
+        position = summary.quote.position
+        size_delta = size_for_exit_pct(position.size, exit_pct)
+        allowed = self._allowed_price(body, position, summary.quote.price_e8)
+        request = CloseRequest(
+            position.position_id, None if size_delta == CLOSE_ALL_SIZE else size_delta, allowed
+        )
+        return await self._close(
+            key, request, summary, closed_pct=exit_pct, dry_run=_bool(body.get("dry_run"), "dry_run"),
+            idempotency_key=idempotency_key,
+        )
+
+    async def close_position(
+        self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> TradeOutcome:
+        """Close a position fully, or by `sizeDelta` (base units), with an optional `allowedPrice`."""
+        _reject_unknown(body, ("positionId", "sizeDelta", "allowedPrice", "maxSlippageBps", "dry_run"))
+        key = self.authenticate(api_key, Scope.TRADE)
+        summary = await self._owned(key, body.get("positionId"))
+        position = summary.quote.position
+        size_delta = None
+        if body.get("sizeDelta") is not None:
+            size_delta = parse_fixed(body["sizeDelta"], SIZE_DECIMALS, "sizeDelta")
+        allowed = self._allowed_price(body, position, summary.quote.price_e8)
+        request = CloseRequest(position.position_id, size_delta, allowed)
+        closed = position.size if size_delta is None else size_delta
+        pct = min(PERCENT, closed * PERCENT // position.size) if position.size else 0
+        return await self._close(
+            key, request, summary, closed_pct=pct, dry_run=_bool(body.get("dry_run"), "dry_run"),
+            idempotency_key=idempotency_key,
+        )
+
+    async def set_trigger(
+        self,
+        api_key: str | None,
+        body: Mapping[str, Any],
+        *,
+        is_take_profit: bool,
+        idempotency_key: str | None = None,
+    ) -> TradeOutcome:
+        """Set (or with price 0 cancel) a take-profit or stop-loss: `price` in USD, `close_pct` 1..100."""
+        _reject_unknown(body, ("positionId", "price", "close_pct", "dry_run"))
+        key = self.authenticate(api_key, Scope.TRADE)
+        summary = await self._owned(key, body.get("positionId"))
+        price_e8 = parse_fixed(body.get("price"), PRICE_DECIMALS, "price", allow_zero=True)
+        close_bps = 0
+        if price_e8:
+            pct = parse_int(body.get("close_pct", PERCENT), "close_pct", minimum=1, maximum=PERCENT)
+            close_bps = pct * BPS_DENOMINATOR // PERCENT
+        return await self._set_order(
+            key, summary, TriggerUpdate(price_e8, close_bps), is_take_profit, body, idempotency_key
+        )
+
+    async def move_to_breakeven(
+        self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> TradeOutcome:
+        """Put the stop-loss at the entry price for the full size (only once the trade is in profit)."""
+        _reject_unknown(body, ("positionId", "dry_run"))
+        key = self.authenticate(api_key, Scope.TRADE)
+        summary = await self._owned(key, body.get("positionId"))
+        position, price = summary.quote.position, summary.quote.price_e8
+        in_profit = price > position.entry_price_e8 if position.is_long else price < position.entry_price_e8
+        if not in_profit:
+            raise InvalidTriggerPriceError(
+                f"cannot move the stop to breakeven: the price {_usd(price)} is not beyond the entry"
+                f" {_usd(position.entry_price_e8)} in the {'long' if position.is_long else 'short'}'s favour,"
+                " so a stop at entry would not be on the losing side of the price",
+                entryPrice=_usd(position.entry_price_e8),
+                currentPrice=_usd(price),
+            )
+        update = TriggerUpdate(position.entry_price_e8, BPS_DENOMINATOR)
+        return await self._set_order(key, summary, update, False, body, idempotency_key)
+
+    # --- internals ------------------------------------------------------------------------------------------
+
+    async def _resolve(
+        self, key: ApiKey, symbol: str, is_long: bool | None, position_id: object
+    ) -> PositionSummary:
+        """The account's one open position in `symbol` (narrowed by side or id); 409 when it is ambiguous."""
+        if position_id is not None:
+            summary = await self._owned(key, position_id)
+            if summary.quote.position.market != symbol:
+                raise InvalidFieldError("positionId", f"this position is in {summary.quote.position.market}")
+            return summary
+        owned = await self.builder.positions_of(key.account)
+        matches = [
+            p
+            for p in owned.positions
+            if p.quote.position.market == symbol and (is_long is None or p.quote.position.is_long == is_long)
+        ]
+        if not matches:
+            raise PositionNotFoundError(f"the account has no open {symbol} position", symbol=symbol)
+        if len(matches) > 1:
+            raise AmbiguousPositionError(
+                f"the account has {len(matches)} open {symbol} positions: give `side` or `positionId`",
+                positions=[p.to_dict() for p in matches],
+            )
+        return matches[0]
+
+    async def _owned(self, key: ApiKey, position_id: object) -> PositionSummary:
+        """The open position `position_id`, which must belong to the key's account (403 otherwise)."""
+        if position_id is None:
+            raise InvalidFieldError("positionId", "is required")
+        pid = parse_position_id(position_id, "positionId")
+        summary = await self.builder.position("0x" + pid.hex())
+        position = summary.quote.position
+        if position.owner.lower() != key.account.lower():
+            raise NotAuthorizedError("this position belongs to another account", positionId="0x" + pid.hex())
+        if not position.is_open:
+            raise PositionNotFoundError("this position is closed", positionId="0x" + pid.hex())
+        return summary
+
+    def _allowed_price(self, body: Mapping[str, Any], position: Position, price_e8: int) -> int:
+        """`allowedPrice` as given, or a bound `maxSlippageBps` (default from config) away from the price."""
+        if body.get("allowedPrice") is not None:
+            if body.get("maxSlippageBps") is not None:
+                raise InvalidFieldError("maxSlippageBps", "give allowedPrice or maxSlippageBps, not both")
+            return parse_fixed(body["allowedPrice"], PRICE_DECIMALS, "allowedPrice")
+        raw_bps = body.get("maxSlippageBps")
+        bps = (
+            self.settings.default_slippage_bps
+            if raw_bps is None
+            else parse_int(raw_bps, "maxSlippageBps", minimum=0, maximum=BPS_DENOMINATOR - 1)
+        )
+        return allowed_price_for_slippage(is_long=position.is_long, price_e8=price_e8, slippage_bps=bps)
+
+    async def _check_operator(self, account: str) -> None:
+        missing = [
+            signer
+            for signer in self.relay.pool.addresses
+            if not await anyio.to_thread.run_sync(self.is_operator, account, signer)
+        ]
+        if missing:
+            raise OperatorNotApprovedError(
+                "approve the relayer's signers as vault operators first: call setOperator(signer, true) from"
+                " the account for each of them",
+                account=account,
+                signers=missing,
+                calldata=["0x" + calldata.set_operator(s, True).hex() for s in missing],
+            )
+
+    async def _close(
+        self,
+        key: ApiKey,
+        request: CloseRequest,
+        summary: PositionSummary,
+        *,
+        closed_pct: int,
+        dry_run: bool,
+        idempotency_key: str | None,
+    ) -> TradeOutcome:
+        built = await self.builder.build(request)
+        await self._check_operator(key.account)
+        position = summary.quote.position
+        if dry_run:
+            return TradeOutcome(200, self._fill_from_preview(built, closed_pct))
+        record = await self._submit(built.calldata, idempotency_key)
+        record = await self._wait(record)
+        if record.status not in {TxStatus.MINED, TxStatus.CONFIRMED}:
+            return self._unfinished(record)
+        return TradeOutcome(200, self._fill_from_record(record, position, closed_pct))
+
+    async def _set_order(
+        self,
+        key: ApiKey,
+        summary: PositionSummary,
+        update: TriggerUpdate,
+        is_take_profit: bool,
+        body: Mapping[str, Any],
+        idempotency_key: str | None,
+    ) -> TradeOutcome:
+        pid = summary.quote.position.position_id
+        request = (
+            CloseRequest(pid, take_profit=update) if is_take_profit else CloseRequest(pid, stop_loss=update)
+        )
+        built = await self.builder.build(request)
+        await self._check_operator(key.account)
+        preview = built.preview.to_dict()
+        answer: dict[str, Any] = {
+            "success": True,
+            "positionId": preview["positionId"],
+            "symbol": preview["market"],
+            "takeProfit": preview["takeProfit"],
+            "stopLoss": preview["stopLoss"],
+        }
+        if _bool(body.get("dry_run"), "dry_run"):
+            return TradeOutcome(200, {**answer, "dry_run": True})
+        record = await self._wait(await self._submit(built.calldata, idempotency_key))
+        if record.status not in {TxStatus.MINED, TxStatus.CONFIRMED}:
+            return self._unfinished(record)
+        assert record.mined is not None
+        sent = {"transactionId": record.id, "transactionHash": record.mined.tx_hash}
+        return TradeOutcome(200, {**answer, **sent})
+
+    async def _submit(self, data: bytes, idempotency_key: str | None) -> RelayRecord:
+        submission = await anyio.to_thread.run_sync(
+            lambda: self.relay.submit_call(data, idempotency_key=idempotency_key)
+        )
+        return submission.record
+
+    async def _wait(self, record: RelayRecord) -> RelayRecord:
+        """Poll the journal until the record is mined or ends, or the configured time runs out."""
+        deadline = self.clock() + self.settings.receipt_timeout_s
+        while record.status not in _DONE and self.clock() < deadline:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            record = self.relay.get(record.id)
+        return record
+
+    def _unfinished(self, record: RelayRecord) -> TradeOutcome:
+        """202 while still pending; a failed record raises its decoded error."""
+        if record.status.is_pending:
+            return TradeOutcome(
+                202,
+                {
+                    "success": False,
+                    "status": record.status.value,
+                    "transactionId": record.id,
+                    "transactionHash": record.attempts[-1].tx_hash if record.attempts else None,
+                    "message": "sent; not mined yet: poll get_transaction with this id",
+                },
+            )
+        raise _record_error(record)
+
+    def _fill_from_preview(self, built: BuiltTransaction, closed_pct: int) -> dict[str, Any]:
+        preview = built.preview
+        position = preview.position
+        return {
+            "success": True,
+            "dry_run": True,
+            "symbol": position.market,
+            "side": "long" if position.is_long else "short",
+            "closed_pct": closed_pct,
+            "closed_qty": _qty(preview.size_delta),
+            "remaining_qty": _qty(preview.size_after),
+            "exit_price": _usd(preview.current_price_e8),
+            "realized_pnl_usd": _pnl(preview.realized_pnl_e8),
+            "remaining_unrealized_pnl_usd": _pnl(preview.remaining_unrealized_pnl_e8),
+            "positionId": "0x" + position.position_id.hex(),
+            "transactionHash": None,
+        }
+
+    def _fill_from_record(self, record: RelayRecord, position: Position, closed_pct: int) -> dict[str, Any]:
+        """The fill exactly as the vault's `PositionDecreased` event recorded it."""
+        assert record.mined is not None
+        pid = "0x" + position.position_id.hex()
+        events = [
+            e["args"]
+            for e in record.mined.events
+            if e["event"] == "PositionDecreased" and str(e["args"]["positionId"]).lower() == pid
+        ]
+        if not events:
+            raise RelayerError("mined, but the vault recorded no PositionDecreased event", id=record.id)
+        fill = events[-1]
+        remaining, exit_price = int(fill["remainingSize"]), int(fill["exitPrice"])
+        return {
+            "success": True,
+            "symbol": position.market,
+            "side": "long" if position.is_long else "short",
+            "closed_pct": closed_pct,
+            "closed_qty": _qty(int(fill["sizeDelta"])),
+            "remaining_qty": _qty(remaining),
+            "exit_price": _usd(exit_price),
+            "realized_pnl_usd": _pnl(int(fill["realizedPnl"])),
+            "remaining_unrealized_pnl_usd": _pnl(
+                realized_pnl_e8(position.is_long, position.entry_price_e8, exit_price, remaining)
+            ),
+            "positionId": pid,
+            "transactionId": record.id,
+            "transactionHash": record.mined.tx_hash,
+        }
+
+    @staticmethod
+    def _position_of_call(data: bytes) -> bytes | None:
+        try:
+            _, args = calldata.decode_call(data)
+        except ValueError:
+            return None
+        value = args.get("positionId")
+        return bytes(value) if isinstance(value, bytes | bytearray) else None
+
+
+def _record_error(record: RelayRecord) -> RelayerError:
+    """The error a failed record carries (recorded as `RelayerError.to_dict()`, revert already decoded)."""
+    if record.error:
+        return restore_error(record.error)
+    return RelayerError(f"the transaction ended {record.status.value}", transactionId=record.id)
