@@ -7,6 +7,7 @@ input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -240,6 +241,37 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_keeper(args: argparse.Namespace) -> int:
+    """Run the keeper (and the relayer that sends for it) until interrupted; `serve` runs one too."""
+    import anyio
+
+    from relayer.runtime import open_runtime
+
+    prepared = _prepare(args, None)
+    print(prepared.banner, file=sys.stderr, flush=True)
+    interval_s = args.interval
+
+    async def run() -> None:
+        async with open_runtime(
+            prepared.settings.model_copy(update={"keeper_interval_s": 0}),
+            chain=prepared.chain,
+            signers=prepared.signers,
+        ) as runtime:
+            runtime.require_relay()
+            keeper = runtime.keeper
+            assert keeper is not None
+            print(f"keeper: checking every {interval_s}s (Ctrl-C to stop)", file=sys.stderr, flush=True)
+            while True:
+                for execution in await anyio.to_thread.run_sync(keeper.tick):
+                    side = "take-profit" if execution.is_take_profit else "stop-loss"
+                    print(f"executed {side} of 0x{execution.position_id.hex()}: record {execution.record_id}")
+                await anyio.sleep(interval_s)
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how an operator stops the keeper
+        anyio.run(run)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relayer", description="Transaction builder and relayer for the perp vault."
@@ -291,6 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--vault", help="the vault's address on that node")
     mcp.add_argument("--deployments", help="a deployments/<chainId>.json file naming the vault")
     mcp.set_defaults(handler=cmd_mcp)
+
+    keeper = sub.add_parser(
+        "keeper",
+        help="execute crossed take-profit / stop-loss orders through the relayer (serve runs one too)",
+        description="Needs relayer signers (RELAYER_SIGNER_KEY ...) on a node; the journal from "
+        "RELAYER_RELAY_JOURNAL_PATH keeps executions exactly-once across restarts.",
+    )
+    keeper.add_argument("--rpc-url", help="JSON-RPC node URL (prefer RELAYER_RPC_URL if it holds an API key)")
+    keeper.add_argument("--vault", help="the vault's address on that node")
+    keeper.add_argument("--deployments", help="a deployments/<chainId>.json file naming the vault")
+    keeper.add_argument("--interval", type=float, default=1.0, help="seconds between passes (default 1)")
+    keeper.set_defaults(handler=cmd_keeper)
 
     add_relay_commands(sub)
     add_key_commands(sub)

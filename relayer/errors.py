@@ -245,6 +245,28 @@ class NodeRejectedError(RelayerError):
     http_status = 502
 
 
+class PriceFeedOffError(RelayerError, LookupError):
+    """The demo price-feed controls exist only while `relayer serve` runs the feed on the embedded chain."""
+
+    code = "price_feed_off"
+    http_status = 404
+
+
+class RelayNotConfiguredError(RelayerError):
+    """The server runs without a relayer signer, so it can build transactions but not relay or trade."""
+
+    code = "relay_not_configured"
+    http_status = 503
+
+    def __init__(
+        self,
+        message: str = "this server has no relayer signer: set RELAYER_SIGNER_KEY (or _KEYSTORE) to relay and"
+        " trade",
+        **details: Any,
+    ) -> None:
+        super().__init__(message, **details)
+
+
 def _all_error_classes(root: type[RelayerError] = RelayerError) -> list[type[RelayerError]]:
     classes = [root]
     for sub in root.__subclasses__():
@@ -263,18 +285,3 @@ def restore_error(payload: dict[str, Any]) -> RelayerError:
     error = Exception.__new__(target)
     RelayerError.__init__(error, str(payload.get("message", code)), **dict(payload.get("details") or {}))
     return error
-
-
-class RelayNotConfiguredError(RelayerError):
-    """The server runs without a relayer signer, so it can build transactions but not relay or trade."""
-
-    code = "relay_not_configured"
-    http_status = 503
-
-    def __init__(
-        self,
-        message: str = "this server has no relayer signer: set RELAYER_SIGNER_KEY (or _KEYSTORE) to relay and"
-        " trade",
-        **details: Any,
-    ) -> None:
-        super().__init__(message, **details)

@@ -50,6 +50,11 @@ class PriceFeed:
     def resume(self) -> None:
         self._paused.clear()
 
+    def set_market_price(self, market: str, price_e8: int) -> None:
+        """Set one market's price by hand (the walk continues from it unless paused)."""
+        self.set_price(market, price_e8)
+        self.prices_e8[market] = price_e8
+
     def tick(self) -> dict[str, int]:
         """Move every market one step (nothing while paused) and return the new prices."""
         if self.paused:

@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from eth_account.signers.local import LocalAccount
 from fastapi import APIRouter, FastAPI
 
-from relayer.api import relay_routes, trading_routes
+from relayer.api import demo_routes, relay_routes, trading_routes
 from relayer.api.errors import install_error_handlers
 from relayer.api.routes import router
 from relayer.chain import Chain
@@ -88,6 +88,7 @@ def create_app(
             app.state.builder = runtime.builder
             app.state.relay = runtime.relay
             app.state.trading = runtime.trading
+            app.state.price_feed = runtime.price_feed
             log.info(
                 "serving vault %s on chain %s via %s",
                 runtime.gateway.vault_address,
@@ -110,6 +111,7 @@ def create_app(
     app.include_router(router)
     app.include_router(relay_routes.router)
     app.include_router(trading_routes.router)
+    app.include_router(demo_routes.router)
     for extra in extra_routers:
         app.include_router(extra)
     app.mount("/mcp", mcp_app)
