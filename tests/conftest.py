@@ -46,6 +46,27 @@ def require_tool(path: Path | str, what: str) -> str:
     return found
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`@pytest.mark.only_backend("anvil")`: collect a chain test only for those backends.
+
+    Deselected, not skipped: a scenario that cannot exist on a backend (an in-process chain cannot go down) is
+    not a test that failed to run.
+    """
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        marker = item.get_closest_marker("only_backend")
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("chain") if callspec is not None else None
+        if marker is not None and backend is not None and backend not in marker.args:
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -252,6 +252,7 @@ def _nothing() -> Iterator[None]:
     yield
 
 
+@pytest.mark.only_backend("anvil")  # an in-process chain cannot go down
 def test_node_down_and_back(
     chain: Chain,
     accounts: list[LocalAccount],
@@ -259,8 +260,6 @@ def test_node_down_and_back(
     make_service: Callable[..., RelayService],
     signed_body: Callable[..., dict[str, Any]],
 ) -> None:
-    if chain.is_embedded:
-        pytest.skip("an in-process chain cannot go down; this runs against anvil")
     proxy = TcpProxy(int(chain.name.rsplit(":", 1)[1]))
     proxy.start()
     try:
