@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from relayer.errors import InsufficientScopeError, NotAuthorizedError, UnauthenticatedError
@@ -41,6 +41,8 @@ class ApiKey:
     created_at: int
     last_used_at: int | None
     revoked_at: int | None
+    key_hash: str = field(default="", repr=False)
+    """The stored SHA-256 hex, for the constant-time `verify` after the indexed lookup."""
 
     @property
     def active(self) -> bool:

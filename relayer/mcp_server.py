@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
 from relayer.errors import RelayerError
@@ -39,16 +39,25 @@ def _error_text(error: RelayerError) -> str:
 TradingProvider = Callable[[], TradingService]
 """Gives the service when a tool runs (it raises `relay_not_configured` on a server without signers)."""
 
+ToolResult = Annotated[CallToolResult, dict[str, Any]]
+"""What every tool returns: a JSON object (also as structured content), or an error result."""
+
 
 async def _run(
     provider: TradingProvider, call: Callable[[TradingService], Awaitable[TradeOutcome | dict[str, Any]]]
-) -> dict[str, Any]:
-    """One tool call: every `RelayerError` becomes a tool error carrying the REST error body."""
+) -> CallToolResult:
+    """One tool call: every `RelayerError` becomes a tool error whose text is exactly the REST error body.
+
+    The result is built here rather than by raising `ToolError`: the SDK prefixes a raised error's text with
+    "Error executing tool <name>: ", and an agent must be able to parse the text as JSON.
+    """
     try:
         result = await call(provider())
     except RelayerError as error:
-        raise ToolError(_error_text(error)) from None
-    return result.body if isinstance(result, TradeOutcome) else result
+        return CallToolResult(content=[TextContent(type="text", text=_error_text(error))], is_error=True)
+    body = result.body if isinstance(result, TradeOutcome) else result
+    text = json.dumps(body, default=str)
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=body)
 
 
 def _drop_none(**fields: Any) -> dict[str, Any]:
@@ -81,7 +90,7 @@ def build_mcp_server(trading: TradingProvider) -> MCPServer:
         allowed_price: Price | None = None,
         max_slippage_bps: Annotated[int | None, Field(ge=0, le=9999)] = None,
         dry_run: bool = False,
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         body = _drop_none(
             symbol=symbol, exit_pct=exit_pct, side=side, positionId=position_id, allowedPrice=allowed_price,
             maxSlippageBps=max_slippage_bps, dry_run=dry_run,
@@ -102,7 +111,7 @@ def build_mcp_server(trading: TradingProvider) -> MCPServer:
         allowed_price: Price | None = None,
         max_slippage_bps: Annotated[int | None, Field(ge=0, le=9999)] = None,
         dry_run: bool = False,
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         body = _drop_none(
             positionId=position_id, sizeDelta=size_delta, allowedPrice=allowed_price,
             maxSlippageBps=max_slippage_bps, dry_run=dry_run,
@@ -123,7 +132,7 @@ def build_mcp_server(trading: TradingProvider) -> MCPServer:
         api_key: ApiKey,
         close_pct: Annotated[int, Field(ge=1, le=100)] = 100,
         dry_run: bool = False,
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         body = {"positionId": position_id, "price": price, "close_pct": close_pct, "dry_run": dry_run}
         return await _run(trading, lambda t: t.set_trigger(api_key, body, is_take_profit=True))
 
@@ -141,7 +150,7 @@ def build_mcp_server(trading: TradingProvider) -> MCPServer:
         api_key: ApiKey,
         close_pct: Annotated[int, Field(ge=1, le=100)] = 100,
         dry_run: bool = False,
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         body = {"positionId": position_id, "price": price, "close_pct": close_pct, "dry_run": dry_run}
         return await _run(trading, lambda t: t.set_trigger(api_key, body, is_take_profit=False))
 
@@ -155,7 +164,7 @@ def build_mcp_server(trading: TradingProvider) -> MCPServer:
     )
     async def move_to_breakeven(
         position_id: PositionId, api_key: ApiKey, dry_run: bool = False
-    ) -> dict[str, Any]:
+    ) -> ToolResult:
         body = {"positionId": position_id, "dry_run": dry_run}
         return await _run(trading, lambda t: t.move_to_breakeven(api_key, body))
 
@@ -165,7 +174,7 @@ def build_mcp_server(trading: TradingProvider) -> MCPServer:
             "current price, unrealized PnL in USD, take-profit and stop-loss orders."
         )
     )
-    async def get_positions(api_key: ApiKey, symbol: str | None = None) -> dict[str, Any]:
+    async def get_positions(api_key: ApiKey, symbol: str | None = None) -> ToolResult:
         return await _run(trading, lambda t: t.get_positions(api_key, symbol))
 
     @server.tool(
@@ -174,7 +183,7 @@ def build_mcp_server(trading: TradingProvider) -> MCPServer:
             "failed (with the decoded reason), replaced or expired, with every hash it had and its receipt."
         )
     )
-    async def get_transaction(transaction_id: str, api_key: ApiKey) -> dict[str, Any]:
+    async def get_transaction(transaction_id: str, api_key: ApiKey) -> ToolResult:
         return await _run(trading, lambda t: t.get_transaction(api_key, transaction_id))
 
     return server

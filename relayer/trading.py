@@ -125,7 +125,10 @@ class TradingService:
         """The key behind `presented`, checked for `scope` (401 / 403 per `apikeys.require`)."""
         key = None
         if presented:
-            key = self.keys.api_key_by_hash(apikeys.hash_key(presented.strip()))
+            presented = presented.strip()
+            key = self.keys.api_key_by_hash(apikeys.hash_key(presented))
+            if key is not None and not apikeys.verify(presented, key.key_hash):
+                key = None  # the index found it; the constant-time comparison is what accepts it
         checked = apikeys.require(key, scope)
         self.keys.touch_api_key(checked.key_id, int(self.clock()))
         return checked
@@ -146,13 +149,19 @@ class TradingService:
         if not isinstance(transaction_id, str) or not transaction_id:
             raise InvalidFieldError("transactionId", "must be a transaction id string")
         record = self.relay.get(transaction_id)
-        position_id = self._position_of_call(record.data)
-        if position_id is not None:
-            summary = await self.builder.position("0x" + position_id.hex())
+        not_yours = TransactionNotFoundError(
+            "no transaction with this id for this account", id=transaction_id
+        )
+        position_ids = self._positions_of_call(record.data)
+        if not position_ids:  # nothing ties it to this account (e.g. an undecodable raw transaction)
+            raise not_yours
+        for position_id in position_ids:
+            try:
+                summary = await self.builder.position("0x" + position_id.hex())
+            except PositionNotFoundError:
+                raise not_yours from None
             if summary.quote.position.owner.lower() != key.account.lower():
-                raise TransactionNotFoundError(
-                    "no transaction with this id for this account", id=transaction_id
-                )
+                raise not_yours
         return record.to_dict()
 
     # --- trading --------------------------------------------------------------------------------------------
@@ -161,10 +170,10 @@ class TradingService:
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Close `exit_pct`% (1..100, default 50) of the account's position in `symbol`."""
+        key = self.authenticate(api_key, Scope.TRADE)
         _reject_unknown(
             body, ("symbol", "exit_pct", "side", "positionId", "allowedPrice", "maxSlippageBps", "dry_run")
         )
-        key = self.authenticate(api_key, Scope.TRADE)
         symbol = normalize_symbol(body.get("symbol"))
         exit_pct = parse_int(body.get("exit_pct", DEFAULT_EXIT_PCT), "exit_pct", minimum=1, maximum=PERCENT)
         summary = await self._resolve(key, symbol, _side(body.get("side")), body.get("positionId"))
@@ -183,8 +192,8 @@ class TradingService:
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Close a position fully, or by `sizeDelta` (base units), with an optional `allowedPrice`."""
-        _reject_unknown(body, ("positionId", "sizeDelta", "allowedPrice", "maxSlippageBps", "dry_run"))
         key = self.authenticate(api_key, Scope.TRADE)
+        _reject_unknown(body, ("positionId", "sizeDelta", "allowedPrice", "maxSlippageBps", "dry_run"))
         summary = await self._owned(key, body.get("positionId"))
         position = summary.quote.position
         size_delta = None
@@ -208,8 +217,8 @@ class TradingService:
         idempotency_key: str | None = None,
     ) -> TradeOutcome:
         """Set (or with price 0 cancel) a take-profit or stop-loss: `price` in USD, `close_pct` 1..100."""
-        _reject_unknown(body, ("positionId", "price", "close_pct", "dry_run"))
         key = self.authenticate(api_key, Scope.TRADE)
+        _reject_unknown(body, ("positionId", "price", "close_pct", "dry_run"))
         summary = await self._owned(key, body.get("positionId"))
         price_e8 = parse_fixed(body.get("price"), PRICE_DECIMALS, "price", allow_zero=True)
         close_bps = 0
@@ -224,8 +233,8 @@ class TradingService:
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Put the stop-loss at the entry price for the full size (only once the trade is in profit)."""
-        _reject_unknown(body, ("positionId", "dry_run"))
         key = self.authenticate(api_key, Scope.TRADE)
+        _reject_unknown(body, ("positionId", "dry_run"))
         summary = await self._owned(key, body.get("positionId"))
         position, price = summary.quote.position, summary.quote.price_e8
         in_profit = price > position.entry_price_e8 if position.is_long else price < position.entry_price_e8
@@ -439,13 +448,18 @@ class TradingService:
         }
 
     @staticmethod
-    def _position_of_call(data: bytes) -> bytes | None:
+    def _positions_of_call(data: bytes) -> set[bytes]:
+        """Every position a vault call touches, looking inside a `multicall` (whose calls carry the ids)."""
         try:
-            _, args = calldata.decode_call(data)
+            function, args = calldata.decode_call(data)
         except ValueError:
-            return None
+            return set()
+        if function == "multicall":
+            inner = args.get("data")
+            calls = inner if isinstance(inner, list | tuple) else []
+            return {pid for call in calls for pid in TradingService._positions_of_call(bytes(call))}
         value = args.get("positionId")
-        return bytes(value) if isinstance(value, bytes | bytearray) else None
+        return {bytes(value)} if isinstance(value, bytes | bytearray) else set()
 
 
 def _record_error(record: RelayRecord) -> RelayerError:

@@ -496,4 +496,5 @@ def _api_key(row: sqlite3.Row) -> ApiKey:
         created_at=int(row["created_at"]),
         last_used_at=None if row["last_used_at"] is None else int(row["last_used_at"]),
         revoked_at=None if row["revoked_at"] is None else int(row["revoked_at"]),
+        key_hash=row["key_hash"],
     )

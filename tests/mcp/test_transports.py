@@ -1,0 +1,116 @@
+"""The MCP server over its real transports: streamable HTTP mounted in the app, and `relayer mcp` on stdio."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import uvicorn
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from relayer import calldata, keys_cli
+from relayer.api.app import create_app
+from relayer.chain import embedded_chain
+from relayer.deploy import deploy_vault
+from relayer.markets import symbol_to_bytes32
+from relayer.relay.journal import Journal
+from relayer.relay.signers import Signer
+from relayer.transact import send
+from tests.conftest import ROOT, _free_port, require_tool, units
+from tests.trading.conftest import tool_json, trading_settings
+
+
+@pytest.fixture
+def served_app(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """The real app on uvicorn, on a free loopback port, over a fresh embedded chain with one open position.
+
+    Yields (MCP URL, API key, position id).
+    """
+    chain = embedded_chain()
+    deployer, trader = chain.test_accounts()[:2]
+    signers = chain.test_accounts()[5:7]
+    deployment = deploy_vault(chain.w3, deployer)
+    for signer in signers:
+        send(chain.w3, trader, deployment.address, calldata.set_operator(signer.address, True))
+    receipt = send(
+        chain.w3,
+        trader,
+        deployment.address,
+        calldata.encode_call("openPosition", symbol_to_bytes32("BTCUSDT"), True, units("0.42"), 0),
+    )
+    position_id = "0x" + bytes(receipt["logs"][0]["topics"][1]).hex()
+    journal_path = tmp_path / "journal.sqlite3"
+    journal = Journal(journal_path)
+    key, _ = keys_cli.create_key(journal, account=trader.address, scopes="read")
+    journal.close()
+    port = _free_port()
+    app = create_app(
+        trading_settings(chain, deployment, journal_path, host="127.0.0.1", port=port),
+        chain=chain,
+        signers=[Signer(s) for s in signers],
+    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp/", key, position_id
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def test_get_positions_over_streamable_http(served_app: tuple[str, str, str]) -> None:
+    url, key, position_id = served_app
+
+    async def call() -> tuple[Any, Any, Any]:
+        async with Client(url) as client:
+            tools = await client.list_tools()
+            ok = await client.call_tool("get_positions", {"api_key": key})
+            refused = await client.call_tool("partial_close", {"symbol": "BTCUSDT", "api_key": key})
+            return tools, ok, refused
+
+    tools, ok, refused = anyio.run(call)
+
+    assert len(tools.tools) == 7
+    (position,) = tool_json(ok)["positions"]
+    assert (position["positionId"], position["size"], position["side"]) == (position_id, "0.42", "long")
+    assert refused.is_error
+    assert '"insufficient_scope"' in refused.content[0].text
+
+
+def test_relayer_mcp_on_stdio_with_the_demo_key() -> None:
+    relayer = require_tool(ROOT / ".venv" / "bin" / "relayer", "the relayer console script")
+    params = StdioServerParameters(command=relayer, args=["mcp"], cwd=str(ROOT))
+
+    async def call(errlog: Any) -> tuple[str, Any, Any]:
+        async with Client(stdio_client(params, errlog=errlog)) as client:
+            errlog.flush()
+            banner = Path(errlog.name).read_text()
+            match = re.search(r"demo API key of (0x[0-9a-fA-F]{40}).*\n\s+(vrk_[A-Za-z0-9_-]+)", banner)
+            assert match is not None, banner
+            ok = await client.call_tool("get_positions", {"api_key": match.group(2)})
+            bad = await client.call_tool("get_positions", {"api_key": "vrk_nope"})
+            return match.group(1), ok, bad
+
+    with tempfile.NamedTemporaryFile("w+", suffix=".log") as errlog:
+        account, ok, bad = anyio.run(call, errlog)
+
+    answer = tool_json(ok)
+    assert answer["account"] == account
+    shown = {(p["market"], p["side"], p["size"]) for p in answer["positions"]}
+    assert shown == {("BTCUSDT", "long", "0.5"), ("ETHUSDT", "short", "4")}  # the demo world's trader 1
+    assert bad.is_error
+    assert '"unauthenticated"' in bad.content[0].text
