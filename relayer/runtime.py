@@ -132,10 +132,7 @@ def _start_relay(runtime: Runtime, chain: Chain, signers: Sequence[Signer]) -> N
         settings=settings.relay,
         chain_lock=runtime.chain_lock,
     )
-    # Before serving: nonce floors from the chain and unfinished records finished or re-sent. Left to the loop
-    # thread alone, a request arriving first could take a nonce the chain has already used (and be lost).
-    relay.resume()
-    relay.start()
+    relay.start()  # resumes once (nonces from the chain, unfinished records) before any new nonce is taken
     runtime.relay = relay
     reader = VaultReader(chain.w3, vault)
     runtime.trading = TradingService(

@@ -138,6 +138,8 @@ class RelayService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._tick_lock = threading.Lock()
+        self._resume_lock = threading.Lock()
+        self._resumed = False
 
     # --- requests -----------------------------------------------------------------------------------------
 
@@ -152,6 +154,7 @@ class RelayService:
             IdempotencyConflictError: the key was used with another body.
             RelayerError: the vault error the simulation reverted with; out of funds; node unreachable.
         """
+        self._ensure_resumed()
         fingerprint = request_hash("signed", body)
         existing = self._idempotent(idempotency_key, fingerprint)
         if existing is not None:
@@ -192,6 +195,7 @@ class RelayService:
             DisallowedTransactionError: the call is not an allowed vault function.
             RelayerError: as `submit_signed`.
         """
+        self._ensure_resumed()
         function = policy.check_call(self.vault, data, vault=self.vault)
         fingerprint = fingerprint or request_hash("call", {"data": "0x" + data.hex()})
         existing = self._idempotent(idempotency_key, fingerprint)
@@ -210,6 +214,7 @@ class RelayService:
             InvalidNonceError: its nonce is already used on chain (replayed).
             RelayerError: the vault error the simulation reverted with; node unreachable.
         """
+        self._ensure_resumed()
         fingerprint = request_hash("raw", body)
         existing = self._idempotent(idempotency_key, fingerprint)
         if existing is not None:
@@ -410,7 +415,21 @@ class RelayService:
         """
         for address in self.pool.addresses:
             self.nonces.reconcile(address, self.node.nonce(address, "pending"))
-        return self._advance_all(resending=True)
+        unfinished = self._advance_all(resending=True)
+        self._resumed = True
+        return unfinished
+
+    def _ensure_resumed(self) -> None:
+        """Resume once before the first new nonce is taken, whoever gets there first (a request or the loop).
+
+        Without this a request arriving before the loop's first round would allocate from a counter that has
+        not seen the chain's nonces yet, and lose its transaction to an already used nonce.
+        """
+        if self._resumed:
+            return
+        with self._resume_lock:
+            if not self._resumed:
+                self.resume()
 
     def tick(self) -> int:
         """One round of the background loop; returns how many records are still unfinished."""
@@ -488,7 +507,8 @@ class RelayService:
     # --- background loop ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the background loop (a daemon thread): `resume()` once, then `tick()` every poll interval."""
+        """Start the background loop (a daemon thread): `resume()` once (unless a request already did), then
+        `tick()` every poll interval."""
         if self._thread is not None:
             return
         self._stop.clear()
@@ -503,14 +523,12 @@ class RelayService:
             self._thread = None
 
     def _run(self) -> None:
-        resumed = False
         while not self._stop.is_set():
             try:
-                if not resumed:
-                    self.resume()
-                    resumed = True
-                else:
+                if self._resumed:
                     self.tick()
+                else:
+                    self._ensure_resumed()
             except RelayerError as exc:
                 log.warning("relay loop: %s (%s)", exc.message, exc.code)
             except Exception:
