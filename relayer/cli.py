@@ -19,7 +19,7 @@ from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
-from relayer import calldata
+from relayer import calldata, logs
 from relayer.chain import Chain, embedded_chain, rpc_chain
 from relayer.config import Settings
 from relayer.constants import (
@@ -32,6 +32,7 @@ from relayer.constants import (
 )
 from relayer.demo_world import (
     DEMO_PRICE_FEED_INTERVAL_S,
+    DEMO_RELAY_POLL_INTERVAL_S,
     approve_relayer,
     demo_signers,
     describe,
@@ -153,6 +154,7 @@ class Prepared:
 
 def _prepare(args: argparse.Namespace, base_url: str | None) -> Prepared:
     """Settings from env + flags; on the embedded chain also the demo world, its signers and an API key."""
+    logs.configure(getattr(args, "log_level", None) or os.environ.get("RELAYER_LOG_LEVEL") or "info")
     settings = Settings.load(
         os.environ,
         rpc_url=args.rpc_url,
@@ -181,7 +183,10 @@ def _prepare(args: argparse.Namespace, base_url: str | None) -> Prepared:
     settings = settings.model_copy(
         update={
             "vault_address": world.deployment.address,
-            "relay": dataclasses.replace(settings.relay, journal_path=journal_path),
+            # A local chain answers in milliseconds: poll receipts often so a demo close reports back at once.
+            "relay": dataclasses.replace(
+                settings.relay, journal_path=journal_path, poll_interval_s=DEMO_RELAY_POLL_INTERVAL_S
+            ),
             "keeper_from_block": world.deployment.block_number,
         }
     )

@@ -27,6 +27,9 @@ DEMO_MAX_PRICE_AGE_S = 86_400
 DEMO_PRICE_FEED_INTERVAL_S = 5.0
 """`relayer serve` moves the embedded chain's prices this often, so take-profits and stop-losses fire."""
 
+DEMO_RELAY_POLL_INTERVAL_S = 0.1
+"""The embedded chain mines on arrival: the relay loop may look for receipts this often."""
+
 DEMO_SIGNER_INDEXES = (5, 6)
 """The embedded chain's test accounts the demo relayer signs with (traders are 1..3, the deployer 0)."""
 

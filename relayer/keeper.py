@@ -97,10 +97,10 @@ class Keeper:
         except (TriggerNotCrossedError, PositionNotFoundError):
             return None  # the price moved back, or the position closed, since we read it
         except RelayerError as error:
-            log.warning("keeper could not execute %s: %s", key, error.message)
+            log.warning("keeper skipped order=%s code=%s reason=%s", key, error.code, error.message)
             return None
         if submission.created:
-            log.info("keeper executed %s as record %s", key, submission.record.id)
+            log.info("keeper executed order=%s record=%s", key, submission.record.id)
             self._orders.pop((position_id, which), None)
         return Execution(position_id, which, submission.record.id, submission.created)
 

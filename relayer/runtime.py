@@ -145,7 +145,7 @@ def _start_relay(runtime: Runtime, chain: Chain, signers: Sequence[Signer]) -> N
     runtime.keeper = Keeper(vault=reader, relay=relay, from_block=settings.keeper_from_block)
     if settings.keeper_interval_s > 0:  # 0: nobody runs it in the background (tests call `tick()`)
         _loop(runtime, "keeper", runtime.keeper.tick, settings.keeper_interval_s)
-    log.info("relayer signers: %s", ", ".join(relay.pool.addresses))
+    log.info("relay started signers=%s", ",".join(relay.pool.addresses))
 
 
 def _start_price_feed(runtime: Runtime, chain: Chain, keeper: LocalAccount) -> None:

@@ -8,8 +8,9 @@ client threads (each one simulated, journaled to SQLite with fsync, signed and b
 from the first request to the last receipt. Afterwards the run checks that every relayer nonce is used once,
 contiguously (no gap), with no duplicate transaction, and that the position shrank by exactly what was sent.
 
-    python scripts/bench_relay.py                       # anvil with automine (each tx mined on arrival)
-    python scripts/bench_relay.py --block-time 1        # anvil mining a block every second
+    python scripts/bench_relay.py                       # both: anvil with 1 s blocks, then automine
+    python scripts/bench_relay.py --block-time 1        # only anvil mining a block every second
+    python scripts/bench_relay.py --block-time 0        # only automine (each transaction mined on arrival)
     python scripts/bench.py relay ...                   # the same, through the shared benchmark runner
 """
 
@@ -150,22 +151,42 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--count", type=int, default=300, help="transactions per side (default 300)")
+    parser.add_argument(
+        "--count", type=int, default=None, help="transactions per side (default 300 automine, 40 with blocks)"
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="relayer client threads (default 16)")
     parser.add_argument("--signers", type=int, default=4, help="relayer signer accounts, 1..4 (default 4)")
-    parser.add_argument("--block-time", type=int, default=None, help="anvil --block-time (default: automine)")
+    parser.add_argument(
+        "--block-time",
+        type=int,
+        default=None,
+        help="only this mode: anvil --block-time N (0: automine); default: both, 1 s blocks and automine",
+    )
 
 
-def run(args: argparse.Namespace) -> int:
-    with anvil(args.block_time) as chain, tempfile.TemporaryDirectory() as tmp:
+@dataclass
+class ModeResult:
+    mode: str
+    naive: Result
+    relayed: Result
+    problems: list[str]
+
+    @property
+    def ratio(self) -> float:
+        return self.relayed.per_second / self.naive.per_second
+
+
+def run_mode(block_time: int, count: int, concurrency: int, signers: int) -> ModeResult:
+    """One anvil (automine when `block_time` is 0), both sides over the same calls, then the invariants."""
+    with anvil(block_time or None) as chain, tempfile.TemporaryDirectory() as tmp:
         accounts = chain.test_accounts()
         deployer, trader, naive_operator = accounts[0], accounts[1], accounts[4]
-        relay_accounts = accounts[5 : 5 + max(1, min(args.signers, 4))]
+        relay_accounts = accounts[5 : 5 + max(1, min(signers, 4))]
         deployment = deploy_vault(chain.w3, deployer, max_price_age_s=10**9)
         vault = VaultReader(chain.w3, deployment.address)
         for operator in [naive_operator, *relay_accounts]:
             send(chain.w3, trader, deployment.address, calldata.set_operator(operator.address, True))
-        size = CLOSE_STEP * args.count * 2
+        size = CLOSE_STEP * count * 2
         send(
             chain.w3,
             trader,
@@ -174,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
         )
         (position_id,) = vault.position_ids_of(trader.address)
 
-        naive = naive_loop(chain, vault, naive_operator.address, position_id, args.count)
+        naive = naive_loop(chain, vault, naive_operator.address, position_id, count)
 
         service = RelayService(
             chain=chain,
@@ -186,23 +207,34 @@ def run(args: argparse.Namespace) -> int:
         )
         service.resume()
         start_nonces = {a.address: chain.w3.eth.get_transaction_count(a.address) for a in relay_accounts}
-        relayed = relayer_run(service, position_id, args.count, args.concurrency)
-        problems = check_relayer(chain, service, start_nonces, args.count)
+        relayed = relayer_run(service, position_id, count, concurrency)
+        problems = check_relayer(chain, service, start_nonces, count)
         remaining = vault.position(position_id).size
-        if remaining != size - 2 * args.count * CLOSE_STEP:
+        if remaining != size - 2 * count * CLOSE_STEP:
             problems.append(f"position size {remaining} does not match the transactions sent")
         service.journal.close()
+    mode = f"anvil --block-time {block_time}" if block_time else "anvil automine"
+    return ModeResult(mode, naive, relayed, problems)
 
-    mode = f"anvil --block-time {args.block_time}" if args.block_time else "anvil automine"
-    print(f"relay benchmark on {mode}: {args.count} closePosition transactions per side")
-    for result in (naive, relayed):
-        print(f"  {result.name:<36} {result.per_second:8.1f} tx/s  ({result.seconds:.2f} s)")
-    print(f"  ratio relayer / naive: {relayed.per_second / naive.per_second:.1f}x")
-    verdict = "0" if not problems else "see below"
-    print(f"  nonce gaps: {verdict}, duplicates: {verdict}")
-    for problem in problems:
-        print(f"  PROBLEM: {problem}")
-    return 1 if problems else 0
+
+def run(args: argparse.Namespace) -> int:
+    modes = [1, 0] if args.block_time is None else [args.block_time]
+    results = []
+    for block_time in modes:
+        count = args.count or (40 if block_time else 300)
+        results.append(run_mode(block_time, count, args.concurrency, args.signers))
+    failed = False
+    for result in results:
+        print(f"relay benchmark on {result.mode}: {result.naive.count} closePosition transactions per side")
+        for side in (result.naive, result.relayed):
+            print(f"  {side.name:<36} {side.per_second:8.1f} tx/s  ({side.seconds:.2f} s)")
+        print(f"  ratio relayer / naive: {result.ratio:.1f}x")
+        verdict = "0" if not result.problems else "see below"
+        print(f"  nonce gaps: {verdict}, duplicates: {verdict}")
+        for problem in result.problems:
+            print(f"  PROBLEM: {problem}")
+        failed = failed or bool(result.problems)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

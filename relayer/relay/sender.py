@@ -162,7 +162,9 @@ class Sender:
                     ),
                 )
                 writer.insert(record)
-            log.info("journaled %s nonce=%d signer=%s hash=%s", record.id, nonce, signer.address, tx_hash)
+            log.info(
+                "journaled record=%s nonce=%d signer=%s hash=%s", record.id, nonce, signer.address, tx_hash
+            )
             if self.hooks.after_journal is not None:
                 self.hooks.after_journal(record)
             self.broadcast(record, record.latest)
@@ -243,7 +245,7 @@ class Sender:
         now = self.clock()
         self.journal.mark_broadcast(attempt.tx_hash, now=now)
         if self.journal.transition(record.id, TxStatus.QUEUED, TxStatus.SUBMITTED, now=now):
-            log.info("submitted %s nonce=%d hash=%s", record.id, record.nonce, attempt.tx_hash)
+            log.info("submitted record=%s nonce=%d hash=%s", record.id, record.nonce, attempt.tx_hash)
 
     def _on_refusal(self, record: RelayRecord, attempt: Attempt, error: NodeError) -> None:
         log.warning(
@@ -338,7 +340,9 @@ class Sender:
             record.id, record.status, status, now=self.clock(), mined=mined, error=error
         )
         if done:
-            log.info("%s %s -> %s nonce=%d", record.id, record.status, status, record.nonce)
+            log.info(
+                "status record=%s from=%s to=%s nonce=%d", record.id, record.status, status, record.nonce
+            )
         return done
 
     # --- replacement and nonce filling --------------------------------------------------------------------

@@ -453,7 +453,7 @@ class RelayService:
                     log.warning("node unreachable; relay loop will retry")
                     break
                 except RelayerError as exc:
-                    log.warning("record %s: %s (%s)", record.id, exc.message, exc.code)
+                    log.warning("record=%s code=%s reason=%s", record.id, exc.code, exc.message)
             return len(self.journal.pending())
 
     def _advance(
@@ -530,7 +530,7 @@ class RelayService:
                 else:
                     self._ensure_resumed()
             except RelayerError as exc:
-                log.warning("relay loop: %s (%s)", exc.message, exc.code)
+                log.warning("relay loop code=%s reason=%s", exc.code, exc.message)
             except Exception:
                 log.exception("relay loop round failed; continuing")
             self._stop.wait(self.settings.poll_interval_s)
