@@ -44,7 +44,7 @@ from relayer.errors import (
     SizeDeltaExceedsPositionError,
     StalePriceError,
 )
-from relayer.fees import Fees, gas_limit_with_margin, max_cost_wei
+from relayer.fees import Fees, fee_fields, gas_limit_with_margin, max_cost_wei
 from relayer.gateway import ChainGateway, ChainHead, CloseState, MarketsState, PositionQuote
 from relayer.positions import (
     Position,
@@ -156,13 +156,8 @@ class BuiltTransaction:
             "value": 0,
             "gas": self.gas_limit,
             "nonce": self.nonce,
+            **fee_fields(self.fees),
         }
-        if self.fees.gas_price_wei is not None:
-            tx["gasPrice"] = self.fees.gas_price_wei
-        else:
-            tx["type"] = 2
-            tx["maxFeePerGas"] = self.fees.max_fee_per_gas_wei
-            tx["maxPriorityFeePerGas"] = self.fees.max_priority_fee_per_gas_wei
         return tx
 
     def to_dict(self) -> dict[str, Any]:

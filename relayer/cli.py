@@ -277,6 +277,13 @@ def cmd_keeper(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_node_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which node and vault to use (all three have `RELAYER_*` variables); none: the embedded chain."""
+    parser.add_argument("--rpc-url", help="JSON-RPC node URL (prefer RELAYER_RPC_URL if it holds an API key)")
+    parser.add_argument("--vault", help="the vault's address on that node")
+    parser.add_argument("--deployments", help="a deployments/<chainId>.json file naming the vault")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relayer", description="Transaction builder and relayer for the perp vault."
@@ -304,9 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         "RELAYER_DEPLOYMENTS_FILE, RELAYER_HOST, RELAYER_PORT, RELAYER_RPC_TIMEOUT_S, "
         "RELAYER_GAS_LIMIT_MARGIN_BPS, RELAYER_LOG_LEVEL, RELAYER_ACCESS_LOG).",
     )
-    serve.add_argument("--rpc-url", help="JSON-RPC node URL (prefer RELAYER_RPC_URL if it holds an API key)")
-    serve.add_argument("--vault", help="the vault's address on that node")
-    serve.add_argument("--deployments", help="a deployments/<chainId>.json file naming the vault")
+    _add_node_arguments(serve)
     serve.add_argument("--host", help=f"listen address (default {DEFAULT_API_HOST})")
     serve.add_argument("--port", type=int, help=f"listen port (default {DEFAULT_API_PORT})")
     serve.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
@@ -324,9 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Relayer signers from RELAYER_SIGNER_KEY / RELAYER_SIGNER_<n>_KEY (or _KEYSTORE); the "
         "journal (with API keys) from RELAYER_RELAY_JOURNAL_PATH.",
     )
-    mcp.add_argument("--rpc-url", help="JSON-RPC node URL (prefer RELAYER_RPC_URL if it holds an API key)")
-    mcp.add_argument("--vault", help="the vault's address on that node")
-    mcp.add_argument("--deployments", help="a deployments/<chainId>.json file naming the vault")
+    _add_node_arguments(mcp)
     mcp.set_defaults(handler=cmd_mcp)
 
     keeper = sub.add_parser(
@@ -335,9 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Needs relayer signers (RELAYER_SIGNER_KEY ...) on a node; the journal from "
         "RELAYER_RELAY_JOURNAL_PATH keeps executions exactly-once across restarts.",
     )
-    keeper.add_argument("--rpc-url", help="JSON-RPC node URL (prefer RELAYER_RPC_URL if it holds an API key)")
-    keeper.add_argument("--vault", help="the vault's address on that node")
-    keeper.add_argument("--deployments", help="a deployments/<chainId>.json file naming the vault")
+    _add_node_arguments(keeper)
     keeper.add_argument("--interval", type=float, default=1.0, help="seconds between passes (default 1)")
     keeper.set_defaults(handler=cmd_keeper)
 

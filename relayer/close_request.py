@@ -43,8 +43,9 @@ FIELDS = (
 )
 """The request's field names, exactly as the API documents them."""
 
-_BYTES32_HEX = re.compile(r"^0x[0-9a-fA-F]{64}$", re.ASCII)
-_ADDRESS_HEX = re.compile(r"^0x[0-9a-fA-F]{40}$", re.ASCII)
+# Used with `fullmatch`: `$` would also match before a trailing newline, and `bytes.fromhex` skips whitespace.
+_BYTES32_HEX = re.compile(r"0x[0-9a-fA-F]{64}", re.ASCII)
+_ADDRESS_HEX = re.compile(r"0x[0-9a-fA-F]{40}", re.ASCII)
 
 
 class CloseAction(StrEnum):
@@ -102,7 +103,7 @@ class CloseRequest:
 
 def parse_position_id(value: object, field: str = POSITION_ID) -> bytes:
     """A bytes32 position id from its 0x-hex text (64 hex digits, either case)."""
-    if not isinstance(value, str) or not _BYTES32_HEX.match(value):
+    if not isinstance(value, str) or not _BYTES32_HEX.fullmatch(value):
         shown = value[:80] if isinstance(value, str) else type(value).__name__
         raise InvalidFieldError(field, f"must be a bytes32 id as 0x followed by 64 hex digits, got {shown!r}")
     return bytes.fromhex(value[2:])
@@ -110,7 +111,7 @@ def parse_position_id(value: object, field: str = POSITION_ID) -> bytes:
 
 def parse_owner(value: object, field: str = "owner") -> str:
     """A checksummed address from 0x-hex text; a mixed-case address must carry a valid EIP-55 checksum."""
-    if not isinstance(value, str) or not _ADDRESS_HEX.match(value):
+    if not isinstance(value, str) or not _ADDRESS_HEX.fullmatch(value):
         shown = value[:80] if isinstance(value, str) else type(value).__name__
         raise InvalidFieldError(field, f"must be an address as 0x followed by 40 hex digits, got {shown!r}")
     mixed = value[2:] != value[2:].lower() and value[2:] != value[2:].upper()
@@ -162,27 +163,65 @@ def _trigger(present: Mapping[str, Any], price_field: str, percent_field: str) -
         if percent_field in present:
             raise InvalidFieldError(percent_field, f"is only allowed together with {price_field}")
         return None
-    price_e8 = parse_fixed(present[price_field], PRICE_DECIMALS, price_field, allow_zero=True)
-    if price_e8 > MAX_TRIGGER_PRICE_E8:
+    price_e8 = parse_trigger_price(present[price_field], price_field)
+    close_bps = parse_close_bps(present.get(percent_field), percent_field, cancelling=price_e8 == 0)
+    return TriggerUpdate(price_e8, close_bps)
+
+
+def parse_trigger_price(value: object, field: str) -> int:
+    """A take-profit / stop-loss price in USD as the vault's 8-decimal integer: 0 cancels the order, anything
+    else must fit the vault's `uint112` (1..2**112 - 1 units).
+
+    >>> parse_trigger_price("99000.5", "price")
+    9900050000000
+
+    Raises:
+        InvalidFieldError: not a non-negative decimal with at most 8 places.
+        InvalidPriceError: above the largest price the vault stores.
+    """
+    return check_trigger_price_e8(parse_fixed(value, PRICE_DECIMALS, field, allow_zero=True), field)
+
+
+def check_trigger_price_e8(price_e8: int, field: str) -> int:
+    """`price_e8` if the vault can store it as a trigger price (0 cancels), as `parse_trigger_price` rules.
+
+    Raises:
+        InvalidPriceError: negative or above 2**112 - 1.
+    """
+    if not 0 <= price_e8 <= MAX_TRIGGER_PRICE_E8:
         raise InvalidPriceError(
-            f"{price_field}: above the largest price the vault stores",
-            field=price_field,
+            f"{field}: must be 0 (cancel) or a price the vault stores, at most "
+            f"{format_fixed(MAX_TRIGGER_PRICE_E8, PRICE_DECIMALS)}",
+            field=field,
             max=format_fixed(MAX_TRIGGER_PRICE_E8, PRICE_DECIMALS),
         )
-    if price_e8 == 0:
-        if percent_field in present:
-            raise InvalidFieldError(
-                percent_field, f"must be omitted when {price_field} is 0 (cancel the order)"
-            )
-        return TriggerUpdate(0, 0)
-    if percent_field not in present:
+    return price_e8
+
+
+def parse_close_bps(value: object, field: str, *, cancelling: bool) -> int:
+    """How much of the position a take-profit / stop-loss closes, in basis points (10000 = 100%).
+
+    Setting an order (`cancelling=False`) needs a whole number 1..10000; cancelling one (its price is 0) takes
+    none: `value` must be absent (None), and the result is 0. The one rule for every face: the close request,
+    `GET /api/relay/typed-data`, signed set-trigger requests and API-key trading.
+
+    >>> parse_close_bps("2500", "closeBps", cancelling=False)
+    2500
+    >>> parse_close_bps(None, "closeBps", cancelling=True)
+    0
+
+    Raises:
+        InvalidFieldError: missing when setting, present when cancelling, or not a whole number.
+        InvalidCloseBpsError: a whole number outside 1..10000.
+    """
+    if cancelling:
+        if value is not None:
+            raise InvalidFieldError(field, "must be omitted when the price is 0 (cancel the order)")
+        return 0
+    if value is None:
         raise InvalidFieldError(
-            percent_field, f"is required when {price_field} is set (basis points, 1..10000)"
+            field, f"is required when the price is set (basis points, 1..{BPS_DENOMINATOR})"
         )
-    return TriggerUpdate(price_e8, _close_bps(present[percent_field], percent_field))
-
-
-def _close_bps(value: object, field: str) -> int:
     number = parse_decimal(value, field)
     if number != number.to_integral_value():
         raise InvalidFieldError(field, "must be a whole number of basis points", value=str(number))

@@ -267,6 +267,33 @@ class RelayNotConfiguredError(RelayerError):
         super().__init__(message, **details)
 
 
+class NonceUsedElsewhereError(RelayerError):
+    """A transaction that is not one of the record's used its nonce (e.g. the owner of a raw transaction sent
+    another one at that nonce); the record ends `replaced` and the request may be sent again."""
+
+    code = "nonce_used_elsewhere"
+    http_status = 409
+    retryable = True
+
+
+class FeeCapReachedError(RelayerError):
+    """A pending transaction cannot be re-priced without exceeding the max fee per gas; it waits at its
+    current fees (a note on the record, which stays pending)."""
+
+    code = "fee_cap_reached"
+    http_status = 503
+    retryable = True
+
+
+class NodeDeferredError(RelayerError):
+    """The node refused a transaction for now (underpriced, or an earlier nonce it has not seen yet); the
+    relayer re-sends or bumps it. `details.nodeKind`, `nodeCode` and `nodeMessage` say what the node said."""
+
+    code = "node_deferred"
+    http_status = 503
+    retryable = True
+
+
 def _all_error_classes(root: type[RelayerError] = RelayerError) -> list[type[RelayerError]]:
     classes = [root]
     for sub in root.__subclasses__():

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relayer.constants import BASE_FEE_MULTIPLIER, BPS_DENOMINATOR, GAS_LIMIT_MARGIN_BPS
+from relayer.constants import (
+    BASE_FEE_MULTIPLIER,
+    BPS_DENOMINATOR,
+    DEFAULT_PRIORITY_FEE_WEI,
+    GAS_LIMIT_MARGIN_BPS,
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,40 @@ def suggest_fees(
         return Fees(0, 0, price)
     max_fee = BASE_FEE_MULTIPLIER * base_fee_wei + priority_fee_wei
     return Fees(max_fee, priority_fee_wei)
+
+
+def node_fees(base_fee_wei: int | None, suggestion_wei: int | None) -> Fees:
+    """Fees for the next block from the latest base fee and what the node suggests: its priority fee
+    (`eth_maxPriorityFeePerGas`) on an EIP-1559 chain, its gas price on a legacy one. None: the node gave no
+    suggestion (it lacks the method), so the default tip `DEFAULT_PRIORITY_FEE_WEI` is used.
+
+    >>> node_fees(7, 3)
+    Fees(max_fee_per_gas_wei=17, max_priority_fee_per_gas_wei=3, gas_price_wei=None)
+    >>> node_fees(7, None).max_priority_fee_per_gas_wei == DEFAULT_PRIORITY_FEE_WEI
+    True
+    >>> node_fees(None, 5)
+    Fees(max_fee_per_gas_wei=0, max_priority_fee_per_gas_wei=0, gas_price_wei=5)
+    """
+    if base_fee_wei is None:
+        return suggest_fees(None, DEFAULT_PRIORITY_FEE_WEI, suggestion_wei)
+    return suggest_fees(base_fee_wei, DEFAULT_PRIORITY_FEE_WEI if suggestion_wei is None else suggestion_wei)
+
+
+def fee_fields(fees: Fees) -> dict[str, int]:
+    """The fee part of a signable transaction dict: type 2 with EIP-1559 fees, or a legacy `gasPrice`.
+
+    >>> fee_fields(Fees(16, 2))
+    {'type': 2, 'maxFeePerGas': 16, 'maxPriorityFeePerGas': 2}
+    >>> fee_fields(Fees(0, 0, 7))
+    {'gasPrice': 7}
+    """
+    if fees.gas_price_wei is not None:
+        return {"gasPrice": fees.gas_price_wei}
+    return {
+        "type": 2,
+        "maxFeePerGas": fees.max_fee_per_gas_wei,
+        "maxPriorityFeePerGas": fees.max_priority_fee_per_gas_wei,
+    }
 
 
 def gas_limit_with_margin(estimate: int, margin_bps: int = GAS_LIMIT_MARGIN_BPS) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections import OrderedDict, deque
@@ -27,14 +28,17 @@ from typing import Any, Protocol, TypeVar
 import anyio.to_thread
 import httpx
 from eth_abi.abi import decode
+from eth_abi.exceptions import DecodingError
 from eth_utils.address import to_checksum_address
 from web3 import Web3
-from web3.types import TxParams
+from web3.exceptions import Web3RPCError
+from web3.types import RPCEndpoint, TxParams
 
 from relayer import calldata
 from relayer.artifact import load_artifact
+from relayer.blocks import ChainHead as ChainHead  # re-exported: the builder's reads return it
+from relayer.blocks import head_from_block, quantity
 from relayer.constants import (
-    DEFAULT_PRIORITY_FEE_WEI,
     DEFAULT_RPC_TIMEOUT_S,
     MAX_PRICE_AGE_CACHE_S,
     MAX_RPC_CALLS_PER_BATCH,
@@ -42,7 +46,7 @@ from relayer.constants import (
     POSITION_OWNER_CACHE_SIZE,
 )
 from relayer.errors import ChainUnavailableError, ExecutionRevertedError, RelayerError, VaultNotDeployedError
-from relayer.fees import Fees, suggest_fees
+from relayer.fees import Fees, node_fees
 from relayer.markets import bytes32_to_symbol, symbol_to_bytes32
 from relayer.positions import Position, TriggerOrder
 from relayer.revert import error_from_rpc_error, translate
@@ -51,20 +55,11 @@ from relayer.vault import MarketPrice, call_chain
 T = TypeVar("T")
 
 _WORD = 32
+_HEX_DATA = re.compile(r"0x(?:[0-9a-fA-F]{2})*", re.ASCII)
 _POSITION_WITH_PRICE_WORDS = 11  # PositionView (9 static words) + price + updatedAt
 
 
 # --- what the gateway returns -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChainHead:
-    """The latest block: what staleness, fees and health are judged against."""
-
-    number: int
-    timestamp: int
-    base_fee_wei: int | None
-    """None on chains without EIP-1559."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +165,10 @@ def decode_position_with_price(position_id: bytes, data: bytes) -> PositionQuote
 
 
 def _decode_bytes32_array(data: bytes) -> list[bytes]:
-    (values,) = decode(["bytes32[]"], data)
+    try:
+        (values,) = decode(["bytes32[]"], data)
+    except DecodingError:
+        raise ChainUnavailableError("the node's answer is not an ABI-encoded bytes32[]") from None
     return [bytes(value) for value in values]
 
 
@@ -178,18 +176,18 @@ def _decode_uint(data: bytes) -> int:
     return int.from_bytes(data[:_WORD], "big")
 
 
-def _head_from_block(block: Mapping[str, Any]) -> ChainHead:
-    base_fee = block.get("baseFeePerGas")
-    return ChainHead(
-        number=_int(block["number"]),
-        timestamp=_int(block["timestamp"]),
-        base_fee_wei=None if base_fee is None else _int(base_fee),
-    )
+def hex_data(value: object, what: str = "answer") -> bytes:
+    """JSON-RPC data (`"0x..."`, an even number of hex digits) as bytes.
 
+    >>> hex_data("0x6869")
+    b'hi'
 
-def _int(value: Any) -> int:
-    """A JSON-RPC quantity ("0x1a") or an int (web3 already decodes them)."""
-    return int(value, 16) if isinstance(value, str) else int(value)
+    Raises:
+        ChainUnavailableError: anything else (null, a number, odd-length or non-hex text).
+    """
+    if isinstance(value, str) and _HEX_DATA.fullmatch(value):
+        return bytes.fromhex(value[2:])
+    raise ChainUnavailableError(f"the node's {what} is not 0x-hex data", got=repr(value)[:80])
 
 
 def _expired(cached: tuple[float, int] | None) -> bool:
@@ -198,13 +196,6 @@ def _expired(cached: tuple[float, int] | None) -> bool:
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
-
-
-def _fees(base_fee_wei: int | None, fee_data_wei: int) -> Fees:
-    """EIP-1559 fees from the base fee and the node's priority fee; legacy: the node's gas price."""
-    if base_fee_wei is None:
-        return suggest_fees(None, DEFAULT_PRIORITY_FEE_WEI, fee_data_wei)
-    return suggest_fees(base_fee_wei, fee_data_wei)
 
 
 class _OwnerCache:
@@ -250,6 +241,30 @@ class RpcReply:
         if self.error is not None:
             raise error_from_rpc_error(self.error)
         return self.result
+
+    def quantity(self) -> int:
+        """The result as a JSON-RPC quantity (chain id, gas, nonce, fee).
+
+        Raises:
+            RelayerError: the call's error; `ChainUnavailableError` for a result that is not a quantity.
+        """
+        return quantity(self.value())
+
+    def data(self) -> bytes:
+        """The result as JSON-RPC data (`eth_call`, `eth_getCode`).
+
+        Raises:
+            RelayerError: the call's error; `ChainUnavailableError` for a result that is not 0x-hex.
+        """
+        return hex_data(self.value())
+
+    def head(self) -> ChainHead:
+        """The result as a block (`eth_getBlockByNumber`).
+
+        Raises:
+            RelayerError: the call's error; `ChainUnavailableError` for null or a malformed block.
+        """
+        return head_from_block(self.value())
 
 
 _Waiter = tuple[list[RpcCall], "asyncio.Future[list[RpcReply]]"]
@@ -389,7 +404,7 @@ class JsonRpcGateway:
         self._legacy = False
         self._owners = _OwnerCache()
         self._max_age: tuple[float, int] | None = None  # (monotonic time read, seconds)
-        self._fee_data: tuple[int, int] = (-1, DEFAULT_PRIORITY_FEE_WEI)  # (block number, wei)
+        self._fee_data: tuple[int, int | None] = (-1, None)  # (block number, wei; None: no suggestion)
         self._last_head_number = 0
 
     @classmethod
@@ -419,16 +434,17 @@ class JsonRpcGateway:
                 RpcCall("eth_getBlockByNumber", ["latest", False]),
             ]
         )
-        chain_id, code, block = (reply.value() for reply in replies)
-        if not load_artifact().matches_runtime_code(bytes.fromhex(code[2:])):
+        chain_id, code, head = replies[0].quantity(), replies[1].data(), replies[2].head()
+        if not load_artifact().matches_runtime_code(code):
             raise VaultNotDeployedError(
                 "no vault with the expected code at this address", vaultAddress=self._vault
             )
-        self._chain_id = _int(chain_id)
-        self._legacy = _head_from_block(block).base_fee_wei is None
+        self._chain_id = chain_id
+        self._legacy = head.base_fee_wei is None
 
     async def head(self) -> ChainHead:
-        return self._note_head(await self.transport.call("eth_getBlockByNumber", "latest", False))
+        (reply,) = await self.transport.batch([RpcCall("eth_getBlockByNumber", ["latest", False])])
+        return self._note_head(reply)
 
     async def read_close_state(self, position_id: bytes, data: bytes) -> CloseState:
         owner = self._owners.get(position_id)
@@ -441,8 +457,8 @@ class JsonRpcGateway:
             calls += self._owner_calls(owner, data)
         replies = await self.transport.batch(calls)
 
-        quote = decode_position_with_price(position_id, bytes.fromhex(replies[0].value()[2:]))
-        head = self._note_head(replies[1].value())
+        quote = decode_position_with_price(position_id, replies[0].data())
+        head = self._note_head(replies[1])
         self._apply_refresh(extra, replies[2 : 2 + len(extra)], head)
         owner_replies = replies[2 + len(extra) :]
         actual = quote.position.owner
@@ -454,9 +470,9 @@ class JsonRpcGateway:
             self._owners.put(position_id, actual)
             owner_replies = await self.transport.batch(self._owner_calls(actual, data))
         estimate, nonce = owner_replies
-        nonce_value = _int(nonce.value())
+        nonce_value = nonce.quantity()
         try:
-            return self._state(quote, head, nonce_value, _int(estimate.value()), None)
+            return self._state(quote, head, nonce_value, estimate.quantity(), None)
         except RelayerError as error:
             return self._state(quote, head, nonce_value, None, error)
 
@@ -464,18 +480,18 @@ class JsonRpcGateway:
         calls = [RpcCall("eth_getBlockByNumber", ["latest", False])]
         calls += [self._view_call(calldata.encode_call("getPositionWithPrice", pid)) for pid in position_ids]
         replies = await self._batch_chunked(calls)
-        head = self._note_head(replies[0].value())
+        head = self._note_head(replies[0])
         quotes = [
-            decode_position_with_price(pid, bytes.fromhex(reply.value()[2:]))
+            decode_position_with_price(pid, reply.data())
             for pid, reply in zip(position_ids, replies[1:], strict=True)
         ]
         return head, quotes
 
     async def position_ids_of(self, owner: str) -> list[bytes]:
-        result = await self.transport.call(
-            "eth_call", *self._view_params(calldata.encode_call("positionIdsOf", to_checksum_address(owner)))
+        (reply,) = await self.transport.batch(
+            [self._view_call(calldata.encode_call("positionIdsOf", to_checksum_address(owner)))]
         )
-        return _decode_bytes32_array(bytes.fromhex(result[2:]))
+        return _decode_bytes32_array(reply.data())
 
     async def read_markets(self) -> MarketsState:
         first = await self.transport.batch(
@@ -485,15 +501,15 @@ class JsonRpcGateway:
                 RpcCall("eth_getBlockByNumber", ["latest", False]),
             ]
         )
-        symbols = [bytes32_to_symbol(m) for m in _decode_bytes32_array(bytes.fromhex(first[0].value()[2:]))]
-        max_age = _decode_uint(bytes.fromhex(first[1].value()[2:]))
-        head = self._note_head(first[2].value())
+        symbols = [bytes32_to_symbol(m) for m in _decode_bytes32_array(first[0].data())]
+        max_age = _decode_uint(first[1].data())
+        head = self._note_head(first[2])
         replies = await self._batch_chunked(
             [self._view_call(calldata.encode_call("priceOf", symbol_to_bytes32(s))) for s in symbols]
         )
         prices = []
         for symbol, reply in zip(symbols, replies, strict=True):
-            raw = bytes.fromhex(reply.value()[2:])
+            raw = reply.data()
             prices.append(MarketPrice(symbol, _decode_uint(raw), _decode_uint(raw[_WORD:])))
         return MarketsState(head, max_age, prices)
 
@@ -507,7 +523,7 @@ class JsonRpcGateway:
             quote=quote,
             head=head,
             max_price_age_s=self._max_age[1] if self._max_age else 0,
-            fees=_fees(head.base_fee_wei, self._fee_data[1]),
+            fees=node_fees(head.base_fee_wei, self._fee_data[1]),
             nonce=nonce,
             gas_estimate=gas,
             simulation_error=error,
@@ -537,14 +553,14 @@ class JsonRpcGateway:
     def _apply_refresh(self, calls: list[RpcCall], replies: list[RpcReply], head: ChainHead) -> None:
         for call, reply in zip(calls, replies, strict=True):
             if call.method == "eth_call":
-                self._max_age = (time.monotonic(), _decode_uint(bytes.fromhex(reply.value()[2:])))
+                self._max_age = (time.monotonic(), _decode_uint(reply.data()))
             elif reply.error is None:
-                self._fee_data = (head.number, _int(reply.result))
-            else:  # a node without eth_maxPriorityFeePerGas: fall back to the default tip for this block
-                self._fee_data = (head.number, DEFAULT_PRIORITY_FEE_WEI)
+                self._fee_data = (head.number, reply.quantity())
+            else:  # a node without eth_maxPriorityFeePerGas: no suggestion, the default tip for this block
+                self._fee_data = (head.number, None)
 
-    def _note_head(self, block: Mapping[str, Any]) -> ChainHead:
-        head = _head_from_block(block)
+    def _note_head(self, reply: RpcReply) -> ChainHead:
+        head = reply.head()
         self._last_head_number = max(self._last_head_number, head.number)
         return head
 
@@ -571,7 +587,7 @@ class Web3Gateway:
         self._vault = to_checksum_address(vault_address)
         self._chain_id: int | None = None
         self._max_age: tuple[float, int] | None = None  # (monotonic time read, seconds)
-        self._fee_data: tuple[int, int] = (-1, DEFAULT_PRIORITY_FEE_WEI)
+        self._fee_data: tuple[int, int | None] = (-1, None)  # (block number, wei; None: no suggestion)
 
     @property
     def vault_address(self) -> str:
@@ -600,13 +616,13 @@ class Web3Gateway:
 
     def head_sync(self) -> ChainHead:
         with self.lock:
-            return _head_from_block(call_chain(lambda: self.w3.eth.get_block("latest")))
+            return head_from_block(call_chain(lambda: self.w3.eth.get_block("latest")))
 
     def read_close_state_sync(self, position_id: bytes, data: bytes) -> CloseState:
         with self.lock:
             quote = self._quote(position_id)
-            head = _head_from_block(call_chain(lambda: self.w3.eth.get_block("latest")))
-            fees = _fees(head.base_fee_wei, self._fee_data_for(head))
+            head = head_from_block(call_chain(lambda: self.w3.eth.get_block("latest")))
+            fees = node_fees(head.base_fee_wei, self._fee_data_for(head))
             nonce, gas, error = 0, None, None
             if quote.position.is_open:
                 owner = to_checksum_address(quote.position.owner)
@@ -622,7 +638,7 @@ class Web3Gateway:
 
     def read_positions_sync(self, position_ids: Sequence[bytes]) -> tuple[ChainHead, list[PositionQuote]]:
         with self.lock:
-            head = _head_from_block(call_chain(lambda: self.w3.eth.get_block("latest")))
+            head = head_from_block(call_chain(lambda: self.w3.eth.get_block("latest")))
             return head, [self._quote(pid) for pid in position_ids]
 
     def position_ids_of_sync(self, owner: str) -> list[bytes]:
@@ -641,7 +657,7 @@ class Web3Gateway:
             for symbol in symbols:
                 raw = self._call(calldata.encode_call("priceOf", symbol_to_bytes32(symbol)))
                 prices.append(MarketPrice(symbol, _decode_uint(raw), _decode_uint(raw[_WORD:])))
-            head = _head_from_block(call_chain(lambda: self.w3.eth.get_block("latest")))
+            head = head_from_block(call_chain(lambda: self.w3.eth.get_block("latest")))
             max_age = _decode_uint(self._call(calldata.encode_call("maxPriceAge")))
             return MarketsState(head, max_age, prices)
 
@@ -687,12 +703,25 @@ class Web3Gateway:
             self._max_age = (time.monotonic(), _decode_uint(self._call(calldata.encode_call("maxPriceAge"))))
         return self._max_age[1]
 
-    def _fee_data_for(self, head: ChainHead) -> int:
-        """The priority fee (legacy: gas price) for `head`'s block, read once per block."""
+    def _fee_data_for(self, head: ChainHead) -> int | None:
+        """The node's fee suggestion for `head`'s block, read once per block."""
         if self._fee_data[0] != head.number:
-            if head.base_fee_wei is None:
-                value = int(call_chain(lambda: self.w3.eth.gas_price))
-            else:
-                value = int(call_chain(lambda: self.w3.eth.max_priority_fee))
+            legacy = head.base_fee_wei is None
+            value = call_chain(lambda: fee_suggestion_wei(self.w3, legacy=legacy))
             self._fee_data = (head.number, value)
         return self._fee_data[1]
+
+
+def fee_suggestion_wei(w3: Web3, *, legacy: bool) -> int | None:
+    """What the node suggests paying per gas for the next block, for `relayer.fees.node_fees`: its gas price
+    on a legacy chain, else its priority fee (`eth_maxPriorityFeePerGas`); None when the node answers that
+    method with an error (most often: it lacks it), as `JsonRpcGateway` does. Transport errors pass through as
+    raised (the caller translates or retries them).
+    """
+    if legacy:
+        return quantity(w3.eth.gas_price, "gas price")
+    try:
+        value = w3.manager.request_blocking(RPCEndpoint("eth_maxPriorityFeePerGas"), [])
+    except Web3RPCError:
+        return None
+    return quantity(value, "priority fee")

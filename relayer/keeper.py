@@ -1,25 +1,37 @@
 """The keeper: executes every take-profit / stop-loss whose price has been crossed, once per order.
 
-It learns which positions carry orders from the vault's `TriggerSet` events, reads each candidate's position
-and price, and for a crossed order submits `executeTrigger` through the relayer's sender (journal, nonces,
-replacement). "Once per order" holds twice over: the idempotency key names the order by the event that set it
-(position, side, block, log index), so a restarted keeper finds its earlier record in the journal instead of
-sending again; and the vault consumes an executed order, so a second execution would fail simulation and never
-be broadcast.
+It learns which positions carry orders from the vault's `TriggerSet` events (scanned in bounded block ranges,
+since nodes cap `eth_getLogs`), reads each candidate's position and price, and for a crossed order submits
+`executeTrigger` through the relayer's sender (journal, nonces, replacement). "Once per order" holds twice
+over: the idempotency key names the order by the event that set it (position, side, block, log index) in the
+keeper's own key scope, which no client can write to, so a restarted keeper finds its earlier record in the
+journal instead of sending again; and the vault consumes an executed order, so a second execution would
+fail simulation and never be broadcast. An attempt that ended without being mined (failed on chain because
+the price moved back within the block, expired, replaced) does not use the order up: the next pass tries
+again under the next attempt number.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from relayer import calldata
 from relayer.errors import PositionNotFoundError, RelayerError, TriggerNotCrossedError
 from relayer.positions import crossed_trigger
-from relayer.relay.service import RelayService
+from relayer.relay.service import KEEPER_SCOPE, RelayService
+from relayer.relay.status import TxStatus
 from relayer.vault import VaultReader
 
 log = logging.getLogger("relayer.keeper")
+
+LOG_SCAN_BLOCKS = 2_000
+"""Blocks per `eth_getLogs` call: hosted nodes refuse wide ranges, and a refused scan stalls every order."""
+MAX_ATTEMPTS_PER_ORDER = 5
+"""Executions of one order that may end unmined (e.g. reverted as the price moved back) before it is left."""
+_SPENT = frozenset({TxStatus.FAILED, TxStatus.EXPIRED, TxStatus.REPLACED})
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,10 @@ class Execution:
     is_take_profit: bool
     record_id: str
     created: bool
+
+
+def _logs(event: Any, first: int, last: int) -> list[Any]:
+    return list(event.get_logs(from_block=first, to_block=last))
 
 
 @dataclass
@@ -62,22 +78,23 @@ class Keeper:
         return executions
 
     def _scan(self) -> None:
-        """Read `TriggerSet` events since the last pass; a cancelled order (price 0) is forgotten."""
+        """Read `TriggerSet` events since the last pass, a bounded range at a time; price 0 forgets it."""
         head = self.relay.node.head().number
         start = self.from_block if self._next_block is None else self._next_block
-        if start > head:
-            return
         event = self.vault.contract.events.TriggerSet()
-        logs = self.relay.node.read(lambda: list(event.get_logs(from_block=start, to_block=head)))
-        for entry in logs:
-            args = entry["args"]
-            slot = (bytes(args["positionId"]), bool(args["isTakeProfit"]))
-            if int(args["price"]) == 0:
-                self._orders.pop(slot, None)
-            else:
-                ref = OrderRef(int(entry["blockNumber"]), int(entry["logIndex"]), int(args["price"]))
-                self._orders[slot] = ref
-        self._next_block = head + 1
+        while start <= head:
+            end = min(head, start + LOG_SCAN_BLOCKS - 1)
+            logs = self.relay.node.read(partial(_logs, event, start, end))
+            for entry in logs:
+                args = entry["args"]
+                slot = (bytes(args["positionId"]), bool(args["isTakeProfit"]))
+                if int(args["price"]) == 0:
+                    self._orders.pop(slot, None)
+                else:
+                    ref = OrderRef(int(entry["blockNumber"]), int(entry["logIndex"]), int(args["price"]))
+                    self._orders[slot] = ref
+            start = end + 1
+            self._next_block = start  # progress survives a failure in a later range
 
     def _check(self, position_id: bytes) -> Execution | None:
         position = self.relay.node.read(lambda: self.vault.position(position_id))
@@ -91,18 +108,24 @@ class Keeper:
         ref = self._orders.get((position_id, which))
         if ref is None:  # set before `from_block`: name it by its price so it still executes once
             ref = OrderRef(0, 0, (position.take_profit if which else position.stop_loss).price_e8)
-        key = f"keeper:0x{position_id.hex()}:{'tp' if which else 'sl'}:{ref.block_number}:{ref.log_index}"
-        try:
-            submission = self.relay.submit_call(calldata.execute_trigger(position_id), idempotency_key=key)
-        except (TriggerNotCrossedError, PositionNotFoundError):
-            return None  # the price moved back, or the position closed, since we read it
-        except RelayerError as error:
-            log.warning("keeper skipped order=%s code=%s reason=%s", key, error.code, error.message)
-            return None
-        if submission.created:
-            log.info("keeper executed order=%s record=%s", key, submission.record.id)
-            self._orders.pop((position_id, which), None)
-        return Execution(position_id, which, submission.record.id, submission.created)
+        side = "tp" if which else "sl"
+        order = f"0x{position_id.hex()}:{side}:{ref.block_number}:{ref.log_index}:{ref.price_e8}"
+        data = calldata.execute_trigger(position_id)
+        for attempt in range(MAX_ATTEMPTS_PER_ORDER):
+            key = order if attempt == 0 else f"{order}:retry{attempt}"
+            try:
+                submission = self.relay.submit_call(data, idempotency_key=key, key_scope=KEEPER_SCOPE)
+            except (TriggerNotCrossedError, PositionNotFoundError):
+                return None  # the price moved back, or the position closed, since we read it
+            except RelayerError as error:
+                log.warning("keeper skipped order=%s code=%s reason=%s", key, error.code, error.message)
+                return None
+            if submission.created:
+                log.info("keeper executed order=%s record=%s", key, submission.record.id)
+            if submission.record.status not in _SPENT:
+                return Execution(position_id, which, submission.record.id, submission.created)
+        log.warning("keeper gave up order=%s after %d unmined attempts", order, MAX_ATTEMPTS_PER_ORDER)
+        return None
 
     def _forget(self, position_id: bytes) -> None:
         for slot in [slot for slot in self._orders if slot[0] == position_id]:

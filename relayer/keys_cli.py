@@ -9,22 +9,17 @@ from __future__ import annotations
 import argparse
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from relayer import apikeys
 from relayer.close_request import parse_owner
-from relayer.errors import ConfigurationError, InvalidFieldError
-from relayer.relay.config import RelaySettings
-from relayer.relay.journal import Journal
+from relayer.errors import InvalidFieldError
+from relayer.relay.journal import Journal, open_journal
 
 EXIT_OK = 0
 
 
 def _journal(args: argparse.Namespace, *, create: bool = False) -> Journal:
-    path = Path(args.journal) if args.journal else RelaySettings.from_env().journal_path
-    if not create and not path.exists():
-        raise ConfigurationError(f"no journal at {path} (set --journal or RELAYER_RELAY_JOURNAL_PATH)")
-    return Journal(path)
+    return open_journal(args.journal, create=create)
 
 
 def _when(timestamp: int | None) -> str:

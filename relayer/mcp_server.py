@@ -30,6 +30,10 @@ the relayer first)."""
 ApiKey = Annotated[str, Field(description="API key (vrk_...) of the trading account")]
 PositionId = Annotated[str, Field(description="position id, 0x + 64 hex digits (see get_positions)")]
 Price = Annotated[str | int, Field(description="USD price as a decimal string, e.g. \"96200.5\"")]
+IdempotencyKey = Annotated[
+    str | None, Field(description="retry-safe id of this request: the same key returns the first answer")
+]
+"""Bounds are not repeated in the schema: the service checks them, so an agent gets the same JSON errors."""
 
 
 def _error_text(error: RelayerError) -> str:
@@ -82,20 +86,23 @@ def build_mcp_server(trading: TradingProvider) -> MCPServer:
     async def partial_close(
         symbol: Annotated[str, Field(description="market symbol, e.g. BTCUSDT")],
         api_key: ApiKey,
-        exit_pct: Annotated[int, Field(ge=1, le=100, description="percent of the position to close")] = (
+        exit_pct: Annotated[int, Field(description="percent of the position to close, 1-100")] = (
             DEFAULT_EXIT_PCT
         ),
         side: Annotated[str | None, Field(description="long or short")] = None,
         position_id: PositionId | None = None,
         allowed_price: Price | None = None,
-        max_slippage_bps: Annotated[int | None, Field(ge=0, le=9999)] = None,
+        max_slippage_bps: Annotated[int | None, Field(description="0-9999 basis points")] = None,
         dry_run: bool = False,
+        idempotency_key: IdempotencyKey = None,
     ) -> ToolResult:
         body = _drop_none(
             symbol=symbol, exit_pct=exit_pct, side=side, positionId=position_id, allowedPrice=allowed_price,
             maxSlippageBps=max_slippage_bps, dry_run=dry_run,
         )
-        return await _run(trading, lambda t: t.partial_close(api_key, body))
+        return await _run(
+            trading, lambda t: t.partial_close(api_key, body, idempotency_key=idempotency_key)
+        )
 
     @server.tool(
         description=(
@@ -109,50 +116,52 @@ def build_mcp_server(trading: TradingProvider) -> MCPServer:
         api_key: ApiKey,
         size_delta: Annotated[str | int | None, Field(description="base units to close; omit: all")] = None,
         allowed_price: Price | None = None,
-        max_slippage_bps: Annotated[int | None, Field(ge=0, le=9999)] = None,
+        max_slippage_bps: Annotated[int | None, Field(description="0-9999 basis points")] = None,
         dry_run: bool = False,
+        idempotency_key: IdempotencyKey = None,
     ) -> ToolResult:
         body = _drop_none(
             positionId=position_id, sizeDelta=size_delta, allowedPrice=allowed_price,
             maxSlippageBps=max_slippage_bps, dry_run=dry_run,
         )
-        return await _run(trading, lambda t: t.close_position(api_key, body))
-
-    @server.tool(
-        description=(
-            "Set or replace the position's take-profit (scope: trade): when the oracle price reaches price, "
-            "the "
-            "keeper closes close_pct percent of the position. Must be above the current price for a long, "
-            "below for a short. price \"0\" cancels it."
+        return await _run(
+            trading, lambda t: t.close_position(api_key, body, idempotency_key=idempotency_key)
         )
-    )
-    async def set_take_profit(
-        position_id: PositionId,
-        price: Price,
-        api_key: ApiKey,
-        close_pct: Annotated[int, Field(ge=1, le=100)] = 100,
-        dry_run: bool = False,
-    ) -> ToolResult:
-        body = {"positionId": position_id, "price": price, "close_pct": close_pct, "dry_run": dry_run}
-        return await _run(trading, lambda t: t.set_trigger(api_key, body, is_take_profit=True))
 
-    @server.tool(
-        description=(
-            "Set or replace the position's stop-loss (scope: trade): when the oracle price reaches price, "
-            "the "
-            "keeper closes close_pct percent of the position. Must be below the current price for a long, "
-            "above for a short. price \"0\" cancels it."
+    def trigger_tool(is_take_profit: bool) -> Callable[..., Awaitable[ToolResult]]:
+        async def set_trigger(
+            position_id: PositionId,
+            price: Price,
+            api_key: ApiKey,
+            close_pct: Annotated[
+                int | None, Field(description="percent of the position to close, 1-100 (default 100)")
+            ] = None,
+            dry_run: bool = False,
+            idempotency_key: IdempotencyKey = None,
+        ) -> ToolResult:
+            body = _drop_none(positionId=position_id, price=price, close_pct=close_pct, dry_run=dry_run)
+            return await _run(
+                trading,
+                lambda t: t.set_trigger(
+                    api_key, body, is_take_profit=is_take_profit, idempotency_key=idempotency_key
+                ),
+            )
+
+        return set_trigger
+
+    for name, order, side_long, side_short in (
+        ("set_take_profit", "take-profit", "above", "below"),
+        ("set_stop_loss", "stop-loss", "below", "above"),
+    ):
+        server.add_tool(
+            trigger_tool(name == "set_take_profit"),
+            name=name,
+            description=(
+                f"Set or replace the position's {order} (scope: trade): when the oracle price reaches price, "
+                f"the keeper closes close_pct percent of the position. Must be {side_long} the current price "
+                f'for a long, {side_short} for a short. price "0" cancels it.'
+            ),
         )
-    )
-    async def set_stop_loss(
-        position_id: PositionId,
-        price: Price,
-        api_key: ApiKey,
-        close_pct: Annotated[int, Field(ge=1, le=100)] = 100,
-        dry_run: bool = False,
-    ) -> ToolResult:
-        body = {"positionId": position_id, "price": price, "close_pct": close_pct, "dry_run": dry_run}
-        return await _run(trading, lambda t: t.set_trigger(api_key, body, is_take_profit=False))
 
     @server.tool(
         description=(
@@ -163,10 +172,15 @@ def build_mcp_server(trading: TradingProvider) -> MCPServer:
         )
     )
     async def move_to_breakeven(
-        position_id: PositionId, api_key: ApiKey, dry_run: bool = False
+        position_id: PositionId,
+        api_key: ApiKey,
+        dry_run: bool = False,
+        idempotency_key: IdempotencyKey = None,
     ) -> ToolResult:
         body = {"positionId": position_id, "dry_run": dry_run}
-        return await _run(trading, lambda t: t.move_to_breakeven(api_key, body))
+        return await _run(
+            trading, lambda t: t.move_to_breakeven(api_key, body, idempotency_key=idempotency_key)
+        )
 
     @server.tool(
         description=(

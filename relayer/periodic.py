@@ -1,4 +1,4 @@
-"""A background thread that calls a function every few seconds until stopped (keeper, price feed)."""
+"""A background thread that calls a function every few seconds until stopped (relay loop, keeper, feed)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import logging
 import threading
 from collections.abc import Callable
 
+from relayer.errors import RelayerError
+
 log = logging.getLogger("relayer.periodic")
 
 
 class Periodic:
-    """Run `step()` every `interval_s` on a daemon thread; an exception is logged and the loop goes on.
+    """Run `step()` now and then every `interval_s` on a daemon thread, until `stop()`.
 
-    A failing step must not kill the loop (the node may be down for a while), and it must never take the
-    process down with it.
+    A failing step must not kill the loop (the node may be down for a while) nor take the process with it: an
+    expected failure (`RelayerError`, e.g. `chain_unavailable`) is logged as a warning with its code, anything
+    else (a bug) with its traceback, and the next round runs on time.
     """
 
     def __init__(self, name: str, step: Callable[[], object], interval_s: float) -> None:
@@ -23,6 +26,10 @@ class Periodic:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
     def start(self) -> None:
         if self._thread is not None:
             return
@@ -31,14 +38,18 @@ class Periodic:
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop after the current round."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._stop.is_set():
             try:
                 self.step()
+            except RelayerError as exc:
+                log.warning("loop=%s code=%s reason=%s", self.name, exc.code, exc.message)
             except Exception:
-                log.exception("%s step failed; retrying in %.1fs", self.name, self.interval_s)
+                log.exception("loop=%s round failed; retrying in %.2fs", self.name, self.interval_s)
+            self._stop.wait(self.interval_s)

@@ -20,7 +20,7 @@ import anyio.to_thread
 from relayer import apikeys, calldata
 from relayer.apikeys import ApiKey, Scope
 from relayer.builder import BuiltTransaction, PositionSummary, TransactionBuilder
-from relayer.close_request import CloseRequest, TriggerUpdate, parse_position_id
+from relayer.close_request import CloseRequest, TriggerUpdate, parse_position_id, parse_trigger_price
 from relayer.config import TradingSettings
 from relayer.constants import BPS_DENOMINATOR, CLOSE_ALL_SIZE, PNL_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS
 from relayer.errors import (
@@ -36,9 +36,9 @@ from relayer.errors import (
 )
 from relayer.exits import PERCENT, allowed_price_for_slippage, size_for_exit_pct
 from relayer.markets import normalize_symbol
-from relayer.positions import Position, realized_pnl_e8
+from relayer.positions import Position, realized_pnl_e8, trigger_on_valid_side
 from relayer.relay.records import RelayRecord
-from relayer.relay.service import RelayService
+from relayer.relay.service import RelayService, request_hash
 from relayer.relay.status import TxStatus
 from relayer.units import format_fixed, parse_fixed, parse_int
 
@@ -46,6 +46,43 @@ DEFAULT_EXIT_PCT = 50
 """`partial_close` closes half the position when `exit_pct` is not given (as the reference tool does)."""
 
 _DONE = frozenset({TxStatus.MINED, TxStatus.CONFIRMED, TxStatus.FAILED, TxStatus.REPLACED, TxStatus.EXPIRED})
+_MINED = frozenset({TxStatus.MINED, TxStatus.CONFIRMED})
+LAST_USED_RESOLUTION_S = 60
+"""`last_used_at` of an API key is written at most once a minute: not a database write on every request."""
+
+
+@dataclass(frozen=True)
+class _Intent:
+    """One trading request as the idempotency rule sees it: who, which endpoint, which body, which key."""
+
+    endpoint: str
+    key: ApiKey
+    body: Mapping[str, Any]
+    idempotency_key: str | None
+
+    @property
+    def scope(self) -> str:
+        """Keys are the account's own: another account (or the keeper) can never collide with them."""
+        return f"account:{self.key.account.lower()}"
+
+    @property
+    def fingerprint(self) -> str:
+        return request_hash(self.endpoint, self.body)
+
+    @property
+    def dry_run(self) -> bool:
+        return _bool(self.body.get("dry_run"), "dry_run")
+
+
+def _orders_answer(position: Mapping[str, Any]) -> dict[str, Any]:
+    """What a take-profit / stop-loss change answers: the position's orders after it."""
+    return {
+        "success": True,
+        "positionId": position["positionId"],
+        "symbol": position["market"],
+        "takeProfit": position["takeProfit"],
+        "stopLoss": position["stopLoss"],
+    }
 
 
 class ApiKeyLookup(Protocol):
@@ -130,14 +167,20 @@ class TradingService:
             if key is not None and not apikeys.verify(presented, key.key_hash):
                 key = None  # the index found it; the constant-time comparison is what accepts it
         checked = apikeys.require(key, scope)
-        self.keys.touch_api_key(checked.key_id, int(self.clock()))
+        now = int(self.clock())
+        if checked.last_used_at is None or now - checked.last_used_at >= LAST_USED_RESOLUTION_S:
+            self.keys.touch_api_key(checked.key_id, now)
         return checked
+
+    async def _authenticate(self, presented: str | None, scope: Scope) -> ApiKey:
+        """`authenticate` off the event loop: it reads (and now and then writes) the SQLite journal."""
+        return await anyio.to_thread.run_sync(self.authenticate, presented, scope)
 
     # --- reads ----------------------------------------------------------------------------------------------
 
     async def get_positions(self, api_key: str | None, symbol: object = None) -> dict[str, Any]:
         """The account's open positions (optionally one market) with unrealized PnL and orders."""
-        key = self.authenticate(api_key, Scope.READ)
+        key = await self._authenticate(api_key, Scope.READ)
         market = None if symbol is None else normalize_symbol(symbol)
         owned = await self.builder.positions_of(key.account)
         shown = [p.to_dict() for p in owned.positions if market is None or p.quote.position.market == market]
@@ -145,7 +188,7 @@ class TradingService:
 
     async def get_transaction(self, api_key: str | None, transaction_id: object) -> dict[str, Any]:
         """A relay record of this account's positions, by id."""
-        key = self.authenticate(api_key, Scope.READ)
+        key = await self._authenticate(api_key, Scope.READ)
         if not isinstance(transaction_id, str) or not transaction_id:
             raise InvalidFieldError("transactionId", "must be a transaction id string")
         record = self.relay.get(transaction_id)
@@ -170,12 +213,16 @@ class TradingService:
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Close `exit_pct`% (1..100, default 50) of the account's position in `symbol`."""
-        key = self.authenticate(api_key, Scope.TRADE)
+        key = await self._authenticate(api_key, Scope.TRADE)
         _reject_unknown(
             body, ("symbol", "exit_pct", "side", "positionId", "allowedPrice", "maxSlippageBps", "dry_run")
         )
         symbol = normalize_symbol(body.get("symbol"))
         exit_pct = parse_int(body.get("exit_pct", DEFAULT_EXIT_PCT), "exit_pct", minimum=1, maximum=PERCENT)
+        intent = _Intent("partialclose", key, body, idempotency_key)
+        replayed = await self._replay(intent, closed_pct=exit_pct)
+        if replayed is not None:
+            return replayed
         summary = await self._resolve(key, symbol, _side(body.get("side")), body.get("positionId"))
         position = summary.quote.position
         size_delta = size_for_exit_pct(position.size, exit_pct)
@@ -183,17 +230,18 @@ class TradingService:
         request = CloseRequest(
             position.position_id, None if size_delta == CLOSE_ALL_SIZE else size_delta, allowed
         )
-        return await self._close(
-            key, request, summary, closed_pct=exit_pct, dry_run=_bool(body.get("dry_run"), "dry_run"),
-            idempotency_key=idempotency_key,
-        )
+        return await self._close(intent, request, closed_pct=exit_pct)
 
     async def close_position(
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Close a position fully, or by `sizeDelta` (base units), with an optional `allowedPrice`."""
-        key = self.authenticate(api_key, Scope.TRADE)
+        key = await self._authenticate(api_key, Scope.TRADE)
         _reject_unknown(body, ("positionId", "sizeDelta", "allowedPrice", "maxSlippageBps", "dry_run"))
+        intent = _Intent("close", key, body, idempotency_key)
+        replayed = await self._replay(intent, closed_pct=None)
+        if replayed is not None:
+            return replayed
         summary = await self._owned(key, body.get("positionId"))
         position = summary.quote.position
         size_delta = None
@@ -203,10 +251,7 @@ class TradingService:
         request = CloseRequest(position.position_id, size_delta, allowed)
         closed = position.size if size_delta is None else size_delta
         pct = min(PERCENT, closed * PERCENT // position.size) if position.size else 0
-        return await self._close(
-            key, request, summary, closed_pct=pct, dry_run=_bool(body.get("dry_run"), "dry_run"),
-            idempotency_key=idempotency_key,
-        )
+        return await self._close(intent, request, closed_pct=pct)
 
     async def set_trigger(
         self,
@@ -217,28 +262,37 @@ class TradingService:
         idempotency_key: str | None = None,
     ) -> TradeOutcome:
         """Set (or with price 0 cancel) a take-profit or stop-loss: `price` in USD, `close_pct` 1..100."""
-        key = self.authenticate(api_key, Scope.TRADE)
+        key = await self._authenticate(api_key, Scope.TRADE)
         _reject_unknown(body, ("positionId", "price", "close_pct", "dry_run"))
+        intent = _Intent("takeprofit" if is_take_profit else "stoploss", key, body, idempotency_key)
+        replayed = await self._replay(intent, closed_pct=None)
+        if replayed is not None:
+            return replayed
         summary = await self._owned(key, body.get("positionId"))
-        price_e8 = parse_fixed(body.get("price"), PRICE_DECIMALS, "price", allow_zero=True)
+        price_e8 = parse_trigger_price(body.get("price"), "price")
         close_bps = 0
-        if price_e8:
+        if price_e8 == 0:  # cancelling: a close share would mean nothing, so it is refused, not ignored
+            if body.get("close_pct") is not None:
+                raise InvalidFieldError("close_pct", "must be absent when cancelling the order (price 0)")
+        else:
             pct = parse_int(body.get("close_pct", PERCENT), "close_pct", minimum=1, maximum=PERCENT)
             close_bps = pct * BPS_DENOMINATOR // PERCENT
-        return await self._set_order(
-            key, summary, TriggerUpdate(price_e8, close_bps), is_take_profit, body, idempotency_key
-        )
+        return await self._set_order(intent, summary, TriggerUpdate(price_e8, close_bps), is_take_profit)
 
     async def move_to_breakeven(
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Put the stop-loss at the entry price for the full size (only once the trade is in profit)."""
-        key = self.authenticate(api_key, Scope.TRADE)
+        key = await self._authenticate(api_key, Scope.TRADE)
         _reject_unknown(body, ("positionId", "dry_run"))
+        intent = _Intent("breakeven", key, body, idempotency_key)
+        replayed = await self._replay(intent, closed_pct=None)
+        if replayed is not None:
+            return replayed
         summary = await self._owned(key, body.get("positionId"))
         position, price = summary.quote.position, summary.quote.price_e8
-        in_profit = price > position.entry_price_e8 if position.is_long else price < position.entry_price_e8
-        if not in_profit:
+        # A stop at entry is valid exactly when entry is on the losing side of the price (trade in profit).
+        if not trigger_on_valid_side(position.is_long, False, position.entry_price_e8, price):
             raise InvalidTriggerPriceError(
                 f"cannot move the stop to breakeven: the price {_usd(price)} is not beyond the entry"
                 f" {_usd(position.entry_price_e8)} in the {'long' if position.is_long else 'short'}'s favour,"
@@ -247,7 +301,7 @@ class TradingService:
                 currentPrice=_usd(price),
             )
         update = TriggerUpdate(position.entry_price_e8, BPS_DENOMINATOR)
-        return await self._set_order(key, summary, update, False, body, idempotency_key)
+        return await self._set_order(intent, summary, update, False)
 
     # --- internals ------------------------------------------------------------------------------------------
 
@@ -317,62 +371,72 @@ class TradingService:
                 calldata=["0x" + calldata.set_operator(s, True).hex() for s in missing],
             )
 
-    async def _close(
-        self,
-        key: ApiKey,
-        request: CloseRequest,
-        summary: PositionSummary,
-        *,
-        closed_pct: int,
-        dry_run: bool,
-        idempotency_key: str | None,
-    ) -> TradeOutcome:
+    async def _close(self, intent: _Intent, request: CloseRequest, *, closed_pct: int) -> TradeOutcome:
         built = await self.builder.build(request)
-        await self._check_operator(key.account)
-        position = summary.quote.position
-        if dry_run:
+        await self._check_operator(intent.key.account)
+        if intent.dry_run:
             return TradeOutcome(200, self._fill_from_preview(built, closed_pct))
-        record = await self._submit(built.calldata, idempotency_key)
-        record = await self._wait(record)
-        if record.status not in {TxStatus.MINED, TxStatus.CONFIRMED}:
+        record = await self._wait(await self._submit(intent, built.calldata))
+        if record.status not in _MINED:
             return self._unfinished(record)
-        return TradeOutcome(200, self._fill_from_record(record, position, closed_pct))
+        return TradeOutcome(200, self._fill_from_record(record, built.preview.position, closed_pct))
 
     async def _set_order(
-        self,
-        key: ApiKey,
-        summary: PositionSummary,
-        update: TriggerUpdate,
-        is_take_profit: bool,
-        body: Mapping[str, Any],
-        idempotency_key: str | None,
+        self, intent: _Intent, summary: PositionSummary, update: TriggerUpdate, is_take_profit: bool
     ) -> TradeOutcome:
         pid = summary.quote.position.position_id
         request = (
             CloseRequest(pid, take_profit=update) if is_take_profit else CloseRequest(pid, stop_loss=update)
         )
         built = await self.builder.build(request)
-        await self._check_operator(key.account)
-        preview = built.preview.to_dict()
-        answer: dict[str, Any] = {
-            "success": True,
-            "positionId": preview["positionId"],
-            "symbol": preview["market"],
-            "takeProfit": preview["takeProfit"],
-            "stopLoss": preview["stopLoss"],
-        }
-        if _bool(body.get("dry_run"), "dry_run"):
+        await self._check_operator(intent.key.account)
+        answer = _orders_answer(built.preview.to_dict())
+        if intent.dry_run:
             return TradeOutcome(200, {**answer, "dry_run": True})
-        record = await self._wait(await self._submit(built.calldata, idempotency_key))
-        if record.status not in {TxStatus.MINED, TxStatus.CONFIRMED}:
+        record = await self._wait(await self._submit(intent, built.calldata))
+        if record.status not in _MINED:
             return self._unfinished(record)
         assert record.mined is not None
         sent = {"transactionId": record.id, "transactionHash": record.mined.tx_hash}
         return TradeOutcome(200, {**answer, **sent})
 
-    async def _submit(self, data: bytes, idempotency_key: str | None) -> RelayRecord:
+    async def _replay(self, intent: _Intent, *, closed_pct: int | None) -> TradeOutcome | None:
+        """The answer to a request already made with this `Idempotency-Key` (None: a new request).
+
+        Looked up before any chain read, so a retry gets its original fill back even after the position moved
+        on (e.g. a 100% close retried: the position is gone, the answer is not).
+
+        Raises:
+            IdempotencyConflictError: the key was used with a different body.
+        """
+        if intent.idempotency_key is None or intent.dry_run:
+            return None
+        found = await anyio.to_thread.run_sync(
+            lambda: self.relay.find_idempotent(
+                intent.idempotency_key, intent.fingerprint, key_scope=intent.scope
+            )
+        )
+        if found is None:
+            return None
+        record = await self._wait(found.record)
+        if record.status not in _MINED:
+            return self._unfinished(record)
+        (position_id, *_) = self._positions_of_call(record.data)
+        summary = await self.builder.position("0x" + position_id.hex())
+        assert record.mined is not None
+        if intent.endpoint in {"partialclose", "close"}:
+            return TradeOutcome(200, self._fill_from_record(record, summary.quote.position, closed_pct))
+        sent = {"transactionId": record.id, "transactionHash": record.mined.tx_hash}
+        return TradeOutcome(200, {**_orders_answer(summary.to_dict()), **sent})
+
+    async def _submit(self, intent: _Intent, data: bytes) -> RelayRecord:
         submission = await anyio.to_thread.run_sync(
-            lambda: self.relay.submit_call(data, idempotency_key=idempotency_key)
+            lambda: self.relay.submit_call(
+                data,
+                idempotency_key=intent.idempotency_key,
+                fingerprint=intent.fingerprint,
+                key_scope=intent.scope,
+            )
         )
         return submission.record
 
@@ -417,7 +481,9 @@ class TradingService:
             "transactionHash": None,
         }
 
-    def _fill_from_record(self, record: RelayRecord, position: Position, closed_pct: int) -> dict[str, Any]:
+    def _fill_from_record(
+        self, record: RelayRecord, position: Position, closed_pct: int | None
+    ) -> dict[str, Any]:
         """The fill exactly as the vault's `PositionDecreased` event recorded it."""
         assert record.mined is not None
         pid = "0x" + position.position_id.hex()
@@ -430,12 +496,15 @@ class TradingService:
             raise RelayerError("mined, but the vault recorded no PositionDecreased event", id=record.id)
         fill = events[-1]
         remaining, exit_price = int(fill["remainingSize"]), int(fill["exitPrice"])
+        closed = int(fill["sizeDelta"])
+        if closed_pct is None:  # a size-based close: the share the fill was of the size before it
+            closed_pct = closed * PERCENT // (closed + remaining)
         return {
             "success": True,
             "symbol": position.market,
             "side": "long" if position.is_long else "short",
             "closed_pct": closed_pct,
-            "closed_qty": _qty(int(fill["sizeDelta"])),
+            "closed_qty": _qty(closed),
             "remaining_qty": _qty(remaining),
             "exit_price": _usd(exit_price),
             "realized_pnl_usd": _pnl(int(fill["realizedPnl"])),

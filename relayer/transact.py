@@ -17,7 +17,7 @@ from web3.types import TxReceipt
 
 from relayer.constants import DEFAULT_PRIORITY_FEE_WEI
 from relayer.errors import ExecutionRevertedError
-from relayer.fees import Fees, gas_limit_with_margin, suggest_fees
+from relayer.fees import Fees, fee_fields, gas_limit_with_margin, suggest_fees
 from relayer.vault import call_chain
 
 
@@ -44,12 +44,7 @@ def build_transaction(
     if nonce is None:
         nonce = call_chain(lambda: w3.eth.get_transaction_count(tx["from"], "pending"))
     tx["nonce"] = nonce
-    if fees.is_legacy:
-        tx["gasPrice"] = fees.gas_price_wei
-    else:
-        tx["type"] = 2
-        tx["maxFeePerGas"] = fees.max_fee_per_gas_wei
-        tx["maxPriorityFeePerGas"] = fees.max_priority_fee_per_gas_wei
+    tx.update(fee_fields(fees))
     return tx
 
 

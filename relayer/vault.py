@@ -14,7 +14,6 @@ from web3 import Web3
 from web3.contract import Contract
 
 from relayer.artifact import load_artifact
-from relayer.errors import VaultNotDeployedError
 from relayer.markets import bytes32_to_symbol, symbol_to_bytes32
 from relayer.positions import Position, TriggerOrder
 from relayer.revert import translate
@@ -65,14 +64,6 @@ class VaultReader:
         self.address = to_checksum_address(address)
         self.contract: Contract = w3.eth.contract(address=self.address, abi=load_artifact().abi)
 
-    def ensure_deployed(self) -> None:
-        """Raise `VaultNotDeployedError` unless the address holds the vault's runtime code."""
-        code = call_chain(lambda: self.w3.eth.get_code(self.address))
-        if not load_artifact().matches_runtime_code(bytes(code)):
-            raise VaultNotDeployedError(
-                "no vault with the expected code at this address", vaultAddress=self.address
-            )
-
     def position(self, position_id: bytes) -> Position:
         raw = call_chain(lambda: self.contract.functions.getPosition(position_id).call())
         return position_from_tuple(position_id, raw)
@@ -94,6 +85,7 @@ class VaultReader:
         return int(call_chain(lambda: self.contract.functions.maxPriceAge().call()))
 
     def nonce_of(self, owner: str) -> int:
+        """The owner's next signed-request nonce (the relay checks a signed request against it)."""
         return int(call_chain(lambda: self.contract.functions.nonces(to_checksum_address(owner)).call()))
 
     def is_operator(self, owner: str, operator: str) -> bool:

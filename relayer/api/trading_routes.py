@@ -6,6 +6,7 @@ ownership) live in `relayer.apikeys.require`, called by the service.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,6 +17,8 @@ from relayer.jsonio import loads_object
 from relayer.trading import TradeOutcome, TradingService
 
 router = APIRouter(tags=["trading"])
+
+_EXAMPLE_ID = "0x" + "ab" * 32
 
 _KEY_HEADERS = {
     "parameters": [
@@ -67,7 +70,7 @@ async def partial_close(request: Request) -> JSONResponse:
 @router.post(
     "/api/trade/close",
     summary="Close a position fully or by size",
-    openapi_extra=_body_example({"positionId": "0x" + "ab" * 32, "sizeDelta": "0.1", "allowedPrice": "95e3"}),
+    openapi_extra=_body_example({"positionId": _EXAMPLE_ID, "sizeDelta": "0.1", "allowedPrice": "95e3"}),
 )
 async def close_position(request: Request) -> JSONResponse:
     body = loads_object(await request.body())
@@ -75,38 +78,35 @@ async def close_position(request: Request) -> JSONResponse:
     return _answer(await _service(request).close_position(api_key_of(request), body, idempotency_key=idem))
 
 
-@router.post(
-    "/api/trade/takeprofit",
-    summary="Set, replace or cancel (price 0) the take-profit",
-    openapi_extra=_body_example({"positionId": "0x" + "ab" * 32, "price": "99000", "close_pct": 50}),
-)
-async def set_take_profit(request: Request) -> JSONResponse:
-    body = loads_object(await request.body())
-    idem = request.headers.get("idempotency-key")
-    outcome = await _service(request).set_trigger(
-        api_key_of(request), body, is_take_profit=True, idempotency_key=idem
-    )
-    return _answer(outcome)
+def _trigger_route(is_take_profit: bool) -> Callable[[Request], Awaitable[JSONResponse]]:
+    async def set_trigger(request: Request) -> JSONResponse:
+        body = loads_object(await request.body())
+        idem = request.headers.get("idempotency-key")
+        outcome = await _service(request).set_trigger(
+            api_key_of(request), body, is_take_profit=is_take_profit, idempotency_key=idem
+        )
+        return _answer(outcome)
+
+    return set_trigger
 
 
-@router.post(
-    "/api/trade/stoploss",
-    summary="Set, replace or cancel (price 0) the stop-loss",
-    openapi_extra=_body_example({"positionId": "0x" + "ab" * 32, "price": "93000", "close_pct": 100}),
-)
-async def set_stop_loss(request: Request) -> JSONResponse:
-    body = loads_object(await request.body())
-    idem = request.headers.get("idempotency-key")
-    outcome = await _service(request).set_trigger(
-        api_key_of(request), body, is_take_profit=False, idempotency_key=idem
+for _path, _order, _example_price in (
+    ("/api/trade/takeprofit", "take-profit", "99000"),
+    ("/api/trade/stoploss", "stop-loss", "93000"),
+):
+    router.add_api_route(
+        _path,
+        _trigger_route(_order == "take-profit"),
+        methods=["POST"],
+        summary=f"Set, replace or cancel (price 0) the {_order}",
+        openapi_extra=_body_example({"positionId": _EXAMPLE_ID, "price": _example_price, "close_pct": 50}),
     )
-    return _answer(outcome)
 
 
 @router.post(
     "/api/trade/breakeven",
     summary="Move the stop-loss to the entry price for the full size",
-    openapi_extra=_body_example({"positionId": "0x" + "ab" * 32}),
+    openapi_extra=_body_example({"positionId": _EXAMPLE_ID}),
 )
 async def move_to_breakeven(request: Request) -> JSONResponse:
     body = loads_object(await request.body())

@@ -17,7 +17,7 @@ from relayer.chain import rpc_chain
 from relayer.constants import ETH_DECIMALS
 from relayer.errors import ConfigurationError, InvalidFieldError, TransactionNotFoundError
 from relayer.relay.config import RelaySettings
-from relayer.relay.journal import Journal
+from relayer.relay.journal import open_journal
 from relayer.relay.service import RelayService
 from relayer.relay.signers import load_signers
 from relayer.relay.status import TxStatus
@@ -26,15 +26,8 @@ from relayer.units import format_fixed
 EXIT_OK = 0
 
 
-def _journal(args: argparse.Namespace) -> Journal:
-    path = Path(args.journal) if args.journal else RelaySettings.from_env().journal_path
-    if not path.exists():
-        raise ConfigurationError(f"no relay journal at {path} (set --journal or RELAYER_RELAY_JOURNAL_PATH)")
-    return Journal(path)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    journal = _journal(args)
+    journal = open_journal(args.journal, create=False)
     try:
         record = journal.get(args.id)
         if record is None:
@@ -54,7 +47,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             raise InvalidFieldError(
                 "--status", f"must be one of {', '.join(s.value for s in TxStatus)}"
             ) from None
-    journal = _journal(args)
+    journal = open_journal(args.journal, create=False)
     try:
         records = journal.records(status, limit=args.limit)
     finally:
@@ -62,7 +55,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for record in records:
         tx_hash = record.mined.tx_hash if record.mined else record.latest.tx_hash
         print(
-            f"{record.id}  {record.status.value:<9}  {record.kind.value:<7}  {record.sender}  "
+            f"{record.id}  {record.status.value:<9}  {record.kind.value:<9}  {record.sender}  "
             f"nonce {record.nonce:<6}  hashes {len(record.attempts)}  {tx_hash}"
         )
     if not records:

@@ -10,7 +10,8 @@ from pathlib import Path
 from relayer.errors import ConfigurationError
 
 ENV_PREFIX = "RELAYER_RELAY_"
-"""Environment variables of the relay settings: RELAYER_RELAY_JOURNAL, RELAYER_RELAY_CONFIRMATIONS, ..."""
+"""Environment variables of the relay settings: `RELAYER_RELAY_` + the field name in capitals
+(RELAYER_RELAY_JOURNAL_PATH, RELAYER_RELAY_CONFIRMATIONS, RELAYER_RELAY_POLL_INTERVAL_S, ...)."""
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,20 @@ class RelaySettings:
             )
         if self.replace_after_s <= 0 or self.broadcast_retries < 1:
             raise ConfigurationError("relay replace-after and broadcast retries must be positive")
+        if not self.poll_interval_s > 0 or not self.request_ttl_s > 0:  # `not >` also refuses NaN
+            raise ConfigurationError(
+                "relay poll interval and request TTL must be positive (a 0 interval spins the loop)"
+            )
+        if not self.retry_backoff_s >= 0:
+            raise ConfigurationError("relay retry backoff must not be negative")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RelaySettings:
-        """Settings from `RELAYER_RELAY_*` variables; unset ones keep their defaults.
+        """Settings from `RELAYER_RELAY_*` variables; unset or empty ones keep their defaults (as in
+        `relayer.config.Settings.load`).
 
         Raises:
-            ConfigurationError: for a value that is not a number where one is expected.
+            ConfigurationError: for a value that is not a number where one is expected, or out of range.
         """
         source = os.environ if env is None else env
         values: dict[str, object] = {}
@@ -71,10 +79,11 @@ class RelaySettings:
             ("min_signer_balance_wei", int),
             ("poll_interval_s", float),
             ("broadcast_retries", int),
+            ("retry_backoff_s", float),
             ("request_ttl_s", int),
         ):
             raw = source.get(ENV_PREFIX + name.upper())
-            if raw is None:
+            if raw is None or raw == "":
                 continue
             try:
                 values[name] = kind(raw)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from relayer.apikeys import ApiKey, Scope
+from relayer.errors import ConfigurationError
+from relayer.relay.config import RelaySettings
 from relayer.relay.records import Attempt, Mined, RelayRecord
 from relayer.relay.status import AttemptKind, RecordKind, TxStatus, can_transition
 
@@ -410,6 +412,20 @@ class JournalWriter:
             "UPDATE records SET noop_outcome = ?, error = ?, updated_at = ? WHERE id = ?",
             (outcome.value, json.dumps(error, sort_keys=True), now, record_id),
         )
+
+
+def open_journal(path_arg: str | None, *, create: bool) -> Journal:
+    """The journal an operator command names: `--journal` if given, else `RELAYER_RELAY_JOURNAL_PATH` (or its
+    default). Only a command that writes something new (`create=True`, e.g. `keys create`) may start a new
+    file; a reader refuses a missing one, so a typo never shows an empty, freshly made journal.
+
+    Raises:
+        ConfigurationError: no journal at the path and `create` is False.
+    """
+    path = Path(path_arg) if path_arg else RelaySettings.from_env().journal_path
+    if not create and not path.exists():
+        raise ConfigurationError(f"no relay journal at {path} (set --journal or RELAYER_RELAY_JOURNAL_PATH)")
+    return Journal(path)
 
 
 def _constraint(exc: sqlite3.IntegrityError) -> str:

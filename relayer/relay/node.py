@@ -16,28 +16,26 @@ from functools import cache
 from typing import Any, TypeVar
 
 from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3.exceptions import TransactionNotFound
 
 from relayer.artifact import load_artifact
+from relayer.blocks import ChainHead, head_from_block
 from relayer.chain import Chain
-from relayer.constants import DEFAULT_PRIORITY_FEE_WEI
-from relayer.errors import ChainUnavailableError, RelayerError, RelayerOutOfFundsError
-from relayer.fees import Fees, suggest_fees
+from relayer.errors import (
+    ChainUnavailableError,
+    ExecutionRevertedError,
+    RelayerError,
+    RelayerOutOfFundsError,
+)
+from relayer.fees import Fees, node_fees
+from relayer.gateway import fee_suggestion_wei
 from relayer.relay.node_errors import Kind, classify
 from relayer.revert import translate
 from relayer.vault import VaultReader
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Head:
-    """The latest block: number, timestamp (seconds) and base fee (None on pre-London chains)."""
-
-    number: int
-    timestamp: int
-    base_fee_wei: int | None
 
 
 @dataclass(frozen=True)
@@ -75,6 +73,7 @@ class RelayNode:
             threading.RLock() if chain.is_embedded else contextlib.nullcontext()
         )
         self._chain_id: int | None = None
+        self._fee_suggestion: tuple[int, int | None] = (-1, None)  # (block number, wei; None: no suggestion)
 
     def raw(self, fn: Callable[[], T]) -> T:
         """Run `fn` once under the chain lock; exceptions pass through unclassified (for the sender)."""
@@ -91,6 +90,8 @@ class RelayNode:
         for attempt in range(self.retries):
             try:
                 return self.raw(fn)
+            except ChainUnavailableError as exc:  # already translated (e.g. by `VaultReader`): retried too
+                reason = exc.message
             except RelayerError:
                 raise
             except Exception as exc:
@@ -104,12 +105,13 @@ class RelayNode:
                     if translated is None:
                         raise
                     raise translated from exc
-                if attempt == self.retries - 1:
-                    raise ChainUnavailableError(
-                        f"the node did not answer after {self.retries} attempts", reason=error.message
-                    ) from None
-                time.sleep(delay)
-                delay *= 2
+                reason = error.message
+            if attempt == self.retries - 1:
+                raise ChainUnavailableError(
+                    f"the node did not answer after {self.retries} attempts", reason=reason
+                ) from None
+            time.sleep(delay)
+            delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
     @property
@@ -118,18 +120,20 @@ class RelayNode:
             self._chain_id = int(self.read(lambda: self.w3.eth.chain_id))
         return self._chain_id
 
-    def head(self) -> Head:
-        block = self.read(lambda: self.w3.eth.get_block("latest"))
-        base_fee = block.get("baseFeePerGas")
-        return Head(
-            int(block["number"]), int(block["timestamp"]), None if base_fee is None else int(base_fee)
-        )
+    def head(self) -> ChainHead:
+        """Raises: ChainUnavailableError (also for a node that answers no block or a malformed one)."""
+        return head_from_block(self.read(lambda: self.w3.eth.get_block("latest")))
 
-    def fees(self, head: Head) -> Fees:
-        """Suggested fees for the next block (the relay's cap is applied by the caller)."""
-        if head.base_fee_wei is None:
-            return suggest_fees(None, DEFAULT_PRIORITY_FEE_WEI, int(self.read(lambda: self.w3.eth.gas_price)))
-        return suggest_fees(head.base_fee_wei, DEFAULT_PRIORITY_FEE_WEI)
+    def fees(self, head: ChainHead) -> Fees:
+        """Suggested fees for the block after `head`: its base fee plus the node's priority-fee suggestion
+        (asked once per block, the default tip when the node lacks `eth_maxPriorityFeePerGas`), or the node's
+        gas price on a legacy chain. The relay's cap is applied by the caller."""
+        block_number, suggestion = self._fee_suggestion
+        if block_number != head.number:
+            legacy = head.base_fee_wei is None
+            suggestion = self.read(lambda: fee_suggestion_wei(self.w3, legacy=legacy))
+            self._fee_suggestion = (head.number, suggestion)
+        return node_fees(head.base_fee_wei, suggestion)
 
     def nonce(self, address: str, block: str = "pending") -> int:
         return int(self.read(lambda: self.w3.eth.get_transaction_count(to_checksum_address(address), block)))  # type: ignore[arg-type]
@@ -179,7 +183,8 @@ class RelayNode:
         )
 
     def revert_reason(self, sender: str, to: str, data: bytes, gas: int, block_number: int) -> dict[str, Any]:
-        """Why a mined transaction reverted: replayed as a call on the state before its block."""
+        """Why a mined transaction reverted, replayed as a call on the state before its block; as the record
+        keeps it (a `RelayerError.to_dict()`)."""
         tx = {
             "from": to_checksum_address(sender),
             "to": to_checksum_address(to),
@@ -192,10 +197,7 @@ class RelayNode:
             translated = translate(exc)
             if translated is not None:
                 return translated.to_dict()
-        return {
-            "code": "execution_reverted",
-            "message": "reverted on chain (the replay did not reproduce it)",
-        }
+        return ExecutionRevertedError("reverted on chain (the replay did not reproduce it)").to_dict()
 
     def position_owner(self, position_id: bytes) -> str:
         """The owner of a position (zero address when it never existed)."""
@@ -203,7 +205,7 @@ class RelayNode:
 
     def request_nonce(self, owner: str) -> int:
         """The vault's next signed-request nonce of `owner`."""
-        return int(self.read(lambda: self.vault.contract.functions.nonces(to_checksum_address(owner)).call()))
+        return self.read(lambda: self.vault.nonce_of(owner))
 
     def decode_events(self, logs: list[Any]) -> list[dict[str, Any]]:
         """The vault events in `logs`, by name, with JSON-safe arguments (ints as strings, bytes as hex)."""
@@ -222,8 +224,6 @@ class RelayNode:
 
 @cache
 def _event_names() -> dict[bytes, str]:
-    from eth_utils.crypto import keccak
-
     table: dict[bytes, str] = {}
     for item in load_artifact().abi:
         if item["type"] == "event":

@@ -14,6 +14,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from relayer.errors import (
+    ChainUnavailableError,
+    NodeDeferredError,
+    NodeRejectedError,
+    RelayerError,
+    RelayerOutOfFundsError,
+)
 from relayer.revert import revert_data, translate
 
 
@@ -51,7 +58,26 @@ class NodeError:
     code: int | None = None
 
     def details(self) -> dict[str, Any]:
-        return {"nodeCode": self.code, "nodeMessage": self.message}
+        return {"nodeKind": self.kind.value, "nodeCode": self.code, "nodeMessage": self.message}
+
+    def as_error(self) -> RelayerError:
+        """The refusal as the `RelayerError` a record keeps (its `to_dict()`), so `restore_error` rebuilds it.
+
+        >>> NodeError(Kind.UNDERPRICED, "replacement transaction underpriced", -32000).as_error().code
+        'node_deferred'
+        """
+        details = self.details()
+        if self.kind is Kind.UNAVAILABLE:
+            return ChainUnavailableError(
+                "the node did not answer; the relayer re-sends the transaction", **details
+            )
+        if self.kind is Kind.INSUFFICIENT_FUNDS:
+            return RelayerOutOfFundsError("the sender cannot pay for the transaction", **details)
+        if self.kind.is_transient:
+            return NodeDeferredError(
+                f"the node refused the transaction for now ({self.kind.value})", **details
+            )
+        return NodeRejectedError("the node refused the transaction for good", **details)
 
 
 # Ordered: the first matching pattern wins. Messages are lower-cased; wording from geth, anvil, reth, erigon,
@@ -64,7 +90,10 @@ _PATTERNS: tuple[tuple[Kind, re.Pattern[str]], ...] = (
     ),
     (Kind.NONCE_TOO_LOW, re.compile(r"nonce too low|oldnonce|nonce has already been used")),
     (Kind.NONCE_GAP, re.compile(r"nonce too high|nonce gap|futurenonce")),
-    (Kind.INSUFFICIENT_FUNDS, re.compile(r"insufficient funds|not have enough balance|insufficientfunds")),
+    (
+        Kind.INSUFFICIENT_FUNDS,
+        re.compile(r"insufficient funds|not have enough balance|insufficientfunds|cannot afford txn"),
+    ),
 )
 
 _ETH_TESTER_NONCE = re.compile(r"invalid transaction nonce: expected (\d+), but got (\d+)")

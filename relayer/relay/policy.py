@@ -19,6 +19,7 @@ from relayer import calldata
 from relayer.constants import BPS_DENOMINATOR
 from relayer.errors import DisallowedTransactionError, FeeCapExceededError
 from relayer.fees import Fees
+from relayer.relay.status import RecordKind
 
 POSITION_FUNCTIONS: frozenset[str] = frozenset(
     {
@@ -33,6 +34,17 @@ POSITION_FUNCTIONS: frozenset[str] = frozenset(
     }
 )
 """The vault functions a relayed transaction may call: position management only (no admin, no operators)."""
+
+FUNCTION_KINDS: dict[str, RecordKind] = {
+    "openPosition": RecordKind.OPEN,
+    "closePosition": RecordKind.CLOSE,
+    "closePositionWithSig": RecordKind.CLOSE,
+    "setTakeProfit": RecordKind.TRIGGER,
+    "setStopLoss": RecordKind.TRIGGER,
+    "setTriggerWithSig": RecordKind.TRIGGER,
+    "executeTrigger": RecordKind.EXECUTE,
+}
+"""The record kind of each position function but `multicall` (see `call_kind`)."""
 
 MAX_MULTICALL_DEPTH = 1
 """A `multicall` may hold allowed calls, not further multicalls."""
@@ -101,6 +113,20 @@ def check_call(
     if to is None or to_checksum_address(to) != to_checksum_address(vault):
         raise DisallowedTransactionError("the transaction must target the vault", to=to, vaultAddress=vault)
     return _check_function(data, allowed, depth=0)
+
+
+def call_kind(data: bytes) -> RecordKind:
+    """The record kind of a vault call that passed `check_call`: by its function, and for a `multicall` by its
+    calls (one kind: that kind; several: `multicall`).
+
+    >>> call_kind(calldata.encode_call("executeTrigger", b"\\x01" * 32))
+    <RecordKind.EXECUTE: 'execute'>
+    """
+    function, args = calldata.decode_call(data)
+    if function != "multicall":
+        return FUNCTION_KINDS[function]
+    kinds = {call_kind(bytes(inner)) for inner in args["data"]}
+    return kinds.pop() if len(kinds) == 1 else RecordKind.MULTICALL
 
 
 def _check_function(data: bytes, allowed: frozenset[str], depth: int) -> str:

@@ -98,7 +98,6 @@ class RelayRecord:
                 }
                 for a in self.attempts
             ],
-            "idempotencyKey": self.idempotency_key,
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
             "error": self.error,

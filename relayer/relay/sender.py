@@ -6,6 +6,9 @@ before the broadcast leaves a `queued` record whose exact bytes `resume()` sends
 record whose hash `resume()` finds mined or re-sends (the node answers "already known"). Nothing is signed
 twice for one nonce except as a fee bump or a no-op of the same record, and every such attempt is journaled
 before it is broadcast. Each handler re-reads the record and does nothing if it moved on.
+
+Every error a record keeps is the `to_dict()` of a `RelayerError` (the node's own code and message in its
+`details`), so `relayer.errors.restore_error` gives a client the same code and status a direct call would.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from relayer.fees import Fees
+from eth_utils.crypto import keccak
+
+from relayer.errors import FeeCapReachedError, NonceUsedElsewhereError
+from relayer.fees import Fees, fee_fields
 from relayer.relay.config import RelaySettings
 from relayer.relay.journal import Journal
 from relayer.relay.node import Receipt, RelayNode
@@ -63,21 +69,15 @@ def build_tx(
     *, chain_id: int, nonce: int, to: str, data: bytes, value_wei: int, gas: int, fees: Fees
 ) -> dict[str, Any]:
     """A signable transaction dict (type 2, or legacy on chains without a base fee)."""
-    tx: dict[str, Any] = {
+    return {
         "chainId": chain_id,
         "nonce": nonce,
         "to": to,
         "data": data,
         "value": value_wei,
         "gas": gas,
+        **fee_fields(fees),
     }
-    if fees.is_legacy:
-        tx["gasPrice"] = fees.gas_price_wei
-    else:
-        tx["type"] = 2
-        tx["maxFeePerGas"] = fees.max_fee_per_gas_wei
-        tx["maxPriorityFeePerGas"] = fees.max_priority_fee_per_gas_wei
-    return tx
 
 
 def attempt_fees(attempt: Attempt, *, legacy: bool) -> Fees:
@@ -179,7 +179,7 @@ class Sender:
             JournalConflict: the key or these exact bytes are already journaled.
         """
         now = self.clock()
-        tx_hash = "0x" + _keccak(tx.raw).hex()
+        tx_hash = "0x" + keccak(tx.raw).hex()
         record = RelayRecord(
             id=uuid.uuid4().hex,
             kind=RecordKind.RAW,
@@ -262,19 +262,12 @@ class Sender:
             self.settle_used_nonce(self._reload(record))
         elif error.kind.is_transient:
             # Left pending: the background loop re-sends, bumps or fills it. Noted for operators.
-            self.journal.set_error(
-                record.id,
-                record.status,
-                {"code": f"node_{error.kind.value}", **error.details()},
-                now=self.clock(),
-            )
+            self.journal.set_error(record.id, record.status, error.as_error().to_dict(), now=self.clock())
         elif record.kind.is_ours and attempt.kind is not AttemptKind.NOOP:
             # These bytes can never be sent, but the nonce must still be used or every later one waits.
-            self.fill_nonce(
-                self._reload(record), TxStatus.FAILED, {"code": "node_rejected", **error.details()}
-            )
+            self.fill_nonce(self._reload(record), TxStatus.FAILED, error.as_error().to_dict())
         else:
-            self._finish(record, TxStatus.FAILED, error={"code": "node_rejected", **error.details()})
+            self._finish(record, TxStatus.FAILED, error=error.as_error().to_dict())
 
     # --- receipts -----------------------------------------------------------------------------------------
 
@@ -297,14 +290,10 @@ class Sender:
         if record.kind.is_ours:
             self.nonces.reconcile(record.sender, self.node.nonce(record.sender, "pending"))
         if self.node.nonce(record.sender, "latest") > record.nonce:
-            self._finish(
-                record,
-                TxStatus.REPLACED,
-                error={
-                    "code": "nonce_used_elsewhere",
-                    "message": "a transaction that is not ours used this nonce",
-                },
+            error = NonceUsedElsewhereError(
+                "a transaction that is not one of this record's used its nonce", nonce=record.nonce
             )
+            self._finish(record, TxStatus.REPLACED, error=error.to_dict())
 
     def settle_receipt(self, record: RelayRecord, receipt: Receipt) -> None:
         """Record where a hash of `record` was mined and what it did."""
@@ -363,12 +352,11 @@ class Sender:
             cap_wei=None if is_noop else self.settings.max_fee_per_gas_wei,
         )
         if fees is None:
-            self.journal.set_error(
-                record.id,
-                record.status,
-                {"code": "fee_cap_reached", "message": "a further bump would exceed the max fee per gas"},
-                now=self.clock(),
+            error = FeeCapReachedError(
+                "a further bump would exceed the max fee per gas; the transaction waits at its current fees",
+                maxFeePerGasWei=str(self.settings.max_fee_per_gas_wei),
             )
+            self.journal.set_error(record.id, record.status, error.to_dict(), now=self.clock())
             return False
         kind = AttemptKind.NOOP if is_noop else AttemptKind.BUMP
         return self._add_attempt(record, kind, fees)
@@ -435,12 +423,6 @@ class Sender:
         fresh = self.journal.get(record.id)
         assert fresh is not None  # records are never deleted
         return fresh
-
-
-def _keccak(data: bytes) -> bytes:
-    from eth_utils.crypto import keccak
-
-    return bytes(keccak(data))
 
 
 class _NoLock:

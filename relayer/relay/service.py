@@ -13,16 +13,18 @@ import builtins
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
+from relayer.blocks import ChainHead
 from relayer.chain import Chain
-from relayer.constants import CLOSE_ALL_SIZE, PRICE_DECIMALS, SIZE_DECIMALS
 from relayer.errors import (
     ChainUnavailableError,
     DisallowedTransactionError,
@@ -36,32 +38,51 @@ from relayer.errors import (
     RequestExpiredBeforeSendError,
     TransactionNotFoundError,
 )
-from relayer.fees import Fees, gas_limit_with_margin, max_cost_wei
+from relayer.fees import gas_limit_with_margin
+from relayer.periodic import Periodic
 from relayer.relay import policy
 from relayer.relay.config import RelaySettings
 from relayer.relay.journal import Journal, JournalConflict
-from relayer.relay.node import Head, RelayNode
+from relayer.relay.node import RelayNode
 from relayer.relay.nonces import NonceAllocator
 from relayer.relay.records import RelayRecord
 from relayer.relay.sender import CallPlan, Sender, SenderHooks
 from relayer.relay.signers import Signer, SignerPool
 from relayer.relay.status import AttemptKind, RecordKind, TxStatus
 from relayer.relay.typed_data import (
-    CloseRequest,
-    SignedRequest,
-    TriggerRequest,
     check_request,
     parse_kind,
-    parse_position_id,
     parse_request,
     parse_signature,
+    request_from_params,
     typed_data,
 )
-from relayer.units import parse_fixed, parse_int
 
 log = logging.getLogger("relayer.relay")
 
 _ZERO_ADDRESS = "0x" + "00" * 20
+_HEX_BYTES = re.compile(r"0x(?:[0-9a-fA-F]{2})+", re.ASCII)  # exact: `bytes.fromhex` alone skips whitespace
+
+
+PUBLIC_SCOPE = "public"
+"""The idempotency-key namespace of anonymous callers (signed and raw relays)."""
+KEEPER_SCOPE = "keeper"
+"""The keeper's namespace: no client can name it, so no client can squat an order's key."""
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+
+
+def scoped_key(scope: str, key: str | None) -> str | None:
+    """`scope:key`: callers share one journal but never one key space (a client must not be able to take
+    the key the keeper, or another account, will use).
+
+    Raises:
+        InvalidFieldError: a key that is empty or longer than 200 characters.
+    """
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidFieldError("Idempotency-Key", f"must be 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    return f"{scope}:{key}"
 
 
 @dataclass(frozen=True)
@@ -135,15 +156,16 @@ class RelayService:
         self.sender = Sender(
             self.journal, self.node, self.pool, self.nonces, settings, clock=clock, hooks=hooks
         )
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic("relay-loop", self._round, settings.poll_interval_s)
         self._tick_lock = threading.Lock()
         self._resume_lock = threading.Lock()
         self._resumed = False
 
     # --- requests -----------------------------------------------------------------------------------------
 
-    def submit_signed(self, body: Mapping[str, Any], *, idempotency_key: str | None = None) -> Submission:
+    def submit_signed(
+        self, body: Mapping[str, Any], *, idempotency_key: str | None = None, key_scope: str = PUBLIC_SCOPE
+    ) -> Submission:
         """Relay an EIP-712 close or set-trigger request signed by the position's owner (gasless for them).
 
         Body: `{"kind": "close"|"trigger", "request": <the signed EIP-712 message>, "signature": "0x..."}`.
@@ -155,6 +177,7 @@ class RelayService:
             RelayerError: the vault error the simulation reverted with; out of funds; node unreachable.
         """
         self._ensure_resumed()
+        idempotency_key = scoped_key(key_scope, idempotency_key)
         fingerprint = request_hash("signed", body)
         existing = self._idempotent(idempotency_key, fingerprint)
         if existing is not None:
@@ -187,7 +210,12 @@ class RelayService:
         )
 
     def submit_call(
-        self, data: bytes, *, idempotency_key: str | None = None, fingerprint: str | None = None
+        self,
+        data: bytes,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
+        key_scope: str = PUBLIC_SCOPE,
     ) -> Submission:
         """Relay a vault call signed and paid by a relayer signer (e.g. acting as an approved operator).
 
@@ -196,39 +224,41 @@ class RelayService:
             RelayerError: as `submit_signed`.
         """
         self._ensure_resumed()
-        function = policy.check_call(self.vault, data, vault=self.vault)
+        idempotency_key = scoped_key(key_scope, idempotency_key)
+        policy.check_call(self.vault, data, vault=self.vault)
         fingerprint = fingerprint or request_hash("call", {"data": "0x" + data.hex()})
         existing = self._idempotent(idempotency_key, fingerprint)
         if existing is not None:
             return existing
-        kind = RecordKind.CLOSE if function == "closePosition" else RecordKind.TRIGGER
-        return self._relay_call(kind, data, self.node.head(), fingerprint, idempotency_key)
+        return self._relay_call(policy.call_kind(data), data, self.node.head(), fingerprint, idempotency_key)
 
-    def submit_raw(self, body: Mapping[str, Any], *, idempotency_key: str | None = None) -> Submission:
+    def submit_raw(
+        self, body: Mapping[str, Any], *, idempotency_key: str | None = None, key_scope: str = PUBLIC_SCOPE
+    ) -> Submission:
         """Relay a transaction the user signed (e.g. the one `/api/closeposition` returned).
 
         Body: `{"transaction": "0x<signed raw transaction>"}`.
 
         Raises:
-            DisallowedTransactionError: wrong target, function, chain id, type, or a gas limit too low.
+            DisallowedTransactionError: wrong target, function, chain id, type, a gas limit too low, or a
+                sender that cannot pay for it.
             InvalidNonceError: its nonce is already used on chain (replayed).
             RelayerError: the vault error the simulation reverted with; node unreachable.
         """
         self._ensure_resumed()
+        idempotency_key = scoped_key(key_scope, idempotency_key)
         fingerprint = request_hash("raw", body)
         existing = self._idempotent(idempotency_key, fingerprint)
         if existing is not None:
             return existing
         text = body.get("transaction", body.get("rawTransaction"))
-        if not isinstance(text, str) or not text.startswith("0x"):
-            raise InvalidFieldError("transaction", "must be the signed transaction as 0x-hex")
-        try:
-            raw = bytes.fromhex(text[2:])
-        except ValueError:
-            raise InvalidFieldError("transaction", "is not valid hex") from None
+        if not isinstance(text, str) or not _HEX_BYTES.fullmatch(text):
+            raise InvalidFieldError("transaction", "must be the signed transaction as 0x-hex (whole bytes)")
+        raw = bytes.fromhex(text[2:])
         tx = policy.decode_raw_transaction(raw)
         policy.check_raw(tx, vault=self.vault, chain_id=self.node.chain_id)
-        known = self.journal.by_hash("0x" + _keccak_hex(raw))
+        raw_hash = "0x" + keccak(raw).hex()
+        known = self.journal.by_hash(raw_hash)
         if known is not None:
             return Submission(known, False)  # the same bytes: one record, never a second transaction
         used = self.node.nonce(tx.sender, "latest")
@@ -238,6 +268,15 @@ class RelayService:
                 owner=tx.sender,
                 expected=used,
                 got=tx.nonce,
+            )
+        worst_cost_wei = tx.gas_limit * tx.max_fee_per_gas_wei + tx.value_wei
+        balance = self.node.balance(tx.sender)
+        if balance < worst_cost_wei:  # the node would refuse it; say so now, not as the relayer's problem
+            raise DisallowedTransactionError(
+                "the transaction's sender cannot pay for its gas and value",
+                sender=tx.sender,
+                balanceWei=str(balance),
+                maxCostWei=str(worst_cost_wei),
             )
         gas = self.node.estimate_gas(tx.sender, self.vault, tx.data, tx.value_wei)
         if tx.gas_limit < gas:
@@ -249,58 +288,33 @@ class RelayService:
         try:
             record = self.sender.journal_raw(tx, request_hash=fingerprint, idempotency_key=idempotency_key)
         except JournalConflict as conflict:
-            return self._after_conflict(
-                conflict, idempotency_key, fingerprint, raw_hash="0x" + _keccak_hex(raw)
-            )
+            return self._after_conflict(conflict, idempotency_key, fingerprint, raw_hash=raw_hash)
         return Submission(record, True)
 
     def typed_data_for(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The EIP-712 payload to sign for a close or set-trigger request, in human units in, chain units out.
 
-        Params: `kind` (close|trigger), `positionId`; close: `sizeDelta` (base units, default all),
-        `allowedPrice` (USD, default 0 = no bound); trigger: `isTakeProfit` (true|false), `price` (USD, 0
-        cancels), `closeBps` (1..10000); both: `deadline` (unix seconds, default latest block + request TTL),
-        `nonce` (default the owner's next vault nonce).
+        Params (see `typed_data.request_from_params`; absent or None means the default): `kind`, `positionId`,
+        the request's fields, and `deadline` (unix seconds; default latest block + request TTL) and `nonce`
+        (default the owner's next vault nonce). Everything is checked before the node is asked anything.
+
+        Raises:
+            InvalidFieldError, InvalidPriceError, InvalidCloseBpsError: a malformed or out-of-range parameter,
+                by the same rules the relay later checks the signed request with.
+            PositionNotFoundError: no position has this id.
         """
-        kind = parse_kind(params.get("kind"))
-        position_id = parse_position_id(params.get("positionId"))
-        owner = self.node.position_owner(position_id)
+        request = request_from_params(params)
+        owner = self.node.position_owner(request.position_id)
         if owner == _ZERO_ADDRESS:
-            raise PositionNotFoundError("no open position with this id", positionId="0x" + position_id.hex())
-        head = self.node.head()
-        deadline = (
-            parse_int(params["deadline"], "deadline", minimum=0, maximum=2**64)
-            if params.get("deadline") is not None
-            else head.timestamp + self.settings.request_ttl_s
-        )
-        nonce = (
-            parse_int(params["nonce"], "nonce", minimum=0, maximum=2**64)
-            if params.get("nonce") is not None
-            else self.node.request_nonce(owner)
-        )
-        request: SignedRequest
-        if kind is RecordKind.CLOSE:
-            size = params.get("sizeDelta")
-            request = CloseRequest(
-                position_id,
-                CLOSE_ALL_SIZE
-                if size in (None, "", "all")
-                else parse_fixed(size, SIZE_DECIMALS, "sizeDelta"),
-                parse_fixed(params.get("allowedPrice", 0), PRICE_DECIMALS, "allowedPrice", allow_zero=True),
-                nonce,
-                deadline,
+            raise PositionNotFoundError(
+                "no open position with this id", positionId="0x" + request.position_id.hex()
             )
-        else:
-            flag = str(params.get("isTakeProfit", "")).lower()
-            if flag not in ("true", "false"):
-                raise InvalidFieldError("isTakeProfit", "must be true or false")
-            price = parse_fixed(params.get("price"), PRICE_DECIMALS, "price", allow_zero=True)
-            close_bps = parse_int(
-                params.get("closeBps", 10_000 if price else 0), "closeBps", minimum=0, maximum=10_000
-            )
-            request = TriggerRequest(position_id, flag == "true", price, close_bps, nonce, deadline)
+        if params.get("deadline") is None:
+            request = replace(request, deadline=self.node.head().timestamp + self.settings.request_ttl_s)
+        if params.get("nonce") is None:
+            request = replace(request, nonce=self.node.request_nonce(owner))
         return {
-            "kind": kind.value,
+            "kind": request.kind.value,
             "owner": owner,
             "typedData": typed_data(request, chain_id=self.node.chain_id, vault=self.vault),
         }
@@ -328,11 +342,19 @@ class RelayService:
 
     # --- the relay pipeline -------------------------------------------------------------------------------
 
+    def find_idempotent(
+        self, idempotency_key: str | None, fingerprint: str, *, key_scope: str = PUBLIC_SCOPE
+    ) -> Submission | None:
+        """The record an earlier request with this key made, before any chain work (None: a new key).
+
+        Raises:
+            IdempotencyConflictError: the key was used with a different request.
+        """
+        return self._idempotent(scoped_key(key_scope, idempotency_key), fingerprint)
+
     def _idempotent(self, key: str | None, fingerprint: str) -> Submission | None:
         if key is None:
             return None
-        if not key or len(key) > 200:
-            raise InvalidFieldError("Idempotency-Key", "must be 1..200 characters")
         existing = self.journal.by_idempotency_key(key)
         if existing is None:
             return None
@@ -361,7 +383,7 @@ class RelayService:
         self,
         kind: RecordKind,
         data: bytes,
-        head: Head,
+        head: ChainHead,
         fingerprint: str,
         idempotency_key: str | None,
         **plan_fields: Any,
@@ -401,7 +423,7 @@ class RelayService:
             except RelayerOutOfFundsError:
                 shortfall[signer.address] = str(balance)
                 continue
-            if balance >= max_cost_wei(gas_limit, Fees(price_cap_wei, 0)):
+            if balance >= gas_limit * price_cap_wei:  # the worst case: every unit of gas at the cap
                 return signer, gas_limit
             shortfall[signer.address] = str(balance)
         raise RelayerOutOfFundsError("no relayer signer can pay for this transaction", balancesWei=shortfall)
@@ -457,7 +479,7 @@ class RelayService:
             return len(self.journal.pending())
 
     def _advance(
-        self, record: RelayRecord, head: Head, mined_nonce: dict[str, int], *, resending: bool
+        self, record: RelayRecord, head: ChainHead, mined_nonce: dict[str, int], *, resending: bool
     ) -> None:
         if record.status is TxStatus.MINED:
             self._confirm(record, head)
@@ -486,7 +508,7 @@ class RelayService:
         if resending or record.status is TxStatus.QUEUED or record.latest.broadcast_at is None:
             self.sender.broadcast(record, record.latest)
 
-    def _confirm(self, record: RelayRecord, head: Head, *, just_seen: bool = False) -> None:
+    def _confirm(self, record: RelayRecord, head: ChainHead, *, just_seen: bool = False) -> None:
         """Confirm once buried deep enough, re-reading the receipt to catch a reorg (unless it was read this
         very round, against the same head)."""
         assert record.mined is not None
@@ -509,31 +531,17 @@ class RelayService:
     def start(self) -> None:
         """Start the background loop (a daemon thread): `resume()` once (unless a request already did), then
         `tick()` every poll interval."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="relay-loop", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the loop after its current round."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
+        self._loop.stop(timeout_s)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self._resumed:
-                    self.tick()
-                else:
-                    self._ensure_resumed()
-            except RelayerError as exc:
-                log.warning("relay loop code=%s reason=%s", exc.code, exc.message)
-            except Exception:
-                log.exception("relay loop round failed; continuing")
-            self._stop.wait(self.settings.poll_interval_s)
+    def _round(self) -> None:
+        if self._resumed:
+            self.tick()
+        else:
+            self._ensure_resumed()
 
     # --- operators ----------------------------------------------------------------------------------------
 
@@ -566,9 +574,3 @@ class RelayService:
             "lowBalance": any(s.low_balance for s in signers),
             "unfinished": len(self.journal.pending()),
         }
-
-
-def _keccak_hex(data: bytes) -> str:
-    from eth_utils.crypto import keccak
-
-    return bytes(keccak(data)).hex()

@@ -80,10 +80,25 @@ class AttemptKind(StrEnum):
 
 
 class RecordKind(StrEnum):
-    """What was relayed: a signed close or trigger request (our signer pays) or a user-signed raw tx."""
+    """What a record relays (its `kind`; the journal keeps the value as text: a new kind needs no migration).
+
+    The relayer signs and pays for every kind but `raw`:
+
+    - `close`: closes size (`closePosition`, or a signed `closePositionWithSig`).
+    - `trigger`: sets or cancels a take-profit / stop-loss (`setTakeProfit`, `setStopLoss`, or a signed
+      `setTriggerWithSig`).
+    - `execute`: executes a crossed order (`executeTrigger`, the keeper's calls).
+    - `open`: opens a position (`openPosition`).
+    - `multicall`: one `multicall` of calls of different kinds (e.g. a partial close that also sets orders); a
+      multicall whose calls are all of one kind is of that kind.
+    - `raw`: a transaction the user signed; the relayer only broadcasts and tracks it.
+    """
 
     CLOSE = "close"
     TRIGGER = "trigger"
+    EXECUTE = "execute"
+    OPEN = "open"
+    MULTICALL = "multicall"
     RAW = "raw"
 
     @property

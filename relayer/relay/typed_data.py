@@ -9,6 +9,8 @@ accepts is one the vault accepts, and a bad one is refused before any gas is spe
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,22 +19,39 @@ from eth_account.messages import encode_typed_data
 from eth_utils.address import to_checksum_address
 
 from relayer import calldata
-from relayer.constants import BPS_DENOMINATOR, EIP712_NAME, EIP712_VERSION, UINT256_MAX
+from relayer.close_request import (
+    check_trigger_price_e8,
+    parse_close_bps,
+    parse_position_id,
+    parse_trigger_price,
+)
+from relayer.constants import (
+    CLOSE_ALL_SIZE,
+    EIP712_NAME,
+    EIP712_VERSION,
+    PRICE_DECIMALS,
+    SIZE_DECIMALS,
+    UINT256_MAX,
+)
 from relayer.errors import (
     ExpiredRequestError,
-    InvalidCloseBpsError,
     InvalidFieldError,
     InvalidNonceError,
     InvalidSignatureError,
 )
 from relayer.relay.status import RecordKind
-from relayer.units import parse_int
+from relayer.units import parse_fixed, parse_int
+
+MAX_REQUEST_NONCE = 2**64
+"""Bound on a `nonce` or `deadline` asked for in `GET /api/relay/typed-data` (the vault's are far below)."""
 
 SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 """Largest canonical (low-s) signature `s` (EIP-2); the vault rejects anything above it."""
 
 SIGNATURE_LENGTH = 65
 """`r || s || v`, as the vault's `_recover` requires."""
+
+_SIGNATURE_HEX = re.compile(rf"0x[0-9a-fA-F]{{{2 * SIGNATURE_LENGTH}}}", re.ASCII)
 
 _DOMAIN_TYPE = [
     {"name": "name", "type": "string"},
@@ -149,13 +168,42 @@ def parse_kind(value: object) -> RecordKind:
     raise InvalidFieldError("kind", "must be 'close' or 'trigger'")
 
 
-def parse_position_id(value: object, field: str = "positionId") -> bytes:
-    if not isinstance(value, str) or not value.startswith("0x") or len(value) != 66:
-        raise InvalidFieldError(field, "must be a 0x-prefixed 32-byte hex string")
-    try:
-        return bytes.fromhex(value[2:])
-    except ValueError:
-        raise InvalidFieldError(field, "must be a 0x-prefixed 32-byte hex string") from None
+def request_from_params(params: Mapping[str, Any]) -> SignedRequest:
+    """An unsigned request from `GET /api/relay/typed-data`'s parameters, in human units.
+
+    `kind` (close|trigger), `positionId`; close: `sizeDelta` (base units; absent: close all), `allowedPrice`
+    (USD; absent: 0 = no bound); trigger: `isTakeProfit` (true|false), `price` (USD, 0 cancels), `closeBps`
+    (1..10000 when setting, absent when cancelling); both: `deadline`, `nonce` (absent: 0 here, for the
+    caller to fill from the chain). Absent means missing or None; an empty string is a (malformed) value,
+    never "all".
+
+    Raises:
+        InvalidFieldError, InvalidPriceError, InvalidCloseBpsError: by `relayer.close_request`'s rules, so a
+            payload this returns is one `check_request` accepts once signed.
+    """
+    given = {name: value for name, value in params.items() if value is not None}
+    kind = parse_kind(given.get("kind"))
+    position_id = parse_position_id(given.get("positionId"))
+    nonce = parse_int(given.get("nonce", 0), "nonce", minimum=0, maximum=MAX_REQUEST_NONCE)
+    deadline = parse_int(given.get("deadline", 0), "deadline", minimum=0, maximum=MAX_REQUEST_NONCE)
+    if kind is RecordKind.CLOSE:
+        size_delta = (
+            parse_fixed(given["sizeDelta"], SIZE_DECIMALS, "sizeDelta")
+            if "sizeDelta" in given
+            else CLOSE_ALL_SIZE
+        )
+        allowed_price_e8 = parse_fixed(
+            given.get("allowedPrice", 0), PRICE_DECIMALS, "allowedPrice", allow_zero=True
+        )
+        return CloseRequest(position_id, size_delta, allowed_price_e8, nonce, deadline)
+    flag = given.get("isTakeProfit")
+    if not isinstance(flag, str | bool) or str(flag).lower() not in ("true", "false"):
+        raise InvalidFieldError("isTakeProfit", "must be true or false")
+    if "price" not in given:
+        raise InvalidFieldError("price", "is required (USD; 0 cancels the order)")
+    price_e8 = parse_trigger_price(given["price"], "price")
+    close_bps = parse_close_bps(given.get("closeBps"), "closeBps", cancelling=price_e8 == 0)
+    return TriggerRequest(position_id, str(flag).lower() == "true", price_e8, close_bps, nonce, deadline)
 
 
 def _uint(fields: dict[str, Any], name: str, prefix: str, maximum: int = UINT256_MAX) -> int:
@@ -201,14 +249,11 @@ def parse_signature(value: object) -> bytes:
     Raises:
         InvalidSignatureError: for anything the vault's `_recover` would reject by shape.
     """
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise InvalidSignatureError("signature must be 0x-prefixed hex", field="signature")
-    try:
-        signature = bytes.fromhex(value[2:])
-    except ValueError:
-        raise InvalidSignatureError("signature is not valid hex", field="signature") from None
-    if len(signature) != SIGNATURE_LENGTH:
-        raise InvalidSignatureError("signature must be 65 bytes (r || s || v)", field="signature")
+    if not isinstance(value, str) or not _SIGNATURE_HEX.fullmatch(value):
+        raise InvalidSignatureError(
+            "signature must be 65 bytes (r || s || v) as 0x followed by 130 hex digits", field="signature"
+        )
+    signature = bytes.fromhex(value[2:])
     if int.from_bytes(signature[32:64], "big") > SECP256K1_HALF_N or signature[64] not in (27, 28):
         raise InvalidSignatureError(
             "signature is malleable (high s) or has a v other than 27/28", field="signature"
@@ -235,10 +280,13 @@ def check_request(
     chain_id: int,
     vault: str,
 ) -> None:
-    """The vault's checks, off-chain: deadline against the latest block time, nonce, signer = owner.
+    """The vault's checks, off-chain: deadline against the latest block time, nonce, signer = owner, and a
+    set-trigger's price and close share (`relayer.close_request`'s rules; the vault ignores the share of a
+    cancel, so it is not checked then).
 
     Raises:
-        ExpiredRequestError, InvalidNonceError, InvalidSignatureError, InvalidCloseBpsError.
+        ExpiredRequestError, InvalidNonceError, InvalidSignatureError: as the vault would revert.
+        InvalidPriceError, InvalidCloseBpsError: a set-trigger the vault would refuse.
     """
     if now_s > request.deadline:
         raise ExpiredRequestError(
@@ -256,11 +304,7 @@ def check_request(
         raise InvalidSignatureError(
             "the request was not signed by the position's owner for this chain and vault"
         )
-    if (
-        isinstance(request, TriggerRequest)
-        and request.price_e8 != 0
-        and not 1 <= request.close_bps <= BPS_DENOMINATOR
-    ):
-        raise InvalidCloseBpsError(
-            "close percentage must be 1..10000 basis points", closeBps=request.close_bps
-        )
+    if isinstance(request, TriggerRequest):
+        check_trigger_price_e8(request.price_e8, "request.price")
+        if request.price_e8 != 0:
+            parse_close_bps(request.close_bps, "request.closeBps", cancelling=False)

@@ -42,7 +42,7 @@ def test_list_tools_describes_all_seven_with_an_api_key_parameter(trading: Tradi
         assert "api_key" in tool.input_schema["required"], tool.name
     partial = tools["partial_close"].input_schema["properties"]
     assert partial["exit_pct"]["default"] == 50
-    assert (partial["exit_pct"]["minimum"], partial["exit_pct"]["maximum"]) == (1, 100)
+    assert "1-100" in partial["exit_pct"]["description"]  # documented; enforced by the service
     assert tools["partial_close"].input_schema["required"] == ["symbol", "api_key"]
 
 
@@ -202,6 +202,9 @@ def test_invalid_arguments_are_tool_errors_and_send_nothing(
     out_of_range = trading.mcp("partial_close", {"symbol": "BTCUSDT", "exit_pct": 101, "api_key": key})
     wrong_side = trading.mcp("partial_close", {"symbol": "BTCUSDT", "side": "sideways", "api_key": key})
 
-    assert out_of_range.is_error
+    # Bounds are checked by the service, not repeated in the tool schema: the agent gets the REST error JSON.
+    rest = trading.post("/api/partialclose", {"symbol": "BTCUSDT", "exit_pct": 101}, key)
+    assert tool_error(out_of_range) == rest.json()["error"]
+    assert tool_error(out_of_range)["details"]["field"] == "exit_pct"
     assert tool_error(wrong_side)["code"] == "invalid_field"
     assert trading.relay.journal.all() == []

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from relayer import calldata
 from relayer.chain import Chain
 from relayer.deploy import Deployment
-from relayer.relay.service import RelayService
+from relayer.relay.service import KEEPER_SCOPE, RelayService
 from relayer.transact import build_transaction
 from relayer.vault import VaultReader
 from tests.conftest import units, usd
@@ -263,3 +263,36 @@ def test_out_of_funds_signer_is_refused_and_reported(
     assert _error(response) == (503, "relayer_out_of_funds")
     assert service.list() == []
     assert service.health()["lowBalance"] is True
+
+
+def test_idempotency_keys_are_scoped_so_a_client_cannot_squat_the_keepers(
+    accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    client: TestClient,
+    service: RelayService,
+    signed_body: Callable[..., dict[str, Any]],
+) -> None:
+    positions = [open_position(owner=accounts[n]) for n in (1, 2, 3)]
+    bodies = [signed_body(accounts[n], pid) for n, pid in zip((1, 2, 3), positions, strict=True)]
+    keeper_key = "0x" + positions[0].hex()  # what the keeper would name an order by
+    squatted = f"{KEEPER_SCOPE}:{keeper_key}"  # the journal key the keeper's submission ends up under
+
+    # A public client takes both the bare key and the keeper's full journal key...
+    for body, key in ((bodies[0], keeper_key), (bodies[1], squatted)):
+        response = client.post("/api/relay/signed", json=body, headers={"Idempotency-Key": key})
+        assert response.status_code == 202, response.text
+    # ...and still blocks nothing: the keeper-scoped submission with that key is a new record.
+    keeper = service.submit_signed(bodies[2], idempotency_key=keeper_key, key_scope=KEEPER_SCOPE)
+    assert keeper.created
+    settle(service)
+    ids = {record.id for record in service.list()}
+    assert len(ids) == 3
+    assert service.journal.by_idempotency_key(squatted) == service.get(keeper.record.id)
+
+    # The same key in the same scope still deduplicates, in both scopes.
+    again = client.post("/api/relay/signed", json=bodies[0], headers={"Idempotency-Key": keeper_key})
+    assert again.status_code == 200
+    assert again.json()["id"] != keeper.record.id
+    repeat = service.submit_signed(bodies[2], idempotency_key=keeper_key, key_scope=KEEPER_SCOPE)
+    assert (repeat.created, repeat.record.id) == (False, keeper.record.id)
+    assert {record.id for record in service.list()} == ids

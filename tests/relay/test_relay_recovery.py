@@ -15,7 +15,13 @@ from web3.types import RPCEndpoint, TxReceipt
 
 from relayer import calldata
 from relayer.chain import Chain, rpc_chain
-from relayer.errors import InvalidNonceError
+from relayer.errors import (
+    ChainUnavailableError,
+    FeeCapReachedError,
+    InvalidNonceError,
+    RequestExpiredBeforeSendError,
+    restore_error,
+)
 from relayer.relay.sender import SenderHooks
 from relayer.relay.service import RelayService
 from relayer.relay.status import AttemptKind, TxStatus
@@ -145,7 +151,7 @@ def test_fee_cap_stops_bumping_but_not_the_queue(
         stuck = service.get(record.id)
         assert len(stuck.attempts) == 1
         assert stuck.error is not None
-        assert stuck.error["code"] == "fee_cap_reached"
+        assert isinstance(restore_error(stuck.error), FeeCapReachedError)  # a note: the record waits
         mine(chain)
     settle(service)
     assert service.get(record.id).status == TxStatus.CONFIRMED
@@ -177,7 +183,7 @@ def test_expired_request_frees_its_nonce_with_a_noop(
     final = service.get(record.id)
     assert final.status == TxStatus.EXPIRED
     assert final.error is not None
-    assert final.error["code"] == "request_expired_before_send"
+    assert isinstance(restore_error(final.error), RequestExpiredBeforeSendError)
     assert final.mined is not None
     assert final.mined.tx_hash == noop.tx_hash
     assert nonce_of(chain, final.sender) == final.nonce + 1  # the nonce is used: no gap
@@ -274,7 +280,12 @@ def test_node_down_and_back(
         # Journaled; the broadcast met a dead node and is left to the background loop.
         assert record.status == TxStatus.QUEUED
         assert record.error is not None
-        assert record.error["code"] == "node_unavailable"
+        noted = restore_error(record.error)
+        assert (type(noted), noted.http_status, noted.details["nodeKind"]) == (
+            ChainUnavailableError,
+            503,
+            "unavailable",
+        )
 
         refused = http_client(service).post(
             "/api/relay/signed", json={"kind": "close", "request": {}, "signature": "0x"}

@@ -16,10 +16,18 @@ from relayer import calldata
 from relayer.errors import ConfigurationError, DisallowedTransactionError, FeeCapExceededError
 from relayer.fees import Fees
 from relayer.relay.config import RelaySettings
-from relayer.relay.journal import SCHEMA_VERSION, Journal, JournalConflict
+from relayer.relay.journal import SCHEMA_VERSION, Journal, JournalConflict, open_journal
 from relayer.relay.node_errors import Kind, classify
 from relayer.relay.nonces import next_nonce
-from relayer.relay.policy import bump_fees, cap_fees, check_call, decode_raw_transaction
+from relayer.relay.policy import (
+    FUNCTION_KINDS,
+    POSITION_FUNCTIONS,
+    bump_fees,
+    call_kind,
+    cap_fees,
+    check_call,
+    decode_raw_transaction,
+)
 from relayer.relay.records import Attempt, RelayRecord
 from relayer.relay.signers import Signer, SignerPool, load_signers
 from relayer.relay.status import ALLOWED, FINAL, AttemptKind, RecordKind, TxStatus, can_transition
@@ -190,6 +198,69 @@ def test_settings_from_env() -> None:
         RelaySettings.from_env({"RELAYER_RELAY_CONFIRMATIONS": "three"})
     with pytest.raises(ConfigurationError):
         RelaySettings(fee_bump_bps=500)
+
+
+def test_every_setting_has_its_variable_and_empty_means_unset() -> None:
+    names = list(RelaySettings.__dataclass_fields__)
+    empty = {f"RELAYER_RELAY_{name.upper()}": "" for name in names}
+    assert RelaySettings.from_env(empty) == RelaySettings()  # as in the app's `Settings.load`
+    custom = RelaySettings(
+        journal_path=Path("/tmp/other.sqlite3"),
+        confirmations=2,
+        replace_after_s=5,
+        fee_bump_bps=2_000,
+        max_fee_per_gas_wei=7,
+        min_signer_balance_wei=8,
+        poll_interval_s=0.25,
+        broadcast_retries=4,
+        retry_backoff_s=0.5,
+        request_ttl_s=60,
+    )
+    env = {f"RELAYER_RELAY_{name.upper()}": str(getattr(custom, name)) for name in names}
+    assert RelaySettings.from_env(env) == custom
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"poll_interval_s": 0},  # the loop would spin
+        {"poll_interval_s": -1},
+        {"poll_interval_s": float("nan")},
+        {"request_ttl_s": 0},  # typed data would expire as it is handed out
+        {"retry_backoff_s": -0.1},
+    ],
+)
+def test_settings_refuse_intervals_that_break_the_loop(bad: dict[str, float]) -> None:
+    with pytest.raises(ConfigurationError):
+        RelaySettings(**bad)  # type: ignore[arg-type]
+    name, value = next(iter(bad.items()))
+    with pytest.raises(ConfigurationError):
+        RelaySettings.from_env({f"RELAYER_RELAY_{name.upper()}": str(value)})
+
+
+def test_every_position_function_has_a_record_kind() -> None:
+    assert set(FUNCTION_KINDS) | {"multicall"} == POSITION_FUNCTIONS
+    pid = b"\x01" * 32
+    close = calldata.close_position(pid, 1, 0)
+    take_profit = calldata.encode_call("setTakeProfit", pid, 10**8, 10_000)
+    stop_loss = calldata.encode_call("setStopLoss", pid, 10**8, 10_000)
+    execute = calldata.encode_call("executeTrigger", pid)
+    assert [call_kind(data) for data in (close, take_profit, execute)] == [
+        RecordKind.CLOSE,
+        RecordKind.TRIGGER,
+        RecordKind.EXECUTE,
+    ]
+    assert call_kind(calldata.encode_call("multicall", [take_profit, stop_loss])) is RecordKind.TRIGGER
+    assert call_kind(calldata.encode_call("multicall", [close, take_profit])) is RecordKind.MULTICALL
+
+
+def test_operator_commands_open_only_an_existing_journal_unless_they_create(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    with pytest.raises(ConfigurationError, match="no relay journal"):
+        open_journal(str(path), create=False)
+    assert not path.exists()  # a reader never leaves an empty journal behind
+    open_journal(str(path), create=True).close()
+    open_journal(str(path), create=False).close()
 
 
 def _record(record_id: str, nonce: int, *, key: str | None = None, owner: str | None = None) -> RelayRecord:

@@ -5,13 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from eth_account.signers.local import LocalAccount
 
+from relayer import calldata
+from relayer.chain import Chain
+from relayer.deploy import Deployment
 from relayer.keeper import Keeper
+from relayer.markets import symbol_to_bytes32
 from relayer.positions import TriggerOrder
+from relayer.transact import build_transaction
 from relayer.vault import VaultReader
 from tests.conftest import units, usd
-from tests.trading.conftest import Mining, Trading
+from tests.trading.conftest import Mining, Trading, set_automine
 
 
 def _executed(vault: VaultReader, from_block: int) -> list[dict[str, Any]]:
@@ -122,5 +128,59 @@ def test_keeper_restarted_mid_way_still_executes_each_order_once(
     assert vault.position(long_id).size == units("0.5")
     assert vault.position(short_id).size == 0
     assert after.keeper.tick() == fresh.tick() == []
-    assert len([r for r in after.relay.journal.all() if r.kind.value == "trigger"]) == 4  # 2 set + 2 executed
+    kinds = sorted(r.kind.value for r in after.relay.journal.all())
+    assert kinds == ["execute", "execute", "trigger", "trigger"]  # 2 orders set, 2 executed, nothing more
     assert usd("97000") == vault.price("BTCUSDT").price_e8
+
+
+@pytest.mark.only_backend(
+    "anvil"
+)  # needs a node that simulates at `latest` while a price move waits in the pool
+def test_an_execution_that_reverted_on_chain_does_not_use_the_order_up(
+    trading: Trading,
+    vault: VaultReader,
+    open_position: Callable[..., bytes],
+    set_market_price: Callable[[str, str], None],
+    accounts: list[LocalAccount],
+    deployer: LocalAccount,
+    deployment: Deployment,
+    chain: Chain,
+    mining: Mining,
+) -> None:
+    start = vault.w3.eth.block_number
+    short_id = open_position(market="BTCUSDT", is_long=False, size="0.5", owner=accounts[2])
+    sl = trading.post(
+        "/api/trade/stoploss",
+        {"positionId": "0x" + short_id.hex(), "price": "97000"},
+        trading.key(accounts[2]),
+    )
+    assert sl.status_code == 200, sl.text
+    set_market_price("BTCUSDT", "97000")  # crossed
+
+    mining.stop()
+    # The price goes back below the stop in the pool first; the keeper simulates at `latest` (still crossed)
+    # and its executeTrigger lands after the price move in the same block, where it reverts.
+    back = build_transaction(
+        chain.w3,
+        deployer.address,
+        deployment.address,
+        calldata.encode_call("setPrice", symbol_to_bytes32("BTCUSDT"), usd("96900")),
+    )
+    chain.w3.eth.send_raw_transaction(deployer.sign_transaction(back).raw_transaction)
+    (failed,) = trading.keeper.tick()
+    mining.mine()
+    set_automine(chain, True)
+    trading.settle()
+    assert trading.relay.get(failed.record_id).status.value == "failed"
+    assert vault.position(short_id).stop_loss.active  # the order is still there
+    assert trading.keeper.tick() == []  # not crossed any more
+
+    set_market_price("BTCUSDT", "97000")
+    (retried,) = trading.keeper.tick()
+    trading.settle()
+    assert retried.created
+    assert retried.record_id != failed.record_id
+    assert trading.relay.get(retried.record_id).status.value == "confirmed"
+    assert [bytes(e["positionId"]) for e in _executed(vault, start)] == [short_id]  # executed exactly once
+    assert vault.position(short_id).size == 0
+    assert trading.keeper.tick() == []

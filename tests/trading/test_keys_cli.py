@@ -105,7 +105,7 @@ def test_list_without_a_journal_fails_and_creates_nothing(
     missing = tmp_path / "nowhere.sqlite3"
 
     assert main(["keys", "list", "--journal", str(missing)]) != 0
-    assert "no journal" in capsys.readouterr().err
+    assert "no relay journal" in capsys.readouterr().err
     assert not missing.exists()
 
 

@@ -127,6 +127,33 @@ def test_trigger_close_pct_out_of_range_is_422(
     assert response.json()["error"]["details"]["field"] == "close_pct"
 
 
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        ({"price": "0", "close_pct": 50}, "invalid_field", "close_pct"),  # a share of a cancelled order
+        ({"price": "51922968585348276285304963.29220096"}, "invalid_price", "price"),  # 2**112 units
+        ({"price": "99000.000000001"}, "invalid_field", "price"),  # more precise than 8 decimals
+    ],
+)
+def test_trigger_price_rules_are_the_close_requests(
+    trading: Trading,
+    open_position: Callable[..., bytes],
+    accounts: list[LocalAccount],
+    body: dict[str, object],
+    code: str,
+    field: str,
+) -> None:
+    position_id = open_position(owner=accounts[1])
+
+    response = trading.post(
+        "/api/trade/takeprofit", {"positionId": _pid(position_id), **body}, trading.key(accounts[1])
+    )
+
+    assert response.status_code == 422, response.text
+    assert (response.json()["error"]["code"], response.json()["error"]["details"]["field"]) == (code, field)
+    assert trading.relay.journal.all() == []
+
+
 def test_move_to_breakeven_in_profit_and_not(
     trading: Trading,
     vault: VaultReader,

@@ -11,7 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relayer import close_request
-from relayer.close_request import CloseAction, CloseRequest, TriggerUpdate, parse_close_request, parse_owner
+from relayer.close_request import (
+    CloseAction,
+    CloseRequest,
+    TriggerUpdate,
+    check_trigger_price_e8,
+    parse_close_bps,
+    parse_close_request,
+    parse_owner,
+    parse_trigger_price,
+)
 from relayer.constants import MAX_TRIGGER_PRICE_E8, UINT256_MAX
 from relayer.errors import InvalidCloseBpsError, InvalidFieldError, InvalidPriceError, RelayerError
 from relayer.units import format_fixed
@@ -103,7 +112,18 @@ def test_position_id_is_required() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["0x1234", "ab" * 32, "0x" + "zz" * 32, 7, True, ["0x" + "ab" * 32], "0x" + "ab" * 33]
+    "bad",
+    [
+        "0x1234",
+        "ab" * 32,
+        "0x" + "zz" * 32,
+        7,
+        True,
+        ["0x" + "ab" * 32],
+        "0x" + "ab" * 33,
+        "0x" + "ab" * 32 + "\n",  # `$` would match before it
+        "0x" + "ab" * 31 + " \t",  # `bytes.fromhex` would skip it: a 31-byte id
+    ],
 )
 def test_malformed_position_ids(bad: Any) -> None:
     rejected(InvalidFieldError, "positionId", positionId=bad)
@@ -211,6 +231,50 @@ def test_owner_addresses_are_checksummed_and_checked() -> None:
     assert parse_owner(checksummed) == checksummed
     with pytest.raises(InvalidFieldError, match="checksum"):
         parse_owner(checksummed.replace("B", "b", 1))
-    for bad in ["0x1234", "2B5AD5c4795c026514f8317c7a215E218DcCD6cF", 5, None]:
+    for bad in ["0x1234", "2B5AD5c4795c026514f8317c7a215E218DcCD6cF", 5, None, checksummed.lower() + "\n"]:
         with pytest.raises(InvalidFieldError):
             parse_owner(bad)
+
+
+# --- the trigger rules every face shares --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bps", [1, 2500, "10000", Decimal("7.0")])
+def test_parse_close_bps_sets_an_order_with_a_whole_share(bps: Any) -> None:
+    assert parse_close_bps(bps, "closeBps", cancelling=False) == int(bps)
+
+
+@pytest.mark.parametrize(
+    ("bps", "cancelling", "error"),
+    [
+        (0, False, InvalidCloseBpsError),
+        (10_001, False, InvalidCloseBpsError),
+        (None, False, InvalidFieldError),  # setting needs a share
+        ("1.5", False, InvalidFieldError),
+        ("", False, InvalidFieldError),
+        (5000, True, InvalidFieldError),  # a cancel takes none
+        (0, True, InvalidFieldError),
+    ],
+)
+def test_parse_close_bps_refusals(bps: Any, cancelling: bool, error: type[RelayerError]) -> None:
+    with pytest.raises(error) as raised:
+        parse_close_bps(bps, "closeBps", cancelling=cancelling)
+    assert raised.value.details["field"] == "closeBps"
+    assert raised.value.http_status == 422
+
+
+def test_a_cancel_has_no_share() -> None:
+    assert parse_close_bps(None, "closeBps", cancelling=True) == 0
+
+
+def test_trigger_price_bounds() -> None:
+    assert parse_trigger_price("0", "price") == 0
+    assert parse_trigger_price(format_fixed(MAX_TRIGGER_PRICE_E8, 8), "price") == MAX_TRIGGER_PRICE_E8
+    assert check_trigger_price_e8(MAX_TRIGGER_PRICE_E8, "price") == MAX_TRIGGER_PRICE_E8
+    with pytest.raises(InvalidPriceError):
+        parse_trigger_price(format_fixed(MAX_TRIGGER_PRICE_E8 + 1, 8), "price")
+    with pytest.raises(InvalidPriceError):
+        check_trigger_price_e8(MAX_TRIGGER_PRICE_E8 + 1, "request.price")
+    for bad in ("-1", "", "1.000000001", None):
+        with pytest.raises(InvalidFieldError):
+            parse_trigger_price(bad, "price")

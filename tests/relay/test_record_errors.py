@@ -1,0 +1,214 @@
+"""Every error the sender writes on a record is a real `RelayerError`'s `to_dict()`: `restore_error` gives a
+client back the same class, code and HTTP status (never a 500 `internal_error` for an unknown code), with the
+node's own code and message kept in `details`.
+
+The sender runs on a real journal in `tmp_path` against a scripted node (no chain): each test makes the node
+answer one way and reads back what the record keeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from relayer import calldata
+from relayer.blocks import ChainHead
+from relayer.chain import Chain
+from relayer.deploy import Deployment
+from relayer.errors import (
+    ChainUnavailableError,
+    ExecutionRevertedError,
+    FeeCapReachedError,
+    NodeDeferredError,
+    NodeRejectedError,
+    NonceUsedElsewhereError,
+    RelayerError,
+    RelayerOutOfFundsError,
+    restore_error,
+)
+from relayer.fees import Fees
+from relayer.relay.config import RelaySettings
+from relayer.relay.journal import Journal
+from relayer.relay.node import RelayNode
+from relayer.relay.nonces import NonceAllocator
+from relayer.relay.records import Attempt, RelayRecord
+from relayer.relay.sender import Sender
+from relayer.relay.signers import Signer, SignerPool
+from relayer.relay.status import AttemptKind, RecordKind, TxStatus
+from tests.relay.test_units import RpcError, ValidationError
+
+SIGNER = Signer(Account.from_key("0x" + "22" * 32))
+VAULT = Account.from_key("0x" + "44" * 32).address
+
+
+class ScriptedNode:
+    """The few `RelayNode` calls the sender makes, answering as a test scripts them."""
+
+    chain_id = 1
+
+    def __init__(self, refusals: list[BaseException] | None = None, latest_nonce: int = 0) -> None:
+        self.refusals = list(refusals or [])
+        self.latest_nonce = latest_nonce
+
+    def send_raw(self, raw_tx: bytes) -> None:
+        if self.refusals:
+            raise self.refusals.pop(0)
+
+    def receipt(self, tx_hash: str) -> None:
+        return None
+
+    def nonce(self, address: str, block: str = "pending") -> int:
+        return self.latest_nonce
+
+    def head(self) -> ChainHead:
+        return ChainHead(number=1, timestamp=1, base_fee_wei=10)
+
+    def fees(self, head: ChainHead) -> Fees:
+        return Fees(30, 2)
+
+
+def _record(kind: RecordKind, sender: str = SIGNER.address) -> RelayRecord:
+    attempt = Attempt("0x" + "ab" * 32, 0, AttemptKind.ORIGINAL, b"\x02raw", 30, 2, 1.0)
+    return RelayRecord(
+        id="r1",
+        kind=kind,
+        status=TxStatus.QUEUED,
+        request_hash="h",
+        sender=sender,
+        nonce=0,
+        chain_id=1,
+        to=VAULT,
+        data=b"\x01",
+        value_wei=0,
+        gas_limit=100_000,
+        created_at=1.0,
+        updated_at=1.0,
+        attempts=(attempt,),
+    )
+
+
+@pytest.fixture
+def make_sender(tmp_path: Path) -> Callable[..., tuple[Sender, Journal]]:
+    journals: list[Journal] = []
+
+    def _make(node: ScriptedNode, record: RelayRecord, **settings: Any) -> tuple[Sender, Journal]:
+        journal = Journal(tmp_path / f"journal-{len(journals)}.sqlite3")
+        journals.append(journal)
+        with journal.write() as writer:
+            writer.insert(record)
+        relay_settings = RelaySettings(journal_path=tmp_path / "unused", retry_backoff_s=0.0, **settings)
+        sender = Sender(
+            journal,
+            node,  # type: ignore[arg-type]
+            SignerPool([SIGNER]),
+            NonceAllocator(),
+            relay_settings,
+            clock=lambda: 2.0,
+        )
+        return sender, journal
+
+    yield _make
+    for journal in journals:
+        journal.close()
+
+
+def _restored(journal: Journal) -> RelayerError:
+    record = journal.get("r1")
+    assert record is not None
+    assert record.error is not None
+    assert set(record.error) == {"code", "message", "details"}  # the `to_dict()` shape, nothing flat
+    return restore_error(record.error)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "expected", "status", "node_code"),
+    [
+        (ConnectionError("refused"), ChainUnavailableError, 503, None),
+        (RpcError(-32000, "replacement transaction underpriced"), NodeDeferredError, 503, -32000),
+        (ValidationError("Invalid transaction nonce: Expected 4, but got 6"), NodeDeferredError, 503, None),
+        (RpcError(-32003, "insufficient funds for gas * price + value"), RelayerOutOfFundsError, 503, -32003),
+    ],
+)
+def test_transient_refusals_note_a_restorable_error_and_keep_the_record_pending(
+    make_sender: Callable[..., tuple[Sender, Journal]],
+    refusal: Exception,
+    expected: type[RelayerError],
+    status: int,
+    node_code: int | None,
+) -> None:
+    record = _record(RecordKind.CLOSE)
+    sender, journal = make_sender(ScriptedNode([refusal] * 3), record)
+    sender.broadcast(record, record.latest)
+    error = _restored(journal)
+    assert (type(error), error.code, error.http_status, error.retryable) == (
+        expected,
+        expected.code,
+        status,
+        True,
+    )
+    assert error.details["nodeCode"] == node_code
+    assert error.details["nodeMessage"]
+    fresh = journal.get("r1")
+    assert fresh is not None
+    assert fresh.status is TxStatus.QUEUED  # a note: the loop re-sends, bumps or fills it
+
+
+@pytest.mark.parametrize("kind", [RecordKind.CLOSE, RecordKind.RAW])
+def test_a_permanent_refusal_fails_the_record_as_node_rejected(
+    make_sender: Callable[..., tuple[Sender, Journal]], kind: RecordKind
+) -> None:
+    record = _record(kind)
+    refusal = RpcError(-32000, "intrinsic gas too low")
+    sender, journal = make_sender(ScriptedNode([refusal]), record)
+    sender.broadcast(record, record.latest)
+    after = journal.get("r1")
+    assert after is not None
+    if kind is RecordKind.CLOSE:  # ours: its nonce is filled by a no-op, then the record ends failed
+        assert (after.latest.kind, after.noop_outcome) == (AttemptKind.NOOP, TxStatus.FAILED)
+    else:
+        assert after.status is TxStatus.FAILED
+    error = _restored(journal)
+    assert (type(error), error.code, error.http_status) == (NodeRejectedError, "node_rejected", 502)
+    assert (error.details["nodeCode"], error.details["nodeMessage"]) == (-32000, "intrinsic gas too low")
+
+
+def test_a_nonce_used_by_a_stranger_ends_replaced_with_a_restorable_error(
+    make_sender: Callable[..., tuple[Sender, Journal]],
+) -> None:
+    record = _record(RecordKind.RAW, sender=Account.from_key("0x" + "33" * 32).address)
+    sender, journal = make_sender(ScriptedNode(latest_nonce=1), record)
+    sender.settle_used_nonce(record)
+    assert journal.get("r1").status is TxStatus.REPLACED  # type: ignore[union-attr]
+    error = _restored(journal)
+    assert (type(error), error.code, error.http_status, error.retryable) == (
+        NonceUsedElsewhereError,
+        "nonce_used_elsewhere",
+        409,
+        True,
+    )
+
+
+def test_the_fee_cap_note_is_a_restorable_error(
+    make_sender: Callable[..., tuple[Sender, Journal]],
+) -> None:
+    record = _record(RecordKind.CLOSE)
+    sender, journal = make_sender(ScriptedNode(), record, max_fee_per_gas_wei=30)  # the attempt is at the cap
+    assert sender.replace(record) is False
+    error = _restored(journal)
+    assert (type(error), error.code, error.http_status) == (FeeCapReachedError, "fee_cap_reached", 503)
+    assert journal.get("r1").status is TxStatus.QUEUED  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
+def test_a_revert_the_replay_does_not_reproduce_is_an_execution_reverted_error(
+    chain: Chain, deployment: Deployment
+) -> None:
+    node = RelayNode(chain, deployment.address)
+    succeeding = calldata.encode_call("markets")
+    reason = node.revert_reason(deployment.address, deployment.address, succeeding, 100_000, 1)
+    error = restore_error(reason)
+    assert (type(error), error.code, error.http_status) == (ExecutionRevertedError, "execution_reverted", 422)
