@@ -32,8 +32,6 @@ from relayer.constants import (
     ETH_DECIMALS,
     GAS_LIMIT_MARGIN_BPS,
     PNL_DECIMALS,
-    PRICE_DECIMALS,
-    SIZE_DECIMALS,
 )
 from relayer.errors import (
     InvalidFieldError,
@@ -51,23 +49,16 @@ from relayer.positions import (
     TriggerOrder,
     price_within_bound,
     realized_pnl_e8,
+    side_name,
     trigger_on_valid_side,
 )
-from relayer.units import format_fixed
+from relayer.units import format_fixed, size_text, usd_text
 
 _NO_ORDER = TriggerOrder(0, 0)
 
 
-def _price(value_e8: int) -> str:
-    return format_fixed(value_e8, PRICE_DECIMALS)
-
-
-def _size(value: int) -> str:
-    return format_fixed(value, SIZE_DECIMALS)
-
-
 def _order(order: TriggerOrder) -> dict[str, Any] | None:
-    return {"price": _price(order.price_e8), "closePercent": order.close_bps} if order.active else None
+    return {"price": usd_text(order.price_e8), "closePercent": order.close_bps} if order.active else None
 
 
 # --- results ------------------------------------------------------------------------------------------------
@@ -110,14 +101,14 @@ class ClosePreview:
             "positionId": "0x" + p.position_id.hex(),
             "owner": p.owner,
             "market": p.market,
-            "side": "long" if p.is_long else "short",
-            "entryPrice": _price(p.entry_price_e8),
-            "currentPrice": _price(self.current_price_e8),
+            "side": side_name(p.is_long),
+            "entryPrice": usd_text(p.entry_price_e8),
+            "currentPrice": usd_text(self.current_price_e8),
             "priceUpdatedAt": self.price_updated_at,
-            "allowedPrice": _price(self.allowed_price_e8) if self.allowed_price_e8 else None,
-            "sizeBefore": _size(p.size),
-            "sizeDelta": _size(self.size_delta),
-            "sizeAfter": _size(self.size_after),
+            "allowedPrice": usd_text(self.allowed_price_e8) if self.allowed_price_e8 else None,
+            "sizeBefore": size_text(p.size),
+            "sizeDelta": size_text(self.size_delta),
+            "sizeAfter": size_text(self.size_after),
             "realizedPnl": format_fixed(self.realized_pnl_e8, PNL_DECIMALS),
             "remainingUnrealizedPnl": format_fixed(self.remaining_unrealized_pnl_e8, PNL_DECIMALS),
             "takeProfit": _order(self.take_profit),
@@ -185,11 +176,11 @@ class PositionSummary:
             "positionId": "0x" + p.position_id.hex(),
             "owner": p.owner,
             "market": p.market,
-            "side": "long" if p.is_long else "short",
+            "side": side_name(p.is_long),
             "status": "open" if p.is_open else "closed",
-            "size": _size(p.size),
-            "entryPrice": _price(p.entry_price_e8),
-            "currentPrice": _price(price),
+            "size": size_text(p.size),
+            "entryPrice": usd_text(p.entry_price_e8),
+            "currentPrice": usd_text(price),
             "priceUpdatedAt": self.quote.price_updated_at,
             "unrealizedPnl": format_fixed(
                 realized_pnl_e8(p.is_long, p.entry_price_e8, price, p.size), PNL_DECIMALS
@@ -233,7 +224,7 @@ def markets_to_dict(state: MarketsState) -> dict[str, Any]:
         "markets": [
             {
                 "symbol": m.market,
-                "price": _price(m.price_e8),
+                "price": usd_text(m.price_e8),
                 "updatedAt": m.updated_at,
                 "ageSeconds": max(0, state.head.timestamp - m.updated_at),
                 "stale": state.head.timestamp > m.updated_at + state.max_price_age_s,
@@ -295,22 +286,24 @@ def check_request(request: CloseRequest, state: CloseState) -> ClosePreview:
         size_delta = position.size if request.size_delta is None else request.size_delta
     if size_delta > position.size:
         raise SizeDeltaExceedsPositionError(
-            "sizeDelta is larger than the position", sizeDelta=_size(size_delta), size=_size(position.size)
+            "sizeDelta is larger than the position",
+            sizeDelta=size_text(size_delta),
+            size=size_text(position.size),
         )
     if request.sets_triggers and size_delta == position.size:
         raise InvalidFieldError(
             SIZE_DELTA,
             "closes the whole position, so no take-profit or stop-loss can be set on it afterwards;"
             " close less, or close it without takeProfit/stopLoss",
-            size=_size(position.size),
+            size=size_text(position.size),
         )
     price = quote.price_e8
     if request.closes and not price_within_bound(position.is_long, price, request.allowed_price_e8):
         raise PriceSlippageError(
-            f"price {_price(price)} is already worse than allowedPrice {_price(request.allowed_price_e8)}"
+            f"price {usd_text(price)} is already worse than allowedPrice {usd_text(request.allowed_price_e8)}"
             f" for a {'long' if position.is_long else 'short'}",
-            price=_price(price),
-            allowedPrice=_price(request.allowed_price_e8),
+            price=usd_text(price),
+            allowedPrice=usd_text(request.allowed_price_e8),
         )
     take_profit = _checked_order(position, request.take_profit, True, price, position.take_profit)
     stop_loss = _checked_order(position, request.stop_loss, False, price, position.stop_loss)
@@ -338,12 +331,12 @@ def _checked_order(
         name = "take-profit" if is_take_profit else "stop-loss"
         side = "above" if position.is_long == is_take_profit else "below"
         raise InvalidTriggerPriceError(
-            f"{name} {_price(update.price_e8)} must be {side} the current price {_price(price_e8)}"
+            f"{name} {usd_text(update.price_e8)} must be {side} the current price {usd_text(price_e8)}"
             f" for a {'long' if position.is_long else 'short'}",
             field=TAKE_PROFIT if is_take_profit else STOP_LOSS,
             isTakeProfit=is_take_profit,
-            triggerPrice=_price(update.price_e8),
-            currentPrice=_price(price_e8),
+            triggerPrice=usd_text(update.price_e8),
+            currentPrice=usd_text(price_e8),
         )
     return TriggerOrder(update.price_e8, update.close_bps)
 

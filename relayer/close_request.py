@@ -23,6 +23,7 @@ from eth_utils.address import is_checksum_address, to_checksum_address
 
 from relayer.constants import BPS_DENOMINATOR, MAX_TRIGGER_PRICE_E8, PRICE_DECIMALS, SIZE_DECIMALS
 from relayer.errors import InvalidCloseBpsError, InvalidFieldError, InvalidPriceError
+from relayer.jsonio import reject_unknown_fields
 from relayer.units import format_fixed, parse_decimal, parse_fixed
 
 POSITION_ID = "positionId"
@@ -132,11 +133,7 @@ def parse_close_request(raw: Mapping[str, Any]) -> CloseRequest:
         InvalidPriceError: a trigger price the vault cannot store (above 2**112 - 1 in 8-decimal units).
         InvalidCloseBpsError: a close percentage outside 1..10000 basis points.
     """
-    unknown = sorted(key for key in raw if key not in FIELDS)
-    if unknown:
-        raise InvalidFieldError(
-            str(unknown[0])[:80], f"is not a field of this request (fields: {', '.join(FIELDS)})"
-        )
+    reject_unknown_fields(raw, FIELDS)
     present = {key: value for key, value in raw.items() if value is not None}
     if POSITION_ID not in present:
         raise InvalidFieldError(POSITION_ID, "is required")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -62,3 +63,15 @@ def loads_object(text: str | bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidFieldError("body", "must be a JSON object")
     return value
+
+
+def reject_unknown_fields(body: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    """Refuse fields a request does not have: a misspelt `sizedelta` must fail, not silently mean "all".
+
+    Raises:
+        InvalidFieldError: naming the first unknown field (cut to 80 characters) and listing the allowed ones.
+    """
+    unknown = sorted(str(key) for key in body if key not in allowed)
+    if unknown:
+        fields = ", ".join(allowed)
+        raise InvalidFieldError(unknown[0][:80], f"is not a field of this request (fields: {fields})")

@@ -47,6 +47,11 @@ class Position:
         return self.size > 0
 
 
+def side_name(is_long: bool) -> str:
+    """`"long"` or `"short"`: how every answer names a side."""
+    return "long" if is_long else "short"
+
+
 def realized_pnl_e8(is_long: bool, entry_price_e8: int, exit_price_e8: int, size_delta: int) -> int:
     """USD PnL (8 decimals) of closing `size_delta` at `exit_price_e8`, rounded in the vault's favour.
 

@@ -20,9 +20,8 @@ from eth_utils.crypto import keccak
 
 from relayer import errors as e
 from relayer.artifact import load_artifact
-from relayer.constants import PRICE_DECIMALS
 from relayer.markets import bytes32_to_symbol
-from relayer.units import format_fixed
+from relayer.units import usd_text
 
 # eth-tester raises TransactionFailed("execution reverted: b'...'") through web3, and the bare bytes literal
 # when called directly.
@@ -90,10 +89,6 @@ def decode_revert(data: bytes) -> DecodedRevert | None:
     return DecodedRevert(name, args)
 
 
-def _price(value: int) -> str:
-    return format_fixed(value, PRICE_DECIMALS)
-
-
 _Builder = Callable[[dict[str, Any]], e.RelayerError]
 
 _ERRORS: dict[str, _Builder] = {
@@ -111,9 +106,9 @@ _ERRORS: dict[str, _Builder] = {
         "sizeDelta is larger than the position", sizeDelta=str(a["sizeDelta"]), size=str(a["size"])
     ),
     "PriceSlippage": lambda a: e.PriceSlippageError(
-        f"price {_price(a['price'])} is worse than allowedPrice {_price(a['allowedPrice'])}",
-        price=_price(a["price"]),
-        allowedPrice=_price(a["allowedPrice"]),
+        f"price {usd_text(a['price'])} is worse than allowedPrice {usd_text(a['allowedPrice'])}",
+        price=usd_text(a["price"]),
+        allowedPrice=usd_text(a["allowedPrice"]),
     ),
     "PriceNotSet": lambda a: e.PriceNotSetError(
         "the market has no oracle price", market=bytes32_to_symbol(a["market"])
@@ -128,19 +123,19 @@ _ERRORS: dict[str, _Builder] = {
         "price must be above zero and below 2**112", price=str(a["price"])
     ),
     "InvalidTriggerPrice": lambda a: e.InvalidTriggerPriceError(
-        f"{'take-profit' if a['isTakeProfit'] else 'stop-loss'} {_price(a['triggerPrice'])}"
-        f" is on the wrong side of the current price {_price(a['currentPrice'])}",
+        f"{'take-profit' if a['isTakeProfit'] else 'stop-loss'} {usd_text(a['triggerPrice'])}"
+        f" is on the wrong side of the current price {usd_text(a['currentPrice'])}",
         isTakeProfit=a["isTakeProfit"],
-        triggerPrice=_price(a["triggerPrice"]),
-        currentPrice=_price(a["currentPrice"]),
+        triggerPrice=usd_text(a["triggerPrice"]),
+        currentPrice=usd_text(a["currentPrice"]),
     ),
     "InvalidCloseBps": lambda a: e.InvalidCloseBpsError(
         "close percentage must be 1..10000 basis points", closeBps=a["closeBps"]
     ),
     "TriggerNotCrossed": lambda a: e.TriggerNotCrossedError(
-        f"no order of this position is crossed at {_price(a['currentPrice'])}",
+        f"no order of this position is crossed at {usd_text(a['currentPrice'])}",
         positionId="0x" + a["positionId"].hex(),
-        currentPrice=_price(a["currentPrice"]),
+        currentPrice=usd_text(a["currentPrice"]),
     ),
     "ExpiredRequest": lambda a: e.ExpiredRequestError(
         "the signed request's deadline has passed", deadline=a["deadline"], timestamp=a["timestamp"]

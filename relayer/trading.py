@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,7 +22,7 @@ from relayer.apikeys import ApiKey, Scope
 from relayer.builder import BuiltTransaction, PositionSummary, TransactionBuilder
 from relayer.close_request import CloseRequest, TriggerUpdate, parse_position_id, parse_trigger_price
 from relayer.config import TradingSettings
-from relayer.constants import BPS_DENOMINATOR, CLOSE_ALL_SIZE, PNL_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS
+from relayer.constants import BPS_DENOMINATOR, CLOSE_ALL_SIZE, PRICE_DECIMALS, SIZE_DECIMALS
 from relayer.errors import (
     AmbiguousPositionError,
     InvalidFieldError,
@@ -35,12 +35,13 @@ from relayer.errors import (
     restore_error,
 )
 from relayer.exits import PERCENT, allowed_price_for_slippage, size_for_exit_pct
+from relayer.jsonio import reject_unknown_fields
 from relayer.markets import normalize_symbol
-from relayer.positions import Position, realized_pnl_e8, trigger_on_valid_side
+from relayer.positions import Position, realized_pnl_e8, side_name, trigger_on_valid_side
 from relayer.relay.records import RelayRecord
 from relayer.relay.service import RelayService, request_hash
 from relayer.relay.status import TxStatus
-from relayer.units import format_fixed, parse_fixed, parse_int
+from relayer.units import parse_fixed, parse_int, size_text, usd_text
 
 DEFAULT_EXIT_PCT = 50
 """`partial_close` closes half the position when `exit_pct` is not given (as the reference tool does)."""
@@ -101,18 +102,6 @@ class TradeOutcome:
     body: dict[str, Any]
 
 
-def _usd(value_e8: int) -> str:
-    return format_fixed(value_e8, PRICE_DECIMALS)
-
-
-def _qty(size: int) -> str:
-    return format_fixed(size, SIZE_DECIMALS)
-
-
-def _pnl(value_e8: int) -> str:
-    return format_fixed(value_e8, PNL_DECIMALS)
-
-
 def _side(raw: object) -> bool | None:
     """`"long"` -> True, `"short"` -> False, absent -> None."""
     if raw is None:
@@ -128,12 +117,6 @@ def _bool(raw: object, field: str) -> bool:
     if isinstance(raw, bool):
         return raw
     raise InvalidFieldError(field, "must be true or false")
-
-
-def _reject_unknown(body: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise InvalidFieldError(unknown[0], f"unknown field; allowed: {', '.join(allowed)}")
 
 
 class TradingService:
@@ -214,7 +197,7 @@ class TradingService:
     ) -> TradeOutcome:
         """Close `exit_pct`% (1..100, default 50) of the account's position in `symbol`."""
         key = await self._authenticate(api_key, Scope.TRADE)
-        _reject_unknown(
+        reject_unknown_fields(
             body, ("symbol", "exit_pct", "side", "positionId", "allowedPrice", "maxSlippageBps", "dry_run")
         )
         symbol = normalize_symbol(body.get("symbol"))
@@ -237,7 +220,7 @@ class TradingService:
     ) -> TradeOutcome:
         """Close a position fully, or by `sizeDelta` (base units), with an optional `allowedPrice`."""
         key = await self._authenticate(api_key, Scope.TRADE)
-        _reject_unknown(body, ("positionId", "sizeDelta", "allowedPrice", "maxSlippageBps", "dry_run"))
+        reject_unknown_fields(body, ("positionId", "sizeDelta", "allowedPrice", "maxSlippageBps", "dry_run"))
         intent = _Intent("close", key, body, idempotency_key)
         replayed = await self._replay(intent, closed_pct=None)
         if replayed is not None:
@@ -263,7 +246,7 @@ class TradingService:
     ) -> TradeOutcome:
         """Set (or with price 0 cancel) a take-profit or stop-loss: `price` in USD, `close_pct` 1..100."""
         key = await self._authenticate(api_key, Scope.TRADE)
-        _reject_unknown(body, ("positionId", "price", "close_pct", "dry_run"))
+        reject_unknown_fields(body, ("positionId", "price", "close_pct", "dry_run"))
         intent = _Intent("takeprofit" if is_take_profit else "stoploss", key, body, idempotency_key)
         replayed = await self._replay(intent, closed_pct=None)
         if replayed is not None:
@@ -284,7 +267,7 @@ class TradingService:
     ) -> TradeOutcome:
         """Put the stop-loss at the entry price for the full size (only once the trade is in profit)."""
         key = await self._authenticate(api_key, Scope.TRADE)
-        _reject_unknown(body, ("positionId", "dry_run"))
+        reject_unknown_fields(body, ("positionId", "dry_run"))
         intent = _Intent("breakeven", key, body, idempotency_key)
         replayed = await self._replay(intent, closed_pct=None)
         if replayed is not None:
@@ -294,11 +277,11 @@ class TradingService:
         # A stop at entry is valid exactly when entry is on the losing side of the price (trade in profit).
         if not trigger_on_valid_side(position.is_long, False, position.entry_price_e8, price):
             raise InvalidTriggerPriceError(
-                f"cannot move the stop to breakeven: the price {_usd(price)} is not beyond the entry"
-                f" {_usd(position.entry_price_e8)} in the {'long' if position.is_long else 'short'}'s favour,"
+                f"cannot move the stop to breakeven: the price {usd_text(price)} is not beyond the entry"
+                f" {usd_text(position.entry_price_e8)} in the {side_name(position.is_long)}'s favour,"
                 " so a stop at entry would not be on the losing side of the price",
-                entryPrice=_usd(position.entry_price_e8),
-                currentPrice=_usd(price),
+                entryPrice=usd_text(position.entry_price_e8),
+                currentPrice=usd_text(price),
             )
         update = TriggerUpdate(position.entry_price_e8, BPS_DENOMINATOR)
         return await self._set_order(intent, summary, update, False)
@@ -470,13 +453,13 @@ class TradingService:
             "success": True,
             "dry_run": True,
             "symbol": position.market,
-            "side": "long" if position.is_long else "short",
+            "side": side_name(position.is_long),
             "closed_pct": closed_pct,
-            "closed_qty": _qty(preview.size_delta),
-            "remaining_qty": _qty(preview.size_after),
-            "exit_price": _usd(preview.current_price_e8),
-            "realized_pnl_usd": _pnl(preview.realized_pnl_e8),
-            "remaining_unrealized_pnl_usd": _pnl(preview.remaining_unrealized_pnl_e8),
+            "closed_qty": size_text(preview.size_delta),
+            "remaining_qty": size_text(preview.size_after),
+            "exit_price": usd_text(preview.current_price_e8),
+            "realized_pnl_usd": usd_text(preview.realized_pnl_e8),
+            "remaining_unrealized_pnl_usd": usd_text(preview.remaining_unrealized_pnl_e8),
             "positionId": "0x" + position.position_id.hex(),
             "transactionHash": None,
         }
@@ -502,13 +485,13 @@ class TradingService:
         return {
             "success": True,
             "symbol": position.market,
-            "side": "long" if position.is_long else "short",
+            "side": side_name(position.is_long),
             "closed_pct": closed_pct,
-            "closed_qty": _qty(closed),
-            "remaining_qty": _qty(remaining),
-            "exit_price": _usd(exit_price),
-            "realized_pnl_usd": _pnl(int(fill["realizedPnl"])),
-            "remaining_unrealized_pnl_usd": _pnl(
+            "closed_qty": size_text(closed),
+            "remaining_qty": size_text(remaining),
+            "exit_price": usd_text(exit_price),
+            "realized_pnl_usd": usd_text(int(fill["realizedPnl"])),
+            "remaining_unrealized_pnl_usd": usd_text(
                 realized_pnl_e8(position.is_long, position.entry_price_e8, exit_price, remaining)
             ),
             "positionId": pid,

@@ -17,10 +17,20 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from relayer.constants import UINT256_MAX
+from relayer.constants import PRICE_DECIMALS, SIZE_DECIMALS, UINT256_MAX
 from relayer.errors import InvalidFieldError
 
-__all__ = ["Decimal", "format_fixed", "from_fixed", "parse_decimal", "parse_int", "to_fixed"]
+__all__ = [
+    "Decimal",
+    "format_fixed",
+    "from_fixed",
+    "parse_decimal",
+    "parse_fixed",
+    "parse_int",
+    "size_text",
+    "to_fixed",
+    "usd_text",
+]
 
 _DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$", re.ASCII)  # no non-ASCII digits
 _MAX_TEXT_LENGTH = 100
@@ -134,3 +144,13 @@ def from_fixed(amount: int, decimals: int) -> Decimal:
 def format_fixed(amount: int, decimals: int) -> str:
     """`from_fixed` as plain text: never an exponent, never trailing zeros (`'0.0012'`, `'420'`)."""
     return format(from_fixed(amount, decimals), "f")
+
+
+def usd_text(price_e8: int) -> str:
+    """A USD price or PnL amount (both 8 decimals in the vault), as exact text (`'96200.5'`)."""
+    return format_fixed(price_e8, PRICE_DECIMALS)
+
+
+def size_text(size: int) -> str:
+    """A base-asset size with 18 decimals, as exact text (`'0.1386'`)."""
+    return format_fixed(size, SIZE_DECIMALS)

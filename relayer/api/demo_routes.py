@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 
 from relayer.constants import PRICE_DECIMALS
 from relayer.errors import InvalidFieldError, MarketNotFoundError, PriceFeedOffError
-from relayer.jsonio import loads_object
+from relayer.jsonio import loads_object, reject_unknown_fields
 from relayer.markets import normalize_symbol
 from relayer.price_feed import PriceFeed
 from relayer.units import format_fixed, parse_fixed
@@ -52,9 +52,7 @@ async def price_feed_state(request: Request) -> dict[str, Any]:
 async def control_price_feed(request: Request) -> dict[str, Any]:
     feed = _feed(request)
     body = loads_object(await request.body())
-    unknown = sorted(set(body) - {"paused", "symbol", "price"})
-    if unknown:
-        raise InvalidFieldError(unknown[0], "unknown field; allowed: paused, symbol, price")
+    reject_unknown_fields(body, ("paused", "symbol", "price"))
     paused = body.get("paused")
     if paused is not None and not isinstance(paused, bool):
         raise InvalidFieldError("paused", "must be true or false")
