@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from relayer.constants import BPS_DENOMINATOR
+from relayer.constants import BPS_DENOMINATOR, PRICE_DECIMALS
+from relayer.errors import InvalidFieldError, MarketNotFoundError
+from relayer.jsonio import reject_unknown_fields
+from relayer.markets import normalize_symbol
+from relayer.units import parse_fixed, usd_text
 
 
 def next_price_e8(price_e8: int, step_bps: int) -> int:
@@ -54,6 +59,37 @@ class PriceFeed:
         """Set one market's price by hand (the walk continues from it unless paused)."""
         self.set_price(market, price_e8)
         self.prices_e8[market] = price_e8
+
+    def control(self, body: Mapping[str, Any]) -> None:
+        """Apply a control request: `{"paused": bool}` and/or `{"symbol": ..., "price": USD}` (set by hand).
+
+        Everything is validated before anything changes, so a bad request changes nothing.
+
+        Raises:
+            InvalidFieldError: unknown fields, a non-bool `paused`, a symbol without a price or the reverse,
+                a malformed price.
+            MarketNotFoundError: a market the feed does not move.
+        """
+        reject_unknown_fields(body, ("paused", "symbol", "price"))
+        paused = body.get("paused")
+        if paused is not None and not isinstance(paused, bool):
+            raise InvalidFieldError("paused", "must be true or false")
+        if ("symbol" in body) != ("price" in body):
+            raise InvalidFieldError("price" if "symbol" in body else "symbol", "symbol and price go together")
+        if "symbol" in body:
+            symbol = normalize_symbol(body["symbol"])
+            if symbol not in self.prices_e8:
+                raise MarketNotFoundError(f"no market {symbol}", symbol=symbol)
+            self.set_market_price(symbol, parse_fixed(body["price"], PRICE_DECIMALS, "price"))
+        if paused is True:
+            self.pause()
+        elif paused is False:
+            self.resume()
+
+    def state(self) -> dict[str, Any]:
+        """What the demo endpoint shows: paused or not, the seed, the last prices as exact USD text."""
+        prices = {market: usd_text(price) for market, price in sorted(self.prices_e8.items())}
+        return {"paused": self.paused, "seed": self.seed, "prices": prices}
 
     def tick(self) -> dict[str, int]:
         """Move every market one step (nothing while paused) and return the new prices."""

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relayer.constants import BPS_DENOMINATOR
+from relayer.errors import RelayerError
 from relayer.price_feed import PriceFeed, next_price_e8
 
 START = {"BTCUSDT": 9_600_000_000_000, "ETHUSDT": 350_000_000_000}
@@ -97,3 +98,46 @@ def test_next_price_is_exact_integer_math(price: int, step: int) -> None:
 @pytest.mark.parametrize("step", [-10_000, -20_000])
 def test_the_price_never_reaches_zero(step: int) -> None:
     assert next_price_e8(5, step) == 1
+
+
+def test_control_sets_a_price_by_hand_and_pauses() -> None:
+    recorder = Recorder()
+    feed = PriceFeed(recorder, dict(START), seed=1)
+
+    feed.control({"symbol": "btcusdt", "price": "99000.5", "paused": True})
+
+    assert recorder.calls == [("BTCUSDT", 9_900_050_000_000)]
+    assert feed.paused
+    assert feed.tick() == {}
+    assert feed.state() == {
+        "paused": True,
+        "seed": 1,
+        "prices": {"BTCUSDT": "99000.5", "ETHUSDT": "3500"},
+    }
+    feed.control({"paused": False})
+    assert not feed.paused
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "field"),
+    [
+        ({"paused": "yes"}, "invalid_field", "paused"),
+        ({"symbol": "BTCUSDT"}, "invalid_field", "price"),
+        ({"price": "1"}, "invalid_field", "symbol"),
+        ({"symbol": "BTCUSDT", "price": "-1"}, "invalid_field", "price"),
+        ({"symbol": "BTCUSDT", "price": "1.000000001"}, "invalid_field", "price"),
+        ({"speed": 2}, "invalid_field", "speed"),
+        ({"symbol": "DOGEUSDT", "price": "1", "paused": True}, "market_not_found", None),
+    ],
+)
+def test_a_bad_control_request_changes_nothing(body: dict[str, object], code: str, field: str | None) -> None:
+    recorder = Recorder()
+    feed = PriceFeed(recorder, dict(START), seed=1)
+
+    with pytest.raises(RelayerError) as raised:
+        feed.control(body)
+
+    assert raised.value.code == code
+    assert raised.value.details.get("field") == field
+    assert recorder.calls == []
+    assert not feed.paused

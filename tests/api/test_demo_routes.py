@@ -1,0 +1,64 @@
+"""The embedded chain's demo price-feed controls over HTTP, and their absence everywhere else."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+
+from relayer.api.app import create_app
+from relayer.chain import Chain
+from relayer.config import Settings
+from relayer.deploy import Deployment
+from relayer.vault import VaultReader
+from tests.conftest import usd
+
+
+@pytest.fixture
+def demo_client(chain: Chain, deployment: Deployment, deployer: LocalAccount) -> Iterator[TestClient]:
+    assert chain.is_embedded, "the demo price feed exists only on the embedded chain (mark the test)"
+    settings = Settings(vault_address=deployment.address, price_feed_interval_s=3_600, price_feed_seed=3)
+    with TestClient(create_app(settings, chain=chain, price_keeper=deployer)) as client:
+        yield client
+
+
+@pytest.mark.only_backend("eth-tester")
+def test_set_a_price_by_hand_and_pause(demo_client: TestClient, vault: VaultReader) -> None:
+    answer = demo_client.post(
+        "/api/demo/pricefeed", json={"symbol": "BTCUSDT", "price": "99000", "paused": True}
+    )
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["paused"] is True
+    assert answer.json()["seed"] == 3
+    assert answer.json()["prices"]["BTCUSDT"] == "99000"
+    assert vault.price("BTCUSDT").price_e8 == usd("99000")  # a real setPrice transaction
+    assert demo_client.get("/api/demo/pricefeed").json() == answer.json()
+
+
+@pytest.mark.only_backend("eth-tester")
+def test_a_bad_control_request_is_422_and_changes_nothing(
+    demo_client: TestClient, vault: VaultReader
+) -> None:
+    before = vault.price("BTCUSDT")
+
+    answer = demo_client.post("/api/demo/pricefeed", json={"symbol": "BTCUSDT", "price": "0.000000001"})
+
+    assert answer.status_code == 422
+    assert answer.json()["error"]["details"]["field"] == "price"
+    assert vault.price("BTCUSDT") == before
+
+
+def test_no_feed_no_controls(chain: Chain, deployment: Deployment) -> None:
+    """Without a price feed (any node, or the embedded chain with the feed off) the controls are a 404."""
+    settings = (
+        Settings(vault_address=deployment.address)
+        if chain.is_embedded
+        else Settings.load({}, rpc_url=chain.name, vault_address=deployment.address)
+    )
+    with TestClient(create_app(settings, chain=chain)) as client:
+        answer = client.post("/api/demo/pricefeed", json={"paused": True})
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "price_feed_off"
