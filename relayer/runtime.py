@@ -13,7 +13,9 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
+import anyio.to_thread
 from eth_account.signers.local import LocalAccount
 
 from relayer import calldata
@@ -54,6 +56,16 @@ class Runtime:
         if self.relay is None:
             raise RelayNotConfiguredError
         return self.relay
+
+    async def health(self) -> dict[str, Any]:
+        """`GET /health`: the chain (503 `chain_unavailable` when it does not answer) and, with a relay, its
+        signers; a signer below the minimum balance makes the status `degraded` (still 200: it serves)."""
+        body = (await self.builder.health()).to_dict()
+        if self.relay is not None:
+            body["relay"] = await anyio.to_thread.run_sync(self.relay.health)
+            if body["relay"]["lowBalance"]:
+                body["status"] = "degraded"
+        return body
 
     def require_trading(self) -> TradingService:
         self.require_relay()

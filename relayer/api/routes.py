@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
@@ -109,11 +108,5 @@ async def list_markets(builder: Builder) -> Response:
     response_model=schemas.HealthDoc,
     responses=schemas.error_responses(503),
 )
-async def health(request: Request, builder: Builder) -> Response:
-    body = (await builder.health()).to_dict()
-    relay = request.app.state.relay
-    if relay is not None:
-        body["relay"] = await anyio.to_thread.run_sync(relay.health)
-        if body["relay"]["lowBalance"]:
-            body["status"] = "degraded"
-    return _json(body)
+async def health(request: Request) -> Response:
+    return _json(await request.app.state.runtime.health())
