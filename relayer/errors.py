@@ -294,6 +294,16 @@ class NodeDeferredError(RelayerError):
     retryable = True
 
 
+class BodyTooLargeError(RelayerError):
+    """A request body above the API's limit: refused before it is read, whatever it holds."""
+
+    code = "body_too_large"
+    http_status = 413
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"request body above {max_bytes} bytes", maxBytes=max_bytes)
+
+
 def _all_error_classes(root: type[RelayerError] = RelayerError) -> list[type[RelayerError]]:
     classes = [root]
     for sub in root.__subclasses__():

@@ -22,6 +22,7 @@ from fastapi import APIRouter, FastAPI
 
 from relayer.api import demo_routes, relay_routes, trading_routes
 from relayer.api.errors import install_error_handlers
+from relayer.api.middleware import RequestGuard
 from relayer.api.routes import router
 from relayer.chain import Chain
 from relayer.config import Settings
@@ -115,4 +116,5 @@ def create_app(
     for extra in extra_routers:
         app.include_router(extra)
     app.mount("/mcp", mcp_app)
+    app.add_middleware(RequestGuard)
     return app

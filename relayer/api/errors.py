@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from relayer.api.middleware import request_id
 from relayer.errors import RelayerError
 
 log = logging.getLogger("relayer.api")
@@ -50,7 +51,7 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.exception("request=%s unhandled error on %s %s", request_id.get(), request.method, request.url.path)
     return error_response(500, "internal_error", "internal error; see the server log")
 
 
