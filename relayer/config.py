@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -56,14 +57,16 @@ class TradingSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TradingSettings:
         values: dict[str, Any] = {}
+        types = get_type_hints(cls)
         for item in fields(cls):
-            raw = env.get(TRADING_ENV_PREFIX + item.name.upper())
+            name = TRADING_ENV_PREFIX + item.name.upper()
+            raw = env.get(name)
             if raw:
+                kind = types[item.name]
                 try:
-                    values[item.name] = int(raw) if item.type == "int" else float(raw)
-                except ValueError:
-                    name = TRADING_ENV_PREFIX + item.name.upper()
-                    raise ConfigurationError(f"{name} must be a number") from None
+                    values[item.name] = TypeAdapter(kind).validate_strings(raw)
+                except ValidationError:
+                    raise ConfigurationError(f"{name} must be a number ({kind.__name__})") from None
         return cls(**values)
 
 

@@ -459,8 +459,8 @@ def _attempt(row: sqlite3.Row) -> Attempt:
         raw_tx=bytes(row["raw_tx"]),
         max_fee_per_gas_wei=int(row["max_fee_per_gas_wei"]),
         max_priority_fee_per_gas_wei=int(row["max_priority_fee_per_gas_wei"]),
-        created_at=float(row["created_at"]),
-        broadcast_at=None if row["broadcast_at"] is None else float(row["broadcast_at"]),
+        created_at=row["created_at"],  # REAL columns: SQLite returns them as Python floats (seconds)
+        broadcast_at=row["broadcast_at"],
     )
 
 
@@ -489,8 +489,8 @@ def _record(row: sqlite3.Row, attempts: list[Attempt]) -> RelayRecord:
         data=bytes(row["data"]),
         value_wei=int(row["value_wei"]),
         gas_limit=int(row["gas_limit"]),
-        created_at=float(row["created_at"]),
-        updated_at=float(row["updated_at"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
         idempotency_key=row["idempotency_key"],
         request_owner=row["request_owner"],
         request_nonce=None if row["request_nonce"] is None else int(row["request_nonce"]),
