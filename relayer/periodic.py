@@ -12,17 +12,21 @@ log = logging.getLogger("relayer.periodic")
 
 
 class Periodic:
-    """Run `step()` now and then every `interval_s` on a daemon thread, until `stop()`.
+    """Run `step()` every `interval_s` on a daemon thread until `stop()`: at once when started, or after the
+    first interval with `run_first=False`.
 
     A failing step must not kill the loop (the node may be down for a while) nor take the process with it: an
     expected failure (`RelayerError`, e.g. `chain_unavailable`) is logged as a warning with its code, anything
     else (a bug) with its traceback, and the next round runs on time.
     """
 
-    def __init__(self, name: str, step: Callable[[], object], interval_s: float) -> None:
+    def __init__(
+        self, name: str, step: Callable[[], object], interval_s: float, *, run_first: bool = True
+    ) -> None:
         self.name = name
         self.step = step
         self.interval_s = interval_s
+        self.run_first = run_first
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -45,6 +49,8 @@ class Periodic:
             self._thread = None
 
     def _run(self) -> None:
+        if not self.run_first and self._stop.wait(self.interval_s):
+            return
         while not self._stop.is_set():
             try:
                 self.step()

@@ -176,11 +176,14 @@ def _start_price_feed(runtime: Runtime, chain: Chain, keeper: LocalAccount) -> N
     runtime.price_feed = PriceFeed(
         move, prices, seed=settings.price_feed_seed, max_step_bps=settings.price_feed_max_step_bps
     )
-    _loop(runtime, "price-feed", runtime.price_feed.tick, settings.price_feed_interval_s)
+    # The first move waits one interval: the demo starts from the prices it printed.
+    _loop(runtime, "price-feed", runtime.price_feed.tick, settings.price_feed_interval_s, run_first=False)
 
 
-def _loop(runtime: Runtime, name: str, step: Callable[[], object], interval_s: float) -> None:
-    periodic = Periodic(name, step, interval_s)
+def _loop(
+    runtime: Runtime, name: str, step: Callable[[], object], interval_s: float, *, run_first: bool = True
+) -> None:
+    periodic = Periodic(name, step, interval_s, run_first=run_first)
     periodic.start()
     runtime._loops.append(periodic)
 
