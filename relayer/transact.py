@@ -15,19 +15,19 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.types import TxReceipt
 
-from relayer.constants import DEFAULT_PRIORITY_FEE_WEI
 from relayer.errors import ExecutionRevertedError
-from relayer.fees import Fees, fee_fields, gas_limit_with_margin, suggest_fees
+from relayer.fees import Fees, fee_fields, gas_limit_with_margin, node_fees
+from relayer.gateway import fee_suggestion_wei
 from relayer.vault import call_chain
 
 
 def current_fees(w3: Web3) -> Fees:
-    """Fees for a transaction in the next block, from the latest base fee (legacy gas price without one)."""
+    """Fees for a transaction in the next block: the same rule as the builder and the relay (`node_fees`)."""
     block = call_chain(lambda: w3.eth.get_block("latest"))
     base_fee = block.get("baseFeePerGas")
-    if base_fee is None:
-        return suggest_fees(None, DEFAULT_PRIORITY_FEE_WEI, call_chain(lambda: w3.eth.gas_price))
-    return suggest_fees(int(base_fee), DEFAULT_PRIORITY_FEE_WEI)
+    legacy = base_fee is None
+    suggestion = call_chain(lambda: fee_suggestion_wei(w3, legacy=legacy))
+    return node_fees(None if base_fee is None else int(base_fee), suggestion)
 
 
 def build_transaction(

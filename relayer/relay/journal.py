@@ -90,6 +90,7 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     ),
 )
 
+_SUCCEEDED = frozenset({TxStatus.MINED, TxStatus.CONFIRMED})
 _PENDING = tuple(status.value for status in TxStatus if status.is_pending)
 
 
@@ -249,6 +250,8 @@ class Journal:
         if error is not None:
             sets.append("error = ?")
             args.append(json.dumps(error, sort_keys=True))
+        elif new in _SUCCEEDED:
+            sets.append("error = NULL")  # a note such as chain_unavailable was about the wait, which is over
         if mined is not None:
             sets.append("mined = ?")
             args.append(_mined_json(mined))

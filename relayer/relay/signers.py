@@ -80,10 +80,6 @@ class SignerPool:
         self._next = itertools.count()
         self._lock = threading.Lock()
 
-    @classmethod
-    def from_accounts(cls, accounts: Sequence[LocalAccount]) -> SignerPool:
-        return cls([Signer(account) for account in accounts])
-
     @property
     def addresses(self) -> list[str]:
         return list(self._order)

@@ -302,6 +302,7 @@ def test_node_down_and_back(
         proxy.start()
         settle(service)
         assert service.get(record.id).status == TxStatus.CONFIRMED
+        assert service.get(record.id).error is None  # the outage note was about the wait, which is over
     finally:
         proxy.stop()
 
