@@ -14,6 +14,7 @@ From async code, use `TransactionBuilder(gateway).build(...)` with a `JsonRpcGat
 from __future__ import annotations
 
 from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from web3 import Web3
@@ -23,6 +24,12 @@ from relayer.close_request import CloseAction, CloseRequest, TriggerUpdate, pars
 from relayer.constants import GAS_LIMIT_MARGIN_BPS
 from relayer.errors import RelayerError
 from relayer.gateway import ChainGateway, JsonRpcGateway, Web3Gateway
+
+try:
+    __version__ = version("vault-relayer")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
+    __version__ = "0+unknown"
+"""The installed package's version: OpenAPI's `info.version` and the MCP server's `serverInfo`."""
 
 __all__ = [
     "BuiltTransaction",
@@ -35,6 +42,7 @@ __all__ = [
     "TransactionBuilder",
     "TriggerUpdate",
     "Web3Gateway",
+    "__version__",
     "build_close_transaction",
     "parse_close_request",
 ]

@@ -74,3 +74,9 @@ MAX_PRICE_AGE_CACHE_S: Final = 60
 
 POSITION_OWNER_CACHE_SIZE: Final = 100_000
 """Position owners remembered (never change for an id) so one batch can read, simulate and count nonces."""
+
+MAX_LIST_LIMIT: Final = 1_000
+"""Most records one listing returns."""
+
+MAX_LIST_OFFSET: Final = 1_000_000_000
+"""Largest `offset` a listing accepts: larger ones are refused (422), never handed to SQLite to overflow."""

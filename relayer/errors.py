@@ -40,6 +40,16 @@ class InvalidFieldError(RelayerError, ValueError):
         super().__init__(f"{field}: {message}", field=field, **details)
         self.field = field
 
+    def renamed(self, field: str) -> InvalidFieldError:
+        """The same error (class, code, reason, details) naming `field`: for a face that spells the field
+        otherwise (MCP's `size_delta` for REST's `sizeDelta`). Made as `restore_error` makes one, since a
+        subclass's own constructor may take other arguments."""
+        reason = self.message.removeprefix(f"{self.field}: ")
+        details = {key: value for key, value in self.details.items() if key != "field"}
+        named = type(self).__new__(type(self))
+        InvalidFieldError.__init__(named, field, reason, **details)
+        return named
+
 
 class InvalidMarketError(InvalidFieldError):
     code = "invalid_market"
@@ -302,6 +312,20 @@ class BodyTooLargeError(RelayerError):
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(f"request body above {max_bytes} bytes", maxBytes=max_bytes)
+
+
+class UnsupportedMediaTypeError(RelayerError):
+    """A request body that does not say it is JSON (`Content-Type: application/json`): refused rather than
+    guessed at, so a form post from any web page cannot act on the API."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+    def __init__(self, given: str) -> None:
+        super().__init__(
+            f"send the body as JSON with content-type application/json (got {given[:80] or 'none'!r})",
+            contentType=given[:80],
+        )
 
 
 def _all_error_classes(root: type[RelayerError] = RelayerError) -> list[type[RelayerError]]:

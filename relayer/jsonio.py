@@ -26,19 +26,39 @@ def _reject_constant(name: str) -> Any:
     raise InvalidFieldError("body", f"{name} is not a valid JSON number")
 
 
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all different: `{"sizeDelta": "0.1", "sizeDelta": null}` is refused, where
+    Python's `json` (like most parsers) would silently keep the last one and turn a partial close into a full
+    one."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise InvalidFieldError(key[:80], "is given more than once in the same JSON object")
+        obj[key] = value
+    return obj
+
+
 def loads_exact(text: str | bytes) -> Any:
-    """Parse JSON with every non-integer number as an exact `Decimal`.
+    """Parse JSON with every non-integer number as an exact `Decimal` and every object's keys unique.
+
+    >>> loads_exact('{"sizeDelta": 0.1}')
+    {'sizeDelta': Decimal('0.1')}
+    >>> loads_exact('{"dry_run": true, "dry_run": false}')
+    Traceback (most recent call last):
+    relayer.errors.InvalidFieldError: dry_run: is given more than once in the same JSON object
 
     Raises:
         InvalidFieldError: (field "body") for malformed JSON, NaN or Infinity, or nesting deeper than
-            `MAX_NESTING`.
+            `MAX_NESTING`; (the key itself) for a key given twice in one object.
     """
     try:
         if isinstance(text, bytes):  # as json.loads does, so the nesting check sees the same text
             text = text.decode(json.detect_encoding(text), "surrogatepass")
         if _nesting_depth(text) > MAX_NESTING:
             raise InvalidFieldError("body", f"nests deeper than {MAX_NESTING} levels")
-        return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        return json.loads(
+            text, parse_float=Decimal, parse_constant=_reject_constant, object_pairs_hook=_unique_object
+        )
     except InvalidFieldError:
         raise
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

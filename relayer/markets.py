@@ -6,15 +6,22 @@ import re
 
 from relayer.errors import InvalidMarketError
 
-_SYMBOL = re.compile(r"^[A-Z0-9]{1,32}$")
+_SYMBOL = re.compile(r"[A-Z0-9]{1,32}", re.ASCII)  # with `fullmatch`: no trailing newline
 
 
 def normalize_symbol(symbol: object, field: str = "symbol") -> str:
-    """Upper-cased symbol, validated: 1..32 characters of A-Z and 0-9."""
+    """Upper-cased symbol, validated: 1..32 characters of A-Z and 0-9 (any case; no spaces around it).
+
+    >>> normalize_symbol("btcusdt")
+    'BTCUSDT'
+    >>> normalize_symbol(" BTCUSDT")
+    Traceback (most recent call last):
+    relayer.errors.InvalidMarketError: symbol: ' BTCUSDT' is not a market symbol (1-32 letters and digits)
+    """
     if not isinstance(symbol, str):
         raise InvalidMarketError(field, "must be a string such as 'BTCUSDT'")
-    upper = symbol.strip().upper()
-    if not _SYMBOL.match(upper):
+    upper = symbol.upper()
+    if not _SYMBOL.fullmatch(upper):
         raise InvalidMarketError(field, f"{symbol[:40]!r} is not a market symbol (1-32 letters and digits)")
     return upper
 

@@ -34,7 +34,7 @@ from relayer.errors import (
     TransactionNotFoundError,
     restore_error,
 )
-from relayer.exits import PERCENT, allowed_price_for_slippage, size_for_exit_pct
+from relayer.exits import PERCENT, allowed_price_for_slippage, closed_pct_text, size_for_exit_pct
 from relayer.jsonio import reject_unknown_fields
 from relayer.markets import normalize_symbol
 from relayer.positions import Position, realized_pnl_e8, side_name, trigger_on_valid_side
@@ -42,6 +42,20 @@ from relayer.relay.records import RelayRecord
 from relayer.relay.service import RelayService, request_hash
 from relayer.relay.status import TxStatus
 from relayer.units import parse_fixed, parse_int, size_text, usd_text
+
+PARTIAL_CLOSE_FIELDS = (
+    "symbol",
+    "exit_pct",
+    "side",
+    "positionId",
+    "allowedPrice",
+    "maxSlippageBps",
+    "dry_run",
+)
+CLOSE_FIELDS = ("positionId", "sizeDelta", "allowedPrice", "maxSlippageBps", "dry_run")
+TRIGGER_FIELDS = ("positionId", "price", "close_pct", "dry_run")
+BREAKEVEN_FIELDS = ("positionId", "dry_run")
+"""The body fields of each trading action as REST names them (MCP tools map their arguments onto these)."""
 
 DEFAULT_EXIT_PCT = 50
 """`partial_close` closes half the position when `exit_pct` is not given (as the reference tool does)."""
@@ -106,8 +120,8 @@ def _side(raw: object) -> bool | None:
     """`"long"` -> True, `"short"` -> False, absent -> None."""
     if raw is None:
         return None
-    if isinstance(raw, str) and raw.strip().lower() in {"long", "short"}:
-        return raw.strip().lower() == "long"
+    if isinstance(raw, str) and raw.lower() in {"long", "short"}:
+        return raw.lower() == "long"
     raise InvalidFieldError("side", "must be 'long' or 'short'")
 
 
@@ -197,13 +211,11 @@ class TradingService:
     ) -> TradeOutcome:
         """Close `exit_pct`% (1..100, default 50) of the account's position in `symbol`."""
         key = await self._authenticate(api_key, Scope.TRADE)
-        reject_unknown_fields(
-            body, ("symbol", "exit_pct", "side", "positionId", "allowedPrice", "maxSlippageBps", "dry_run")
-        )
+        reject_unknown_fields(body, PARTIAL_CLOSE_FIELDS)
         symbol = normalize_symbol(body.get("symbol"))
         exit_pct = parse_int(body.get("exit_pct", DEFAULT_EXIT_PCT), "exit_pct", minimum=1, maximum=PERCENT)
         intent = _Intent("partialclose", key, body, idempotency_key)
-        replayed = await self._replay(intent, closed_pct=exit_pct)
+        replayed = await self._replay(intent)
         if replayed is not None:
             return replayed
         summary = await self._resolve(key, symbol, _side(body.get("side")), body.get("positionId"))
@@ -213,16 +225,16 @@ class TradingService:
         request = CloseRequest(
             position.position_id, None if size_delta == CLOSE_ALL_SIZE else size_delta, allowed
         )
-        return await self._close(intent, request, closed_pct=exit_pct)
+        return await self._close(intent, request)
 
     async def close_position(
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Close a position fully, or by `sizeDelta` (base units), with an optional `allowedPrice`."""
         key = await self._authenticate(api_key, Scope.TRADE)
-        reject_unknown_fields(body, ("positionId", "sizeDelta", "allowedPrice", "maxSlippageBps", "dry_run"))
+        reject_unknown_fields(body, CLOSE_FIELDS)
         intent = _Intent("close", key, body, idempotency_key)
-        replayed = await self._replay(intent, closed_pct=None)
+        replayed = await self._replay(intent)
         if replayed is not None:
             return replayed
         summary = await self._owned(key, body.get("positionId"))
@@ -231,10 +243,7 @@ class TradingService:
         if body.get("sizeDelta") is not None:
             size_delta = parse_fixed(body["sizeDelta"], SIZE_DECIMALS, "sizeDelta")
         allowed = self._allowed_price(body, position, summary.quote.price_e8)
-        request = CloseRequest(position.position_id, size_delta, allowed)
-        closed = position.size if size_delta is None else size_delta
-        pct = min(PERCENT, closed * PERCENT // position.size) if position.size else 0
-        return await self._close(intent, request, closed_pct=pct)
+        return await self._close(intent, CloseRequest(position.position_id, size_delta, allowed))
 
     async def set_trigger(
         self,
@@ -246,9 +255,9 @@ class TradingService:
     ) -> TradeOutcome:
         """Set (or with price 0 cancel) a take-profit or stop-loss: `price` in USD, `close_pct` 1..100."""
         key = await self._authenticate(api_key, Scope.TRADE)
-        reject_unknown_fields(body, ("positionId", "price", "close_pct", "dry_run"))
+        reject_unknown_fields(body, TRIGGER_FIELDS)
         intent = _Intent("takeprofit" if is_take_profit else "stoploss", key, body, idempotency_key)
-        replayed = await self._replay(intent, closed_pct=None)
+        replayed = await self._replay(intent)
         if replayed is not None:
             return replayed
         summary = await self._owned(key, body.get("positionId"))
@@ -267,9 +276,9 @@ class TradingService:
     ) -> TradeOutcome:
         """Put the stop-loss at the entry price for the full size (only once the trade is in profit)."""
         key = await self._authenticate(api_key, Scope.TRADE)
-        reject_unknown_fields(body, ("positionId", "dry_run"))
+        reject_unknown_fields(body, BREAKEVEN_FIELDS)
         intent = _Intent("breakeven", key, body, idempotency_key)
-        replayed = await self._replay(intent, closed_pct=None)
+        replayed = await self._replay(intent)
         if replayed is not None:
             return replayed
         summary = await self._owned(key, body.get("positionId"))
@@ -354,15 +363,15 @@ class TradingService:
                 calldata=["0x" + calldata.set_operator(s, True).hex() for s in missing],
             )
 
-    async def _close(self, intent: _Intent, request: CloseRequest, *, closed_pct: int) -> TradeOutcome:
+    async def _close(self, intent: _Intent, request: CloseRequest) -> TradeOutcome:
         built = await self.builder.build(request)
         await self._check_operator(intent.key.account)
         if intent.dry_run:
-            return TradeOutcome(200, self._fill_from_preview(built, closed_pct))
+            return TradeOutcome(200, self._fill_from_preview(built))
         record = await self._wait(await self._submit(intent, built.calldata))
         if record.status not in _MINED:
             return self._unfinished(record)
-        return TradeOutcome(200, self._fill_from_record(record, built.preview.position, closed_pct))
+        return TradeOutcome(200, self._fill_from_record(record, built.preview.position))
 
     async def _set_order(
         self, intent: _Intent, summary: PositionSummary, update: TriggerUpdate, is_take_profit: bool
@@ -383,7 +392,7 @@ class TradingService:
         sent = {"transactionId": record.id, "transactionHash": record.mined.tx_hash}
         return TradeOutcome(200, {**answer, **sent})
 
-    async def _replay(self, intent: _Intent, *, closed_pct: int | None) -> TradeOutcome | None:
+    async def _replay(self, intent: _Intent) -> TradeOutcome | None:
         """The answer to a request already made with this `Idempotency-Key` (None: a new request).
 
         Looked up before any chain read, so a retry gets its original fill back even after the position moved
@@ -408,7 +417,7 @@ class TradingService:
         summary = await self.builder.position("0x" + position_id.hex())
         assert record.mined is not None
         if intent.endpoint in {"partialclose", "close"}:
-            return TradeOutcome(200, self._fill_from_record(record, summary.quote.position, closed_pct))
+            return TradeOutcome(200, self._fill_from_record(record, summary.quote.position))
         sent = {"transactionId": record.id, "transactionHash": record.mined.tx_hash}
         return TradeOutcome(200, {**_orders_answer(summary.to_dict()), **sent})
 
@@ -446,7 +455,7 @@ class TradingService:
             )
         raise _record_error(record)
 
-    def _fill_from_preview(self, built: BuiltTransaction, closed_pct: int) -> dict[str, Any]:
+    def _fill_from_preview(self, built: BuiltTransaction) -> dict[str, Any]:
         preview = built.preview
         position = preview.position
         return {
@@ -454,7 +463,7 @@ class TradingService:
             "dry_run": True,
             "symbol": position.market,
             "side": side_name(position.is_long),
-            "closed_pct": closed_pct,
+            "closed_pct": closed_pct_text(preview.size_delta, position.size),
             "closed_qty": size_text(preview.size_delta),
             "remaining_qty": size_text(preview.size_after),
             "exit_price": usd_text(preview.current_price_e8),
@@ -464,9 +473,7 @@ class TradingService:
             "transactionHash": None,
         }
 
-    def _fill_from_record(
-        self, record: RelayRecord, position: Position, closed_pct: int | None
-    ) -> dict[str, Any]:
+    def _fill_from_record(self, record: RelayRecord, position: Position) -> dict[str, Any]:
         """The fill exactly as the vault's `PositionDecreased` event recorded it."""
         assert record.mined is not None
         pid = "0x" + position.position_id.hex()
@@ -480,13 +487,11 @@ class TradingService:
         fill = events[-1]
         remaining, exit_price = int(fill["remainingSize"]), int(fill["exitPrice"])
         closed = int(fill["sizeDelta"])
-        if closed_pct is None:  # a size-based close: the share the fill was of the size before it
-            closed_pct = closed * PERCENT // (closed + remaining)
         return {
             "success": True,
             "symbol": position.market,
             "side": side_name(position.is_long),
-            "closed_pct": closed_pct,
+            "closed_pct": closed_pct_text(closed, closed + remaining),
             "closed_qty": size_text(closed),
             "remaining_qty": size_text(remaining),
             "exit_price": usd_text(exit_price),

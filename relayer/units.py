@@ -32,16 +32,26 @@ __all__ = [
     "usd_text",
 ]
 
-_DECIMAL_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$", re.ASCII)  # no non-ASCII digits
+# Used with `fullmatch` (`$` would admit a trailing newline); ASCII only, so no non-ASCII digits.
+_DECIMAL_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 _MAX_TEXT_LENGTH = 100
 
 
 def parse_decimal(value: object, field: str) -> Decimal:
     """Read a JSON number (already a `Decimal` or `int`) or a decimal string as an exact `Decimal`.
 
+    Text is taken as given: `" 0.1 "` is refused, not trimmed (a value a client padded is a value it built
+    wrongly, and every face must read it the same way).
+
+    >>> parse_decimal("96200.50", "price")
+    Decimal('96200.50')
+    >>> parse_decimal(" 0.1 ", "sizeDelta")
+    Traceback (most recent call last):
+    relayer.errors.InvalidFieldError: sizeDelta: ' 0.1 ' is not a decimal number
+
     Raises:
         InvalidFieldError: for bools, floats (inexact by construction), containers, NaN, infinities and text
-            that is not a plain decimal number.
+            that is not a plain decimal number (surrounding whitespace included).
     """
     if isinstance(value, bool) or value is None:
         raise InvalidFieldError(field, "must be a number or a decimal string")
@@ -50,11 +60,10 @@ def parse_decimal(value: object, field: str) -> Decimal:
     if isinstance(value, Decimal):
         number = value
     elif isinstance(value, str):
-        text = value.strip()
-        if len(text) > _MAX_TEXT_LENGTH or not _DECIMAL_TEXT.match(text):
+        if len(value) > _MAX_TEXT_LENGTH or not _DECIMAL_TEXT.fullmatch(value):
             raise InvalidFieldError(field, f"{value[:_MAX_TEXT_LENGTH]!r} is not a decimal number")
         try:
-            number = Decimal(text)
+            number = Decimal(value)
         except InvalidOperation as exc:  # pragma: no cover - the regex admits only valid text
             raise InvalidFieldError(field, f"{value!r} is not a decimal number") from exc
     else:

@@ -7,10 +7,12 @@ from types import ModuleType
 
 import pytest
 
-from relayer import fees, markets, positions, units
+from relayer import close_request, exits, fees, jsonio, markets, positions, units
 
 
-@pytest.mark.parametrize("module", [units, fees, positions, markets], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [units, fees, positions, markets, exits, jsonio, close_request], ids=lambda m: m.__name__
+)
 def test_doctests(module: ModuleType) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.attempted > 0, f"{module.__name__} has no doctests"

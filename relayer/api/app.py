@@ -18,11 +18,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 from eth_account.signers.local import LocalAccount
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
+from relayer import __version__
 from relayer.api import demo_routes, relay_routes, trading_routes
 from relayer.api.errors import install_error_handlers
-from relayer.api.middleware import RequestGuard
+from relayer.api.inputs import strict_query
+from relayer.api.middleware import RequestGuard, StrictJsonBody
 from relayer.api.routes import router
 from relayer.chain import Chain
 from relayer.config import Settings
@@ -104,9 +106,10 @@ def create_app(
 
     app = FastAPI(
         title="vault-relayer",
-        version="0.1.0",
+        version=__version__,
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(strict_query)],
     )
     install_error_handlers(app)
     app.include_router(router)
@@ -115,6 +118,6 @@ def create_app(
     app.include_router(demo_routes.router)
     for extra in extra_routers:
         app.include_router(extra)
-    app.mount("/mcp", mcp_app)
+    app.mount("/mcp", StrictJsonBody(mcp_app))
     app.add_middleware(RequestGuard)
     return app

@@ -1,4 +1,5 @@
-"""Request-level guards: a body size limit and a request id on every answer and log line.
+"""Request-level guards: a body size limit and a request id on every answer and log line (`RequestGuard`),
+and strict JSON bodies for a mounted app that parses its own (`StrictJsonBody`, around the MCP server).
 
 Pure ASGI (no `BaseHTTPMiddleware`), so streaming answers (the MCP mount) pass through untouched.
 """
@@ -10,10 +11,12 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relayer.errors import BodyTooLargeError
+from relayer.mcp_server import refusal_of
 
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body accepted (64 KiB): every request here is a few hundred bytes of JSON."""
@@ -80,16 +83,65 @@ class RequestGuard:
         return wrapped
 
     async def _too_large(self, send: Send, rid: str) -> None:
-        body = json.dumps({"error": BodyTooLargeError(self.max_body_bytes).to_dict()}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"x-request-id", rid.encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        error = BodyTooLargeError(self.max_body_bytes)
+        await _send_json(send, 413, {"error": error.to_dict()}, [(b"x-request-id", rid.encode())])
+
+
+class StrictJsonBody:
+    """Wraps an ASGI app whose POST bodies are JSON it parses itself (the MCP SDK's streamable HTTP app): a
+    body `relayer.mcp_server.refusal_of` refuses (a key given twice, NaN, nesting past the limit, not JSON) is
+    answered here, before the app can read it its own way. The SDK's parser keeps the last of two equal keys,
+    so `{"dry_run": true, "dry_run": false}` in a tool call would otherwise send a real trade.
+
+    The answer is HTTP 400 with that JSON-RPC error (code -32700, the request's id where it is unambiguous)
+    whose `data` is the REST error body. The body is at most `MAX_BODY_BYTES` (the `RequestGuard` outside
+    this limits it) and is handed on unchanged otherwise; the stdio transport applies the same rule.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left mid-body: the app sees just that
+                await self.app(scope, _replay(None, message, receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        refusal = refusal_of(body)
+        if refusal is not None:
+            await _send_json(send, 400, refusal)
+            return
+        await self.app(scope, _replay(body, None, receive), send)
+
+
+def _replay(body: bytes | None, first: Message | None, receive: Receive) -> Receive:
+    """A `receive` that gives the app the body already read (or the message that ended it), then the client's
+    own `receive`: a streaming answer must still hear the client hang up."""
+    pending: list[Message] = [first] if first is not None else []
+    if body is not None:
+        pending.append({"type": "http.request", "body": body, "more_body": False})
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed
+
+
+async def _send_json(
+    send: Send, status: int, content: object, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer straight from the middleware (the app never saw the request)."""
+    body = json.dumps(content).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, *extra_headers]})
+    await send({"type": "http.response.body", "body": body})

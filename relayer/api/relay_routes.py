@@ -12,8 +12,9 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from relayer.api.inputs import json_object
+from relayer.constants import MAX_LIST_LIMIT, MAX_LIST_OFFSET
 from relayer.errors import RelayNotConfiguredError
-from relayer.jsonio import loads_object
 from relayer.relay.service import RelayService, Submission
 
 router = APIRouter(tags=["relay"])
@@ -39,7 +40,7 @@ async def relay_signed(
 
     Body: `{"kind": "close"|"trigger", "request": <typedData.message as signed>, "signature": "0x..."}`.
     """
-    body = loads_object(await request.body())
+    body = await json_object(request)
     # The service blocks on the node and the journal: run it off the event loop.
     service = _service(request)
     return _answer(await run_in_threadpool(service.submit_signed, body, idempotency_key=idempotency_key))
@@ -50,7 +51,7 @@ async def relay_raw(
     request: Request, idempotency_key: str | None = Header(default=None, alias="Idempotency-Key")
 ) -> JSONResponse:
     """Broadcast and track a transaction the user signed. Body: `{"transaction": "0x<signed bytes>"}`."""
-    body = loads_object(await request.body())
+    body = await json_object(request)
     service = _service(request)
     return _answer(await run_in_threadpool(service.submit_raw, body, idempotency_key=idempotency_key))
 
@@ -93,8 +94,8 @@ def get_transaction(request: Request, record_id: str) -> dict[str, Any]:
 def list_transactions(
     request: Request,
     status: str | None = None,
-    limit: int = Query(default=100, ge=1, le=1_000),
-    offset: int = Query(default=0, ge=0),
+    limit: int = Query(default=100, ge=1, le=MAX_LIST_LIMIT),
+    offset: int = Query(default=0, ge=0, le=MAX_LIST_OFFSET),
 ) -> dict[str, Any]:
     """Relayed transactions, newest first, optionally of one status."""
     records = _service(request).list(status, limit=limit, offset=offset)

@@ -1,7 +1,8 @@
 """REST routes for the transaction builder: HTTP in, one `TransactionBuilder` call, JSON out.
 
-Bodies are read with `relayer.jsonio.loads_object` (numbers as exact `Decimal`s, NaN refused), never through
-FastAPI's float-based parsing; the pydantic models in `relayer.api.schemas` only document the wire format.
+Bodies are read with `relayer.api.inputs.json_object` (JSON content type; exact `Decimal`s; NaN and repeated
+keys refused), never through FastAPI's float-based parsing; the pydantic models in `relayer.api.schemas` only
+document the wire format.
 Errors are `RelayerError`s, turned into HTTP answers once by `relayer.api.errors`.
 """
 
@@ -14,8 +15,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from relayer.api import schemas
+from relayer.api.inputs import json_object
 from relayer.builder import TransactionBuilder, markets_to_dict
-from relayer.jsonio import loads_object
 
 router = APIRouter()
 
@@ -58,7 +59,7 @@ async def close_position(request: Request, builder: Builder) -> Response:
     """Checks the request against the chain (position, size, price freshness, slippage, trigger sides),
     simulates it from the owner, and returns the calldata, a signable `transaction`, the most it can cost
     (`requiredGasFee`, ETH) and a `preview` of the result at the current price."""
-    built = await builder.build_from_json(loads_object(await request.body()))
+    built = await builder.build_from_json(await json_object(request))
     return _json(built.to_dict())
 
 

@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from relayer.api.inputs import json_object
 from relayer.errors import RelayNotConfiguredError
-from relayer.jsonio import loads_object
 from relayer.trading import TradeOutcome, TradingService
 
 router = APIRouter(tags=["trading"])
@@ -62,7 +62,7 @@ def _body_example(example: dict[str, Any]) -> dict[str, Any]:
     openapi_extra=_body_example({"symbol": "BTCUSDT", "exit_pct": 33}),
 )
 async def partial_close(request: Request) -> JSONResponse:
-    body = loads_object(await request.body())
+    body = await json_object(request)
     idem = request.headers.get("idempotency-key")
     return _answer(await _service(request).partial_close(api_key_of(request), body, idempotency_key=idem))
 
@@ -73,14 +73,14 @@ async def partial_close(request: Request) -> JSONResponse:
     openapi_extra=_body_example({"positionId": _EXAMPLE_ID, "sizeDelta": "0.1", "allowedPrice": "95e3"}),
 )
 async def close_position(request: Request) -> JSONResponse:
-    body = loads_object(await request.body())
+    body = await json_object(request)
     idem = request.headers.get("idempotency-key")
     return _answer(await _service(request).close_position(api_key_of(request), body, idempotency_key=idem))
 
 
 def _trigger_route(is_take_profit: bool) -> Callable[[Request], Awaitable[JSONResponse]]:
     async def set_trigger(request: Request) -> JSONResponse:
-        body = loads_object(await request.body())
+        body = await json_object(request)
         idem = request.headers.get("idempotency-key")
         outcome = await _service(request).set_trigger(
             api_key_of(request), body, is_take_profit=is_take_profit, idempotency_key=idem
@@ -109,7 +109,7 @@ for _path, _order, _example_price in (
     openapi_extra=_body_example({"positionId": _EXAMPLE_ID}),
 )
 async def move_to_breakeven(request: Request) -> JSONResponse:
-    body = loads_object(await request.body())
+    body = await json_object(request)
     idem = request.headers.get("idempotency-key")
     return _answer(await _service(request).move_to_breakeven(api_key_of(request), body, idempotency_key=idem))
 

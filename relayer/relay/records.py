@@ -5,9 +5,41 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from relayer.constants import ETH_DECIMALS
+from relayer.constants import ETH_DECIMALS, MAX_LIST_LIMIT, MAX_LIST_OFFSET
+from relayer.errors import InvalidFieldError
 from relayer.relay.status import AttemptKind, RecordKind, TxStatus
 from relayer.units import format_fixed
+
+
+@dataclass(frozen=True)
+class RecordPage:
+    """Which records a listing asks for, checked: an optional status, at most `limit` from `offset`."""
+
+    status: TxStatus | None
+    limit: int
+    offset: int
+
+    @classmethod
+    def parse(cls, status: str | None, limit: int, offset: int = 0) -> RecordPage:
+        """The one rule for every listing face (REST, `relayer relay list`).
+
+        Raises:
+            InvalidFieldError: an unknown status, or a limit or offset out of range (an offset past a signed
+                64-bit integer would otherwise overflow in SQLite).
+        """
+        wanted = None
+        if status:
+            try:
+                wanted = TxStatus(status)
+            except ValueError:
+                raise InvalidFieldError(
+                    "status", f"must be one of {', '.join(s.value for s in TxStatus)}"
+                ) from None
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidFieldError("limit", f"must be between 1 and {MAX_LIST_LIMIT}", value=limit)
+        if not 0 <= offset <= MAX_LIST_OFFSET:
+            raise InvalidFieldError("offset", f"must be between 0 and {MAX_LIST_OFFSET}", value=offset)
+        return cls(wanted, limit, offset)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from relayer.relay.config import RelaySettings
 from relayer.relay.journal import Journal, JournalConflict
 from relayer.relay.node import RelayNode
 from relayer.relay.nonces import NonceAllocator
-from relayer.relay.records import RelayRecord
+from relayer.relay.records import RecordPage, RelayRecord
 from relayer.relay.sender import CallPlan, Sender, SenderHooks
 from relayer.relay.signers import Signer, SignerPool
 from relayer.relay.status import AttemptKind, RecordKind, TxStatus
@@ -329,16 +329,9 @@ class RelayService:
     def list(
         self, status: str | None = None, *, limit: int = 100, offset: int = 0
     ) -> builtins.list[RelayRecord]:
-        """Records, newest first. Raises: InvalidFieldError for an unknown status."""
-        wanted = None
-        if status:
-            try:
-                wanted = TxStatus(status)
-            except ValueError:
-                raise InvalidFieldError(
-                    "status", f"must be one of {', '.join(s.value for s in TxStatus)}"
-                ) from None
-        return self.journal.records(wanted, limit=limit, offset=offset)
+        """Records, newest first. Raises: InvalidFieldError per `RecordPage.parse`."""
+        page = RecordPage.parse(status, limit, offset)
+        return self.journal.records(page.status, limit=page.limit, offset=page.offset)
 
     # --- the relay pipeline -------------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from relayer.errors import ConfigurationError, VaultNotDeployedError
 from tests.api.conftest import settings_for
 from tests.conftest import start_anvil, stop_anvil
 
+JSON = {"content-type": "application/json"}
+
 
 def error_of(response: Any, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
@@ -56,7 +58,7 @@ def position(open_position: Callable[..., bytes]) -> str:
     ],
 )
 def test_malformed_bodies(client: TestClient, body: str, field: str) -> None:
-    details = error_of(client.post("/api/closeposition", content=body), 422, "invalid_field")
+    details = error_of(client.post("/api/closeposition", content=body, headers=JSON), 422, "invalid_field")
     assert details["field"] == field
 
 

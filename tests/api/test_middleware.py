@@ -37,8 +37,55 @@ def test_a_streamed_oversized_body_is_413(client: TestClient) -> None:
             yield b"a" * 1024
         yield b'"}'
 
-    answer = client.post("/api/closeposition", content=chunks())
+    answer = client.post("/api/closeposition", content=chunks(), headers={"content-type": "application/json"})
 
     assert answer.status_code == 413
     assert answer.json()["error"]["code"] == "body_too_large"
     assert answer.headers["x-request-id"]
+
+
+MCP_HEADERS = {
+    "content-type": "application/json",
+    "accept": "application/json, text/event-stream",
+    "host": "127.0.0.1:8000",  # the SDK checks the Host header against the served host (DNS rebinding)
+}
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "0"},
+    },
+}
+
+
+def _mcp_session(client: TestClient) -> dict[str, str]:
+    """Headers of an initialized MCP session (the SDK answers calls outside one with its own 400)."""
+    answer = client.post("/mcp/", json=INITIALIZE, headers=MCP_HEADERS)
+    assert answer.status_code == 200, answer.text
+    assert "vault-relayer" in answer.text
+    headers = {**MCP_HEADERS, "mcp-session-id": answer.headers["mcp-session-id"]}
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert client.post("/mcp/", json=initialized, headers=headers).status_code == 202
+    return headers
+
+
+def test_the_mcp_endpoint_refuses_a_key_given_twice_before_the_sdk_reads_it(client: TestClient) -> None:
+    # The SDK's parser would keep the last `dry_run` and run the call as a real trade.
+    headers = _mcp_session(client)
+    body = (
+        '{"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "partial_close", '
+        '"arguments": {"symbol": "BTCUSDT", "api_key": "vrk_x", "dry_run": true, "dry_run": false}}}'
+    )
+
+    answer = client.post("/mcp/", content=body, headers=headers)
+
+    assert answer.status_code == 400, answer.text
+    refusal = answer.json()
+    assert (refusal["jsonrpc"], refusal["id"], refusal["error"]["code"]) == ("2.0", 7, -32700)
+    assert refusal["error"]["data"]["error"]["code"] == "invalid_field"
+    assert refusal["error"]["data"]["error"]["details"]["field"] == "dry_run"

@@ -16,7 +16,7 @@ import uvicorn
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from relayer import calldata, keys_cli
+from relayer import __version__, calldata, keys_cli
 from relayer.api.app import create_app
 from relayer.chain import embedded_chain
 from relayer.deploy import deploy_vault
@@ -25,7 +25,10 @@ from relayer.relay.journal import Journal
 from relayer.relay.signers import Signer
 from relayer.transact import send
 from tests.conftest import ROOT, _free_port, require_tool, units
-from tests.trading.conftest import tool_json, trading_settings
+from tests.trading.conftest import tool_error, tool_json, trading_settings
+
+DEMO_KEY = re.compile(r"demo API keys? of (0x[0-9a-fA-F]{40})[^\n]*\n[^\n]*?(vrk_[A-Za-z0-9_-]+)")
+"""The banner's demo account and the first key listed under it (scopes read,trade)."""
 
 
 @pytest.fixture
@@ -75,38 +78,46 @@ def served_app(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
 def test_get_positions_over_streamable_http(served_app: tuple[str, str, str]) -> None:
     url, key, position_id = served_app
 
-    async def call() -> tuple[Any, Any, Any]:
+    async def call() -> tuple[Any, Any, Any, Any]:
         async with Client(url) as client:
             tools = await client.list_tools()
             ok = await client.call_tool("get_positions", {"api_key": key})
             refused = await client.call_tool("partial_close", {"symbol": "BTCUSDT", "api_key": key})
-            return tools, ok, refused
+            unknown = await client.call_tool("get_positions", {"api_key": key, "market": "BTCUSDT"})
+            return tools, ok, refused, unknown
 
-    tools, ok, refused = anyio.run(call)
+    tools, ok, refused, unknown = anyio.run(call)
 
     assert len(tools.tools) == 7
+    assert all(tool.input_schema["additionalProperties"] is False for tool in tools.tools)
+    assert tool_error(unknown)["details"] == {"field": "market"}
     (position,) = tool_json(ok)["positions"]
     assert (position["positionId"], position["size"], position["side"]) == (position_id, "0.42", "long")
     assert refused.is_error
     assert '"insufficient_scope"' in refused.content[0].text
 
 
-def test_relayer_mcp_on_stdio_with_the_demo_key() -> None:
+def test_relayer_mcp_on_stdio_with_the_demo_key(tmp_path: Path) -> None:
     relayer = require_tool(ROOT / ".venv" / "bin" / "relayer", "the relayer console script")
-    params = StdioServerParameters(command=relayer, args=["mcp"], cwd=str(ROOT))
+    # Its own journal: an embedded start revokes the demo keys of any other run on the same file.
+    journal = str(tmp_path / "journal.sqlite3")
+    params = StdioServerParameters(command=relayer, args=["mcp", "--journal", journal], cwd=str(ROOT))
 
-    async def call(errlog: Any) -> tuple[str, Any, Any]:
+    async def call(errlog: Any) -> tuple[str, Any, Any, Any]:
         async with Client(stdio_client(params, errlog=errlog)) as client:
             errlog.flush()
             banner = Path(errlog.name).read_text()
-            match = re.search(r"demo API key of (0x[0-9a-fA-F]{40}).*\n\s+(vrk_[A-Za-z0-9_-]+)", banner)
+            match = DEMO_KEY.search(banner)
             assert match is not None, banner
             ok = await client.call_tool("get_positions", {"api_key": match.group(2)})
             bad = await client.call_tool("get_positions", {"api_key": "vrk_nope"})
-            return match.group(1), ok, bad
+            return match.group(1), ok, bad, client.server_info
 
     with tempfile.NamedTemporaryFile("w+", suffix=".log") as errlog:
-        account, ok, bad = anyio.run(call, errlog)
+        account, ok, bad, server_info = anyio.run(call, errlog)
+
+    assert server_info is not None
+    assert server_info.version == __version__
 
     answer = tool_json(ok)
     assert answer["account"] == account

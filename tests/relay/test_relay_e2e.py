@@ -238,7 +238,9 @@ def test_transactions_listing_and_lookup(
     assert client.get("/api/transactions", params={"status": "queued"}).json()["transactions"] == []
     assert _error(client.get("/api/transactions", params={"status": "bogus"})) == (422, "invalid_field")
     assert _error(client.get("/api/transactions/nope")) == (404, "transaction_not_found")
-    assert _error(client.post("/api/relay/signed", content=b"{nope")) == (422, "invalid_field")
+    json_type = {"content-type": "application/json"}
+    malformed = client.post("/api/relay/signed", content=b"{nope", headers=json_type)
+    assert _error(malformed) == (422, "invalid_field")
 
 
 def test_out_of_funds_signer_is_refused_and_reported(

@@ -53,7 +53,7 @@ def test_seed_conversation_33_percent_off_a_btc_long(
     assert answer["success"] is True
     assert answer["symbol"] == "BTCUSDT"
     assert answer["positionId"] == "0x" + position_id.hex()
-    assert answer["closed_pct"] == 33
+    assert answer["closed_pct"] == "33"
     assert answer["closed_qty"] == "0.1386"
     assert answer["remaining_qty"] == "0.2814"
     assert answer["exit_price"] == "96200"
@@ -162,7 +162,7 @@ def test_exit_pct_defaults_to_50(
     response = trading.post("/api/partialclose", {"symbol": "ethusdt"}, trading.key(accounts[1]))
 
     assert response.status_code == 200, response.text
-    assert response.json()["closed_pct"] == 50
+    assert response.json()["closed_pct"] == "50"
     assert response.json()["closed_qty"] == "1.5"
     assert response.json()["side"] == "short"
     assert vault.position(position_id).size == units("1.5")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 
 import pytest
 from eth_account.signers.local import LocalAccount
@@ -37,7 +38,7 @@ def test_close_position_by_size_then_fully(
     assert part.status_code == 200, part.text
     assert part.json()["closed_qty"] == "0.3"
     assert part.json()["remaining_qty"] == "0.7"
-    assert part.json()["closed_pct"] == 30
+    assert part.json()["closed_pct"] == "30"
     assert part.json()["realized_pnl_usd"] == "-150"  # 0.3 x -$500
     assert part.json()["remaining_unrealized_pnl_usd"] == "-350"
     _, sent = calldata.decode_call(trading.relay.get(part.json()["transactionId"]).data)
@@ -49,9 +50,27 @@ def test_close_position_by_size_then_fully(
     assert (full.json()["closed_qty"], full.json()["remaining_qty"], full.json()["closed_pct"]) == (
         "0.7",
         "0",
-        100,
+        "100",
     )
     assert vault.position(position_id).size == 0
+
+
+def test_closed_pct_is_the_exact_share_not_a_truncated_integer(
+    trading: Trading, open_position: Callable[..., bytes], accounts: list[LocalAccount]
+) -> None:
+    # 0.01 of 0.2814 is 3.5536...%: it used to be reported as 3.
+    position_id = open_position(market="BTCUSDT", is_long=True, size="0.2814", owner=accounts[1])
+    key = trading.key(accounts[1])
+
+    dry = trading.post(
+        "/api/trade/close", {"positionId": _pid(position_id), "sizeDelta": "0.01", "dry_run": True}, key
+    )
+    sent = trading.post("/api/trade/close", {"positionId": _pid(position_id), "sizeDelta": "0.01"}, key)
+
+    assert dry.status_code == 200, dry.text
+    assert sent.status_code == 200, sent.text
+    assert dry.json()["closed_pct"] == sent.json()["closed_pct"] == "3.553660270078180526"
+    assert Decimal(sent.json()["closed_pct"]) == round(Decimal("0.01") / Decimal("0.2814") * 100, 18)
 
 
 def test_close_more_than_the_position_is_422(

@@ -102,3 +102,22 @@ def test_arbitrary_text_raises_only_invalid_field(text: str) -> None:
         assert value == json.loads(text, parse_float=Decimal)
         return
     assert rejected_field == "body"
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"sizeDelta": "0.1", "sizeDelta": null}', "sizeDelta"),
+        ('{"dry_run": true, "dry_run": false}', "dry_run"),
+        ('{"a": 1, "b": {"c": 1, "c": 1}}', "c"),  # the same value twice is still refused
+        ('[{"x": 1}, {"x": 1, "x": 2}]', "x"),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_it(text: str, field: str) -> None:
+    with pytest.raises(InvalidFieldError) as raised:
+        loads_exact(text)
+    assert raised.value.field == field
+
+
+def test_the_same_key_in_different_objects_is_fine() -> None:
+    assert loads_exact('[{"x": 1}, {"x": 2}]') == [{"x": 1}, {"x": 2}]

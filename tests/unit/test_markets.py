@@ -19,11 +19,17 @@ def test_btcusdt_bytes32() -> None:
 
 
 @pytest.mark.parametrize(
-    ("given_symbol", "expected"), [("btcusdt", "BTCUSDT"), (" EthUsdt ", "ETHUSDT"), ("1", "1")]
+    ("given_symbol", "expected"), [("btcusdt", "BTCUSDT"), ("EthUsdt", "ETHUSDT"), ("1", "1")]
 )
-def test_normalize_upper_cases_and_strips(given_symbol: str, expected: str) -> None:
+def test_normalize_upper_cases(given_symbol: str, expected: str) -> None:
     assert normalize_symbol(given_symbol) == expected
     assert symbol_to_bytes32(given_symbol) == symbol_to_bytes32(expected)
+
+
+@pytest.mark.parametrize("given_symbol", [" EthUsdt ", "BTCUSDT\n", "\tBTCUSDT", "BTC USDT"])
+def test_normalize_refuses_spaces_instead_of_trimming(given_symbol: str) -> None:
+    with pytest.raises(InvalidMarketError):
+        normalize_symbol(given_symbol)
 
 
 @given(symbols)

@@ -41,7 +41,6 @@ def test_parse_decimal_reads_its_own_text_back_exactly(value: Decimal) -> None:
     ("text", "expected"),
     [
         ("0.14", Decimal("0.14")),
-        ("  42 ", Decimal(42)),
         ("1e-8", Decimal("0.00000001")),
         ("1E+3", Decimal(1000)),
         ("-2.5", Decimal("-2.5")),
@@ -53,7 +52,14 @@ def test_parse_decimal_reads_its_own_text_back_exactly(value: Decimal) -> None:
 def test_parse_decimal_reads_decimal_text(text: str, expected: Decimal) -> None:
     parsed = parse_decimal(text, "x")
     assert parsed == expected
-    assert parsed.as_tuple() == Decimal(text.strip()).as_tuple()  # no rounding on the way in
+    assert parsed.as_tuple() == Decimal(text).as_tuple()  # no rounding on the way in
+
+
+@pytest.mark.parametrize("text", ["  42 ", " 0.1", "0.1 ", "0.1\n", "\t1", "1\u00a0", "1 000"])
+def test_parse_decimal_refuses_text_with_spaces_instead_of_trimming(text: str) -> None:
+    with pytest.raises(InvalidFieldError) as raised:
+        parse_decimal(text, "sizeDelta")
+    assert raised.value.field == "sizeDelta"
 
 
 @pytest.mark.parametrize(
