@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils.address import to_checksum_address
+import rlp  # type: ignore[import-untyped]  # eth-account's own RLP codec; it ships no type hints
+from eth_account.typed_transactions.dynamic_fee_transaction import DynamicFeeTransaction
+from eth_utils.address import to_canonical_address, to_checksum_address
 
 from relayer import calldata
 from relayer.close_request import (
@@ -137,22 +139,62 @@ class BuiltTransaction:
         return max_cost_wei(self.gas_limit, self.fees)
 
     @property
-    def transaction(self) -> dict[str, Any]:
-        """A dict `eth_account.Account.sign_transaction` accepts as is (type 2; legacy without a base fee)."""
-        tx: dict[str, Any] = {
-            "chainId": self.chain_id,
+    def transaction(self) -> dict[str, str]:
+        """The unsigned transaction as a JSON-RPC transaction object (what `eth_sendTransaction` takes).
+
+        Every quantity is a 0x-hex string, never a JSON number: JavaScript's `JSON.parse` silently rounds
+        integers above 2**53, and a wei amount gets there quickly. `eth_account.Account.sign_transaction`
+        accepts this dict as is (hex quantities, `type` "0x2", and `from`, which it checks against the key).
+        Legacy chains (no base fee) get `gasPrice` and no `type`: eth-account refuses `type` "0x0".
+        """
+        return {
+            "chainId": hex(self.chain_id),
             "from": self.sender,
             "to": self.vault_address,
             "data": "0x" + self.calldata.hex(),
-            "value": 0,
-            "gas": self.gas_limit,
-            "nonce": self.nonce,
-            **fee_fields(self.fees),
+            "value": hex(0),
+            "gas": hex(self.gas_limit),
+            "nonce": hex(self.nonce),
+            **{name: hex(value) for name, value in fee_fields(self.fees).items()},
         }
-        return tx
+
+    @property
+    def serialized_transaction(self) -> bytes:
+        """The same transaction, unsigned, as EIP-2718 bytes: what viem's `parseTransaction` and ethers'
+        `Transaction.from` read, so a JavaScript client signs it without mapping any field.
+
+        EIP-1559: `0x02 || rlp([chainId, nonce, maxPriorityFeePerGas, maxFeePerGas, gas, to, value, data,
+        accessList])`. Legacy: the EIP-155 signing payload `rlp([nonce, gasPrice, gas, to, value, data,
+        chainId, 0, 0])`. Either way its keccak is the hash the owner signs (tests/interop checks that against
+        eth-account's signature and against viem's and ethers' parsers).
+        """
+        to = to_canonical_address(self.vault_address)
+        if self.fees.gas_price_wei is not None:
+            legacy = [self.nonce, self.fees.gas_price_wei, self.gas_limit, to, 0, self.calldata]
+            payload: bytes = rlp.encode([*legacy, self.chain_id, 0, 0])
+            return payload
+        fields = [
+            self.chain_id,
+            self.nonce,
+            self.fees.max_priority_fee_per_gas_wei,
+            self.fees.max_fee_per_gas_wei,
+            self.gas_limit,
+            to,
+            0,
+            self.calldata,
+            [],
+        ]
+        typed: bytes = bytes([DynamicFeeTransaction.transaction_type]) + rlp.encode(fields)
+        return typed
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire shape of `POST /api/closeposition` (integers stay JSON integers: exact at any size)."""
+        """The wire shape of `POST /api/closeposition`.
+
+        The transaction twice: `transaction` as a JSON-RPC object (eth-account's `sign_transaction`, a browser
+        wallet's `eth_sendTransaction`) and `serializedTransaction` as unsigned EIP-2718 hex (viem, ethers).
+        Wei and other quantities are hex or decimal strings, exact in any JSON parser; `gasEstimate` stays a
+        JSON integer (gas is far below 2**53).
+        """
         return {
             "calldata": "0x" + self.calldata.hex(),
             "vaultAddress": self.vault_address,
@@ -160,6 +202,7 @@ class BuiltTransaction:
             "action": self.action.value,
             "gasEstimate": self.gas_estimate,
             "transaction": self.transaction,
+            "serializedTransaction": "0x" + self.serialized_transaction.hex(),
             "preview": self.preview.to_dict(),
         }
 

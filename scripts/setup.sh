@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything vault-relayer needs on a machine with only Python 3.11+ and Node 20:
-# a virtualenv in .venv with the package (editable) and its dev tools, and the pinned npm tools
-# (solc, anvil, cast) in node_modules. Re-running is cheap: each step is skipped while its inputs are unchanged.
+# a virtualenv in .venv with the package (editable) and its dev tools, and the pinned npm packages in
+# node_modules (solc, anvil, cast; viem and ethers for the signing interop tests).
+# It leaves the checkout as it found it (`npm ci` never rewrites package-lock.json), and a re-run is a no-op:
+# each step is skipped while its inputs are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,11 +19,16 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$py_stamp" ]; then
   echo "$py_stamp" > .venv/.setup-stamp
 fi
 
-npm_stamp=$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1)
-if [ "$(cat node_modules/.setup-stamp 2>/dev/null)" != "$npm_stamp" ]; then
-  # `npm ci` rejects this lockfile: npm records only this platform's optional anvil/cast binary packages.
-  # Every version is pinned exactly in package.json and checked against the lockfile's integrity hashes.
-  npm install --no-audit --no-fund --loglevel=error
+# The stamp covers what decides the installed tree: both npm files (which `npm ci` only reads, so the stamp
+# taken before the install still holds after it) and the Node version and platform (which pick the optional
+# prebuilt anvil/cast binary package).
+npm_stamp=$({ cat package.json package-lock.json; node -p 'process.version + process.platform + process.arch'; } \
+  | sha256sum | cut -d' ' -f1)
+# `npm ls` (read-only, under a second) also catches a package removed by hand since the last install.
+if [ "$(cat node_modules/.setup-stamp 2>/dev/null)" != "$npm_stamp" ] || ! npm ls --depth=0 >/dev/null 2>&1; then
+  # The lockfile lists every platform's optional anvil/cast binary package, so `npm ci` installs exactly it
+  # (integrity-checked) and fails, rather than silently re-resolving, if package.json and it disagree.
+  npm ci --no-audit --no-fund --loglevel=error
   echo "$npm_stamp" > node_modules/.setup-stamp
 fi
 # The npm packages ship anvil and cast as prebuilt binaries inside the registry package; fail early if not.

@@ -84,19 +84,24 @@ CLOSE_REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
 
 
 class TransactionDoc(BaseModel):
-    """Signable with `eth_account.Account.sign_transaction(tx, key)` as is."""
+    """The unsigned transaction as a JSON-RPC transaction object, what a wallet's `eth_sendTransaction` takes.
 
-    type: int | None = Field(None, examples=[2], description="2 (EIP-1559); absent on legacy chains.")
-    chainId: int = Field(examples=[31337])
+    Quantities are 0x-hex strings, never JSON numbers, so no JSON parser can round them (JavaScript's
+    `JSON.parse` does above 2**53). `eth_account.Account.sign_transaction(tx, key)` signs it as is. viem and
+    ethers read `serializedTransaction` instead.
+    """
+
+    type: str | None = Field(None, examples=["0x2"], description="0x2 (EIP-1559); absent on legacy chains.")
+    chainId: str = Field(examples=["0x7a69"])
     from_: str = Field(alias="from", examples=[_OWNER], description="The position owner: who must sign.")
     to: str = Field(examples=[_VAULT])
     data: str = Field(examples=["0x4d2e..."])
-    value: int = Field(examples=[0])
-    gas: int = Field(examples=[52_000], description="Gas estimate plus the configured margin.")
-    nonce: int = Field(examples=[7], description="The owner's pending nonce.")
-    maxFeePerGas: int | None = Field(None, examples=[2_875_000_000])
-    maxPriorityFeePerGas: int | None = Field(None, examples=[1_000_000_000])
-    gasPrice: int | None = Field(None, description="Only on chains without a base fee.")
+    value: str = Field(examples=["0x0"])
+    gas: str = Field(examples=["0xcb20"], description="Gas limit: the estimate plus the configured margin.")
+    nonce: str = Field(examples=["0x7"], description="The owner's pending nonce.")
+    maxFeePerGas: str | None = Field(None, examples=["0xab5d04c1"], description="Wei per gas, EIP-1559 only.")
+    maxPriorityFeePerGas: str | None = Field(None, examples=["0x3b9aca00"], description="Wei per gas.")
+    gasPrice: str | None = Field(None, description="Wei per gas; only on chains without a base fee.")
 
 
 class OrderDoc(BaseModel):
@@ -133,6 +138,13 @@ class CloseResponseDoc(BaseModel):
     )
     gasEstimate: int = Field(examples=[43_000])
     transaction: TransactionDoc
+    serializedTransaction: str = Field(
+        examples=["0x02f88f827a6901843b9aca00847a4ed1b283011cbd94..."],
+        description="The same transaction, unsigned, as EIP-2718 hex: `0x02 || rlp([chainId, nonce, "
+        "maxPriorityFeePerGas, maxFeePerGas, gas, to, value, data, accessList])`, or the EIP-155 legacy RLP "
+        "on chains without a base fee. viem: `parseTransaction(it)`; ethers v6: `Transaction.from(it)`; then "
+        "sign with the owner's key. Its keccak is the hash the owner signs.",
+    )
     preview: PreviewDoc
 
 

@@ -21,6 +21,8 @@ from tests.api.conftest import SignAndSend
 
 SIDES = pytest.mark.parametrize("is_long", [True, False], ids=["long", "short"])
 
+JSON = {"content-type": "application/json"}
+
 
 def build(client: TestClient, **body: Any) -> dict[str, Any]:
     response = client.post("/api/closeposition", json=body)
@@ -92,11 +94,17 @@ def test_full_close(
     assert tx["from"] == owner.address
     assert tx["to"] == deployment.address
     assert tx["data"] == result["calldata"]
-    assert tx["chainId"] == chain.w3.eth.chain_id
-    assert tx["nonce"] == chain.w3.eth.get_transaction_count(owner.address, "pending")
-    assert tx["type"] == 2
-    assert tx["gas"] > result["gasEstimate"]
-    assert result["requiredGasFee"] == format_fixed(tx["gas"] * tx["maxFeePerGas"], ETH_DECIMALS)
+    assert tx["type"] == "0x2"
+    quantities = {name: tx[name] for name in ("chainId", "nonce", "gas", "value", "maxFeePerGas")}
+    assert all(value.startswith("0x") for value in quantities.values())  # exact in JavaScript's JSON.parse
+    assert int(tx["chainId"], 16) == chain.w3.eth.chain_id
+    assert int(tx["nonce"], 16) == chain.w3.eth.get_transaction_count(owner.address, "pending")
+    assert int(tx["value"], 16) == 0
+    assert int(tx["gas"], 16) > result["gasEstimate"]
+    assert result["requiredGasFee"] == format_fixed(
+        int(tx["gas"], 16) * int(tx["maxFeePerGas"], 16), ETH_DECIMALS
+    )
+    assert result["serializedTransaction"].startswith("0x02")
     preview = result["preview"]
     assert (preview["sizeBefore"], preview["sizeDelta"], preview["sizeAfter"]) == ("0.42", "0.42", "0")
     assert preview["currentPrice"] == "97250.5"
@@ -223,12 +231,12 @@ def test_numbers_may_be_json_numbers_and_stay_exact(
 ) -> None:
     position_id = open_position(size="1")
     body = f'{{"positionId": "{pid_hex(position_id)}", "sizeDelta": 0.1000000000000000055511151231257827}}'
-    response = client.post("/api/closeposition", content=body)
+    response = client.post("/api/closeposition", content=body, headers=JSON)
     assert response.status_code == 422  # as a float this would silently become 0.1
     assert response.json()["error"]["details"]["field"] == "sizeDelta"
     body = f'{{"positionId": "{pid_hex(position_id)}", "sizeDelta": 0.100000000000000001}}'
     assert (
-        client.post("/api/closeposition", content=body).json()["preview"]["sizeDelta"]
+        client.post("/api/closeposition", content=body, headers=JSON).json()["preview"]["sizeDelta"]
         == "0.100000000000000001"
     )
 
@@ -243,5 +251,5 @@ def test_the_pending_nonce_counts_transactions_not_yet_built_against(
     tx1 = build(client, positionId=pid_hex(first))["transaction"]
     sign_and_send(accounts[1], tx1)
     tx2 = build(client, positionId=pid_hex(second))["transaction"]
-    assert tx2["nonce"] == tx1["nonce"] + 1
+    assert int(tx2["nonce"], 16) == int(tx1["nonce"], 16) + 1
     sign_and_send(accounts[1], tx2)

@@ -256,28 +256,38 @@ def test_eip1559_transaction_signs_as_is_and_prices_the_worst_case() -> None:
     assert tx.action is CloseAction.DECREASE
     assert tx.gas_limit == 60_000
     assert tx.transaction == {
-        "type": 2,
-        "chainId": 31337,
+        "type": "0x2",
+        "chainId": hex(31337),
         "from": OWNER.address,
         "to": VAULT,
         "data": "0x" + tx.calldata.hex(),
-        "value": 0,
-        "gas": 60_000,
-        "nonce": 4,
-        "maxFeePerGas": 2_875_000_001,
-        "maxPriorityFeePerGas": 1_000_000_000,
+        "value": "0x0",
+        "gas": hex(60_000),
+        "nonce": "0x4",
+        "maxFeePerGas": hex(2_875_000_001),
+        "maxPriorityFeePerGas": hex(1_000_000_000),
     }
     assert tx.to_dict()["requiredGasFee"] == "0.00017250000006"
     signed = OWNER.sign_transaction(tx.transaction)
     assert Account.recover_transaction(signed.raw_transaction) == OWNER.address
+    assert signed.raw_transaction == OWNER.sign_transaction(int_fields(tx.transaction)).raw_transaction
+    assert tx.to_dict()["serializedTransaction"] == "0x" + tx.serialized_transaction.hex()
+    assert tx.serialized_transaction.startswith(b"\x02")
 
 
 def test_legacy_transaction_on_chains_without_a_base_fee() -> None:
     tx = built(Fees(0, 0, gas_price_wei=7))
     assert "type" not in tx.transaction
-    assert tx.transaction["gasPrice"] == 7
+    assert tx.transaction["gasPrice"] == "0x7"
     assert tx.to_dict()["requiredGasFee"] == format_fixed(60_000 * 7, 18)
-    OWNER.sign_transaction(tx.transaction)
+    signed = OWNER.sign_transaction(tx.transaction)
+    assert signed.raw_transaction == OWNER.sign_transaction(int_fields(tx.transaction)).raw_transaction
+    assert tx.serialized_transaction[0] >= 0xC0  # an RLP list: a legacy transaction has no type byte
+
+
+def int_fields(transaction: dict[str, str]) -> dict[str, Any]:
+    """The dict with its hex quantities as ints: eth-account must sign both forms identically."""
+    return {k: v if k in {"from", "to", "data"} else int(v, 16) for k, v in transaction.items()}
 
 
 # --- return data decoding -----------------------------------------------------------------------------------
