@@ -5,6 +5,7 @@ Everything above this module talks to a `Chain`; which backend sits behind it is
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,18 @@ def embedded_keys() -> list[str]:
     return ["0x" + i.to_bytes(32, "big").hex() for i in range(1, EMBEDDED_ACCOUNT_COUNT + 1)]
 
 
+@dataclass(frozen=True)
+class TopCall:
+    """How a mined transaction's top call ended, as a trace tells it.
+
+    `error` is None when it succeeded, else the EVM's reason ("execution reverted", "out of gas" or the like);
+    `output` is its return data, or its revert data when it reverted.
+    """
+
+    error: str | None
+    output: bytes
+
+
 @dataclass
 class Chain:
     """A web3 connection plus what tests and demos need to drive it (snapshots, test accounts)."""
@@ -46,6 +59,10 @@ class Chain:
     name: str
     tester: Any = None
     test_keys: list[str] = field(default_factory=list)
+    run_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    """Random, made with this object. The embedded chain lives exactly as long as its object, so for it this
+    names the chain itself: the journal keeps it to tell a live embedded chain's records from those of an
+    earlier run, which no chain id or genesis hash can (both repeat from run to run)."""
 
     @property
     def is_embedded(self) -> bool:
@@ -66,6 +83,40 @@ class Chain:
             self.tester.revert_to_snapshot(snapshot_id)
             return
         self.w3.provider.make_request(RPCEndpoint("evm_revert"), [snapshot_id])
+
+    def replay_in_block(self, tx_hash: str, block_number: int) -> TopCall | None:
+        """Re-execute a mined transaction of the embedded chain where it ran, and say how its top call ended.
+
+        py-evm keeps no trace of a mined transaction, so its block is re-executed the way py-evm imports
+        one: on the state before the block, in the block's own context (number, timestamp, base fee,
+        coinbase), the block's pre-processing first (beacon roots, history storage), then its transactions in
+        order up to this one. The state is a throwaway: nothing reaches the chain. Callers hold the chain's
+        lock (py-evm is not thread-safe). None when block `block_number` does not hold the transaction.
+
+        Raises:
+            TypeError: the chain is not the embedded one.
+        """
+        if self.tester is None:
+            raise TypeError("only the embedded chain re-executes transactions in process")
+        from eth.exceptions import Revert
+
+        evm = self.tester.backend.chain
+        block = evm.get_canonical_block_by_number(block_number)
+        wanted = bytes.fromhex(tx_hash.removeprefix("0x"))
+        index = next((i for i, tx in enumerate(block.transactions) if tx.hash == wanted), None)
+        if index is None:
+            return None
+        parent = evm.get_block_header_by_hash(block.header.parent_hash)
+        vm = evm.get_vm(at_header=block.header.copy(state_root=parent.state_root, gas_used=0))
+        vm.block_preprocessing(block)
+        for earlier in block.transactions[:index]:
+            vm.state.apply_transaction(earlier)
+        computation = vm.state.apply_transaction(block.transactions[index])
+        if not computation.is_error:
+            return TopCall(None, bytes(computation.output))
+        error = computation.error
+        reason = "execution reverted" if isinstance(error, Revert) else type(error).__name__
+        return TopCall(reason, bytes(computation.output))
 
     def advance_time(self, seconds: int) -> None:
         """Move the next block's timestamp forward (for staleness and deadline tests and demos)."""

@@ -8,9 +8,10 @@ answers into plain values (ints, hex strings), so the service never handles came
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, TypeVar
@@ -18,11 +19,12 @@ from typing import Any, TypeVar
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
-from web3.exceptions import TransactionNotFound
+from web3.exceptions import MethodUnavailable, TransactionNotFound, Web3RPCError
+from web3.types import RPCEndpoint
 
 from relayer.artifact import load_artifact
 from relayer.blocks import ChainHead, head_from_block
-from relayer.chain import Chain
+from relayer.chain import Chain, TopCall
 from relayer.errors import (
     ChainUnavailableError,
     ExecutionRevertedError,
@@ -32,10 +34,18 @@ from relayer.errors import (
 from relayer.fees import Fees, node_fees
 from relayer.gateway import fee_suggestion_wei
 from relayer.relay.node_errors import Kind, classify
-from relayer.revert import translate
+from relayer.revert import error_from_revert, revert_data, translate
 from relayer.vault import VaultReader
 
 T = TypeVar("T")
+
+log = logging.getLogger("relayer.relay")
+
+_TOP_CALL_TRACER = {"tracer": "callTracer", "tracerConfig": {"onlyTopCall": True}}
+"""`debug_traceTransaction` options: geth's call tracer (anvil, erigon, reth have it too), top call only."""
+
+_RPC_METHOD_UNSUPPORTED = frozenset({-32601, -32004})
+"""JSON-RPC codes for "method not found" (JSON-RPC 2.0) and "method not supported" (EIP-1474)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class Receipt:
     tx_hash: str
     block_number: int
     block_hash: str
+    transaction_index: int
     gas_used: int
     effective_gas_price_wei: int
     success: bool
@@ -74,6 +85,7 @@ class RelayNode:
         )
         self._chain_id: int | None = None
         self._fee_suggestion: tuple[int, int | None] = (-1, None)  # (block number, wei; None: no suggestion)
+        self._node_traces = True  # until the node answers that it has no debug_traceTransaction
 
     def raw(self, fn: Callable[[], T]) -> T:
         """Run `fn` once under the chain lock; exceptions pass through unclassified (for the sender)."""
@@ -176,28 +188,118 @@ class RelayNode:
             tx_hash=tx_hash,
             block_number=int(raw["blockNumber"]),
             block_hash="0x" + bytes(raw["blockHash"]).hex(),
+            transaction_index=int(raw["transactionIndex"]),
             gas_used=int(raw["gasUsed"]),
             effective_gas_price_wei=int(raw.get("effectiveGasPrice") or 0),
             success=int(raw["status"]) == 1,
             logs=list(raw["logs"]),
         )
 
-    def revert_reason(self, sender: str, to: str, data: bytes, gas: int, block_number: int) -> dict[str, Any]:
-        """Why a mined transaction reverted, replayed as a call on the state before its block; as the record
-        keeps it (a `RelayerError.to_dict()`)."""
+    def revert_reason(self, receipt: Receipt, sender: str, to: str, data: bytes, gas: int) -> dict[str, Any]:
+        """Why a mined transaction reverted, as the record keeps it (a `RelayerError.to_dict()`).
+
+        The reason has to be read at the transaction's own position in its block: an earlier transaction of
+        the same block (another close of the same position, say) may be what made it revert, and a call
+        replayed on the state before the block would then succeed. So, first that applies:
+
+        1. The embedded chain: auto-mining puts each transaction alone in its block, but with it off (as
+           tests do) several share one, so the block is re-executed in process up to the transaction
+           (`Chain.replay_in_block`): exact either way.
+        2. A node with the debug namespace (anvil, geth, erigon, reth, nethermind): its trace of the
+           transaction (`debug_traceTransaction`, call tracer, top call only) gives the revert data. A node
+           that answers the method is not found or not supported is never asked again; any other refusal
+           falls back for this transaction only.
+        3. A node without traces: the call replayed with `eth_call` on the state before the block, but only
+           when the transaction was its block's first (index 0), where that state is the one it met (the
+           replay runs in the previous block's context: a revert that depends on the block's number or time
+           may not reproduce). Anywhere else there is no honest replay, and the error says so.
+
+        Revert data is decoded by selector (`relayer.revert`), like every revert. When the in-process replay
+        itself fails (py-evm refusing the block, say), the record still fails, with an error that says the
+        replay could not tell why: raising instead would leave the record `submitted` and fail every round.
+
+        Raises:
+            ChainUnavailableError: the node did not answer (the loop settles the receipt again later).
+        """
+        if self.chain.is_embedded:
+            try:
+                top = self.raw(lambda: self.chain.replay_in_block(receipt.tx_hash, receipt.block_number))
+            except Exception as exc:  # the in-process EVM refused to re-execute: nothing to retry
+                log.warning("replay of %s failed: %r", receipt.tx_hash, exc)
+                return ExecutionRevertedError(
+                    f"reverted on chain; could not replay it: {type(exc).__name__}: {exc}"[:300],
+                    replayError=type(exc).__name__,
+                ).to_dict()
+        else:
+            top = self._trace(receipt.tx_hash)
+        if top is not None:
+            return _reason_from_top_call(top).to_dict()
+        if receipt.transaction_index > 0:
+            return ExecutionRevertedError(
+                "reverted on chain; the node offers no trace to tell why, and a replay on the state before"
+                " its block would miss the earlier transactions of that block",
+                transactionIndex=receipt.transaction_index,
+            ).to_dict()
+        return self._replay_before_block(sender, to, data, gas, receipt.block_number).to_dict()
+
+    def _trace(self, tx_hash: str) -> TopCall | None:
+        """How the transaction's top call ended, by the node's `debug_traceTransaction`; None when the node
+        does not trace (remembered when it lacks the method) or answers something else than a call trace."""
+        if not self._node_traces:
+            return None
+
+        def trace() -> Any:
+            try:
+                return self.w3.manager.request_blocking(
+                    RPCEndpoint("debug_traceTransaction"), [tx_hash, _TOP_CALL_TRACER]
+                )
+            except Web3RPCError as exc:
+                response = exc.rpc_response or {}
+                error = response.get("error") if isinstance(response, dict) else None
+                code = error.get("code") if isinstance(error, dict) else None
+                if isinstance(exc, MethodUnavailable) or code in _RPC_METHOD_UNSUPPORTED:
+                    self._node_traces = False
+                    log.warning("the node has no debug_traceTransaction; revert reasons come from replays")
+                else:
+                    log.warning("debug_traceTransaction of %s refused: %s", tx_hash, exc.message)
+                return None
+
+        return _top_call(self.read(trace))
+
+    def _replay_before_block(
+        self, sender: str, to: str, data: bytes, gas: int, block_number: int
+    ) -> RelayerError:
+        """The call replayed with `eth_call` on the state before `block_number` (see `revert_reason`)."""
         tx = {
             "from": to_checksum_address(sender),
             "to": to_checksum_address(to),
             "data": HexBytes(data),
             "gas": gas,
         }
+        block = max(block_number - 1, 0)
+
+        def replay() -> RelayerError | None:
+            try:
+                self.w3.eth.call(tx, block)  # type: ignore[arg-type]
+            except Exception as exc:
+                revert = revert_data(exc)
+                if revert is None:  # not a revert: `read` retries or translates it
+                    raise
+                return error_from_revert(revert)  # the revert is what we are after
+            return None
+
         try:
-            self.raw(lambda: self.w3.eth.call(tx, max(block_number - 1, 0)))  # type: ignore[arg-type]
-        except Exception as exc:  # the revert is what we are after
-            translated = translate(exc)
-            if translated is not None:
-                return translated.to_dict()
-        return ExecutionRevertedError("reverted on chain (the replay did not reproduce it)").to_dict()
+            reverted = self.read(replay)
+        except ChainUnavailableError:
+            raise
+        except (RelayerError, Web3RPCError) as exc:  # pruned state, an unfunded sender, out of gas...
+            return ExecutionRevertedError(
+                "reverted on chain; the node answered its replay with an error that is not a revert",
+                nodeMessage=str(exc)[:300],
+            )
+        if reverted is not None:
+            return reverted
+        return ExecutionRevertedError("reverted on chain (the replay did not reproduce it)")
 
     def position_owner(self, position_id: bytes) -> str:
         """The owner of a position (zero address when it never existed)."""
@@ -211,15 +313,37 @@ class RelayNode:
         """The vault events in `logs`, by name, with JSON-safe arguments (ints as strings, bytes as hex)."""
         events: list[dict[str, Any]] = []
         table = _event_names()
-        for log in logs:
-            if to_checksum_address(log["address"]) != self.vault.address or not log["topics"]:
+        for entry in logs:
+            if to_checksum_address(entry["address"]) != self.vault.address or not entry["topics"]:
                 continue
-            name = table.get(bytes(log["topics"][0]))
+            name = table.get(bytes(entry["topics"][0]))
             if name is None:
                 continue
-            decoded = self.vault.contract.events[name]().process_log(log)
+            decoded = self.vault.contract.events[name]().process_log(entry)
             events.append({"event": name, "args": {k: _json_value(v) for k, v in decoded["args"].items()}})
         return events
+
+
+def _top_call(trace: Any) -> TopCall | None:
+    """A call tracer's top call (`{"type", "output", "error", ...}`), or None for anything else."""
+    if not isinstance(trace, Mapping) or not isinstance(trace.get("type"), str):
+        return None
+    error, output = trace.get("error"), trace.get("output") or "0x"
+    if not (error is None or isinstance(error, str)) or not isinstance(output, str):
+        return None
+    try:
+        return TopCall(error, bytes.fromhex(output.removeprefix("0x")))
+    except ValueError:
+        return None
+
+
+def _reason_from_top_call(top: TopCall) -> RelayerError:
+    """The error a failed receipt's top call tells: its revert data decoded, else the EVM's own reason."""
+    if top.error is None:
+        return ExecutionRevertedError("the receipt says reverted, yet its trace shows the call succeeding")
+    if top.output:
+        return error_from_revert(top.output)
+    return ExecutionRevertedError(f"reverted on chain without revert data: {top.error}", evmError=top.error)
 
 
 @cache

@@ -312,9 +312,7 @@ class Sender:
             mined = replace(mined, events=self.node.decode_events(receipt.logs))
             self._finish(record, TxStatus.MINED, mined=mined)
         else:
-            reason = self.node.revert_reason(
-                record.sender, record.to, record.data, record.gas_limit, receipt.block_number
-            )
+            reason = self.node.revert_reason(receipt, record.sender, record.to, record.data, record.gas_limit)
             self._finish(record, TxStatus.FAILED, mined=mined, error=reason)
 
     def _finish(

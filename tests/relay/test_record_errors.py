@@ -33,7 +33,7 @@ from relayer.errors import (
 from relayer.fees import Fees
 from relayer.relay.config import RelaySettings
 from relayer.relay.journal import Journal
-from relayer.relay.node import RelayNode
+from relayer.relay.node import Receipt, RelayNode
 from relayer.relay.nonces import NonceAllocator
 from relayer.relay.records import Attempt, RelayRecord
 from relayer.relay.sender import Sender
@@ -209,6 +209,9 @@ def test_a_revert_the_replay_does_not_reproduce_is_an_execution_reverted_error(
 ) -> None:
     node = RelayNode(chain, deployment.address)
     succeeding = calldata.encode_call("markets")
-    reason = node.revert_reason(deployment.address, deployment.address, succeeding, 100_000, 1)
+    receipt = Receipt("0x" + "ab" * 32, 1, "0x" + "cd" * 32, 0, 100_000, 0, False, [])  # first of block 1
+    sender = chain.test_accounts()[0].address  # funded: the replay pays for its gas like the transaction did
+    reason = node.revert_reason(receipt, sender, deployment.address, succeeding, 100_000)
     error = restore_error(reason)
     assert (type(error), error.code, error.http_status) == (ExecutionRevertedError, "execution_reverted", 422)
+    assert error.message == "reverted on chain (the replay did not reproduce it)"
