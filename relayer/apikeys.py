@@ -1,5 +1,8 @@
 """API keys: generation, hashing and the authorisation rules, with no storage or HTTP in sight.
 
+`create_key` makes a key and hands its hash to any store with `insert_api_key` (`KeyStore`: the journal); the
+`relayer keys` command and the embedded demo both call it.
+
 A key is `vrk_<32 url-safe characters>` (192 bits from `secrets`), shown once at creation. Only its SHA-256
 is stored: the key is random and long, so a fast hash is as strong as a slow one here, and lookups stay one
 indexed equality. The stored hash is still compared with `hmac.compare_digest` so no comparison leaks timing.
@@ -12,8 +15,15 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
-from relayer.errors import InsufficientScopeError, NotAuthorizedError, UnauthenticatedError
+from relayer.close_request import parse_owner
+from relayer.errors import (
+    InsufficientScopeError,
+    InvalidFieldError,
+    NotAuthorizedError,
+    UnauthenticatedError,
+)
 
 KEY_PREFIX = "vrk"
 KEY_RANDOM_BYTES = 24
@@ -80,6 +90,40 @@ def parse_scopes(text: str) -> frozenset[Scope]:
         return frozenset(Scope(name) for name in names)
     except ValueError:
         raise ValueError(f"unknown scope in {text!r}: choose from read, trade") from None
+
+
+class KeyStore(Protocol):
+    """Where keys are kept (`relayer.relay.journal.Journal`): only the hash and what `keys list` shows."""
+
+    def insert_api_key(
+        self, *, key_hash: str, prefix: str, label: str, account: str, scopes: frozenset[Scope], now: int
+    ) -> ApiKey: ...
+
+
+def create_key(
+    store: KeyStore, *, account: str, scopes: str, label: str = "", now: int
+) -> tuple[str, ApiKey]:
+    """Make a key for `account` with `scopes` ("read,trade") and store its hash; returns (the key, to show
+    once; its stored record).
+
+    Raises:
+        InvalidFieldError: an unknown or empty scope list (`scopes`), or `account` is not an address.
+    """
+    try:
+        scope_set = parse_scopes(scopes)
+    except ValueError as exc:
+        raise InvalidFieldError("scopes", str(exc)) from None
+    owner = parse_owner(account, "account")
+    key = generate_key()
+    record = store.insert_api_key(
+        key_hash=hash_key(key),
+        prefix=display_prefix(key),
+        label=label,
+        account=owner,
+        scopes=scope_set,
+        now=now,
+    )
+    return key, record
 
 
 def verify(presented: str, stored_hash: str) -> bool:

@@ -14,6 +14,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from relayer.artifact import load_artifact
+from relayer.markets import symbol_to_bytes32
 
 
 @cache
@@ -38,6 +39,24 @@ def encode_call(function: str, *args: Any) -> bytes:
     """
     selector, types = _selector_and_types(function)
     return selector + encode(types, args)
+
+
+def open_position(market: str, is_long: bool, size: int, allowed_price_e8: int) -> bytes:
+    """`openPosition(market, isLong, size, allowedPrice)`: `allowed_price_e8` 0 is no bound.
+
+    Raises:
+        InvalidMarketError: `market` is not a symbol.
+    """
+    return encode_call("openPosition", symbol_to_bytes32(market), is_long, size, allowed_price_e8)
+
+
+def set_price(market: str, price_e8: int) -> bytes:
+    """`setPrice(market, price)`, a price keeper's call (a new market is added).
+
+    Raises:
+        InvalidMarketError: `market` is not a symbol.
+    """
+    return encode_call("setPrice", symbol_to_bytes32(market), price_e8)
 
 
 def close_position(position_id: bytes, size_delta: int, allowed_price_e8: int) -> bytes:

@@ -99,7 +99,8 @@ class Settings(BaseModel):
     keeper_from_block: int = Field(default=0, ge=0)
     """First block the keeper scans for `TriggerSet` events (the vault's deployment block is enough)."""
     price_feed_interval_s: float = Field(default=0, ge=0)
-    """Embedded chain only: seconds between demo price moves; 0 turns the feed off."""
+    """Embedded chain only: seconds between demo price moves; 0 turns the random walk off (setting a price by
+    hand through `/api/demo/pricefeed` still works)."""
     price_feed_seed: int = 0
     price_feed_max_step_bps: int = Field(default=30, ge=0, le=1_000)
 

@@ -1,25 +1,28 @@
 """What `relayer serve` sets up on the embedded chain so a newcomer can try the API at once.
 
 A fresh vault with prices, three demo traders (the chain's well-known, public test keys) holding longs and
-shorts on BTCUSDT and ETHUSDT, and a price move so every position shows a PnL.
+shorts on BTCUSDT and ETHUSDT, a price move so every position shows a PnL, and two demo API keys in the
+persistent journal (the previous run's demo keys are revoked first, so they never pile up).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 
 from eth_account.signers.local import LocalAccount
 
 from relayer import calldata
+from relayer.apikeys import create_key
 from relayer.chain import Chain
+from relayer.config import TradingSettings
 from relayer.constants import SIZE_DECIMALS
 from relayer.deploy import Deployment, deploy_vault, set_price
-from relayer.markets import symbol_to_bytes32
+from relayer.relay.journal import Journal
 from relayer.relay.signers import Signer
-from relayer.transact import send
+from relayer.transact import market_open_price_bound, open_position, send
 from relayer.units import to_fixed
-from relayer.vault import VaultReader
 
 DEMO_MAX_PRICE_AGE_S = 86_400
 """A day: with the price feed paused (or off) the demo should still outlive a coffee break."""
@@ -45,6 +48,12 @@ DEMO_POSITIONS: tuple[tuple[int, str, bool, str], ...] = (
 DEMO_PRICE_MOVES_USD: dict[str, Decimal] = {"BTCUSDT": Decimal("97250"), "ETHUSDT": Decimal("3420.5")}
 """Prices after the positions are opened, so longs and shorts show profits and losses."""
 
+DEMO_TRADE_KEY_LABEL = "embedded-demo"
+"""Label of the demo key (scopes read,trade) that `relayer serve` prints (reserved: see `issue_demo_keys`)."""
+
+DEMO_READ_KEY_LABEL = "embedded-demo-read"
+"""Label of the read-only demo key `relayer serve` prints (reserved: see `issue_demo_keys`)."""
+
 
 @dataclass(frozen=True)
 class DemoPosition:
@@ -63,26 +72,46 @@ class DemoWorld:
     positions: list[DemoPosition]
 
 
+@dataclass(frozen=True)
+class DemoKeys:
+    """The API keys `relayer serve` prints for the first demo trader (each shown once; hashes are stored)."""
+
+    account: str
+    trade: str
+    """Scopes read,trade."""
+    read: str
+    """Scope read only: reads work, trading answers 403 `insufficient_scope`."""
+
+
+@dataclass(frozen=True)
+class JournalNote:
+    """Where the embedded server's journal lives, and how many stale records its start dropped."""
+
+    path: str
+    dropped_records: int = 0
+
+
 def setup_demo_world(chain: Chain) -> DemoWorld:
     """Deploy the vault on `chain` (account 0 is admin and price keeper) and open the demo positions."""
     deployer, *traders = chain.test_accounts()[:4]
     deployment = deploy_vault(chain.w3, deployer, max_price_age_s=DEMO_MAX_PRICE_AGE_S)
-    vault = VaultReader(chain.w3, deployment.address)
-    opened = vault.contract.events.PositionOpened()
+    slippage_bps = TradingSettings().default_slippage_bps  # market orders, bounded like every market order
     positions = []
     for trader_number, market, is_long, size in DEMO_POSITIONS:
         trader = traders[trader_number - 1]
-        size_units = to_fixed(Decimal(size), SIZE_DECIMALS, "size")
-        receipt = send(
+        allowed_price_e8 = market_open_price_bound(
+            chain.w3, deployment.address, market, is_long=is_long, slippage_bps=slippage_bps
+        )
+        opened = open_position(
             chain.w3,
             trader,
             deployment.address,
-            calldata.encode_call("openPosition", symbol_to_bytes32(market), is_long, size_units, 0),
+            market,
+            is_long=is_long,
+            size=to_fixed(Decimal(size), SIZE_DECIMALS, "size"),
+            allowed_price_e8=allowed_price_e8,
         )
-        (event,) = opened.process_receipt(receipt)
-        positions.append(
-            DemoPosition(bytes(event["args"]["positionId"]), trader.address, market, is_long, Decimal(size))
-        )
+        positions.append(DemoPosition(opened.position_id, trader.address, market, is_long, Decimal(size)))
     for market, price in DEMO_PRICE_MOVES_USD.items():
         set_price(chain.w3, deployer, deployment.address, market, price)
     return DemoWorld(deployment, deployer, traders, positions)
@@ -101,8 +130,27 @@ def approve_relayer(chain: Chain, world: DemoWorld, signers: list[str]) -> None:
             send(chain.w3, trader, world.deployment.address, calldata.set_operator(signer, True))
 
 
+def issue_demo_keys(journal: Journal, account: str) -> DemoKeys:
+    """Revoke the demo keys of earlier runs (by their reserved labels), then make this run's two keys.
+
+    The journal outlives the embedded chain (it also holds the keys users made with `relayer keys create`),
+    so without the revocation every start would leave one more valid key behind. A key a user labels
+    `embedded-demo` or `embedded-demo-read` is revoked too: those labels belong to the demo.
+    """
+    now = int(time.time())
+    journal.revoke_api_keys_labelled((DEMO_TRADE_KEY_LABEL, DEMO_READ_KEY_LABEL), now)
+    trade, _ = create_key(journal, account=account, scopes="read,trade", label=DEMO_TRADE_KEY_LABEL, now=now)
+    read, _ = create_key(journal, account=account, scopes="read", label=DEMO_READ_KEY_LABEL, now=now)
+    return DemoKeys(account, trade, read)
+
+
 def describe(
-    world: DemoWorld, base_url: str | None, *, api_key: str | None = None, signers: list[str] | None = None
+    world: DemoWorld,
+    base_url: str | None,
+    *,
+    keys: DemoKeys | None = None,
+    signers: list[str] | None = None,
+    journal: JournalNote | None = None,
 ) -> str:
     """The text `relayer serve` prints: where the API is, the demo accounts and keys, and first requests."""
     lines = [
@@ -122,11 +170,22 @@ def describe(
     first = world.positions[0]
     if signers:
         lines += ["", f"relayer signers (approved as operators by every demo trader): {', '.join(signers)}"]
-    if api_key:
+    if journal is not None:
         lines += [
             "",
-            f"demo API key of {world.traders[0].address} (scopes read,trade; shown once):",
-            f"  {api_key}",
+            f"journal (relay records and API keys; `relayer keys create` here adds keys): {journal.path}",
+        ]
+        if journal.dropped_records:
+            lines.append(
+                f"  dropped {journal.dropped_records} relay records of an earlier run's embedded chain"
+                " (that chain is gone); API keys kept"
+            )
+    if keys is not None:
+        lines += [
+            "",
+            f"demo API keys of {keys.account} (shown once; earlier runs' demo keys are revoked):",
+            f"  scopes read,trade  {keys.trade}",
+            f"  scope read         {keys.read}",
         ]
     if base_url is None:
         return "\n".join(lines)
@@ -137,11 +196,13 @@ def describe(
         f'    -d \'{{"positionId": "0x{first.position_id.hex()}", "sizeDelta": "{first.size / 2}"}}\'',
         "  then: eth_account.Account.from_key(KEY).sign_transaction(answer['transaction'])",
     ]
-    if api_key:
+    if keys is not None:
         lines += [
             "",
             "or let the relayer do it with the API key: take 33% off the BTC long",
-            f"  curl -s {base_url}/api/partialclose -H 'authorization: Bearer {api_key}' \\",
-            "    -H 'content-type: application/json' -d '{\"symbol\": \"BTCUSDT\", \"exit_pct\": 33}'",
+            f"  curl -s {base_url}/api/partialclose -H 'authorization: Bearer {keys.trade}' \\",
+            '    -H \'content-type: application/json\' -d \'{"symbol": "BTCUSDT", "exit_pct": 33}\'',
+            "read the account's positions with the read-only key:",
+            f"  curl -s {base_url}/api/trade/positions -H 'authorization: Bearer {keys.read}'",
         ]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Deploying the vault and recording where it lives (deployments/<chainId>.json).
+"""Deploying the vault and recording where it lives (deployments/<chainId>.json in the current directory).
 
 Re-running against a chain whose recorded deployment still has the vault's code is a no-op that says so, so
 deploy scripts are safe to repeat.
@@ -15,15 +15,16 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3 import Web3
 
-from relayer import calldata
 from relayer.artifact import load_artifact
 from relayer.constants import DEFAULT_MAX_PRICE_AGE_S, PRICE_DECIMALS
-from relayer.markets import symbol_to_bytes32
-from relayer.transact import send
+from relayer.transact import send, set_market_price
 from relayer.units import to_fixed
 from relayer.vault import call_chain
 
-DEPLOYMENTS_DIR = Path(__file__).resolve().parent.parent / "deployments"
+DEPLOYMENTS_DIR = Path("deployments")
+"""Relative, so it resolves in the current directory when used: a deployment is a fact about the user's
+project, not about where the package happens to be installed (inside a virtualenv's site-packages, the
+package folder may not even be writable)."""
 
 DEFAULT_PRICES_USD: dict[str, Decimal] = {
     "BTCUSDT": Decimal("96000"),
@@ -96,9 +97,8 @@ def deploy_vault(
 
 
 def set_price(w3: Web3, keeper: LocalAccount, vault: str, symbol: str, price_usd: Decimal) -> None:
-    """Set a market's oracle price from a price-keeper account."""
-    price_e8 = to_fixed(price_usd, PRICE_DECIMALS, "price")
-    send(w3, keeper, vault, calldata.encode_call("setPrice", symbol_to_bytes32(symbol), price_e8))
+    """Set a market's oracle price from a price-keeper account (`NotAuthorizedError` from anyone else)."""
+    set_market_price(w3, keeper, vault, symbol, to_fixed(price_usd, PRICE_DECIMALS, "price"))
 
 
 def ensure_deployed(

@@ -1,6 +1,8 @@
 """`relayer keys ...`: create, list and revoke API keys (thin adapter over `relayer.apikeys` + the journal).
 
-The key itself is printed once, by `create`, and never stored: the journal keeps its SHA-256. Wired into
+The key itself is printed once, by `create`, and never stored: the journal keeps its SHA-256. Keys live in
+the relay journal, by default `.relayer/journal.sqlite3` in the current directory: the file `relayer serve`
+(embedded chain or node) started in the same folder reads, so a key made here works there. Wired into
 `relayer/cli.py` with `add_key_commands(subparsers)`.
 """
 
@@ -11,11 +13,15 @@ import time
 from datetime import UTC, datetime
 
 from relayer import apikeys
-from relayer.close_request import parse_owner
 from relayer.errors import InvalidFieldError
 from relayer.relay.journal import Journal, open_journal
 
 EXIT_OK = 0
+
+JOURNAL_HELP = (
+    "journal file (default: RELAYER_RELAY_JOURNAL_PATH, else .relayer/journal.sqlite3 in the current"
+    " directory, the same file `relayer serve` uses there)"
+)
 
 
 def _journal(args: argparse.Namespace, *, create: bool = False) -> Journal:
@@ -27,21 +33,8 @@ def _when(timestamp: int | None) -> str:
 
 
 def create_key(journal: Journal, *, account: str, scopes: str, label: str = "") -> tuple[str, apikeys.ApiKey]:
-    """Make a key for `account` with `scopes` ("read,trade"); returns (the key, shown once; its record)."""
-    try:
-        scope_set = apikeys.parse_scopes(scopes)
-    except ValueError as exc:
-        raise InvalidFieldError("scopes", str(exc)) from None
-    key = apikeys.generate_key()
-    record = journal.insert_api_key(
-        key_hash=apikeys.hash_key(key),
-        prefix=apikeys.display_prefix(key),
-        label=label,
-        account=parse_owner(account, "account"),
-        scopes=scope_set,
-        now=int(time.time()),
-    )
-    return key, record
+    """`apikeys.create_key` on `journal`, now: (the key, shown once; its record)."""
+    return apikeys.create_key(journal, account=account, scopes=scopes, label=label, now=int(time.time()))
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -91,20 +84,19 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def add_key_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = subparsers.add_parser("keys", help="create, list and revoke API keys")
     sub = keys.add_subparsers(dest="keys_command", required=True)
-    journal_help = "journal file (default: RELAYER_RELAY_JOURNAL_PATH or relay-journal.sqlite3)"
 
     create = sub.add_parser("create", help="create a key (printed once)")
     create.add_argument("--account", required=True, help="the trading account (0x address) the key acts for")
     create.add_argument("--scopes", required=True, help="comma-separated: read, trade")
     create.add_argument("--label", default="", help="a note to tell keys apart")
-    create.add_argument("--journal", help=journal_help)
+    create.add_argument("--journal", help=JOURNAL_HELP)
     create.set_defaults(handler=cmd_create)
 
     listing = sub.add_parser("list", help="list keys (prefix, label, scopes, account, dates)")
-    listing.add_argument("--journal", help=journal_help)
+    listing.add_argument("--journal", help=JOURNAL_HELP)
     listing.set_defaults(handler=cmd_list)
 
     revoke = sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", type=int)
-    revoke.add_argument("--journal", help=journal_help)
+    revoke.add_argument("--journal", help=JOURNAL_HELP)
     revoke.set_defaults(handler=cmd_revoke)

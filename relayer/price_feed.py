@@ -3,6 +3,10 @@
 On a real node prices come from whoever holds the vault's price-keeper role; on the embedded chain `relayer
 serve` runs this so a newcomer sees orders trigger. The walk uses integer basis-point steps from a seeded
 `random.Random`, so a run is reproducible and no float ever touches a price.
+
+The feed exists on the embedded chain even with the walk off (`--price-feed-interval 0`, `walking=False`):
+setting a price by hand is how a newcomer fires an order on purpose, and it matters most when nothing else
+moves the price.
 """
 
 from __future__ import annotations
@@ -33,12 +37,17 @@ def next_price_e8(price_e8: int, step_bps: int) -> int:
 
 @dataclass
 class PriceFeed:
-    """Moves each market's price by a random step of at most `max_step_bps` per tick; can be paused."""
+    """Moves each market's price by a random step of at most `max_step_bps` per tick; can be paused.
+
+    `walking` is False when nothing calls `tick` (the walk is off): the feed then only sets prices by hand,
+    shows as paused, and refuses to be resumed.
+    """
 
     set_price: Callable[[str, int], None]
     prices_e8: dict[str, int]
     seed: int = 0
     max_step_bps: int = 30
+    walking: bool = True
     _rng: random.Random = field(init=False)
     _paused: threading.Event = field(default_factory=threading.Event)
 
@@ -47,7 +56,8 @@ class PriceFeed:
 
     @property
     def paused(self) -> bool:
-        return self._paused.is_set()
+        """True while the walk does not move prices: paused by hand, or off altogether."""
+        return not self.walking or self._paused.is_set()
 
     def pause(self) -> None:
         self._paused.set()
@@ -66,14 +76,20 @@ class PriceFeed:
         Everything is validated before anything changes, so a bad request changes nothing.
 
         Raises:
-            InvalidFieldError: unknown fields, a non-bool `paused`, a symbol without a price or the reverse,
-                a malformed price.
+            InvalidFieldError: unknown fields, a non-bool `paused`, `"paused": false` while the walk is off, a
+                symbol without a price or the reverse, a malformed price.
             MarketNotFoundError: a market the feed does not move.
         """
         reject_unknown_fields(body, ("paused", "symbol", "price"))
         paused = body.get("paused")
         if paused is not None and not isinstance(paused, bool):
             raise InvalidFieldError("paused", "must be true or false")
+        if paused is False and not self.walking:
+            raise InvalidFieldError(
+                "paused",
+                "the random walk is off (started with --price-feed-interval 0): prices move only when set by"
+                " hand; restart with an interval to walk",
+            )
         if ("symbol" in body) != ("price" in body):
             raise InvalidFieldError("price" if "symbol" in body else "symbol", "symbol and price go together")
         if "symbol" in body:
@@ -87,9 +103,11 @@ class PriceFeed:
             self.resume()
 
     def state(self) -> dict[str, Any]:
-        """What the demo endpoint shows: paused or not, the seed, the last prices as exact USD text."""
+        """What the demo endpoint shows: paused or not, the walk (`on`, `paused` or `off`), the seed, the last
+        prices as exact USD text."""
         prices = {market: usd_text(price) for market, price in sorted(self.prices_e8.items())}
-        return {"paused": self.paused, "seed": self.seed, "prices": prices}
+        walk = "off" if not self.walking else "paused" if self._paused.is_set() else "on"
+        return {"paused": self.paused, "walk": walk, "seed": self.seed, "prices": prices}
 
     def tick(self) -> dict[str, int]:
         """Move every market one step (nothing while paused) and return the new prices."""

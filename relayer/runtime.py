@@ -3,13 +3,19 @@
 `open_runtime` is shared by the HTTP app's lifespan and the stdio MCP server, so both faces run the same
 services the same way: the chain gateway and the `TransactionBuilder` always; with relayer signers, the
 `RelayService` (journal, nonces, background loop), the `TradingService` behind API keys, and the keeper;
-on the embedded chain, optionally the demo price feed.
+on the embedded chain with a price keeper, the demo price feed (its random walk only with an interval).
+
+`check_startup` runs the same start-up checks and stops: `relayer serve` calls it before handing the app to
+uvicorn, so a node that is down, a wrong vault, a journal another process relays through or one whose
+records of this chain id belong to another chain ends as one line and an exit code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,14 +31,14 @@ from relayer.config import Settings
 from relayer.errors import ConfigurationError, RelayNotConfiguredError
 from relayer.gateway import ChainGateway, JsonRpcGateway, Web3Gateway
 from relayer.keeper import Keeper
-from relayer.markets import symbol_to_bytes32
 from relayer.periodic import Periodic
 from relayer.price_feed import PriceFeed
+from relayer.relay.journal import ChainBinding, Journal
 from relayer.relay.service import RelayService
 from relayer.relay.signers import Signer
 from relayer.trading import TradingService
 from relayer.transact import send
-from relayer.vault import VaultReader
+from relayer.vault import VaultReader, call_chain
 
 log = logging.getLogger("relayer.runtime")
 
@@ -92,6 +98,95 @@ def connect(
     return web3_gateway, chain, web3_gateway.lock
 
 
+def check_expected_chain(settings: Settings, chain_id: int) -> None:
+    """Refuse a node on another chain than the deployments file names (a wrong URL, or the right URL of a
+    reset node would otherwise serve a vault address that means something else there).
+
+    Raises:
+        ConfigurationError: the chain ids differ.
+    """
+    if settings.expected_chain_id not in (None, chain_id):
+        raise ConfigurationError(
+            f"the node is on chain {chain_id}, the deployments file on {settings.expected_chain_id}"
+        )
+
+
+def chain_binding(chain: Chain, lock: threading.RLock | None = None) -> ChainBinding:
+    """The chain a journal started on `chain` binds to: its id and genesis block hash, and for the embedded
+    chain the run it belongs to (`Chain.run_id`). Blocking node calls.
+
+    Raises:
+        ChainUnavailableError: the node does not answer.
+    """
+    with lock if lock is not None else contextlib.nullcontext():
+        chain_id = int(call_chain(lambda: chain.w3.eth.chain_id))
+        genesis = call_chain(lambda: chain.w3.eth.get_block(0))
+    run = chain.run_id if chain.is_embedded else None
+    return ChainBinding(chain_id, "0x" + bytes(genesis["hash"]).hex(), run)
+
+
+def open_bound_journal(settings: Settings, chain: Chain, lock: threading.RLock | None = None) -> Journal:
+    """The relay journal of `settings`, opened for relaying (holding its relay lock until it is closed) and
+    bound to `chain` before anything in it is resumed (`Journal.bind_to_chain`).
+
+    Raises:
+        ConfigurationError: the journal cannot be opened, another process relays through it, or its records
+            of this chain id belong to another chain.
+        ChainUnavailableError: the node does not answer.
+    """
+    binding = chain_binding(chain, lock)
+    journal = Journal(settings.relay.journal_path, relaying=True)
+    try:
+        dropped = journal.bind_to_chain(binding, now=int(time.time()))
+    except BaseException:
+        journal.close()
+        raise
+    if dropped:
+        log.info("journal dropped %d relay records of an earlier run's embedded chain", dropped)
+    return journal
+
+
+async def _start_gateway(
+    settings: Settings, chain: Chain | None, gateway: ChainGateway | None
+) -> tuple[ChainGateway, Chain | None, threading.RLock | None]:
+    """`connect`, then the gateway's own checks (the node answers, the vault's code is there) and the chain
+    id; the gateway is closed again if any of them fails."""
+    chain_gateway, sync_chain, lock = connect(settings, chain, gateway)
+    try:
+        await chain_gateway.start()
+        check_expected_chain(settings, chain_gateway.chain_id)
+    except BaseException:
+        await chain_gateway.aclose()
+        raise
+    return chain_gateway, sync_chain, lock
+
+
+async def check_startup(
+    settings: Settings, *, chain: Chain | None = None, signers: Sequence[Signer] = ()
+) -> None:
+    """Run `open_runtime`'s start-up checks without starting a service, and close everything again.
+
+    `relayer serve` calls it before uvicorn: a failure inside the ASGI lifespan would reach the terminal as
+    uvicorn's traceback and log lines, this one as the `RelayerError` the CLI prints in one line. The lifespan
+    repeats the checks (cheap), so a node that fails in between still cannot be served by mistake.
+
+    Raises:
+        ChainUnavailableError: the node does not answer.
+        VaultNotDeployedError: the address does not hold this vault's code.
+        ConfigurationError: no chain to serve, another chain than the deployments file's, or (with signers)
+            a journal that cannot be opened, that another process relays through, or whose records of this
+            chain id belong to another chain.
+    """
+    chain_gateway, sync_chain, lock = await _start_gateway(settings, chain, None)
+    try:
+        if signers and sync_chain is not None:
+            bound = sync_chain
+            journal = await anyio.to_thread.run_sync(lambda: open_bound_journal(settings, bound, lock))
+            journal.close()
+    finally:
+        await chain_gateway.aclose()
+
+
 @asynccontextmanager
 async def open_runtime(
     settings: Settings,
@@ -106,26 +201,23 @@ async def open_runtime(
     Args:
         signers: relayer accounts (from the environment, or the embedded chain's demo signers); none means no
             relay, no trading and no keeper.
-        price_keeper: on the embedded chain, the account that moves demo prices (when the feed is on).
+        price_keeper: on the embedded chain, the account that sets demo prices: the price feed (its manual
+            controls) exists whenever it is given; its random walk runs only with `price_feed_interval_s` > 0.
 
     Raises:
-        ConfigurationError: no chain to serve, or the node is on another chain than the deployments file says.
+        ConfigurationError: no chain to serve, the node is on another chain than the deployments file says,
+            another process relays through the journal, or its records of this chain id belong to another
+            chain.
         VaultNotDeployedError, ChainUnavailableError: from the start-up checks.
     """
-    chain_gateway, sync_chain, lock = connect(settings, chain, gateway)
-    await chain_gateway.start()
+    chain_gateway, sync_chain, lock = await _start_gateway(settings, chain, gateway)
     runtime: Runtime | None = None
     try:
-        if settings.expected_chain_id not in (None, chain_gateway.chain_id):
-            raise ConfigurationError(
-                f"the node is on chain {chain_gateway.chain_id}, the deployments file on"
-                f" {settings.expected_chain_id}"
-            )
         builder = TransactionBuilder(chain_gateway, gas_limit_margin_bps=settings.gas_limit_margin_bps)
         runtime = Runtime(settings, sync_chain, lock, chain_gateway, builder)
         if signers and sync_chain is not None:
             _start_relay(runtime, sync_chain, signers)
-        if price_keeper is not None and sync_chain is not None and settings.price_feed_interval_s > 0:
+        if price_keeper is not None and sync_chain is not None:
             _start_price_feed(runtime, sync_chain, price_keeper)
         yield runtime
     finally:
@@ -137,14 +229,20 @@ async def open_runtime(
 def _start_relay(runtime: Runtime, chain: Chain, signers: Sequence[Signer]) -> None:
     settings = runtime.settings
     vault = runtime.gateway.vault_address
-    relay = RelayService(
-        chain=chain,
-        vault_address=vault,
-        signers=list(signers),
-        settings=settings.relay,
-        chain_lock=runtime.chain_lock,
-    )
-    relay.start()  # resumes once (nonces from the chain, unfinished records) before any new nonce is taken
+    journal = open_bound_journal(settings, chain, runtime.chain_lock)  # holds the relay lock until `_stop`
+    try:
+        relay = RelayService(
+            chain=chain,
+            vault_address=vault,
+            signers=list(signers),
+            settings=settings.relay,
+            journal=journal,
+            chain_lock=runtime.chain_lock,
+        )
+        relay.start()  # resumes once (nonces from the chain, unfinished records) before a new nonce is taken
+    except BaseException:
+        journal.close()
+        raise
     runtime.relay = relay
     reader = VaultReader(chain.w3, vault)
     runtime.trading = TradingService(
@@ -170,14 +268,18 @@ def _start_price_feed(runtime: Runtime, chain: Chain, keeper: LocalAccount) -> N
 
     def move(market: str, price_e8: int) -> None:
         with lock:
-            data = calldata.encode_call("setPrice", symbol_to_bytes32(market), price_e8)
-            send(chain.w3, keeper, vault, data)
+            send(chain.w3, keeper, vault, calldata.set_price(market, price_e8))
 
+    walking = settings.price_feed_interval_s > 0
     runtime.price_feed = PriceFeed(
-        move, prices, seed=settings.price_feed_seed, max_step_bps=settings.price_feed_max_step_bps
+        move,
+        prices,
+        seed=settings.price_feed_seed,
+        max_step_bps=settings.price_feed_max_step_bps,
+        walking=walking,
     )
-    # The first move waits one interval: the demo starts from the prices it printed.
-    _loop(runtime, "price-feed", runtime.price_feed.tick, settings.price_feed_interval_s, run_first=False)
+    if walking:  # the first move waits one interval: the demo starts from the prices it printed
+        _loop(runtime, "price-feed", runtime.price_feed.tick, settings.price_feed_interval_s, run_first=False)
 
 
 def _loop(
@@ -193,4 +295,4 @@ def _stop(runtime: Runtime) -> None:
         periodic.stop()
     if runtime.relay is not None:
         runtime.relay.stop()
-        runtime.relay.journal.close()
+        runtime.relay.journal.close()  # lets go of the relay lock

@@ -15,9 +15,11 @@ from typing import Any
 
 from relayer.chain import rpc_chain
 from relayer.constants import ETH_DECIMALS
-from relayer.errors import ConfigurationError, InvalidFieldError, TransactionNotFoundError
+from relayer.errors import ConfigurationError, TransactionNotFoundError
+from relayer.keys_cli import JOURNAL_HELP
 from relayer.relay.config import RelaySettings
 from relayer.relay.journal import open_journal
+from relayer.relay.records import RecordPage
 from relayer.relay.service import RelayService
 from relayer.relay.signers import load_signers
 from relayer.relay.status import TxStatus
@@ -39,17 +41,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    status = None
-    if args.status:
-        try:
-            status = TxStatus(args.status)
-        except ValueError:
-            raise InvalidFieldError(
-                "--status", f"must be one of {', '.join(s.value for s in TxStatus)}"
-            ) from None
+    page = RecordPage.parse(args.status, args.limit)
     journal = open_journal(args.journal, create=False)
     try:
-        records = journal.records(status, limit=args.limit)
+        records = journal.records(page.status, limit=page.limit)
     finally:
         journal.close()
     for record in records:
@@ -59,7 +54,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"nonce {record.nonce:<6}  hashes {len(record.attempts)}  {tx_hash}"
         )
     if not records:
-        print("no relayed transactions" + (f" with status {status.value}" if status else ""))
+        print("no relayed transactions" + (f" with status {page.status.value}" if page.status else ""))
     return EXIT_OK
 
 
@@ -93,17 +88,16 @@ def add_relay_commands(subparsers: Any) -> None:
     """Add `relay status|list|signers` to the `relayer` command's subparsers."""
     relay = subparsers.add_parser("relay", help="inspect the relayer: transactions, signers and nonces")
     commands = relay.add_subparsers(dest="relay_command", required=True)
-    journal_help = "the relay journal file (default RELAYER_RELAY_JOURNAL_PATH or relay-journal.sqlite3)"
 
     status = commands.add_parser("status", help="one relayed transaction: status, every hash, receipt")
     status.add_argument("id")
-    status.add_argument("--journal", help=journal_help)
+    status.add_argument("--journal", help=JOURNAL_HELP)
     status.set_defaults(handler=cmd_status)
 
     listing = commands.add_parser("list", help="relayed transactions, newest first")
     listing.add_argument("--status", help=f"one of {', '.join(s.value for s in TxStatus)}")
     listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--journal", help=journal_help)
+    listing.add_argument("--journal", help=JOURNAL_HELP)
     listing.set_defaults(handler=cmd_list)
 
     signers = commands.add_parser(
@@ -111,5 +105,5 @@ def add_relay_commands(subparsers: Any) -> None:
     )
     signers.add_argument("--rpc-url", required=True, help="JSON-RPC node URL")
     signers.add_argument("--vault", required=True, help="the vault's address")
-    signers.add_argument("--journal", help=journal_help)
+    signers.add_argument("--journal", help=JOURNAL_HELP)
     signers.set_defaults(handler=cmd_signers)

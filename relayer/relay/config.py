@@ -9,6 +9,12 @@ from pathlib import Path
 
 from relayer.errors import ConfigurationError
 
+DEFAULT_JOURNAL_PATH = Path(".relayer") / "journal.sqlite3"
+"""The journal every command uses unless told otherwise (`--journal`, `RELAYER_RELAY_JOURNAL_PATH`): relative,
+so it resolves in the current directory, and the same for `serve`, `mcp`, `keeper`, `keys` and `relay`,
+which is what lets a key made by `relayer keys create` work on the next `relayer serve` started in the same
+folder. The journal creates `.relayer/` (mode 0700) and the file (0600) when missing."""
+
 ENV_PREFIX = "RELAYER_RELAY_"
 """Environment variables of the relay settings: `RELAYER_RELAY_` + the field name in capitals
 (RELAYER_RELAY_JOURNAL_PATH, RELAYER_RELAY_CONFIRMATIONS, RELAYER_RELAY_POLL_INTERVAL_S, ...)."""
@@ -19,7 +25,9 @@ class RelaySettings:
     """How the relayer signs, submits, replaces and journals.
 
     Attributes:
-        journal_path: the SQLite journal file (WAL mode); ":memory:" only for throwaway use.
+        journal_path: the SQLite journal file (WAL mode) holding relay records and API keys; default
+            `.relayer/journal.sqlite3` in the current directory (`DEFAULT_JOURNAL_PATH`); ":memory:" only for
+            throwaway use.
         confirmations: blocks on top of (and including) the one a transaction was mined in before it is final.
         replace_after_s: seconds without a receipt before a transaction is replaced with bumped fees.
         fee_bump_bps: fee increase of a replacement on both EIP-1559 fees (node rule: at least 1_000 = +10%).
@@ -31,7 +39,7 @@ class RelaySettings:
         request_ttl_s: default validity of a signed request built by `GET /api/relay/typed-data`.
     """
 
-    journal_path: Path = Path("relay-journal.sqlite3")
+    journal_path: Path = DEFAULT_JOURNAL_PATH
     confirmations: int = 1
     replace_after_s: int = 30
     fee_bump_bps: int = 1_250

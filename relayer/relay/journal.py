@@ -4,15 +4,25 @@ WAL mode (readers such as `relayer relay list` never block the relayer), a versi
 ordered migrations, compare-and-set status updates (`UPDATE ... WHERE id=? AND status=?`), and a write
 transaction (`BEGIN IMMEDIATE`) in which the sender allocates a nonce, signs and inserts the record and its
 first attempt together: the nonce can never advance without the record that uses it being saved.
+
+One file may hold the records of several chains: every command defaults to `.relayer/journal.sqlite3`, so a
+node's server and an embedded demo started in the same folder share it. Every record carries its chain id;
+a relay start binds its journal to its chain (`bind_to_chain`), and from then on that journal reads,
+resumes and numbers nonces only from records of that chain id. Only one process relays through a journal at
+a time (`lock_for_relaying`). The file holds API-key hashes and signed transactions: it is created mode 0600
+in a folder created 0700 (`.relayer/` by default).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +32,13 @@ from relayer.relay.config import RelaySettings
 from relayer.relay.records import Attempt, Mined, RelayRecord
 from relayer.relay.status import AttemptKind, RecordKind, TxStatus, can_transition
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped by every migration; stored in SQLite's `PRAGMA user_version`."""
+
+_RECORD_COLUMNS = (
+    "id, kind, status, idempotency_key, request_hash, sender, nonce, chain_id, to_address, data, value_wei,"
+    " gas_limit, request_owner, request_nonce, deadline, noop_outcome, error, mined, created_at, updated_at"
+)
 
 _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
@@ -88,7 +103,91 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             )""",
         ),
     ),
+    (
+        3,
+        (
+            # Records of several chains share a file: a signer's nonce, a live signed request and an
+            # idempotency key are unique per chain. SQLite cannot relax a column's UNIQUE in place, so the
+            # table is rebuilt (foreign keys are off while migrations run) and its indexes made again.
+            """CREATE TABLE records_v3 (
+                id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                status TEXT NOT NULL,
+                idempotency_key TEXT,
+                request_hash TEXT NOT NULL,
+                sender TEXT NOT NULL,
+                nonce INTEGER NOT NULL,
+                chain_id INTEGER NOT NULL,
+                to_address TEXT NOT NULL,
+                data BLOB NOT NULL,
+                value_wei TEXT NOT NULL,
+                gas_limit INTEGER NOT NULL,
+                request_owner TEXT,
+                request_nonce TEXT,
+                deadline INTEGER,
+                noop_outcome TEXT,
+                error TEXT,
+                mined TEXT,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL,
+                UNIQUE (chain_id, idempotency_key)
+            )""",
+            f"INSERT INTO records_v3 ({_RECORD_COLUMNS}) SELECT {_RECORD_COLUMNS} FROM records",  # noqa: S608
+            "DROP TABLE records",
+            "ALTER TABLE records_v3 RENAME TO records",
+            """CREATE UNIQUE INDEX records_signer_nonce ON records (chain_id, sender, nonce)
+               WHERE kind != 'raw'""",
+            """CREATE UNIQUE INDEX records_live_request ON records (chain_id, request_owner, request_nonce)
+               WHERE request_owner IS NOT NULL AND status NOT IN ('failed', 'expired', 'replaced')""",
+            "CREATE INDEX records_status ON records (chain_id, status, sender, nonce)",
+            # One row per chain id a relay started on: a real chain's genesis block hash, or the run id of an
+            # embedded chain (`ChainBinding`). `bind_to_chain` compares a start with the row of its own id.
+            """CREATE TABLE chains (
+                chain_id INTEGER PRIMARY KEY,
+                genesis_hash TEXT NOT NULL,
+                embedded_run TEXT,
+                bound_at INTEGER NOT NULL
+            )""",
+        ),
+    ),
 )
+
+PRIVATE_DIR_MODE = 0o700
+"""A journal folder the relayer creates (`.relayer/`): only its owner may list or enter it."""
+
+PRIVATE_FILE_MODE = 0o600
+"""A journal file the relayer creates: only its owner may read it (SQLite gives its -wal and -shm files the
+same mode)."""
+
+
+RELAY_LOCK_SUFFIX = ".lock"
+"""`<journal>.lock`, beside the journal: the file a relaying process holds an exclusive `flock` on."""
+
+
+@dataclass(frozen=True)
+class ChainBinding:
+    """The chain a relay start works on, as the journal's `chains` table keeps it per chain id.
+
+    A real chain is told apart by its genesis block hash: the id alone does not tell a reset anvil (or a
+    fork) from the chain the records were sent on. The embedded chain cannot be: its id is fixed and its
+    genesis is made from the clock (two starts in one second have the same one), yet every run's chain is
+    new and ends with its process. `embedded_run` tells runs apart: the random id of the in-process chain
+    (`Chain.run_id`); None for a real chain.
+    """
+
+    chain_id: int
+    genesis_hash: str
+    embedded_run: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.embedded_run is not None
+
+    def describe(self) -> str:
+        if self.embedded_run is not None:
+            return f"the embedded chain {self.chain_id} of run {self.embedded_run}"
+        return f"chain {self.chain_id} (genesis block {self.genesis_hash})"
+
 
 _SUCCEEDED = frozenset({TxStatus.MINED, TxStatus.CONFIRMED})
 _PENDING = tuple(status.value for status in TxStatus if status.is_pending)
@@ -106,24 +205,63 @@ class Journal:
     """The relay journal on one SQLite file; safe to share between threads of one process.
 
     Several processes may open the same file: WAL lets readers run beside the one writer, and every write
-    transaction is `BEGIN IMMEDIATE`, so two writers serialize instead of interleaving.
+    transaction is `BEGIN IMMEDIATE`, so two writers serialize instead of interleaving. Only one of them may
+    relay (`relaying=True`, see `lock_for_relaying`).
+
+    Until `bind_to_chain`, record reads see every chain's records (what `relayer relay list` shows); after
+    it, `pending`, `all`, `records`, `nonce_summary`, `by_idempotency_key`, `by_hash` and the writer's
+    `max_nonce` see only the bound chain's, and the writer refuses a record of another chain. `get(id)`
+    answers any record: an id names one record wherever it belongs.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, relaying: bool = False) -> None:
+        """Open (creating when missing, see `_create_private_file`) and migrate the journal at `path`.
+
+        `relaying`: this process relays through the journal: hold its relay lock until `close()`.
+
+        Raises:
+            ConfigurationError: the file or its folder cannot be created or opened (permissions, a
+                directory), or (`relaying`) another process relays through it.
+        """
         self.path = str(path)
+        self.chain_id: int | None = None
+        """The chain `bind_to_chain` bound this journal to (None: unbound, every chain's records)."""
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._relay_lock = lock_for_relaying(self.path) if relaying else None
+        try:
+            self._open()
+        except BaseException:
+            if self._relay_lock is not None:
+                self._relay_lock.release()
+            raise
+
+    def _open(self) -> None:
+        try:
+            if self.path != ":memory:":
+                _create_private_file(Path(self.path))
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            if self.path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.DatabaseError) as exc:  # unwritable folder, a directory, not SQLite
+            raise ConfigurationError(
+                f"cannot open the relay journal {self.path}: {exc}", journal=self.path
+            ) from None
         self._conn.row_factory = sqlite3.Row
-        if self.path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a record reported as written survives a power cut, not only a process crash.
         self._conn.execute("PRAGMA synchronous=FULL")
+        self._migrate()  # foreign keys still off: a migration may rebuild a table others reference
         self._conn.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
 
     def close(self) -> None:
+        """Close the file and let go of the relay lock (if this journal holds it)."""
         with self._lock:
             self._conn.close()
+        if self._relay_lock is not None:
+            self._relay_lock.release()
+
+    @property
+    def relaying(self) -> bool:
+        return self._relay_lock is not None
 
     @property
     def schema_version(self) -> int:
@@ -141,6 +279,8 @@ class Journal:
                     for statement in statements:
                         self._conn.execute(statement)
                     self._conn.execute(f"PRAGMA user_version = {int(version)}")
+                if self._conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                    raise sqlite3.IntegrityError("a migration left an attempt without its record")
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -152,11 +292,96 @@ class Journal:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield JournalWriter(self._conn)
+                yield JournalWriter(self._conn, self.chain_id)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    # --- the chains the records belong to -----------------------------------------------------------------
+
+    def known_chains(self) -> list[ChainBinding]:
+        """Every chain a relay started on with this journal, by chain id (one row per id)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM chains ORDER BY chain_id").fetchall()
+        return [_binding(row) for row in rows]
+
+    def bind_to_chain(self, chain: ChainBinding, *, now: int) -> int:
+        """Start relaying on `chain`, before anything is resumed; returns how many records were dropped.
+
+        Decided by the records themselves (their `chain_id`) and the `chains` row of that same id, never by
+        which chain the journal started on last: one file commonly serves a node's server and an embedded demo
+        started in the same folder, and records of any other chain id are never read, resumed or touched.
+        With `n` the journal's records of `chain.chain_id`:
+
+        - a real chain: its row names the same genesis, or there is no row (a journal from before chain rows:
+          its records are adopted, as they always were): bound, nothing dropped. Another genesis (a reset
+          anvil, a fork) or an embedded run's row, with `n > 0`: refused, nothing changes; with `n == 0` the
+          row is rewritten.
+        - the embedded chain: every run's chain is new and ends with its process, so its id's records belong
+          to a live chain only when this very run wrote them (the row names this `embedded_run`: a relay
+          restarted inside the process resumes them). Any other run's records can never be mined or resumed,
+          and their (sender, nonce) pairs would collide with the new chain's, which start at 0 again: they are
+          deleted with their attempts (API keys stay). Never decided by genesis, which two runs started in one
+          second share. A real chain's row with `n > 0` (a node on the embedded chain's id): refused.
+
+        Dropping is safe only because no other process relays through the journal meanwhile, so binding
+        needs a journal opened with `relaying=True` (it holds the relay lock).
+
+        Raises:
+            ConfigurationError: the records of this chain id belong to another chain (see above).
+            ValueError: the journal was not opened for relaying (a bug in the caller).
+        """
+        if not self.relaying:
+            raise ValueError("bind_to_chain needs a journal opened with relaying=True (the relay lock)")
+        with self.write():
+            row = self._conn.execute("SELECT * FROM chains WHERE chain_id = ?", (chain.chain_id,)).fetchone()
+            known = None if row is None else _binding(row)
+            count = int(
+                self._conn.execute(
+                    "SELECT COUNT(*) FROM records WHERE chain_id = ?", (chain.chain_id,)
+                ).fetchone()[0]
+            )
+            dropped = 0
+            foreign = known is not None and (
+                known.embedded != chain.embedded
+                or (not chain.embedded and known.genesis_hash != chain.genesis_hash)
+            )
+            if count and foreign:
+                assert known is not None
+                raise ConfigurationError(
+                    f"the journal {self.path} holds {count} relay records of {known.describe()}, and this"
+                    f" start is on {chain.describe()}: records are resumed only on their own chain. Give"
+                    " this chain its own journal (e.g. --journal .relayer/other.sqlite3, or"
+                    " RELAYER_RELAY_JOURNAL_PATH), or move this one away if its chain is gone (its API keys"
+                    " go with it)",
+                    journal=self.path,
+                    journalChainId=known.chain_id,
+                    chainId=chain.chain_id,
+                )
+            if count and chain.embedded and known != chain:
+                self._conn.execute(
+                    "DELETE FROM attempts WHERE record_id IN (SELECT id FROM records WHERE chain_id = ?)",
+                    (chain.chain_id,),
+                )
+                self._conn.execute("DELETE FROM records WHERE chain_id = ?", (chain.chain_id,))
+                dropped = count
+            self._conn.execute(
+                "INSERT OR REPLACE INTO chains (chain_id, genesis_hash, embedded_run, bound_at)"
+                " VALUES (?, ?, ?, ?)",
+                (chain.chain_id, chain.genesis_hash, chain.embedded_run, now),
+            )
+        self.chain_id = chain.chain_id
+        return dropped
+
+    def _on_chain(self, where: str = "") -> tuple[str, list[Any]]:
+        """`WHERE` clause (joined to `where` with AND) limiting a query to the bound chain's records."""
+        clauses = [where] if where else []
+        args: list[Any] = []
+        if self.chain_id is not None:
+            clauses.append("chain_id = ?")
+            args.append(self.chain_id)
+        return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
     # --- reads --------------------------------------------------------------------------------------------
 
@@ -166,44 +391,49 @@ class Journal:
             return None if row is None else _record(row, self._attempts([record_id])[record_id])
 
     def by_idempotency_key(self, key: str) -> RelayRecord | None:
+        where, args = self._on_chain("idempotency_key = ?")
         with self._lock:
-            row = self._conn.execute("SELECT id FROM records WHERE idempotency_key = ?", (key,)).fetchone()
+            row = self._conn.execute(f"SELECT id FROM records {where}", [key, *args]).fetchone()  # noqa: S608
         return None if row is None else self.get(row["id"])
 
     def by_hash(self, tx_hash: str) -> RelayRecord | None:
+        where, args = self._on_chain("a.tx_hash = ?")
+        sql = f"SELECT a.record_id FROM attempts a JOIN records r ON r.id = a.record_id {where}"  # noqa: S608
         with self._lock:
-            row = self._conn.execute(
-                "SELECT record_id FROM attempts WHERE tx_hash = ?", (tx_hash,)
-            ).fetchone()
+            row = self._conn.execute(sql, [tx_hash, *args]).fetchone()
         return None if row is None else self.get(row["record_id"])
 
     def records(
         self, status: TxStatus | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[RelayRecord]:
         """Records, newest first, optionally of one status."""
-        where, args = ("WHERE status = ?", [status.value]) if status is not None else ("", [])
+        where, args = self._on_chain("" if status is None else "status = ?")
+        if status is not None:
+            args.insert(0, status.value)
         sql = f"SELECT * FROM records {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"  # noqa: S608
         return self._query(sql, [*args, limit, offset])
 
     def pending(self) -> list[RelayRecord]:
         """Every record that still needs work, oldest nonce first per sender (the order to broadcast in)."""
-        marks = ",".join("?" * len(_PENDING))
-        sql = f"SELECT * FROM records WHERE status IN ({marks}) ORDER BY sender, nonce, rowid"  # noqa: S608
-        return self._query(sql, list(_PENDING))
+        where, args = self._on_chain(f"status IN ({','.join('?' * len(_PENDING))})")
+        sql = f"SELECT * FROM records {where} ORDER BY sender, nonce, rowid"  # noqa: S608
+        return self._query(sql, [*_PENDING, *args])
 
     def all(self) -> list[RelayRecord]:
-        return self._query("SELECT * FROM records ORDER BY sender, nonce, rowid", [])
+        where, args = self._on_chain()
+        return self._query(f"SELECT * FROM records {where} ORDER BY sender, nonce, rowid", args)  # noqa: S608
 
     def nonce_summary(self) -> dict[str, tuple[int, int]]:
         """Per relayer signer: (highest nonce journaled, count of records still pending)."""
         marks = ",".join("?" * len(_PENDING))
+        where, args = self._on_chain("kind != 'raw'")
         sql = (
             "SELECT sender, MAX(nonce) AS top, SUM(CASE WHEN status IN ("  # noqa: S608
             + marks
-            + ") THEN 1 ELSE 0 END) AS live FROM records WHERE kind != 'raw' GROUP BY sender"
+            + f") THEN 1 ELSE 0 END) AS live FROM records {where} GROUP BY sender"
         )
         with self._lock:
-            rows = self._conn.execute(sql, list(_PENDING)).fetchall()
+            rows = self._conn.execute(sql, [*_PENDING, *args]).fetchall()
         return {row["sender"]: (int(row["top"]), int(row["live"] or 0)) for row in rows}
 
     def _query(self, sql: str, args: list[Any]) -> list[RelayRecord]:
@@ -317,6 +547,20 @@ class Journal:
             )
             return cursor.rowcount == 1
 
+    def revoke_api_keys_labelled(self, labels: Iterable[str], now: int) -> int:
+        """Revoke every active key with one of `labels`; returns how many. `relayer serve` uses it to retire
+        the previous run's demo keys (labels it reserves) before printing new ones."""
+        names = list(labels)
+        if not names:
+            return 0
+        marks = ",".join("?" * len(names))
+        with self._lock:
+            cursor = self._conn.execute(
+                f"UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND label IN ({marks})",  # noqa: S608
+                [now, *names],
+            )
+            return cursor.rowcount
+
     def mark_broadcast(self, tx_hash: str, *, now: float) -> None:
         """Note that a node accepted (or already had) this attempt."""
         with self._lock:
@@ -327,16 +571,24 @@ class Journal:
 
 
 class JournalWriter:
-    """What the sender may do inside one `Journal.write()` transaction."""
+    """What the sender may do inside one `Journal.write()` transaction (on the journal's bound chain)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, chain_id: int | None = None) -> None:
         self._conn = conn
+        self._chain_id = chain_id
 
     def max_nonce(self, sender: str) -> int | None:
-        """The highest nonce journaled for a relayer signer (None when it has no record yet)."""
-        row = self._conn.execute(
-            "SELECT MAX(nonce) AS top FROM records WHERE sender = ? AND kind != 'raw'", (sender,)
-        ).fetchone()
+        """The highest nonce journaled for a relayer signer on the bound chain (None when it has none yet).
+
+        Per chain: the same key may sign on two chains whose records share the file, and a nonce numbered
+        from the other chain's records would leave a gap no transaction fills.
+        """
+        sql = "SELECT MAX(nonce) AS top FROM records WHERE sender = ? AND kind != 'raw'"
+        args: list[Any] = [sender]
+        if self._chain_id is not None:
+            sql += " AND chain_id = ?"
+            args.append(self._chain_id)
+        row = self._conn.execute(sql, args).fetchone()
         return None if row["top"] is None else int(row["top"])
 
     def record_of(self, record_id: str) -> tuple[TxStatus, int] | None:
@@ -357,7 +609,10 @@ class JournalWriter:
 
         Raises:
             JournalConflict: naming the uniqueness rule that refused it; nothing of this write is kept.
+            ValueError: a record of another chain than the journal's bound one (a bug in the caller).
         """
+        if self._chain_id is not None and record.chain_id != self._chain_id:
+            raise ValueError(f"a record of chain {record.chain_id} in a journal bound to {self._chain_id}")
         try:
             self._conn.execute(
                 "INSERT INTO records (id, kind, status, idempotency_key, request_hash, sender, nonce,"
@@ -418,9 +673,10 @@ class JournalWriter:
 
 
 def open_journal(path_arg: str | None, *, create: bool) -> Journal:
-    """The journal an operator command names: `--journal` if given, else `RELAYER_RELAY_JOURNAL_PATH` (or its
-    default). Only a command that writes something new (`create=True`, e.g. `keys create`) may start a new
-    file; a reader refuses a missing one, so a typo never shows an empty, freshly made journal.
+    """The journal an operator command names: `--journal` if given, else `RELAYER_RELAY_JOURNAL_PATH`, else
+    `.relayer/journal.sqlite3` in the current directory (`RelaySettings.journal_path`). Only a command that
+    writes something new (`create=True`, e.g. `keys create`) may start a new file; a reader refuses a missing
+    one, so a typo never shows an empty, freshly made journal.
 
     Raises:
         ConfigurationError: no journal at the path and `create` is False.
@@ -429,6 +685,133 @@ def open_journal(path_arg: str | None, *, create: bool) -> Journal:
     if not create and not path.exists():
         raise ConfigurationError(f"no relay journal at {path} (set --journal or RELAYER_RELAY_JOURNAL_PATH)")
     return Journal(path)
+
+
+def lock_for_relaying(journal_path: Path | str) -> RelayLock:
+    """Take the lock that lets this process relay through the journal at `journal_path`.
+
+    Two processes relaying through one journal would each number the same signers' nonces from it (each
+    behind its own per-signer lock), resend each other's records, and an embedded start would drop records
+    another process is still working on. So a relaying process (`relayer serve`, `mcp` or `keeper` with
+    signers: a `Journal(..., relaying=True)`) holds an exclusive `flock` on `<journal>.lock` (created 0600
+    beside the journal, holding the holder's process id) for as long as it relays. Readers (`relayer keys`,
+    `relay list` and `status`) take nothing: WAL lets them read beside the relayer. The OS drops the lock
+    when its process ends, however it ends, so a crash leaves nothing to clean up.
+
+    Within one process the lock is shared and counted: `flock` would refuse the process's own second open of
+    the file, and one process may hold it several times over (`relayer serve` from its start-up checks
+    through its app's lifespan; a relay restarted in process). The lock file is released when the last
+    holder lets go.
+
+    Raises:
+        ConfigurationError: another process holds the lock (naming the journal and that process), or the
+            lock file cannot be created.
+    """
+    if str(journal_path) == ":memory:":
+        return RelayLock(None)
+    path = os.path.abspath(journal_path)  # messages name the file wherever the command was started
+    lock_path = Path(path + RELAY_LOCK_SUFFIX)
+    try:
+        _create_private_folder(lock_path.parent)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the relay journal's lock file {lock_path}: {exc}", journal=path
+        ) from None
+    with _HELD_GUARD:
+        info = os.fstat(fd)
+        key = (info.st_dev, info.st_ino)
+        held = _HELD_LOCKS.get(key)
+        if held is not None:
+            os.close(fd)  # flock belongs to the held descriptor: closing this other one leaves it in place
+            held.holders += 1
+            return RelayLock(key)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f"another process (pid {holder})" if holder.isdigit() else "another process"
+            raise ConfigurationError(
+                f"{who} is relaying through the journal {path} (it holds {lock_path}): two relayers on one"
+                " journal would number the same signers' nonces and resend each other's records. Stop it,"
+                " or give this one its own journal (--journal PATH or RELAYER_RELAY_JOURNAL_PATH)",
+                journal=path,
+                lockFile=str(lock_path),
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        _HELD_LOCKS[key] = _HeldLock(fd, 1)
+        return RelayLock(key)
+
+
+class RelayLock:
+    """One holder's share of this process's relay lock on a journal (`lock_for_relaying`).
+
+    `release()` (or leaving a `with` block) gives the share back, once; the last share closes the lock file,
+    which ends the `flock`.
+    """
+
+    def __init__(self, key: tuple[int, int] | None) -> None:
+        self._key = key
+        self._released = False
+
+    def release(self) -> None:
+        with _HELD_GUARD:
+            if self._released:
+                return
+            self._released = True
+            if self._key is None:
+                return
+            held = _HELD_LOCKS[self._key]
+            held.holders -= 1
+            if held.holders == 0:
+                del _HELD_LOCKS[self._key]
+                os.close(held.fd)
+
+    def __enter__(self) -> RelayLock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+@dataclass
+class _HeldLock:
+    fd: int
+    holders: int
+
+
+_HELD_LOCKS: dict[tuple[int, int], _HeldLock] = {}
+"""This process's relay locks, by the lock file's (device, inode), with how many holders share each."""
+
+_HELD_GUARD = threading.Lock()
+
+
+def _create_private_folder(folder: Path) -> None:
+    """Create a missing folder 0700 (an existing one keeps the mode its owner gave it)."""
+    if not folder.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask; chmod is exact
+
+
+def _create_private_file(path: Path) -> None:
+    """Create a missing journal file 0600 (and a missing folder 0700) before SQLite opens it.
+
+    SQLite would create the file with the umask's mode (often world-readable); the journal holds signed
+    transactions and API-key hashes. An existing file or folder keeps the mode its owner gave it.
+    """
+    _create_private_folder(path.parent)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os.chmod(path, PRIVATE_FILE_MODE)
+
+
+def _binding(row: sqlite3.Row) -> ChainBinding:
+    return ChainBinding(int(row["chain_id"]), row["genesis_hash"], row["embedded_run"])
 
 
 def _constraint(exc: sqlite3.IntegrityError) -> str:

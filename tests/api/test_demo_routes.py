@@ -1,4 +1,5 @@
-"""The embedded chain's demo price-feed controls over HTTP, and their absence everywhere else."""
+"""The embedded chain's demo price-feed controls over HTTP (with the random walk on or off), and their absence
+everywhere else."""
 
 from __future__ import annotations
 
@@ -51,8 +52,32 @@ def test_a_bad_control_request_is_422_and_changes_nothing(
     assert vault.price("BTCUSDT") == before
 
 
+@pytest.mark.only_backend("eth-tester")
+def test_with_the_walk_off_a_price_is_still_set_by_hand(
+    chain: Chain, deployment: Deployment, deployer: LocalAccount, vault: VaultReader
+) -> None:
+    """`relayer serve --price-feed-interval 0`: no random walk, but the manual controls exist (they matter
+    most when nothing else moves the price); the state says the walk is off, and resuming it is refused."""
+    settings = Settings(vault_address=deployment.address, price_feed_interval_s=0, price_feed_seed=3)
+    with TestClient(create_app(settings, chain=chain, price_keeper=deployer)) as client:
+        state = client.get("/api/demo/pricefeed")
+        answer = client.post("/api/demo/pricefeed", json={"symbol": "BTCUSDT", "price": "91234.5"})
+        resume = client.post("/api/demo/pricefeed", json={"paused": False})
+
+    assert state.status_code == 200, state.text
+    assert state.json()["paused"] is True
+    assert state.json()["walk"] == "off"
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["prices"]["BTCUSDT"] == "91234.5"
+    assert answer.json()["walk"] == "off"
+    assert vault.price("BTCUSDT").price_e8 == usd("91234.5")  # a real setPrice transaction
+    assert resume.status_code == 422
+    assert resume.json()["error"]["details"]["field"] == "paused"
+
+
 def test_no_feed_no_controls(chain: Chain, deployment: Deployment) -> None:
-    """Without a price feed (any node, or the embedded chain with the feed off) the controls are a 404."""
+    """Without a demo price keeper (any node, or an embedded chain served without the demo world) the
+    controls are a 404."""
     settings = (
         Settings(vault_address=deployment.address)
         if chain.is_embedded

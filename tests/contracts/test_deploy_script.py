@@ -43,14 +43,14 @@ def anvil() -> Iterator[AnvilNode]:
         stop_anvil(node)
 
 
-def run_deploy(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_deploy(*args: str, env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RELAYER_")}
     return subprocess.run(
         [sys.executable, str(SCRIPT), *args],
         env={**clean, **env},
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         timeout=120,
         check=False,
     )
@@ -151,4 +151,16 @@ def test_embedded_chain_by_default(tmp_path: Path) -> None:
     record = json.loads(record_path.read_text())
     assert record_path.name == f"{record['chain_id']}.json"
     assert Web3.is_checksum_address(record["address"])
+    assert record["address"] in result.stdout
+
+
+def test_deployments_go_to_the_current_directory(tmp_path: Path) -> None:
+    """Without --deployments-dir the record lands in ./deployments where the command runs, never beside the
+    package source (which may be a read-only site-packages)."""
+    result = run_deploy(env={}, cwd=tmp_path)
+
+    assert result.returncode == EXIT_OK, result.stderr
+    (record_path,) = (tmp_path / "deployments").iterdir()
+    record = json.loads(record_path.read_text())
+    assert record_path.name == f"{record['chain_id']}.json"
     assert record["address"] in result.stdout

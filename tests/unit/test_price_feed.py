@@ -111,11 +111,36 @@ def test_control_sets_a_price_by_hand_and_pauses() -> None:
     assert feed.tick() == {}
     assert feed.state() == {
         "paused": True,
+        "walk": "paused",
         "seed": 1,
         "prices": {"BTCUSDT": "99000.5", "ETHUSDT": "3500"},
     }
     feed.control({"paused": False})
     assert not feed.paused
+    assert feed.state()["walk"] == "on"
+
+
+def test_with_the_walk_off_prices_are_set_by_hand_only() -> None:
+    """`--price-feed-interval 0`: no walk, but the manual controls work and the state says the walk is off."""
+    recorder = Recorder()
+    feed = PriceFeed(recorder, dict(START), seed=1, walking=False)
+
+    assert feed.paused
+    assert feed.state()["walk"] == "off"
+    feed.control({"symbol": "ETHUSDT", "price": "3333.33"})
+    feed.control({"paused": True})  # harmless: nothing walks anyway
+
+    assert recorder.calls == [("ETHUSDT", 333_333_000_000)]
+    assert feed.state() == {
+        "paused": True,
+        "walk": "off",
+        "seed": 1,
+        "prices": {"BTCUSDT": "96000", "ETHUSDT": "3333.33"},
+    }
+    with pytest.raises(RelayerError) as raised:
+        feed.control({"symbol": "BTCUSDT", "price": "1", "paused": False})  # nothing to resume
+    assert raised.value.details["field"] == "paused"
+    assert recorder.calls == [("ETHUSDT", 333_333_000_000)]  # the refused request changed nothing
 
 
 @pytest.mark.parametrize(
