@@ -1,7 +1,7 @@
 """API keys: generation, hashing and the authorisation rules, with no storage or HTTP in sight.
 
-`create_key` makes a key and hands its hash to any store with `insert_api_key` (`KeyStore`: the journal); the
-`relayer keys` command and the embedded demo both call it.
+`create_key` makes a key and hands its hash to the key store (`relayer.stores.keys.KeyStore`); the `relayer
+keys` command and the embedded demo both call it.
 
 A key is `vrk_<32 url-safe characters>` (192 bits from `secrets`), shown once at creation. Only its SHA-256
 is stored: the key is random and long, so a fast hash is as strong as a slow one here, and lookups stay one
@@ -15,7 +15,7 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from relayer.close_request import parse_owner
 from relayer.errors import (
@@ -24,6 +24,9 @@ from relayer.errors import (
     NotAuthorizedError,
     UnauthenticatedError,
 )
+
+if TYPE_CHECKING:  # the port is typed with this module's `ApiKey` and `Scope`
+    from relayer.stores.keys import KeyStore
 
 KEY_PREFIX = "vrk"
 KEY_RANDOM_BYTES = 24
@@ -90,14 +93,6 @@ def parse_scopes(text: str) -> frozenset[Scope]:
         return frozenset(Scope(name) for name in names)
     except ValueError:
         raise ValueError(f"unknown scope in {text!r}: choose from read, trade") from None
-
-
-class KeyStore(Protocol):
-    """Where keys are kept (`relayer.relay.journal.Journal`): only the hash and what `keys list` shows."""
-
-    def insert_api_key(
-        self, *, key_hash: str, prefix: str, label: str, account: str, scopes: frozenset[Scope], now: int
-    ) -> ApiKey: ...
 
 
 def create_key(

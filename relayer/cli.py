@@ -56,6 +56,7 @@ from relayer.relay.cli import add_relay_commands
 from relayer.relay.journal import Journal, lock_for_relaying
 from relayer.relay.signers import Signer, load_signers
 from relayer.runtime import chain_binding, check_expected_chain
+from relayer.stores.keys import SqliteKeyStore
 from relayer.transact import (
     NO_PRICE_BOUND,
     market_open_price_bound,
@@ -233,7 +234,10 @@ def _prepare(
             banner += "\n  (accounts approve them once: `relayer operator approve ADDRESS` as the account)"
             banner += f"\njournal (relay records and API keys): {journal_path}"
         else:
-            banner += "\n(no relayer signer: set RELAYER_SIGNER_KEY to relay and trade; building still works)"
+            banner += (
+                "\n(no relayer signer: set RELAYER_SIGNER_KEY to relay and trade; building, and reading"
+                f" positions by API key, still work)\nAPI keys: {journal_path}"
+            )
         return Prepared(settings, None, signers, None, banner)
     if settings.vault_address is not None:
         raise ConfigurationError("a vault address needs --rpc-url: the embedded chain deploys its own")
@@ -244,7 +248,8 @@ def _prepare(
         world = setup_demo_world(chain)
         signers = signers or demo_signers(chain)
         approve_relayer(chain, world, [signer.address for signer in signers])
-        keys = issue_demo_keys(journal, world.traders[0].address)
+        with contextlib.closing(SqliteKeyStore(settings.relay.journal_path)) as key_store:
+            keys = issue_demo_keys(key_store, world.traders[0].address)
     finally:
         journal.close()
     settings = settings.model_copy(
@@ -344,7 +349,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         async with open_runtime(prepared.settings, chain=prepared.chain, signers=prepared.signers) as runtime:
-            await build_mcp_server(runtime.require_trading).run_stdio_async()
+            await build_mcp_server(lambda: runtime.trading).run_stdio_async()
 
     anyio.run(serve)
     return EXIT_OK

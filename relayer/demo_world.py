@@ -19,8 +19,8 @@ from relayer.chain import Chain
 from relayer.config import TradingSettings
 from relayer.constants import SIZE_DECIMALS
 from relayer.deploy import Deployment, deploy_vault, set_price
-from relayer.relay.journal import Journal
 from relayer.relay.signers import Signer
+from relayer.stores.keys import KeyStore
 from relayer.transact import market_open_price_bound, open_position, send
 from relayer.units import to_fixed
 
@@ -130,17 +130,18 @@ def approve_relayer(chain: Chain, world: DemoWorld, signers: list[str]) -> None:
             send(chain.w3, trader, world.deployment.address, calldata.set_operator(signer, True))
 
 
-def issue_demo_keys(journal: Journal, account: str) -> DemoKeys:
+def issue_demo_keys(store: KeyStore, account: str) -> DemoKeys:
     """Revoke the demo keys of earlier runs (by their reserved labels), then make this run's two keys.
 
-    The journal outlives the embedded chain (it also holds the keys users made with `relayer keys create`),
-    so without the revocation every start would leave one more valid key behind. A key a user labels
-    `embedded-demo` or `embedded-demo-read` is revoked too: those labels belong to the demo.
+    The key store (in the journal file) outlives the embedded chain and also holds the keys users made with
+    `relayer keys create`, so without the revocation every start would leave one more valid key behind. A
+    key a user labels `embedded-demo` or `embedded-demo-read` is revoked too: those labels belong to the
+    demo.
     """
     now = int(time.time())
-    journal.revoke_api_keys_labelled((DEMO_TRADE_KEY_LABEL, DEMO_READ_KEY_LABEL), now)
-    trade, _ = create_key(journal, account=account, scopes="read,trade", label=DEMO_TRADE_KEY_LABEL, now=now)
-    read, _ = create_key(journal, account=account, scopes="read", label=DEMO_READ_KEY_LABEL, now=now)
+    store.revoke_api_keys_labelled((DEMO_TRADE_KEY_LABEL, DEMO_READ_KEY_LABEL), now)
+    trade, _ = create_key(store, account=account, scopes="read,trade", label=DEMO_TRADE_KEY_LABEL, now=now)
+    read, _ = create_key(store, account=account, scopes="read", label=DEMO_READ_KEY_LABEL, now=now)
     return DemoKeys(account, trade, read)
 
 

@@ -1,8 +1,9 @@
-"""`relayer keys ...`: create, list and revoke API keys (thin adapter over `relayer.apikeys` + the journal).
+"""`relayer keys ...`: create, list and revoke API keys (thin adapter over `relayer.apikeys` + the key store).
 
-The key itself is printed once, by `create`, and never stored: the journal keeps its SHA-256. Keys live in
-the relay journal, by default `.relayer/journal.sqlite3` in the current directory: the file `relayer serve`
-(embedded chain or node) started in the same folder reads, so a key made here works there. Wired into
+The key itself is printed once, by `create`, and never stored: the key store keeps its SHA-256. Keys live in
+the journal file, by default `.relayer/journal.sqlite3` in the current directory: the file `relayer serve`
+(embedded chain or node, with or without relayer signers) started in the same folder reads, so a key made
+here works there, at once even while it runs; the key store never takes the journal's relay lock. Wired into
 `relayer/cli.py` with `add_key_commands(subparsers)`.
 """
 
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 
 from relayer import apikeys
 from relayer.errors import InvalidFieldError
-from relayer.relay.journal import Journal, open_journal
+from relayer.stores.keys import KeyStore, SqliteKeyStore, open_key_store
 
 EXIT_OK = 0
 
@@ -24,25 +25,25 @@ JOURNAL_HELP = (
 )
 
 
-def _journal(args: argparse.Namespace, *, create: bool = False) -> Journal:
-    return open_journal(args.journal, create=create)
+def _store(args: argparse.Namespace, *, create: bool = False) -> SqliteKeyStore:
+    return open_key_store(args.journal, create=create)
 
 
 def _when(timestamp: int | None) -> str:
     return "-" if timestamp is None else datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def create_key(journal: Journal, *, account: str, scopes: str, label: str = "") -> tuple[str, apikeys.ApiKey]:
-    """`apikeys.create_key` on `journal`, now: (the key, shown once; its record)."""
-    return apikeys.create_key(journal, account=account, scopes=scopes, label=label, now=int(time.time()))
+def create_key(store: KeyStore, *, account: str, scopes: str, label: str = "") -> tuple[str, apikeys.ApiKey]:
+    """`apikeys.create_key` on `store`, now: (the key, shown once; its record)."""
+    return apikeys.create_key(store, account=account, scopes=scopes, label=label, now=int(time.time()))
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    journal = _journal(args, create=True)
+    store = _store(args, create=True)
     try:
-        key, record = create_key(journal, account=args.account, scopes=args.scopes, label=args.label)
+        key, record = create_key(store, account=args.account, scopes=args.scopes, label=args.label)
     finally:
-        journal.close()
+        store.close()
     print(key)
     scopes = ",".join(sorted(record.scopes))
     print(
@@ -53,11 +54,11 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    journal = _journal(args)
+    store = _store(args)
     try:
-        keys = journal.api_keys()
+        keys = store.api_keys()
     finally:
-        journal.close()
+        store.close()
     if not keys:
         print("no API keys")
     for key in keys:
@@ -70,11 +71,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    journal = _journal(args)
+    store = _store(args)
     try:
-        revoked = journal.revoke_api_key(args.id, int(time.time()))
+        revoked = store.revoke_api_key(args.id, int(time.time()))
     finally:
-        journal.close()
+        store.close()
     if not revoked:
         raise InvalidFieldError("id", f"no active API key with id {args.id}")
     print(f"key {args.id} revoked")

@@ -112,7 +112,8 @@ def _as_argument(error: RelayerError, fields: FieldNames) -> RelayerError:
 
 
 TradingProvider = Callable[[], TradingService]
-"""Gives the service when a tool runs (it raises `relay_not_configured` on a server without signers)."""
+"""Gives the service when a tool runs (the server is built before the runtime that holds it). On a server
+without relayer signers the reading tools work; the service answers `relay_not_configured` to the others."""
 
 ToolResult = Annotated[CallToolResult, dict[str, Any]]
 """What every tool returns: a JSON object (also as structured content), or an error result."""

@@ -1,9 +1,10 @@
 """Everything a running relayer holds, built once from `Settings` and torn down in reverse.
 
 `open_runtime` is shared by the HTTP app's lifespan and the stdio MCP server, so both faces run the same
-services the same way: the chain gateway and the `TransactionBuilder` always; with relayer signers, the
-`RelayService` (journal, nonces, background loop), the `TradingService` behind API keys, and the keeper;
-on the embedded chain with a price keeper, the demo price feed (its random walk only with an interval).
+services the same way: the chain gateway, the `TransactionBuilder`, the API-key store and the
+`TradingService` always (reads by API key need no signer); with relayer signers, the `RelayService`
+(journal, nonces, background loop), which trading then sends through, and the keeper; on the embedded chain
+with a price keeper, the demo price feed (its random walk only with an interval).
 
 `check_startup` runs the same start-up checks and stops: `relayer serve` calls it before handing the app to
 uvicorn, so a node that is down, a wrong vault, a journal another process relays through or one whose
@@ -36,6 +37,7 @@ from relayer.price_feed import PriceFeed
 from relayer.relay.journal import ChainBinding, Journal
 from relayer.relay.service import RelayService
 from relayer.relay.signers import Signer
+from relayer.stores.keys import KeyStore, SqliteKeyStore
 from relayer.trading import TradingService
 from relayer.transact import send
 from relayer.vault import VaultReader, call_chain
@@ -45,23 +47,54 @@ log = logging.getLogger("relayer.runtime")
 
 @dataclass
 class Runtime:
-    """The services of one process. `relay` and `trading` are None when no relayer signer is configured."""
+    """The services of one process. `relay` and `keeper` are None when no relayer signer is configured;
+    `trading` always exists and sends through `relay` once it is there."""
 
     settings: Settings
     chain: Chain | None
     chain_lock: threading.RLock | None
     gateway: ChainGateway
     builder: TransactionBuilder
+    keys: KeyStore
     relay: RelayService | None = None
-    trading: TradingService | None = None
     keeper: Keeper | None = None
     price_feed: PriceFeed | None = None
+    trading: TradingService = field(init=False)
+    vault_reader: VaultReader | None = None
+    """The vault read through the relay's chain (set with `relay`): operator approvals, the keeper's reads."""
     _loops: list[Periodic] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.trading = TradingService(
+            builder=self.builder,
+            keys=self.keys,
+            relay=self.require_relay,
+            is_operator=self.is_operator,
+            settings=self.settings.trading,
+        )
+
     def require_relay(self) -> RelayService:
+        """The relay, for everything that sends or reads relay records (REST relay routes, trading actions,
+        `get_transaction`, the keeper command): the one place a server without signers says so.
+
+        Raises:
+            RelayNotConfiguredError: no relayer signer is configured (503 `relay_not_configured`).
+        """
         if self.relay is None:
             raise RelayNotConfiguredError
         return self.relay
+
+    def is_operator(self, owner: str, operator: str) -> bool:
+        """Whether `owner` approved `operator` (a relayer signer) as its vault operator; read through the
+        relay's node (blocking).
+
+        Raises:
+            RelayNotConfiguredError: no relayer signer is configured.
+        """
+        relay = self.require_relay()
+        reader = self.vault_reader
+        assert reader is not None  # set with the relay (`_start_relay`)
+        return relay.node.read(lambda: reader.is_operator(owner, operator))
 
     async def health(self) -> dict[str, Any]:
         """`GET /health`: the chain (503 `chain_unavailable` when it does not answer) and, with a relay, its
@@ -72,11 +105,6 @@ class Runtime:
             if body["relay"]["lowBalance"]:
                 body["status"] = "degraded"
         return body
-
-    def require_trading(self) -> TradingService:
-        self.require_relay()
-        assert self.trading is not None
-        return self.trading
 
 
 def connect(
@@ -200,7 +228,7 @@ async def open_runtime(
 
     Args:
         signers: relayer accounts (from the environment, or the embedded chain's demo signers); none means no
-            relay, no trading and no keeper.
+            relay and no keeper: trading by API key then reads (positions) but sends nothing.
         price_keeper: on the embedded chain, the account that sets demo prices: the price feed (its manual
             controls) exists whenever it is given; its random walk runs only with `price_feed_interval_s` > 0.
 
@@ -212,9 +240,12 @@ async def open_runtime(
     """
     chain_gateway, sync_chain, lock = await _start_gateway(settings, chain, gateway)
     runtime: Runtime | None = None
+    keys: KeyStore | None = None
     try:
         builder = TransactionBuilder(chain_gateway, gas_limit_margin_bps=settings.gas_limit_margin_bps)
-        runtime = Runtime(settings, sync_chain, lock, chain_gateway, builder)
+        # Never makes the file: a relaying start (below) or `relayer keys create` does.
+        keys = SqliteKeyStore(settings.relay.journal_path, create=False)
+        runtime = Runtime(settings, sync_chain, lock, chain_gateway, builder, keys)
         if signers and sync_chain is not None:
             _start_relay(runtime, sync_chain, signers)
         if price_keeper is not None and sync_chain is not None:
@@ -223,6 +254,8 @@ async def open_runtime(
     finally:
         if runtime is not None:
             _stop(runtime)
+        if keys is not None:
+            keys.close()
         await chain_gateway.aclose()
 
 
@@ -243,15 +276,8 @@ def _start_relay(runtime: Runtime, chain: Chain, signers: Sequence[Signer]) -> N
     except BaseException:
         journal.close()
         raise
-    runtime.relay = relay
     reader = VaultReader(chain.w3, vault)
-    runtime.trading = TradingService(
-        builder=runtime.builder,
-        relay=relay,
-        keys=relay.journal,
-        is_operator=lambda owner, operator: relay.node.read(lambda: reader.is_operator(owner, operator)),
-        settings=settings.trading,
-    )
+    runtime.relay, runtime.vault_reader = relay, reader  # trading sends from here on
     runtime.keeper = Keeper(vault=reader, relay=relay, from_block=settings.keeper_from_block)
     if settings.keeper_interval_s > 0:  # 0: nobody runs it in the background (tests call `tick()`)
         _loop(runtime, "keeper", runtime.keeper.tick, settings.keeper_interval_s)

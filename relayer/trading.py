@@ -5,6 +5,10 @@ here resolves the account's position, validates and prices it through the `Trans
 checks and preview as `POST /api/closeposition`, simulated from the owner), then has the relayer send it from
 its own signer through the journal (`RelayService.submit_call`), waits (bounded) for the receipt, and reports
 the fill read from the vault's `PositionDecreased` event, never a guess.
+
+Authentication and reads need only the key store and the builder, so they work on a server without relayer
+signers; the actions that send, and `get_transaction` (a relay record), ask for the relay first and answer
+503 `relay_not_configured` there.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import anyio.to_thread
 
@@ -41,6 +45,7 @@ from relayer.positions import Position, realized_pnl_e8, side_name, trigger_on_v
 from relayer.relay.records import RelayRecord
 from relayer.relay.service import RelayService, request_hash
 from relayer.relay.status import TxStatus
+from relayer.stores.keys import KeyStore
 from relayer.units import parse_fixed, parse_int, size_text, usd_text
 
 PARTIAL_CLOSE_FIELDS = (
@@ -100,14 +105,6 @@ def _orders_answer(position: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class ApiKeyLookup(Protocol):
-    """What the service needs of the key store (see `relayer.relay.journal.Journal`)."""
-
-    def api_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
-
-    def touch_api_key(self, key_id: int, now: int) -> None: ...
-
-
 @dataclass(frozen=True)
 class TradeOutcome:
     """An answer: HTTP 200 with the fill, or 202 when the receipt did not come in time."""
@@ -134,21 +131,31 @@ def _bool(raw: object, field: str) -> bool:
 
 
 class TradingService:
-    """API-key trading over the builder (checks, preview) and the relay (sending, journal)."""
+    """API-key trading over the key store (who may act), the builder (checks, preview) and the relay
+    (sending, journal)."""
 
     def __init__(
         self,
         *,
         builder: TransactionBuilder,
-        relay: RelayService,
-        keys: ApiKeyLookup,
+        keys: KeyStore,
+        relay: Callable[[], RelayService],
         is_operator: Callable[[str, str], bool],
         settings: TradingSettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """The service over its ports; the relay is asked for only when something is sent or a record read.
+
+        Args:
+            relay: gives the relay to send through; called first by every action that sends and by
+                `get_transaction`, never by authentication or `get_positions`. The runtime passes its
+                `require_relay`, which raises `RelayNotConfiguredError` (503) on a server without signers.
+            is_operator: whether an account (first argument) approved a relayer signer (second) as its vault
+                operator; blocking, called off the event loop.
+        """
         self.builder = builder
-        self.relay = relay
         self.keys = keys
+        self.relay = relay
         self.is_operator = is_operator
         self.settings = settings or TradingSettings()
         self.clock = clock
@@ -170,7 +177,7 @@ class TradingService:
         return checked
 
     async def _authenticate(self, presented: str | None, scope: Scope) -> ApiKey:
-        """`authenticate` off the event loop: it reads (and now and then writes) the SQLite journal."""
+        """`authenticate` off the event loop: it reads (and now and then writes) the key store."""
         return await anyio.to_thread.run_sync(self.authenticate, presented, scope)
 
     # --- reads ----------------------------------------------------------------------------------------------
@@ -185,10 +192,11 @@ class TradingService:
 
     async def get_transaction(self, api_key: str | None, transaction_id: object) -> dict[str, Any]:
         """A relay record of this account's positions, by id."""
+        relay = self.relay()
         key = await self._authenticate(api_key, Scope.READ)
         if not isinstance(transaction_id, str) or not transaction_id:
             raise InvalidFieldError("transactionId", "must be a transaction id string")
-        record = self.relay.get(transaction_id)
+        record = relay.get(transaction_id)
         not_yours = TransactionNotFoundError(
             "no transaction with this id for this account", id=transaction_id
         )
@@ -210,12 +218,13 @@ class TradingService:
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Close `exit_pct`% (1..100, default 50) of the account's position in `symbol`."""
+        relay = self.relay()
         key = await self._authenticate(api_key, Scope.TRADE)
         reject_unknown_fields(body, PARTIAL_CLOSE_FIELDS)
         symbol = normalize_symbol(body.get("symbol"))
         exit_pct = parse_int(body.get("exit_pct", DEFAULT_EXIT_PCT), "exit_pct", minimum=1, maximum=PERCENT)
         intent = _Intent("partialclose", key, body, idempotency_key)
-        replayed = await self._replay(intent)
+        replayed = await self._replay(relay, intent)
         if replayed is not None:
             return replayed
         summary = await self._resolve(key, symbol, _side(body.get("side")), body.get("positionId"))
@@ -225,16 +234,17 @@ class TradingService:
         request = CloseRequest(
             position.position_id, None if size_delta == CLOSE_ALL_SIZE else size_delta, allowed
         )
-        return await self._close(intent, request)
+        return await self._close(relay, intent, request)
 
     async def close_position(
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Close a position fully, or by `sizeDelta` (base units), with an optional `allowedPrice`."""
+        relay = self.relay()
         key = await self._authenticate(api_key, Scope.TRADE)
         reject_unknown_fields(body, CLOSE_FIELDS)
         intent = _Intent("close", key, body, idempotency_key)
-        replayed = await self._replay(intent)
+        replayed = await self._replay(relay, intent)
         if replayed is not None:
             return replayed
         summary = await self._owned(key, body.get("positionId"))
@@ -243,7 +253,7 @@ class TradingService:
         if body.get("sizeDelta") is not None:
             size_delta = parse_fixed(body["sizeDelta"], SIZE_DECIMALS, "sizeDelta")
         allowed = self._allowed_price(body, position, summary.quote.price_e8)
-        return await self._close(intent, CloseRequest(position.position_id, size_delta, allowed))
+        return await self._close(relay, intent, CloseRequest(position.position_id, size_delta, allowed))
 
     async def set_trigger(
         self,
@@ -254,10 +264,11 @@ class TradingService:
         idempotency_key: str | None = None,
     ) -> TradeOutcome:
         """Set (or with price 0 cancel) a take-profit or stop-loss: `price` in USD, `close_pct` 1..100."""
+        relay = self.relay()
         key = await self._authenticate(api_key, Scope.TRADE)
         reject_unknown_fields(body, TRIGGER_FIELDS)
         intent = _Intent("takeprofit" if is_take_profit else "stoploss", key, body, idempotency_key)
-        replayed = await self._replay(intent)
+        replayed = await self._replay(relay, intent)
         if replayed is not None:
             return replayed
         summary = await self._owned(key, body.get("positionId"))
@@ -269,16 +280,18 @@ class TradingService:
         else:
             pct = parse_int(body.get("close_pct", PERCENT), "close_pct", minimum=1, maximum=PERCENT)
             close_bps = pct * BPS_DENOMINATOR // PERCENT
-        return await self._set_order(intent, summary, TriggerUpdate(price_e8, close_bps), is_take_profit)
+        update = TriggerUpdate(price_e8, close_bps)
+        return await self._set_order(relay, intent, summary, update, is_take_profit)
 
     async def move_to_breakeven(
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Put the stop-loss at the entry price for the full size (only once the trade is in profit)."""
+        relay = self.relay()
         key = await self._authenticate(api_key, Scope.TRADE)
         reject_unknown_fields(body, BREAKEVEN_FIELDS)
         intent = _Intent("breakeven", key, body, idempotency_key)
-        replayed = await self._replay(intent)
+        replayed = await self._replay(relay, intent)
         if replayed is not None:
             return replayed
         summary = await self._owned(key, body.get("positionId"))
@@ -293,7 +306,7 @@ class TradingService:
                 currentPrice=usd_text(price),
             )
         update = TriggerUpdate(position.entry_price_e8, BPS_DENOMINATOR)
-        return await self._set_order(intent, summary, update, False)
+        return await self._set_order(relay, intent, summary, update, False)
 
     # --- internals ------------------------------------------------------------------------------------------
 
@@ -348,10 +361,10 @@ class TradingService:
         )
         return allowed_price_for_slippage(is_long=position.is_long, price_e8=price_e8, slippage_bps=bps)
 
-    async def _check_operator(self, account: str) -> None:
+    async def _check_operator(self, relay: RelayService, account: str) -> None:
         missing = [
             signer
-            for signer in self.relay.pool.addresses
+            for signer in relay.pool.addresses
             if not await anyio.to_thread.run_sync(self.is_operator, account, signer)
         ]
         if missing:
@@ -363,36 +376,41 @@ class TradingService:
                 calldata=["0x" + calldata.set_operator(s, True).hex() for s in missing],
             )
 
-    async def _close(self, intent: _Intent, request: CloseRequest) -> TradeOutcome:
+    async def _close(self, relay: RelayService, intent: _Intent, request: CloseRequest) -> TradeOutcome:
         built = await self.builder.build(request)
-        await self._check_operator(intent.key.account)
+        await self._check_operator(relay, intent.key.account)
         if intent.dry_run:
             return TradeOutcome(200, self._fill_from_preview(built))
-        record = await self._wait(await self._submit(intent, built.calldata))
+        record = await self._wait(relay, await self._submit(relay, intent, built.calldata))
         if record.status not in _MINED:
             return self._unfinished(record)
         return TradeOutcome(200, self._fill_from_record(record, built.preview.position))
 
     async def _set_order(
-        self, intent: _Intent, summary: PositionSummary, update: TriggerUpdate, is_take_profit: bool
+        self,
+        relay: RelayService,
+        intent: _Intent,
+        summary: PositionSummary,
+        update: TriggerUpdate,
+        is_take_profit: bool,
     ) -> TradeOutcome:
         pid = summary.quote.position.position_id
         request = (
             CloseRequest(pid, take_profit=update) if is_take_profit else CloseRequest(pid, stop_loss=update)
         )
         built = await self.builder.build(request)
-        await self._check_operator(intent.key.account)
+        await self._check_operator(relay, intent.key.account)
         answer = _orders_answer(built.preview.to_dict())
         if intent.dry_run:
             return TradeOutcome(200, {**answer, "dry_run": True})
-        record = await self._wait(await self._submit(intent, built.calldata))
+        record = await self._wait(relay, await self._submit(relay, intent, built.calldata))
         if record.status not in _MINED:
             return self._unfinished(record)
         assert record.mined is not None
         sent = {"transactionId": record.id, "transactionHash": record.mined.tx_hash}
         return TradeOutcome(200, {**answer, **sent})
 
-    async def _replay(self, intent: _Intent) -> TradeOutcome | None:
+    async def _replay(self, relay: RelayService, intent: _Intent) -> TradeOutcome | None:
         """The answer to a request already made with this `Idempotency-Key` (None: a new request).
 
         Looked up before any chain read, so a retry gets its original fill back even after the position moved
@@ -404,13 +422,11 @@ class TradingService:
         if intent.idempotency_key is None or intent.dry_run:
             return None
         found = await anyio.to_thread.run_sync(
-            lambda: self.relay.find_idempotent(
-                intent.idempotency_key, intent.fingerprint, key_scope=intent.scope
-            )
+            lambda: relay.find_idempotent(intent.idempotency_key, intent.fingerprint, key_scope=intent.scope)
         )
         if found is None:
             return None
-        record = await self._wait(found.record)
+        record = await self._wait(relay, found.record)
         if record.status not in _MINED:
             return self._unfinished(record)
         (position_id, *_) = self._positions_of_call(record.data)
@@ -421,9 +437,9 @@ class TradingService:
         sent = {"transactionId": record.id, "transactionHash": record.mined.tx_hash}
         return TradeOutcome(200, {**_orders_answer(summary.to_dict()), **sent})
 
-    async def _submit(self, intent: _Intent, data: bytes) -> RelayRecord:
+    async def _submit(self, relay: RelayService, intent: _Intent, data: bytes) -> RelayRecord:
         submission = await anyio.to_thread.run_sync(
-            lambda: self.relay.submit_call(
+            lambda: relay.submit_call(
                 data,
                 idempotency_key=intent.idempotency_key,
                 fingerprint=intent.fingerprint,
@@ -432,12 +448,12 @@ class TradingService:
         )
         return submission.record
 
-    async def _wait(self, record: RelayRecord) -> RelayRecord:
+    async def _wait(self, relay: RelayService, record: RelayRecord) -> RelayRecord:
         """Poll the journal until the record is mined or ends, or the configured time runs out."""
         deadline = self.clock() + self.settings.receipt_timeout_s
         while record.status not in _DONE and self.clock() < deadline:
             await asyncio.sleep(self.settings.poll_interval_s)
-            record = self.relay.get(record.id)
+            record = relay.get(record.id)
         return record
 
     def _unfinished(self, record: RelayRecord) -> TradeOutcome:

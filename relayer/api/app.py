@@ -1,10 +1,11 @@
 """The FastAPI application factory: `create_app(settings)`; nothing is connected or configured at import.
 
 The lifespan opens the process's services once with `relayer.runtime.open_runtime` (chain gateway, vault
-check, `TransactionBuilder`; with relayer signers the relay, API-key trading and the keeper; on the embedded
-chain optionally the demo price feed) and leaves them on `app.state`: `runtime` (`Runtime`), and for the
-routes `settings`, `chain`, `chain_lock`, `gateway`, `builder`. On the embedded chain EVERY access to
-`chain.w3` must hold `chain_lock` (py-evm is not thread-safe and the API reads it from worker threads).
+check, `TransactionBuilder`, the API-key store and trading; with relayer signers the relay and the keeper; on
+the embedded chain optionally the demo price feed) and leaves them on `app.state`: `runtime` (`Runtime`, which
+the relay and trading routes ask for their service), and for the routes `settings`, `chain`, `chain_lock`,
+`gateway`, `builder`. On the embedded chain EVERY access to `chain.w3` must hold `chain_lock` (py-evm is not
+thread-safe and the API reads it from worker threads).
 
 Routes: the builder's (`relayer.api.routes`), the relay's (`relay_routes`) and API-key trading
 (`trading_routes`); the MCP tool server is mounted at `/mcp/` (streamable HTTP). Further services plug in
@@ -61,8 +62,9 @@ def create_app(
     """The REST API (and the MCP server at `/mcp/`) over `settings`' node, or over an embedded `chain`.
 
     `gateway` overrides how the chain is read (tests, embedding). `signers` are the relayer's accounts: with
-    none, the app builds transactions but answers 503 `relay_not_configured` on relay and trading routes.
-    Nothing connects before the lifespan starts.
+    none, the app builds transactions and reads positions by API key, and answers 503 `relay_not_configured`
+    on the relay routes and the trading routes that send or read relay records. Nothing connects before the
+    lifespan starts.
 
     Raises (at start-up):
         ConfigurationError: no chain to serve, or the node is on another chain than the deployments file says.
@@ -72,7 +74,7 @@ def create_app(
     state: dict[str, Runtime] = {}
 
     def trading() -> TradingService:
-        return state["runtime"].require_trading()
+        return state["runtime"].trading
 
     mcp = build_mcp_server(trading)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=settings.host)
@@ -89,8 +91,6 @@ def create_app(
             app.state.chain_lock = runtime.chain_lock
             app.state.gateway = runtime.gateway
             app.state.builder = runtime.builder
-            app.state.relay = runtime.relay
-            app.state.trading = runtime.trading
             app.state.price_feed = runtime.price_feed
             log.info(
                 "serving vault %s on chain %s via %s",

@@ -1,30 +1,33 @@
 """REST face of the relayer: translates HTTP to `RelayService` calls and back, nothing else.
 
-Mounted by the app factory: `app.include_router(relay_routes.router)` with `app.state.relay` set to the
-`RelayService` built in the lifespan. Errors are `RelayerError`s, mapped once by `install_error_handlers`.
+Mounted by the app factory: `app.include_router(relay_routes.router)`; each route gets the `RelayService`
+from the lifespan's runtime through the `relay_service` dependency (503 `relay_not_configured` without
+relayer signers; tests override it). Errors are `RelayerError`s, mapped once by `install_error_handlers`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from relayer.api.inputs import json_object
 from relayer.constants import MAX_LIST_LIMIT, MAX_LIST_OFFSET
-from relayer.errors import RelayNotConfiguredError
 from relayer.relay.service import RelayService, Submission
+from relayer.runtime import Runtime
 
 router = APIRouter(tags=["relay"])
 
 
-def _service(request: Request) -> RelayService:
-    service: RelayService | None = getattr(request.app.state, "relay", None)
-    if service is None:
-        raise RelayNotConfiguredError
-    return service
+async def relay_service(request: Request) -> RelayService:
+    """The app's relay (`Runtime.require_relay`: 503 `relay_not_configured` without relayer signers)."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime.require_relay()
+
+
+Relay = Annotated[RelayService, Depends(relay_service)]
 
 
 def _answer(submission: Submission) -> JSONResponse:
@@ -34,7 +37,9 @@ def _answer(submission: Submission) -> JSONResponse:
 
 @router.post("/api/relay/signed", status_code=202)
 async def relay_signed(
-    request: Request, idempotency_key: str | None = Header(default=None, alias="Idempotency-Key")
+    request: Request,
+    service: Relay,
+    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key"),
 ) -> JSONResponse:
     """Relay an EIP-712 close / set-trigger request signed by the position's owner; the relayer pays gas.
 
@@ -42,23 +47,23 @@ async def relay_signed(
     """
     body = await json_object(request)
     # The service blocks on the node and the journal: run it off the event loop.
-    service = _service(request)
     return _answer(await run_in_threadpool(service.submit_signed, body, idempotency_key=idempotency_key))
 
 
 @router.post("/api/relay/raw", status_code=202)
 async def relay_raw(
-    request: Request, idempotency_key: str | None = Header(default=None, alias="Idempotency-Key")
+    request: Request,
+    service: Relay,
+    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key"),
 ) -> JSONResponse:
     """Broadcast and track a transaction the user signed. Body: `{"transaction": "0x<signed bytes>"}`."""
     body = await json_object(request)
-    service = _service(request)
     return _answer(await run_in_threadpool(service.submit_raw, body, idempotency_key=idempotency_key))
 
 
 @router.get("/api/relay/typed-data")
 def relay_typed_data(
-    request: Request,
+    service: Relay,
     kind: str = Query(description="close or trigger"),
     position_id: str = Query(alias="positionId"),
     size_delta: str | None = Query(default=None, alias="sizeDelta", description="base units; omit for all"),
@@ -81,22 +86,22 @@ def relay_typed_data(
         "deadline": deadline,
         "nonce": nonce,
     }
-    return _service(request).typed_data_for({k: v for k, v in params.items() if v is not None})
+    return service.typed_data_for({k: v for k, v in params.items() if v is not None})
 
 
 @router.get("/api/transactions/{record_id}")
-def get_transaction(request: Request, record_id: str) -> dict[str, Any]:
+def get_transaction(service: Relay, record_id: str) -> dict[str, Any]:
     """A relayed transaction: status, every hash, and once mined its block, gas, fee and decoded events."""
-    return _service(request).get(record_id).to_dict()
+    return service.get(record_id).to_dict()
 
 
 @router.get("/api/transactions")
 def list_transactions(
-    request: Request,
+    service: Relay,
     status: str | None = None,
     limit: int = Query(default=100, ge=1, le=MAX_LIST_LIMIT),
     offset: int = Query(default=0, ge=0, le=MAX_LIST_OFFSET),
 ) -> dict[str, Any]:
     """Relayed transactions, newest first, optionally of one status."""
-    records = _service(request).list(status, limit=limit, offset=offset)
+    records = service.list(status, limit=limit, offset=offset)
     return {"transactions": [record.to_dict() for record in records]}

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from relayer.api.inputs import json_object
-from relayer.errors import RelayNotConfiguredError
+from relayer.runtime import Runtime
 from relayer.trading import TradeOutcome, TradingService
 
 router = APIRouter(tags=["trading"])
@@ -30,10 +30,9 @@ _KEY_HEADERS = {
 
 
 def _service(request: Request) -> TradingService:
-    service: TradingService | None = getattr(request.app.state, "trading", None)
-    if service is None:
-        raise RelayNotConfiguredError
-    return service
+    """The app's trading service: always there; the actions that need the relay say so themselves."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime.trading
 
 
 def api_key_of(request: Request) -> str | None:

@@ -1,7 +1,7 @@
-"""The durable journal: the one module that talks to SQLite (relay records and API keys).
+"""The durable relay journal: relay records, their attempts and nonces, on the shared SQLite file.
 
-WAL mode (readers such as `relayer relay list` never block the relayer), a versioned schema upgraded by
-ordered migrations, compare-and-set status updates (`UPDATE ... WHERE id=? AND status=?`), and a write
+WAL mode (readers such as `relayer relay list` never block the relayer), the file's one versioned schema
+(`relayer.stores.sqlite`), compare-and-set status updates (`UPDATE ... WHERE id=? AND status=?`), and a write
 transaction (`BEGIN IMMEDIATE`) in which the sender allocates a nonce, signs and inserts the record and its
 first attempt together: the nonce can never advance without the record that uses it being saved.
 
@@ -9,8 +9,9 @@ One file may hold the records of several chains: every command defaults to `.rel
 node's server and an embedded demo started in the same folder share it. Every record carries its chain id;
 a relay start binds its journal to its chain (`bind_to_chain`), and from then on that journal reads,
 resumes and numbers nonces only from records of that chain id. Only one process relays through a journal at
-a time (`lock_for_relaying`). The file holds API-key hashes and signed transactions: it is created mode 0600
-in a folder created 0700 (`.relayer/` by default).
+a time (`lock_for_relaying`). The same file holds the API keys, behind their own store and connection
+(`relayer.stores.keys`), which never takes the relay lock. The file is created mode 0600 in a folder created
+0700 (`.relayer/` by default).
 """
 
 from __future__ import annotations
@@ -26,139 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relayer.apikeys import ApiKey, Scope
 from relayer.errors import ConfigurationError
-from relayer.relay.config import RelaySettings
 from relayer.relay.records import Attempt, Mined, RelayRecord
 from relayer.relay.status import AttemptKind, RecordKind, TxStatus, can_transition
-
-SCHEMA_VERSION = 3
-"""Bumped by every migration; stored in SQLite's `PRAGMA user_version`."""
-
-_RECORD_COLUMNS = (
-    "id, kind, status, idempotency_key, request_hash, sender, nonce, chain_id, to_address, data, value_wei,"
-    " gas_limit, request_owner, request_nonce, deadline, noop_outcome, error, mined, created_at, updated_at"
-)
-
-_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (
-        1,
-        (
-            """CREATE TABLE records (
-                id TEXT PRIMARY KEY,
-                kind TEXT NOT NULL,
-                status TEXT NOT NULL,
-                idempotency_key TEXT UNIQUE,
-                request_hash TEXT NOT NULL,
-                sender TEXT NOT NULL,
-                nonce INTEGER NOT NULL,
-                chain_id INTEGER NOT NULL,
-                to_address TEXT NOT NULL,
-                data BLOB NOT NULL,
-                value_wei TEXT NOT NULL,
-                gas_limit INTEGER NOT NULL,
-                request_owner TEXT,
-                request_nonce TEXT,
-                deadline INTEGER,
-                noop_outcome TEXT,
-                error TEXT,
-                mined TEXT,
-                created_at REAL NOT NULL,
-                updated_at REAL NOT NULL
-            )""",
-            # One record per nonce of each relayer signer: the database itself refuses a duplicate nonce.
-            "CREATE UNIQUE INDEX records_signer_nonce ON records (sender, nonce) WHERE kind != 'raw'",
-            # A signed request (owner, nonce) is relayed at most once at a time; a second copy would revert.
-            """CREATE UNIQUE INDEX records_live_request ON records (request_owner, request_nonce)
-               WHERE request_owner IS NOT NULL AND status NOT IN ('failed', 'expired', 'replaced')""",
-            "CREATE INDEX records_status ON records (status, sender, nonce)",
-            """CREATE TABLE attempts (
-                tx_hash TEXT PRIMARY KEY,
-                record_id TEXT NOT NULL REFERENCES records (id),
-                seq INTEGER NOT NULL,
-                kind TEXT NOT NULL,
-                raw_tx BLOB NOT NULL,
-                max_fee_per_gas_wei TEXT NOT NULL,
-                max_priority_fee_per_gas_wei TEXT NOT NULL,
-                created_at REAL NOT NULL,
-                broadcast_at REAL,
-                UNIQUE (record_id, seq)
-            )""",
-        ),
-    ),
-    (
-        2,
-        (
-            # API keys: only a key's SHA-256 is stored; `prefix` is its first characters, for `keys list`.
-            """CREATE TABLE api_keys (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                key_hash TEXT NOT NULL UNIQUE,
-                prefix TEXT NOT NULL,
-                label TEXT NOT NULL,
-                account TEXT NOT NULL,
-                scopes TEXT NOT NULL,
-                created_at INTEGER NOT NULL,
-                last_used_at INTEGER,
-                revoked_at INTEGER
-            )""",
-        ),
-    ),
-    (
-        3,
-        (
-            # Records of several chains share a file: a signer's nonce, a live signed request and an
-            # idempotency key are unique per chain. SQLite cannot relax a column's UNIQUE in place, so the
-            # table is rebuilt (foreign keys are off while migrations run) and its indexes made again.
-            """CREATE TABLE records_v3 (
-                id TEXT PRIMARY KEY,
-                kind TEXT NOT NULL,
-                status TEXT NOT NULL,
-                idempotency_key TEXT,
-                request_hash TEXT NOT NULL,
-                sender TEXT NOT NULL,
-                nonce INTEGER NOT NULL,
-                chain_id INTEGER NOT NULL,
-                to_address TEXT NOT NULL,
-                data BLOB NOT NULL,
-                value_wei TEXT NOT NULL,
-                gas_limit INTEGER NOT NULL,
-                request_owner TEXT,
-                request_nonce TEXT,
-                deadline INTEGER,
-                noop_outcome TEXT,
-                error TEXT,
-                mined TEXT,
-                created_at REAL NOT NULL,
-                updated_at REAL NOT NULL,
-                UNIQUE (chain_id, idempotency_key)
-            )""",
-            f"INSERT INTO records_v3 ({_RECORD_COLUMNS}) SELECT {_RECORD_COLUMNS} FROM records",  # noqa: S608
-            "DROP TABLE records",
-            "ALTER TABLE records_v3 RENAME TO records",
-            """CREATE UNIQUE INDEX records_signer_nonce ON records (chain_id, sender, nonce)
-               WHERE kind != 'raw'""",
-            """CREATE UNIQUE INDEX records_live_request ON records (chain_id, request_owner, request_nonce)
-               WHERE request_owner IS NOT NULL AND status NOT IN ('failed', 'expired', 'replaced')""",
-            "CREATE INDEX records_status ON records (chain_id, status, sender, nonce)",
-            # One row per chain id a relay started on: a real chain's genesis block hash, or the run id of an
-            # embedded chain (`ChainBinding`). `bind_to_chain` compares a start with the row of its own id.
-            """CREATE TABLE chains (
-                chain_id INTEGER PRIMARY KEY,
-                genesis_hash TEXT NOT NULL,
-                embedded_run TEXT,
-                bound_at INTEGER NOT NULL
-            )""",
-        ),
-    ),
-)
-
-PRIVATE_DIR_MODE = 0o700
-"""A journal folder the relayer creates (`.relayer/`): only its owner may list or enter it."""
-
-PRIVATE_FILE_MODE = 0o600
-"""A journal file the relayer creates: only its owner may read it (SQLite gives its -wal and -shm files the
-same mode)."""
-
+from relayer.stores import sqlite as store_file
 
 RELAY_LOCK_SUFFIX = ".lock"
 """`<journal>.lock`, beside the journal: the file a relaying process holds an exclusive `flock` on."""
@@ -215,7 +87,7 @@ class Journal:
     """
 
     def __init__(self, path: Path | str, *, relaying: bool = False) -> None:
-        """Open (creating when missing, see `_create_private_file`) and migrate the journal at `path`.
+        """Open (creating when missing, 0600) and migrate the journal file at `path` (`store_file.connect`).
 
         `relaying`: this process relays through the journal: hold its relay lock until `close()`.
 
@@ -229,28 +101,11 @@ class Journal:
         self._lock = threading.RLock()
         self._relay_lock = lock_for_relaying(self.path) if relaying else None
         try:
-            self._open()
+            self._conn = store_file.connect(self.path, what="the relay journal")
         except BaseException:
             if self._relay_lock is not None:
                 self._relay_lock.release()
             raise
-
-    def _open(self) -> None:
-        try:
-            if self.path != ":memory:":
-                _create_private_file(Path(self.path))
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            if self.path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-        except (OSError, sqlite3.DatabaseError) as exc:  # unwritable folder, a directory, not SQLite
-            raise ConfigurationError(
-                f"cannot open the relay journal {self.path}: {exc}", journal=self.path
-            ) from None
-        self._conn.row_factory = sqlite3.Row
-        # FULL: a record reported as written survives a power cut, not only a process crash.
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._migrate()  # foreign keys still off: a migration may rebuild a table others reference
-        self._conn.execute("PRAGMA foreign_keys=ON")
 
     def close(self) -> None:
         """Close the file and let go of the relay lock (if this journal holds it)."""
@@ -266,25 +121,7 @@ class Journal:
     @property
     def schema_version(self) -> int:
         with self._lock:
-            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-
-    def _migrate(self) -> None:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                current = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-                for version, statements in _MIGRATIONS:
-                    if version <= current:
-                        continue
-                    for statement in statements:
-                        self._conn.execute(statement)
-                    self._conn.execute(f"PRAGMA user_version = {int(version)}")
-                if self._conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
-                    raise sqlite3.IntegrityError("a migration left an attempt without its record")
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+            return store_file.schema_version(self._conn)
 
     @contextmanager
     def write(self) -> Iterator[JournalWriter]:
@@ -503,64 +340,6 @@ class Journal:
             )
             return cursor.rowcount == 1
 
-    # --- API keys -------------------------------------------------------------------------------------------
-
-    def insert_api_key(
-        self, *, key_hash: str, prefix: str, label: str, account: str, scopes: frozenset[Scope], now: int
-    ) -> ApiKey:
-        """Store a new key's hash (never the key) and return the stored record."""
-        with self._lock:
-            cursor = self._conn.execute(
-                "INSERT INTO api_keys (key_hash, prefix, label, account, scopes, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (key_hash, prefix, label, account, ",".join(sorted(scopes)), now),
-            )
-            key_id = int(cursor.lastrowid or 0)
-        found = self.api_key(key_id)
-        assert found is not None
-        return found
-
-    def api_key(self, key_id: int) -> ApiKey | None:
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-        return None if row is None else _api_key(row)
-
-    def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
-        return None if row is None else _api_key(row)
-
-    def api_keys(self) -> list[ApiKey]:
-        with self._lock:
-            rows = self._conn.execute("SELECT * FROM api_keys ORDER BY id").fetchall()
-        return [_api_key(row) for row in rows]
-
-    def touch_api_key(self, key_id: int, now: int) -> None:
-        with self._lock:
-            self._conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, key_id))
-
-    def revoke_api_key(self, key_id: int, now: int) -> bool:
-        """Revoke a key; False when there is no such key or it was already revoked."""
-        with self._lock:
-            cursor = self._conn.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, key_id)
-            )
-            return cursor.rowcount == 1
-
-    def revoke_api_keys_labelled(self, labels: Iterable[str], now: int) -> int:
-        """Revoke every active key with one of `labels`; returns how many. `relayer serve` uses it to retire
-        the previous run's demo keys (labels it reserves) before printing new ones."""
-        names = list(labels)
-        if not names:
-            return 0
-        marks = ",".join("?" * len(names))
-        with self._lock:
-            cursor = self._conn.execute(
-                f"UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND label IN ({marks})",  # noqa: S608
-                [now, *names],
-            )
-            return cursor.rowcount
-
     def mark_broadcast(self, tx_hash: str, *, now: float) -> None:
         """Note that a node accepted (or already had) this attempt."""
         with self._lock:
@@ -673,18 +452,14 @@ class JournalWriter:
 
 
 def open_journal(path_arg: str | None, *, create: bool) -> Journal:
-    """The journal an operator command names: `--journal` if given, else `RELAYER_RELAY_JOURNAL_PATH`, else
-    `.relayer/journal.sqlite3` in the current directory (`RelaySettings.journal_path`). Only a command that
-    writes something new (`create=True`, e.g. `keys create`) may start a new file; a reader refuses a missing
-    one, so a typo never shows an empty, freshly made journal.
+    """The journal an operator command names (`relayer relay list|status`): `--journal`, else
+    `RELAYER_RELAY_JOURNAL_PATH`, else `.relayer/journal.sqlite3` (`store_file.named_journal`); a reader
+    (`create=False`) refuses a missing file rather than make an empty one.
 
     Raises:
-        ConfigurationError: no journal at the path and `create` is False.
+        ConfigurationError: no journal at the path and `create` is False, or it cannot be opened.
     """
-    path = Path(path_arg) if path_arg else RelaySettings.from_env().journal_path
-    if not create and not path.exists():
-        raise ConfigurationError(f"no relay journal at {path} (set --journal or RELAYER_RELAY_JOURNAL_PATH)")
-    return Journal(path)
+    return Journal(store_file.named_journal(path_arg, create=create))
 
 
 def lock_for_relaying(journal_path: Path | str) -> RelayLock:
@@ -712,8 +487,8 @@ def lock_for_relaying(journal_path: Path | str) -> RelayLock:
     path = os.path.abspath(journal_path)  # messages name the file wherever the command was started
     lock_path = Path(path + RELAY_LOCK_SUFFIX)
     try:
-        _create_private_folder(lock_path.parent)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+        store_file.create_private_folder(lock_path.parent)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, store_file.PRIVATE_FILE_MODE)
     except OSError as exc:
         raise ConfigurationError(
             f"cannot create the relay journal's lock file {lock_path}: {exc}", journal=path
@@ -786,28 +561,6 @@ _HELD_LOCKS: dict[tuple[int, int], _HeldLock] = {}
 """This process's relay locks, by the lock file's (device, inode), with how many holders share each."""
 
 _HELD_GUARD = threading.Lock()
-
-
-def _create_private_folder(folder: Path) -> None:
-    """Create a missing folder 0700 (an existing one keeps the mode its owner gave it)."""
-    if not folder.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask; chmod is exact
-
-
-def _create_private_file(path: Path) -> None:
-    """Create a missing journal file 0600 (and a missing folder 0700) before SQLite opens it.
-
-    SQLite would create the file with the umask's mode (often world-readable); the journal holds signed
-    transactions and API-key hashes. An existing file or folder keeps the mode its owner gave it.
-    """
-    _create_private_folder(path.parent)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE_MODE)
-    except FileExistsError:
-        return
-    os.close(fd)
-    os.chmod(path, PRIVATE_FILE_MODE)
 
 
 def _binding(row: sqlite3.Row) -> ChainBinding:
@@ -885,18 +638,4 @@ def _record(row: sqlite3.Row, attempts: list[Attempt]) -> RelayRecord:
         error=None if row["error"] is None else json.loads(row["error"]),
         mined=mined,
         attempts=tuple(attempts),
-    )
-
-
-def _api_key(row: sqlite3.Row) -> ApiKey:
-    return ApiKey(
-        key_id=int(row["id"]),
-        prefix=row["prefix"],
-        label=row["label"],
-        account=row["account"],
-        scopes=frozenset(Scope(name) for name in row["scopes"].split(",") if name),
-        created_at=int(row["created_at"]),
-        last_used_at=None if row["last_used_at"] is None else int(row["last_used_at"]),
-        revoked_at=None if row["revoked_at"] is None else int(row["revoked_at"]),
-        key_hash=row["key_hash"],
     )

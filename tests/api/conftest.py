@@ -1,9 +1,12 @@
 """Fixtures of the REST API suite: the app built over the session's chain and vault, one per test (its caches
-must not outlive the test's snapshot), plus sign-and-send of a returned transaction with the owner's key."""
+must not outlive the test's snapshot), without relayer signers and with its journal file (API keys) in
+`tmp_path`, plus sign-and-send of a returned transaction with the owner's key."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +28,11 @@ def settings_for(chain: Chain, deployment: Deployment) -> Settings:
 
 
 @pytest.fixture
-def client(chain: Chain, deployment: Deployment) -> Iterator[TestClient]:
-    with TestClient(create_app(settings_for(chain, deployment), chain=chain)) as test_client:
+def client(chain: Chain, deployment: Deployment, tmp_path: Path) -> Iterator[TestClient]:
+    settings = settings_for(chain, deployment)
+    relay = dataclasses.replace(settings.relay, journal_path=tmp_path / "journal.sqlite3")
+    app = create_app(settings.model_copy(update={"relay": relay}), chain=chain)
+    with TestClient(app) as test_client:
         yield test_client
 
 

@@ -181,7 +181,7 @@ def relay_app(
     raw_close = "0x" + bytes(trader.sign_transaction(tx).raw_transaction).hex()
     with TestClient(app) as client:
         relay = app.state.runtime.require_relay()
-        key, _ = keys_cli.create_key(relay.journal, account=trader.address, scopes="read,trade")
+        key, _ = keys_cli.create_key(app.state.runtime.keys, account=trader.address, scopes="read,trade")
         typed = relay.typed_data_for(
             {"kind": "close", "positionId": "0x" + position_id.hex(), "sizeDelta": "0.5"}
         )

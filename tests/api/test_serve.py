@@ -27,6 +27,7 @@ from relayer.chain import ANVIL_DEFAULT_KEYS, Chain, embedded_keys
 from relayer.cli import EXIT_ERROR, EXIT_UNAVAILABLE
 from relayer.deploy import Deployment
 from relayer.relay.journal import ChainBinding, Journal
+from relayer.stores.keys import SqliteKeyStore
 from tests.conftest import ROOT
 from tests.relay.test_journal_binding import journal_with_a_record
 
@@ -244,12 +245,13 @@ def test_a_restarted_embedded_serve_starts_its_new_chain_clean(tmp_path: Path) -
     assert still.status_code == 200, still.text
     assert again.status_code == 200, again.text  # same signer, nonce 0 again: no UNIQUE(sender, nonce) clash
     assert record.status_code == 404  # the first run's record is gone with its chain
-    stored = Journal(journal)
+    stored, key_store = Journal(journal), SqliteKeyStore(journal)
     try:
-        keys = [(key.label, key.revoked_at is None) for key in stored.api_keys()]
+        keys = [(key.label, key.revoked_at is None) for key in key_store.api_keys()]
         records = [record.id for record in stored.records()]
     finally:
         stored.close()
+        key_store.close()
     assert records == [again.json()["transactionId"]]
     assert keys == [  # by id: run 1's demo keys revoked, the user's kept, run 2's demo keys active
         ("embedded-demo", False),

@@ -118,8 +118,8 @@ def test_unauthenticated_is_a_tool_error_with_the_rest_code(
     key = "vrk_" + "x" * 32
     if who == "revoked":
         key = trading.key(accounts[1])
-        (record,) = trading.relay.journal.api_keys()
-        trading.relay.journal.revoke_api_key(record.key_id, 1)
+        (record,) = trading.runtime.keys.api_keys()
+        trading.runtime.keys.revoke_api_key(record.key_id, 1)
 
     for tool, arguments in (
         ("partial_close", {"symbol": "BTCUSDT"}),

@@ -21,8 +21,8 @@ from relayer.api.app import create_app
 from relayer.chain import embedded_chain
 from relayer.deploy import deploy_vault
 from relayer.markets import symbol_to_bytes32
-from relayer.relay.journal import Journal
 from relayer.relay.signers import Signer
+from relayer.stores.keys import SqliteKeyStore
 from relayer.transact import send
 from tests.conftest import ROOT, _free_port, require_tool, units
 from tests.trading.conftest import tool_error, tool_json, trading_settings
@@ -51,9 +51,9 @@ def served_app(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     )
     position_id = "0x" + bytes(receipt["logs"][0]["topics"][1]).hex()
     journal_path = tmp_path / "journal.sqlite3"
-    journal = Journal(journal_path)
-    key, _ = keys_cli.create_key(journal, account=trader.address, scopes="read")
-    journal.close()
+    store = SqliteKeyStore(journal_path)
+    key, _ = keys_cli.create_key(store, account=trader.address, scopes="read")
+    store.close()
     port = _free_port()
     app = create_app(
         trading_settings(chain, deployment, journal_path, host="127.0.0.1", port=port),

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from relayer.api.errors import install_error_handlers
-from relayer.api.relay_routes import router
+from relayer.api.relay_routes import relay_service, router
 from relayer.chain import Chain
 from relayer.deploy import Deployment
 from relayer.relay.config import RelaySettings
@@ -94,7 +94,7 @@ def service(make_service: Callable[..., RelayService]) -> RelayService:
 def http_client(service: RelayService) -> TestClient:
     app = FastAPI()
     install_error_handlers(app)
-    app.state.relay = service
+    app.dependency_overrides[relay_service] = lambda: service
     app.include_router(router)
     return TestClient(app)
 

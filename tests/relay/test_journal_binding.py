@@ -4,7 +4,8 @@ Every command defaults to `.relayer/journal.sqlite3`, so a node's server and an 
 same folder share one file. `bind_to_chain` decides by the records' own chain id: an embedded start drops
 only the records an earlier run's embedded chain left (by run, never by genesis), a real chain's records are
 resumed on that chain and refused on a reset one, and a bound journal reads and numbers nonces from its own
-chain's records only. The file itself is private, and its demo keys can be retired by label.
+chain's records only. The file itself is private, and the API keys it also holds (`relayer.stores.keys`)
+survive every binding.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import stat
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -21,10 +23,12 @@ from relayer.chain import embedded_chain
 from relayer.config import Settings
 from relayer.errors import ConfigurationError
 from relayer.relay.config import RelaySettings
-from relayer.relay.journal import _MIGRATIONS, SCHEMA_VERSION, ChainBinding, Journal, JournalConflict
+from relayer.relay.journal import ChainBinding, Journal, JournalConflict
 from relayer.relay.records import Attempt, RelayRecord
 from relayer.relay.status import AttemptKind, RecordKind, TxStatus
 from relayer.runtime import chain_binding, open_bound_journal
+from relayer.stores.keys import SqliteKeyStore
+from relayer.stores.sqlite import MIGRATIONS, SCHEMA_VERSION
 
 SENDER = "0x" + "5a" * 20
 EMBEDDED_CHAIN_ID = 131277322940537  # eth-tester's, the same on every run
@@ -61,15 +65,16 @@ def queued_record(
     )
 
 
-def add_key(journal: Journal, label: str = "bot", key_hash: str = "k" * 64) -> None:
-    journal.insert_api_key(
-        key_hash=key_hash,
-        prefix="vrk_k",
-        label=label,
-        account=SENDER,
-        scopes=frozenset({apikeys.Scope.READ}),
-        now=1,
-    )
+def add_key(path: Path, label: str = "bot", key_hash: str = "k" * 64) -> None:
+    with closing(SqliteKeyStore(path)) as keys:
+        keys.insert_api_key(
+            key_hash=key_hash,
+            prefix="vrk_k",
+            label=label,
+            account=SENDER,
+            scopes=frozenset({apikeys.Scope.READ}),
+            now=1,
+        )
 
 
 def journal_with_a_record(path: Path, chain: ChainBinding, record_id: str = "a1") -> None:
@@ -80,7 +85,7 @@ def journal_with_a_record(path: Path, chain: ChainBinding, record_id: str = "a1"
         journal.bind_to_chain(chain, now=1)
         with journal.write() as writer:
             writer.insert(queued_record(record_id, 0, chain_id=chain.chain_id))
-        add_key(journal, key_hash=(record_id * 64)[:64])
+        add_key(path, key_hash=(record_id * 64)[:64])
     finally:
         journal.close()
 
@@ -102,7 +107,7 @@ def ids(records: list[RelayRecord]) -> list[str]:
 def v2_journal(path: Path, *records: RelayRecord) -> None:
     """A journal as version 2 (before chain rows) wrote it, holding `records`."""
     conn = sqlite3.connect(path, isolation_level=None)
-    for version, statements in _MIGRATIONS:
+    for version, statements in MIGRATIONS:
         if version <= 2:
             for statement in statements:
                 conn.execute(statement)
@@ -193,7 +198,8 @@ def test_an_earlier_runs_embedded_records_are_dropped_and_everything_else_kept(p
     assert journal.all() == []  # this run's records: none yet
     assert journal.by_hash("0xold-embedded") is None
     assert journal.get("old-embedded") is None  # its attempts went with it (foreign keys are on)
-    assert [key.label for key in journal.api_keys()] == ["bot", "bot"]
+    with closing(SqliteKeyStore(path)) as keys:
+        assert [key.label for key in keys.api_keys()] == ["bot", "bot"]
     with journal.write() as writer:  # the new chain's nonce 0 no longer collides with the old record's
         writer.insert(queued_record("new", 0, chain_id=EMBEDDED_CHAIN_ID))
     journal.close()
@@ -368,17 +374,3 @@ def test_a_journal_that_cannot_be_opened_is_a_configuration_error(tmp_path: Path
     not_sqlite.write_text("not a database, clearly" * 100)
     with pytest.raises(ConfigurationError, match="cannot open the relay journal"):
         Journal(not_sqlite)
-
-
-def test_revoke_by_label_retires_only_active_keys_with_those_labels(path: Path) -> None:
-    journal = Journal(path)
-    for index, label in enumerate(["embedded-demo", "embedded-demo-read", "bot", "embedded-demo"]):
-        add_key(journal, label, key_hash=f"{index}" * 64)
-    journal.revoke_api_key(4, now=2)
-
-    assert journal.revoke_api_keys_labelled(["embedded-demo", "embedded-demo-read"], now=3) == 2
-    assert journal.revoke_api_keys_labelled([], now=3) == 0
-
-    revoked_at = {key.key_id: key.revoked_at for key in journal.api_keys()}
-    assert revoked_at == {1: 3, 2: 3, 3: None, 4: 2}  # key 4 keeps its first revocation
-    journal.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from eth_typing import HexStr
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,7 +17,7 @@ from relayer import calldata
 from relayer.errors import ConfigurationError, DisallowedTransactionError, FeeCapExceededError
 from relayer.fees import Fees
 from relayer.relay.config import RelaySettings
-from relayer.relay.journal import SCHEMA_VERSION, Journal, JournalConflict, open_journal
+from relayer.relay.journal import Journal, JournalConflict, open_journal
 from relayer.relay.node_errors import Kind, classify
 from relayer.relay.nonces import next_nonce
 from relayer.relay.policy import (
@@ -31,6 +32,7 @@ from relayer.relay.policy import (
 from relayer.relay.records import Attempt, RelayRecord
 from relayer.relay.signers import Signer, SignerPool, load_signers
 from relayer.relay.status import ALLOWED, FINAL, AttemptKind, RecordKind, TxStatus, can_transition
+from relayer.stores.sqlite import SCHEMA_VERSION
 
 VAULT = Account.from_key("0x" + "44" * 32).address
 KEY = "0x" + "11" * 32
@@ -166,7 +168,7 @@ def test_signers_never_show_their_key(tmp_path: Path) -> None:
     assert KEY[2:] not in repr(signer)
     assert KEY[2:] not in str(signer)
     keystore = tmp_path / "k.json"
-    keystore.write_text(json.dumps(Account.encrypt("0x" + "22" * 32, "pw", iterations=2)))
+    keystore.write_text(json.dumps(Account.encrypt(HexStr("0x" + "22" * 32), "pw", iterations=2)))
     env = {
         "RELAYER_SIGNER_KEY": KEY,
         "RELAYER_SIGNER_1_KEYSTORE": str(keystore),

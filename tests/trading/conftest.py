@@ -2,8 +2,8 @@
 
 Each test gets a fresh app on its own journal in `tmp_path`, relayer signers `accounts[5]` and `accounts[6]`
 approved as vault operators by the traders `accounts[1..3]`, and real API keys made with
-`keys_cli.create_key` on the app's journal. The keeper's background loop is off: tests call
-`keeper.tick()` and then settle the relay by hand, so nothing depends on timing.
+`keys_cli.create_key` in the app's key store (in that journal file). The keeper's background loop is off:
+tests call `keeper.tick()` and then settle the relay by hand, so nothing depends on timing.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from eth_account.signers.local import LocalAccount
@@ -34,6 +34,8 @@ from relayer.relay.service import RelayService
 from relayer.relay.signers import Signer
 from relayer.runtime import Runtime
 from relayer.trading import TradingService
+
+T = TypeVar("T")
 
 RECEIPT_TIMEOUT_S = 10.0
 """Generous: a trading call returns as soon as the receipt is in; this only bounds a broken run."""
@@ -81,7 +83,7 @@ class Trading:
 
     @property
     def service(self) -> TradingService:
-        return self.runtime.require_trading()
+        return self.runtime.trading
 
     @property
     def keeper(self) -> Keeper:
@@ -89,9 +91,9 @@ class Trading:
         return self.runtime.keeper
 
     def key(self, account: LocalAccount | str, scopes: str = "read,trade", label: str = "") -> str:
-        """A real API key for `account`, stored (as a hash) in this app's journal."""
+        """A real API key for `account`, stored (as a hash) in this app's key store."""
         address = account if isinstance(account, str) else account.address
-        key, _ = keys_cli.create_key(self.relay.journal, account=address, scopes=scopes, label=label)
+        key, _ = keys_cli.create_key(self.runtime.keys, account=address, scopes=scopes, label=label)
         return key
 
     def post(self, path: str, body: dict[str, Any], key: str | None, **headers: str) -> Any:
@@ -120,7 +122,7 @@ class Trading:
 
         return self.run(call)
 
-    def run(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+    def run(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run an async function on the app's event loop (where its async chain gateway lives)."""
         portal = self.client.portal
         assert portal is not None

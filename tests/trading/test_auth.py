@@ -103,16 +103,16 @@ def test_revoked_key_is_401(
     open_position(owner=accounts[1])
     key = trading.key(accounts[1])
     assert trading.get("/api/trade/positions", key).status_code == 200
-    (record,) = trading.relay.journal.api_keys()
+    (record,) = trading.runtime.keys.api_keys()
 
-    assert trading.relay.journal.revoke_api_key(record.key_id, int(time.time())) is True
+    assert trading.runtime.keys.revoke_api_key(record.key_id, int(time.time())) is True
 
     response = trading.post("/api/partialclose", CLOSE_33, key)
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "unauthenticated"
     assert trading.get("/api/trade/positions", key).status_code == 401
     assert trading.relay.journal.all() == []
-    assert trading.relay.journal.revoke_api_key(record.key_id, int(time.time())) is False
+    assert trading.runtime.keys.revoke_api_key(record.key_id, int(time.time())) is False
 
 
 def test_bearer_and_x_api_key_both_work_and_last_use_is_recorded(
@@ -120,7 +120,7 @@ def test_bearer_and_x_api_key_both_work_and_last_use_is_recorded(
 ) -> None:
     position_id = open_position(owner=accounts[1])
     key = trading.key(accounts[1], "read", label="agent")
-    (before,) = trading.relay.journal.api_keys()
+    (before,) = trading.runtime.keys.api_keys()
     assert before.last_used_at is None
     started = int(time.time())
 
@@ -131,7 +131,7 @@ def test_bearer_and_x_api_key_both_work_and_last_use_is_recorded(
     assert by_bearer.json() == by_header.json()
     assert by_bearer.json()["account"] == accounts[1].address
     assert [p["positionId"] for p in by_bearer.json()["positions"]] == ["0x" + position_id.hex()]
-    (after,) = trading.relay.journal.api_keys()
+    (after,) = trading.runtime.keys.api_keys()
     assert after.last_used_at is not None
     assert after.last_used_at >= started
     assert (after.label, after.prefix) == ("agent", key[:12])
@@ -147,7 +147,7 @@ def test_only_hashes_are_stored(trading: Trading, accounts: list[LocalAccount]) 
         assert key.encode() not in stored
         assert key.split("_", 1)[1].encode() not in stored
         assert apikeys.hash_key(key).encode() in stored
-        assert trading.relay.journal.api_key_by_hash(apikeys.hash_key(key)) is not None
+        assert trading.runtime.keys.api_key_by_hash(apikeys.hash_key(key)) is not None
 
 
 def test_operator_not_approved_is_409_listing_the_signers(

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from eth_account.signers.local import LocalAccount
 
 from relayer import apikeys
 from relayer.cli import main
 from relayer.relay.journal import Journal
+from relayer.stores.keys import SqliteKeyStore
+from tests.api.test_serve import clean_env
+from tests.conftest import ROOT
+from tests.trading.conftest import Trading
 
 ACCOUNT = "0x" + "ab" * 20
 
@@ -52,7 +60,7 @@ def test_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "revoked" in first
     assert second.endswith("active")
 
-    stored = Journal(journal)
+    stored = SqliteKeyStore(journal)
     try:
         record = stored.api_key_by_hash(apikeys.hash_key(key))
         assert record is not None
@@ -115,3 +123,29 @@ def test_list_when_empty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
     assert main(["keys", "list", "--journal", str(journal)]) == 0
     assert capsys.readouterr().out.strip() == "no API keys"
+
+
+def test_a_key_made_by_another_process_works_at_once_on_a_relaying_server(
+    trading: Trading, open_position: Callable[..., bytes], accounts: list[LocalAccount]
+) -> None:
+    """`relayer keys create` in its own process on the file the server relays through: the server holds the
+    journal's relay lock, which the key store never takes, and reads the new key on its next request."""
+    position_id = open_position(owner=accounts[1])
+    assert trading.relay.journal.relaying
+    journal = str(trading.runtime.settings.relay.journal_path)
+
+    command = ["keys", "create", "--account", accounts[1].address, "--scopes", "read", "--journal", journal]
+    made = subprocess.run(
+        [sys.executable, "-m", "relayer.cli", *command],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.splitlines()[0]
+    response = trading.get("/api/trade/positions", key)
+    assert response.status_code == 200, response.text
+    assert [p["positionId"] for p in response.json()["positions"]] == ["0x" + position_id.hex()]

@@ -1,10 +1,12 @@
 """`apikeys.create_key`: the one way keys are made (the `relayer keys` face and the embedded demo call it),
-against any store with `insert_api_key`; only the key's hash is stored."""
+against any `KeyStore`; only the key's hash is stored."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+from collections.abc import Callable, Iterable
 
 import pytest
 
@@ -16,7 +18,8 @@ ACCOUNT = "0x" + "ab" * 20
 
 
 class MemoryStore:
-    """A `KeyStore` in a list: what `create_key` hands over is all a store ever sees."""
+    """A `KeyStore` in a list: what `create_key` hands over is all a store ever sees. It keeps the port's
+    contract too (`tests/unit/test_key_store.py` runs it there), so it stands in for any adapter."""
 
     def __init__(self) -> None:
         self.kept: list[apikeys.ApiKey] = []
@@ -34,6 +37,34 @@ class MemoryStore:
         key = apikeys.ApiKey(len(self.kept) + 1, prefix, label, account, scopes, now, None, None, key_hash)
         self.kept.append(key)
         return key
+
+    def api_key_by_hash(self, key_hash: str) -> apikeys.ApiKey | None:
+        return next((key for key in self.kept if key.key_hash == key_hash), None)
+
+    def api_keys(self) -> list[apikeys.ApiKey]:
+        return list(self.kept)
+
+    def touch_api_key(self, key_id: int, now: int) -> None:
+        self._update(key_id, lambda key: dataclasses.replace(key, last_used_at=now))
+
+    def revoke_api_key(self, key_id: int, now: int) -> bool:
+        active = any(key.key_id == key_id and key.active for key in self.kept)
+        if active:
+            self._update(key_id, lambda key: dataclasses.replace(key, revoked_at=now))
+        return active
+
+    def revoke_api_keys_labelled(self, labels: Iterable[str], now: int) -> int:
+        names = set(labels)
+        chosen = [key.key_id for key in self.kept if key.active and key.label in names]
+        for key_id in chosen:
+            self._update(key_id, lambda key: dataclasses.replace(key, revoked_at=now))
+        return len(chosen)
+
+    def close(self) -> None:
+        pass
+
+    def _update(self, key_id: int, change: Callable[[apikeys.ApiKey], apikeys.ApiKey]) -> None:
+        self.kept = [change(key) if key.key_id == key_id else key for key in self.kept]
 
 
 def test_a_key_is_shown_once_and_only_its_hash_is_stored() -> None:
