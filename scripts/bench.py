@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 from web3 import HTTPProvider, Web3
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,7 +232,7 @@ def fire_naive(
 
     def one(case: CloseCase) -> None:
         if not hasattr(local, "contract"):
-            local.contract = make_w3().eth.contract(address=vault, abi=abi)
+            local.contract = make_w3().eth.contract(address=to_checksum_address(vault), abi=abi)
         started = time.perf_counter()
         function = local.contract.functions.closePosition(
             case.position_id, case.size_delta, case.allowed_price_e8

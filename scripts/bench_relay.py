@@ -32,6 +32,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from eth_utils.address import to_checksum_address
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -95,7 +97,7 @@ def naive_loop(chain: Chain, vault: VaultReader, operator: str, position_id: byt
     function = vault.contract.functions.closePosition(position_id, CLOSE_STEP, 0)
     started = time.perf_counter()
     for _ in range(count):
-        tx_hash = function.transact({"from": operator})  # type: ignore[arg-type]
+        tx_hash = function.transact({"from": operator})
         receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.01)
         assert receipt["status"] == 1
     return Result("naive web3.py loop", count, time.perf_counter() - started)
@@ -132,7 +134,7 @@ def check_relayer(chain: Chain, service: RelayService, start_nonces: dict[str, i
         expected = list(range(start_nonces[address], start_nonces[address] + len(used)))
         if sorted(used) != expected:
             problems.append(f"nonce gap or duplicate for {address}")
-        if chain.w3.eth.get_transaction_count(address) != expected[-1] + 1:  # type: ignore[arg-type]
+        if chain.w3.eth.get_transaction_count(to_checksum_address(address)) != expected[-1] + 1:
             problems.append(f"chain nonce of {address} does not match the journal")
     hashes = [r.mined.tx_hash for r in records if r.mined]
     if len(set(hashes)) != len(hashes):
@@ -206,7 +208,9 @@ def run_mode(block_time: int, count: int, concurrency: int, signers: int) -> Mod
             ),
         )
         service.resume()
-        start_nonces = {a.address: chain.w3.eth.get_transaction_count(a.address) for a in relay_accounts}
+        start_nonces: dict[str, int] = {
+            a.address: chain.w3.eth.get_transaction_count(a.address) for a in relay_accounts
+        }
         relayed = relayer_run(service, position_id, count, concurrency)
         problems = check_relayer(chain, service, start_nonces, count)
         remaining = vault.position(position_id).size

@@ -7,7 +7,6 @@ real transaction. Each refusal here also checks that nothing was sent.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any, cast
@@ -175,7 +174,7 @@ def test_a_wrong_type_is_invalid_field_naming_the_argument_and_sends_nothing(
     ):
         result = trading.mcp(tool, {**valid[tool], "api_key": key, argument: value})
         assert result.is_error, (tool, argument, value)
-        assert json.loads(result.content[0].text)["error"] == {
+        assert tool_error(result) == {
             "code": "invalid_field",
             "message": f"{argument}: must be {expected}",
             "details": {"field": argument},
@@ -353,6 +352,10 @@ class _Refusing:
     async def close_position(self, api_key: str | None, body: Any, **_: Any) -> Any:
         raise self.error
 
+    def as_service(self) -> TradingService:
+        """The stand-in where the server expects the service (the test only reaches `close_position`)."""
+        return cast(TradingService, self)
+
 
 def test_a_renamed_field_error_keeps_its_class_code_and_details() -> None:
     pid = "0x" + "ab" * 32
@@ -362,8 +365,8 @@ def test_a_renamed_field_error_keeps_its_class_code_and_details() -> None:
         (InvalidMarketError("positionId", "is in another market"), "invalid_market"),  # a subclass
         (InvalidFieldError("symbol", "is not a market"), "invalid_field"),  # not renamed by close_position
     ):
-        service = cast(TradingService, _Refusing(error))
-        body = tool_error(_call_without_chain(lambda s=service: s, "close_position", {"position_id": pid}))
+        provider = _Refusing(error).as_service
+        body = tool_error(_call_without_chain(provider, "close_position", {"position_id": pid}))
         argument = {"sizeDelta": "size_delta", "positionId": "position_id"}.get(
             error.details["field"], "symbol"
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from web3.exceptions import MethodUnavailable
+from web3.types import RPCResponse
 
 from relayer.blocks import ChainHead
 from relayer.chain import Chain
@@ -61,9 +62,9 @@ def test_relayed_fees_tip_what_the_node_suggests_once_per_block(
 def test_a_node_without_the_method_gets_the_default_tip(
     chain: Chain, deployment: Deployment, asked: Callable[[Any], list[str]]
 ) -> None:
-    asked(
-        MethodUnavailable({"code": -32601, "message": "the method eth_maxPriorityFeePerGas does not exist"})
-    )
+    message = "the method eth_maxPriorityFeePerGas does not exist"
+    response: RPCResponse = {"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": message}}
+    asked(MethodUnavailable(message, rpc_response=response))
     node = RelayNode(chain, deployment.address)
     fees = node.fees(ChainHead(number=10, timestamp=1, base_fee_wei=GWEI))
     assert fees.max_priority_fee_per_gas_wei == DEFAULT_PRIORITY_FEE_WEI

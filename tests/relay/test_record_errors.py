@@ -8,7 +8,7 @@ answer one way and reads back what the record keeps.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,7 @@ def _record(kind: RecordKind, sender: str = SIGNER.address) -> RelayRecord:
 
 
 @pytest.fixture
-def make_sender(tmp_path: Path) -> Callable[..., tuple[Sender, Journal]]:
+def make_sender(tmp_path: Path) -> Iterator[Callable[..., tuple[Sender, Journal]]]:
     journals: list[Journal] = []
 
     def _make(node: ScriptedNode, record: RelayRecord, **settings: Any) -> tuple[Sender, Journal]:

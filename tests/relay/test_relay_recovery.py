@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 from web3.types import RPCEndpoint, TxReceipt
 
 from relayer import calldata
@@ -33,7 +34,7 @@ from tests.relay.proxy import TcpProxy
 
 
 def rpc(chain: Chain, method: str, *params: Any) -> Any:
-    return chain.w3.provider.make_request(RPCEndpoint(method), list(params))  # type: ignore[attr-defined]
+    return chain.w3.provider.make_request(RPCEndpoint(method), list(params))
 
 
 @contextmanager
@@ -60,7 +61,7 @@ def mine(chain: Chain) -> None:
 
 
 def nonce_of(chain: Chain, address: str) -> int:
-    return chain.w3.eth.get_transaction_count(address)  # type: ignore[arg-type]
+    return chain.w3.eth.get_transaction_count(to_checksum_address(address))
 
 
 def test_100_concurrent_relays_no_gap_no_duplicate(
@@ -76,7 +77,7 @@ def test_100_concurrent_relays_no_gap_no_duplicate(
     for signer in relay_accounts:  # the relayer closes for the trader as an approved operator
         transact(trader, calldata.set_operator(signer.address, True))
     position_id = open_position(owner=trader, size="1")
-    start = {a.address: nonce_of(chain, a.address) for a in relay_accounts}
+    start: dict[str, int] = {a.address: nonce_of(chain, a.address) for a in relay_accounts}
     service.resume()
     close = calldata.close_position(position_id, units("0.001"), 0)
 
@@ -128,7 +129,7 @@ def test_stuck_transaction_is_replaced_with_bumped_fees(
     assert final.mined is not None
     assert final.mined.tx_hash == bump.tx_hash
     assert final.hashes == [first.tx_hash, bump.tx_hash]  # every hash kept
-    assert chain.w3.eth.get_transaction_count(final.sender) == final.nonce + 1
+    assert nonce_of(chain, final.sender) == final.nonce + 1
     assert vault.position(position_id).size == units("0.5")
 
 

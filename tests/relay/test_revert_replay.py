@@ -181,7 +181,7 @@ def test_a_replay_that_py_evm_refuses_still_fails_the_record_honestly(
     """A replay that raises something other than a revert (py-evm's `ValidationError`, say) must not leave
     the record `submitted`, failing every round of the loop: it fails, saying the replay could not tell
     why."""
-    from eth_utils import ValidationError  # what py-evm raises for a block it refuses
+    from eth_utils.exceptions import ValidationError  # what py-evm raises for a block it refuses
 
     def refuse(tx_hash: str, block_number: int) -> None:
         raise ValidationError(f"cannot re-execute block {block_number}")

@@ -73,6 +73,7 @@ def test_a_cancel_signs_a_zero_share_and_a_set_its_share() -> None:
     order = request_from_params(
         {"kind": "trigger", "positionId": PID, "isTakeProfit": "true", "price": "99000", "closeBps": "2500"}
     )
+    assert isinstance(order, TriggerRequest)
     assert (order.kind, order.price_e8, order.close_bps) == (RecordKind.TRIGGER, usd("99000"), 2500)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from eth_utils.address import to_checksum_address
+
 from relayer.artifact import load_artifact
 from relayer.chain import Chain
 from relayer.deploy import Deployment
 
 
 def _deployed_code(chain: Chain, deployment: Deployment) -> bytes:
-    return bytes(chain.w3.eth.get_code(deployment.address))
+    return bytes(chain.w3.eth.get_code(to_checksum_address(deployment.address)))
 
 
 def test_deployed_vault_matches(chain: Chain, deployment: Deployment) -> None:
@@ -46,7 +48,7 @@ def test_wrong_length_or_no_code_does_not_match(chain: Chain, deployment: Deploy
     assert not artifact.matches_runtime_code(code + b"\x00")
     assert not artifact.matches_runtime_code(code[:-1])
     assert not artifact.matches_runtime_code(b"")
-    account_code = bytes(chain.w3.eth.get_code(deployment.deployer))
+    account_code = bytes(chain.w3.eth.get_code(to_checksum_address(deployment.deployer)))
     assert not artifact.matches_runtime_code(account_code)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import pytest
 from eth_account.signers.local import LocalAccount
+from eth_account.types import TransactionDictType
 from web3.logs import DISCARD
 
 from relayer import CloseAction, CloseRequest, Web3Gateway, build_close_transaction
@@ -32,7 +34,8 @@ def test_build_sign_send_with_the_library(
     assert built.sender == accounts[1].address
     assert built.preview.realized_pnl_e8 == 17_531_000_000  # 0.2 x 876.55 USD, a short in profit
 
-    signed = accounts[1].sign_transaction(built.transaction)
+    # eth-account signs the JSON-RPC dict as is; its annotation admits HexStr values but not plain str.
+    signed = accounts[1].sign_transaction(cast(TransactionDictType, built.transaction))
     receipt = chain.w3.eth.wait_for_transaction_receipt(
         chain.w3.eth.send_raw_transaction(signed.raw_transaction)
     )

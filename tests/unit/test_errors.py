@@ -15,6 +15,7 @@ def _all_subclasses(cls: type[RelayerError]) -> list[type[RelayerError]]:
 
 
 SUBCLASSES = _all_subclasses(RelayerError)
+EVERY_ERROR: list[type[RelayerError]] = [RelayerError, *SUBCLASSES]
 
 
 def test_the_tree_is_not_empty() -> None:
@@ -28,7 +29,7 @@ def test_the_tree_is_not_empty() -> None:
 
 
 def test_every_error_has_its_own_unique_code() -> None:
-    codes = [cls.code for cls in [RelayerError, *SUBCLASSES]]
+    codes = [cls.code for cls in EVERY_ERROR]
     for cls in SUBCLASSES:
         assert "code" in vars(cls), f"{cls.__name__} inherits its parent's code"
         assert cls.code, cls.__name__
@@ -38,7 +39,7 @@ def test_every_error_has_its_own_unique_code() -> None:
 
 
 def test_every_error_has_a_client_or_server_status() -> None:
-    for cls in [RelayerError, *SUBCLASSES]:
+    for cls in EVERY_ERROR:
         assert 400 <= cls.http_status <= 599, cls.__name__
         assert isinstance(cls.retryable, bool)
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from eth_typing import HexStr
 
 from relayer.errors import ConfigurationError
 from relayer.keys import load_account
 
-KEY = "0x" + "4c" * 32
+KEY = HexStr("0x" + "4c" * 32)
 ADDRESS = Account.from_key(KEY).address
 PASSWORD = "correct horse battery staple"
 

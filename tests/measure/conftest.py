@@ -1,0 +1,132 @@
+"""Fixtures of the measurement suite: the real app over a recording proxy in front of the session's anvil.
+
+The app is built as `relayer serve` builds it for a node (`Settings.load` with the node's URL, which here is
+the proxy's), so both of today's HTTP stacks (the builder's httpx gateway and the relay's web3
+`HTTPProvider`) reach the node through the proxy and every JSON-RPC call they make is recorded. The test
+fixtures that set the chain up (deploying, opening positions, approving operators, moving prices) talk to
+anvil directly and are never recorded.
+
+Nothing runs in the background during a measurement: the keeper loop is off (`keeper_interval_s=0`), and the
+relay's background loop is stopped once the app is up, after which the relay is resumed by hand (the round
+the loop would have run first). A test that needs the relay to move a record on calls `relay.tick()` itself
+and measures that round on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+
+from relayer import keys_cli
+from relayer.api.app import create_app
+from relayer.chain import Chain
+from relayer.config import Settings, TradingSettings
+from relayer.deploy import Deployment
+from relayer.keeper import Keeper
+from relayer.relay.config import RelaySettings
+from relayer.relay.service import RelayService
+from relayer.relay.signers import Signer
+from relayer.runtime import Runtime
+from tests.relay.proxy import RecordingProxy
+
+REPORT_FILE = "round-trips.json"
+"""Written under pytest's base temporary directory at the end of the session (and printed with `-s`)."""
+
+
+@dataclass
+class ProxiedApp:
+    """A running app whose every node request passes `proxy`."""
+
+    client: TestClient
+    runtime: Runtime
+    proxy: RecordingProxy
+
+    @property
+    def relay(self) -> RelayService:
+        return self.runtime.require_relay()
+
+    @property
+    def keeper(self) -> Keeper:
+        assert self.runtime.keeper is not None
+        return self.runtime.keeper
+
+    def key(self, account: LocalAccount) -> str:
+        """A real API key (read and trade) for `account`."""
+        # The key store has its own port since issue 9; before it, keys lived in the relay journal.
+        store: Any = getattr(self.runtime, "keys", None) or self.relay.journal
+        key, _ = keys_cli.create_key(store, account=account.address, scopes="read,trade")
+        return key
+
+
+@pytest.fixture
+def proxy(chain: Chain) -> Iterator[RecordingProxy]:
+    """A recording HTTP proxy in front of the session's anvil node."""
+    if chain.is_embedded:
+        pytest.fail("the round-trip measurements need a node over HTTP: mark the test only_backend('anvil')")
+    recorder = RecordingProxy(int(chain.name.rsplit(":", 1)[1]))
+    recorder.start()
+    try:
+        yield recorder
+    finally:
+        recorder.stop()
+
+
+@pytest.fixture
+def proxied_app(
+    proxy: RecordingProxy, deployment: Deployment, accounts: list[LocalAccount], tmp_path: Path
+) -> Iterator[Callable[[], ProxiedApp]]:
+    """Factory: start the app (relayer signers `accounts[5]`, `accounts[6]`) over the proxy, with nothing left
+    running in the background."""
+    opened: list[TestClient] = []
+
+    def _make() -> ProxiedApp:
+        settings = Settings.load(
+            {},
+            rpc_url=proxy.url,
+            vault_address=deployment.address,
+            relay=RelaySettings(journal_path=tmp_path / "journal.sqlite3", retry_backoff_s=0.0),
+            trading=TradingSettings(receipt_timeout_s=10.0, poll_interval_s=0.01),
+            keeper_interval_s=0,
+            keeper_from_block=deployment.block_number,
+        )
+        app = create_app(settings, signers=[Signer(accounts[5]), Signer(accounts[6])])
+        client = TestClient(app)
+        client.__enter__()
+        opened.append(client)
+        runtime: Runtime = app.state.runtime
+        relay = runtime.require_relay()
+        relay.stop()  # the background loop: after its current round (if it started one), never again
+        relay.resume()  # what its first round does; harmless when that round already ran
+        return ProxiedApp(client, runtime, proxy)
+
+    yield _make
+    for client in reversed(opened):
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def round_trip_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Measurements by path: written to `<basetemp>/round-trips.json`, printed at the end of the session."""
+    report: dict[str, Any] = {}
+    yield report
+    if not report:
+        return
+    path = tmp_path_factory.getbasetemp() / REPORT_FILE
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(f"\nnode round trips per request (also in {path}):")
+    for name, phases in report.items():
+        for phase, tally in phases.items():
+            methods = ", ".join(f"{m} {n}" for m, n in sorted(tally["callsByMethod"].items()))
+            print(
+                f"  {name:<22} {phase:<13} round trips {tally['roundTrips']:>2}"
+                f" (gateway {tally['roundTripsByClient'].get('gateway', 0)},"
+                f" relay {tally['roundTripsByClient'].get('relay', 0)})"
+                f"  calls {tally['calls']:>2}  simulations {tally['simulations']}  [{methods}]"
+            )
