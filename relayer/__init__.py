@@ -19,11 +19,17 @@ from typing import Any
 
 from web3 import Web3
 
-from relayer.builder import BuiltTransaction, ClosePreview, TransactionBuilder, assemble, encode_request
-from relayer.close_request import CloseAction, CloseRequest, TriggerUpdate, parse_close_request
+from relayer.chain.gateway import ChainGateway, JsonRpcGateway, Web3Gateway
 from relayer.constants import GAS_LIMIT_MARGIN_BPS
+from relayer.domain.requests import CloseAction, CloseRequest, TriggerUpdate, parse_close_request
 from relayer.errors import RelayerError
-from relayer.gateway import ChainGateway, JsonRpcGateway, Web3Gateway
+from relayer.services.builder import (
+    BuiltTransaction,
+    ClosePreview,
+    TransactionBuilder,
+    assemble,
+    encode_request,
+)
 
 try:
     __version__ = version("vault-relayer")

@@ -23,11 +23,11 @@ from pydantic import (
     model_validator,
 )
 
-from relayer.close_request import parse_owner
+from relayer.chain.deploy import load_deployment
 from relayer.constants import DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_RPC_TIMEOUT_S, GAS_LIMIT_MARGIN_BPS
-from relayer.deploy import load_deployment
+from relayer.domain.requests import parse_owner
 from relayer.errors import ConfigurationError, InvalidFieldError
-from relayer.relay.config import RelaySettings
+from relayer.services.relay.config import RelaySettings
 
 ENV_PREFIX = "RELAYER_"
 

@@ -2,7 +2,7 @@
 
 Every failure a caller can cause or meet is a `RelayerError` with a stable machine-readable `code`, an HTTP
 status, a `retryable` flag and structured `details`. The REST, CLI and MCP faces map these once (see
-`relayer.api.errors`, `relayer.cli`); nothing else decides how an error looks to a client.
+`relayer.faces.api.errors`, `relayer.faces.cli.main`); nothing else decides how an error looks to a client.
 """
 
 from __future__ import annotations

@@ -25,22 +25,22 @@ from typing import Any
 import anyio.to_thread
 from eth_account.signers.local import LocalAccount
 
-from relayer import calldata
-from relayer.builder import TransactionBuilder
-from relayer.chain import Chain, rpc_chain
+from relayer.chain.connect import Chain, rpc_chain
+from relayer.chain.gateway import ChainGateway, JsonRpcGateway, Web3Gateway
+from relayer.chain.transact import send
+from relayer.chain.vault import VaultReader, call_chain
 from relayer.config import Settings
+from relayer.domain import calldata
 from relayer.errors import ConfigurationError, RelayNotConfiguredError
-from relayer.gateway import ChainGateway, JsonRpcGateway, Web3Gateway
-from relayer.keeper import Keeper
-from relayer.periodic import Periodic
-from relayer.price_feed import PriceFeed
-from relayer.relay.journal import ChainBinding, Journal
-from relayer.relay.service import RelayService
-from relayer.relay.signers import Signer
+from relayer.services.builder import TransactionBuilder
+from relayer.services.keeper import Keeper
+from relayer.services.periodic import Periodic
+from relayer.services.price_feed import PriceFeed
+from relayer.services.relay.service import RelayService
+from relayer.services.relay.signers import Signer
+from relayer.services.trading import TradingService
+from relayer.stores.journal import ChainBinding, Journal
 from relayer.stores.keys import KeyStore, SqliteKeyStore
-from relayer.trading import TradingService
-from relayer.transact import send
-from relayer.vault import VaultReader, call_chain
 
 log = logging.getLogger("relayer.runtime")
 

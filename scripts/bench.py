@@ -40,15 +40,15 @@ from web3 import HTTPProvider, Web3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from relayer import calldata  # noqa: E402
-from relayer.artifact import load_artifact  # noqa: E402
-from relayer.chain import ANVIL_DEFAULT_KEYS, Chain, embedded_chain, rpc_chain  # noqa: E402
+from relayer.chain.artifact import load_artifact  # noqa: E402
+from relayer.chain.connect import ANVIL_DEFAULT_KEYS, Chain, embedded_chain, rpc_chain  # noqa: E402
+from relayer.chain.deploy import Deployment, deploy_vault  # noqa: E402
+from relayer.chain.transact import send  # noqa: E402
+from relayer.chain.vault import VaultReader  # noqa: E402
 from relayer.constants import CLOSE_ALL_SIZE, PRICE_DECIMALS, SIZE_DECIMALS  # noqa: E402
-from relayer.deploy import Deployment, deploy_vault  # noqa: E402
-from relayer.markets import symbol_to_bytes32  # noqa: E402
-from relayer.transact import send  # noqa: E402
-from relayer.units import to_fixed  # noqa: E402
-from relayer.vault import VaultReader  # noqa: E402
+from relayer.domain import calldata  # noqa: E402
+from relayer.domain.markets import symbol_to_bytes32  # noqa: E402
+from relayer.domain.units import to_fixed  # noqa: E402
 
 ANVIL = ROOT / "node_modules" / ".bin" / "anvil"
 
@@ -259,7 +259,7 @@ def api_subprocess(rpc_url: str, vault: str) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "relayer.cli",
+            "relayer.faces.cli.main",
             "serve",
             "--rpc-url",
             rpc_url,
@@ -285,8 +285,8 @@ def api_in_thread(chain: Chain, vault: str) -> Iterator[str]:
     """The API over the embedded chain, which lives in this process, served by uvicorn in a thread."""
     import uvicorn
 
-    from relayer.api.app import create_app
     from relayer.config import Settings
+    from relayer.faces.api.app import create_app
 
     port = free_port()
     app = create_app(Settings(vault_address=vault, port=port, log_level="warning"), chain=chain)

@@ -38,18 +38,18 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from relayer import calldata  # noqa: E402
-from relayer.chain import ANVIL_DEFAULT_KEYS, Chain, rpc_chain  # noqa: E402
+from relayer.chain.connect import ANVIL_DEFAULT_KEYS, Chain, rpc_chain  # noqa: E402
+from relayer.chain.deploy import deploy_vault  # noqa: E402
+from relayer.chain.transact import send  # noqa: E402
+from relayer.chain.vault import VaultReader  # noqa: E402
 from relayer.constants import SIZE_DECIMALS  # noqa: E402
-from relayer.deploy import deploy_vault  # noqa: E402
-from relayer.markets import symbol_to_bytes32  # noqa: E402
-from relayer.relay.config import RelaySettings  # noqa: E402
-from relayer.relay.service import RelayService  # noqa: E402
-from relayer.relay.signers import Signer  # noqa: E402
-from relayer.relay.status import TxStatus  # noqa: E402
-from relayer.transact import send  # noqa: E402
-from relayer.units import to_fixed  # noqa: E402
-from relayer.vault import VaultReader  # noqa: E402
+from relayer.domain import calldata  # noqa: E402
+from relayer.domain.markets import symbol_to_bytes32  # noqa: E402
+from relayer.domain.status import TxStatus  # noqa: E402
+from relayer.domain.units import to_fixed  # noqa: E402
+from relayer.services.relay.config import RelaySettings  # noqa: E402
+from relayer.services.relay.service import RelayService  # noqa: E402
+from relayer.services.relay.signers import Signer  # noqa: E402
 
 CLOSE_STEP = to_fixed(Decimal("0.001"), SIZE_DECIMALS, "size")
 """Each benchmark transaction closes 0.001 BTC of one big position."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from relayer.cli import main
+from relayer.faces.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["deploy", *sys.argv[1:]]))

@@ -21,14 +21,14 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt
 
-from relayer import calldata
-from relayer.chain import ANVIL_DEFAULT_KEYS, Chain, embedded_chain, rpc_chain
+from relayer.chain.connect import ANVIL_DEFAULT_KEYS, Chain, embedded_chain, rpc_chain
+from relayer.chain.deploy import Deployment, deploy_vault, set_price
+from relayer.chain.transact import send
+from relayer.chain.vault import VaultReader
 from relayer.constants import PRICE_DECIMALS, SIZE_DECIMALS
-from relayer.deploy import Deployment, deploy_vault, set_price
-from relayer.markets import symbol_to_bytes32
-from relayer.transact import send
-from relayer.units import to_fixed
-from relayer.vault import VaultReader
+from relayer.domain import calldata
+from relayer.domain.markets import symbol_to_bytes32
+from relayer.domain.units import to_fixed
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("eth-tester", "anvil")

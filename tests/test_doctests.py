@@ -7,7 +7,8 @@ from types import ModuleType
 
 import pytest
 
-from relayer import close_request, exits, fees, jsonio, markets, positions, units
+from relayer.domain import exits, fees, jsonio, markets, positions, units
+from relayer.domain import requests as close_request
 
 
 @pytest.mark.parametrize(

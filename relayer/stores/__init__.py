@@ -2,7 +2,7 @@
 
 - `relayer.stores.keys`: API keys (`KeyStore`, `SqliteKeyStore`).
 - `relayer.stores.sqlite`: the one SQLite file's connection set-up and its versioned migrations, shared by
-  every SQLite adapter (the key store here, the relay journal in `relayer.relay.journal`).
+  every SQLite adapter (the key store here, the relay journal in `relayer.stores.journal`).
 
 The services see only the ports; a second database (PostgreSQL) is a second adapter of the same ports.
 """

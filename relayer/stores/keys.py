@@ -1,8 +1,8 @@
 """The API-key store: the port the services use (`KeyStore`) and its SQLite adapter (`SqliteKeyStore`).
 
-A store keeps what `relayer.apikeys` hands it (a key's SHA-256, never the key) and answers by hash; every
-rule about keys (making, hashing, the constant-time check, scopes, how often `last_used_at` is written) stays
-in the core, so a second adapter (PostgreSQL) only translates these operations into its SQL.
+A store keeps what `relayer.domain.apikeys` hands it (a key's SHA-256, never the key) and answers by hash;
+every rule about keys (making, hashing, the constant-time check, scopes, how often `last_used_at` is written)
+stays in the core, so a second adapter (PostgreSQL) only translates these operations into its SQL.
 
 The SQLite adapter owns the `api_keys` table of the journal file (`relayer.stores.sqlite`) through its own
 connection, beside the relay journal but never through it: keys are read and made without a relayer signer,
@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from relayer.apikeys import ApiKey, Scope
+from relayer.domain.apikeys import ApiKey, Scope
 from relayer.errors import ConfigurationError
 from relayer.stores.sqlite import MEMORY, connect, named_journal
 

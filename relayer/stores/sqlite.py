@@ -2,14 +2,14 @@
 
 One file holds the relay journal (records, attempts, chains) and the API keys, so a newcomer has one file
 (`.relayer/journal.sqlite3` by default) and `relayer keys create` adds keys a running `relayer serve` reads at
-once. Each adapter (`relayer.relay.journal.Journal`, `relayer.stores.keys.SqliteKeyStore`) opens its own
+once. Each adapter (`relayer.stores.journal.Journal`, `relayer.stores.keys.SqliteKeyStore`) opens its own
 connection with `connect`: WAL mode (readers never block the writer), `synchronous=FULL`, and the schema
 brought up to `SCHEMA_VERSION` by `MIGRATIONS`, whichever adapter opens the file first. The schema has one
 version for the whole file: a table belongs to one adapter, its migrations to this one sequence.
 
 The file holds API-key hashes and signed transactions: a file created here is mode 0600, in a folder created
-0700. Nothing here takes the journal's relay lock (`relayer.relay.journal.lock_for_relaying`): only a relaying
-journal does.
+0700. Nothing here takes the journal's relay lock (`relayer.stores.journal.lock_for_relaying`): only a
+relaying journal does.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sqlite3
 from pathlib import Path
 
 from relayer.errors import ConfigurationError
-from relayer.relay.config import RelaySettings
+from relayer.services.relay.config import RelaySettings
 
 SCHEMA_VERSION = 3
 """Bumped by every migration; stored in SQLite's `PRAGMA user_version`."""

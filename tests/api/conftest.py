@@ -14,10 +14,10 @@ from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 from web3.types import TxReceipt
 
-from relayer.api.app import create_app
-from relayer.chain import Chain
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
 from relayer.config import Settings
-from relayer.deploy import Deployment
+from relayer.faces.api.app import create_app
 
 
 def settings_for(chain: Chain, deployment: Deployment) -> Settings:

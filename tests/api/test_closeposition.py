@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from relayer.chain import Chain
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.chain.vault import VaultReader
 from relayer.constants import ETH_DECIMALS, PNL_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS
-from relayer.deploy import Deployment
-from relayer.units import format_fixed
-from relayer.vault import VaultReader
+from relayer.domain.units import format_fixed
 from tests.api.conftest import SignAndSend
 
 SIDES = pytest.mark.parametrize("is_long", [True, False], ids=["long", "short"])

@@ -9,11 +9,11 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
-from relayer.api.app import create_app
-from relayer.chain import Chain
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.chain.vault import VaultReader
 from relayer.config import Settings
-from relayer.deploy import Deployment
-from relayer.vault import VaultReader
+from relayer.faces.api.app import create_app
 from tests.conftest import usd
 
 

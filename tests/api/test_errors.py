@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from relayer.api.app import create_app
-from relayer.chain import ANVIL_DEFAULT_KEYS, Chain, rpc_chain
+from relayer.chain.connect import ANVIL_DEFAULT_KEYS, Chain, rpc_chain
+from relayer.chain.deploy import Deployment, deploy_vault
 from relayer.config import Settings
 from relayer.constants import DEFAULT_MAX_PRICE_AGE_S
-from relayer.deploy import Deployment, deploy_vault
 from relayer.errors import ConfigurationError, VaultNotDeployedError
+from relayer.faces.api.app import create_app
 from tests.api.conftest import settings_for
 from tests.conftest import start_anvil, stop_anvil
 
@@ -148,8 +148,8 @@ def test_position_never_opened(client: TestClient) -> None:
 def test_position_already_closed(
     client: TestClient, position: str, transact: Callable[..., Any], accounts: list[Any]
 ) -> None:
-    from relayer import calldata
     from relayer.constants import CLOSE_ALL_SIZE
+    from relayer.domain import calldata
 
     transact(accounts[1], calldata.close_position(bytes.fromhex(position[2:]), CLOSE_ALL_SIZE, 0))
     assert error_of(close(client, positionId=position), 404, "position_not_found")["status"] == "closed"

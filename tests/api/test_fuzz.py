@@ -23,15 +23,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from web3.types import TxReceipt
 
-from relayer import calldata, keys_cli
-from relayer.api.app import create_app
-from relayer.chain import Chain
-from relayer.close_request import FIELDS
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.chain.transact import build_transaction
 from relayer.config import Settings, TradingSettings
-from relayer.deploy import Deployment
-from relayer.relay.config import RelaySettings
-from relayer.relay.signers import Signer
-from relayer.transact import build_transaction
+from relayer.domain import calldata
+from relayer.domain.requests import FIELDS
+from relayer.faces.api.app import create_app
+from relayer.faces.cli import keys as keys_cli
+from relayer.services.relay.config import RelaySettings
+from relayer.services.relay.signers import Signer
 
 pytestmark = pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
 

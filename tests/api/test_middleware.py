@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from fastapi.testclient import TestClient
 
-from relayer.api.middleware import MAX_BODY_BYTES
+from relayer.faces.api.middleware import MAX_BODY_BYTES
 
 
 def test_a_request_id_is_made_or_echoed(client: TestClient) -> None:

@@ -9,10 +9,10 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
-from relayer import calldata
-from relayer.chain import Chain
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
 from relayer.constants import CLOSE_ALL_SIZE
-from relayer.deploy import Deployment
+from relayer.domain import calldata
 
 
 def test_one_position_with_its_price_and_pnl(

@@ -23,10 +23,10 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from relayer.chain import ANVIL_DEFAULT_KEYS, Chain, embedded_keys
-from relayer.cli import EXIT_ERROR, EXIT_UNAVAILABLE
-from relayer.deploy import Deployment
-from relayer.relay.journal import ChainBinding, Journal
+from relayer.chain.connect import ANVIL_DEFAULT_KEYS, Chain, embedded_keys
+from relayer.chain.deploy import Deployment
+from relayer.faces.cli.main import EXIT_ERROR, EXIT_UNAVAILABLE
+from relayer.stores.journal import ChainBinding, Journal
 from relayer.stores.keys import SqliteKeyStore
 from tests.conftest import ROOT
 from tests.relay.test_journal_binding import journal_with_a_record
@@ -66,7 +66,7 @@ def serving(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> 
     """`relayer serve --port <free> *args` as a subprocess, once it answers /health; stopped on exit."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "relayer.cli", "serve", "--port", str(port), *args],
+        [sys.executable, "-m", "relayer.faces.cli.main", "serve", "--port", str(port), *args],
         cwd=cwd,
         env=clean_env() if env is None else env,
         stdout=subprocess.PIPE,
@@ -147,7 +147,7 @@ PARTIAL_CLOSE = {"symbol": "BTCUSDT", "exit_pct": 10, "side": "long"}
 
 def _create_read_key(*args: str, cwd: Path) -> str:
     """`relayer keys create` (a subprocess, like a user's shell) of a read key for the demo trader."""
-    command = [sys.executable, "-m", "relayer.cli", "keys", "create", "--account", DEMO_TRADER]
+    command = [sys.executable, "-m", "relayer.faces.cli.main", "keys", "create", "--account", DEMO_TRADER]
     created = subprocess.run(
         [*command, "--scopes", "read", *args],
         cwd=cwd,
@@ -265,7 +265,7 @@ def test_a_restarted_embedded_serve_starts_its_new_chain_clean(tmp_path: Path) -
 def _serve_and_fail(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`relayer serve *args` expected to stop at its start-up checks (a timeout means it started serving)."""
     return subprocess.run(
-        [sys.executable, "-m", "relayer.cli", "serve", "--port", str(_free_port()), *args],
+        [sys.executable, "-m", "relayer.faces.cli.main", "serve", "--port", str(_free_port()), *args],
         env=clean_env() if env is None else env,
         capture_output=True,
         text=True,
@@ -351,7 +351,7 @@ def test_a_second_relaying_process_on_a_journal_is_refused(tmp_path: Path) -> No
     with serving("--journal", str(journal), "--price-feed-interval", "0") as first:
         second = _serve_and_fail("--journal", str(journal))
         keys = subprocess.run(
-            [sys.executable, "-m", "relayer.cli", "keys", "list", "--journal", str(journal)],
+            [sys.executable, "-m", "relayer.faces.cli.main", "keys", "list", "--journal", str(journal)],
             env=clean_env(),
             capture_output=True,
             text=True,

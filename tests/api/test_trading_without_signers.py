@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from mcp import Client
 from mcp_types import CallToolResult
 
-from relayer import keys_cli
-from relayer.mcp_server import build_mcp_server
+from relayer.faces.cli import keys as keys_cli
+from relayer.faces.mcp import build_mcp_server
 from relayer.runtime import Runtime
 from relayer.stores.keys import SqliteKeyStore
 from tests.trading.conftest import tool_error, tool_json

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from relayer.cli import _load_settings, build_parser, main
-from relayer.relay.config import DEFAULT_JOURNAL_PATH, RelaySettings
+from relayer.faces.cli.main import _load_settings, build_parser, main
+from relayer.services.relay.config import DEFAULT_JOURNAL_PATH, RelaySettings
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +26,8 @@ def test_the_default_is_one_place_and_relative_to_the_current_directory() -> Non
 
 @pytest.mark.parametrize("command", ["serve", "mcp", "keeper"])
 def test_flag_then_env_then_default(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("relayer.cli.logs.configure", lambda level: None)  # keep pytest's logging as it is
+    # Keep pytest's logging as it is.
+    monkeypatch.setattr("relayer.faces.cli.main.logs.configure", lambda level: None)
 
     def journal_of(*argv: str) -> Path:
         return _load_settings(build_parser().parse_args([command, *argv])).relay.journal_path

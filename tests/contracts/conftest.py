@@ -11,11 +11,11 @@ from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 from web3.types import TxReceipt
 
-from relayer import calldata
-from relayer.chain import Chain
-from relayer.deploy import Deployment
-from relayer.markets import symbol_to_bytes32
-from relayer.vault import VaultReader
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.chain.vault import VaultReader
+from relayer.domain import calldata
+from relayer.domain.markets import symbol_to_bytes32
 from tests.contracts.helpers import eip712_domain
 
 Transact = Callable[[LocalAccount, bytes], TxReceipt]

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
 
-from relayer import calldata
-from relayer.chain import embedded_chain
+from relayer.chain.connect import embedded_chain
+from relayer.chain.deploy import deploy_vault
+from relayer.chain.transact import send
+from relayer.chain.vault import VaultReader
 from relayer.constants import CLOSE_ALL_SIZE, PRICE_DECIMALS, SIZE_DECIMALS
-from relayer.deploy import deploy_vault
-from relayer.markets import symbol_to_bytes32
-from relayer.transact import send
-from relayer.vault import VaultReader
+from relayer.domain import calldata
+from relayer.domain.markets import symbol_to_bytes32
 from tests.contracts.helpers import as_struct, close_request, eip712_domain, event, sign_request
 
 ROOT = Path(__file__).resolve().parent.parent.parent

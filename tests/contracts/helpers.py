@@ -20,9 +20,9 @@ from web3.contract import Contract
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
+from relayer.chain.transact import current_fees
 from relayer.constants import EIP712_NAME, EIP712_VERSION
 from relayer.errors import RelayerError
-from relayer.transact import current_fees
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 """Order of the secp256k1 group: `s` and `n - s` both sign the same digest (signature malleability)."""

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from relayer.artifact import ARTIFACT_PATH, load_artifact
+from relayer.chain.artifact import ARTIFACT_PATH, load_artifact
 from tests.conftest import ROOT, require_tool
 
 SOURCE = ROOT / "contracts" / "Vault.sol"

@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 from eth_account.signers.local import LocalAccount
 
-from relayer import calldata
-from relayer.chain import Chain
+from relayer.chain.connect import Chain
 from relayer.constants import DEFAULT_MAX_PRICE_AGE_S
-from relayer.markets import symbol_to_bytes32
+from relayer.domain import calldata
+from relayer.domain.markets import symbol_to_bytes32
 from tests.conftest import units
 from tests.contracts.conftest import Transact
 

@@ -20,12 +20,12 @@ from eth_account import Account
 from eth_typing import HexStr
 from web3 import Web3
 
-from relayer.artifact import load_artifact
-from relayer.chain import ANVIL_DEFAULT_KEYS, rpc_chain
-from relayer.cli import EXIT_OK
-from relayer.deploy import DEFAULT_PRICES_USD, has_vault_code
-from relayer.units import to_fixed
-from relayer.vault import VaultReader
+from relayer.chain.artifact import load_artifact
+from relayer.chain.connect import ANVIL_DEFAULT_KEYS, rpc_chain
+from relayer.chain.deploy import DEFAULT_PRICES_USD, has_vault_code
+from relayer.chain.vault import VaultReader
+from relayer.domain.units import to_fixed
+from relayer.faces.cli.main import EXIT_OK
 from tests.conftest import ROOT, AnvilNode, start_anvil, stop_anvil
 
 SCRIPT = ROOT / "scripts" / "deploy.py"

@@ -10,13 +10,13 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from web3.contract import Contract
 
-from relayer import calldata
-from relayer.chain import Chain
-from relayer.deploy import Deployment
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.chain.vault import VaultReader, call_chain
+from relayer.domain import calldata
+from relayer.domain.markets import symbol_to_bytes32
+from relayer.domain.positions import TriggerOrder
 from relayer.errors import InvalidTriggerPriceError, NotAuthorizedError, SizeDeltaExceedsPositionError
-from relayer.markets import symbol_to_bytes32
-from relayer.positions import TriggerOrder
-from relayer.vault import VaultReader, call_chain
 from tests.conftest import units, usd
 from tests.contracts.conftest import Transact
 from tests.contracts.helpers import event_names, events, reverts, send_unchecked

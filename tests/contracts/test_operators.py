@@ -8,10 +8,10 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 
-from relayer import calldata
+from relayer.chain.vault import VaultReader
+from relayer.domain import calldata
+from relayer.domain.positions import TriggerOrder
 from relayer.errors import NotAuthorizedError
-from relayer.positions import TriggerOrder
-from relayer.vault import VaultReader
 from tests.conftest import units, usd
 from tests.contracts.conftest import Transact
 from tests.contracts.helpers import event, reverts

@@ -10,10 +10,12 @@ from eth_typing import HexStr
 from web3.contract import Contract
 from web3.types import TxReceipt
 
-from relayer import calldata
-from relayer.chain import Chain
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment, deploy_vault
+from relayer.chain.vault import VaultReader
 from relayer.constants import DEFAULT_MAX_PRICE_AGE_S, MAX_TRIGGER_PRICE_E8
-from relayer.deploy import Deployment, deploy_vault
+from relayer.domain import calldata
+from relayer.domain.markets import symbol_to_bytes32
 from relayer.errors import (
     InvalidFieldError,
     InvalidPriceError,
@@ -21,8 +23,6 @@ from relayer.errors import (
     PriceNotSetError,
     StalePriceError,
 )
-from relayer.markets import symbol_to_bytes32
-from relayer.vault import VaultReader
 from tests.conftest import units, usd
 from tests.contracts.conftest import Transact
 from tests.contracts.helpers import event, events, reverts

@@ -1,4 +1,4 @@
-"""PnL and rounding, longs and shorts: the chain agrees with `relayer.positions.realized_pnl_e8` to the
+"""PnL and rounding, longs and shorts: the chain agrees with `relayer.domain.positions.realized_pnl_e8` to the
 unit, and every rounding is in the vault's favour (a profit rounds down, a loss rounds up, away from zero)."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from web3.contract import Contract
 
-from relayer import calldata
-from relayer.chain import Chain
+from relayer.chain.connect import Chain
 from relayer.constants import MAX_POSITION_SIZE, MAX_TRIGGER_PRICE_E8
-from relayer.markets import symbol_to_bytes32
-from relayer.positions import SIZE_ONE, realized_pnl_e8
+from relayer.domain import calldata
+from relayer.domain.markets import symbol_to_bytes32
+from relayer.domain.positions import SIZE_ONE, realized_pnl_e8
 from tests.contracts.conftest import Transact
 from tests.contracts.helpers import event
 

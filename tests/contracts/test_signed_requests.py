@@ -16,9 +16,11 @@ from eth_utils.crypto import keccak
 from web3.contract import Contract
 from web3.types import TxReceipt
 
-from relayer import calldata
-from relayer.chain import Chain
+from relayer.chain.connect import Chain
+from relayer.chain.vault import VaultReader
 from relayer.constants import CLOSE_ALL_SIZE
+from relayer.domain import calldata
+from relayer.domain.positions import TriggerOrder
 from relayer.errors import (
     ExpiredRequestError,
     InvalidNonceError,
@@ -26,8 +28,6 @@ from relayer.errors import (
     PositionNotFoundError,
     PriceSlippageError,
 )
-from relayer.positions import TriggerOrder
-from relayer.vault import VaultReader
 from tests.conftest import units, usd
 from tests.contracts.conftest import Transact
 from tests.contracts.helpers import (

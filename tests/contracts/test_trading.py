@@ -10,20 +10,20 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from web3.contract import Contract
 
-from relayer import calldata
-from relayer.chain import Chain
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.chain.vault import VaultReader
 from relayer.constants import CLOSE_ALL_SIZE, MAX_POSITION_SIZE, PRICE_DECIMALS
-from relayer.deploy import Deployment
+from relayer.domain import calldata
+from relayer.domain.markets import symbol_to_bytes32
+from relayer.domain.positions import price_within_bound, realized_pnl_e8
+from relayer.domain.units import format_fixed
 from relayer.errors import (
     InvalidSizeError,
     PositionNotFoundError,
     PriceSlippageError,
     SizeDeltaExceedsPositionError,
 )
-from relayer.markets import symbol_to_bytes32
-from relayer.positions import price_within_bound, realized_pnl_e8
-from relayer.units import format_fixed
-from relayer.vault import VaultReader
 from tests.conftest import units, usd
 from tests.contracts.conftest import Transact
 from tests.contracts.helpers import event, event_names, reverts
@@ -243,7 +243,7 @@ def test_close_allowed_price(
     is_long: bool,
     offset: int | None,
 ) -> None:
-    """Closing a long reverts below allowedPrice, a short above it (relayer.positions mirrors the rule)."""
+    """Closing a long reverts below allowedPrice, a short above it (relayer.domain.positions mirrors it)."""
     position_id = open_position(is_long=is_long)
     allowed = _allowed(offset)
     call = calldata.close_position(position_id, units("0.5"), allowed)

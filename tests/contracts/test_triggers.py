@@ -9,8 +9,12 @@ from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 from web3.types import TxReceipt
 
-from relayer import calldata
+from relayer.chain.vault import VaultReader
 from relayer.constants import CLOSE_ALL_SIZE, MAX_TRIGGER_PRICE_E8, PRICE_DECIMALS
+from relayer.domain import calldata
+from relayer.domain.markets import symbol_to_bytes32
+from relayer.domain.positions import TriggerOrder, realized_pnl_e8, trigger_close_size, trigger_on_valid_side
+from relayer.domain.units import format_fixed
 from relayer.errors import (
     InvalidCloseBpsError,
     InvalidPriceError,
@@ -18,10 +22,6 @@ from relayer.errors import (
     PositionNotFoundError,
     TriggerNotCrossedError,
 )
-from relayer.markets import symbol_to_bytes32
-from relayer.positions import TriggerOrder, realized_pnl_e8, trigger_close_size, trigger_on_valid_side
-from relayer.units import format_fixed
-from relayer.vault import VaultReader
 from tests.conftest import units, usd
 from tests.contracts.conftest import Transact
 from tests.contracts.helpers import event, event_names, reverts

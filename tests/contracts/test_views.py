@@ -7,11 +7,11 @@ from collections.abc import Callable
 from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 
-from relayer import calldata
+from relayer.chain.vault import VaultReader, position_from_tuple
 from relayer.constants import BPS_DENOMINATOR, CLOSE_ALL_SIZE, SIZE_DECIMALS
-from relayer.markets import symbol_to_bytes32
-from relayer.positions import TriggerOrder, realized_pnl_e8
-from relayer.vault import VaultReader, position_from_tuple
+from relayer.domain import calldata
+from relayer.domain.markets import symbol_to_bytes32
+from relayer.domain.positions import TriggerOrder, realized_pnl_e8
 from tests.conftest import units, usd
 from tests.contracts.conftest import Transact
 from tests.contracts.helpers import event

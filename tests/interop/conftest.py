@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from relayer.api.app import create_app
-from relayer.chain import Chain
-from relayer.deploy import Deployment
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.faces.api.app import create_app
 from tests.api.conftest import settings_for
 from tests.conftest import ROOT
 

@@ -26,15 +26,15 @@ from hypothesis import strategies as st
 from web3.logs import DISCARD
 from web3.types import RPCEndpoint, TxReceipt
 
-from relayer.builder import BuiltTransaction, assemble, encode_request
-from relayer.chain import Chain
-from relayer.close_request import parse_close_request
+from relayer.chain.connect import Chain
+from relayer.chain.gateway import ChainHead, CloseState, PositionQuote
+from relayer.chain.vault import VaultReader
 from relayer.constants import PNL_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS
-from relayer.fees import Fees
-from relayer.gateway import ChainHead, CloseState, PositionQuote
-from relayer.positions import Position, TriggerOrder
-from relayer.units import format_fixed
-from relayer.vault import VaultReader
+from relayer.domain.fees import Fees
+from relayer.domain.positions import Position, TriggerOrder
+from relayer.domain.requests import parse_close_request
+from relayer.domain.units import format_fixed
+from relayer.services.builder import BuiltTransaction, assemble, encode_request
 from tests.interop.conftest import JsSign
 
 QUANTITIES = ("chainId", "nonce", "gas", "value", "maxFeePerGas", "maxPriorityFeePerGas", "gasPrice")

@@ -16,11 +16,13 @@ from eth_account.signers.local import LocalAccount
 from mcp import Client
 from mcp_types import CallToolResult
 
-from relayer import __version__, mcp_server, trading
+from relayer import __version__
+from relayer.chain.vault import VaultReader
 from relayer.errors import InvalidFieldError, InvalidMarketError, RelayerError
-from relayer.mcp_server import build_mcp_server
-from relayer.trading import TradingService
-from relayer.vault import VaultReader
+from relayer.faces import mcp as mcp_server
+from relayer.faces.mcp import build_mcp_server
+from relayer.services import trading
+from relayer.services.trading import TradingService
 from tests.conftest import units
 from tests.trading.conftest import Trading, tool_error, tool_json
 

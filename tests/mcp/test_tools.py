@@ -9,9 +9,9 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from mcp import Client
 
-from relayer.mcp_server import build_mcp_server
-from relayer.positions import TriggerOrder
-from relayer.vault import VaultReader
+from relayer.chain.vault import VaultReader
+from relayer.domain.positions import TriggerOrder
+from relayer.faces.mcp import build_mcp_server
 from tests.conftest import units, usd
 from tests.trading.conftest import Trading, tool_error, tool_json
 

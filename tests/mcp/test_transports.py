@@ -16,14 +16,16 @@ import uvicorn
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from relayer import __version__, calldata, keys_cli
-from relayer.api.app import create_app
-from relayer.chain import embedded_chain
-from relayer.deploy import deploy_vault
-from relayer.markets import symbol_to_bytes32
-from relayer.relay.signers import Signer
+from relayer import __version__
+from relayer.chain.connect import embedded_chain
+from relayer.chain.deploy import deploy_vault
+from relayer.chain.transact import send
+from relayer.domain import calldata
+from relayer.domain.markets import symbol_to_bytes32
+from relayer.faces.api.app import create_app
+from relayer.faces.cli import keys as keys_cli
+from relayer.services.relay.signers import Signer
 from relayer.stores.keys import SqliteKeyStore
-from relayer.transact import send
 from tests.conftest import ROOT, _free_port, require_tool, units
 from tests.trading.conftest import tool_error, tool_json, trading_settings
 

@@ -24,16 +24,16 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
-from relayer import keys_cli
-from relayer.api.app import create_app
-from relayer.chain import Chain
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
 from relayer.config import Settings, TradingSettings
-from relayer.deploy import Deployment
-from relayer.keeper import Keeper
-from relayer.relay.config import RelaySettings
-from relayer.relay.service import RelayService
-from relayer.relay.signers import Signer
+from relayer.faces.api.app import create_app
+from relayer.faces.cli import keys as keys_cli
 from relayer.runtime import Runtime
+from relayer.services.keeper import Keeper
+from relayer.services.relay.config import RelaySettings
+from relayer.services.relay.service import RelayService
+from relayer.services.relay.signers import Signer
 from tests.relay.proxy import RecordingProxy
 
 REPORT_FILE = "round-trips.json"

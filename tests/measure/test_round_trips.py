@@ -32,10 +32,10 @@ from eth_typing import ABIFunction
 from eth_utils.abi import function_abi_to_4byte_selector
 from web3.types import TxReceipt
 
-from relayer import calldata
-from relayer.artifact import load_artifact
-from relayer.deploy import Deployment
-from relayer.relay.status import TxStatus
+from relayer.chain.artifact import load_artifact
+from relayer.chain.deploy import Deployment
+from relayer.domain import calldata
+from relayer.domain.status import TxStatus
 from tests.measure.conftest import ProxiedApp
 from tests.relay.proxy import RoundTrip
 
@@ -97,9 +97,10 @@ _FUNCTIONS, _READS = _vault_functions()
 def _client(user_agent: str) -> str:
     """Which of the relayer's HTTP stacks sent a request, by its User-Agent."""
     if user_agent.startswith("python-httpx/"):
-        return "gateway"  # the builder's batching JSON-RPC transport (relayer.gateway)
+        return "gateway"  # the builder's batching JSON-RPC transport (relayer.chain.gateway)
     if user_agent.startswith("web3.py/"):
-        return "relay"  # web3's HTTPProvider (relayer.chain / relayer.relay.node, keeper, operator checks)
+        # web3's HTTPProvider (relayer.chain.connect / relayer.chain.node, keeper, operator checks)
+        return "relay"
     return user_agent or "unknown"
 
 

@@ -11,14 +11,14 @@ from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from relayer.api.errors import install_error_handlers
-from relayer.api.relay_routes import relay_service, router
-from relayer.chain import Chain
-from relayer.deploy import Deployment
-from relayer.relay.config import RelaySettings
-from relayer.relay.sender import SenderHooks
-from relayer.relay.service import RelayService
-from relayer.relay.signers import Signer
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.faces.api.errors import install_error_handlers
+from relayer.faces.api.relay_routes import relay_service, router
+from relayer.services.relay.config import RelaySettings
+from relayer.services.relay.sender import SenderHooks
+from relayer.services.relay.service import RelayService
+from relayer.services.relay.signers import Signer
 
 
 class FakeClock:

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from relayer.chain import Chain
-from relayer.deploy import Deployment
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
 from relayer.errors import RelayerError
-from relayer.relay.cli import add_relay_commands
-from relayer.relay.service import RelayService
+from relayer.faces.cli.relay import add_relay_commands
+from relayer.services.relay.service import RelayService
 from tests.relay.conftest import settle
 
 

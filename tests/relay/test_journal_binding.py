@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from relayer import apikeys
-from relayer.chain import embedded_chain
+from relayer.chain.connect import embedded_chain
 from relayer.config import Settings
+from relayer.domain import apikeys
+from relayer.domain.records import Attempt, RelayRecord
+from relayer.domain.status import AttemptKind, RecordKind, TxStatus
 from relayer.errors import ConfigurationError
-from relayer.relay.config import RelaySettings
-from relayer.relay.journal import ChainBinding, Journal, JournalConflict
-from relayer.relay.records import Attempt, RelayRecord
-from relayer.relay.status import AttemptKind, RecordKind, TxStatus
 from relayer.runtime import chain_binding, open_bound_journal
+from relayer.services.relay.config import RelaySettings
+from relayer.stores.journal import ChainBinding, Journal, JournalConflict
 from relayer.stores.keys import SqliteKeyStore
 from relayer.stores.sqlite import MIGRATIONS, SCHEMA_VERSION
 

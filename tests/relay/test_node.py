@@ -10,13 +10,13 @@ import pytest
 from web3.exceptions import MethodUnavailable
 from web3.types import RPCResponse
 
-from relayer.blocks import ChainHead
-from relayer.chain import Chain
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.chain.node import RelayNode
 from relayer.constants import BASE_FEE_MULTIPLIER, DEFAULT_PRIORITY_FEE_WEI
-from relayer.deploy import Deployment
+from relayer.domain.blocks import ChainHead
+from relayer.domain.fees import Fees
 from relayer.errors import ChainUnavailableError
-from relayer.fees import Fees
-from relayer.relay.node import RelayNode
 
 pytestmark = pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
 

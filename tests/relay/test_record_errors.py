@@ -15,10 +15,14 @@ from typing import Any
 import pytest
 from eth_account import Account
 
-from relayer import calldata
-from relayer.blocks import ChainHead
-from relayer.chain import Chain
-from relayer.deploy import Deployment
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.chain.node import Receipt, RelayNode
+from relayer.domain import calldata
+from relayer.domain.blocks import ChainHead
+from relayer.domain.fees import Fees
+from relayer.domain.records import Attempt, RelayRecord
+from relayer.domain.status import AttemptKind, RecordKind, TxStatus
 from relayer.errors import (
     ChainUnavailableError,
     ExecutionRevertedError,
@@ -30,15 +34,11 @@ from relayer.errors import (
     RelayerOutOfFundsError,
     restore_error,
 )
-from relayer.fees import Fees
-from relayer.relay.config import RelaySettings
-from relayer.relay.journal import Journal
-from relayer.relay.node import Receipt, RelayNode
-from relayer.relay.nonces import NonceAllocator
-from relayer.relay.records import Attempt, RelayRecord
-from relayer.relay.sender import Sender
-from relayer.relay.signers import Signer, SignerPool
-from relayer.relay.status import AttemptKind, RecordKind, TxStatus
+from relayer.services.relay.config import RelaySettings
+from relayer.services.relay.nonces import NonceAllocator
+from relayer.services.relay.sender import Sender
+from relayer.services.relay.signers import Signer, SignerPool
+from relayer.stores.journal import Journal
 from tests.relay.test_units import RpcError, ValidationError
 
 SIGNER = Signer(Account.from_key("0x" + "22" * 32))

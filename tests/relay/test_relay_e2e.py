@@ -10,12 +10,12 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
-from relayer import calldata
-from relayer.chain import Chain
-from relayer.deploy import Deployment
-from relayer.relay.service import KEEPER_SCOPE, RelayService
-from relayer.transact import build_transaction
-from relayer.vault import VaultReader
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.chain.transact import build_transaction
+from relayer.chain.vault import VaultReader
+from relayer.domain import calldata
+from relayer.services.relay.service import KEEPER_SCOPE, RelayService
 from tests.conftest import units, usd
 from tests.relay.conftest import http_client, settle
 

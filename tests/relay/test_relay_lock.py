@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from relayer.errors import ConfigurationError
-from relayer.relay.journal import Journal, lock_for_relaying, open_journal
+from relayer.stores.journal import Journal, lock_for_relaying, open_journal
 from tests.conftest import ROOT
 from tests.relay.test_journal_binding import REAL, queued_record
 
 HOLD = """
 import sys
-from relayer.relay.journal import Journal
+from relayer.stores.journal import Journal
 journal = Journal(sys.argv[1], relaying=True)
 print("holding", flush=True)
 sys.stdin.read()  # until the test closes stdin (or kills this process)
@@ -34,7 +34,7 @@ journal.close()
 TRY = """
 import sys
 from relayer.errors import ConfigurationError
-from relayer.relay.journal import lock_for_relaying
+from relayer.stores.journal import lock_for_relaying
 try:
     lock_for_relaying(sys.argv[1]).release()
 except ConfigurationError as error:

@@ -14,8 +14,11 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3.types import RPCEndpoint, TxReceipt
 
-from relayer import calldata
-from relayer.chain import Chain, rpc_chain
+from relayer.chain.connect import Chain, rpc_chain
+from relayer.chain.transact import send
+from relayer.chain.vault import VaultReader
+from relayer.domain import calldata
+from relayer.domain.status import AttemptKind, TxStatus
 from relayer.errors import (
     ChainUnavailableError,
     FeeCapReachedError,
@@ -23,11 +26,8 @@ from relayer.errors import (
     RequestExpiredBeforeSendError,
     restore_error,
 )
-from relayer.relay.sender import SenderHooks
-from relayer.relay.service import RelayService
-from relayer.relay.status import AttemptKind, TxStatus
-from relayer.transact import send
-from relayer.vault import VaultReader
+from relayer.services.relay.sender import SenderHooks
+from relayer.services.relay.service import RelayService
 from tests.conftest import units
 from tests.relay.conftest import Crash, FakeClock, crash, http_client, settle
 from tests.relay.proxy import TcpProxy

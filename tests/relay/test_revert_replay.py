@@ -18,15 +18,15 @@ from hexbytes import HexBytes
 from web3 import HTTPProvider, Web3
 from web3.types import RPCEndpoint, RPCResponse, TxReceipt
 
-from relayer import calldata
-from relayer.chain import Chain
-from relayer.deploy import Deployment
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.chain.node import RelayNode
+from relayer.chain.transact import build_transaction
+from relayer.domain import calldata
+from relayer.domain.records import RelayRecord
+from relayer.domain.status import TxStatus
 from relayer.errors import ExecutionRevertedError, PositionNotFoundError, restore_error
-from relayer.relay.node import RelayNode
-from relayer.relay.records import RelayRecord
-from relayer.relay.service import RelayService
-from relayer.relay.status import TxStatus
-from relayer.transact import build_transaction
+from relayer.services.relay.service import RelayService
 from tests.conftest import units
 from tests.relay.conftest import settle
 from tests.relay.test_relay_recovery import automine_off, mine

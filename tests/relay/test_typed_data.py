@@ -1,4 +1,4 @@
-"""`GET /api/relay/typed-data` and signed requests follow `relayer.close_request`'s rules, the same ones the
+"""`GET /api/relay/typed-data` and signed requests follow `relayer.domain.requests`'s rules, the same ones the
 close API uses: a payload the relayer hands out is one it will relay once signed, and malformed input is a 422
 with a code (never a 500), on eth-tester and anvil."""
 
@@ -12,13 +12,13 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
-from relayer import calldata
+from relayer.chain.transact import send
 from relayer.constants import CLOSE_ALL_SIZE, MAX_TRIGGER_PRICE_E8
+from relayer.domain import calldata
+from relayer.domain.status import RecordKind
+from relayer.domain.typed_data import CloseRequest, TriggerRequest, request_from_params
 from relayer.errors import InvalidCloseBpsError, InvalidFieldError, InvalidPriceError, RelayerError
-from relayer.relay.service import RelayService
-from relayer.relay.status import RecordKind
-from relayer.relay.typed_data import CloseRequest, TriggerRequest, request_from_params
-from relayer.transact import send
+from relayer.services.relay.service import RelayService
 from tests.conftest import usd
 from tests.relay.conftest import settle
 

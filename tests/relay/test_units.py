@@ -13,14 +13,10 @@ from eth_typing import HexStr
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relayer import calldata
-from relayer.errors import ConfigurationError, DisallowedTransactionError, FeeCapExceededError
-from relayer.fees import Fees
-from relayer.relay.config import RelaySettings
-from relayer.relay.journal import Journal, JournalConflict, open_journal
-from relayer.relay.node_errors import Kind, classify
-from relayer.relay.nonces import next_nonce
-from relayer.relay.policy import (
+from relayer.chain.node_errors import Kind, classify
+from relayer.domain import calldata
+from relayer.domain.fees import Fees
+from relayer.domain.policy import (
     FUNCTION_KINDS,
     POSITION_FUNCTIONS,
     bump_fees,
@@ -29,9 +25,13 @@ from relayer.relay.policy import (
     check_call,
     decode_raw_transaction,
 )
-from relayer.relay.records import Attempt, RelayRecord
-from relayer.relay.signers import Signer, SignerPool, load_signers
-from relayer.relay.status import ALLOWED, FINAL, AttemptKind, RecordKind, TxStatus, can_transition
+from relayer.domain.records import Attempt, RelayRecord
+from relayer.domain.status import ALLOWED, FINAL, AttemptKind, RecordKind, TxStatus, can_transition
+from relayer.errors import ConfigurationError, DisallowedTransactionError, FeeCapExceededError
+from relayer.services.relay.config import RelaySettings
+from relayer.services.relay.nonces import next_nonce
+from relayer.services.relay.signers import Signer, SignerPool, load_signers
+from relayer.stores.journal import Journal, JournalConflict, open_journal
 from relayer.stores.sqlite import SCHEMA_VERSION
 
 VAULT = Account.from_key("0x" + "44" * 32).address

@@ -22,18 +22,19 @@ from mcp import Client
 from mcp_types import CallToolResult
 from web3.types import TxReceipt
 
-from relayer import calldata, keys_cli
-from relayer.api.app import create_app
-from relayer.chain import Chain
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
 from relayer.config import Settings, TradingSettings
-from relayer.deploy import Deployment
-from relayer.keeper import Keeper
-from relayer.mcp_server import build_mcp_server
-from relayer.relay.config import RelaySettings
-from relayer.relay.service import RelayService
-from relayer.relay.signers import Signer
+from relayer.domain import calldata
+from relayer.faces.api.app import create_app
+from relayer.faces.cli import keys as keys_cli
+from relayer.faces.mcp import build_mcp_server
 from relayer.runtime import Runtime
-from relayer.trading import TradingService
+from relayer.services.keeper import Keeper
+from relayer.services.relay.config import RelaySettings
+from relayer.services.relay.service import RelayService
+from relayer.services.relay.signers import Signer
+from relayer.services.trading import TradingService
 
 T = TypeVar("T")
 

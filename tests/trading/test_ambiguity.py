@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from eth_account.signers.local import LocalAccount
 
-from relayer.vault import VaultReader
+from relayer.chain.vault import VaultReader
 from tests.conftest import units
 from tests.trading.conftest import Trading
 

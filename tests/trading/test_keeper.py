@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from relayer import calldata
-from relayer.chain import Chain
-from relayer.deploy import Deployment
-from relayer.keeper import Keeper
-from relayer.markets import symbol_to_bytes32
-from relayer.positions import TriggerOrder
-from relayer.transact import build_transaction
-from relayer.vault import VaultReader
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.chain.transact import build_transaction
+from relayer.chain.vault import VaultReader
+from relayer.domain import calldata
+from relayer.domain.markets import symbol_to_bytes32
+from relayer.domain.positions import TriggerOrder
+from relayer.services.keeper import Keeper
 from tests.conftest import units, usd
 from tests.trading.conftest import Mining, Trading, set_automine
 

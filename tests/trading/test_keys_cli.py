@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from relayer import apikeys
-from relayer.cli import main
-from relayer.relay.journal import Journal
+from relayer.domain import apikeys
+from relayer.faces.cli.main import main
+from relayer.stores.journal import Journal
 from relayer.stores.keys import SqliteKeyStore
 from tests.api.test_serve import clean_env
 from tests.conftest import ROOT
@@ -136,7 +136,7 @@ def test_a_key_made_by_another_process_works_at_once_on_a_relaying_server(
 
     command = ["keys", "create", "--account", accounts[1].address, "--scopes", "read", "--journal", journal]
     made = subprocess.run(
-        [sys.executable, "-m", "relayer.cli", *command],
+        [sys.executable, "-m", "relayer.faces.cli.main", *command],
         cwd=ROOT,
         env=clean_env(),
         capture_output=True,

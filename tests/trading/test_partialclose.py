@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from relayer import calldata
+from relayer.chain.vault import VaultReader
 from relayer.constants import CLOSE_ALL_SIZE, PNL_DECIMALS
-from relayer.positions import realized_pnl_e8
-from relayer.units import format_fixed
-from relayer.vault import VaultReader
+from relayer.domain import calldata
+from relayer.domain.positions import realized_pnl_e8
+from relayer.domain.units import format_fixed
 from tests.conftest import units, usd
 from tests.trading.conftest import Mining, Trading, tool_json
 
@@ -350,7 +350,7 @@ def test_a_fresh_journal_after_the_signers_sent_elsewhere_takes_the_chains_nonce
     accounts: list[LocalAccount],
 ) -> None:
     """The signers' chain nonces are ahead of a new journal: the first trade must start from the chain's."""
-    from relayer.transact import send
+    from relayer.chain.transact import send
 
     approve_operators(accounts[1])
     position_id = open_position(owner=accounts[1])

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from relayer.vault import VaultReader
+from relayer.chain.vault import VaultReader
 from tests.conftest import units
 from tests.trading.conftest import Trading
 

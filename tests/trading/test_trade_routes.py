@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from relayer import calldata
-from relayer.positions import TriggerOrder
-from relayer.vault import VaultReader
+from relayer.chain.vault import VaultReader
+from relayer.domain import calldata
+from relayer.domain.positions import TriggerOrder
 from tests.conftest import units, usd
 from tests.trading.conftest import Trading
 

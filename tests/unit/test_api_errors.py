@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from relayer import errors as e
-from relayer.api.errors import install_error_handlers
+from relayer.faces.api.errors import install_error_handlers
 
 SECRET = "db-password-hunter2"
 
@@ -88,7 +88,7 @@ def test_retryable_conflict_has_no_retry_after(client: TestClient) -> None:
 
 
 def test_unexpected_exception_is_a_bare_500(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="relayer.api"):
+    with caplog.at_level(logging.ERROR, logger="relayer.faces.api"):
         response = client.get("/bug")
     assert response.status_code == 500
     assert response.json() == {

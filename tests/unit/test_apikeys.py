@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relayer import apikeys
-from relayer.apikeys import ApiKey, Scope
+from relayer.domain import apikeys
+from relayer.domain.apikeys import ApiKey, Scope
 from relayer.errors import InsufficientScopeError, NotAuthorizedError, UnauthenticatedError
 
 OWNER = "0x" + "ab" * 20

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from eth_utils.address import to_checksum_address
 
-from relayer.artifact import load_artifact
-from relayer.chain import Chain
-from relayer.deploy import Deployment
+from relayer.chain.artifact import load_artifact
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
 
 
 def _deployed_code(chain: Chain, deployment: Deployment) -> bytes:

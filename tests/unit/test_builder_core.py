@@ -12,10 +12,14 @@ from eth_account import Account
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relayer import calldata
-from relayer.builder import BuiltTransaction, assemble, check_request, encode_request
-from relayer.close_request import CloseAction, CloseRequest, TriggerUpdate, parse_close_request
+from relayer.chain.gateway import ChainHead, CloseState, PositionQuote, decode_position_with_price
+from relayer.chain.revert import error_from_revert
 from relayer.constants import CLOSE_ALL_SIZE, UINT256_MAX
+from relayer.domain import calldata
+from relayer.domain.fees import Fees
+from relayer.domain.positions import Position, TriggerOrder
+from relayer.domain.requests import CloseAction, CloseRequest, TriggerUpdate, parse_close_request
+from relayer.domain.units import format_fixed
 from relayer.errors import (
     ExecutionRevertedError,
     InvalidFieldError,
@@ -27,11 +31,7 @@ from relayer.errors import (
     SizeDeltaExceedsPositionError,
     StalePriceError,
 )
-from relayer.fees import Fees
-from relayer.gateway import ChainHead, CloseState, PositionQuote, decode_position_with_price
-from relayer.positions import Position, TriggerOrder
-from relayer.revert import error_from_revert
-from relayer.units import format_fixed
+from relayer.services.builder import BuiltTransaction, assemble, check_request, encode_request
 
 OWNER = Account.from_key("0x" + "11" * 32)
 VAULT = "0xF2E246BB76DF876Cef8b38ae84130F4F55De395b"

@@ -13,13 +13,13 @@ from eth_abi.abi import encode
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
-from relayer.builder import encode_request
-from relayer.chain import Chain
-from relayer.close_request import parse_close_request
-from relayer.deploy import Deployment
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.chain.gateway import ChainGateway, JsonRpcGateway, JsonRpcTransport, RpcCall, Web3Gateway
+from relayer.chain.revert import error_from_rpc_error
+from relayer.domain.requests import parse_close_request
 from relayer.errors import ChainUnavailableError, PriceSlippageError, SizeDeltaExceedsPositionError
-from relayer.gateway import ChainGateway, JsonRpcGateway, JsonRpcTransport, RpcCall, Web3Gateway
-from relayer.revert import error_from_rpc_error
+from relayer.services.builder import encode_request
 
 on_anvil = pytest.mark.parametrize("chain", ["anvil"], indirect=True)
 

@@ -11,10 +11,10 @@ from eth_account.types import TransactionDictType
 from web3.logs import DISCARD
 
 from relayer import CloseAction, CloseRequest, Web3Gateway, build_close_transaction
-from relayer.chain import Chain
-from relayer.deploy import Deployment
+from relayer.chain.connect import Chain
+from relayer.chain.deploy import Deployment
+from relayer.chain.vault import VaultReader
 from relayer.errors import PositionNotFoundError, PriceSlippageError
-from relayer.vault import VaultReader
 
 
 def test_build_sign_send_with_the_library(

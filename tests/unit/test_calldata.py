@@ -10,9 +10,9 @@ from eth_utils.crypto import keccak
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relayer import calldata
-from relayer.artifact import load_artifact
+from relayer.chain.artifact import load_artifact
 from relayer.constants import CLOSE_ALL_SIZE, UINT256_MAX
+from relayer.domain import calldata
 
 bytes32 = st.binary(min_size=32, max_size=32)
 uint256 = st.integers(min_value=0, max_value=UINT256_MAX)

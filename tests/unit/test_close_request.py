@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relayer import close_request
-from relayer.close_request import (
+from relayer.constants import MAX_TRIGGER_PRICE_E8, UINT256_MAX
+from relayer.domain import requests as close_request
+from relayer.domain.requests import (
     CloseAction,
     CloseRequest,
     TriggerUpdate,
@@ -21,9 +22,8 @@ from relayer.close_request import (
     parse_owner,
     parse_trigger_price,
 )
-from relayer.constants import MAX_TRIGGER_PRICE_E8, UINT256_MAX
+from relayer.domain.units import format_fixed
 from relayer.errors import InvalidCloseBpsError, InvalidFieldError, InvalidPriceError, RelayerError
-from relayer.units import format_fixed
 
 PID = "0x" + "ab" * 32
 PID_BYTES = bytes.fromhex("ab" * 32)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
-from relayer import apikeys
+from relayer.domain import apikeys
 from relayer.errors import InvalidFieldError
 from tests.conftest import ROOT
 
@@ -98,7 +98,7 @@ def test_a_bad_request_stores_nothing(account: str, scopes: str, field: str) -> 
 
 def test_the_core_does_not_reach_into_a_face() -> None:
     """`demo_world` (core) makes its keys with `apikeys.create_key`, not through the `relayer keys` CLI."""
-    code = "import sys, relayer.demo_world; print('relayer.keys_cli' in sys.modules)"
+    code = "import sys, relayer.services.demo_world; print('relayer.faces.cli.keys' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
     )

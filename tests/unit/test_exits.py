@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relayer.constants import BPS_DENOMINATOR, CLOSE_ALL_SIZE
+from relayer.domain.exits import allowed_price_for_slippage, size_for_exit_pct
 from relayer.errors import InvalidFieldError
-from relayer.exits import allowed_price_for_slippage, size_for_exit_pct
 
 sizes = st.integers(min_value=1, max_value=10**30)
 prices = st.integers(min_value=1, max_value=2**112 - 1)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relayer.constants import BASE_FEE_MULTIPLIER, BPS_DENOMINATOR, GAS_LIMIT_MARGIN_BPS
-from relayer.fees import Fees, gas_limit_with_margin, max_cost_wei, suggest_fees
+from relayer.domain.fees import Fees, gas_limit_with_margin, max_cost_wei, suggest_fees
 
 wei = st.integers(min_value=0, max_value=10**30)
 

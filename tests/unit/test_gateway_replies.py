@@ -13,10 +13,10 @@ from typing import Any
 import anyio
 import pytest
 
-from relayer import blocks
-from relayer.blocks import ChainHead, head_from_block, quantity
+from relayer.chain.gateway import JsonRpcGateway, RpcCall, RpcReply, hex_data
+from relayer.domain import blocks
+from relayer.domain.blocks import ChainHead, head_from_block, quantity
 from relayer.errors import ChainUnavailableError, ExecutionRevertedError
-from relayer.gateway import JsonRpcGateway, RpcCall, RpcReply, hex_data
 
 VAULT = "0x" + "44" * 20
 BLOCK = {"number": "0x10", "timestamp": "0x6553f100", "baseFeePerGas": "0x3b9aca00"}

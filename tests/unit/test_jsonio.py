@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relayer.domain.jsonio import MAX_NESTING, loads_exact, loads_object
 from relayer.errors import InvalidFieldError
-from relayer.jsonio import MAX_NESTING, loads_exact, loads_object
 
 
 def test_fractions_stay_exact_decimals() -> None:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from relayer import apikeys
-from relayer.apikeys import Scope
-from relayer.cli import main
+from relayer.domain import apikeys
+from relayer.domain.apikeys import Scope
 from relayer.errors import ConfigurationError
-from relayer.relay.journal import RELAY_LOCK_SUFFIX, Journal
+from relayer.faces.cli.main import main
+from relayer.stores.journal import RELAY_LOCK_SUFFIX, Journal
 from relayer.stores.keys import KeyStore, SqliteKeyStore
 from relayer.stores.sqlite import MIGRATIONS, SCHEMA_VERSION
 from tests.relay.test_relay_lock import held_elsewhere

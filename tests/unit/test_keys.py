@@ -9,8 +9,8 @@ import pytest
 from eth_account import Account
 from eth_typing import HexStr
 
+from relayer.chain.accounts import load_account
 from relayer.errors import ConfigurationError
-from relayer.keys import load_account
 
 KEY = HexStr("0x" + "4c" * 32)
 ADDRESS = Account.from_key(KEY).address

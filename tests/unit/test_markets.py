@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relayer.domain.markets import bytes32_to_symbol, normalize_symbol, symbol_to_bytes32
 from relayer.errors import InvalidFieldError, InvalidMarketError
-from relayer.markets import bytes32_to_symbol, normalize_symbol, symbol_to_bytes32
 
 symbols = st.from_regex(r"[A-Z0-9]{1,32}", fullmatch=True)
 

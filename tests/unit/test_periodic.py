@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from relayer.errors import ChainUnavailableError
-from relayer.periodic import Periodic
+from relayer.services.periodic import Periodic
 
 
 def test_run_first_steps_at_once_and_a_failing_step_does_not_end_the_loop(

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relayer.constants import BPS_DENOMINATOR, MAX_POSITION_SIZE, MAX_TRIGGER_PRICE_E8
-from relayer.positions import (
+from relayer.domain.positions import (
     SIZE_ONE,
     Position,
     TriggerOrder,

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from relayer.constants import BPS_DENOMINATOR
 from relayer.errors import RelayerError
-from relayer.price_feed import PriceFeed, next_price_e8
+from relayer.services.price_feed import PriceFeed, next_price_e8
 
 START = {"BTCUSDT": 9_600_000_000_000, "ETHUSDT": 350_000_000_000}
 

@@ -14,13 +14,13 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from web3.exceptions import ContractCustomError
 
-from relayer import calldata
 from relayer import errors as e
-from relayer.artifact import load_artifact
-from relayer.chain import Chain, rpc_chain
-from relayer.markets import symbol_to_bytes32
-from relayer.revert import decode_revert, error_from_revert, revert_data, translate
-from relayer.vault import VaultReader, call_chain
+from relayer.chain.artifact import load_artifact
+from relayer.chain.connect import Chain, rpc_chain
+from relayer.chain.revert import decode_revert, error_from_revert, revert_data, translate
+from relayer.chain.vault import VaultReader, call_chain
+from relayer.domain import calldata
+from relayer.domain.markets import symbol_to_bytes32
 
 ABI_ERRORS = {item["name"]: item for item in load_artifact().abi if item["type"] == "error"}
 POSITION_ID = bytes(range(32))

@@ -9,8 +9,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from relayer.constants import UINT256_MAX
+from relayer.domain.units import format_fixed, from_fixed, parse_decimal, parse_fixed, parse_int, to_fixed
 from relayer.errors import InvalidFieldError
-from relayer.units import format_fixed, from_fixed, parse_decimal, parse_fixed, parse_int, to_fixed
 
 decimals_st = st.integers(min_value=0, max_value=30)
 

@@ -1,12 +1,12 @@
-"""Vault calls are encoded in one place, `relayer.calldata`: no module writes `openPosition` or `setPrice`
-calldata by hand beside it."""
+"""Vault calls are encoded in one place, `relayer.domain.calldata`: no module writes `openPosition` or
+`setPrice` calldata by hand beside it."""
 
 from __future__ import annotations
 
 import re
 
-from relayer import calldata
-from relayer.markets import symbol_to_bytes32
+from relayer.domain import calldata
+from relayer.domain.markets import symbol_to_bytes32
 from tests.conftest import ROOT
 
 

@@ -1,0 +1,1 @@
+"""The chain: connecting to a node, the vault's ABI and calls, reverts and events, deployment."""

@@ -1,0 +1,208 @@
+"""Revert data in, `RelayerError` out: the one place that reads node errors and vault custom errors.
+
+The vault reverts only with custom errors declared in its ABI, so every revert is decoded by selector, never
+by message text. eth-tester reports the raw revert bytes inside its exception message; JSON-RPC nodes return
+them as hex in the error's `data`. Both arrive here.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from eth_abi.abi import decode
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+
+from relayer import errors as e
+from relayer.chain.artifact import load_artifact
+from relayer.domain.markets import bytes32_to_symbol
+from relayer.domain.units import usd_text
+
+# eth-tester raises TransactionFailed("execution reverted: b'...'") through web3, and the bare bytes literal
+# when called directly.
+_ETH_TESTER_REVERT = re.compile(r"(?:execution reverted: )?(b['\"].*['\"])\Z", re.DOTALL)
+_HEX = re.compile(r"0x(?:[0-9a-fA-F]{2})*\Z")  # whole bytes only: bytes.fromhex rejects an odd length
+
+
+@dataclass(frozen=True)
+class DecodedRevert:
+    """A vault custom error: its name and its arguments by name."""
+
+    name: str
+    args: dict[str, Any]
+
+
+@cache
+def _error_table() -> dict[bytes, tuple[str, list[str], list[str]]]:
+    table: dict[bytes, tuple[str, list[str], list[str]]] = {}
+    for item in load_artifact().abi:
+        if item["type"] != "error":
+            continue
+        types = [i["type"] for i in item["inputs"]]
+        names = [i["name"] for i in item["inputs"]]
+        selector = keccak(text=f"{item['name']}({','.join(types)})")[:4]
+        table[selector] = (item["name"], types, names)
+    return table
+
+
+def revert_data(exc: BaseException) -> bytes | None:
+    """The raw revert bytes carried by a web3 / eth-tester exception, or None when it is not a revert."""
+    data = getattr(exc, "data", None)
+    if isinstance(data, str) and _HEX.match(data):
+        return bytes.fromhex(data[2:])
+    if isinstance(data, dict) and isinstance(data.get("data"), str) and _HEX.match(data["data"]):
+        return bytes.fromhex(data["data"][2:])
+    if type(exc).__name__ == "TransactionFailed" and exc.args:
+        message = str(exc.args[0])
+        match = _ETH_TESTER_REVERT.match(message)
+        if match:
+            try:
+                literal = ast.literal_eval(match.group(1))
+            except (ValueError, SyntaxError):  # text that merely looks like a bytes literal
+                literal = None
+            if isinstance(literal, bytes):
+                return literal
+        if message.startswith("execution reverted"):
+            return b""
+    return None
+
+
+def decode_revert(data: bytes) -> DecodedRevert | None:
+    """The vault custom error `data` encodes, or None for an unknown selector or malformed arguments."""
+    entry = _error_table().get(data[:4])
+    if entry is None:
+        return None
+    name, types, names = entry
+    try:
+        values = decode(types, data[4:])
+    except Exception:  # malformed argument bytes: report as an unknown revert, never crash
+        return None
+    args = {
+        arg: to_checksum_address(value) if type_ == "address" else value
+        for arg, type_, value in zip(names, types, values, strict=True)
+    }
+    return DecodedRevert(name, args)
+
+
+_Builder = Callable[[dict[str, Any]], e.RelayerError]
+
+_ERRORS: dict[str, _Builder] = {
+    "NotAuthorized": lambda a: e.NotAuthorizedError(
+        f"{a['caller']} may not act on this position (neither owner nor approved operator)",
+        caller=a["caller"],
+    ),
+    "PositionNotFound": lambda a: e.PositionNotFoundError(
+        "no open position with this id", positionId="0x" + a["positionId"].hex()
+    ),
+    "InvalidSize": lambda a: e.InvalidSizeError(
+        "size must be above zero and below 2**128", size=str(a["size"])
+    ),
+    "SizeDeltaTooLarge": lambda a: e.SizeDeltaExceedsPositionError(
+        "sizeDelta is larger than the position", sizeDelta=str(a["sizeDelta"]), size=str(a["size"])
+    ),
+    "PriceSlippage": lambda a: e.PriceSlippageError(
+        f"price {usd_text(a['price'])} is worse than allowedPrice {usd_text(a['allowedPrice'])}",
+        price=usd_text(a["price"]),
+        allowedPrice=usd_text(a["allowedPrice"]),
+    ),
+    "PriceNotSet": lambda a: e.PriceNotSetError(
+        "the market has no oracle price", market=bytes32_to_symbol(a["market"])
+    ),
+    "StalePrice": lambda a: e.StalePriceError(
+        "the market's oracle price is stale",
+        market=bytes32_to_symbol(a["market"]),
+        updatedAt=a["updatedAt"],
+        maxPriceAge=a["maxPriceAge"],
+    ),
+    "InvalidPrice": lambda a: e.InvalidPriceError(
+        "price must be above zero and below 2**112", price=str(a["price"])
+    ),
+    "InvalidTriggerPrice": lambda a: e.InvalidTriggerPriceError(
+        f"{'take-profit' if a['isTakeProfit'] else 'stop-loss'} {usd_text(a['triggerPrice'])}"
+        f" is on the wrong side of the current price {usd_text(a['currentPrice'])}",
+        isTakeProfit=a["isTakeProfit"],
+        triggerPrice=usd_text(a["triggerPrice"]),
+        currentPrice=usd_text(a["currentPrice"]),
+    ),
+    "InvalidCloseBps": lambda a: e.InvalidCloseBpsError(
+        "close percentage must be 1..10000 basis points", closeBps=a["closeBps"]
+    ),
+    "TriggerNotCrossed": lambda a: e.TriggerNotCrossedError(
+        f"no order of this position is crossed at {usd_text(a['currentPrice'])}",
+        positionId="0x" + a["positionId"].hex(),
+        currentPrice=usd_text(a["currentPrice"]),
+    ),
+    "ExpiredRequest": lambda a: e.ExpiredRequestError(
+        "the signed request's deadline has passed", deadline=a["deadline"], timestamp=a["timestamp"]
+    ),
+    "InvalidNonce": lambda a: e.InvalidNonceError(
+        f"nonce {a['got']} is not the owner's next nonce {a['expected']} (replayed or out of order)",
+        owner=a["owner"],
+        expected=a["expected"],
+        got=a["got"],
+    ),
+    "InvalidSignature": lambda a: e.InvalidSignatureError(
+        "the signature is malformed, malleable, for another chain or vault, or not by the position's owner"
+    ),
+    "InvalidMaxPriceAge": lambda a: e.InvalidFieldError("maxPriceAge", "must be above zero"),
+}
+
+
+def error_from_revert(data: bytes) -> e.RelayerError:
+    """Map revert bytes to the matching `RelayerError` (unknown data becomes `ExecutionRevertedError`)."""
+    decoded = decode_revert(data)
+    if decoded is None or decoded.name not in _ERRORS:
+        return e.ExecutionRevertedError("the vault reverted", data="0x" + data.hex())
+    error = _ERRORS[decoded.name](decoded.args)
+    error.details.setdefault("revert", decoded.name)
+    return error
+
+
+def translate(exc: BaseException) -> e.RelayerError | None:
+    """A `RelayerError` for a revert or an unreachable node.
+
+    None when `exc` is neither: that is a bug, and the caller should let it raise.
+    """
+    if isinstance(exc, e.RelayerError):
+        return exc
+    data = revert_data(exc)
+    if data is not None:
+        return error_from_revert(data)
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)) or type(exc).__name__ in {
+        "ProviderConnectionError",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "ConnectError",
+    }:
+        return e.ChainUnavailableError(f"the node did not answer: {type(exc).__name__}")
+    return None
+
+
+_RPC_EXECUTION_REVERTED = 3
+"""JSON-RPC error code geth and anvil use for a reverted call (EIP-1474 leaves it to clients)."""
+
+
+def error_from_rpc_error(error: Mapping[str, Any]) -> e.RelayerError:
+    """A JSON-RPC error object (`{"code", "message", "data"}`) as a `RelayerError`.
+
+    Revert data arrives as hex in `data` (geth, anvil) or in `data.data` (some providers) and is decoded by
+    selector like any revert; "execution reverted" without data is an `ExecutionRevertedError`. Anything
+    else means the node could not serve the call (rate limit, unknown method, pruned state):
+    `ChainUnavailableError`, with the node's code and message in `details`.
+    """
+    data = error.get("data")
+    if isinstance(data, Mapping):
+        data = data.get("data")
+    if isinstance(data, str) and _HEX.match(data) and len(data) > 2 and len(data) % 2 == 0:
+        return error_from_revert(bytes.fromhex(data[2:]))
+    message = str(error.get("message", ""))[:300]
+    if error.get("code") == _RPC_EXECUTION_REVERTED or message.startswith("execution reverted"):
+        return e.ExecutionRevertedError("the vault reverted", nodeMessage=message)
+    return e.ChainUnavailableError(
+        "the node could not serve the call", nodeCode=error.get("code"), nodeMessage=message
+    )

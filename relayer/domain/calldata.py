@@ -1,0 +1,115 @@
+"""Pure ABI encoding of vault calls: values in, calldata bytes out, no node involved."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from eth_abi.abi import encode
+from eth_abi.exceptions import DecodingError
+from eth_utils.abi import collapse_if_tuple
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from web3 import Web3
+from web3.contract import Contract
+
+from relayer.chain.artifact import load_artifact
+from relayer.domain.markets import symbol_to_bytes32
+
+
+@cache
+def _contract() -> type[Contract]:
+    # A provider-less contract class only encodes; it never opens a connection.
+    return Web3().eth.contract(abi=load_artifact().abi)
+
+
+@cache
+def _selector_and_types(function: str) -> tuple[bytes, tuple[str, ...]]:
+    # The vault has no overloaded functions, so the name picks exactly one ABI entry.
+    (item,) = (i for i in load_artifact().abi if i["type"] == "function" and i["name"] == function)
+    types = tuple(collapse_if_tuple(arg) for arg in item["inputs"])
+    return keccak(text=f"{function}({','.join(types)})")[:4], types
+
+
+def encode_call(function: str, *args: Any) -> bytes:
+    """Calldata of `function(*args)` on the vault.
+
+    Selector plus eth-abi encoding (which validates every argument), cached per function: about 70x faster
+    than web3's `encode_abi`, which re-validates the whole ABI per call; the API builds calldata per request.
+    """
+    selector, types = _selector_and_types(function)
+    return selector + encode(types, args)
+
+
+def open_position(market: str, is_long: bool, size: int, allowed_price_e8: int) -> bytes:
+    """`openPosition(market, isLong, size, allowedPrice)`: `allowed_price_e8` 0 is no bound.
+
+    Raises:
+        InvalidMarketError: `market` is not a symbol.
+    """
+    return encode_call("openPosition", symbol_to_bytes32(market), is_long, size, allowed_price_e8)
+
+
+def set_price(market: str, price_e8: int) -> bytes:
+    """`setPrice(market, price)`, a price keeper's call (a new market is added).
+
+    Raises:
+        InvalidMarketError: `market` is not a symbol.
+    """
+    return encode_call("setPrice", symbol_to_bytes32(market), price_e8)
+
+
+def close_position(position_id: bytes, size_delta: int, allowed_price_e8: int) -> bytes:
+    return encode_call("closePosition", position_id, size_delta, allowed_price_e8)
+
+
+def set_take_profit(position_id: bytes, price_e8: int, close_bps: int) -> bytes:
+    return encode_call("setTakeProfit", position_id, price_e8, close_bps)
+
+
+def set_stop_loss(position_id: bytes, price_e8: int, close_bps: int) -> bytes:
+    return encode_call("setStopLoss", position_id, price_e8, close_bps)
+
+
+def execute_trigger(position_id: bytes) -> bytes:
+    return encode_call("executeTrigger", position_id)
+
+
+def set_operator(operator: str, approved: bool) -> bytes:
+    return encode_call("setOperator", to_checksum_address(operator), approved)
+
+
+def multicall(calls: list[bytes]) -> bytes:
+    """One transaction running `calls` in order, all or nothing."""
+    return encode_call("multicall", calls)
+
+
+def decode_call(data: bytes) -> tuple[str, dict[str, Any]]:
+    """The vault function and named arguments `data` calls (raises ValueError if it is not a vault call)."""
+    try:
+        function, args = _contract().decode_function_input(data)
+    except DecodingError as exc:  # a vault selector with truncated or malformed arguments
+        raise ValueError(f"malformed arguments for a vault call: {exc}") from exc
+    return str(function.fn_name), dict(args)
+
+
+def close_position_with_sig(
+    position_id: bytes, size_delta: int, allowed_price_e8: int, nonce: int, deadline: int, signature: bytes
+) -> bytes:
+    """`closePositionWithSig(ClosePositionRequest, signature)`: a close the owner signed, sent by anyone."""
+    request = (position_id, size_delta, allowed_price_e8, nonce, deadline)
+    return encode_call("closePositionWithSig", request, signature)
+
+
+def set_trigger_with_sig(
+    position_id: bytes,
+    is_take_profit: bool,
+    price_e8: int,
+    close_bps: int,
+    nonce: int,
+    deadline: int,
+    signature: bytes,
+) -> bytes:
+    """`setTriggerWithSig(SetTriggerRequest, signature)`: a TP/SL change the owner signed, sent by anyone."""
+    request = (position_id, is_take_profit, price_e8, close_bps, nonce, deadline)
+    return encode_call("setTriggerWithSig", request, signature)

@@ -1,0 +1,310 @@
+"""The vault's EIP-712 requests: the exact payloads a wallet signs, and the off-chain checks of a signature.
+
+`typed_data(request, ...)` returns a full EIP-712 message that `eth_account.Account.sign_typed_data(key,
+full_message=...)` (or a wallet's `eth_signTypedData_v4`) signs as is; uint256 values are decimal strings
+so no JSON client loses precision. The checks mirror `Vault._useSignedRequest` and `_recover` exactly
+(deadline, nonce, 65-byte low-s signature, v 27/28, signer = position owner), so a request the relayer
+accepts is one the vault accepts, and a bad one is refused before any gas is spent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_utils.address import to_checksum_address
+
+from relayer.constants import (
+    CLOSE_ALL_SIZE,
+    EIP712_NAME,
+    EIP712_VERSION,
+    PRICE_DECIMALS,
+    SIZE_DECIMALS,
+    UINT256_MAX,
+)
+from relayer.domain import calldata
+from relayer.domain.requests import (
+    check_trigger_price_e8,
+    parse_close_bps,
+    parse_position_id,
+    parse_trigger_price,
+)
+from relayer.domain.status import RecordKind
+from relayer.domain.units import parse_fixed, parse_int
+from relayer.errors import (
+    ExpiredRequestError,
+    InvalidFieldError,
+    InvalidNonceError,
+    InvalidSignatureError,
+)
+
+MAX_REQUEST_NONCE = 2**64
+"""Bound on a `nonce` or `deadline` asked for in `GET /api/relay/typed-data` (the vault's are far below)."""
+
+SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+"""Largest canonical (low-s) signature `s` (EIP-2); the vault rejects anything above it."""
+
+SIGNATURE_LENGTH = 65
+"""`r || s || v`, as the vault's `_recover` requires."""
+
+_SIGNATURE_HEX = re.compile(rf"0x[0-9a-fA-F]{{{2 * SIGNATURE_LENGTH}}}", re.ASCII)
+
+_DOMAIN_TYPE = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+_CLOSE_TYPE = [
+    {"name": "positionId", "type": "bytes32"},
+    {"name": "sizeDelta", "type": "uint256"},
+    {"name": "allowedPrice", "type": "uint256"},
+    {"name": "nonce", "type": "uint256"},
+    {"name": "deadline", "type": "uint256"},
+]
+_TRIGGER_TYPE = [
+    {"name": "positionId", "type": "bytes32"},
+    {"name": "isTakeProfit", "type": "bool"},
+    {"name": "price", "type": "uint256"},
+    {"name": "closeBps", "type": "uint16"},
+    {"name": "nonce", "type": "uint256"},
+    {"name": "deadline", "type": "uint256"},
+]
+
+
+@dataclass(frozen=True)
+class CloseRequest:
+    """`ClosePositionRequest` in chain units (size 18 decimals, USD 8 decimals, deadline unix seconds)."""
+
+    position_id: bytes
+    size_delta: int
+    allowed_price_e8: int
+    nonce: int
+    deadline: int
+
+    kind = RecordKind.CLOSE
+    primary_type = "ClosePositionRequest"
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "positionId": "0x" + self.position_id.hex(),
+            "sizeDelta": str(self.size_delta),
+            "allowedPrice": str(self.allowed_price_e8),
+            "nonce": str(self.nonce),
+            "deadline": str(self.deadline),
+        }
+
+    def calldata(self, signature: bytes) -> bytes:
+        return calldata.close_position_with_sig(
+            self.position_id, self.size_delta, self.allowed_price_e8, self.nonce, self.deadline, signature
+        )
+
+
+@dataclass(frozen=True)
+class TriggerRequest:
+    """`SetTriggerRequest` in chain units (price USD 8 decimals, 0 cancels; closeBps 1..10000)."""
+
+    position_id: bytes
+    is_take_profit: bool
+    price_e8: int
+    close_bps: int
+    nonce: int
+    deadline: int
+
+    kind = RecordKind.TRIGGER
+    primary_type = "SetTriggerRequest"
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "positionId": "0x" + self.position_id.hex(),
+            "isTakeProfit": self.is_take_profit,
+            "price": str(self.price_e8),
+            "closeBps": self.close_bps,
+            "nonce": str(self.nonce),
+            "deadline": str(self.deadline),
+        }
+
+    def calldata(self, signature: bytes) -> bytes:
+        return calldata.set_trigger_with_sig(
+            self.position_id,
+            self.is_take_profit,
+            self.price_e8,
+            self.close_bps,
+            self.nonce,
+            self.deadline,
+            signature,
+        )
+
+
+SignedRequest = CloseRequest | TriggerRequest
+
+
+def typed_data(request: SignedRequest, *, chain_id: int, vault: str) -> dict[str, Any]:
+    """The full EIP-712 payload of `request` for this chain and vault, ready for `sign_typed_data`."""
+    return {
+        "types": {
+            "EIP712Domain": _DOMAIN_TYPE,
+            request.primary_type: _CLOSE_TYPE if isinstance(request, CloseRequest) else _TRIGGER_TYPE,
+        },
+        "primaryType": request.primary_type,
+        "domain": {
+            "name": EIP712_NAME,
+            "version": EIP712_VERSION,
+            "chainId": chain_id,
+            "verifyingContract": to_checksum_address(vault),
+        },
+        "message": request.message(),
+    }
+
+
+def parse_kind(value: object) -> RecordKind:
+    """`close` or `trigger` (the relayable signed request kinds)."""
+    if value in ("close", "trigger"):
+        return RecordKind(value)
+    raise InvalidFieldError("kind", "must be 'close' or 'trigger'")
+
+
+def request_from_params(params: Mapping[str, Any]) -> SignedRequest:
+    """An unsigned request from `GET /api/relay/typed-data`'s parameters, in human units.
+
+    `kind` (close|trigger), `positionId`; close: `sizeDelta` (base units; absent: close all), `allowedPrice`
+    (USD; absent: 0 = no bound); trigger: `isTakeProfit` (true|false), `price` (USD, 0 cancels), `closeBps`
+    (1..10000 when setting, absent when cancelling); both: `deadline`, `nonce` (absent: 0 here, for the
+    caller to fill from the chain). Absent means missing or None; an empty string is a (malformed) value,
+    never "all".
+
+    Raises:
+        InvalidFieldError, InvalidPriceError, InvalidCloseBpsError: by `relayer.domain.requests`'s rules, so a
+            payload this returns is one `check_request` accepts once signed.
+    """
+    given = {name: value for name, value in params.items() if value is not None}
+    kind = parse_kind(given.get("kind"))
+    position_id = parse_position_id(given.get("positionId"))
+    nonce = parse_int(given.get("nonce", 0), "nonce", minimum=0, maximum=MAX_REQUEST_NONCE)
+    deadline = parse_int(given.get("deadline", 0), "deadline", minimum=0, maximum=MAX_REQUEST_NONCE)
+    if kind is RecordKind.CLOSE:
+        size_delta = (
+            parse_fixed(given["sizeDelta"], SIZE_DECIMALS, "sizeDelta")
+            if "sizeDelta" in given
+            else CLOSE_ALL_SIZE
+        )
+        allowed_price_e8 = parse_fixed(
+            given.get("allowedPrice", 0), PRICE_DECIMALS, "allowedPrice", allow_zero=True
+        )
+        return CloseRequest(position_id, size_delta, allowed_price_e8, nonce, deadline)
+    flag = given.get("isTakeProfit")
+    if not isinstance(flag, str | bool) or str(flag).lower() not in ("true", "false"):
+        raise InvalidFieldError("isTakeProfit", "must be true or false")
+    if "price" not in given:
+        raise InvalidFieldError("price", "is required (USD; 0 cancels the order)")
+    price_e8 = parse_trigger_price(given["price"], "price")
+    close_bps = parse_close_bps(given.get("closeBps"), "closeBps", cancelling=price_e8 == 0)
+    return TriggerRequest(position_id, str(flag).lower() == "true", price_e8, close_bps, nonce, deadline)
+
+
+def _uint(fields: dict[str, Any], name: str, prefix: str, maximum: int = UINT256_MAX) -> int:
+    if name not in fields:
+        raise InvalidFieldError(f"{prefix}{name}", "is required")
+    return parse_int(fields[name], f"{prefix}{name}", minimum=0, maximum=maximum)
+
+
+def parse_request(kind: RecordKind, fields: object) -> SignedRequest:
+    """A request from its EIP-712 `message` (chain units, integers or decimal strings, as `typed_data` gives).
+
+    Raises:
+        InvalidFieldError: naming the first missing or malformed field (`request.<name>`).
+    """
+    if not isinstance(fields, dict):
+        raise InvalidFieldError("request", "must be an object (the EIP-712 message that was signed)")
+    prefix = "request."
+    position_id = parse_position_id(fields.get("positionId"), prefix + "positionId")
+    if kind is RecordKind.CLOSE:
+        return CloseRequest(
+            position_id,
+            _uint(fields, "sizeDelta", prefix),
+            _uint(fields, "allowedPrice", prefix),
+            _uint(fields, "nonce", prefix),
+            _uint(fields, "deadline", prefix),
+        )
+    is_take_profit = fields.get("isTakeProfit")
+    if not isinstance(is_take_profit, bool):
+        raise InvalidFieldError(prefix + "isTakeProfit", "must be true or false")
+    return TriggerRequest(
+        position_id,
+        is_take_profit,
+        _uint(fields, "price", prefix),
+        _uint(fields, "closeBps", prefix, maximum=2**16 - 1),
+        _uint(fields, "nonce", prefix),
+        _uint(fields, "deadline", prefix),
+    )
+
+
+def parse_signature(value: object) -> bytes:
+    """65 bytes from 0x-hex; refuses malleable (high-s) and non-27/28 `v` like the vault does.
+
+    Raises:
+        InvalidSignatureError: for anything the vault's `_recover` would reject by shape.
+    """
+    if not isinstance(value, str) or not _SIGNATURE_HEX.fullmatch(value):
+        raise InvalidSignatureError(
+            "signature must be 65 bytes (r || s || v) as 0x followed by 130 hex digits", field="signature"
+        )
+    signature = bytes.fromhex(value[2:])
+    if int.from_bytes(signature[32:64], "big") > SECP256K1_HALF_N or signature[64] not in (27, 28):
+        raise InvalidSignatureError(
+            "signature is malleable (high s) or has a v other than 27/28", field="signature"
+        )
+    return signature
+
+
+def recover_signer(request: SignedRequest, signature: bytes, *, chain_id: int, vault: str) -> str:
+    """The address that signed `request` for this chain and vault."""
+    message = encode_typed_data(full_message=typed_data(request, chain_id=chain_id, vault=vault))
+    try:
+        return to_checksum_address(Account.recover_message(message, signature=signature))
+    except Exception:  # unrecoverable point: the vault's ecrecover returns 0 and reverts
+        raise InvalidSignatureError("the signature does not recover to an address") from None
+
+
+def check_request(
+    request: SignedRequest,
+    signature: bytes,
+    *,
+    owner: str,
+    expected_nonce: int,
+    now_s: int,
+    chain_id: int,
+    vault: str,
+) -> None:
+    """The vault's checks, off-chain: deadline against the latest block time, nonce, signer = owner, and a
+    set-trigger's price and close share (`relayer.domain.requests`'s rules; the vault ignores the share of a
+    cancel, so it is not checked then).
+
+    Raises:
+        ExpiredRequestError, InvalidNonceError, InvalidSignatureError: as the vault would revert.
+        InvalidPriceError, InvalidCloseBpsError: a set-trigger the vault would refuse.
+    """
+    if now_s > request.deadline:
+        raise ExpiredRequestError(
+            "the signed request's deadline has passed", deadline=request.deadline, timestamp=now_s
+        )
+    if request.nonce != expected_nonce:
+        raise InvalidNonceError(
+            f"nonce {request.nonce} is not the owner's next nonce {expected_nonce} (replayed or reordered)",
+            owner=owner,
+            expected=expected_nonce,
+            got=request.nonce,
+        )
+    signer = recover_signer(request, signature, chain_id=chain_id, vault=vault)
+    if signer != to_checksum_address(owner):
+        raise InvalidSignatureError(
+            "the request was not signed by the position's owner for this chain and vault"
+        )
+    if isinstance(request, TriggerRequest):
+        check_trigger_price_e8(request.price_e8, "request.price")
+        if request.price_e8 != 0:
+            parse_close_bps(request.close_bps, "request.closeBps", cancelling=False)

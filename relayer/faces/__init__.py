@@ -1,0 +1,1 @@
+"""The faces: REST (api/), CLI (cli/) and MCP (mcp.py), thin adapters over the services."""

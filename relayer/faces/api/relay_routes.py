@@ -1,0 +1,107 @@
+"""REST face of the relayer: translates HTTP to `RelayService` calls and back, nothing else.
+
+Mounted by the app factory: `app.include_router(relay_routes.router)`; each route gets the `RelayService`
+from the lifespan's runtime through the `relay_service` dependency (503 `relay_not_configured` without
+relayer signers; tests override it). Errors are `RelayerError`s, mapped once by `install_error_handlers`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from relayer.constants import MAX_LIST_LIMIT, MAX_LIST_OFFSET
+from relayer.faces.api.inputs import json_object
+from relayer.runtime import Runtime
+from relayer.services.relay.service import RelayService, Submission
+
+router = APIRouter(tags=["relay"])
+
+
+async def relay_service(request: Request) -> RelayService:
+    """The app's relay (`Runtime.require_relay`: 503 `relay_not_configured` without relayer signers)."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime.require_relay()
+
+
+Relay = Annotated[RelayService, Depends(relay_service)]
+
+
+def _answer(submission: Submission) -> JSONResponse:
+    # 202: accepted and tracked (poll GET /api/transactions/{id}); 200: the same key and body again.
+    return JSONResponse(submission.record.to_dict(), status_code=202 if submission.created else 200)
+
+
+@router.post("/api/relay/signed", status_code=202)
+async def relay_signed(
+    request: Request,
+    service: Relay,
+    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key"),
+) -> JSONResponse:
+    """Relay an EIP-712 close / set-trigger request signed by the position's owner; the relayer pays gas.
+
+    Body: `{"kind": "close"|"trigger", "request": <typedData.message as signed>, "signature": "0x..."}`.
+    """
+    body = await json_object(request)
+    # The service blocks on the node and the journal: run it off the event loop.
+    return _answer(await run_in_threadpool(service.submit_signed, body, idempotency_key=idempotency_key))
+
+
+@router.post("/api/relay/raw", status_code=202)
+async def relay_raw(
+    request: Request,
+    service: Relay,
+    idempotency_key: str | None = Header(default=None, alias="Idempotency-Key"),
+) -> JSONResponse:
+    """Broadcast and track a transaction the user signed. Body: `{"transaction": "0x<signed bytes>"}`."""
+    body = await json_object(request)
+    return _answer(await run_in_threadpool(service.submit_raw, body, idempotency_key=idempotency_key))
+
+
+@router.get("/api/relay/typed-data")
+def relay_typed_data(
+    service: Relay,
+    kind: str = Query(description="close or trigger"),
+    position_id: str = Query(alias="positionId"),
+    size_delta: str | None = Query(default=None, alias="sizeDelta", description="base units; omit for all"),
+    allowed_price: str | None = Query(default=None, alias="allowedPrice", description="USD; omit for none"),
+    is_take_profit: str | None = Query(default=None, alias="isTakeProfit"),
+    price: str | None = Query(default=None, description="USD; 0 cancels the order"),
+    close_bps: str | None = Query(default=None, alias="closeBps"),
+    deadline: str | None = Query(default=None, description="unix seconds; default latest block + TTL"),
+    nonce: str | None = Query(default=None, description="default: the owner's next vault nonce"),
+) -> dict[str, Any]:
+    """The exact EIP-712 payload to sign (`eth_account.Account.sign_typed_data(key, full_message=...)`)."""
+    params = {
+        "kind": kind,
+        "positionId": position_id,
+        "sizeDelta": size_delta,
+        "allowedPrice": allowed_price,
+        "isTakeProfit": is_take_profit,
+        "price": price,
+        "closeBps": close_bps,
+        "deadline": deadline,
+        "nonce": nonce,
+    }
+    return service.typed_data_for({k: v for k, v in params.items() if v is not None})
+
+
+@router.get("/api/transactions/{record_id}")
+def get_transaction(service: Relay, record_id: str) -> dict[str, Any]:
+    """A relayed transaction: status, every hash, and once mined its block, gas, fee and decoded events."""
+    return service.get(record_id).to_dict()
+
+
+@router.get("/api/transactions")
+def list_transactions(
+    service: Relay,
+    status: str | None = None,
+    limit: int = Query(default=100, ge=1, le=MAX_LIST_LIMIT),
+    offset: int = Query(default=0, ge=0, le=MAX_LIST_OFFSET),
+) -> dict[str, Any]:
+    """Relayed transactions, newest first, optionally of one status."""
+    records = service.list(status, limit=limit, offset=offset)
+    return {"transactions": [record.to_dict() for record in records]}

@@ -1,0 +1,113 @@
+"""REST routes for the transaction builder: HTTP in, one `TransactionBuilder` call, JSON out.
+
+Bodies are read with `relayer.faces.api.inputs.json_object` (JSON content type; exact `Decimal`s; NaN and
+repeated keys refused), never through FastAPI's float-based parsing; the pydantic models in
+`relayer.faces.api.schemas` only document the wire format.
+Errors are `RelayerError`s, turned into HTTP answers once by `relayer.faces.api.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from relayer.faces.api import schemas
+from relayer.faces.api.inputs import json_object
+from relayer.services.builder import TransactionBuilder, markets_to_dict
+
+router = APIRouter()
+
+
+async def _builder(request: Request) -> TransactionBuilder:
+    # async: FastAPI would run a plain `def` dependency in its thread pool, on every request.
+    builder: TransactionBuilder = request.app.state.builder
+    return builder
+
+
+Builder = Annotated[TransactionBuilder, Depends(_builder)]
+
+
+def _json(content: Any) -> Response:
+    # Serialized here rather than by FastAPI's encoder: the core's dicts hold only str, int, bool and None.
+    return Response(json.dumps(content, separators=(",", ":")), media_type="application/json")
+
+
+@router.post(
+    "/api/closeposition",
+    tags=["transactions"],
+    summary="Build a close / partial close / TP-SL transaction for the position's owner to sign",
+    response_model=schemas.CloseResponseDoc,
+    responses=schemas.error_responses(404, 409, 422, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": schemas.CloseRequestDoc.model_json_schema(
+                        ref_template="#/components/schemas/{model}"
+                    ),
+                    "examples": schemas.CLOSE_REQUEST_EXAMPLES,
+                }
+            },
+        }
+    },
+)
+async def close_position(request: Request, builder: Builder) -> Response:
+    """Checks the request against the chain (position, size, price freshness, slippage, trigger sides),
+    simulates it from the owner, and returns the calldata, a signable `transaction`, the most it can cost
+    (`requiredGasFee`, ETH) and a `preview` of the result at the current price."""
+    built = await builder.build_from_json(await json_object(request))
+    return _json(built.to_dict())
+
+
+@router.get(
+    "/api/positions/{positionId}",
+    tags=["positions"],
+    summary="One position, open or closed, with its market price and unrealized PnL",
+    response_model=schemas.PositionDoc,
+    responses=schemas.error_responses(404, 422, 503),
+)
+async def get_position(positionId: str, builder: Builder) -> Response:  # noqa: N803 - the documented name
+    return _json((await builder.position(positionId)).to_dict())
+
+
+@router.get(
+    "/api/positions",
+    tags=["positions"],
+    summary="An owner's positions (open ones unless include_closed=true), oldest first",
+    response_model=schemas.PositionsDoc,
+    responses=schemas.error_responses(422, 503),
+)
+async def list_positions(
+    builder: Builder,
+    owner: Annotated[
+        str, Query(description="0x address", examples=["0x2B5AD5c4795c026514f8317c7a215E218DcCD6cF"])
+    ],
+    include_closed: bool = False,
+) -> Response:
+    return _json((await builder.positions_of(owner, include_closed=include_closed)).to_dict())
+
+
+@router.get(
+    "/api/markets",
+    tags=["markets"],
+    summary="Every market's oracle price and its age",
+    response_model=schemas.MarketsDoc,
+    responses=schemas.error_responses(503),
+)
+async def list_markets(builder: Builder) -> Response:
+    return _json(markets_to_dict(await builder.markets()))
+
+
+@router.get(
+    "/health",
+    tags=["health"],
+    summary="Whether the node answers: chain id, latest block, vault address (503 chain_unavailable if not)",
+    response_model=schemas.HealthDoc,
+    responses=schemas.error_responses(503),
+)
+async def health(request: Request) -> Response:
+    return _json(await request.app.state.runtime.health())

@@ -1,0 +1,127 @@
+"""REST routes for trading by API key: each reads the key and the body, makes one `TradingService` call.
+
+The key arrives as `Authorization: Bearer <key>` or `X-API-Key: <key>`; the rules (401/403, scopes,
+ownership) live in `relayer.domain.apikeys.require`, called by the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from relayer.faces.api.inputs import json_object
+from relayer.runtime import Runtime
+from relayer.services.trading import TradeOutcome, TradingService
+
+router = APIRouter(tags=["trading"])
+
+_EXAMPLE_ID = "0x" + "ab" * 32
+
+_KEY_HEADERS = {
+    "parameters": [
+        {"name": "Authorization", "in": "header", "schema": {"type": "string"}, "example": "Bearer vrk_..."},
+        {"name": "X-API-Key", "in": "header", "schema": {"type": "string"}},
+        {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
+    ]
+}
+
+
+def _service(request: Request) -> TradingService:
+    """The app's trading service: always there; the actions that need the relay say so themselves."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime.trading
+
+
+def api_key_of(request: Request) -> str | None:
+    """The presented key, from `Authorization: Bearer` or `X-API-Key` (None when neither is there)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key")
+
+
+def _answer(outcome: TradeOutcome) -> JSONResponse:
+    return JSONResponse(status_code=outcome.status_code, content=outcome.body)
+
+
+def _body_example(example: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **_KEY_HEADERS,
+        "requestBody": {"required": True, "content": {"application/json": {"example": example}}},
+    }
+
+
+@router.post(
+    "/api/partialclose",
+    summary="Close a percentage of the account's position in a market",
+    openapi_extra=_body_example({"symbol": "BTCUSDT", "exit_pct": 33}),
+)
+async def partial_close(request: Request) -> JSONResponse:
+    body = await json_object(request)
+    idem = request.headers.get("idempotency-key")
+    return _answer(await _service(request).partial_close(api_key_of(request), body, idempotency_key=idem))
+
+
+@router.post(
+    "/api/trade/close",
+    summary="Close a position fully or by size",
+    openapi_extra=_body_example({"positionId": _EXAMPLE_ID, "sizeDelta": "0.1", "allowedPrice": "95e3"}),
+)
+async def close_position(request: Request) -> JSONResponse:
+    body = await json_object(request)
+    idem = request.headers.get("idempotency-key")
+    return _answer(await _service(request).close_position(api_key_of(request), body, idempotency_key=idem))
+
+
+def _trigger_route(is_take_profit: bool) -> Callable[[Request], Awaitable[JSONResponse]]:
+    async def set_trigger(request: Request) -> JSONResponse:
+        body = await json_object(request)
+        idem = request.headers.get("idempotency-key")
+        outcome = await _service(request).set_trigger(
+            api_key_of(request), body, is_take_profit=is_take_profit, idempotency_key=idem
+        )
+        return _answer(outcome)
+
+    return set_trigger
+
+
+for _path, _order, _example_price in (
+    ("/api/trade/takeprofit", "take-profit", "99000"),
+    ("/api/trade/stoploss", "stop-loss", "93000"),
+):
+    router.add_api_route(
+        _path,
+        _trigger_route(_order == "take-profit"),
+        methods=["POST"],
+        summary=f"Set, replace or cancel (price 0) the {_order}",
+        openapi_extra=_body_example({"positionId": _EXAMPLE_ID, "price": _example_price, "close_pct": 50}),
+    )
+
+
+@router.post(
+    "/api/trade/breakeven",
+    summary="Move the stop-loss to the entry price for the full size",
+    openapi_extra=_body_example({"positionId": _EXAMPLE_ID}),
+)
+async def move_to_breakeven(request: Request) -> JSONResponse:
+    body = await json_object(request)
+    idem = request.headers.get("idempotency-key")
+    return _answer(await _service(request).move_to_breakeven(api_key_of(request), body, idempotency_key=idem))
+
+
+@router.get("/api/trade/positions", summary="The account's open positions", openapi_extra=_KEY_HEADERS)
+async def get_positions(request: Request, symbol: str | None = None) -> dict[str, Any]:
+    return await _service(request).get_positions(api_key_of(request), symbol)
+
+
+@router.get(
+    "/api/trade/transactions/{transaction_id}",
+    summary="A relayed transaction of the account",
+    openapi_extra=_KEY_HEADERS,
+)
+async def get_transaction(request: Request, transaction_id: str) -> dict[str, Any]:
+    return await _service(request).get_transaction(api_key_of(request), transaction_id)

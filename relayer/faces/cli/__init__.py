@@ -1,0 +1,1 @@
+"""The `relayer` command line: argument parsing in, text out, errors mapped once."""

@@ -1,0 +1,109 @@
+"""`relayer relay ...`: what an operator needs to see of the relayer, as a thin adapter over the journal and
+`RelayService`.
+
+`status` and `list` read the journal file only (WAL: safe beside a running relayer); `signers` also asks the
+node for balances and nonces. Wired into `relayer/faces/cli/main.py` with `add_relay_commands(subparsers)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from relayer.chain.connect import rpc_chain
+from relayer.constants import ETH_DECIMALS
+from relayer.domain.records import RecordPage
+from relayer.domain.status import TxStatus
+from relayer.domain.units import format_fixed
+from relayer.errors import ConfigurationError, TransactionNotFoundError
+from relayer.faces.cli.keys import JOURNAL_HELP
+from relayer.services.relay.config import RelaySettings
+from relayer.services.relay.service import RelayService
+from relayer.services.relay.signers import load_signers
+from relayer.stores.journal import open_journal
+
+EXIT_OK = 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    journal = open_journal(args.journal, create=False)
+    try:
+        record = journal.get(args.id)
+        if record is None:
+            raise TransactionNotFoundError("no relayed transaction has this id", id=args.id)
+        print(json.dumps(record.to_dict(), indent=2))
+    finally:
+        journal.close()
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    page = RecordPage.parse(args.status, args.limit)
+    journal = open_journal(args.journal, create=False)
+    try:
+        records = journal.records(page.status, limit=page.limit)
+    finally:
+        journal.close()
+    for record in records:
+        tx_hash = record.mined.tx_hash if record.mined else record.latest.tx_hash
+        print(
+            f"{record.id}  {record.status.value:<9}  {record.kind.value:<9}  {record.sender}  "
+            f"nonce {record.nonce:<6}  hashes {len(record.attempts)}  {tx_hash}"
+        )
+    if not records:
+        print("no relayed transactions" + (f" with status {page.status.value}" if page.status else ""))
+    return EXIT_OK
+
+
+def cmd_signers(args: argparse.Namespace) -> int:
+    settings = RelaySettings.from_env()
+    if args.journal:
+        settings = dataclasses.replace(settings, journal_path=Path(args.journal))
+    signers = load_signers()
+    if not signers:
+        raise ConfigurationError(
+            "no relayer signer: set RELAYER_SIGNER_KEY or RELAYER_SIGNER_KEYSTORE (+ _PASSWORD)"
+        )
+    service = RelayService(
+        chain=rpc_chain(args.rpc_url), vault_address=args.vault, signers=signers, settings=settings
+    )
+    try:
+        rows: list[dict[str, Any]] = [s.to_dict() for s in service.signers_status()]
+    finally:
+        service.journal.close()
+    for row in rows:
+        flag = "  LOW BALANCE" if row["lowBalance"] else ""
+        print(
+            f"{row['address']}  {format_fixed(int(row['balanceWei']), ETH_DECIMALS)} ETH{flag}\n"
+            f"    chain nonce latest {row['chainLatestNonce']}, pending {row['chainPendingNonce']}; "
+            f"journal next {row['journalNextNonce']}; in flight {row['inFlight']}"
+        )
+    return EXIT_OK
+
+
+def add_relay_commands(subparsers: Any) -> None:
+    """Add `relay status|list|signers` to the `relayer` command's subparsers."""
+    relay = subparsers.add_parser("relay", help="inspect the relayer: transactions, signers and nonces")
+    commands = relay.add_subparsers(dest="relay_command", required=True)
+
+    status = commands.add_parser("status", help="one relayed transaction: status, every hash, receipt")
+    status.add_argument("id")
+    status.add_argument("--journal", help=JOURNAL_HELP)
+    status.set_defaults(handler=cmd_status)
+
+    listing = commands.add_parser("list", help="relayed transactions, newest first")
+    listing.add_argument("--status", help=f"one of {', '.join(s.value for s in TxStatus)}")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--journal", help=JOURNAL_HELP)
+    listing.set_defaults(handler=cmd_list)
+
+    signers = commands.add_parser(
+        "signers", help="signer balances (low-balance alert) and chain vs journal nonces"
+    )
+    signers.add_argument("--rpc-url", required=True, help="JSON-RPC node URL")
+    signers.add_argument("--vault", required=True, help="the vault's address")
+    signers.add_argument("--journal", help=JOURNAL_HELP)
+    signers.set_defaults(handler=cmd_signers)

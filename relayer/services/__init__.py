@@ -1,0 +1,1 @@
+"""The services the faces adapt: builder, relay, trading, keeper, demo price feed."""

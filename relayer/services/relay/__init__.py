@@ -1,0 +1,1 @@
+"""The relayer: nonces, signing, journaling, submission, replacement, recovery."""

@@ -1,0 +1,434 @@
+"""Write-ahead signing and broadcasting: journal first, then the node; every hash kept.
+
+The order is the whole point: under the signer's nonce lock, one journal transaction allocates the nonce,
+signs, and stores the signed bytes, nonce and hash; only after it commits are the bytes broadcast. A crash
+before the broadcast leaves a `queued` record whose exact bytes `resume()` sends; a crash after it leaves a
+record whose hash `resume()` finds mined or re-sends (the node answers "already known"). Nothing is signed
+twice for one nonce except as a fee bump or a no-op of the same record, and every such attempt is journaled
+before it is broadcast. Each handler re-reads the record and does nothing if it moved on.
+
+Every error a record keeps is the `to_dict()` of a `RelayerError` (the node's own code and message in its
+`details`), so `relayer.errors.restore_error` gives a client the same code and status a direct call would.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from eth_utils.crypto import keccak
+
+from relayer.chain.node import Receipt, RelayNode
+from relayer.chain.node_errors import Kind, NodeError, classify
+from relayer.domain.fees import Fees, fee_fields
+from relayer.domain.policy import RawTransaction, bump_fees
+from relayer.domain.records import Attempt, Mined, RelayRecord
+from relayer.domain.status import AttemptKind, RecordKind, TxStatus
+from relayer.errors import FeeCapReachedError, NonceUsedElsewhereError
+from relayer.services.relay.config import RelaySettings
+from relayer.services.relay.nonces import NonceAllocator
+from relayer.services.relay.signers import Signer, SignerPool
+from relayer.stores.journal import Journal
+
+log = logging.getLogger("relayer.relay")
+
+NOOP_GAS = 21_000
+"""Intrinsic gas of a plain value transfer: a no-op self-transfer needs exactly this, on every EVM chain."""
+
+
+@dataclass(frozen=True)
+class SenderHooks:
+    """Test seams to simulate a crash: called right after the journal commit, and right after the node
+    accepted an attempt (before the journal notes it). A hook that raises stops the sender right there."""
+
+    after_journal: Callable[[RelayRecord], None] | None = None
+    after_broadcast: Callable[[RelayRecord, Attempt], None] | None = None
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """A checked, simulated vault call waiting for a nonce and a signature."""
+
+    kind: RecordKind
+    to: str
+    data: bytes
+    gas_limit: int
+    fees: Fees
+    request_hash: str
+    idempotency_key: str | None = None
+    request_owner: str | None = None
+    request_nonce: int | None = None
+    deadline: int | None = None
+
+
+def build_tx(
+    *, chain_id: int, nonce: int, to: str, data: bytes, value_wei: int, gas: int, fees: Fees
+) -> dict[str, Any]:
+    """A signable transaction dict (type 2, or legacy on chains without a base fee)."""
+    return {
+        "chainId": chain_id,
+        "nonce": nonce,
+        "to": to,
+        "data": data,
+        "value": value_wei,
+        "gas": gas,
+        **fee_fields(fees),
+    }
+
+
+def attempt_fees(attempt: Attempt, *, legacy: bool) -> Fees:
+    """The fees an attempt was signed with (legacy attempts keep their gas price as max fee)."""
+    if legacy:
+        return Fees(0, 0, attempt.max_fee_per_gas_wei)
+    return Fees(attempt.max_fee_per_gas_wei, attempt.max_priority_fee_per_gas_wei)
+
+
+class Sender:
+    """Signs, journals and broadcasts for `RelayService`; owns every status change after a record exists."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        node: RelayNode,
+        pool: SignerPool,
+        nonces: NonceAllocator,
+        settings: RelaySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        hooks: SenderHooks | None = None,
+    ) -> None:
+        self.journal = journal
+        self.node = node
+        self.pool = pool
+        self.nonces = nonces
+        self.settings = settings
+        self.clock = clock
+        self.hooks = hooks or SenderHooks()
+
+    # --- new records --------------------------------------------------------------------------------------
+
+    def journal_and_send(self, signer: Signer, plan: CallPlan) -> RelayRecord:
+        """Allocate a nonce, sign, journal (one transaction), then broadcast, all under the signer's lock.
+
+        Raises:
+            JournalConflict: the idempotency key or the signed request is already journaled (nothing kept).
+        """
+        with self.nonces.hold(signer.address):
+            with self.journal.write() as writer:
+                nonce = self.nonces.allocate(signer.address, writer.max_nonce(signer.address))
+                tx = build_tx(
+                    chain_id=self.node.chain_id,
+                    nonce=nonce,
+                    to=plan.to,
+                    data=plan.data,
+                    value_wei=0,
+                    gas=plan.gas_limit,
+                    fees=plan.fees,
+                )
+                raw, tx_hash = signer.sign_transaction(tx)
+                now = self.clock()
+                record = RelayRecord(
+                    id=uuid.uuid4().hex,
+                    kind=plan.kind,
+                    status=TxStatus.QUEUED,
+                    request_hash=plan.request_hash,
+                    sender=signer.address,
+                    nonce=nonce,
+                    chain_id=self.node.chain_id,
+                    to=plan.to,
+                    data=plan.data,
+                    value_wei=0,
+                    gas_limit=plan.gas_limit,
+                    created_at=now,
+                    updated_at=now,
+                    idempotency_key=plan.idempotency_key,
+                    request_owner=plan.request_owner,
+                    request_nonce=plan.request_nonce,
+                    deadline=plan.deadline,
+                    attempts=(
+                        Attempt(
+                            tx_hash,
+                            0,
+                            AttemptKind.ORIGINAL,
+                            raw,
+                            plan.fees.price_cap_wei,
+                            plan.fees.max_priority_fee_per_gas_wei if not plan.fees.is_legacy else 0,
+                            now,
+                        ),
+                    ),
+                )
+                writer.insert(record)
+            log.info(
+                "journaled record=%s nonce=%d signer=%s hash=%s", record.id, nonce, signer.address, tx_hash
+            )
+            if self.hooks.after_journal is not None:
+                self.hooks.after_journal(record)
+            self.broadcast(record, record.latest)
+        return self._reload(record)
+
+    def journal_raw(
+        self, tx: RawTransaction, *, request_hash: str, idempotency_key: str | None
+    ) -> RelayRecord:
+        """Journal a user-signed transaction, then broadcast it.
+
+        Raises:
+            JournalConflict: the key or these exact bytes are already journaled.
+        """
+        now = self.clock()
+        tx_hash = "0x" + keccak(tx.raw).hex()
+        record = RelayRecord(
+            id=uuid.uuid4().hex,
+            kind=RecordKind.RAW,
+            status=TxStatus.QUEUED,
+            request_hash=request_hash,
+            sender=tx.sender,
+            nonce=tx.nonce,
+            chain_id=tx.chain_id,
+            to=tx.to or "",
+            data=tx.data,
+            value_wei=tx.value_wei,
+            gas_limit=tx.gas_limit,
+            created_at=now,
+            updated_at=now,
+            idempotency_key=idempotency_key,
+            attempts=(
+                Attempt(
+                    tx_hash,
+                    0,
+                    AttemptKind.ORIGINAL,
+                    tx.raw,
+                    tx.max_fee_per_gas_wei,
+                    tx.max_priority_fee_per_gas_wei,
+                    now,
+                ),
+            ),
+        )
+        with self.journal.write() as writer:
+            writer.insert(record)
+        if self.hooks.after_journal is not None:
+            self.hooks.after_journal(record)
+        self.broadcast(record, record.latest)
+        return self._reload(record)
+
+    # --- broadcasting -------------------------------------------------------------------------------------
+
+    def broadcast(self, record: RelayRecord, attempt: Attempt) -> None:
+        """Send `attempt`'s bytes and act on the node's answer (retrying an unreachable node with backoff).
+
+        Holding the signer's nonce lock keeps a signer's broadcasts in nonce order; repeating a broadcast is
+        harmless (the node answers "already known", which counts as sent).
+        """
+        lock = self.nonces.hold(record.sender) if record.kind.is_ours else _NO_LOCK
+        with lock:
+            delay = self.settings.retry_backoff_s
+            for round_ in range(self.settings.broadcast_retries):
+                try:
+                    self.node.send_raw(attempt.raw_tx)
+                except Exception as exc:
+                    error = classify(exc)
+                    if error.kind is Kind.UNAVAILABLE and round_ < self.settings.broadcast_retries - 1:
+                        time.sleep(delay)
+                        delay *= 2
+                        continue
+                    self._on_refusal(record, attempt, error)
+                    return
+                self._accepted(record, attempt)
+                return
+
+    def _accepted(self, record: RelayRecord, attempt: Attempt) -> None:
+        if self.hooks.after_broadcast is not None:
+            self.hooks.after_broadcast(record, attempt)
+        now = self.clock()
+        self.journal.mark_broadcast(attempt.tx_hash, now=now)
+        if self.journal.transition(record.id, TxStatus.QUEUED, TxStatus.SUBMITTED, now=now):
+            log.info("submitted record=%s nonce=%d hash=%s", record.id, record.nonce, attempt.tx_hash)
+
+    def _on_refusal(self, record: RelayRecord, attempt: Attempt, error: NodeError) -> None:
+        log.warning(
+            "node refused %s nonce=%d hash=%s: %s (%s)",
+            record.id,
+            record.nonce,
+            attempt.tx_hash,
+            error.kind,
+            error.code,
+        )
+        if error.kind is Kind.ALREADY_KNOWN:
+            self._accepted(record, attempt)
+        elif error.kind is Kind.NONCE_TOO_LOW:
+            self.settle_used_nonce(self._reload(record))
+        elif error.kind.is_transient:
+            # Left pending: the background loop re-sends, bumps or fills it. Noted for operators.
+            self.journal.set_error(record.id, record.status, error.as_error().to_dict(), now=self.clock())
+        elif record.kind.is_ours and attempt.kind is not AttemptKind.NOOP:
+            # These bytes can never be sent, but the nonce must still be used or every later one waits.
+            self.fill_nonce(self._reload(record), TxStatus.FAILED, error.as_error().to_dict())
+        else:
+            self._finish(record, TxStatus.FAILED, error=error.as_error().to_dict())
+
+    # --- receipts -----------------------------------------------------------------------------------------
+
+    def find_receipt(self, record: RelayRecord) -> Receipt | None:
+        """The receipt of whichever of the record's hashes mined (newest first), if any."""
+        for attempt in reversed(record.attempts):
+            receipt = self.node.receipt(attempt.tx_hash)
+            if receipt is not None:
+                return receipt
+        return None
+
+    def settle_used_nonce(self, record: RelayRecord) -> None:
+        """The record's nonce is used on chain: find which of our hashes mined, else someone else's did."""
+        if record.status.is_final or record.status is TxStatus.MINED:
+            return
+        receipt = self.find_receipt(record)
+        if receipt is not None:
+            self.settle_receipt(record, receipt)
+            return
+        if record.kind.is_ours:
+            self.nonces.reconcile(record.sender, self.node.nonce(record.sender, "pending"))
+        if self.node.nonce(record.sender, "latest") > record.nonce:
+            error = NonceUsedElsewhereError(
+                "a transaction that is not one of this record's used its nonce", nonce=record.nonce
+            )
+            self._finish(record, TxStatus.REPLACED, error=error.to_dict())
+
+    def settle_receipt(self, record: RelayRecord, receipt: Receipt) -> None:
+        """Record where a hash of `record` was mined and what it did."""
+        attempt = next(a for a in record.attempts if a.tx_hash == receipt.tx_hash)
+        mined = Mined(
+            receipt.tx_hash,
+            receipt.block_number,
+            receipt.block_hash,
+            receipt.gas_used,
+            receipt.effective_gas_price_wei,
+            receipt.success,
+        )
+        if attempt.kind is AttemptKind.NOOP:
+            self._finish(record, record.noop_outcome or TxStatus.EXPIRED, mined=mined, error=record.error)
+        elif receipt.success:
+            mined = replace(mined, events=self.node.decode_events(receipt.logs))
+            self._finish(record, TxStatus.MINED, mined=mined)
+        else:
+            reason = self.node.revert_reason(receipt, record.sender, record.to, record.data, record.gas_limit)
+            self._finish(record, TxStatus.FAILED, mined=mined, error=reason)
+
+    def _finish(
+        self,
+        record: RelayRecord,
+        status: TxStatus,
+        *,
+        mined: Mined | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
+        done = self.journal.transition(
+            record.id, record.status, status, now=self.clock(), mined=mined, error=error
+        )
+        if done:
+            log.info(
+                "status record=%s from=%s to=%s nonce=%d", record.id, record.status, status, record.nonce
+            )
+        return done
+
+    # --- replacement and nonce filling --------------------------------------------------------------------
+
+    def replace(self, record: RelayRecord) -> bool:
+        """Re-sign the record's call (or its no-op) at the same nonce with fees bumped by at least
+        `fee_bump_bps` on both fees; the call is capped by the max fee, a no-op is not.
+
+        Returns False (and notes it) when the cap leaves no room for a valid bump.
+        """
+        latest = record.latest
+        is_noop = latest.kind is AttemptKind.NOOP
+        current = self.node.fees(self.node.head())
+        fees = bump_fees(
+            attempt_fees(latest, legacy=current.is_legacy),
+            current,
+            self.settings.fee_bump_bps,
+            cap_wei=None if is_noop else self.settings.max_fee_per_gas_wei,
+        )
+        if fees is None:
+            error = FeeCapReachedError(
+                "a further bump would exceed the max fee per gas; the transaction waits at its current fees",
+                maxFeePerGasWei=str(self.settings.max_fee_per_gas_wei),
+            )
+            self.journal.set_error(record.id, record.status, error.to_dict(), now=self.clock())
+            return False
+        kind = AttemptKind.NOOP if is_noop else AttemptKind.BUMP
+        return self._add_attempt(record, kind, fees)
+
+    def fill_nonce(self, record: RelayRecord, outcome: TxStatus, error: dict[str, Any]) -> bool:
+        """Use the record's nonce with a zero-value self-transfer (fees bumped over every earlier attempt and
+        allowed above the cap), so the nonce never stays a gap; the record ends `outcome` once it mines."""
+        current = self.node.fees(self.node.head())
+        previous = attempt_fees(record.latest, legacy=current.is_legacy)
+        fees = bump_fees(previous, current, self.settings.fee_bump_bps, cap_wei=None)
+        assert fees is not None  # no cap, so always a bump
+        return self._add_attempt(record, AttemptKind.NOOP, fees, outcome=outcome, error=error)
+
+    def _add_attempt(
+        self,
+        record: RelayRecord,
+        kind: AttemptKind,
+        fees: Fees,
+        *,
+        outcome: TxStatus | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
+        signer = self.pool.get(record.sender)
+        if signer is None:
+            log.error(
+                "record %s belongs to signer %s, which is no longer configured", record.id, record.sender
+            )
+            return False
+        noop = kind is AttemptKind.NOOP
+        with self.nonces.hold(record.sender):
+            tx = build_tx(
+                chain_id=record.chain_id,
+                nonce=record.nonce,
+                to=record.sender if noop else record.to,
+                data=b"" if noop else record.data,
+                value_wei=0,
+                gas=NOOP_GAS if noop else record.gas_limit,
+                fees=fees,
+            )
+            raw, tx_hash = signer.sign_transaction(tx)
+            now = self.clock()
+            attempt = Attempt(
+                tx_hash,
+                record.latest.seq + 1,
+                kind,
+                raw,
+                fees.price_cap_wei,
+                0 if fees.is_legacy else fees.max_priority_fee_per_gas_wei,
+                now,
+            )
+            with self.journal.write() as writer:
+                if writer.record_of(record.id) != (record.status, record.latest.seq):
+                    return False  # the record moved on (another handler got there first): do nothing
+                writer.add_attempts(record.id, [attempt])
+                if outcome is not None and error is not None:
+                    writer.set_noop_outcome(record.id, outcome, error, now)
+            log.info(
+                "%s %s nonce=%d hash=%s maxFee=%d", record.id, kind, record.nonce, tx_hash, fees.price_cap_wei
+            )
+            self.broadcast(self._reload(record), attempt)
+        return True
+
+    def _reload(self, record: RelayRecord) -> RelayRecord:
+        fresh = self.journal.get(record.id)
+        assert fresh is not None  # records are never deleted
+        return fresh
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()

@@ -1,0 +1,569 @@
+"""`RelayService`: the one relay core the REST routes, the CLI and the background loop adapt.
+
+Requests in (a signed EIP-712 request, a user-signed raw transaction, or a vault call the relayer makes as an
+operator), checked off-chain and simulated, then handed to the write-ahead `Sender`. `tick()` moves every
+unfinished record forward (receipts, confirmations, replacement, expiry); `resume()` does the same after a
+restart, re-sending journaled bytes first. Every step re-reads the record and compare-and-sets its status, so
+running any of them twice, or after a crash, is harmless.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+
+from relayer.chain.connect import Chain
+from relayer.chain.node import RelayNode
+from relayer.domain import policy
+from relayer.domain.blocks import ChainHead
+from relayer.domain.fees import gas_limit_with_margin
+from relayer.domain.records import RecordPage, RelayRecord
+from relayer.domain.status import AttemptKind, RecordKind, TxStatus
+from relayer.domain.typed_data import (
+    check_request,
+    parse_kind,
+    parse_request,
+    parse_signature,
+    request_from_params,
+    typed_data,
+)
+from relayer.errors import (
+    ChainUnavailableError,
+    DisallowedTransactionError,
+    DuplicateRequestError,
+    IdempotencyConflictError,
+    InvalidFieldError,
+    InvalidNonceError,
+    PositionNotFoundError,
+    RelayerError,
+    RelayerOutOfFundsError,
+    RequestExpiredBeforeSendError,
+    TransactionNotFoundError,
+)
+from relayer.services.periodic import Periodic
+from relayer.services.relay.config import RelaySettings
+from relayer.services.relay.nonces import NonceAllocator
+from relayer.services.relay.sender import CallPlan, Sender, SenderHooks
+from relayer.services.relay.signers import Signer, SignerPool
+from relayer.stores.journal import Journal, JournalConflict
+
+log = logging.getLogger("relayer.relay")
+
+_ZERO_ADDRESS = "0x" + "00" * 20
+_HEX_BYTES = re.compile(r"0x(?:[0-9a-fA-F]{2})+", re.ASCII)  # exact: `bytes.fromhex` alone skips whitespace
+
+
+PUBLIC_SCOPE = "public"
+"""The idempotency-key namespace of anonymous callers (signed and raw relays)."""
+KEEPER_SCOPE = "keeper"
+"""The keeper's namespace: no client can name it, so no client can squat an order's key."""
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+
+
+def scoped_key(scope: str, key: str | None) -> str | None:
+    """`scope:key`: callers share one journal but never one key space (a client must not be able to take
+    the key the keeper, or another account, will use).
+
+    Raises:
+        InvalidFieldError: a key that is empty or longer than 200 characters.
+    """
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidFieldError("Idempotency-Key", f"must be 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    return f"{scope}:{key}"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A relay answer: the record, and whether this call created it (False: an idempotent repeat)."""
+
+    record: RelayRecord
+    created: bool
+
+
+@dataclass(frozen=True)
+class SignerStatus:
+    """What an operator needs to see of one relayer signer."""
+
+    address: str
+    balance_wei: int
+    low_balance: bool
+    chain_latest_nonce: int
+    chain_pending_nonce: int
+    journal_next_nonce: int
+    in_flight: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "balanceWei": str(self.balance_wei),
+            "lowBalance": self.low_balance,
+            "chainLatestNonce": self.chain_latest_nonce,
+            "chainPendingNonce": self.chain_pending_nonce,
+            "journalNextNonce": self.journal_next_nonce,
+            "inFlight": self.in_flight,
+        }
+
+
+def request_hash(endpoint: str, body: Mapping[str, Any]) -> str:
+    """A stable fingerprint of a request body for the idempotency rule (key order and spacing ignored)."""
+    canonical = json.dumps(
+        {"endpoint": endpoint, "body": body}, sort_keys=True, separators=(",", ":"), default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class RelayService:
+    """The relayer. Build once per process; call `resume()` before serving, then `start()` the loop."""
+
+    def __init__(
+        self,
+        *,
+        chain: Chain,
+        vault_address: str,
+        signers: Sequence[Signer] | SignerPool,
+        settings: RelaySettings,
+        journal: Journal | None = None,
+        clock: Callable[[], float] = time.time,
+        hooks: SenderHooks | None = None,
+        chain_lock: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.vault = to_checksum_address(vault_address)
+        self.node = RelayNode(
+            chain,
+            self.vault,
+            retries=settings.broadcast_retries,
+            backoff_s=settings.retry_backoff_s,
+            lock=chain_lock,
+        )
+        self.pool = signers if isinstance(signers, SignerPool) else SignerPool(signers)
+        self.journal = journal or Journal(settings.journal_path)
+        self.nonces = NonceAllocator()
+        self.clock = clock
+        self.sender = Sender(
+            self.journal, self.node, self.pool, self.nonces, settings, clock=clock, hooks=hooks
+        )
+        self._loop = Periodic("relay-loop", self._round, settings.poll_interval_s)
+        self._tick_lock = threading.Lock()
+        self._resume_lock = threading.Lock()
+        self._resumed = False
+
+    # --- requests -----------------------------------------------------------------------------------------
+
+    def submit_signed(
+        self, body: Mapping[str, Any], *, idempotency_key: str | None = None, key_scope: str = PUBLIC_SCOPE
+    ) -> Submission:
+        """Relay an EIP-712 close or set-trigger request signed by the position's owner (gasless for them).
+
+        Body: `{"kind": "close"|"trigger", "request": <the signed EIP-712 message>, "signature": "0x..."}`.
+
+        Raises:
+            InvalidFieldError, InvalidSignatureError, ExpiredRequestError, InvalidNonceError: bad request.
+            DuplicateRequestError: the same request is already being relayed.
+            IdempotencyConflictError: the key was used with another body.
+            RelayerError: the vault error the simulation reverted with; out of funds; node unreachable.
+        """
+        self._ensure_resumed()
+        idempotency_key = scoped_key(key_scope, idempotency_key)
+        fingerprint = request_hash("signed", body)
+        existing = self._idempotent(idempotency_key, fingerprint)
+        if existing is not None:
+            return existing
+        kind = parse_kind(body.get("kind"))
+        request = parse_request(kind, body.get("request"))
+        signature = parse_signature(body.get("signature"))
+        head = self.node.head()
+        owner = self.node.position_owner(request.position_id)
+        if owner == _ZERO_ADDRESS:
+            raise PositionNotFoundError(
+                "no open position with this id", positionId="0x" + request.position_id.hex()
+            )
+        check_request(
+            request,
+            signature,
+            owner=owner,
+            expected_nonce=self.node.request_nonce(owner),
+            now_s=head.timestamp,
+            chain_id=self.node.chain_id,
+            vault=self.vault,
+        )
+        plan_fields = {
+            "request_owner": owner,
+            "request_nonce": request.nonce,
+            "deadline": request.deadline,
+        }
+        return self._relay_call(
+            kind, request.calldata(signature), head, fingerprint, idempotency_key, **plan_fields
+        )
+
+    def submit_call(
+        self,
+        data: bytes,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
+        key_scope: str = PUBLIC_SCOPE,
+    ) -> Submission:
+        """Relay a vault call signed and paid by a relayer signer (e.g. acting as an approved operator).
+
+        Raises:
+            DisallowedTransactionError: the call is not an allowed vault function.
+            RelayerError: as `submit_signed`.
+        """
+        self._ensure_resumed()
+        idempotency_key = scoped_key(key_scope, idempotency_key)
+        policy.check_call(self.vault, data, vault=self.vault)
+        fingerprint = fingerprint or request_hash("call", {"data": "0x" + data.hex()})
+        existing = self._idempotent(idempotency_key, fingerprint)
+        if existing is not None:
+            return existing
+        return self._relay_call(policy.call_kind(data), data, self.node.head(), fingerprint, idempotency_key)
+
+    def submit_raw(
+        self, body: Mapping[str, Any], *, idempotency_key: str | None = None, key_scope: str = PUBLIC_SCOPE
+    ) -> Submission:
+        """Relay a transaction the user signed (e.g. the one `/api/closeposition` returned).
+
+        Body: `{"transaction": "0x<signed raw transaction>"}`.
+
+        Raises:
+            DisallowedTransactionError: wrong target, function, chain id, type, a gas limit too low, or a
+                sender that cannot pay for it.
+            InvalidNonceError: its nonce is already used on chain (replayed).
+            RelayerError: the vault error the simulation reverted with; node unreachable.
+        """
+        self._ensure_resumed()
+        idempotency_key = scoped_key(key_scope, idempotency_key)
+        fingerprint = request_hash("raw", body)
+        existing = self._idempotent(idempotency_key, fingerprint)
+        if existing is not None:
+            return existing
+        text = body.get("transaction", body.get("rawTransaction"))
+        if not isinstance(text, str) or not _HEX_BYTES.fullmatch(text):
+            raise InvalidFieldError("transaction", "must be the signed transaction as 0x-hex (whole bytes)")
+        raw = bytes.fromhex(text[2:])
+        tx = policy.decode_raw_transaction(raw)
+        policy.check_raw(tx, vault=self.vault, chain_id=self.node.chain_id)
+        raw_hash = "0x" + keccak(raw).hex()
+        known = self.journal.by_hash(raw_hash)
+        if known is not None:
+            return Submission(known, False)  # the same bytes: one record, never a second transaction
+        used = self.node.nonce(tx.sender, "latest")
+        if tx.nonce < used:
+            raise InvalidNonceError(
+                f"nonce {tx.nonce} of {tx.sender} is already used (replayed)",
+                owner=tx.sender,
+                expected=used,
+                got=tx.nonce,
+            )
+        worst_cost_wei = tx.gas_limit * tx.max_fee_per_gas_wei + tx.value_wei
+        balance = self.node.balance(tx.sender)
+        if balance < worst_cost_wei:  # the node would refuse it; say so now, not as the relayer's problem
+            raise DisallowedTransactionError(
+                "the transaction's sender cannot pay for its gas and value",
+                sender=tx.sender,
+                balanceWei=str(balance),
+                maxCostWei=str(worst_cost_wei),
+            )
+        gas = self.node.estimate_gas(tx.sender, self.vault, tx.data, tx.value_wei)
+        if tx.gas_limit < gas:
+            raise DisallowedTransactionError(
+                "the transaction's gas limit is below what the call needs",
+                gasLimit=tx.gas_limit,
+                estimate=gas,
+            )
+        try:
+            record = self.sender.journal_raw(tx, request_hash=fingerprint, idempotency_key=idempotency_key)
+        except JournalConflict as conflict:
+            return self._after_conflict(conflict, idempotency_key, fingerprint, raw_hash=raw_hash)
+        return Submission(record, True)
+
+    def typed_data_for(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The EIP-712 payload to sign for a close or set-trigger request, in human units in, chain units out.
+
+        Params (see `typed_data.request_from_params`; absent or None means the default): `kind`, `positionId`,
+        the request's fields, and `deadline` (unix seconds; default latest block + request TTL) and `nonce`
+        (default the owner's next vault nonce). Everything is checked before the node is asked anything.
+
+        Raises:
+            InvalidFieldError, InvalidPriceError, InvalidCloseBpsError: a malformed or out-of-range parameter,
+                by the same rules the relay later checks the signed request with.
+            PositionNotFoundError: no position has this id.
+        """
+        request = request_from_params(params)
+        owner = self.node.position_owner(request.position_id)
+        if owner == _ZERO_ADDRESS:
+            raise PositionNotFoundError(
+                "no open position with this id", positionId="0x" + request.position_id.hex()
+            )
+        if params.get("deadline") is None:
+            request = replace(request, deadline=self.node.head().timestamp + self.settings.request_ttl_s)
+        if params.get("nonce") is None:
+            request = replace(request, nonce=self.node.request_nonce(owner))
+        return {
+            "kind": request.kind.value,
+            "owner": owner,
+            "typedData": typed_data(request, chain_id=self.node.chain_id, vault=self.vault),
+        }
+
+    def get(self, record_id: str) -> RelayRecord:
+        """Raises: TransactionNotFoundError."""
+        record = self.journal.get(record_id)
+        if record is None:
+            raise TransactionNotFoundError("no relayed transaction has this id", id=record_id)
+        return record
+
+    def list(
+        self, status: str | None = None, *, limit: int = 100, offset: int = 0
+    ) -> builtins.list[RelayRecord]:
+        """Records, newest first. Raises: InvalidFieldError per `RecordPage.parse`."""
+        page = RecordPage.parse(status, limit, offset)
+        return self.journal.records(page.status, limit=page.limit, offset=page.offset)
+
+    # --- the relay pipeline -------------------------------------------------------------------------------
+
+    def find_idempotent(
+        self, idempotency_key: str | None, fingerprint: str, *, key_scope: str = PUBLIC_SCOPE
+    ) -> Submission | None:
+        """The record an earlier request with this key made, before any chain work (None: a new key).
+
+        Raises:
+            IdempotencyConflictError: the key was used with a different request.
+        """
+        return self._idempotent(scoped_key(key_scope, idempotency_key), fingerprint)
+
+    def _idempotent(self, key: str | None, fingerprint: str) -> Submission | None:
+        if key is None:
+            return None
+        existing = self.journal.by_idempotency_key(key)
+        if existing is None:
+            return None
+        if existing.request_hash != fingerprint:
+            raise IdempotencyConflictError(
+                "this Idempotency-Key was used with a different request", idempotencyKey=key, id=existing.id
+            )
+        return Submission(existing, False)
+
+    def _after_conflict(
+        self, conflict: JournalConflict, key: str | None, fingerprint: str, *, raw_hash: str | None = None
+    ) -> Submission:
+        if conflict.constraint == "idempotency_key" and key is not None:
+            again = self._idempotent(key, fingerprint)
+            if again is not None:
+                return again
+        if conflict.constraint == "request_owner":
+            raise DuplicateRequestError("this signed request is already being relayed (same owner and nonce)")
+        if conflict.constraint == "tx_hash" and raw_hash is not None:
+            known = self.journal.by_hash(raw_hash)
+            if known is not None:
+                return Submission(known, False)
+        raise conflict
+
+    def _relay_call(
+        self,
+        kind: RecordKind,
+        data: bytes,
+        head: ChainHead,
+        fingerprint: str,
+        idempotency_key: str | None,
+        **plan_fields: Any,
+    ) -> Submission:
+        """Simulate from a signer that can pay, then journal and send. Never sends what did not simulate."""
+        fees = policy.cap_fees(
+            self.node.fees(head), self.settings.max_fee_per_gas_wei, base_fee_wei=head.base_fee_wei
+        )
+        signer, gas_limit = self._pick_signer(data, fees.price_cap_wei)
+        plan = CallPlan(
+            kind=kind,
+            to=self.vault,
+            data=data,
+            gas_limit=gas_limit,
+            fees=fees,
+            request_hash=fingerprint,
+            idempotency_key=idempotency_key,
+            **plan_fields,
+        )
+        try:
+            record = self.sender.journal_and_send(signer, plan)
+        except JournalConflict as conflict:
+            return self._after_conflict(conflict, idempotency_key, fingerprint)
+        return Submission(record, True)
+
+    def _pick_signer(self, data: bytes, price_cap_wei: int) -> tuple[Signer, int]:
+        """The next signer (round-robin) whose balance covers the worst-case cost, and the gas limit."""
+        shortfall: dict[str, str] = {}
+        for signer in self.pool.rotation():
+            balance = self.node.balance(signer.address)
+            if balance == 0:
+                shortfall[signer.address] = "0"
+                continue
+            try:
+                # Estimation is the simulation: a revert raises the decoded vault error, nothing is signed.
+                gas_limit = gas_limit_with_margin(self.node.estimate_gas(signer.address, self.vault, data))
+            except RelayerOutOfFundsError:
+                shortfall[signer.address] = str(balance)
+                continue
+            if balance >= gas_limit * price_cap_wei:  # the worst case: every unit of gas at the cap
+                return signer, gas_limit
+            shortfall[signer.address] = str(balance)
+        raise RelayerOutOfFundsError("no relayer signer can pay for this transaction", balancesWei=shortfall)
+
+    # --- moving records forward ---------------------------------------------------------------------------
+
+    def resume(self) -> int:
+        """After a (re)start: reconcile nonces with the chain, then finish or re-send every unfinished record.
+
+        Returns the number of unfinished records found.
+        """
+        for address in self.pool.addresses:
+            self.nonces.reconcile(address, self.node.nonce(address, "pending"))
+        unfinished = self._advance_all(resending=True)
+        self._resumed = True
+        return unfinished
+
+    def _ensure_resumed(self) -> None:
+        """Resume once before the first new nonce is taken, whoever gets there first (a request or the loop).
+
+        Without this a request arriving before the loop's first round would allocate from a counter that has
+        not seen the chain's nonces yet, and lose its transaction to an already used nonce.
+        """
+        if self._resumed:
+            return
+        with self._resume_lock:
+            if not self._resumed:
+                self.resume()
+
+    def tick(self) -> int:
+        """One round of the background loop; returns how many records are still unfinished."""
+        return self._advance_all(resending=False)
+
+    def _advance_all(self, *, resending: bool) -> int:
+        with self._tick_lock:
+            pending = self.journal.pending()
+            if not pending:
+                return 0
+            try:
+                head = self.node.head()
+            except ChainUnavailableError:
+                log.warning("node unreachable; %d unfinished records wait for it", len(pending))
+                return len(pending)
+            mined_nonce: dict[str, int] = {}
+            for record in pending:
+                try:
+                    self._advance(record, head, mined_nonce, resending=resending)
+                except ChainUnavailableError:
+                    log.warning("node unreachable; relay loop will retry")
+                    break
+                except RelayerError as exc:
+                    log.warning("record=%s code=%s reason=%s", record.id, exc.code, exc.message)
+            return len(self.journal.pending())
+
+    def _advance(
+        self, record: RelayRecord, head: ChainHead, mined_nonce: dict[str, int], *, resending: bool
+    ) -> None:
+        if record.status is TxStatus.MINED:
+            self._confirm(record, head)
+            return
+        if record.sender not in mined_nonce:
+            mined_nonce[record.sender] = self.node.nonce(record.sender, "latest")
+        if mined_nonce[record.sender] > record.nonce:
+            self.sender.settle_used_nonce(record)  # one of our hashes mined, or a stranger's transaction
+            fresh = self.journal.get(record.id)
+            if fresh is not None and fresh.status is TxStatus.MINED:
+                self._confirm(fresh, head, just_seen=True)
+            return
+        if record.kind.is_ours:
+            has_noop = any(a.kind is AttemptKind.NOOP for a in record.attempts)
+            if record.deadline is not None and head.timestamp >= record.deadline and not has_noop:
+                error = RequestExpiredBeforeSendError(
+                    "the signed request's deadline passed before it was mined; its nonce was freed (no-op)",
+                    deadline=record.deadline,
+                    timestamp=head.timestamp,
+                ).to_dict()
+                self.sender.fill_nonce(record, TxStatus.EXPIRED, error)
+                return
+            if self.clock() - record.latest.created_at >= self.settings.replace_after_s:
+                self.sender.replace(record)
+                return
+        if resending or record.status is TxStatus.QUEUED or record.latest.broadcast_at is None:
+            self.sender.broadcast(record, record.latest)
+
+    def _confirm(self, record: RelayRecord, head: ChainHead, *, just_seen: bool = False) -> None:
+        """Confirm once buried deep enough, re-reading the receipt to catch a reorg (unless it was read this
+        very round, against the same head)."""
+        assert record.mined is not None
+        if head.number - record.mined.block_number + 1 < self.settings.confirmations:
+            return
+        if just_seen:
+            self.journal.transition(record.id, TxStatus.MINED, TxStatus.CONFIRMED, now=self.clock())
+            return
+        receipt = self.node.receipt(record.mined.tx_hash)
+        if receipt is None or receipt.block_hash != record.mined.block_hash:
+            log.warning("record %s: block %d was reorganized away", record.id, record.mined.block_number)
+            self.journal.transition(
+                record.id, TxStatus.MINED, TxStatus.SUBMITTED, now=self.clock(), clear_mined=True
+            )
+            return
+        self.journal.transition(record.id, TxStatus.MINED, TxStatus.CONFIRMED, now=self.clock())
+
+    # --- background loop ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background loop (a daemon thread): `resume()` once (unless a request already did), then
+        `tick()` every poll interval."""
+        self._loop.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the loop after its current round."""
+        self._loop.stop(timeout_s)
+
+    def _round(self) -> None:
+        if self._resumed:
+            self.tick()
+        else:
+            self._ensure_resumed()
+
+    # --- operators ----------------------------------------------------------------------------------------
+
+    def signers_status(self) -> builtins.list[SignerStatus]:
+        """Balances and nonces (chain latest / pending vs the journal's next) of every signer."""
+        summary = self.journal.nonce_summary()
+        statuses = []
+        for address in self.pool.addresses:
+            balance = self.node.balance(address)
+            top, live = summary.get(address, (-1, 0))
+            pending_nonce = self.node.nonce(address, "pending")
+            statuses.append(
+                SignerStatus(
+                    address=address,
+                    balance_wei=balance,
+                    low_balance=policy.is_low_balance(balance, self.settings.min_signer_balance_wei),
+                    chain_latest_nonce=self.node.nonce(address, "latest"),
+                    chain_pending_nonce=pending_nonce,
+                    journal_next_nonce=max(top + 1, self.nonces.floor(address)),
+                    in_flight=live,
+                )
+            )
+        return statuses
+
+    def health(self) -> dict[str, Any]:
+        """For the app's `/health`: signer balances with a low-balance alert, and the unfinished count."""
+        signers = self.signers_status()
+        return {
+            "signers": [s.to_dict() for s in signers],
+            "lowBalance": any(s.low_balance for s in signers),
+            "unfinished": len(self.journal.pending()),
+        }

@@ -1,0 +1,542 @@
+"""Trading by API key: the one service behind the REST trading routes and the MCP tools.
+
+An API key belongs to one account, which has approved the relayer's signers as vault operators. Every action
+here resolves the account's position, validates and prices it through the `TransactionBuilder` (the same
+checks and preview as `POST /api/closeposition`, simulated from the owner), then has the relayer send it from
+its own signer through the journal (`RelayService.submit_call`), waits (bounded) for the receipt, and reports
+the fill read from the vault's `PositionDecreased` event, never a guess.
+
+Authentication and reads need only the key store and the builder, so they work on a server without relayer
+signers; the actions that send, and `get_transaction` (a relay record), ask for the relay first and answer
+503 `relay_not_configured` there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+
+from relayer.config import TradingSettings
+from relayer.constants import BPS_DENOMINATOR, CLOSE_ALL_SIZE, PRICE_DECIMALS, SIZE_DECIMALS
+from relayer.domain import apikeys, calldata
+from relayer.domain.apikeys import ApiKey, Scope
+from relayer.domain.exits import PERCENT, allowed_price_for_slippage, closed_pct_text, size_for_exit_pct
+from relayer.domain.jsonio import reject_unknown_fields
+from relayer.domain.markets import normalize_symbol
+from relayer.domain.positions import Position, realized_pnl_e8, side_name, trigger_on_valid_side
+from relayer.domain.records import RelayRecord
+from relayer.domain.requests import CloseRequest, TriggerUpdate, parse_position_id, parse_trigger_price
+from relayer.domain.status import TxStatus
+from relayer.domain.units import parse_fixed, parse_int, size_text, usd_text
+from relayer.errors import (
+    AmbiguousPositionError,
+    InvalidFieldError,
+    InvalidTriggerPriceError,
+    NotAuthorizedError,
+    OperatorNotApprovedError,
+    PositionNotFoundError,
+    RelayerError,
+    TransactionNotFoundError,
+    restore_error,
+)
+from relayer.services.builder import BuiltTransaction, PositionSummary, TransactionBuilder
+from relayer.services.relay.service import RelayService, request_hash
+from relayer.stores.keys import KeyStore
+
+PARTIAL_CLOSE_FIELDS = (
+    "symbol",
+    "exit_pct",
+    "side",
+    "positionId",
+    "allowedPrice",
+    "maxSlippageBps",
+    "dry_run",
+)
+CLOSE_FIELDS = ("positionId", "sizeDelta", "allowedPrice", "maxSlippageBps", "dry_run")
+TRIGGER_FIELDS = ("positionId", "price", "close_pct", "dry_run")
+BREAKEVEN_FIELDS = ("positionId", "dry_run")
+"""The body fields of each trading action as REST names them (MCP tools map their arguments onto these)."""
+
+DEFAULT_EXIT_PCT = 50
+"""`partial_close` closes half the position when `exit_pct` is not given (as the reference tool does)."""
+
+_DONE = frozenset({TxStatus.MINED, TxStatus.CONFIRMED, TxStatus.FAILED, TxStatus.REPLACED, TxStatus.EXPIRED})
+_MINED = frozenset({TxStatus.MINED, TxStatus.CONFIRMED})
+LAST_USED_RESOLUTION_S = 60
+"""`last_used_at` of an API key is written at most once a minute: not a database write on every request."""
+
+
+@dataclass(frozen=True)
+class _Intent:
+    """One trading request as the idempotency rule sees it: who, which endpoint, which body, which key."""
+
+    endpoint: str
+    key: ApiKey
+    body: Mapping[str, Any]
+    idempotency_key: str | None
+
+    @property
+    def scope(self) -> str:
+        """Keys are the account's own: another account (or the keeper) can never collide with them."""
+        return f"account:{self.key.account.lower()}"
+
+    @property
+    def fingerprint(self) -> str:
+        return request_hash(self.endpoint, self.body)
+
+    @property
+    def dry_run(self) -> bool:
+        return _bool(self.body.get("dry_run"), "dry_run")
+
+
+def _orders_answer(position: Mapping[str, Any]) -> dict[str, Any]:
+    """What a take-profit / stop-loss change answers: the position's orders after it."""
+    return {
+        "success": True,
+        "positionId": position["positionId"],
+        "symbol": position["market"],
+        "takeProfit": position["takeProfit"],
+        "stopLoss": position["stopLoss"],
+    }
+
+
+@dataclass(frozen=True)
+class TradeOutcome:
+    """An answer: HTTP 200 with the fill, or 202 when the receipt did not come in time."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+def _side(raw: object) -> bool | None:
+    """`"long"` -> True, `"short"` -> False, absent -> None."""
+    if raw is None:
+        return None
+    if isinstance(raw, str) and raw.lower() in {"long", "short"}:
+        return raw.lower() == "long"
+    raise InvalidFieldError("side", "must be 'long' or 'short'")
+
+
+def _bool(raw: object, field: str) -> bool:
+    if raw is None:
+        return False
+    if isinstance(raw, bool):
+        return raw
+    raise InvalidFieldError(field, "must be true or false")
+
+
+class TradingService:
+    """API-key trading over the key store (who may act), the builder (checks, preview) and the relay
+    (sending, journal)."""
+
+    def __init__(
+        self,
+        *,
+        builder: TransactionBuilder,
+        keys: KeyStore,
+        relay: Callable[[], RelayService],
+        is_operator: Callable[[str, str], bool],
+        settings: TradingSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """The service over its ports; the relay is asked for only when something is sent or a record read.
+
+        Args:
+            relay: gives the relay to send through; called first by every action that sends and by
+                `get_transaction`, never by authentication or `get_positions`. The runtime passes its
+                `require_relay`, which raises `RelayNotConfiguredError` (503) on a server without signers.
+            is_operator: whether an account (first argument) approved a relayer signer (second) as its vault
+                operator; blocking, called off the event loop.
+        """
+        self.builder = builder
+        self.keys = keys
+        self.relay = relay
+        self.is_operator = is_operator
+        self.settings = settings or TradingSettings()
+        self.clock = clock
+
+    # --- authentication -------------------------------------------------------------------------------------
+
+    def authenticate(self, presented: str | None, scope: Scope) -> ApiKey:
+        """The key behind `presented`, checked for `scope` (401 / 403 per `apikeys.require`)."""
+        key = None
+        if presented:
+            presented = presented.strip()
+            key = self.keys.api_key_by_hash(apikeys.hash_key(presented))
+            if key is not None and not apikeys.verify(presented, key.key_hash):
+                key = None  # the index found it; the constant-time comparison is what accepts it
+        checked = apikeys.require(key, scope)
+        now = int(self.clock())
+        if checked.last_used_at is None or now - checked.last_used_at >= LAST_USED_RESOLUTION_S:
+            self.keys.touch_api_key(checked.key_id, now)
+        return checked
+
+    async def _authenticate(self, presented: str | None, scope: Scope) -> ApiKey:
+        """`authenticate` off the event loop: it reads (and now and then writes) the key store."""
+        return await anyio.to_thread.run_sync(self.authenticate, presented, scope)
+
+    # --- reads ----------------------------------------------------------------------------------------------
+
+    async def get_positions(self, api_key: str | None, symbol: object = None) -> dict[str, Any]:
+        """The account's open positions (optionally one market) with unrealized PnL and orders."""
+        key = await self._authenticate(api_key, Scope.READ)
+        market = None if symbol is None else normalize_symbol(symbol)
+        owned = await self.builder.positions_of(key.account)
+        shown = [p.to_dict() for p in owned.positions if market is None or p.quote.position.market == market]
+        return {"account": key.account, "positions": shown}
+
+    async def get_transaction(self, api_key: str | None, transaction_id: object) -> dict[str, Any]:
+        """A relay record of this account's positions, by id."""
+        relay = self.relay()
+        key = await self._authenticate(api_key, Scope.READ)
+        if not isinstance(transaction_id, str) or not transaction_id:
+            raise InvalidFieldError("transactionId", "must be a transaction id string")
+        record = relay.get(transaction_id)
+        not_yours = TransactionNotFoundError(
+            "no transaction with this id for this account", id=transaction_id
+        )
+        position_ids = self._positions_of_call(record.data)
+        if not position_ids:  # nothing ties it to this account (e.g. an undecodable raw transaction)
+            raise not_yours
+        for position_id in position_ids:
+            try:
+                summary = await self.builder.position("0x" + position_id.hex())
+            except PositionNotFoundError:
+                raise not_yours from None
+            if summary.quote.position.owner.lower() != key.account.lower():
+                raise not_yours
+        return record.to_dict()
+
+    # --- trading --------------------------------------------------------------------------------------------
+
+    async def partial_close(
+        self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> TradeOutcome:
+        """Close `exit_pct`% (1..100, default 50) of the account's position in `symbol`."""
+        relay = self.relay()
+        key = await self._authenticate(api_key, Scope.TRADE)
+        reject_unknown_fields(body, PARTIAL_CLOSE_FIELDS)
+        symbol = normalize_symbol(body.get("symbol"))
+        exit_pct = parse_int(body.get("exit_pct", DEFAULT_EXIT_PCT), "exit_pct", minimum=1, maximum=PERCENT)
+        intent = _Intent("partialclose", key, body, idempotency_key)
+        replayed = await self._replay(relay, intent)
+        if replayed is not None:
+            return replayed
+        summary = await self._resolve(key, symbol, _side(body.get("side")), body.get("positionId"))
+        position = summary.quote.position
+        size_delta = size_for_exit_pct(position.size, exit_pct)
+        allowed = self._allowed_price(body, position, summary.quote.price_e8)
+        request = CloseRequest(
+            position.position_id, None if size_delta == CLOSE_ALL_SIZE else size_delta, allowed
+        )
+        return await self._close(relay, intent, request)
+
+    async def close_position(
+        self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> TradeOutcome:
+        """Close a position fully, or by `sizeDelta` (base units), with an optional `allowedPrice`."""
+        relay = self.relay()
+        key = await self._authenticate(api_key, Scope.TRADE)
+        reject_unknown_fields(body, CLOSE_FIELDS)
+        intent = _Intent("close", key, body, idempotency_key)
+        replayed = await self._replay(relay, intent)
+        if replayed is not None:
+            return replayed
+        summary = await self._owned(key, body.get("positionId"))
+        position = summary.quote.position
+        size_delta = None
+        if body.get("sizeDelta") is not None:
+            size_delta = parse_fixed(body["sizeDelta"], SIZE_DECIMALS, "sizeDelta")
+        allowed = self._allowed_price(body, position, summary.quote.price_e8)
+        return await self._close(relay, intent, CloseRequest(position.position_id, size_delta, allowed))
+
+    async def set_trigger(
+        self,
+        api_key: str | None,
+        body: Mapping[str, Any],
+        *,
+        is_take_profit: bool,
+        idempotency_key: str | None = None,
+    ) -> TradeOutcome:
+        """Set (or with price 0 cancel) a take-profit or stop-loss: `price` in USD, `close_pct` 1..100."""
+        relay = self.relay()
+        key = await self._authenticate(api_key, Scope.TRADE)
+        reject_unknown_fields(body, TRIGGER_FIELDS)
+        intent = _Intent("takeprofit" if is_take_profit else "stoploss", key, body, idempotency_key)
+        replayed = await self._replay(relay, intent)
+        if replayed is not None:
+            return replayed
+        summary = await self._owned(key, body.get("positionId"))
+        price_e8 = parse_trigger_price(body.get("price"), "price")
+        close_bps = 0
+        if price_e8 == 0:  # cancelling: a close share would mean nothing, so it is refused, not ignored
+            if body.get("close_pct") is not None:
+                raise InvalidFieldError("close_pct", "must be absent when cancelling the order (price 0)")
+        else:
+            pct = parse_int(body.get("close_pct", PERCENT), "close_pct", minimum=1, maximum=PERCENT)
+            close_bps = pct * BPS_DENOMINATOR // PERCENT
+        update = TriggerUpdate(price_e8, close_bps)
+        return await self._set_order(relay, intent, summary, update, is_take_profit)
+
+    async def move_to_breakeven(
+        self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> TradeOutcome:
+        """Put the stop-loss at the entry price for the full size (only once the trade is in profit)."""
+        relay = self.relay()
+        key = await self._authenticate(api_key, Scope.TRADE)
+        reject_unknown_fields(body, BREAKEVEN_FIELDS)
+        intent = _Intent("breakeven", key, body, idempotency_key)
+        replayed = await self._replay(relay, intent)
+        if replayed is not None:
+            return replayed
+        summary = await self._owned(key, body.get("positionId"))
+        position, price = summary.quote.position, summary.quote.price_e8
+        # A stop at entry is valid exactly when entry is on the losing side of the price (trade in profit).
+        if not trigger_on_valid_side(position.is_long, False, position.entry_price_e8, price):
+            raise InvalidTriggerPriceError(
+                f"cannot move the stop to breakeven: the price {usd_text(price)} is not beyond the entry"
+                f" {usd_text(position.entry_price_e8)} in the {side_name(position.is_long)}'s favour,"
+                " so a stop at entry would not be on the losing side of the price",
+                entryPrice=usd_text(position.entry_price_e8),
+                currentPrice=usd_text(price),
+            )
+        update = TriggerUpdate(position.entry_price_e8, BPS_DENOMINATOR)
+        return await self._set_order(relay, intent, summary, update, False)
+
+    # --- internals ------------------------------------------------------------------------------------------
+
+    async def _resolve(
+        self, key: ApiKey, symbol: str, is_long: bool | None, position_id: object
+    ) -> PositionSummary:
+        """The account's one open position in `symbol` (narrowed by side or id); 409 when it is ambiguous."""
+        if position_id is not None:
+            summary = await self._owned(key, position_id)
+            if summary.quote.position.market != symbol:
+                raise InvalidFieldError("positionId", f"this position is in {summary.quote.position.market}")
+            return summary
+        owned = await self.builder.positions_of(key.account)
+        matches = [
+            p
+            for p in owned.positions
+            if p.quote.position.market == symbol and (is_long is None or p.quote.position.is_long == is_long)
+        ]
+        if not matches:
+            raise PositionNotFoundError(f"the account has no open {symbol} position", symbol=symbol)
+        if len(matches) > 1:
+            raise AmbiguousPositionError(
+                f"the account has {len(matches)} open {symbol} positions: give `side` or `positionId`",
+                positions=[p.to_dict() for p in matches],
+            )
+        return matches[0]
+
+    async def _owned(self, key: ApiKey, position_id: object) -> PositionSummary:
+        """The open position `position_id`, which must belong to the key's account (403 otherwise)."""
+        if position_id is None:
+            raise InvalidFieldError("positionId", "is required")
+        pid = parse_position_id(position_id, "positionId")
+        summary = await self.builder.position("0x" + pid.hex())
+        position = summary.quote.position
+        if position.owner.lower() != key.account.lower():
+            raise NotAuthorizedError("this position belongs to another account", positionId="0x" + pid.hex())
+        if not position.is_open:
+            raise PositionNotFoundError("this position is closed", positionId="0x" + pid.hex())
+        return summary
+
+    def _allowed_price(self, body: Mapping[str, Any], position: Position, price_e8: int) -> int:
+        """`allowedPrice` as given, or a bound `maxSlippageBps` (default from config) away from the price."""
+        if body.get("allowedPrice") is not None:
+            if body.get("maxSlippageBps") is not None:
+                raise InvalidFieldError("maxSlippageBps", "give allowedPrice or maxSlippageBps, not both")
+            return parse_fixed(body["allowedPrice"], PRICE_DECIMALS, "allowedPrice")
+        raw_bps = body.get("maxSlippageBps")
+        bps = (
+            self.settings.default_slippage_bps
+            if raw_bps is None
+            else parse_int(raw_bps, "maxSlippageBps", minimum=0, maximum=BPS_DENOMINATOR - 1)
+        )
+        return allowed_price_for_slippage(is_long=position.is_long, price_e8=price_e8, slippage_bps=bps)
+
+    async def _check_operator(self, relay: RelayService, account: str) -> None:
+        missing = [
+            signer
+            for signer in relay.pool.addresses
+            if not await anyio.to_thread.run_sync(self.is_operator, account, signer)
+        ]
+        if missing:
+            raise OperatorNotApprovedError(
+                "approve the relayer's signers as vault operators first: call setOperator(signer, true) from"
+                " the account for each of them",
+                account=account,
+                signers=missing,
+                calldata=["0x" + calldata.set_operator(s, True).hex() for s in missing],
+            )
+
+    async def _close(self, relay: RelayService, intent: _Intent, request: CloseRequest) -> TradeOutcome:
+        built = await self.builder.build(request)
+        await self._check_operator(relay, intent.key.account)
+        if intent.dry_run:
+            return TradeOutcome(200, self._fill_from_preview(built))
+        record = await self._wait(relay, await self._submit(relay, intent, built.calldata))
+        if record.status not in _MINED:
+            return self._unfinished(record)
+        return TradeOutcome(200, self._fill_from_record(record, built.preview.position))
+
+    async def _set_order(
+        self,
+        relay: RelayService,
+        intent: _Intent,
+        summary: PositionSummary,
+        update: TriggerUpdate,
+        is_take_profit: bool,
+    ) -> TradeOutcome:
+        pid = summary.quote.position.position_id
+        request = (
+            CloseRequest(pid, take_profit=update) if is_take_profit else CloseRequest(pid, stop_loss=update)
+        )
+        built = await self.builder.build(request)
+        await self._check_operator(relay, intent.key.account)
+        answer = _orders_answer(built.preview.to_dict())
+        if intent.dry_run:
+            return TradeOutcome(200, {**answer, "dry_run": True})
+        record = await self._wait(relay, await self._submit(relay, intent, built.calldata))
+        if record.status not in _MINED:
+            return self._unfinished(record)
+        assert record.mined is not None
+        sent = {"transactionId": record.id, "transactionHash": record.mined.tx_hash}
+        return TradeOutcome(200, {**answer, **sent})
+
+    async def _replay(self, relay: RelayService, intent: _Intent) -> TradeOutcome | None:
+        """The answer to a request already made with this `Idempotency-Key` (None: a new request).
+
+        Looked up before any chain read, so a retry gets its original fill back even after the position moved
+        on (e.g. a 100% close retried: the position is gone, the answer is not).
+
+        Raises:
+            IdempotencyConflictError: the key was used with a different body.
+        """
+        if intent.idempotency_key is None or intent.dry_run:
+            return None
+        found = await anyio.to_thread.run_sync(
+            lambda: relay.find_idempotent(intent.idempotency_key, intent.fingerprint, key_scope=intent.scope)
+        )
+        if found is None:
+            return None
+        record = await self._wait(relay, found.record)
+        if record.status not in _MINED:
+            return self._unfinished(record)
+        (position_id, *_) = self._positions_of_call(record.data)
+        summary = await self.builder.position("0x" + position_id.hex())
+        assert record.mined is not None
+        if intent.endpoint in {"partialclose", "close"}:
+            return TradeOutcome(200, self._fill_from_record(record, summary.quote.position))
+        sent = {"transactionId": record.id, "transactionHash": record.mined.tx_hash}
+        return TradeOutcome(200, {**_orders_answer(summary.to_dict()), **sent})
+
+    async def _submit(self, relay: RelayService, intent: _Intent, data: bytes) -> RelayRecord:
+        submission = await anyio.to_thread.run_sync(
+            lambda: relay.submit_call(
+                data,
+                idempotency_key=intent.idempotency_key,
+                fingerprint=intent.fingerprint,
+                key_scope=intent.scope,
+            )
+        )
+        return submission.record
+
+    async def _wait(self, relay: RelayService, record: RelayRecord) -> RelayRecord:
+        """Poll the journal until the record is mined or ends, or the configured time runs out."""
+        deadline = self.clock() + self.settings.receipt_timeout_s
+        while record.status not in _DONE and self.clock() < deadline:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            record = relay.get(record.id)
+        return record
+
+    def _unfinished(self, record: RelayRecord) -> TradeOutcome:
+        """202 while still pending; a failed record raises its decoded error."""
+        if record.status.is_pending:
+            return TradeOutcome(
+                202,
+                {
+                    "success": False,
+                    "status": record.status.value,
+                    "transactionId": record.id,
+                    "transactionHash": record.attempts[-1].tx_hash if record.attempts else None,
+                    "message": "sent; not mined yet: poll get_transaction with this id",
+                },
+            )
+        raise _record_error(record)
+
+    def _fill_from_preview(self, built: BuiltTransaction) -> dict[str, Any]:
+        preview = built.preview
+        position = preview.position
+        return {
+            "success": True,
+            "dry_run": True,
+            "symbol": position.market,
+            "side": side_name(position.is_long),
+            "closed_pct": closed_pct_text(preview.size_delta, position.size),
+            "closed_qty": size_text(preview.size_delta),
+            "remaining_qty": size_text(preview.size_after),
+            "exit_price": usd_text(preview.current_price_e8),
+            "realized_pnl_usd": usd_text(preview.realized_pnl_e8),
+            "remaining_unrealized_pnl_usd": usd_text(preview.remaining_unrealized_pnl_e8),
+            "positionId": "0x" + position.position_id.hex(),
+            "transactionHash": None,
+        }
+
+    def _fill_from_record(self, record: RelayRecord, position: Position) -> dict[str, Any]:
+        """The fill exactly as the vault's `PositionDecreased` event recorded it."""
+        assert record.mined is not None
+        pid = "0x" + position.position_id.hex()
+        events = [
+            e["args"]
+            for e in record.mined.events
+            if e["event"] == "PositionDecreased" and str(e["args"]["positionId"]).lower() == pid
+        ]
+        if not events:
+            raise RelayerError("mined, but the vault recorded no PositionDecreased event", id=record.id)
+        fill = events[-1]
+        remaining, exit_price = int(fill["remainingSize"]), int(fill["exitPrice"])
+        closed = int(fill["sizeDelta"])
+        return {
+            "success": True,
+            "symbol": position.market,
+            "side": side_name(position.is_long),
+            "closed_pct": closed_pct_text(closed, closed + remaining),
+            "closed_qty": size_text(closed),
+            "remaining_qty": size_text(remaining),
+            "exit_price": usd_text(exit_price),
+            "realized_pnl_usd": usd_text(int(fill["realizedPnl"])),
+            "remaining_unrealized_pnl_usd": usd_text(
+                realized_pnl_e8(position.is_long, position.entry_price_e8, exit_price, remaining)
+            ),
+            "positionId": pid,
+            "transactionId": record.id,
+            "transactionHash": record.mined.tx_hash,
+        }
+
+    @staticmethod
+    def _positions_of_call(data: bytes) -> set[bytes]:
+        """Every position a vault call touches, looking inside a `multicall` (whose calls carry the ids)."""
+        try:
+            function, args = calldata.decode_call(data)
+        except ValueError:
+            return set()
+        if function == "multicall":
+            inner = args.get("data")
+            calls = inner if isinstance(inner, list | tuple) else []
+            return {pid for call in calls for pid in TradingService._positions_of_call(bytes(call))}
+        value = args.get("positionId")
+        return {bytes(value)} if isinstance(value, bytes | bytearray) else set()
+
+
+def _record_error(record: RelayRecord) -> RelayerError:
+    """The error a failed record carries (recorded as `RelayerError.to_dict()`, revert already decoded)."""
+    if record.error:
+        return restore_error(record.error)
+    return RelayerError(f"the transaction ended {record.status.value}", transactionId=record.id)

@@ -1,0 +1,641 @@
+"""The durable relay journal: relay records, their attempts and nonces, on the shared SQLite file.
+
+WAL mode (readers such as `relayer relay list` never block the relayer), the file's one versioned schema
+(`relayer.stores.sqlite`), compare-and-set status updates (`UPDATE ... WHERE id=? AND status=?`), and a write
+transaction (`BEGIN IMMEDIATE`) in which the sender allocates a nonce, signs and inserts the record and its
+first attempt together: the nonce can never advance without the record that uses it being saved.
+
+One file may hold the records of several chains: every command defaults to `.relayer/journal.sqlite3`, so a
+node's server and an embedded demo started in the same folder share it. Every record carries its chain id;
+a relay start binds its journal to its chain (`bind_to_chain`), and from then on that journal reads,
+resumes and numbers nonces only from records of that chain id. Only one process relays through a journal at
+a time (`lock_for_relaying`). The same file holds the API keys, behind their own store and connection
+(`relayer.stores.keys`), which never takes the relay lock. The file is created mode 0600 in a folder created
+0700 (`.relayer/` by default).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from relayer.domain.records import Attempt, Mined, RelayRecord
+from relayer.domain.status import AttemptKind, RecordKind, TxStatus, can_transition
+from relayer.errors import ConfigurationError
+from relayer.stores import sqlite as store_file
+
+RELAY_LOCK_SUFFIX = ".lock"
+"""`<journal>.lock`, beside the journal: the file a relaying process holds an exclusive `flock` on."""
+
+
+@dataclass(frozen=True)
+class ChainBinding:
+    """The chain a relay start works on, as the journal's `chains` table keeps it per chain id.
+
+    A real chain is told apart by its genesis block hash: the id alone does not tell a reset anvil (or a
+    fork) from the chain the records were sent on. The embedded chain cannot be: its id is fixed and its
+    genesis is made from the clock (two starts in one second have the same one), yet every run's chain is
+    new and ends with its process. `embedded_run` tells runs apart: the random id of the in-process chain
+    (`Chain.run_id`); None for a real chain.
+    """
+
+    chain_id: int
+    genesis_hash: str
+    embedded_run: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.embedded_run is not None
+
+    def describe(self) -> str:
+        if self.embedded_run is not None:
+            return f"the embedded chain {self.chain_id} of run {self.embedded_run}"
+        return f"chain {self.chain_id} (genesis block {self.genesis_hash})"
+
+
+_SUCCEEDED = frozenset({TxStatus.MINED, TxStatus.CONFIRMED})
+_PENDING = tuple(status.value for status in TxStatus if status.is_pending)
+
+
+class JournalConflict(Exception):  # noqa: N818 - a signal to the sender, not an error a client sees
+    """An insert hit a uniqueness rule (idempotency key, live request, signer nonce or transaction hash)."""
+
+    def __init__(self, constraint: str) -> None:
+        super().__init__(constraint)
+        self.constraint = constraint
+
+
+class Journal:
+    """The relay journal on one SQLite file; safe to share between threads of one process.
+
+    Several processes may open the same file: WAL lets readers run beside the one writer, and every write
+    transaction is `BEGIN IMMEDIATE`, so two writers serialize instead of interleaving. Only one of them may
+    relay (`relaying=True`, see `lock_for_relaying`).
+
+    Until `bind_to_chain`, record reads see every chain's records (what `relayer relay list` shows); after
+    it, `pending`, `all`, `records`, `nonce_summary`, `by_idempotency_key`, `by_hash` and the writer's
+    `max_nonce` see only the bound chain's, and the writer refuses a record of another chain. `get(id)`
+    answers any record: an id names one record wherever it belongs.
+    """
+
+    def __init__(self, path: Path | str, *, relaying: bool = False) -> None:
+        """Open (creating when missing, 0600) and migrate the journal file at `path` (`store_file.connect`).
+
+        `relaying`: this process relays through the journal: hold its relay lock until `close()`.
+
+        Raises:
+            ConfigurationError: the file or its folder cannot be created or opened (permissions, a
+                directory), or (`relaying`) another process relays through it.
+        """
+        self.path = str(path)
+        self.chain_id: int | None = None
+        """The chain `bind_to_chain` bound this journal to (None: unbound, every chain's records)."""
+        self._lock = threading.RLock()
+        self._relay_lock = lock_for_relaying(self.path) if relaying else None
+        try:
+            self._conn = store_file.connect(self.path, what="the relay journal")
+        except BaseException:
+            if self._relay_lock is not None:
+                self._relay_lock.release()
+            raise
+
+    def close(self) -> None:
+        """Close the file and let go of the relay lock (if this journal holds it)."""
+        with self._lock:
+            self._conn.close()
+        if self._relay_lock is not None:
+            self._relay_lock.release()
+
+    @property
+    def relaying(self) -> bool:
+        return self._relay_lock is not None
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return store_file.schema_version(self._conn)
+
+    @contextmanager
+    def write(self) -> Iterator[JournalWriter]:
+        """One write transaction: everything done through the writer commits together or not at all."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield JournalWriter(self._conn, self.chain_id)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # --- the chains the records belong to -----------------------------------------------------------------
+
+    def known_chains(self) -> list[ChainBinding]:
+        """Every chain a relay started on with this journal, by chain id (one row per id)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM chains ORDER BY chain_id").fetchall()
+        return [_binding(row) for row in rows]
+
+    def bind_to_chain(self, chain: ChainBinding, *, now: int) -> int:
+        """Start relaying on `chain`, before anything is resumed; returns how many records were dropped.
+
+        Decided by the records themselves (their `chain_id`) and the `chains` row of that same id, never by
+        which chain the journal started on last: one file commonly serves a node's server and an embedded demo
+        started in the same folder, and records of any other chain id are never read, resumed or touched.
+        With `n` the journal's records of `chain.chain_id`:
+
+        - a real chain: its row names the same genesis, or there is no row (a journal from before chain rows:
+          its records are adopted, as they always were): bound, nothing dropped. Another genesis (a reset
+          anvil, a fork) or an embedded run's row, with `n > 0`: refused, nothing changes; with `n == 0` the
+          row is rewritten.
+        - the embedded chain: every run's chain is new and ends with its process, so its id's records belong
+          to a live chain only when this very run wrote them (the row names this `embedded_run`: a relay
+          restarted inside the process resumes them). Any other run's records can never be mined or resumed,
+          and their (sender, nonce) pairs would collide with the new chain's, which start at 0 again: they are
+          deleted with their attempts (API keys stay). Never decided by genesis, which two runs started in one
+          second share. A real chain's row with `n > 0` (a node on the embedded chain's id): refused.
+
+        Dropping is safe only because no other process relays through the journal meanwhile, so binding
+        needs a journal opened with `relaying=True` (it holds the relay lock).
+
+        Raises:
+            ConfigurationError: the records of this chain id belong to another chain (see above).
+            ValueError: the journal was not opened for relaying (a bug in the caller).
+        """
+        if not self.relaying:
+            raise ValueError("bind_to_chain needs a journal opened with relaying=True (the relay lock)")
+        with self.write():
+            row = self._conn.execute("SELECT * FROM chains WHERE chain_id = ?", (chain.chain_id,)).fetchone()
+            known = None if row is None else _binding(row)
+            count = int(
+                self._conn.execute(
+                    "SELECT COUNT(*) FROM records WHERE chain_id = ?", (chain.chain_id,)
+                ).fetchone()[0]
+            )
+            dropped = 0
+            foreign = known is not None and (
+                known.embedded != chain.embedded
+                or (not chain.embedded and known.genesis_hash != chain.genesis_hash)
+            )
+            if count and foreign:
+                assert known is not None
+                raise ConfigurationError(
+                    f"the journal {self.path} holds {count} relay records of {known.describe()}, and this"
+                    f" start is on {chain.describe()}: records are resumed only on their own chain. Give"
+                    " this chain its own journal (e.g. --journal .relayer/other.sqlite3, or"
+                    " RELAYER_RELAY_JOURNAL_PATH), or move this one away if its chain is gone (its API keys"
+                    " go with it)",
+                    journal=self.path,
+                    journalChainId=known.chain_id,
+                    chainId=chain.chain_id,
+                )
+            if count and chain.embedded and known != chain:
+                self._conn.execute(
+                    "DELETE FROM attempts WHERE record_id IN (SELECT id FROM records WHERE chain_id = ?)",
+                    (chain.chain_id,),
+                )
+                self._conn.execute("DELETE FROM records WHERE chain_id = ?", (chain.chain_id,))
+                dropped = count
+            self._conn.execute(
+                "INSERT OR REPLACE INTO chains (chain_id, genesis_hash, embedded_run, bound_at)"
+                " VALUES (?, ?, ?, ?)",
+                (chain.chain_id, chain.genesis_hash, chain.embedded_run, now),
+            )
+        self.chain_id = chain.chain_id
+        return dropped
+
+    def _on_chain(self, where: str = "") -> tuple[str, list[Any]]:
+        """`WHERE` clause (joined to `where` with AND) limiting a query to the bound chain's records."""
+        clauses = [where] if where else []
+        args: list[Any] = []
+        if self.chain_id is not None:
+            clauses.append("chain_id = ?")
+            args.append(self.chain_id)
+        return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    # --- reads --------------------------------------------------------------------------------------------
+
+    def get(self, record_id: str) -> RelayRecord | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
+            return None if row is None else _record(row, self._attempts([record_id])[record_id])
+
+    def by_idempotency_key(self, key: str) -> RelayRecord | None:
+        where, args = self._on_chain("idempotency_key = ?")
+        with self._lock:
+            row = self._conn.execute(f"SELECT id FROM records {where}", [key, *args]).fetchone()  # noqa: S608
+        return None if row is None else self.get(row["id"])
+
+    def by_hash(self, tx_hash: str) -> RelayRecord | None:
+        where, args = self._on_chain("a.tx_hash = ?")
+        sql = f"SELECT a.record_id FROM attempts a JOIN records r ON r.id = a.record_id {where}"  # noqa: S608
+        with self._lock:
+            row = self._conn.execute(sql, [tx_hash, *args]).fetchone()
+        return None if row is None else self.get(row["record_id"])
+
+    def records(
+        self, status: TxStatus | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[RelayRecord]:
+        """Records, newest first, optionally of one status."""
+        where, args = self._on_chain("" if status is None else "status = ?")
+        if status is not None:
+            args.insert(0, status.value)
+        sql = f"SELECT * FROM records {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"  # noqa: S608
+        return self._query(sql, [*args, limit, offset])
+
+    def pending(self) -> list[RelayRecord]:
+        """Every record that still needs work, oldest nonce first per sender (the order to broadcast in)."""
+        where, args = self._on_chain(f"status IN ({','.join('?' * len(_PENDING))})")
+        sql = f"SELECT * FROM records {where} ORDER BY sender, nonce, rowid"  # noqa: S608
+        return self._query(sql, [*_PENDING, *args])
+
+    def all(self) -> list[RelayRecord]:
+        where, args = self._on_chain()
+        return self._query(f"SELECT * FROM records {where} ORDER BY sender, nonce, rowid", args)  # noqa: S608
+
+    def nonce_summary(self) -> dict[str, tuple[int, int]]:
+        """Per relayer signer: (highest nonce journaled, count of records still pending)."""
+        marks = ",".join("?" * len(_PENDING))
+        where, args = self._on_chain("kind != 'raw'")
+        sql = (
+            "SELECT sender, MAX(nonce) AS top, SUM(CASE WHEN status IN ("  # noqa: S608
+            + marks
+            + f") THEN 1 ELSE 0 END) AS live FROM records {where} GROUP BY sender"
+        )
+        with self._lock:
+            rows = self._conn.execute(sql, [*_PENDING, *args]).fetchall()
+        return {row["sender"]: (int(row["top"]), int(row["live"] or 0)) for row in rows}
+
+    def _query(self, sql: str, args: list[Any]) -> list[RelayRecord]:
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+            attempts = self._attempts([row["id"] for row in rows])
+        return [_record(row, attempts[row["id"]]) for row in rows]
+
+    def _attempts(self, record_ids: list[str]) -> dict[str, list[Attempt]]:
+        found: dict[str, list[Attempt]] = {record_id: [] for record_id in record_ids}
+        for start in range(0, len(record_ids), 500):
+            chunk = record_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn.execute(
+                f"SELECT * FROM attempts WHERE record_id IN ({marks}) ORDER BY record_id, seq",  # noqa: S608
+                chunk,
+            ).fetchall()
+            for row in rows:
+                found[row["record_id"]].append(_attempt(row))
+        return found
+
+    # --- compare-and-set updates
+
+    def transition(
+        self,
+        record_id: str,
+        expected: TxStatus,
+        new: TxStatus,
+        *,
+        now: float,
+        error: dict[str, Any] | None = None,
+        mined: Mined | None = None,
+        clear_mined: bool = False,
+    ) -> bool:
+        """Move a record from `expected` to `new`; False (and no change) when it is no longer `expected`.
+
+        Raises:
+            ValueError: when `expected -> new` is not in the transition table (a bug in the caller).
+        """
+        if not can_transition(expected, new):
+            raise ValueError(f"illegal relay status change {expected} -> {new}")
+        sets = ["status = ?", "updated_at = ?"]
+        args: list[Any] = [new.value, now]
+        if error is not None:
+            sets.append("error = ?")
+            args.append(json.dumps(error, sort_keys=True))
+        elif new in _SUCCEEDED:
+            sets.append("error = NULL")  # a note such as chain_unavailable was about the wait, which is over
+        if mined is not None:
+            sets.append("mined = ?")
+            args.append(_mined_json(mined))
+        elif clear_mined:
+            sets.append("mined = NULL")
+        with self._lock:
+            cursor = self._conn.execute(
+                f"UPDATE records SET {', '.join(sets)} WHERE id = ? AND status = ?",  # noqa: S608
+                [*args, record_id, expected.value],
+            )
+            return cursor.rowcount == 1
+
+    def set_error(self, record_id: str, expected: TxStatus, error: dict[str, Any], *, now: float) -> bool:
+        """Note why a pending record is stuck (e.g. out of funds) without changing its status."""
+        with self._lock:
+            cursor = self._conn.execute(
+                "UPDATE records SET error = ?, updated_at = ? WHERE id = ? AND status = ?",
+                (json.dumps(error, sort_keys=True), now, record_id, expected.value),
+            )
+            return cursor.rowcount == 1
+
+    def mark_broadcast(self, tx_hash: str, *, now: float) -> None:
+        """Note that a node accepted (or already had) this attempt."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE attempts SET broadcast_at = ? WHERE tx_hash = ? AND broadcast_at IS NULL",
+                (now, tx_hash),
+            )
+
+
+class JournalWriter:
+    """What the sender may do inside one `Journal.write()` transaction (on the journal's bound chain)."""
+
+    def __init__(self, conn: sqlite3.Connection, chain_id: int | None = None) -> None:
+        self._conn = conn
+        self._chain_id = chain_id
+
+    def max_nonce(self, sender: str) -> int | None:
+        """The highest nonce journaled for a relayer signer on the bound chain (None when it has none yet).
+
+        Per chain: the same key may sign on two chains whose records share the file, and a nonce numbered
+        from the other chain's records would leave a gap no transaction fills.
+        """
+        sql = "SELECT MAX(nonce) AS top FROM records WHERE sender = ? AND kind != 'raw'"
+        args: list[Any] = [sender]
+        if self._chain_id is not None:
+            sql += " AND chain_id = ?"
+            args.append(self._chain_id)
+        row = self._conn.execute(sql, args).fetchone()
+        return None if row["top"] is None else int(row["top"])
+
+    def record_of(self, record_id: str) -> tuple[TxStatus, int] | None:
+        """(status, last attempt seq) of a record, read inside the transaction for a compare-and-set."""
+        row = self._conn.execute(
+            "SELECT r.status, MAX(a.seq) AS seq FROM records r LEFT JOIN attempts a ON a.record_id = r.id "
+            "WHERE r.id = ? GROUP BY r.id",
+            (record_id,),
+        ).fetchone()
+        return (
+            None
+            if row is None
+            else (TxStatus(row["status"]), int(row["seq"] if row["seq"] is not None else -1))
+        )
+
+    def insert(self, record: RelayRecord) -> None:
+        """Insert a record and its attempts.
+
+        Raises:
+            JournalConflict: naming the uniqueness rule that refused it; nothing of this write is kept.
+            ValueError: a record of another chain than the journal's bound one (a bug in the caller).
+        """
+        if self._chain_id is not None and record.chain_id != self._chain_id:
+            raise ValueError(f"a record of chain {record.chain_id} in a journal bound to {self._chain_id}")
+        try:
+            self._conn.execute(
+                "INSERT INTO records (id, kind, status, idempotency_key, request_hash, sender, nonce,"
+                " chain_id, to_address, data, value_wei, gas_limit, request_owner, request_nonce, deadline,"
+                " noop_outcome,"
+                " error, mined, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    record.id,
+                    record.kind.value,
+                    record.status.value,
+                    record.idempotency_key,
+                    record.request_hash,
+                    record.sender,
+                    record.nonce,
+                    record.chain_id,
+                    record.to,
+                    record.data,
+                    str(record.value_wei),
+                    record.gas_limit,
+                    record.request_owner,
+                    None if record.request_nonce is None else str(record.request_nonce),
+                    record.deadline,
+                    None if record.noop_outcome is None else record.noop_outcome.value,
+                    None if record.error is None else json.dumps(record.error, sort_keys=True),
+                    None if record.mined is None else _mined_json(record.mined),
+                    record.created_at,
+                    record.updated_at,
+                ),
+            )
+            self.add_attempts(record.id, record.attempts)
+        except sqlite3.IntegrityError as exc:
+            raise JournalConflict(_constraint(exc)) from None
+
+    def add_attempts(self, record_id: str, attempts: Iterable[Attempt]) -> None:
+        for attempt in attempts:
+            self._conn.execute(
+                "INSERT INTO attempts (tx_hash, record_id, seq, kind, raw_tx, max_fee_per_gas_wei,"
+                " max_priority_fee_per_gas_wei, created_at, broadcast_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    attempt.tx_hash,
+                    record_id,
+                    attempt.seq,
+                    attempt.kind.value,
+                    attempt.raw_tx,
+                    str(attempt.max_fee_per_gas_wei),
+                    str(attempt.max_priority_fee_per_gas_wei),
+                    attempt.created_at,
+                    attempt.broadcast_at,
+                ),
+            )
+
+    def set_noop_outcome(self, record_id: str, outcome: TxStatus, error: dict[str, Any], now: float) -> None:
+        """Record what the record becomes once its no-op mines (expired or failed) and why."""
+        self._conn.execute(
+            "UPDATE records SET noop_outcome = ?, error = ?, updated_at = ? WHERE id = ?",
+            (outcome.value, json.dumps(error, sort_keys=True), now, record_id),
+        )
+
+
+def open_journal(path_arg: str | None, *, create: bool) -> Journal:
+    """The journal an operator command names (`relayer relay list|status`): `--journal`, else
+    `RELAYER_RELAY_JOURNAL_PATH`, else `.relayer/journal.sqlite3` (`store_file.named_journal`); a reader
+    (`create=False`) refuses a missing file rather than make an empty one.
+
+    Raises:
+        ConfigurationError: no journal at the path and `create` is False, or it cannot be opened.
+    """
+    return Journal(store_file.named_journal(path_arg, create=create))
+
+
+def lock_for_relaying(journal_path: Path | str) -> RelayLock:
+    """Take the lock that lets this process relay through the journal at `journal_path`.
+
+    Two processes relaying through one journal would each number the same signers' nonces from it (each
+    behind its own per-signer lock), resend each other's records, and an embedded start would drop records
+    another process is still working on. So a relaying process (`relayer serve`, `mcp` or `keeper` with
+    signers: a `Journal(..., relaying=True)`) holds an exclusive `flock` on `<journal>.lock` (created 0600
+    beside the journal, holding the holder's process id) for as long as it relays. Readers (`relayer keys`,
+    `relay list` and `status`) take nothing: WAL lets them read beside the relayer. The OS drops the lock
+    when its process ends, however it ends, so a crash leaves nothing to clean up.
+
+    Within one process the lock is shared and counted: `flock` would refuse the process's own second open of
+    the file, and one process may hold it several times over (`relayer serve` from its start-up checks
+    through its app's lifespan; a relay restarted in process). The lock file is released when the last
+    holder lets go.
+
+    Raises:
+        ConfigurationError: another process holds the lock (naming the journal and that process), or the
+            lock file cannot be created.
+    """
+    if str(journal_path) == ":memory:":
+        return RelayLock(None)
+    path = os.path.abspath(journal_path)  # messages name the file wherever the command was started
+    lock_path = Path(path + RELAY_LOCK_SUFFIX)
+    try:
+        store_file.create_private_folder(lock_path.parent)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, store_file.PRIVATE_FILE_MODE)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the relay journal's lock file {lock_path}: {exc}", journal=path
+        ) from None
+    with _HELD_GUARD:
+        info = os.fstat(fd)
+        key = (info.st_dev, info.st_ino)
+        held = _HELD_LOCKS.get(key)
+        if held is not None:
+            os.close(fd)  # flock belongs to the held descriptor: closing this other one leaves it in place
+            held.holders += 1
+            return RelayLock(key)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f"another process (pid {holder})" if holder.isdigit() else "another process"
+            raise ConfigurationError(
+                f"{who} is relaying through the journal {path} (it holds {lock_path}): two relayers on one"
+                " journal would number the same signers' nonces and resend each other's records. Stop it,"
+                " or give this one its own journal (--journal PATH or RELAYER_RELAY_JOURNAL_PATH)",
+                journal=path,
+                lockFile=str(lock_path),
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        _HELD_LOCKS[key] = _HeldLock(fd, 1)
+        return RelayLock(key)
+
+
+class RelayLock:
+    """One holder's share of this process's relay lock on a journal (`lock_for_relaying`).
+
+    `release()` (or leaving a `with` block) gives the share back, once; the last share closes the lock file,
+    which ends the `flock`.
+    """
+
+    def __init__(self, key: tuple[int, int] | None) -> None:
+        self._key = key
+        self._released = False
+
+    def release(self) -> None:
+        with _HELD_GUARD:
+            if self._released:
+                return
+            self._released = True
+            if self._key is None:
+                return
+            held = _HELD_LOCKS[self._key]
+            held.holders -= 1
+            if held.holders == 0:
+                del _HELD_LOCKS[self._key]
+                os.close(held.fd)
+
+    def __enter__(self) -> RelayLock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+@dataclass
+class _HeldLock:
+    fd: int
+    holders: int
+
+
+_HELD_LOCKS: dict[tuple[int, int], _HeldLock] = {}
+"""This process's relay locks, by the lock file's (device, inode), with how many holders share each."""
+
+_HELD_GUARD = threading.Lock()
+
+
+def _binding(row: sqlite3.Row) -> ChainBinding:
+    return ChainBinding(int(row["chain_id"]), row["genesis_hash"], row["embedded_run"])
+
+
+def _constraint(exc: sqlite3.IntegrityError) -> str:
+    text = str(exc)
+    for name in ("idempotency_key", "request_owner", "attempts.tx_hash", "records.sender"):
+        if name in text:
+            return {"records.sender": "signer_nonce", "attempts.tx_hash": "tx_hash"}.get(name, name)
+    return text
+
+
+def _mined_json(mined: Mined) -> str:
+    return json.dumps(
+        {
+            "tx_hash": mined.tx_hash,
+            "block_number": mined.block_number,
+            "block_hash": mined.block_hash,
+            "gas_used": mined.gas_used,
+            "effective_gas_price_wei": str(mined.effective_gas_price_wei),
+            "success": mined.success,
+            "events": mined.events,
+        },
+        sort_keys=True,
+    )
+
+
+def _attempt(row: sqlite3.Row) -> Attempt:
+    return Attempt(
+        tx_hash=row["tx_hash"],
+        seq=int(row["seq"]),
+        kind=AttemptKind(row["kind"]),
+        raw_tx=bytes(row["raw_tx"]),
+        max_fee_per_gas_wei=int(row["max_fee_per_gas_wei"]),
+        max_priority_fee_per_gas_wei=int(row["max_priority_fee_per_gas_wei"]),
+        created_at=row["created_at"],  # REAL columns: SQLite returns them as Python floats (seconds)
+        broadcast_at=row["broadcast_at"],
+    )
+
+
+def _record(row: sqlite3.Row, attempts: list[Attempt]) -> RelayRecord:
+    mined = None
+    if row["mined"] is not None:
+        raw = json.loads(row["mined"])
+        mined = Mined(
+            tx_hash=raw["tx_hash"],
+            block_number=int(raw["block_number"]),
+            block_hash=raw["block_hash"],
+            gas_used=int(raw["gas_used"]),
+            effective_gas_price_wei=int(raw["effective_gas_price_wei"]),
+            success=bool(raw["success"]),
+            events=list(raw["events"]),
+        )
+    return RelayRecord(
+        id=row["id"],
+        kind=RecordKind(row["kind"]),
+        status=TxStatus(row["status"]),
+        request_hash=row["request_hash"],
+        sender=row["sender"],
+        nonce=int(row["nonce"]),
+        chain_id=int(row["chain_id"]),
+        to=row["to_address"],
+        data=bytes(row["data"]),
+        value_wei=int(row["value_wei"]),
+        gas_limit=int(row["gas_limit"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        idempotency_key=row["idempotency_key"],
+        request_owner=row["request_owner"],
+        request_nonce=None if row["request_nonce"] is None else int(row["request_nonce"]),
+        deadline=None if row["deadline"] is None else int(row["deadline"]),
+        noop_outcome=None if row["noop_outcome"] is None else TxStatus(row["noop_outcome"]),
+        error=None if row["error"] is None else json.loads(row["error"]),
+        mined=mined,
+        attempts=tuple(attempts),
+    )
