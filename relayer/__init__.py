@@ -19,9 +19,12 @@ from typing import Any
 
 from web3 import Web3
 
-from relayer.chain.gateway import ChainGateway, JsonRpcGateway, Web3Gateway
+from relayer.chain.gateway import ChainGateway
+from relayer.chain.jsonrpc_gateway import JsonRpcGateway
+from relayer.chain.web3_gateway import Web3Gateway
 from relayer.constants import GAS_LIMIT_MARGIN_BPS
-from relayer.domain.requests import CloseAction, CloseRequest, TriggerUpdate, parse_close_request
+from relayer.domain.positions import TriggerOrder
+from relayer.domain.requests import CloseAction, CloseRequest, parse_close_request
 from relayer.errors import RelayerError
 from relayer.services.builder import (
     BuiltTransaction,
@@ -46,7 +49,7 @@ __all__ = [
     "JsonRpcGateway",
     "RelayerError",
     "TransactionBuilder",
-    "TriggerUpdate",
+    "TriggerOrder",
     "Web3Gateway",
     "__version__",
     "build_close_transaction",

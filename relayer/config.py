@@ -25,6 +25,7 @@ from pydantic import (
 
 from relayer.chain.deploy import load_deployment
 from relayer.constants import DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_RPC_TIMEOUT_S, GAS_LIMIT_MARGIN_BPS
+from relayer.domain.bps import parse_slippage_bps
 from relayer.domain.requests import parse_owner
 from relayer.errors import ConfigurationError, InvalidFieldError
 from relayer.services.relay.config import RelaySettings
@@ -49,8 +50,10 @@ class TradingSettings:
     """How often a waiting trading call looks at the journal."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.default_slippage_bps < 10_000:
-            raise ConfigurationError("trading default slippage must be 0..9999 bps")
+        try:
+            parse_slippage_bps(self.default_slippage_bps, "default_slippage_bps")
+        except InvalidFieldError as exc:
+            raise ConfigurationError(f"trading {exc.message} (basis points)", field=exc.field) from None
         if self.receipt_timeout_s <= 0 or self.poll_interval_s <= 0:
             raise ConfigurationError("trading receipt timeout and poll interval must be positive")
 

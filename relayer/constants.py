@@ -19,6 +19,12 @@ ETH_DECIMALS: Final = 18
 BPS_DENOMINATOR: Final = 10_000
 """Basis points in 100%: close percentages are 1..10_000."""
 
+PERCENT: Final = 100
+"""Percent in 100%: `exit_pct` and `close_pct` are 1..100."""
+
+MAX_SLIPPAGE_BPS: Final = BPS_DENOMINATOR - 1
+"""Widest slippage bound a close may ask for (99.99%): 100% would let a long close at a price of 0."""
+
 UINT256_MAX: Final = 2**256 - 1
 """Largest uint256: also the vault's close-all sentinel for `sizeDelta`."""
 

@@ -23,8 +23,13 @@ class RelayerError(Exception):
         self.details = details
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire shape: `{"code", "message", "details"}` (callers wrap it in `{"error": ...}`)."""
+        """The error itself: `{"code", "message", "details"}` (what a relay record keeps)."""
         return {"code": self.code, "message": self.message, "details": self.details}
+
+    def envelope(self) -> dict[str, Any]:
+        """The one error body every face answers: `{"error": {"code", "message", "details"}}` (REST bodies,
+        MCP tool error texts, JSON-RPC refusals' `data`)."""
+        return {"error": self.to_dict()}
 
 
 # --- bad input (4xx) ----------------------------------------------------------------------------------------
@@ -79,6 +84,37 @@ class InvalidTriggerPriceError(RelayerError, ValueError):
     code = "invalid_trigger_price"
     http_status = 422
 
+    @classmethod
+    def wrong_side(
+        cls,
+        is_take_profit: bool,
+        trigger_price: str,
+        current_price: str,
+        is_long: bool | None = None,
+        **details: Any,
+    ) -> InvalidTriggerPriceError:
+        """A take-profit or stop-loss on the wrong side of the current price (both USD text); the message says
+        which side is right when the position's side is known.
+
+        >>> InvalidTriggerPriceError.wrong_side(True, "95000", "96000", is_long=True).message
+        'take-profit 95000 must be above the current price 96000 for a long'
+        >>> InvalidTriggerPriceError.wrong_side(False, "97000", "96000").message
+        'stop-loss 97000 is on the wrong side of the current price 96000'
+        """
+        name = "take-profit" if is_take_profit else "stop-loss"
+        if is_long is None:
+            where = "is on the wrong side of"
+        else:
+            where = f"must be {'above' if is_long == is_take_profit else 'below'}"
+        side = "" if is_long is None else f" for a {'long' if is_long else 'short'}"
+        return cls(
+            f"{name} {trigger_price} {where} the current price {current_price}{side}",
+            isTakeProfit=is_take_profit,
+            triggerPrice=trigger_price,
+            currentPrice=current_price,
+            **details,
+        )
+
 
 class PriceSlippageError(RelayerError):
     """The current price is already worse than the caller's `allowedPrice`."""
@@ -87,10 +123,41 @@ class PriceSlippageError(RelayerError):
     http_status = 409
     retryable = True
 
+    @classmethod
+    def worse_than_allowed(
+        cls, price: str, allowed_price: str, side: str | None = None
+    ) -> PriceSlippageError:
+        """Both prices as USD text; `side` ("long" / "short") when known (the vault's revert does not say).
+
+        >>> PriceSlippageError.worse_than_allowed("96000", "97000", "long").message
+        'price 96000 is already worse than allowedPrice 97000 for a long'
+        """
+        for_side = f" for a {side}" if side else ""
+        return cls(
+            f"price {price} is already worse than allowedPrice {allowed_price}{for_side}",
+            price=price,
+            allowedPrice=allowed_price,
+        )
+
 
 class PositionNotFoundError(RelayerError, LookupError):
     code = "position_not_found"
     http_status = 404
+
+    @classmethod
+    def unknown(cls, position_id: bytes) -> PositionNotFoundError:
+        """No position ever had this id."""
+        return cls("no position with this id", positionId=_hex(position_id))
+
+    @classmethod
+    def closed(cls, position_id: bytes) -> PositionNotFoundError:
+        """The position existed and is fully closed (`details.status` says so)."""
+        return cls("the position is closed", positionId=_hex(position_id), status="closed")
+
+    @classmethod
+    def not_open(cls, position_id: bytes) -> PositionNotFoundError:
+        """The vault's `PositionNotFound`: no position with this id, or a closed one (it cannot tell)."""
+        return cls("no open position with this id", positionId=_hex(position_id))
 
 
 class MarketNotFoundError(RelayerError, LookupError):
@@ -108,10 +175,25 @@ class StalePriceError(RelayerError):
     http_status = 409
     retryable = True
 
+    @classmethod
+    def of_market(cls, market: str, updated_at: int, max_price_age_s: int, **details: Any) -> StalePriceError:
+        """`market`'s price, set at `updated_at`, is older than the vault's `maxPriceAge`."""
+        return cls(
+            "the market's oracle price is stale",
+            market=market,
+            updatedAt=updated_at,
+            maxPriceAge=max_price_age_s,
+            **details,
+        )
+
 
 class PriceNotSetError(RelayerError):
     code = "price_not_set"
     http_status = 409
+
+    @classmethod
+    def of_market(cls, market: str) -> PriceNotSetError:
+        return cls("the market has no oracle price", market=market)
 
 
 class TriggerNotCrossedError(RelayerError):
@@ -124,10 +206,25 @@ class ExpiredRequestError(RelayerError):
     code = "request_expired"
     http_status = 422
 
+    @classmethod
+    def past_deadline(cls, deadline: int, timestamp: int) -> ExpiredRequestError:
+        """The block time `timestamp` is past the signed request's `deadline` (both unix seconds)."""
+        return cls("the signed request's deadline has passed", deadline=deadline, timestamp=timestamp)
+
 
 class InvalidNonceError(RelayerError):
     code = "invalid_nonce"
     http_status = 409
+
+    @classmethod
+    def not_next(cls, owner: str, expected: int, got: int) -> InvalidNonceError:
+        """A signed request's nonce `got` is not `owner`'s next one at the vault, `expected`."""
+        return cls(
+            f"nonce {got} is not the owner's next nonce {expected} (replayed or out of order)",
+            owner=owner,
+            expected=expected,
+            got=got,
+        )
 
 
 class InvalidSignatureError(RelayerError):
@@ -255,6 +352,20 @@ class NodeRejectedError(RelayerError):
     http_status = 502
 
 
+class RouteNotFoundError(RelayerError, LookupError):
+    """No API route has this path (the web framework's own 404)."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class MethodNotAllowedError(RelayerError):
+    """The route exists, not with this HTTP method (the answer's `Allow` header lists the ones it takes)."""
+
+    code = "method_not_allowed"
+    http_status = 405
+
+
 class PriceFeedOffError(RelayerError, LookupError):
     """The demo price-feed controls exist only while `relayer serve` runs the feed on the embedded chain."""
 
@@ -326,6 +437,10 @@ class UnsupportedMediaTypeError(RelayerError):
             f"send the body as JSON with content-type application/json (got {given[:80] or 'none'!r})",
             contentType=given[:80],
         )
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
 
 
 def _all_error_classes(root: type[RelayerError] = RelayerError) -> list[type[RelayerError]]:

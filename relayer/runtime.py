@@ -26,9 +26,11 @@ import anyio.to_thread
 from eth_account.signers.local import LocalAccount
 
 from relayer.chain.connect import Chain, rpc_chain
-from relayer.chain.gateway import ChainGateway, JsonRpcGateway, Web3Gateway
+from relayer.chain.gateway import ChainGateway
+from relayer.chain.jsonrpc_gateway import JsonRpcGateway
 from relayer.chain.transact import send
 from relayer.chain.vault import VaultReader, call_chain
+from relayer.chain.web3_gateway import Web3Gateway
 from relayer.config import Settings
 from relayer.domain import calldata
 from relayer.errors import ConfigurationError, RelayNotConfiguredError

@@ -37,7 +37,7 @@ def test_every_error_code_is_documented_with_its_status() -> None:
 
 def test_no_documented_code_is_stale() -> None:
     codes = {cls.code for cls in _all(RelayerError)}
-    stale = set(_documented()) - codes - {"not_found"}
+    stale = set(_documented()) - codes
     assert not stale, f"README documents codes that no error has: {sorted(stale)}"
 
 

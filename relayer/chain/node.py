@@ -24,12 +24,13 @@ from web3.types import RPCEndpoint
 
 from relayer.chain.artifact import load_artifact
 from relayer.chain.connect import Chain, TopCall
-from relayer.chain.gateway import fee_suggestion_wei
 from relayer.chain.node_errors import Kind, classify
 from relayer.chain.revert import error_from_revert, revert_data, translate
 from relayer.chain.vault import VaultReader
+from relayer.chain.web3_gateway import fee_suggestion_wei
 from relayer.domain.blocks import ChainHead, head_from_block
 from relayer.domain.fees import Fees, node_fees
+from relayer.domain.records import Mined
 from relayer.errors import (
     ChainUnavailableError,
     ExecutionRevertedError,
@@ -50,16 +51,15 @@ _RPC_METHOD_UNSUPPORTED = frozenset({-32601, -32004})
 
 @dataclass(frozen=True)
 class Receipt:
-    """What the relay keeps of a receipt."""
+    """A receipt as the node gave it: what the record keeps of it (`mined`, its `events` still empty), and
+    what only settling the record needs beside it."""
 
-    tx_hash: str
-    block_number: int
-    block_hash: str
+    mined: Mined
     transaction_index: int
-    gas_used: int
-    effective_gas_price_wei: int
-    success: bool
+    """The transaction's place in its block: a replay on the state before the block is honest only at 0."""
     logs: list[Any]
+    """The raw logs, decoded into `mined.events` (`decode_events`) once the transaction is known to have
+    succeeded."""
 
 
 class RelayNode:
@@ -184,16 +184,15 @@ class RelayNode:
         raw = self.read(fetch)
         if raw is None or raw.get("blockNumber") is None:
             return None
-        return Receipt(
+        mined = Mined(
             tx_hash=tx_hash,
             block_number=int(raw["blockNumber"]),
             block_hash="0x" + bytes(raw["blockHash"]).hex(),
-            transaction_index=int(raw["transactionIndex"]),
             gas_used=int(raw["gasUsed"]),
             effective_gas_price_wei=int(raw.get("effectiveGasPrice") or 0),
             success=int(raw["status"]) == 1,
-            logs=list(raw["logs"]),
         )
+        return Receipt(mined, transaction_index=int(raw["transactionIndex"]), logs=list(raw["logs"]))
 
     def revert_reason(self, receipt: Receipt, sender: str, to: str, data: bytes, gas: int) -> dict[str, Any]:
         """Why a mined transaction reverted, as the record keeps it (a `RelayerError.to_dict()`).
@@ -222,17 +221,18 @@ class RelayNode:
         Raises:
             ChainUnavailableError: the node did not answer (the loop settles the receipt again later).
         """
+        tx_hash, block_number = receipt.mined.tx_hash, receipt.mined.block_number
         if self.chain.is_embedded:
             try:
-                top = self.raw(lambda: self.chain.replay_in_block(receipt.tx_hash, receipt.block_number))
+                top = self.raw(lambda: self.chain.replay_in_block(tx_hash, block_number))
             except Exception as exc:  # the in-process EVM refused to re-execute: nothing to retry
-                log.warning("replay of %s failed: %r", receipt.tx_hash, exc)
+                log.warning("replay of %s failed: %r", tx_hash, exc)
                 return ExecutionRevertedError(
                     f"reverted on chain; could not replay it: {type(exc).__name__}: {exc}"[:300],
                     replayError=type(exc).__name__,
                 ).to_dict()
         else:
-            top = self._trace(receipt.tx_hash)
+            top = self._trace(tx_hash)
         if top is not None:
             return _reason_from_top_call(top).to_dict()
         if receipt.transaction_index > 0:
@@ -241,7 +241,7 @@ class RelayNode:
                 " its block would miss the earlier transactions of that block",
                 transactionIndex=receipt.transaction_index,
             ).to_dict()
-        return self._replay_before_block(sender, to, data, gas, receipt.block_number).to_dict()
+        return self._replay_before_block(sender, to, data, gas, block_number).to_dict()
 
     def _trace(self, tx_hash: str) -> TopCall | None:
         """How the transaction's top call ended, by the node's `debug_traceTransaction`; None when the node

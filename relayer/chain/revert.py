@@ -96,38 +96,25 @@ _ERRORS: dict[str, _Builder] = {
         f"{a['caller']} may not act on this position (neither owner nor approved operator)",
         caller=a["caller"],
     ),
-    "PositionNotFound": lambda a: e.PositionNotFoundError(
-        "no open position with this id", positionId="0x" + a["positionId"].hex()
-    ),
+    "PositionNotFound": lambda a: e.PositionNotFoundError.not_open(a["positionId"]),
     "InvalidSize": lambda a: e.InvalidSizeError(
         "size must be above zero and below 2**128", size=str(a["size"])
     ),
     "SizeDeltaTooLarge": lambda a: e.SizeDeltaExceedsPositionError(
         "sizeDelta is larger than the position", sizeDelta=str(a["sizeDelta"]), size=str(a["size"])
     ),
-    "PriceSlippage": lambda a: e.PriceSlippageError(
-        f"price {usd_text(a['price'])} is worse than allowedPrice {usd_text(a['allowedPrice'])}",
-        price=usd_text(a["price"]),
-        allowedPrice=usd_text(a["allowedPrice"]),
+    "PriceSlippage": lambda a: e.PriceSlippageError.worse_than_allowed(
+        usd_text(a["price"]), usd_text(a["allowedPrice"])
     ),
-    "PriceNotSet": lambda a: e.PriceNotSetError(
-        "the market has no oracle price", market=bytes32_to_symbol(a["market"])
-    ),
-    "StalePrice": lambda a: e.StalePriceError(
-        "the market's oracle price is stale",
-        market=bytes32_to_symbol(a["market"]),
-        updatedAt=a["updatedAt"],
-        maxPriceAge=a["maxPriceAge"],
+    "PriceNotSet": lambda a: e.PriceNotSetError.of_market(bytes32_to_symbol(a["market"])),
+    "StalePrice": lambda a: e.StalePriceError.of_market(
+        bytes32_to_symbol(a["market"]), a["updatedAt"], a["maxPriceAge"]
     ),
     "InvalidPrice": lambda a: e.InvalidPriceError(
         "price must be above zero and below 2**112", price=str(a["price"])
     ),
-    "InvalidTriggerPrice": lambda a: e.InvalidTriggerPriceError(
-        f"{'take-profit' if a['isTakeProfit'] else 'stop-loss'} {usd_text(a['triggerPrice'])}"
-        f" is on the wrong side of the current price {usd_text(a['currentPrice'])}",
-        isTakeProfit=a["isTakeProfit"],
-        triggerPrice=usd_text(a["triggerPrice"]),
-        currentPrice=usd_text(a["currentPrice"]),
+    "InvalidTriggerPrice": lambda a: e.InvalidTriggerPriceError.wrong_side(
+        a["isTakeProfit"], usd_text(a["triggerPrice"]), usd_text(a["currentPrice"])
     ),
     "InvalidCloseBps": lambda a: e.InvalidCloseBpsError(
         "close percentage must be 1..10000 basis points", closeBps=a["closeBps"]
@@ -137,15 +124,8 @@ _ERRORS: dict[str, _Builder] = {
         positionId="0x" + a["positionId"].hex(),
         currentPrice=usd_text(a["currentPrice"]),
     ),
-    "ExpiredRequest": lambda a: e.ExpiredRequestError(
-        "the signed request's deadline has passed", deadline=a["deadline"], timestamp=a["timestamp"]
-    ),
-    "InvalidNonce": lambda a: e.InvalidNonceError(
-        f"nonce {a['got']} is not the owner's next nonce {a['expected']} (replayed or out of order)",
-        owner=a["owner"],
-        expected=a["expected"],
-        got=a["got"],
-    ),
+    "ExpiredRequest": lambda a: e.ExpiredRequestError.past_deadline(a["deadline"], a["timestamp"]),
+    "InvalidNonce": lambda a: e.InvalidNonceError.not_next(a["owner"], a["expected"], a["got"]),
     "InvalidSignature": lambda a: e.InvalidSignatureError(
         "the signature is malformed, malleable, for another chain or vault, or not by the position's owner"
     ),

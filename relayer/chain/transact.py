@@ -18,12 +18,13 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.types import TxReceipt
 
-from relayer.chain.gateway import fee_suggestion_wei
 from relayer.chain.vault import VaultReader, call_chain
+from relayer.chain.web3_gateway import fee_suggestion_wei
 from relayer.domain import calldata
 from relayer.domain.exits import allowed_price_for_slippage
 from relayer.domain.fees import Fees, fee_fields, gas_limit_with_margin, node_fees
 from relayer.domain.markets import bytes32_to_symbol, normalize_symbol
+from relayer.domain.positions import NO_ORDER, Position
 from relayer.domain.requests import parse_owner
 from relayer.errors import ExecutionRevertedError, NotAuthorizedError, PriceNotSetError
 
@@ -71,17 +72,11 @@ def send(
     return receipt
 
 
-@dataclass(frozen=True)
-class OpenedPosition:
-    """A position as the vault's `PositionOpened` event recorded it, and the transaction that opened it."""
+@dataclass(frozen=True, kw_only=True)
+class OpenedPosition(Position):
+    """A position as the vault's `PositionOpened` event recorded it (no orders yet), and the transaction
+    that opened it."""
 
-    position_id: bytes
-    owner: str
-    market: str
-    is_long: bool
-    size: int
-    """Base-asset units, 18 decimals."""
-    entry_price_e8: int
     transaction_hash: str
     block_number: int
     gas_used: int
@@ -106,7 +101,7 @@ def market_open_price_bound(w3: Web3, vault: str, market: str, *, is_long: bool,
     """
     price_e8 = VaultReader(w3, vault).price(market).price_e8
     if price_e8 == 0:
-        raise PriceNotSetError("the market has no oracle price", market=normalize_symbol(market, "market"))
+        raise PriceNotSetError.of_market(normalize_symbol(market, "market"))
     return open_price_bound(is_long=is_long, price_e8=price_e8, slippage_bps=slippage_bps)
 
 
@@ -141,6 +136,8 @@ def open_position(
         is_long=bool(args["isLong"]),
         size=int(args["size"]),
         entry_price_e8=int(args["entryPrice"]),
+        take_profit=NO_ORDER,
+        stop_loss=NO_ORDER,
         transaction_hash=receipt["transactionHash"].to_0x_hex(),
         block_number=int(receipt["blockNumber"]),
         gas_used=int(receipt["gasUsed"]),

@@ -1,8 +1,9 @@
 """The latest block as the relayer sees it, read once from a node's answer.
 
-Shared by the builder's gateways (`relayer.chain.gateway`) and the relay (`relayer.chain.node`). An answer
-that does not conform (a null block, a missing field, a quantity that is not a number) means the node cannot
-serve the call: `ChainUnavailableError` (503, retryable), never a `TypeError` that would surface as a 500.
+Shared by the builder's gateway adapters (`relayer.chain.jsonrpc_gateway`, `web3_gateway`) and the relay
+(`relayer.chain.node`). An answer that does not conform (a null block, a missing field, a quantity that is
+not a number) means the node cannot serve the call: `ChainUnavailableError` (503, retryable), never a
+`TypeError` that would surface as a 500.
 
 >>> head_from_block({"number": "0x1a", "timestamp": 1_700_000_000, "baseFeePerGas": "0x7"})
 ChainHead(number=26, timestamp=1700000000, base_fee_wei=7)

@@ -14,11 +14,10 @@
 
 from __future__ import annotations
 
-from relayer.constants import BPS_DENOMINATOR, CLOSE_ALL_SIZE
+from relayer.constants import CLOSE_ALL_SIZE, PERCENT
+from relayer.domain.bps import percent_of, plus_bps
 from relayer.domain.units import format_fixed
 from relayer.errors import InvalidFieldError
-
-PERCENT = 100
 
 CLOSED_PCT_DECIMALS = 18
 """Decimal places of a reported `closed_pct`: the share is exact whenever it ends within them (33% of 0.42,
@@ -36,7 +35,7 @@ def size_for_exit_pct(size: int, exit_pct: int) -> int:
     """
     if exit_pct == PERCENT:
         return CLOSE_ALL_SIZE
-    share = size * exit_pct // PERCENT
+    share = percent_of(size, exit_pct)
     if share == 0:
         raise InvalidFieldError("exit_pct", f"{exit_pct}% of this position rounds to zero", size=str(size))
     return share
@@ -49,9 +48,8 @@ def allowed_price_for_slippage(*, is_long: bool, price_e8: int, slippage_bps: in
     (rounded down). Rounding toward the current price keeps the bound within the promised slippage.
     """
     if is_long:
-        numerator = price_e8 * (BPS_DENOMINATOR - slippage_bps)
-        return -(-numerator // BPS_DENOMINATOR)
-    return price_e8 * (BPS_DENOMINATOR + slippage_bps) // BPS_DENOMINATOR
+        return plus_bps(price_e8, -slippage_bps, round_up=True)
+    return plus_bps(price_e8, slippage_bps, round_up=False)
 
 
 def closed_pct_text(closed: int, size_before: int) -> str:

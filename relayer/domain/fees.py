@@ -10,12 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relayer.constants import (
-    BASE_FEE_MULTIPLIER,
-    BPS_DENOMINATOR,
-    DEFAULT_PRIORITY_FEE_WEI,
-    GAS_LIMIT_MARGIN_BPS,
-)
+from relayer.constants import BASE_FEE_MULTIPLIER, DEFAULT_PRIORITY_FEE_WEI, GAS_LIMIT_MARGIN_BPS
+from relayer.domain.bps import plus_bps
 
 
 @dataclass(frozen=True)
@@ -83,7 +79,7 @@ def fee_fields(fees: Fees) -> dict[str, int]:
 
 def gas_limit_with_margin(estimate: int, margin_bps: int = GAS_LIMIT_MARGIN_BPS) -> int:
     """The estimate plus `margin_bps`, rounded up so the margin is never lost to integer division."""
-    return -(-estimate * (BPS_DENOMINATOR + margin_bps) // BPS_DENOMINATOR)
+    return plus_bps(estimate, margin_bps, round_up=True)
 
 
 def max_cost_wei(gas_limit: int, fees: Fees) -> int:

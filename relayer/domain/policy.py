@@ -15,8 +15,8 @@ from eth_account.typed_transactions.typed_transaction import TypedTransaction
 from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 
-from relayer.constants import BPS_DENOMINATOR
 from relayer.domain import calldata
+from relayer.domain.bps import plus_bps
 from relayer.domain.fees import Fees
 from relayer.domain.status import RecordKind
 from relayer.errors import DisallowedTransactionError, FeeCapExceededError
@@ -194,7 +194,7 @@ def bump_fees(previous: Fees, current: Fees, bump_bps: int, *, cap_wei: int | No
     """
 
     def up(value: int) -> int:
-        return -(-value * (BPS_DENOMINATOR + bump_bps) // BPS_DENOMINATOR)
+        return plus_bps(value, bump_bps, round_up=True)
 
     if previous.is_legacy:
         price = max(up(previous.price_cap_wei), current.price_cap_wei)

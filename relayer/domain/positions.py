@@ -8,21 +8,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relayer.constants import BPS_DENOMINATOR, SIZE_DECIMALS
+from relayer.constants import SIZE_DECIMALS
+from relayer.domain.bps import bps_of
 
 SIZE_ONE = 10**SIZE_DECIMALS
 
 
 @dataclass(frozen=True)
 class TriggerOrder:
-    """A take-profit or stop-loss; `price_e8 == 0` means none."""
+    """A take-profit or stop-loss as the vault stores it: a price and the share of the size it closes.
+
+    `price_e8 == 0` means none: a position's order that is not set, or in a request (`CloseRequest`, the
+    trading service) the order cancelled, with `close_bps` 0. One type for both, since the vault's
+    `setTakeProfit(id, price, closeBps)` takes exactly what it stores.
+    """
 
     price_e8: int
     close_bps: int
 
     @property
     def active(self) -> bool:
+        """Whether the order is set (in a request: sets one rather than cancelling it)."""
         return self.price_e8 != 0
+
+
+NO_ORDER = TriggerOrder(0, 0)
+"""No order: what a full close leaves, and what a request with price 0 asks for."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +85,7 @@ def trigger_close_size(size: int, close_bps: int) -> int:
 
     Rounded down; a share that rounds to zero closes everything, so a dust position can still be closed.
     """
-    share = size * close_bps // BPS_DENOMINATOR
+    share = bps_of(size, close_bps)
     return share if share > 0 else size
 
 

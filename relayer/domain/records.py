@@ -57,6 +57,17 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class RequestRef:
+    """The owner-signed request a record relays (an EIP-712 close or set-trigger): who signed it, its
+    per-owner vault nonce, and the deadline after which the relayer frees the record's nonce with a no-op.
+    The journal keeps at most one live record per (owner, nonce)."""
+
+    owner: str
+    nonce: int
+    deadline: int
+
+
+@dataclass(frozen=True)
 class Mined:
     """Where and how a record's transaction was mined."""
 
@@ -87,9 +98,8 @@ class RelayRecord:
     created_at: float
     updated_at: float
     idempotency_key: str | None = None
-    request_owner: str | None = None
-    request_nonce: int | None = None
-    deadline: int | None = None
+    request: RequestRef | None = None
+    """The signed request relayed (None: a call of the relayer's own, or a raw transaction)."""
     noop_outcome: TxStatus | None = None
     error: dict[str, Any] | None = None
     mined: Mined | None = None
@@ -134,11 +144,11 @@ class RelayRecord:
             "updatedAt": self.updated_at,
             "error": self.error,
         }
-        if self.request_owner is not None:
+        if self.request is not None:
             view["request"] = {
-                "owner": self.request_owner,
-                "nonce": str(self.request_nonce),
-                "deadline": self.deadline,
+                "owner": self.request.owner,
+                "nonce": str(self.request.nonce),
+                "deadline": self.request.deadline,
             }
         if self.mined is not None:
             fee_wei = self.mined.gas_used * self.mined.effective_gas_price_wei

@@ -23,6 +23,7 @@ from eth_utils.address import is_checksum_address, to_checksum_address
 
 from relayer.constants import BPS_DENOMINATOR, MAX_TRIGGER_PRICE_E8, PRICE_DECIMALS, SIZE_DECIMALS
 from relayer.domain.jsonio import reject_unknown_fields
+from relayer.domain.positions import TriggerOrder
 from relayer.domain.units import format_fixed, parse_decimal, parse_fixed
 from relayer.errors import InvalidCloseBpsError, InvalidFieldError, InvalidPriceError
 
@@ -63,18 +64,6 @@ class CloseAction(StrEnum):
 
 
 @dataclass(frozen=True)
-class TriggerUpdate:
-    """A new take-profit or stop-loss: `price_e8` 0 cancels the order (then `close_bps` is 0)."""
-
-    price_e8: int
-    close_bps: int
-
-    @property
-    def cancels(self) -> bool:
-        return self.price_e8 == 0
-
-
-@dataclass(frozen=True)
 class CloseRequest:
     """A validated request in chain units: sizes with 18 decimals, prices with 8, percentages in bps."""
 
@@ -83,8 +72,9 @@ class CloseRequest:
     """None: close everything (CLOSE) or nothing (SET_TRIGGERS), depending on the triggers."""
     allowed_price_e8: int = 0
     """Worst acceptable exit price (long: minimum, short: maximum); 0 = no bound."""
-    take_profit: TriggerUpdate | None = None
-    stop_loss: TriggerUpdate | None = None
+    take_profit: TriggerOrder | None = None
+    """The new take-profit (`NO_ORDER` cancels it); None leaves it as it is."""
+    stop_loss: TriggerOrder | None = None
 
     @property
     def sets_triggers(self) -> bool:
@@ -155,14 +145,14 @@ def parse_close_request(raw: Mapping[str, Any]) -> CloseRequest:
     return CloseRequest(position_id, size_delta, allowed_price_e8, take_profit, stop_loss)
 
 
-def _trigger(present: Mapping[str, Any], price_field: str, percent_field: str) -> TriggerUpdate | None:
+def _trigger(present: Mapping[str, Any], price_field: str, percent_field: str) -> TriggerOrder | None:
     if price_field not in present:
         if percent_field in present:
             raise InvalidFieldError(percent_field, f"is only allowed together with {price_field}")
         return None
     price_e8 = parse_trigger_price(present[price_field], price_field)
     close_bps = parse_close_bps(present.get(percent_field), percent_field, cancelling=price_e8 == 0)
-    return TriggerUpdate(price_e8, close_bps)
+    return TriggerOrder(price_e8, close_bps)
 
 
 def parse_trigger_price(value: object, field: str) -> int:

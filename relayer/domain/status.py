@@ -33,17 +33,66 @@ class TxStatus(StrEnum):
 
     @property
     def is_final(self) -> bool:
+        """Nothing will change it any more (`FINAL`).
+
+        >>> TxStatus.CONFIRMED.is_final, TxStatus.MINED.is_final
+        (True, False)
+        """
         return self in FINAL
 
     @property
     def is_pending(self) -> bool:
-        """Still needs the relayer's attention (broadcast, receipt, replacement or confirmations)."""
-        return self not in FINAL
+        """Still needs the relayer's attention (broadcast, receipt, replacement or confirmations):
+        `PENDING`."""
+        return self in PENDING
+
+    @property
+    def is_succeeded(self) -> bool:
+        """One of its transactions is in a block and did what it was sent for (`SUCCEEDED`): the fill, or
+        the orders, can be read from it. A `mined` record may still go back to `submitted` on a reorg.
+
+        >>> TxStatus.MINED.is_succeeded, TxStatus.FAILED.is_succeeded
+        (True, False)
+        """
+        return self in SUCCEEDED
+
+    @property
+    def is_unsuccessful(self) -> bool:
+        """Ended without its effect, for good (`UNSUCCESSFUL`): reverted or refused, replaced, or expired.
+        The request it carried is spent: the same request may be sent again as a new record.
+
+        >>> sorted(status.value for status in TxStatus if status.is_unsuccessful)
+        ['expired', 'failed', 'replaced']
+        """
+        return self in UNSUCCESSFUL
+
+    @property
+    def is_settled(self) -> bool:
+        """Has an outcome a caller can answer with (`SETTLED`): succeeded or unsuccessful. What a trading call
+        waits for; only `queued` and `submitted` have none yet.
+
+        >>> [status.value for status in TxStatus if not status.is_settled]
+        ['queued', 'submitted']
+        """
+        return self in SETTLED
 
 
-FINAL: frozenset[TxStatus] = frozenset(
-    {TxStatus.CONFIRMED, TxStatus.FAILED, TxStatus.REPLACED, TxStatus.EXPIRED}
-)
+SUCCEEDED: frozenset[TxStatus] = frozenset({TxStatus.MINED, TxStatus.CONFIRMED})
+"""Mined and successful (`mined` waits for confirmations, `confirmed` is final)."""
+
+UNSUCCESSFUL: frozenset[TxStatus] = frozenset({TxStatus.FAILED, TxStatus.REPLACED, TxStatus.EXPIRED})
+"""Final without the request's effect. The journal's `records_live_request` index (migrations in
+`relayer.stores.sqlite`, which are history and keep their SQL literal) treats every other status as live; a
+test checks that literal against this set."""
+
+SETTLED: frozenset[TxStatus] = SUCCEEDED | UNSUCCESSFUL
+"""Every status with an outcome: all but `queued` and `submitted`."""
+
+FINAL: frozenset[TxStatus] = UNSUCCESSFUL | {TxStatus.CONFIRMED}
+"""Terminal: no transition leaves these (`ALLOWED`)."""
+
+PENDING: frozenset[TxStatus] = frozenset(TxStatus) - FINAL
+"""Everything the relay loop still works on: queued, submitted, and mined (waiting for confirmations)."""
 
 ALLOWED: dict[TxStatus, frozenset[TxStatus]] = {
     TxStatus.QUEUED: frozenset(

@@ -34,7 +34,7 @@ from relayer.domain.requests import (
     parse_trigger_price,
 )
 from relayer.domain.status import RecordKind
-from relayer.domain.units import parse_fixed, parse_int
+from relayer.domain.units import parse_bool, parse_fixed, parse_int
 from relayer.errors import (
     ExpiredRequestError,
     InvalidFieldError,
@@ -230,12 +230,9 @@ def parse_request(kind: RecordKind, fields: object) -> SignedRequest:
             _uint(fields, "nonce", prefix),
             _uint(fields, "deadline", prefix),
         )
-    is_take_profit = fields.get("isTakeProfit")
-    if not isinstance(is_take_profit, bool):
-        raise InvalidFieldError(prefix + "isTakeProfit", "must be true or false")
     return TriggerRequest(
         position_id,
-        is_take_profit,
+        parse_bool(fields.get("isTakeProfit"), prefix + "isTakeProfit"),
         _uint(fields, "price", prefix),
         _uint(fields, "closeBps", prefix, maximum=2**16 - 1),
         _uint(fields, "nonce", prefix),
@@ -289,16 +286,9 @@ def check_request(
         InvalidPriceError, InvalidCloseBpsError: a set-trigger the vault would refuse.
     """
     if now_s > request.deadline:
-        raise ExpiredRequestError(
-            "the signed request's deadline has passed", deadline=request.deadline, timestamp=now_s
-        )
+        raise ExpiredRequestError.past_deadline(request.deadline, now_s)
     if request.nonce != expected_nonce:
-        raise InvalidNonceError(
-            f"nonce {request.nonce} is not the owner's next nonce {expected_nonce} (replayed or reordered)",
-            owner=owner,
-            expected=expected_nonce,
-            got=request.nonce,
-        )
+        raise InvalidNonceError.not_next(owner, expected_nonce, request.nonce)
     signer = recover_signer(request, signature, chain_id=chain_id, vault=vault)
     if signer != to_checksum_address(owner):
         raise InvalidSignatureError(

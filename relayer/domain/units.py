@@ -114,6 +114,21 @@ def parse_fixed(value: object, decimals: int, field: str, *, allow_zero: bool = 
     return to_fixed(parse_decimal(value, field), decimals, field, allow_zero=allow_zero)
 
 
+def parse_bool(value: object, field: str) -> bool:
+    """A JSON `true` or `false`, and nothing else: not 1, not `"true"` (a flag that sends real trades must
+    be said, not guessed).
+
+    >>> parse_bool(True, "dry_run")
+    True
+    >>> parse_bool("false", "dry_run")
+    Traceback (most recent call last):
+    relayer.errors.InvalidFieldError: dry_run: must be true or false
+    """
+    if isinstance(value, bool):
+        return value
+    raise InvalidFieldError(field, "must be true or false")
+
+
 def parse_int(value: object, field: str, *, minimum: int, maximum: int) -> int:
     """An integral JSON number (e.g. basis points) within `minimum..maximum`.
 

@@ -27,6 +27,7 @@ from relayer.constants import (
 from relayer.domain import calldata
 from relayer.domain.fees import Fees, fee_fields, gas_limit_with_margin, max_cost_wei
 from relayer.domain.positions import (
+    NO_ORDER,
     Position,
     TriggerOrder,
     price_within_bound,
@@ -40,7 +41,6 @@ from relayer.domain.requests import (
     TAKE_PROFIT,
     CloseAction,
     CloseRequest,
-    TriggerUpdate,
     parse_close_request,
     parse_owner,
     parse_position_id,
@@ -55,8 +55,6 @@ from relayer.errors import (
     SizeDeltaExceedsPositionError,
     StalePriceError,
 )
-
-_NO_ORDER = TriggerOrder(0, 0)
 
 
 def _order(order: TriggerOrder) -> dict[str, Any] | None:
@@ -308,19 +306,17 @@ def check_request(request: CloseRequest, state: CloseState) -> ClosePreview:
     """
     quote = state.quote
     position = quote.position
-    pid = "0x" + position.position_id.hex()
     if not position.exists:
-        raise PositionNotFoundError("no position with this id", positionId=pid)
+        raise PositionNotFoundError.unknown(position.position_id)
     if not position.is_open:
-        raise PositionNotFoundError("the position is closed", positionId=pid, status="closed")
+        raise PositionNotFoundError.closed(position.position_id)
     if quote.price_updated_at == 0:
-        raise PriceNotSetError("the market has no oracle price", market=position.market)
+        raise PriceNotSetError.of_market(position.market)
     if state.head.timestamp > quote.price_updated_at + state.max_price_age_s:
-        raise StalePriceError(
-            "the market's oracle price is stale",
-            market=position.market,
-            updatedAt=quote.price_updated_at,
-            maxPriceAge=state.max_price_age_s,
+        raise StalePriceError.of_market(
+            position.market,
+            quote.price_updated_at,
+            state.max_price_age_s,
             blockTimestamp=state.head.timestamp,
         )
 
@@ -342,18 +338,15 @@ def check_request(request: CloseRequest, state: CloseState) -> ClosePreview:
         )
     price = quote.price_e8
     if request.closes and not price_within_bound(position.is_long, price, request.allowed_price_e8):
-        raise PriceSlippageError(
-            f"price {usd_text(price)} is already worse than allowedPrice {usd_text(request.allowed_price_e8)}"
-            f" for a {'long' if position.is_long else 'short'}",
-            price=usd_text(price),
-            allowedPrice=usd_text(request.allowed_price_e8),
+        raise PriceSlippageError.worse_than_allowed(
+            usd_text(price), usd_text(request.allowed_price_e8), side_name(position.is_long)
         )
     take_profit = _checked_order(position, request.take_profit, True, price, position.take_profit)
     stop_loss = _checked_order(position, request.stop_loss, False, price, position.stop_loss)
     if state.simulation_error is not None:
         raise state.simulation_error
     if size_delta == position.size:  # a full close clears both orders
-        take_profit = stop_loss = _NO_ORDER
+        take_profit = stop_loss = NO_ORDER
     return ClosePreview(
         position, price, quote.price_updated_at, size_delta, request.allowed_price_e8, take_profit, stop_loss
     )
@@ -361,27 +354,24 @@ def check_request(request: CloseRequest, state: CloseState) -> ClosePreview:
 
 def _checked_order(
     position: Position,
-    update: TriggerUpdate | None,
+    update: TriggerOrder | None,
     is_take_profit: bool,
     price_e8: int,
     current: TriggerOrder,
 ) -> TriggerOrder:
     if update is None:
         return current
-    if update.cancels:
-        return _NO_ORDER
+    if not update.active:
+        return NO_ORDER
     if not trigger_on_valid_side(position.is_long, is_take_profit, update.price_e8, price_e8):
-        name = "take-profit" if is_take_profit else "stop-loss"
-        side = "above" if position.is_long == is_take_profit else "below"
-        raise InvalidTriggerPriceError(
-            f"{name} {usd_text(update.price_e8)} must be {side} the current price {usd_text(price_e8)}"
-            f" for a {'long' if position.is_long else 'short'}",
+        raise InvalidTriggerPriceError.wrong_side(
+            is_take_profit,
+            usd_text(update.price_e8),
+            usd_text(price_e8),
+            is_long=position.is_long,
             field=TAKE_PROFIT if is_take_profit else STOP_LOSS,
-            isTakeProfit=is_take_profit,
-            triggerPrice=usd_text(update.price_e8),
-            currentPrice=usd_text(price_e8),
         )
-    return TriggerOrder(update.price_e8, update.close_bps)
+    return update
 
 
 def assemble(
@@ -439,7 +429,7 @@ class TransactionBuilder:
         pid = parse_position_id(position_id)
         _, (quote,) = await self.gateway.read_positions([pid])
         if not quote.position.exists:
-            raise PositionNotFoundError("no position with this id", positionId=position_id)
+            raise PositionNotFoundError.unknown(pid)
         return PositionSummary(quote)
 
     async def positions_of(self, owner: str, *, include_closed: bool = False) -> OwnerPositions:

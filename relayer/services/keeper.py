@@ -21,7 +21,6 @@ from typing import Any
 from relayer.chain.vault import VaultReader
 from relayer.domain import calldata
 from relayer.domain.positions import crossed_trigger
-from relayer.domain.status import TxStatus
 from relayer.errors import PositionNotFoundError, RelayerError, TriggerNotCrossedError
 from relayer.services.relay.service import KEEPER_SCOPE, RelayService
 
@@ -31,7 +30,6 @@ LOG_SCAN_BLOCKS = 2_000
 """Blocks per `eth_getLogs` call: hosted nodes refuse wide ranges, and a refused scan stalls every order."""
 MAX_ATTEMPTS_PER_ORDER = 5
 """Executions of one order that may end unmined (e.g. reverted as the price moved back) before it is left."""
-_SPENT = frozenset({TxStatus.FAILED, TxStatus.EXPIRED, TxStatus.REPLACED})
 
 
 @dataclass(frozen=True)
@@ -122,7 +120,7 @@ class Keeper:
                 return None
             if submission.created:
                 log.info("keeper executed order=%s record=%s", key, submission.record.id)
-            if submission.record.status not in _SPENT:
+            if not submission.record.status.is_unsuccessful:
                 return Execution(position_id, which, submission.record.id, submission.created)
         log.warning("keeper gave up order=%s after %d unmined attempts", order, MAX_ATTEMPTS_PER_ORDER)
         return None

@@ -17,10 +17,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from relayer.constants import BPS_DENOMINATOR, PRICE_DECIMALS
+from relayer.constants import PRICE_DECIMALS
+from relayer.domain.bps import plus_bps
 from relayer.domain.jsonio import reject_unknown_fields
 from relayer.domain.markets import normalize_symbol
-from relayer.domain.units import parse_fixed, usd_text
+from relayer.domain.units import parse_bool, parse_fixed, usd_text
 from relayer.errors import InvalidFieldError, MarketNotFoundError
 
 
@@ -32,7 +33,7 @@ def next_price_e8(price_e8: int, step_bps: int) -> int:
     >>> next_price_e8(9_600_000_000_000, -25)
     9576000000000
     """
-    return max(1, price_e8 * (BPS_DENOMINATOR + step_bps) // BPS_DENOMINATOR)
+    return max(1, plus_bps(price_e8, step_bps, round_up=False))
 
 
 @dataclass
@@ -81,9 +82,7 @@ class PriceFeed:
             MarketNotFoundError: a market the feed does not move.
         """
         reject_unknown_fields(body, ("paused", "symbol", "price"))
-        paused = body.get("paused")
-        if paused is not None and not isinstance(paused, bool):
-            raise InvalidFieldError("paused", "must be true or false")
+        paused = None if body.get("paused") is None else parse_bool(body["paused"], "paused")
         if paused is False and not self.walking:
             raise InvalidFieldError(
                 "paused",

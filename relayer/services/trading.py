@@ -22,17 +22,17 @@ from typing import Any
 import anyio.to_thread
 
 from relayer.config import TradingSettings
-from relayer.constants import BPS_DENOMINATOR, CLOSE_ALL_SIZE, PRICE_DECIMALS, SIZE_DECIMALS
+from relayer.constants import BPS_DENOMINATOR, CLOSE_ALL_SIZE, PERCENT, PRICE_DECIMALS, SIZE_DECIMALS
 from relayer.domain import apikeys, calldata
 from relayer.domain.apikeys import ApiKey, Scope
-from relayer.domain.exits import PERCENT, allowed_price_for_slippage, closed_pct_text, size_for_exit_pct
+from relayer.domain.bps import parse_percent, parse_slippage_bps, percent_to_bps
+from relayer.domain.exits import allowed_price_for_slippage, closed_pct_text, size_for_exit_pct
 from relayer.domain.jsonio import reject_unknown_fields
 from relayer.domain.markets import normalize_symbol
-from relayer.domain.positions import Position, realized_pnl_e8, side_name, trigger_on_valid_side
+from relayer.domain.positions import Position, TriggerOrder, realized_pnl_e8, side_name, trigger_on_valid_side
 from relayer.domain.records import RelayRecord
-from relayer.domain.requests import CloseRequest, TriggerUpdate, parse_position_id, parse_trigger_price
-from relayer.domain.status import TxStatus
-from relayer.domain.units import parse_fixed, parse_int, size_text, usd_text
+from relayer.domain.requests import CloseRequest, parse_position_id, parse_trigger_price
+from relayer.domain.units import parse_bool, parse_fixed, size_text, usd_text
 from relayer.errors import (
     AmbiguousPositionError,
     InvalidFieldError,
@@ -61,12 +61,17 @@ CLOSE_FIELDS = ("positionId", "sizeDelta", "allowedPrice", "maxSlippageBps", "dr
 TRIGGER_FIELDS = ("positionId", "price", "close_pct", "dry_run")
 BREAKEVEN_FIELDS = ("positionId", "dry_run")
 """The body fields of each trading action as REST names them (MCP tools map their arguments onto these)."""
+_ENDPOINT_FIELDS = {
+    "partialclose": PARTIAL_CLOSE_FIELDS,
+    "close": CLOSE_FIELDS,
+    "takeprofit": TRIGGER_FIELDS,
+    "stoploss": TRIGGER_FIELDS,
+    "breakeven": BREAKEVEN_FIELDS,
+}
 
 DEFAULT_EXIT_PCT = 50
 """`partial_close` closes half the position when `exit_pct` is not given (as the reference tool does)."""
 
-_DONE = frozenset({TxStatus.MINED, TxStatus.CONFIRMED, TxStatus.FAILED, TxStatus.REPLACED, TxStatus.EXPIRED})
-_MINED = frozenset({TxStatus.MINED, TxStatus.CONFIRMED})
 LAST_USED_RESOLUTION_S = 60
 """`last_used_at` of an API key is written at most once a minute: not a database write on every request."""
 
@@ -91,18 +96,24 @@ class _Intent:
 
     @property
     def dry_run(self) -> bool:
-        return _bool(self.body.get("dry_run"), "dry_run")
+        flag = self.body.get("dry_run")
+        return flag is not None and parse_bool(flag, "dry_run")
 
 
-def _orders_answer(position: Mapping[str, Any]) -> dict[str, Any]:
-    """What a take-profit / stop-loss change answers: the position's orders after it."""
-    return {
+def _orders_answer(position: Mapping[str, Any], record: RelayRecord | None = None) -> dict[str, Any]:
+    """What a take-profit / stop-loss change answers: the position's orders after it, and the mined `record`
+    that changed them (None: a dry run, nothing sent)."""
+    answer = {
         "success": True,
         "positionId": position["positionId"],
         "symbol": position["market"],
         "takeProfit": position["takeProfit"],
         "stopLoss": position["stopLoss"],
     }
+    if record is None:
+        return {**answer, "dry_run": True}
+    assert record.mined is not None
+    return {**answer, "transactionId": record.id, "transactionHash": record.mined.tx_hash}
 
 
 @dataclass(frozen=True)
@@ -120,14 +131,6 @@ def _side(raw: object) -> bool | None:
     if isinstance(raw, str) and raw.lower() in {"long", "short"}:
         return raw.lower() == "long"
     raise InvalidFieldError("side", "must be 'long' or 'short'")
-
-
-def _bool(raw: object, field: str) -> bool:
-    if raw is None:
-        return False
-    if isinstance(raw, bool):
-        return raw
-    raise InvalidFieldError(field, "must be true or false")
 
 
 class TradingService:
@@ -218,16 +221,13 @@ class TradingService:
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Close `exit_pct`% (1..100, default 50) of the account's position in `symbol`."""
-        relay = self.relay()
-        key = await self._authenticate(api_key, Scope.TRADE)
-        reject_unknown_fields(body, PARTIAL_CLOSE_FIELDS)
+        relay, intent = await self._begin("partialclose", api_key, body, idempotency_key)
         symbol = normalize_symbol(body.get("symbol"))
-        exit_pct = parse_int(body.get("exit_pct", DEFAULT_EXIT_PCT), "exit_pct", minimum=1, maximum=PERCENT)
-        intent = _Intent("partialclose", key, body, idempotency_key)
+        exit_pct = parse_percent(body.get("exit_pct", DEFAULT_EXIT_PCT), "exit_pct")
         replayed = await self._replay(relay, intent)
         if replayed is not None:
             return replayed
-        summary = await self._resolve(key, symbol, _side(body.get("side")), body.get("positionId"))
+        summary = await self._resolve(intent.key, symbol, _side(body.get("side")), body.get("positionId"))
         position = summary.quote.position
         size_delta = size_for_exit_pct(position.size, exit_pct)
         allowed = self._allowed_price(body, position, summary.quote.price_e8)
@@ -240,14 +240,11 @@ class TradingService:
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Close a position fully, or by `sizeDelta` (base units), with an optional `allowedPrice`."""
-        relay = self.relay()
-        key = await self._authenticate(api_key, Scope.TRADE)
-        reject_unknown_fields(body, CLOSE_FIELDS)
-        intent = _Intent("close", key, body, idempotency_key)
+        relay, intent = await self._begin("close", api_key, body, idempotency_key)
         replayed = await self._replay(relay, intent)
         if replayed is not None:
             return replayed
-        summary = await self._owned(key, body.get("positionId"))
+        summary = await self._owned(intent.key, body.get("positionId"))
         position = summary.quote.position
         size_delta = None
         if body.get("sizeDelta") is not None:
@@ -264,37 +261,31 @@ class TradingService:
         idempotency_key: str | None = None,
     ) -> TradeOutcome:
         """Set (or with price 0 cancel) a take-profit or stop-loss: `price` in USD, `close_pct` 1..100."""
-        relay = self.relay()
-        key = await self._authenticate(api_key, Scope.TRADE)
-        reject_unknown_fields(body, TRIGGER_FIELDS)
-        intent = _Intent("takeprofit" if is_take_profit else "stoploss", key, body, idempotency_key)
+        endpoint = "takeprofit" if is_take_profit else "stoploss"
+        relay, intent = await self._begin(endpoint, api_key, body, idempotency_key)
         replayed = await self._replay(relay, intent)
         if replayed is not None:
             return replayed
-        summary = await self._owned(key, body.get("positionId"))
+        summary = await self._owned(intent.key, body.get("positionId"))
         price_e8 = parse_trigger_price(body.get("price"), "price")
         close_bps = 0
         if price_e8 == 0:  # cancelling: a close share would mean nothing, so it is refused, not ignored
             if body.get("close_pct") is not None:
                 raise InvalidFieldError("close_pct", "must be absent when cancelling the order (price 0)")
         else:
-            pct = parse_int(body.get("close_pct", PERCENT), "close_pct", minimum=1, maximum=PERCENT)
-            close_bps = pct * BPS_DENOMINATOR // PERCENT
-        update = TriggerUpdate(price_e8, close_bps)
+            close_bps = percent_to_bps(parse_percent(body.get("close_pct", PERCENT), "close_pct"))
+        update = TriggerOrder(price_e8, close_bps)
         return await self._set_order(relay, intent, summary, update, is_take_profit)
 
     async def move_to_breakeven(
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Put the stop-loss at the entry price for the full size (only once the trade is in profit)."""
-        relay = self.relay()
-        key = await self._authenticate(api_key, Scope.TRADE)
-        reject_unknown_fields(body, BREAKEVEN_FIELDS)
-        intent = _Intent("breakeven", key, body, idempotency_key)
+        relay, intent = await self._begin("breakeven", api_key, body, idempotency_key)
         replayed = await self._replay(relay, intent)
         if replayed is not None:
             return replayed
-        summary = await self._owned(key, body.get("positionId"))
+        summary = await self._owned(intent.key, body.get("positionId"))
         position, price = summary.quote.position, summary.quote.price_e8
         # A stop at entry is valid exactly when entry is on the losing side of the price (trade in profit).
         if not trigger_on_valid_side(position.is_long, False, position.entry_price_e8, price):
@@ -305,10 +296,27 @@ class TradingService:
                 entryPrice=usd_text(position.entry_price_e8),
                 currentPrice=usd_text(price),
             )
-        update = TriggerUpdate(position.entry_price_e8, BPS_DENOMINATOR)
+        update = TriggerOrder(position.entry_price_e8, BPS_DENOMINATOR)
         return await self._set_order(relay, intent, summary, update, False)
 
     # --- internals ------------------------------------------------------------------------------------------
+
+    async def _begin(
+        self,
+        endpoint: str,
+        api_key: str | None,
+        body: Mapping[str, Any],
+        idempotency_key: str | None,
+    ) -> tuple[RelayService, _Intent]:
+        """Every trading action's first steps, in this order: the relay (503 on a server without signers),
+        the key with the `trade` scope (401 / 403), the body's fields (422 on an unknown one).
+
+        Returns the relay and the request as the idempotency rule sees it.
+        """
+        relay = self.relay()
+        key = await self._authenticate(api_key, Scope.TRADE)
+        reject_unknown_fields(body, _ENDPOINT_FIELDS[endpoint])
+        return relay, _Intent(endpoint, key, body, idempotency_key)
 
     async def _resolve(
         self, key: ApiKey, symbol: str, is_long: bool | None, position_id: object
@@ -344,7 +352,7 @@ class TradingService:
         if position.owner.lower() != key.account.lower():
             raise NotAuthorizedError("this position belongs to another account", positionId="0x" + pid.hex())
         if not position.is_open:
-            raise PositionNotFoundError("this position is closed", positionId="0x" + pid.hex())
+            raise PositionNotFoundError.closed(pid)
         return summary
 
     def _allowed_price(self, body: Mapping[str, Any], position: Position, price_e8: int) -> int:
@@ -354,11 +362,7 @@ class TradingService:
                 raise InvalidFieldError("maxSlippageBps", "give allowedPrice or maxSlippageBps, not both")
             return parse_fixed(body["allowedPrice"], PRICE_DECIMALS, "allowedPrice")
         raw_bps = body.get("maxSlippageBps")
-        bps = (
-            self.settings.default_slippage_bps
-            if raw_bps is None
-            else parse_int(raw_bps, "maxSlippageBps", minimum=0, maximum=BPS_DENOMINATOR - 1)
-        )
+        bps = self.settings.default_slippage_bps if raw_bps is None else parse_slippage_bps(raw_bps)
         return allowed_price_for_slippage(is_long=position.is_long, price_e8=price_e8, slippage_bps=bps)
 
     async def _check_operator(self, relay: RelayService, account: str) -> None:
@@ -382,7 +386,7 @@ class TradingService:
         if intent.dry_run:
             return TradeOutcome(200, self._fill_from_preview(built))
         record = await self._wait(relay, await self._submit(relay, intent, built.calldata))
-        if record.status not in _MINED:
+        if not record.status.is_succeeded:
             return self._unfinished(record)
         return TradeOutcome(200, self._fill_from_record(record, built.preview.position))
 
@@ -391,7 +395,7 @@ class TradingService:
         relay: RelayService,
         intent: _Intent,
         summary: PositionSummary,
-        update: TriggerUpdate,
+        update: TriggerOrder,
         is_take_profit: bool,
     ) -> TradeOutcome:
         pid = summary.quote.position.position_id
@@ -400,15 +404,12 @@ class TradingService:
         )
         built = await self.builder.build(request)
         await self._check_operator(relay, intent.key.account)
-        answer = _orders_answer(built.preview.to_dict())
         if intent.dry_run:
-            return TradeOutcome(200, {**answer, "dry_run": True})
+            return TradeOutcome(200, _orders_answer(built.preview.to_dict()))
         record = await self._wait(relay, await self._submit(relay, intent, built.calldata))
-        if record.status not in _MINED:
+        if not record.status.is_succeeded:
             return self._unfinished(record)
-        assert record.mined is not None
-        sent = {"transactionId": record.id, "transactionHash": record.mined.tx_hash}
-        return TradeOutcome(200, {**answer, **sent})
+        return TradeOutcome(200, _orders_answer(built.preview.to_dict(), record))
 
     async def _replay(self, relay: RelayService, intent: _Intent) -> TradeOutcome | None:
         """The answer to a request already made with this `Idempotency-Key` (None: a new request).
@@ -427,15 +428,13 @@ class TradingService:
         if found is None:
             return None
         record = await self._wait(relay, found.record)
-        if record.status not in _MINED:
+        if not record.status.is_succeeded:
             return self._unfinished(record)
         (position_id, *_) = self._positions_of_call(record.data)
         summary = await self.builder.position("0x" + position_id.hex())
-        assert record.mined is not None
         if intent.endpoint in {"partialclose", "close"}:
             return TradeOutcome(200, self._fill_from_record(record, summary.quote.position))
-        sent = {"transactionId": record.id, "transactionHash": record.mined.tx_hash}
-        return TradeOutcome(200, {**_orders_answer(summary.to_dict()), **sent})
+        return TradeOutcome(200, _orders_answer(summary.to_dict(), record))
 
     async def _submit(self, relay: RelayService, intent: _Intent, data: bytes) -> RelayRecord:
         submission = await anyio.to_thread.run_sync(
@@ -451,7 +450,7 @@ class TradingService:
     async def _wait(self, relay: RelayService, record: RelayRecord) -> RelayRecord:
         """Poll the journal until the record is mined or ends, or the configured time runs out."""
         deadline = self.clock() + self.settings.receipt_timeout_s
-        while record.status not in _DONE and self.clock() < deadline:
+        while not record.status.is_settled and self.clock() < deadline:
             await asyncio.sleep(self.settings.poll_interval_s)
             record = relay.get(record.id)
         return record

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relayer.domain.records import Attempt, Mined, RelayRecord
-from relayer.domain.status import AttemptKind, RecordKind, TxStatus, can_transition
+from relayer.domain.records import Attempt, Mined, RelayRecord, RequestRef
+from relayer.domain.status import PENDING, AttemptKind, RecordKind, TxStatus, can_transition
 from relayer.errors import ConfigurationError
 from relayer.stores import sqlite as store_file
 
@@ -61,8 +61,8 @@ class ChainBinding:
         return f"chain {self.chain_id} (genesis block {self.genesis_hash})"
 
 
-_SUCCEEDED = frozenset({TxStatus.MINED, TxStatus.CONFIRMED})
-_PENDING = tuple(status.value for status in TxStatus if status.is_pending)
+_PENDING = tuple(sorted(status.value for status in PENDING))
+"""`PENDING` as SQL parameters (`status IN (?, ...)`)."""
 
 
 class JournalConflict(Exception):  # noqa: N818 - a signal to the sender, not an error a client sees
@@ -317,7 +317,7 @@ class Journal:
         if error is not None:
             sets.append("error = ?")
             args.append(json.dumps(error, sort_keys=True))
-        elif new in _SUCCEEDED:
+        elif new.is_succeeded:
             sets.append("error = NULL")  # a note such as chain_unavailable was about the wait, which is over
         if mined is not None:
             sets.append("mined = ?")
@@ -411,9 +411,9 @@ class JournalWriter:
                     record.data,
                     str(record.value_wei),
                     record.gas_limit,
-                    record.request_owner,
-                    None if record.request_nonce is None else str(record.request_nonce),
-                    record.deadline,
+                    None if record.request is None else record.request.owner,
+                    None if record.request is None else str(record.request.nonce),
+                    None if record.request is None else record.request.deadline,
                     None if record.noop_outcome is None else record.noop_outcome.value,
                     None if record.error is None else json.dumps(record.error, sort_keys=True),
                     None if record.mined is None else _mined_json(record.mined),
@@ -603,6 +603,13 @@ def _attempt(row: sqlite3.Row) -> Attempt:
     )
 
 
+def _request(row: sqlite3.Row) -> RequestRef | None:
+    """The three request columns, written together (`insert`), as one value."""
+    if row["request_owner"] is None:
+        return None
+    return RequestRef(row["request_owner"], int(row["request_nonce"]), int(row["deadline"]))
+
+
 def _record(row: sqlite3.Row, attempts: list[Attempt]) -> RelayRecord:
     mined = None
     if row["mined"] is not None:
@@ -631,9 +638,7 @@ def _record(row: sqlite3.Row, attempts: list[Attempt]) -> RelayRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         idempotency_key=row["idempotency_key"],
-        request_owner=row["request_owner"],
-        request_nonce=None if row["request_nonce"] is None else int(row["request_nonce"]),
-        deadline=None if row["deadline"] is None else int(row["deadline"]),
+        request=_request(row),
         noop_outcome=None if row["noop_outcome"] is None else TxStatus(row["noop_outcome"]),
         error=None if row["error"] is None else json.loads(row["error"]),
         mined=mined,

@@ -25,7 +25,7 @@ from eth_account.signers.local import LocalAccount
 
 from relayer.chain.connect import ANVIL_DEFAULT_KEYS, Chain, embedded_keys
 from relayer.chain.deploy import Deployment
-from relayer.faces.cli.main import EXIT_ERROR, EXIT_UNAVAILABLE
+from relayer.faces.cli.common import EXIT_ERROR, EXIT_UNAVAILABLE
 from relayer.stores.journal import ChainBinding, Journal
 from relayer.stores.keys import SqliteKeyStore
 from tests.conftest import ROOT

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from relayer.faces.cli.main import _load_settings, build_parser, main
+from relayer.faces.cli.main import build_parser, main
+from relayer.faces.cli.serve import _load_settings
 from relayer.services.relay.config import DEFAULT_JOURNAL_PATH, RelaySettings
 
 
@@ -27,7 +28,7 @@ def test_the_default_is_one_place_and_relative_to_the_current_directory() -> Non
 @pytest.mark.parametrize("command", ["serve", "mcp", "keeper"])
 def test_flag_then_env_then_default(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Keep pytest's logging as it is.
-    monkeypatch.setattr("relayer.faces.cli.main.logs.configure", lambda level: None)
+    monkeypatch.setattr("relayer.faces.cli.serve.logs.configure", lambda level: None)
 
     def journal_of(*argv: str) -> Path:
         return _load_settings(build_parser().parse_args([command, *argv])).relay.journal_path

@@ -23,7 +23,8 @@ from relayer.chain.deploy import Deployment
 from relayer.chain.transact import market_open_price_bound, set_market_price
 from relayer.chain.vault import VaultReader
 from relayer.domain import calldata
-from relayer.faces.cli.main import EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, main
+from relayer.faces.cli.common import EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from relayer.faces.cli.main import main
 from tests.conftest import _free_port, units, usd
 
 pytestmark = pytest.mark.only_backend("anvil")
@@ -362,7 +363,7 @@ def test_a_price_that_moves_past_the_guard_before_the_open_runs_is_refused(
         set_market_price(w3, keeper, vault_address, market, price * 102 // 100)
         return allowed
 
-    monkeypatch.setattr("relayer.faces.cli.main.market_open_price_bound", bound_then_jump)
+    monkeypatch.setattr("relayer.faces.cli.chain_commands.market_open_price_bound", bound_then_jump)
     trader = Account.from_key(TRADER_KEY).address
     positions = len(vault.position_ids_of(trader))
 

@@ -25,7 +25,7 @@ from relayer.chain.connect import ANVIL_DEFAULT_KEYS, rpc_chain
 from relayer.chain.deploy import DEFAULT_PRICES_USD, has_vault_code
 from relayer.chain.vault import VaultReader
 from relayer.domain.units import to_fixed
-from relayer.faces.cli.main import EXIT_OK
+from relayer.faces.cli.common import EXIT_OK
 from tests.conftest import ROOT, AnvilNode, start_anvil, stop_anvil
 
 SCRIPT = ROOT / "scripts" / "deploy.py"

@@ -21,7 +21,7 @@ from relayer.chain.node import Receipt, RelayNode
 from relayer.domain import calldata
 from relayer.domain.blocks import ChainHead
 from relayer.domain.fees import Fees
-from relayer.domain.records import Attempt, RelayRecord
+from relayer.domain.records import Attempt, Mined, RelayRecord
 from relayer.domain.status import AttemptKind, RecordKind, TxStatus
 from relayer.errors import (
     ChainUnavailableError,
@@ -209,7 +209,8 @@ def test_a_revert_the_replay_does_not_reproduce_is_an_execution_reverted_error(
 ) -> None:
     node = RelayNode(chain, deployment.address)
     succeeding = calldata.encode_call("markets")
-    receipt = Receipt("0x" + "ab" * 32, 1, "0x" + "cd" * 32, 0, 100_000, 0, False, [])  # first of block 1
+    mined = Mined("0x" + "ab" * 32, 1, "0x" + "cd" * 32, 100_000, 0, False)
+    receipt = Receipt(mined, transaction_index=0, logs=[])  # first of block 1
     sender = chain.test_accounts()[0].address  # funded: the replay pays for its gas like the transaction did
     reason = node.revert_reason(receipt, sender, deployment.address, succeeding, 100_000)
     error = restore_error(reason)

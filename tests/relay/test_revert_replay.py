@@ -119,7 +119,7 @@ def test_a_revert_for_lack_of_gas_says_so(
     node = RelayNode(chain, deployment.address)
     receipt = node.receipt(HexBytes(tx_hash).to_0x_hex())
     assert receipt is not None
-    assert receipt.success is False
+    assert receipt.mined.success is False
     error = restore_error(node.revert_reason(receipt, trader.address, deployment.address, close, 30_000))
     assert (type(error), error.code) == (ExecutionRevertedError, "execution_reverted")
     assert error.details["evmError"] in {"out of gas", "OutOfGas"}  # anvil's trace / py-evm's exception
@@ -162,7 +162,7 @@ def test_without_traces_a_blocks_first_transaction_is_replayed_on_the_state_befo
     node = RelayNode(target, deployment.address)
     receipt = node.receipt(HexBytes(tx_hash).to_0x_hex())
     assert receipt is not None
-    assert (receipt.success, receipt.transaction_index) == (False, 0)
+    assert (receipt.mined.success, receipt.transaction_index) == (False, 0)
     before = len(provider.asked)
     error = restore_error(node.revert_reason(receipt, trader.address, deployment.address, close, 200_000))
     assert (type(error), error.code) == (PositionNotFoundError, "position_not_found")

@@ -25,7 +25,7 @@ from relayer.domain.policy import (
     check_call,
     decode_raw_transaction,
 )
-from relayer.domain.records import Attempt, RelayRecord
+from relayer.domain.records import Attempt, RelayRecord, RequestRef
 from relayer.domain.status import ALLOWED, FINAL, AttemptKind, RecordKind, TxStatus, can_transition
 from relayer.errors import ConfigurationError, DisallowedTransactionError, FeeCapExceededError
 from relayer.services.relay.config import RelaySettings
@@ -282,8 +282,7 @@ def _record(record_id: str, nonce: int, *, key: str | None = None, owner: str | 
         created_at=1.0,
         updated_at=1.0,
         idempotency_key=key,
-        request_owner=owner,
-        request_nonce=0 if owner else None,
+        request=RequestRef(owner, 0, 2_000_000_000) if owner else None,
         attempts=(attempt,),
     )
 

@@ -111,7 +111,10 @@ def test_unknown_route_is_a_json_404(client: TestClient) -> None:
 def test_wrong_method_is_a_json_405(client: TestClient) -> None:
     response = client.post("/missing-position")
     assert response.status_code == 405
-    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response.json() == {
+        "error": {"code": "method_not_allowed", "message": "Method Not Allowed", "details": {}}
+    }
+    assert response.headers["allow"] == "GET"  # what the client needs to recover
 
 
 def test_request_validation_is_an_invalid_field(client: TestClient) -> None:

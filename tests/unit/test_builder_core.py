@@ -12,13 +12,14 @@ from eth_account import Account
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relayer.chain.gateway import ChainHead, CloseState, PositionQuote, decode_position_with_price
+from relayer.chain.decoding import decode_position_with_price
+from relayer.chain.gateway import ChainHead, CloseState, PositionQuote
 from relayer.chain.revert import error_from_revert
 from relayer.constants import CLOSE_ALL_SIZE, UINT256_MAX
 from relayer.domain import calldata
 from relayer.domain.fees import Fees
 from relayer.domain.positions import Position, TriggerOrder
-from relayer.domain.requests import CloseAction, CloseRequest, TriggerUpdate, parse_close_request
+from relayer.domain.requests import CloseAction, CloseRequest, parse_close_request
 from relayer.domain.units import format_fixed
 from relayer.errors import (
     ExecutionRevertedError,
@@ -339,4 +340,4 @@ def test_empty_or_short_return_data_is_an_error_not_a_crash() -> None:
 
 
 def test_trigger_update_is_carried_through() -> None:
-    assert request(takeProfit="1", takeProfitClosePercent=1).take_profit == TriggerUpdate(USD, 1)
+    assert request(takeProfit="1", takeProfitClosePercent=1).take_profit == TriggerOrder(USD, 1)

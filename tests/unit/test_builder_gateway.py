@@ -15,8 +15,11 @@ from eth_utils.crypto import keccak
 
 from relayer.chain.connect import Chain
 from relayer.chain.deploy import Deployment
-from relayer.chain.gateway import ChainGateway, JsonRpcGateway, JsonRpcTransport, RpcCall, Web3Gateway
+from relayer.chain.gateway import ChainGateway
+from relayer.chain.jsonrpc import JsonRpcTransport, RpcCall
+from relayer.chain.jsonrpc_gateway import JsonRpcGateway
 from relayer.chain.revert import error_from_rpc_error
+from relayer.chain.web3_gateway import Web3Gateway
 from relayer.domain.requests import parse_close_request
 from relayer.errors import ChainUnavailableError, PriceSlippageError, SizeDeltaExceedsPositionError
 from relayer.services.builder import encode_request

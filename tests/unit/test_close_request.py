@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from relayer.constants import MAX_TRIGGER_PRICE_E8, UINT256_MAX
 from relayer.domain import requests as close_request
+from relayer.domain.positions import NO_ORDER, TriggerOrder
 from relayer.domain.requests import (
     CloseAction,
     CloseRequest,
-    TriggerUpdate,
     check_trigger_price_e8,
     parse_close_bps,
     parse_close_request,
@@ -74,21 +74,21 @@ def test_triggers_without_size_delta_only_modify() -> None:
     )
     assert request.action is CloseAction.SET_TRIGGERS
     assert not request.closes
-    assert request.take_profit == TriggerUpdate(10_500_000_000_000, 5000)
-    assert request.stop_loss == TriggerUpdate(9_000_000_000_000, 10000)
+    assert request.take_profit == TriggerOrder(10_500_000_000_000, 5000)
+    assert request.stop_loss == TriggerOrder(9_000_000_000_000, 10000)
 
 
 def test_size_delta_with_a_trigger_does_both() -> None:
     request = parse(sizeDelta="1", stopLoss="95000", stopLossClosePercent=2500)
     assert request.action is CloseAction.DECREASE_AND_SET_TRIGGERS
     assert request.take_profit is None
-    assert request.stop_loss == TriggerUpdate(9_500_000_000_000, 2500)
+    assert request.stop_loss == TriggerOrder(9_500_000_000_000, 2500)
 
 
 def test_a_trigger_price_of_zero_cancels_the_order() -> None:
     request = parse(takeProfit=0)
-    assert request.take_profit == TriggerUpdate(0, 0)
-    assert request.take_profit.cancels
+    assert request.take_profit == NO_ORDER == TriggerOrder(0, 0)
+    assert not request.take_profit.active
 
 
 def test_null_counts_as_absent() -> None:
@@ -97,11 +97,11 @@ def test_null_counts_as_absent() -> None:
 
 @given(st.integers(min_value=1, max_value=10_000))
 def test_every_close_percent_in_range_is_kept(bps: int) -> None:
-    assert parse(takeProfit="1", takeProfitClosePercent=bps).take_profit == TriggerUpdate(10**8, bps)
+    assert parse(takeProfit="1", takeProfitClosePercent=bps).take_profit == TriggerOrder(10**8, bps)
 
 
 def test_a_whole_decimal_close_percent_is_accepted() -> None:
-    assert parse(stopLoss="1", stopLossClosePercent=Decimal("2500.0")).stop_loss == TriggerUpdate(10**8, 2500)
+    assert parse(stopLoss="1", stopLossClosePercent=Decimal("2500.0")).stop_loss == TriggerOrder(10**8, 2500)
 
 
 # --- rejected, with the field named -------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def test_trigger_price_above_what_the_vault_stores() -> None:
     )
     assert error.code == "invalid_price"
     largest = format_fixed(MAX_TRIGGER_PRICE_E8, 8)
-    assert parse(takeProfit=largest, takeProfitClosePercent=1).take_profit == TriggerUpdate(
+    assert parse(takeProfit=largest, takeProfitClosePercent=1).take_profit == TriggerOrder(
         MAX_TRIGGER_PRICE_E8, 1
     )
 

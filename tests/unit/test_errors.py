@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import relayer.errors as errors_module
-from relayer.errors import InvalidFieldError, RelayerError
+from relayer.errors import (
+    ExpiredRequestError,
+    InvalidFieldError,
+    InvalidNonceError,
+    InvalidTriggerPriceError,
+    PositionNotFoundError,
+    PriceNotSetError,
+    PriceSlippageError,
+    RelayerError,
+    StalePriceError,
+)
 
 
 def _all_subclasses(cls: type[RelayerError]) -> list[type[RelayerError]]:
@@ -53,3 +63,41 @@ def test_wire_shape() -> None:
     }
     assert str(error) == "sizeDelta: must be greater than zero"
     assert isinstance(error, ValueError)
+
+
+def test_the_envelope_is_the_one_error_body() -> None:
+    error = InvalidFieldError("sizeDelta", "must be greater than zero", value="0")
+    assert error.envelope() == {"error": error.to_dict()}
+
+
+def test_factories_build_their_own_class_with_its_details() -> None:
+    pid = bytes(range(32))
+    unknown, closed, not_open = (
+        PositionNotFoundError.unknown(pid),
+        PositionNotFoundError.closed(pid),
+        PositionNotFoundError.not_open(pid),
+    )
+    assert {type(e) for e in (unknown, closed, not_open)} == {PositionNotFoundError}
+    assert unknown.details == not_open.details == {"positionId": "0x" + pid.hex()}
+    assert closed.details == {"positionId": "0x" + pid.hex(), "status": "closed"}
+    assert PriceNotSetError.of_market("BTCUSDT").details == {"market": "BTCUSDT"}
+    stale = StalePriceError.of_market("BTCUSDT", 1_000, 60, blockTimestamp=1_061)
+    assert stale.details == {
+        "market": "BTCUSDT",
+        "updatedAt": 1_000,
+        "maxPriceAge": 60,
+        "blockTimestamp": 1_061,
+    }
+    assert ExpiredRequestError.past_deadline(100, 101).details == {"deadline": 100, "timestamp": 101}
+    nonce = InvalidNonceError.not_next("0x" + "ab" * 20, 3, 2)
+    assert nonce.details == {"owner": "0x" + "ab" * 20, "expected": 3, "got": 2}
+    slippage = PriceSlippageError.worse_than_allowed("96000", "97000")
+    assert (slippage.details, slippage.retryable) == ({"price": "96000", "allowedPrice": "97000"}, True)
+    wrong = InvalidTriggerPriceError.wrong_side(False, "97000", "96000", is_long=True, field="stopLoss")
+    assert wrong.message == "stop-loss 97000 must be below the current price 96000 for a long"
+    assert wrong.details == {
+        "isTakeProfit": False,
+        "triggerPrice": "97000",
+        "currentPrice": "96000",
+        "field": "stopLoss",
+    }

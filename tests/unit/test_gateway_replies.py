@@ -13,7 +13,9 @@ from typing import Any
 import anyio
 import pytest
 
-from relayer.chain.gateway import JsonRpcGateway, RpcCall, RpcReply, hex_data
+from relayer.chain.decoding import hex_data
+from relayer.chain.jsonrpc import RpcCall, RpcReply
+from relayer.chain.jsonrpc_gateway import JsonRpcGateway
 from relayer.domain import blocks
 from relayer.domain.blocks import ChainHead, head_from_block, quantity
 from relayer.errors import ChainUnavailableError, ExecutionRevertedError

@@ -7,54 +7,60 @@ Every error body has the shape `{"error": {"code", "message", "details"}}`; noth
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from relayer.errors import RelayerError
+from relayer.errors import InvalidFieldError, MethodNotAllowedError, RelayerError, RouteNotFoundError
 from relayer.faces.api.middleware import request_id
 
 log = logging.getLogger("relayer.faces.api")
 
 
-def error_response(
-    status: int, code: str, message: str, details: dict[str, object] | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        status_code=status, content={"error": {"code": code, "message": message, "details": details or {}}}
-    )
+def error_response(error: RelayerError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The one HTTP answer to an error: its status, its `envelope()` as the body, and `Retry-After` when a
+    retry may succeed soon (a retryable 5xx)."""
+    response = JSONResponse(status_code=error.http_status, content=error.envelope())
+    if error.retryable and error.http_status >= 500:
+        response.headers["Retry-After"] = "1"
+    response.headers.update(headers or {})
+    return response
+
+
+_ROUTING_ERRORS: dict[int, Callable[[str], RelayerError]] = {
+    404: RouteNotFoundError,
+    405: MethodNotAllowedError,
+}
+"""The framework's own refusals (routing), as errors of the tree."""
 
 
 async def _relayer_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RelayerError)
-    headers = {"Retry-After": "1"} if exc.retryable and exc.http_status >= 500 else None
-    response = error_response(exc.http_status, exc.code, exc.message, exc.details)
-    if headers:
-        response.headers.update(headers)
-    return response
+    return error_response(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
     field = ".".join(str(part) for part in first.get("loc", ()) if part not in {"body", "query", "path"})
-    message = f"{field or 'request'}: {first.get('msg', 'invalid')}"
-    return error_response(422, "invalid_field", message, {"field": field})
+    return error_response(InvalidFieldError(field or "request", str(first.get("msg", "invalid"))))
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    response = error_response(exc.status_code, code, str(exc.detail))
-    response.headers.update(exc.headers or {})  # e.g. 405's `Allow`, which a client needs to recover
-    return response
+    make = _ROUTING_ERRORS.get(exc.status_code)
+    if make is None:  # no route of ours raises one: a framework refusal we do not know is a bug to log
+        return await _unexpected(request, exc)
+    # The exception's headers go along, e.g. 405's `Allow`, which a client needs to recover.
+    return error_response(make(str(exc.detail)), exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("request=%s unhandled error on %s %s", request_id.get(), request.method, request.url.path)
-    return error_response(500, "internal_error", "internal error; see the server log")
+    return error_response(RelayerError("internal error; see the server log"))
 
 
 def install_error_handlers(app: FastAPI) -> None:

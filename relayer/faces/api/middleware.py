@@ -84,7 +84,7 @@ class RequestGuard:
 
     async def _too_large(self, send: Send, rid: str) -> None:
         error = BodyTooLargeError(self.max_body_bytes)
-        await _send_json(send, 413, {"error": error.to_dict()}, [(b"x-request-id", rid.encode())])
+        await _send_json(send, error.http_status, error.envelope(), [(b"x-request-id", rid.encode())])
 
 
 class StrictJsonBody:

@@ -9,10 +9,13 @@ Errors are `RelayerError`s, turned into HTTP answers once by `relayer.faces.api.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from fastapi.types import DecoratedCallable
+from pydantic import BaseModel
 
 from relayer.faces.api import schemas
 from relayer.faces.api.inputs import json_object
@@ -28,6 +31,19 @@ async def _builder(request: Request) -> TransactionBuilder:
 
 
 Builder = Annotated[TransactionBuilder, Depends(_builder)]
+
+
+def _read(
+    path: str, tag: str, summary: str, answer: type[BaseModel], *error_statuses: int
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A GET route of this router: its OpenAPI tag and summary, the documented answer, the error statuses."""
+    return router.get(
+        path,
+        tags=[tag],
+        summary=summary,
+        response_model=answer,
+        responses=schemas.error_responses(*error_statuses),
+    )
 
 
 def _json(content: Any) -> Response:
@@ -63,23 +79,26 @@ async def close_position(request: Request, builder: Builder) -> Response:
     return _json(built.to_dict())
 
 
-@router.get(
+@_read(
     "/api/positions/{positionId}",
-    tags=["positions"],
-    summary="One position, open or closed, with its market price and unrealized PnL",
-    response_model=schemas.PositionDoc,
-    responses=schemas.error_responses(404, 422, 503),
+    "positions",
+    "One position, open or closed, with its market price and unrealized PnL",
+    schemas.PositionDoc,
+    404,
+    422,
+    503,
 )
 async def get_position(positionId: str, builder: Builder) -> Response:  # noqa: N803 - the documented name
     return _json((await builder.position(positionId)).to_dict())
 
 
-@router.get(
+@_read(
     "/api/positions",
-    tags=["positions"],
-    summary="An owner's positions (open ones unless include_closed=true), oldest first",
-    response_model=schemas.PositionsDoc,
-    responses=schemas.error_responses(422, 503),
+    "positions",
+    "An owner's positions (open ones unless include_closed=true), oldest first",
+    schemas.PositionsDoc,
+    422,
+    503,
 )
 async def list_positions(
     builder: Builder,
@@ -91,23 +110,17 @@ async def list_positions(
     return _json((await builder.positions_of(owner, include_closed=include_closed)).to_dict())
 
 
-@router.get(
-    "/api/markets",
-    tags=["markets"],
-    summary="Every market's oracle price and its age",
-    response_model=schemas.MarketsDoc,
-    responses=schemas.error_responses(503),
-)
+@_read("/api/markets", "markets", "Every market's oracle price and its age", schemas.MarketsDoc, 503)
 async def list_markets(builder: Builder) -> Response:
     return _json(markets_to_dict(await builder.markets()))
 
 
-@router.get(
+@_read(
     "/health",
-    tags=["health"],
-    summary="Whether the node answers: chain id, latest block, vault address (503 chain_unavailable if not)",
-    response_model=schemas.HealthDoc,
-    responses=schemas.error_responses(503),
+    "health",
+    "Whether the node answers: chain id, latest block, vault address (503 chain_unavailable if not)",
+    schemas.HealthDoc,
+    503,
 )
 async def health(request: Request) -> Response:
     return _json(await request.app.state.runtime.health())

@@ -16,14 +16,8 @@ from datetime import UTC, datetime
 
 from relayer.domain import apikeys
 from relayer.errors import InvalidFieldError
+from relayer.faces.cli.common import EXIT_OK, JOURNAL_HELP
 from relayer.stores.keys import KeyStore, SqliteKeyStore, open_key_store
-
-EXIT_OK = 0
-
-JOURNAL_HELP = (
-    "journal file (default: RELAYER_RELAY_JOURNAL_PATH, else .relayer/journal.sqlite3 in the current"
-    " directory, the same file `relayer serve` uses there)"
-)
 
 
 def _store(args: argparse.Namespace, *, create: bool = False) -> SqliteKeyStore:

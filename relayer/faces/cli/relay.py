@@ -19,13 +19,11 @@ from relayer.domain.records import RecordPage
 from relayer.domain.status import TxStatus
 from relayer.domain.units import format_fixed
 from relayer.errors import ConfigurationError, TransactionNotFoundError
-from relayer.faces.cli.keys import JOURNAL_HELP
+from relayer.faces.cli.common import EXIT_OK, JOURNAL_HELP
 from relayer.services.relay.config import RelaySettings
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.signers import load_signers
 from relayer.stores.journal import open_journal
-
-EXIT_OK = 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

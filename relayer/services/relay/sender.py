@@ -26,7 +26,7 @@ from relayer.chain.node import Receipt, RelayNode
 from relayer.chain.node_errors import Kind, NodeError, classify
 from relayer.domain.fees import Fees, fee_fields
 from relayer.domain.policy import RawTransaction, bump_fees
-from relayer.domain.records import Attempt, Mined, RelayRecord
+from relayer.domain.records import Attempt, Mined, RelayRecord, RequestRef
 from relayer.domain.status import AttemptKind, RecordKind, TxStatus
 from relayer.errors import FeeCapReachedError, NonceUsedElsewhereError
 from relayer.services.relay.config import RelaySettings
@@ -60,9 +60,7 @@ class CallPlan:
     fees: Fees
     request_hash: str
     idempotency_key: str | None = None
-    request_owner: str | None = None
-    request_nonce: int | None = None
-    deadline: int | None = None
+    request: RequestRef | None = None
 
 
 def build_tx(
@@ -146,9 +144,7 @@ class Sender:
                     created_at=now,
                     updated_at=now,
                     idempotency_key=plan.idempotency_key,
-                    request_owner=plan.request_owner,
-                    request_nonce=plan.request_nonce,
-                    deadline=plan.deadline,
+                    request=plan.request,
                     attempts=(
                         Attempt(
                             tx_hash,
@@ -281,7 +277,7 @@ class Sender:
 
     def settle_used_nonce(self, record: RelayRecord) -> None:
         """The record's nonce is used on chain: find which of our hashes mined, else someone else's did."""
-        if record.status.is_final or record.status is TxStatus.MINED:
+        if record.status.is_settled:
             return
         receipt = self.find_receipt(record)
         if receipt is not None:
@@ -297,18 +293,11 @@ class Sender:
 
     def settle_receipt(self, record: RelayRecord, receipt: Receipt) -> None:
         """Record where a hash of `record` was mined and what it did."""
-        attempt = next(a for a in record.attempts if a.tx_hash == receipt.tx_hash)
-        mined = Mined(
-            receipt.tx_hash,
-            receipt.block_number,
-            receipt.block_hash,
-            receipt.gas_used,
-            receipt.effective_gas_price_wei,
-            receipt.success,
-        )
+        mined = receipt.mined
+        attempt = next(a for a in record.attempts if a.tx_hash == mined.tx_hash)
         if attempt.kind is AttemptKind.NOOP:
             self._finish(record, record.noop_outcome or TxStatus.EXPIRED, mined=mined, error=record.error)
-        elif receipt.success:
+        elif mined.success:
             mined = replace(mined, events=self.node.decode_events(receipt.logs))
             self._finish(record, TxStatus.MINED, mined=mined)
         else:

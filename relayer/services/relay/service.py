@@ -28,7 +28,7 @@ from relayer.chain.node import RelayNode
 from relayer.domain import policy
 from relayer.domain.blocks import ChainHead
 from relayer.domain.fees import gas_limit_with_margin
-from relayer.domain.records import RecordPage, RelayRecord
+from relayer.domain.records import RecordPage, RelayRecord, RequestRef
 from relayer.domain.status import AttemptKind, RecordKind, TxStatus
 from relayer.domain.typed_data import (
     check_request,
@@ -176,21 +176,15 @@ class RelayService:
             IdempotencyConflictError: the key was used with another body.
             RelayerError: the vault error the simulation reverted with; out of funds; node unreachable.
         """
-        self._ensure_resumed()
-        idempotency_key = scoped_key(key_scope, idempotency_key)
         fingerprint = request_hash("signed", body)
-        existing = self._idempotent(idempotency_key, fingerprint)
+        idempotency_key, existing = self._begin(key_scope, idempotency_key, fingerprint)
         if existing is not None:
             return existing
         kind = parse_kind(body.get("kind"))
         request = parse_request(kind, body.get("request"))
         signature = parse_signature(body.get("signature"))
         head = self.node.head()
-        owner = self.node.position_owner(request.position_id)
-        if owner == _ZERO_ADDRESS:
-            raise PositionNotFoundError(
-                "no open position with this id", positionId="0x" + request.position_id.hex()
-            )
+        owner = self._owner_of(request.position_id)
         check_request(
             request,
             signature,
@@ -200,13 +194,9 @@ class RelayService:
             chain_id=self.node.chain_id,
             vault=self.vault,
         )
-        plan_fields = {
-            "request_owner": owner,
-            "request_nonce": request.nonce,
-            "deadline": request.deadline,
-        }
+        signed = RequestRef(owner, request.nonce, request.deadline)
         return self._relay_call(
-            kind, request.calldata(signature), head, fingerprint, idempotency_key, **plan_fields
+            kind, request.calldata(signature), head, fingerprint, idempotency_key, request=signed
         )
 
     def submit_call(
@@ -223,13 +213,11 @@ class RelayService:
             DisallowedTransactionError: the call is not an allowed vault function.
             RelayerError: as `submit_signed`.
         """
-        self._ensure_resumed()
-        idempotency_key = scoped_key(key_scope, idempotency_key)
-        policy.check_call(self.vault, data, vault=self.vault)
         fingerprint = fingerprint or request_hash("call", {"data": "0x" + data.hex()})
-        existing = self._idempotent(idempotency_key, fingerprint)
+        idempotency_key, existing = self._begin(key_scope, idempotency_key, fingerprint)
         if existing is not None:
             return existing
+        policy.check_call(self.vault, data, vault=self.vault)
         return self._relay_call(policy.call_kind(data), data, self.node.head(), fingerprint, idempotency_key)
 
     def submit_raw(
@@ -245,10 +233,8 @@ class RelayService:
             InvalidNonceError: its nonce is already used on chain (replayed).
             RelayerError: the vault error the simulation reverted with; node unreachable.
         """
-        self._ensure_resumed()
-        idempotency_key = scoped_key(key_scope, idempotency_key)
         fingerprint = request_hash("raw", body)
-        existing = self._idempotent(idempotency_key, fingerprint)
+        idempotency_key, existing = self._begin(key_scope, idempotency_key, fingerprint)
         if existing is not None:
             return existing
         text = body.get("transaction", body.get("rawTransaction"))
@@ -304,11 +290,7 @@ class RelayService:
             PositionNotFoundError: no position has this id.
         """
         request = request_from_params(params)
-        owner = self.node.position_owner(request.position_id)
-        if owner == _ZERO_ADDRESS:
-            raise PositionNotFoundError(
-                "no open position with this id", positionId="0x" + request.position_id.hex()
-            )
+        owner = self._owner_of(request.position_id)
         if params.get("deadline") is None:
             request = replace(request, deadline=self.node.head().timestamp + self.settings.request_ttl_s)
         if params.get("nonce") is None:
@@ -345,6 +327,21 @@ class RelayService:
         """
         return self._idempotent(scoped_key(key_scope, idempotency_key), fingerprint)
 
+    def _begin(
+        self, key_scope: str, idempotency_key: str | None, fingerprint: str
+    ) -> tuple[str | None, Submission | None]:
+        """Every submission's first steps: the relay resumed, the key scoped, an earlier answer looked up.
+
+        Returns the scoped key, and the earlier submission with this key and request (None: a new one).
+
+        Raises:
+            InvalidFieldError: a malformed key.
+            IdempotencyConflictError: the key was used with another request.
+        """
+        self._ensure_resumed()
+        key = scoped_key(key_scope, idempotency_key)
+        return key, self._idempotent(key, fingerprint)
+
     def _idempotent(self, key: str | None, fingerprint: str) -> Submission | None:
         if key is None:
             return None
@@ -379,7 +376,8 @@ class RelayService:
         head: ChainHead,
         fingerprint: str,
         idempotency_key: str | None,
-        **plan_fields: Any,
+        *,
+        request: RequestRef | None = None,
     ) -> Submission:
         """Simulate from a signer that can pay, then journal and send. Never sends what did not simulate."""
         fees = policy.cap_fees(
@@ -394,7 +392,7 @@ class RelayService:
             fees=fees,
             request_hash=fingerprint,
             idempotency_key=idempotency_key,
-            **plan_fields,
+            request=request,
         )
         try:
             record = self.sender.journal_and_send(signer, plan)
@@ -420,6 +418,17 @@ class RelayService:
                 return signer, gas_limit
             shortfall[signer.address] = str(balance)
         raise RelayerOutOfFundsError("no relayer signer can pay for this transaction", balancesWei=shortfall)
+
+    def _owner_of(self, position_id: bytes) -> str:
+        """The owner a signed request about `position_id` must come from.
+
+        Raises:
+            PositionNotFoundError: no position ever had this id.
+        """
+        owner = self.node.position_owner(position_id)
+        if owner == _ZERO_ADDRESS:
+            raise PositionNotFoundError.unknown(position_id)
+        return owner
 
     # --- moving records forward ---------------------------------------------------------------------------
 
@@ -487,10 +496,11 @@ class RelayService:
             return
         if record.kind.is_ours:
             has_noop = any(a.kind is AttemptKind.NOOP for a in record.attempts)
-            if record.deadline is not None and head.timestamp >= record.deadline and not has_noop:
+            deadline = None if record.request is None else record.request.deadline
+            if deadline is not None and head.timestamp >= deadline and not has_noop:
                 error = RequestExpiredBeforeSendError(
                     "the signed request's deadline passed before it was mined; its nonce was freed (no-op)",
-                    deadline=record.deadline,
+                    deadline=deadline,
                     timestamp=head.timestamp,
                 ).to_dict()
                 self.sender.fill_nonce(record, TxStatus.EXPIRED, error)
@@ -511,7 +521,7 @@ class RelayService:
             self.journal.transition(record.id, TxStatus.MINED, TxStatus.CONFIRMED, now=self.clock())
             return
         receipt = self.node.receipt(record.mined.tx_hash)
-        if receipt is None or receipt.block_hash != record.mined.block_hash:
+        if receipt is None or receipt.mined.block_hash != record.mined.block_hash:
             log.warning("record %s: block %d was reorganized away", record.id, record.mined.block_number)
             self.journal.transition(
                 record.id, TxStatus.MINED, TxStatus.SUBMITTED, now=self.clock(), clear_mined=True

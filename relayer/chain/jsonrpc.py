@@ -1,0 +1,195 @@
+"""JSON-RPC over HTTP with batching: the transport under `relayer.chain.jsonrpc_gateway.JsonRpcGateway`.
+
+`JsonRpcTransport.batch` sends calls as one JSON-RPC batch, and batches from concurrent requests share HTTP
+requests while the node is busy. Each call's answer is an `RpcReply`: its result decoded on demand (quantity,
+data, block), or the node's error object raised as a `RelayerError` (reverts decoded by selector in
+`relayer.chain.revert`). A node that does not answer, or answers something that is not JSON-RPC, is
+`ChainUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from relayer.chain.decoding import hex_data
+from relayer.chain.revert import error_from_rpc_error
+from relayer.constants import DEFAULT_RPC_TIMEOUT_S, MAX_RPC_CALLS_PER_BATCH, MAX_RPC_REQUESTS_IN_FLIGHT
+from relayer.domain.blocks import ChainHead, head_from_block, quantity
+from relayer.errors import ChainUnavailableError
+
+
+@dataclass(frozen=True)
+class RpcCall:
+    """One JSON-RPC call: its method and positional params."""
+
+    method: str
+    params: list[Any]
+
+
+@dataclass(frozen=True)
+class RpcReply:
+    """One call's answer: `result`, or the node's JSON-RPC `error` object."""
+
+    result: Any = None
+    error: Mapping[str, Any] | None = None
+
+    def value(self) -> Any:
+        """The result, or the error as a `RelayerError` (reverts decoded by selector)."""
+        if self.error is not None:
+            raise error_from_rpc_error(self.error)
+        return self.result
+
+    def quantity(self) -> int:
+        """The result as a JSON-RPC quantity (chain id, gas, nonce, fee).
+
+        Raises:
+            RelayerError: the call's error; `ChainUnavailableError` for a result that is not a quantity.
+        """
+        return quantity(self.value())
+
+    def data(self) -> bytes:
+        """The result as JSON-RPC data (`eth_call`, `eth_getCode`).
+
+        Raises:
+            RelayerError: the call's error; `ChainUnavailableError` for a result that is not 0x-hex.
+        """
+        return hex_data(self.value())
+
+    def head(self) -> ChainHead:
+        """The result as a block (`eth_getBlockByNumber`).
+
+        Raises:
+            RelayerError: the call's error; `ChainUnavailableError` for null or a malformed block.
+        """
+        return head_from_block(self.value())
+
+
+_Waiter = tuple[list[RpcCall], "asyncio.Future[list[RpcReply]]"]
+
+
+def _error_object(error: Any) -> Mapping[str, Any]:
+    """A JSON-RPC error as an object, even from nodes that send a bare string."""
+    return error if isinstance(error, dict) else {"message": str(error)[:300]}
+
+
+class JsonRpcTransport:
+    """JSON-RPC over HTTP with one persistent connection pool.
+
+    `batch(calls)` sends its calls as one JSON-RPC batch. While `max_in_flight` HTTP requests are already out,
+    further batches wait and then leave together in the next HTTP request (up to `max_calls` calls), so under
+    load the node sees a few large requests instead of many small ones, and no caller waits longer than one
+    round trip for a slot.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = DEFAULT_RPC_TIMEOUT_S,
+        max_in_flight: int = MAX_RPC_REQUESTS_IN_FLIGHT,
+        max_calls: int = MAX_RPC_CALLS_PER_BATCH,
+    ) -> None:
+        self.url = url
+        self._client = httpx.AsyncClient(
+            timeout=timeout_s,
+            limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight),
+            headers={"content-type": "application/json"},
+        )
+        self._max_in_flight = max_in_flight
+        self._max_calls = max_calls
+        self._waiting: deque[_Waiter] = deque()
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.http_requests_sent = 0
+        """How many HTTP requests carried the batches so far (fewer than `batch` calls under load)."""
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def call(self, method: str, *params: Any) -> Any:
+        """One call's result (raises its error as a `RelayerError`)."""
+        (reply,) = await self.batch([RpcCall(method, list(params))])
+        return reply.value()
+
+    async def batch(self, calls: Sequence[RpcCall]) -> list[RpcReply]:
+        """The replies to `calls`, in order; per-call errors are in the replies, not raised.
+
+        Raises:
+            ChainUnavailableError: the node did not answer, or answered something that is not JSON-RPC.
+        """
+        future: asyncio.Future[list[RpcReply]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((list(calls), future))
+        self._pump()
+        return await future
+
+    def _pump(self) -> None:
+        while self._waiting and self._in_flight < self._max_in_flight:
+            group: list[_Waiter] = []
+            size = 0
+            while self._waiting and (not group or size + len(self._waiting[0][0]) <= self._max_calls):
+                waiter = self._waiting.popleft()
+                group.append(waiter)
+                size += len(waiter[0])
+            self._in_flight += 1
+            task = asyncio.create_task(self._send(group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, group: list[_Waiter]) -> None:
+        try:
+            payload = [
+                {"jsonrpc": "2.0", "id": index, "method": call.method, "params": call.params}
+                for index, call in enumerate(call for calls, _ in group for call in calls)
+            ]
+            try:
+                replies = await self._post(payload)
+            except Exception as error:  # every waiter gets it: none may hang (a bug surfaces as a 500 there)
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(error)
+                return
+            start = 0
+            for calls, future in group:
+                if not future.done():  # the caller may have gone (client disconnected)
+                    future.set_result(replies[start : start + len(calls)])
+                start += len(calls)
+        finally:
+            self._in_flight -= 1
+            self._pump()
+
+    async def _post(self, payload: list[dict[str, Any]]) -> list[RpcReply]:
+        self.http_requests_sent += 1
+        try:
+            response = await self._client.post(self.url, content=json.dumps(payload, separators=(",", ":")))
+        except httpx.HTTPError as exc:
+            raise ChainUnavailableError(f"the node did not answer: {type(exc).__name__}") from exc
+        # Errors never carry the URL: hosted nodes put their API key in it, and details reach the client.
+        if response.status_code != 200:
+            raise ChainUnavailableError(f"the node answered HTTP {response.status_code}")
+        try:
+            body = json.loads(response.content)
+        except ValueError as exc:
+            raise ChainUnavailableError("the node's answer is not JSON") from exc
+        if isinstance(body, dict) and "error" in body:  # the node refused the whole batch
+            return [RpcReply(error=_error_object(body["error"]))] * len(payload)
+        if not isinstance(body, list):
+            raise ChainUnavailableError("the node's answer is not a JSON-RPC batch reply")
+        by_id = {item.get("id"): item for item in body if isinstance(item, dict)}
+        missing = {"code": -32603, "message": "the node sent no reply for this call"}
+        replies = []
+        for index in range(len(payload)):
+            item = by_id.get(index)
+            if item is None:
+                replies.append(RpcReply(error=missing))
+            elif item.get("error") is not None:
+                replies.append(RpcReply(error=_error_object(item["error"])))
+            else:
+                replies.append(RpcReply(result=item.get("result")))
+        return replies

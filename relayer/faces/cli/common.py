@@ -1,0 +1,58 @@
+"""What the `relayer` commands share: the exit codes, and how a command's parser is set up.
+
+`relayer.faces.cli.main` maps errors to these exit codes (`exit_code_for`); the command modules
+(`serve`, `chain_commands`) add their parsers with `add_command`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Literal, TypeAlias
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+"""Exit codes: 1 for a request the chain or the relayer refused (and start-up failures such as a wrong vault
+or contradictory settings), 2 for bad usage, 3 when the node is down (try again later)."""
+
+Command = Callable[[argparse.Namespace], int]
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What `add_subparsers` returns (argparse's class is private and not subscriptable at run time)."""
+
+NodeArguments = Literal["embedded", "required"]
+"""`--rpc-url`, `--vault`, `--deployments`: "embedded" where no node means the embedded chain, "required"
+where the command needs a node."""
+
+
+def add_command(
+    subparsers: Subparsers,
+    name: str,
+    handler: Command,
+    *,
+    help: str,
+    description: str | None = None,
+    node: NodeArguments | None = None,
+    journal: bool = False,
+) -> argparse.ArgumentParser:
+    """Add the command `name` run by `handler`, with the node arguments and `--journal` if it takes them;
+    the caller adds the command's own arguments to the parser returned."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    if node is not None:
+        node_help = "JSON-RPC node URL (prefer RELAYER_RPC_URL if it holds an API key)"
+        parser.add_argument("--rpc-url", help=node_help if node == "embedded" else node_help + "; required")
+        parser.add_argument("--vault", help="the vault's address on that node")
+        parser.add_argument("--deployments", help="a deployments/<chainId>.json file naming the vault")
+    if journal:
+        parser.add_argument("--journal", help=JOURNAL_HELP)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+JOURNAL_HELP = (
+    "journal file (default: RELAYER_RELAY_JOURNAL_PATH, else .relayer/journal.sqlite3 in the current"
+    " directory, the same file `relayer serve` uses there)"
+)
+"""Help of every `--journal` flag: where the journal is when the flag is not given."""
