@@ -366,6 +366,14 @@ class MethodNotAllowedError(RelayerError):
     http_status = 405
 
 
+class HttpRefusedError(RelayerError):
+    """A request the web framework refused for a reason of its own (a malformed body or header, say): answered
+    with the framework's own 4xx status, never as a server error."""
+
+    code = "http_error"
+    http_status = 400
+
+
 class PriceFeedOffError(RelayerError, LookupError):
     """The demo price-feed controls exist only while `relayer serve` runs the feed on the embedded chain."""
 

@@ -41,7 +41,8 @@ from relayer.services.price_feed import PriceFeed
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.signers import Signer
 from relayer.services.trading import TradingService
-from relayer.stores.journal import ChainBinding, Journal
+from relayer.stores.journal import Journal
+from relayer.stores.journal_chains import ChainBinding
 from relayer.stores.keys import KeyStore, SqliteKeyStore
 
 log = logging.getLogger("relayer.runtime")

@@ -18,7 +18,8 @@ from pydantic import Field
 
 from relayer.constants import MAX_SLIPPAGE_BPS
 from relayer.errors import InvalidFieldError, RelayerError
-from relayer.services.trading import DEFAULT_EXIT_PCT, TradeOutcome, TradingService
+from relayer.services.trading import DEFAULT_EXIT_PCT, TradingService
+from relayer.services.trading_answers import TradeOutcome
 
 API_KEY = "api_key"
 """The credential every tool takes; absent or null, it reaches the service as no key (`unauthenticated`)."""

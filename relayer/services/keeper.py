@@ -24,7 +24,7 @@ from relayer.domain.positions import crossed_trigger
 from relayer.errors import PositionNotFoundError, RelayerError, TriggerNotCrossedError
 from relayer.services.relay.service import KEEPER_SCOPE, RelayService
 
-log = logging.getLogger("relayer.services.keeper")
+log = logging.getLogger("relayer.keeper")
 
 LOG_SCAN_BLOCKS = 2_000
 """Blocks per `eth_getLogs` call: hosted nodes refuse wide ranges, and a refused scan stalls every order."""

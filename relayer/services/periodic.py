@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from relayer.errors import RelayerError
 
-log = logging.getLogger("relayer.services.periodic")
+log = logging.getLogger("relayer.periodic")
 
 
 class Periodic:

@@ -9,6 +9,10 @@ the fill read from the vault's `PositionDecreased` event, never a guess.
 Authentication and reads need only the key store and the builder, so they work on a server without relayer
 signers; the actions that send, and `get_transaction` (a relay record), ask for the relay first and answer
 503 `relay_not_configured` there.
+
+What lives where: this module holds `TradingService` (authentication, reads, the actions and their steps) and
+each action's body fields; `relayer.services.trading_requests` reads a request's body (its idempotency
+identity, side, allowed price); `relayer.services.trading_answers` formats the answers (`TradeOutcome`).
 """
 
 from __future__ import annotations
@@ -16,23 +20,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 
 from relayer.config import TradingSettings
-from relayer.constants import BPS_DENOMINATOR, CLOSE_ALL_SIZE, PERCENT, PRICE_DECIMALS, SIZE_DECIMALS
+from relayer.constants import BPS_DENOMINATOR, CLOSE_ALL_SIZE, PERCENT, SIZE_DECIMALS
 from relayer.domain import apikeys, calldata
 from relayer.domain.apikeys import ApiKey, Scope
-from relayer.domain.bps import parse_percent, parse_slippage_bps, percent_to_bps
-from relayer.domain.exits import allowed_price_for_slippage, closed_pct_text, size_for_exit_pct
+from relayer.domain.bps import parse_percent, percent_to_bps
+from relayer.domain.exits import size_for_exit_pct
 from relayer.domain.jsonio import reject_unknown_fields
 from relayer.domain.markets import normalize_symbol
-from relayer.domain.positions import Position, TriggerOrder, realized_pnl_e8, side_name, trigger_on_valid_side
+from relayer.domain.positions import TriggerOrder, side_name, trigger_on_valid_side
 from relayer.domain.records import RelayRecord
 from relayer.domain.requests import CloseRequest, parse_position_id, parse_trigger_price
-from relayer.domain.units import parse_bool, parse_fixed, size_text, usd_text
+from relayer.domain.units import parse_fixed, usd_text
 from relayer.errors import (
     AmbiguousPositionError,
     InvalidFieldError,
@@ -40,12 +43,19 @@ from relayer.errors import (
     NotAuthorizedError,
     OperatorNotApprovedError,
     PositionNotFoundError,
-    RelayerError,
     TransactionNotFoundError,
-    restore_error,
 )
-from relayer.services.builder import BuiltTransaction, PositionSummary, TransactionBuilder
-from relayer.services.relay.service import RelayService, request_hash
+from relayer.services.builder import PositionSummary, TransactionBuilder
+from relayer.services.relay.service import RelayService
+from relayer.services.trading_answers import (
+    TradeOutcome,
+    fill_from_preview,
+    fill_from_record,
+    orders_answer,
+    positions_of_call,
+    unfinished,
+)
+from relayer.services.trading_requests import TradeIntent, allowed_price, parse_side
 from relayer.stores.keys import KeyStore
 
 PARTIAL_CLOSE_FIELDS = (
@@ -74,63 +84,6 @@ DEFAULT_EXIT_PCT = 50
 
 LAST_USED_RESOLUTION_S = 60
 """`last_used_at` of an API key is written at most once a minute: not a database write on every request."""
-
-
-@dataclass(frozen=True)
-class _Intent:
-    """One trading request as the idempotency rule sees it: who, which endpoint, which body, which key."""
-
-    endpoint: str
-    key: ApiKey
-    body: Mapping[str, Any]
-    idempotency_key: str | None
-
-    @property
-    def scope(self) -> str:
-        """Keys are the account's own: another account (or the keeper) can never collide with them."""
-        return f"account:{self.key.account.lower()}"
-
-    @property
-    def fingerprint(self) -> str:
-        return request_hash(self.endpoint, self.body)
-
-    @property
-    def dry_run(self) -> bool:
-        flag = self.body.get("dry_run")
-        return flag is not None and parse_bool(flag, "dry_run")
-
-
-def _orders_answer(position: Mapping[str, Any], record: RelayRecord | None = None) -> dict[str, Any]:
-    """What a take-profit / stop-loss change answers: the position's orders after it, and the mined `record`
-    that changed them (None: a dry run, nothing sent)."""
-    answer = {
-        "success": True,
-        "positionId": position["positionId"],
-        "symbol": position["market"],
-        "takeProfit": position["takeProfit"],
-        "stopLoss": position["stopLoss"],
-    }
-    if record is None:
-        return {**answer, "dry_run": True}
-    assert record.mined is not None
-    return {**answer, "transactionId": record.id, "transactionHash": record.mined.tx_hash}
-
-
-@dataclass(frozen=True)
-class TradeOutcome:
-    """An answer: HTTP 200 with the fill, or 202 when the receipt did not come in time."""
-
-    status_code: int
-    body: dict[str, Any]
-
-
-def _side(raw: object) -> bool | None:
-    """`"long"` -> True, `"short"` -> False, absent -> None."""
-    if raw is None:
-        return None
-    if isinstance(raw, str) and raw.lower() in {"long", "short"}:
-        return raw.lower() == "long"
-    raise InvalidFieldError("side", "must be 'long' or 'short'")
 
 
 class TradingService:
@@ -203,7 +156,7 @@ class TradingService:
         not_yours = TransactionNotFoundError(
             "no transaction with this id for this account", id=transaction_id
         )
-        position_ids = self._positions_of_call(record.data)
+        position_ids = positions_of_call(record.data)
         if not position_ids:  # nothing ties it to this account (e.g. an undecodable raw transaction)
             raise not_yours
         for position_id in position_ids:
@@ -227,10 +180,14 @@ class TradingService:
         replayed = await self._replay(relay, intent)
         if replayed is not None:
             return replayed
-        summary = await self._resolve(intent.key, symbol, _side(body.get("side")), body.get("positionId"))
+        summary = await self._resolve(
+            intent.key, symbol, parse_side(body.get("side")), body.get("positionId")
+        )
         position = summary.quote.position
         size_delta = size_for_exit_pct(position.size, exit_pct)
-        allowed = self._allowed_price(body, position, summary.quote.price_e8)
+        allowed = allowed_price(
+            body, position, summary.quote.price_e8, default_slippage_bps=self.settings.default_slippage_bps
+        )
         request = CloseRequest(
             position.position_id, None if size_delta == CLOSE_ALL_SIZE else size_delta, allowed
         )
@@ -249,7 +206,9 @@ class TradingService:
         size_delta = None
         if body.get("sizeDelta") is not None:
             size_delta = parse_fixed(body["sizeDelta"], SIZE_DECIMALS, "sizeDelta")
-        allowed = self._allowed_price(body, position, summary.quote.price_e8)
+        allowed = allowed_price(
+            body, position, summary.quote.price_e8, default_slippage_bps=self.settings.default_slippage_bps
+        )
         return await self._close(relay, intent, CloseRequest(position.position_id, size_delta, allowed))
 
     async def set_trigger(
@@ -307,7 +266,7 @@ class TradingService:
         api_key: str | None,
         body: Mapping[str, Any],
         idempotency_key: str | None,
-    ) -> tuple[RelayService, _Intent]:
+    ) -> tuple[RelayService, TradeIntent]:
         """Every trading action's first steps, in this order: the relay (503 on a server without signers),
         the key with the `trade` scope (401 / 403), the body's fields (422 on an unknown one).
 
@@ -316,7 +275,7 @@ class TradingService:
         relay = self.relay()
         key = await self._authenticate(api_key, Scope.TRADE)
         reject_unknown_fields(body, _ENDPOINT_FIELDS[endpoint])
-        return relay, _Intent(endpoint, key, body, idempotency_key)
+        return relay, TradeIntent(endpoint, key, body, idempotency_key)
 
     async def _resolve(
         self, key: ApiKey, symbol: str, is_long: bool | None, position_id: object
@@ -355,16 +314,6 @@ class TradingService:
             raise PositionNotFoundError.closed(pid)
         return summary
 
-    def _allowed_price(self, body: Mapping[str, Any], position: Position, price_e8: int) -> int:
-        """`allowedPrice` as given, or a bound `maxSlippageBps` (default from config) away from the price."""
-        if body.get("allowedPrice") is not None:
-            if body.get("maxSlippageBps") is not None:
-                raise InvalidFieldError("maxSlippageBps", "give allowedPrice or maxSlippageBps, not both")
-            return parse_fixed(body["allowedPrice"], PRICE_DECIMALS, "allowedPrice")
-        raw_bps = body.get("maxSlippageBps")
-        bps = self.settings.default_slippage_bps if raw_bps is None else parse_slippage_bps(raw_bps)
-        return allowed_price_for_slippage(is_long=position.is_long, price_e8=price_e8, slippage_bps=bps)
-
     async def _check_operator(self, relay: RelayService, account: str) -> None:
         missing = [
             signer
@@ -380,20 +329,20 @@ class TradingService:
                 calldata=["0x" + calldata.set_operator(s, True).hex() for s in missing],
             )
 
-    async def _close(self, relay: RelayService, intent: _Intent, request: CloseRequest) -> TradeOutcome:
+    async def _close(self, relay: RelayService, intent: TradeIntent, request: CloseRequest) -> TradeOutcome:
         built = await self.builder.build(request)
         await self._check_operator(relay, intent.key.account)
         if intent.dry_run:
-            return TradeOutcome(200, self._fill_from_preview(built))
+            return TradeOutcome(200, fill_from_preview(built))
         record = await self._wait(relay, await self._submit(relay, intent, built.calldata))
         if not record.status.is_succeeded:
-            return self._unfinished(record)
-        return TradeOutcome(200, self._fill_from_record(record, built.preview.position))
+            return unfinished(record)
+        return TradeOutcome(200, fill_from_record(record, built.preview.position))
 
     async def _set_order(
         self,
         relay: RelayService,
-        intent: _Intent,
+        intent: TradeIntent,
         summary: PositionSummary,
         update: TriggerOrder,
         is_take_profit: bool,
@@ -405,13 +354,13 @@ class TradingService:
         built = await self.builder.build(request)
         await self._check_operator(relay, intent.key.account)
         if intent.dry_run:
-            return TradeOutcome(200, _orders_answer(built.preview.to_dict()))
+            return TradeOutcome(200, orders_answer(built.preview.to_dict()))
         record = await self._wait(relay, await self._submit(relay, intent, built.calldata))
         if not record.status.is_succeeded:
-            return self._unfinished(record)
-        return TradeOutcome(200, _orders_answer(built.preview.to_dict(), record))
+            return unfinished(record)
+        return TradeOutcome(200, orders_answer(built.preview.to_dict(), record))
 
-    async def _replay(self, relay: RelayService, intent: _Intent) -> TradeOutcome | None:
+    async def _replay(self, relay: RelayService, intent: TradeIntent) -> TradeOutcome | None:
         """The answer to a request already made with this `Idempotency-Key` (None: a new request).
 
         Looked up before any chain read, so a retry gets its original fill back even after the position moved
@@ -429,14 +378,14 @@ class TradingService:
             return None
         record = await self._wait(relay, found.record)
         if not record.status.is_succeeded:
-            return self._unfinished(record)
-        (position_id, *_) = self._positions_of_call(record.data)
+            return unfinished(record)
+        (position_id, *_) = positions_of_call(record.data)
         summary = await self.builder.position("0x" + position_id.hex())
         if intent.endpoint in {"partialclose", "close"}:
-            return TradeOutcome(200, self._fill_from_record(record, summary.quote.position))
-        return TradeOutcome(200, _orders_answer(summary.to_dict(), record))
+            return TradeOutcome(200, fill_from_record(record, summary.quote.position))
+        return TradeOutcome(200, orders_answer(summary.to_dict(), record))
 
-    async def _submit(self, relay: RelayService, intent: _Intent, data: bytes) -> RelayRecord:
+    async def _submit(self, relay: RelayService, intent: TradeIntent, data: bytes) -> RelayRecord:
         submission = await anyio.to_thread.run_sync(
             lambda: relay.submit_call(
                 data,
@@ -454,88 +403,3 @@ class TradingService:
             await asyncio.sleep(self.settings.poll_interval_s)
             record = relay.get(record.id)
         return record
-
-    def _unfinished(self, record: RelayRecord) -> TradeOutcome:
-        """202 while still pending; a failed record raises its decoded error."""
-        if record.status.is_pending:
-            return TradeOutcome(
-                202,
-                {
-                    "success": False,
-                    "status": record.status.value,
-                    "transactionId": record.id,
-                    "transactionHash": record.attempts[-1].tx_hash if record.attempts else None,
-                    "message": "sent; not mined yet: poll get_transaction with this id",
-                },
-            )
-        raise _record_error(record)
-
-    def _fill_from_preview(self, built: BuiltTransaction) -> dict[str, Any]:
-        preview = built.preview
-        position = preview.position
-        return {
-            "success": True,
-            "dry_run": True,
-            "symbol": position.market,
-            "side": side_name(position.is_long),
-            "closed_pct": closed_pct_text(preview.size_delta, position.size),
-            "closed_qty": size_text(preview.size_delta),
-            "remaining_qty": size_text(preview.size_after),
-            "exit_price": usd_text(preview.current_price_e8),
-            "realized_pnl_usd": usd_text(preview.realized_pnl_e8),
-            "remaining_unrealized_pnl_usd": usd_text(preview.remaining_unrealized_pnl_e8),
-            "positionId": "0x" + position.position_id.hex(),
-            "transactionHash": None,
-        }
-
-    def _fill_from_record(self, record: RelayRecord, position: Position) -> dict[str, Any]:
-        """The fill exactly as the vault's `PositionDecreased` event recorded it."""
-        assert record.mined is not None
-        pid = "0x" + position.position_id.hex()
-        events = [
-            e["args"]
-            for e in record.mined.events
-            if e["event"] == "PositionDecreased" and str(e["args"]["positionId"]).lower() == pid
-        ]
-        if not events:
-            raise RelayerError("mined, but the vault recorded no PositionDecreased event", id=record.id)
-        fill = events[-1]
-        remaining, exit_price = int(fill["remainingSize"]), int(fill["exitPrice"])
-        closed = int(fill["sizeDelta"])
-        return {
-            "success": True,
-            "symbol": position.market,
-            "side": side_name(position.is_long),
-            "closed_pct": closed_pct_text(closed, closed + remaining),
-            "closed_qty": size_text(closed),
-            "remaining_qty": size_text(remaining),
-            "exit_price": usd_text(exit_price),
-            "realized_pnl_usd": usd_text(int(fill["realizedPnl"])),
-            "remaining_unrealized_pnl_usd": usd_text(
-                realized_pnl_e8(position.is_long, position.entry_price_e8, exit_price, remaining)
-            ),
-            "positionId": pid,
-            "transactionId": record.id,
-            "transactionHash": record.mined.tx_hash,
-        }
-
-    @staticmethod
-    def _positions_of_call(data: bytes) -> set[bytes]:
-        """Every position a vault call touches, looking inside a `multicall` (whose calls carry the ids)."""
-        try:
-            function, args = calldata.decode_call(data)
-        except ValueError:
-            return set()
-        if function == "multicall":
-            inner = args.get("data")
-            calls = inner if isinstance(inner, list | tuple) else []
-            return {pid for call in calls for pid in TradingService._positions_of_call(bytes(call))}
-        value = args.get("positionId")
-        return {bytes(value)} if isinstance(value, bytes | bytearray) else set()
-
-
-def _record_error(record: RelayRecord) -> RelayerError:
-    """The error a failed record carries (recorded as `RelayerError.to_dict()`, revert already decoded)."""
-    if record.error:
-        return restore_error(record.error)
-    return RelayerError(f"the transaction ended {record.status.value}", transactionId=record.id)

@@ -12,54 +12,28 @@ resumes and numbers nonces only from records of that chain id. Only one process 
 a time (`lock_for_relaying`). The same file holds the API keys, behind their own store and connection
 (`relayer.stores.keys`), which never takes the relay lock. The file is created mode 0600 in a folder created
 0700 (`.relayer/` by default).
+
+What lives where: this module holds `Journal` (records, attempts, compare-and-set transitions) and its
+`JournalWriter`; `relayer.stores.journal_chains` holds `ChainBinding` and the binding rule; and
+`relayer.stores.relay_lock` holds the relay lock (`lock_for_relaying`, `RelayLock`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relayer.domain.records import Attempt, Mined, RelayRecord, RequestRef
-from relayer.domain.status import PENDING, AttemptKind, RecordKind, TxStatus, can_transition
-from relayer.errors import ConfigurationError
+from relayer.domain.records import Attempt, Mined, RelayRecord
+from relayer.domain.status import PENDING, TxStatus, can_transition
+from relayer.stores import journal_chains, journal_rows
 from relayer.stores import sqlite as store_file
-
-RELAY_LOCK_SUFFIX = ".lock"
-"""`<journal>.lock`, beside the journal: the file a relaying process holds an exclusive `flock` on."""
-
-
-@dataclass(frozen=True)
-class ChainBinding:
-    """The chain a relay start works on, as the journal's `chains` table keeps it per chain id.
-
-    A real chain is told apart by its genesis block hash: the id alone does not tell a reset anvil (or a
-    fork) from the chain the records were sent on. The embedded chain cannot be: its id is fixed and its
-    genesis is made from the clock (two starts in one second have the same one), yet every run's chain is
-    new and ends with its process. `embedded_run` tells runs apart: the random id of the in-process chain
-    (`Chain.run_id`); None for a real chain.
-    """
-
-    chain_id: int
-    genesis_hash: str
-    embedded_run: str | None = None
-
-    @property
-    def embedded(self) -> bool:
-        return self.embedded_run is not None
-
-    def describe(self) -> str:
-        if self.embedded_run is not None:
-            return f"the embedded chain {self.chain_id} of run {self.embedded_run}"
-        return f"chain {self.chain_id} (genesis block {self.genesis_hash})"
-
+from relayer.stores.journal_chains import ChainBinding
+from relayer.stores.relay_lock import lock_for_relaying
 
 _PENDING = tuple(sorted(status.value for status in PENDING))
 """`PENDING` as SQL parameters (`status IN (?, ...)`)."""
@@ -140,74 +114,23 @@ class Journal:
     def known_chains(self) -> list[ChainBinding]:
         """Every chain a relay started on with this journal, by chain id (one row per id)."""
         with self._lock:
-            rows = self._conn.execute("SELECT * FROM chains ORDER BY chain_id").fetchall()
-        return [_binding(row) for row in rows]
+            return journal_chains.known_chains(self._conn)
 
     def bind_to_chain(self, chain: ChainBinding, *, now: int) -> int:
         """Start relaying on `chain`, before anything is resumed; returns how many records were dropped.
 
-        Decided by the records themselves (their `chain_id`) and the `chains` row of that same id, never by
-        which chain the journal started on last: one file commonly serves a node's server and an embedded demo
-        started in the same folder, and records of any other chain id are never read, resumed or touched.
-        With `n` the journal's records of `chain.chain_id`:
-
-        - a real chain: its row names the same genesis, or there is no row (a journal from before chain rows:
-          its records are adopted, as they always were): bound, nothing dropped. Another genesis (a reset
-          anvil, a fork) or an embedded run's row, with `n > 0`: refused, nothing changes; with `n == 0` the
-          row is rewritten.
-        - the embedded chain: every run's chain is new and ends with its process, so its id's records belong
-          to a live chain only when this very run wrote them (the row names this `embedded_run`: a relay
-          restarted inside the process resumes them). Any other run's records can never be mined or resumed,
-          and their (sender, nonce) pairs would collide with the new chain's, which start at 0 again: they are
-          deleted with their attempts (API keys stay). Never decided by genesis, which two runs started in one
-          second share. A real chain's row with `n > 0` (a node on the embedded chain's id): refused.
-
-        Dropping is safe only because no other process relays through the journal meanwhile, so binding
-        needs a journal opened with `relaying=True` (it holds the relay lock).
+        The rule (which records of `chain.chain_id` are resumed, refused or, for a dead embedded run,
+        dropped) is `journal_chains.bind`. Dropping is safe only because no other process relays through
+        the journal meanwhile, so binding needs a journal opened with `relaying=True` (the relay lock).
 
         Raises:
-            ConfigurationError: the records of this chain id belong to another chain (see above).
+            ConfigurationError: the records of this chain id belong to another chain.
             ValueError: the journal was not opened for relaying (a bug in the caller).
         """
         if not self.relaying:
             raise ValueError("bind_to_chain needs a journal opened with relaying=True (the relay lock)")
         with self.write():
-            row = self._conn.execute("SELECT * FROM chains WHERE chain_id = ?", (chain.chain_id,)).fetchone()
-            known = None if row is None else _binding(row)
-            count = int(
-                self._conn.execute(
-                    "SELECT COUNT(*) FROM records WHERE chain_id = ?", (chain.chain_id,)
-                ).fetchone()[0]
-            )
-            dropped = 0
-            foreign = known is not None and (
-                known.embedded != chain.embedded
-                or (not chain.embedded and known.genesis_hash != chain.genesis_hash)
-            )
-            if count and foreign:
-                assert known is not None
-                raise ConfigurationError(
-                    f"the journal {self.path} holds {count} relay records of {known.describe()}, and this"
-                    f" start is on {chain.describe()}: records are resumed only on their own chain. Give"
-                    " this chain its own journal (e.g. --journal .relayer/other.sqlite3, or"
-                    " RELAYER_RELAY_JOURNAL_PATH), or move this one away if its chain is gone (its API keys"
-                    " go with it)",
-                    journal=self.path,
-                    journalChainId=known.chain_id,
-                    chainId=chain.chain_id,
-                )
-            if count and chain.embedded and known != chain:
-                self._conn.execute(
-                    "DELETE FROM attempts WHERE record_id IN (SELECT id FROM records WHERE chain_id = ?)",
-                    (chain.chain_id,),
-                )
-                self._conn.execute("DELETE FROM records WHERE chain_id = ?", (chain.chain_id,))
-                dropped = count
-            self._conn.execute(
-                "INSERT OR REPLACE INTO chains (chain_id, genesis_hash, embedded_run, bound_at)"
-                " VALUES (?, ?, ?, ?)",
-                (chain.chain_id, chain.genesis_hash, chain.embedded_run, now),
-            )
+            dropped = journal_chains.bind(self._conn, self.path, chain, now=now)
         self.chain_id = chain.chain_id
         return dropped
 
@@ -225,7 +148,9 @@ class Journal:
     def get(self, record_id: str) -> RelayRecord | None:
         with self._lock:
             row = self._conn.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
-            return None if row is None else _record(row, self._attempts([record_id])[record_id])
+            if row is None:
+                return None
+            return journal_rows.record_from_row(row, self._attempts([record_id])[record_id])
 
     def by_idempotency_key(self, key: str) -> RelayRecord | None:
         where, args = self._on_chain("idempotency_key = ?")
@@ -277,7 +202,7 @@ class Journal:
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
             attempts = self._attempts([row["id"] for row in rows])
-        return [_record(row, attempts[row["id"]]) for row in rows]
+        return [journal_rows.record_from_row(row, attempts[row["id"]]) for row in rows]
 
     def _attempts(self, record_ids: list[str]) -> dict[str, list[Attempt]]:
         found: dict[str, list[Attempt]] = {record_id: [] for record_id in record_ids}
@@ -289,7 +214,7 @@ class Journal:
                 chunk,
             ).fetchall()
             for row in rows:
-                found[row["record_id"]].append(_attempt(row))
+                found[row["record_id"]].append(journal_rows.attempt_from_row(row))
         return found
 
     # --- compare-and-set updates
@@ -321,7 +246,7 @@ class Journal:
             sets.append("error = NULL")  # a note such as chain_unavailable was about the wait, which is over
         if mined is not None:
             sets.append("mined = ?")
-            args.append(_mined_json(mined))
+            args.append(journal_rows.mined_json(mined))
         elif clear_mined:
             sets.append("mined = NULL")
         with self._lock:
@@ -416,14 +341,14 @@ class JournalWriter:
                     None if record.request is None else record.request.deadline,
                     None if record.noop_outcome is None else record.noop_outcome.value,
                     None if record.error is None else json.dumps(record.error, sort_keys=True),
-                    None if record.mined is None else _mined_json(record.mined),
+                    None if record.mined is None else journal_rows.mined_json(record.mined),
                     record.created_at,
                     record.updated_at,
                 ),
             )
             self.add_attempts(record.id, record.attempts)
         except sqlite3.IntegrityError as exc:
-            raise JournalConflict(_constraint(exc)) from None
+            raise JournalConflict(journal_rows.conflict_constraint(exc)) from None
 
     def add_attempts(self, record_id: str, attempts: Iterable[Attempt]) -> None:
         for attempt in attempts:
@@ -460,187 +385,3 @@ def open_journal(path_arg: str | None, *, create: bool) -> Journal:
         ConfigurationError: no journal at the path and `create` is False, or it cannot be opened.
     """
     return Journal(store_file.named_journal(path_arg, create=create))
-
-
-def lock_for_relaying(journal_path: Path | str) -> RelayLock:
-    """Take the lock that lets this process relay through the journal at `journal_path`.
-
-    Two processes relaying through one journal would each number the same signers' nonces from it (each
-    behind its own per-signer lock), resend each other's records, and an embedded start would drop records
-    another process is still working on. So a relaying process (`relayer serve`, `mcp` or `keeper` with
-    signers: a `Journal(..., relaying=True)`) holds an exclusive `flock` on `<journal>.lock` (created 0600
-    beside the journal, holding the holder's process id) for as long as it relays. Readers (`relayer keys`,
-    `relay list` and `status`) take nothing: WAL lets them read beside the relayer. The OS drops the lock
-    when its process ends, however it ends, so a crash leaves nothing to clean up.
-
-    Within one process the lock is shared and counted: `flock` would refuse the process's own second open of
-    the file, and one process may hold it several times over (`relayer serve` from its start-up checks
-    through its app's lifespan; a relay restarted in process). The lock file is released when the last
-    holder lets go.
-
-    Raises:
-        ConfigurationError: another process holds the lock (naming the journal and that process), or the
-            lock file cannot be created.
-    """
-    if str(journal_path) == ":memory:":
-        return RelayLock(None)
-    path = os.path.abspath(journal_path)  # messages name the file wherever the command was started
-    lock_path = Path(path + RELAY_LOCK_SUFFIX)
-    try:
-        store_file.create_private_folder(lock_path.parent)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, store_file.PRIVATE_FILE_MODE)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot create the relay journal's lock file {lock_path}: {exc}", journal=path
-        ) from None
-    with _HELD_GUARD:
-        info = os.fstat(fd)
-        key = (info.st_dev, info.st_ino)
-        held = _HELD_LOCKS.get(key)
-        if held is not None:
-            os.close(fd)  # flock belongs to the held descriptor: closing this other one leaves it in place
-            held.holders += 1
-            return RelayLock(key)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            os.close(fd)
-            who = f"another process (pid {holder})" if holder.isdigit() else "another process"
-            raise ConfigurationError(
-                f"{who} is relaying through the journal {path} (it holds {lock_path}): two relayers on one"
-                " journal would number the same signers' nonces and resend each other's records. Stop it,"
-                " or give this one its own journal (--journal PATH or RELAYER_RELAY_JOURNAL_PATH)",
-                journal=path,
-                lockFile=str(lock_path),
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        _HELD_LOCKS[key] = _HeldLock(fd, 1)
-        return RelayLock(key)
-
-
-class RelayLock:
-    """One holder's share of this process's relay lock on a journal (`lock_for_relaying`).
-
-    `release()` (or leaving a `with` block) gives the share back, once; the last share closes the lock file,
-    which ends the `flock`.
-    """
-
-    def __init__(self, key: tuple[int, int] | None) -> None:
-        self._key = key
-        self._released = False
-
-    def release(self) -> None:
-        with _HELD_GUARD:
-            if self._released:
-                return
-            self._released = True
-            if self._key is None:
-                return
-            held = _HELD_LOCKS[self._key]
-            held.holders -= 1
-            if held.holders == 0:
-                del _HELD_LOCKS[self._key]
-                os.close(held.fd)
-
-    def __enter__(self) -> RelayLock:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-
-@dataclass
-class _HeldLock:
-    fd: int
-    holders: int
-
-
-_HELD_LOCKS: dict[tuple[int, int], _HeldLock] = {}
-"""This process's relay locks, by the lock file's (device, inode), with how many holders share each."""
-
-_HELD_GUARD = threading.Lock()
-
-
-def _binding(row: sqlite3.Row) -> ChainBinding:
-    return ChainBinding(int(row["chain_id"]), row["genesis_hash"], row["embedded_run"])
-
-
-def _constraint(exc: sqlite3.IntegrityError) -> str:
-    text = str(exc)
-    for name in ("idempotency_key", "request_owner", "attempts.tx_hash", "records.sender"):
-        if name in text:
-            return {"records.sender": "signer_nonce", "attempts.tx_hash": "tx_hash"}.get(name, name)
-    return text
-
-
-def _mined_json(mined: Mined) -> str:
-    return json.dumps(
-        {
-            "tx_hash": mined.tx_hash,
-            "block_number": mined.block_number,
-            "block_hash": mined.block_hash,
-            "gas_used": mined.gas_used,
-            "effective_gas_price_wei": str(mined.effective_gas_price_wei),
-            "success": mined.success,
-            "events": mined.events,
-        },
-        sort_keys=True,
-    )
-
-
-def _attempt(row: sqlite3.Row) -> Attempt:
-    return Attempt(
-        tx_hash=row["tx_hash"],
-        seq=int(row["seq"]),
-        kind=AttemptKind(row["kind"]),
-        raw_tx=bytes(row["raw_tx"]),
-        max_fee_per_gas_wei=int(row["max_fee_per_gas_wei"]),
-        max_priority_fee_per_gas_wei=int(row["max_priority_fee_per_gas_wei"]),
-        created_at=row["created_at"],  # REAL columns: SQLite returns them as Python floats (seconds)
-        broadcast_at=row["broadcast_at"],
-    )
-
-
-def _request(row: sqlite3.Row) -> RequestRef | None:
-    """The three request columns, written together (`insert`), as one value."""
-    if row["request_owner"] is None:
-        return None
-    return RequestRef(row["request_owner"], int(row["request_nonce"]), int(row["deadline"]))
-
-
-def _record(row: sqlite3.Row, attempts: list[Attempt]) -> RelayRecord:
-    mined = None
-    if row["mined"] is not None:
-        raw = json.loads(row["mined"])
-        mined = Mined(
-            tx_hash=raw["tx_hash"],
-            block_number=int(raw["block_number"]),
-            block_hash=raw["block_hash"],
-            gas_used=int(raw["gas_used"]),
-            effective_gas_price_wei=int(raw["effective_gas_price_wei"]),
-            success=bool(raw["success"]),
-            events=list(raw["events"]),
-        )
-    return RelayRecord(
-        id=row["id"],
-        kind=RecordKind(row["kind"]),
-        status=TxStatus(row["status"]),
-        request_hash=row["request_hash"],
-        sender=row["sender"],
-        nonce=int(row["nonce"]),
-        chain_id=int(row["chain_id"]),
-        to=row["to_address"],
-        data=bytes(row["data"]),
-        value_wei=int(row["value_wei"]),
-        gas_limit=int(row["gas_limit"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        idempotency_key=row["idempotency_key"],
-        request=_request(row),
-        noop_outcome=None if row["noop_outcome"] is None else TxStatus(row["noop_outcome"]),
-        error=None if row["error"] is None else json.loads(row["error"]),
-        mined=mined,
-        attempts=tuple(attempts),
-    )

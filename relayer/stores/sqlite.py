@@ -8,7 +8,7 @@ brought up to `SCHEMA_VERSION` by `MIGRATIONS`, whichever adapter opens the file
 version for the whole file: a table belongs to one adapter, its migrations to this one sequence.
 
 The file holds API-key hashes and signed transactions: a file created here is mode 0600, in a folder created
-0700. Nothing here takes the journal's relay lock (`relayer.stores.journal.lock_for_relaying`): only a
+0700. Nothing here takes the journal's relay lock (`relayer.stores.relay_lock.lock_for_relaying`): only a
 relaying journal does.
 """
 

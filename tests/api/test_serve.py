@@ -26,7 +26,8 @@ from eth_account.signers.local import LocalAccount
 from relayer.chain.connect import ANVIL_DEFAULT_KEYS, Chain, embedded_keys
 from relayer.chain.deploy import Deployment
 from relayer.faces.cli.common import EXIT_ERROR, EXIT_UNAVAILABLE
-from relayer.stores.journal import ChainBinding, Journal
+from relayer.stores.journal import Journal
+from relayer.stores.journal_chains import ChainBinding
 from relayer.stores.keys import SqliteKeyStore
 from tests.conftest import ROOT
 from tests.relay.test_journal_binding import journal_with_a_record

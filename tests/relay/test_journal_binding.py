@@ -26,7 +26,8 @@ from relayer.domain.status import AttemptKind, RecordKind, TxStatus
 from relayer.errors import ConfigurationError
 from relayer.runtime import chain_binding, open_bound_journal
 from relayer.services.relay.config import RelaySettings
-from relayer.stores.journal import ChainBinding, Journal, JournalConflict
+from relayer.stores.journal import Journal, JournalConflict
+from relayer.stores.journal_chains import ChainBinding
 from relayer.stores.keys import SqliteKeyStore
 from relayer.stores.sqlite import MIGRATIONS, SCHEMA_VERSION
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from relayer.errors import ConfigurationError
-from relayer.stores.journal import Journal, lock_for_relaying, open_journal
+from relayer.stores.journal import Journal, open_journal
+from relayer.stores.relay_lock import lock_for_relaying
 from tests.conftest import ROOT
 from tests.relay.test_journal_binding import REAL, queued_record
 
@@ -34,7 +35,7 @@ journal.close()
 TRY = """
 import sys
 from relayer.errors import ConfigurationError
-from relayer.stores.journal import lock_for_relaying
+from relayer.stores.relay_lock import lock_for_relaying
 try:
     lock_for_relaying(sys.argv[1]).release()
 except ConfigurationError as error:

@@ -88,7 +88,7 @@ def test_retryable_conflict_has_no_retry_after(client: TestClient) -> None:
 
 
 def test_unexpected_exception_is_a_bare_500(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="relayer.faces.api"):
+    with caplog.at_level(logging.ERROR, logger="relayer.api"):
         response = client.get("/bug")
     assert response.status_code == 500
     assert response.json() == {
@@ -125,3 +125,22 @@ def test_request_validation_is_an_invalid_field(client: TestClient) -> None:
     assert error["details"] == {"field": "count"}
     assert error["message"].startswith("count: ")
     assert client.get("/typed", params={"count": "3"}).json() == {"count": 3}
+
+
+def test_a_framework_refusal_stays_a_client_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A 4xx the framework raises on its own (not a route, not a validation error) is answered with its
+    status and `http_error`, never as a logged 500."""
+    from starlette.exceptions import HTTPException
+
+    app = _app()
+
+    @app.get("/framework-refusal")
+    def refusal() -> None:
+        raise HTTPException(status_code=400, detail="There was an error parsing the body")
+
+    with TestClient(app) as client, caplog.at_level(logging.ERROR, logger="relayer.api"):
+        answer = client.get("/framework-refusal")
+
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "http_error"
+    assert caplog.records == []

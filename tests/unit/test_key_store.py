@@ -21,8 +21,9 @@ from relayer.domain import apikeys
 from relayer.domain.apikeys import Scope
 from relayer.errors import ConfigurationError
 from relayer.faces.cli.main import main
-from relayer.stores.journal import RELAY_LOCK_SUFFIX, Journal
+from relayer.stores.journal import Journal
 from relayer.stores.keys import KeyStore, SqliteKeyStore
+from relayer.stores.relay_lock import RELAY_LOCK_SUFFIX
 from relayer.stores.sqlite import MIGRATIONS, SCHEMA_VERSION
 from tests.relay.test_relay_lock import held_elsewhere
 from tests.unit.test_create_key import MemoryStore

@@ -35,7 +35,7 @@ from relayer.runtime import Runtime, open_runtime
 from relayer.services.relay.signers import Signer
 from relayer.services.trading import TradingService
 
-log = logging.getLogger("relayer.faces.api")
+log = logging.getLogger("relayer.api")
 
 ServiceHook = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 """Started by the lifespan once `app.state` holds the core resources; stopped before they close."""

@@ -14,10 +14,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from relayer.errors import InvalidFieldError, MethodNotAllowedError, RelayerError, RouteNotFoundError
+from relayer.errors import (
+    HttpRefusedError,
+    InvalidFieldError,
+    MethodNotAllowedError,
+    RelayerError,
+    RouteNotFoundError,
+)
 from relayer.faces.api.middleware import request_id
 
-log = logging.getLogger("relayer.faces.api")
+log = logging.getLogger("relayer.api")
 
 
 def error_response(error: RelayerError, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -52,10 +58,14 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     make = _ROUTING_ERRORS.get(exc.status_code)
-    if make is None:  # no route of ours raises one: a framework refusal we do not know is a bug to log
-        return await _unexpected(request, exc)
-    # The exception's headers go along, e.g. 405's `Allow`, which a client needs to recover.
-    return error_response(make(str(exc.detail)), exc.headers)
+    if make is not None:
+        # The exception's headers go along, e.g. 405's `Allow`, which a client needs to recover.
+        return error_response(make(str(exc.detail)), exc.headers)
+    if exc.status_code < 500:  # the framework refused the request itself: a client error, kept as such
+        response = error_response(HttpRefusedError(str(exc.detail)), exc.headers)
+        response.status_code = exc.status_code
+        return response
+    return await _unexpected(request, exc)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -27,7 +27,7 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 """The current request's id, for log lines (`relayer.faces.api.errors` logs it with every unhandled error)."""
 
-log = logging.getLogger("relayer.faces.api.access")
+log = logging.getLogger("relayer.api.access")
 
 
 class RequestGuard:

@@ -14,7 +14,8 @@ from fastapi.responses import JSONResponse
 
 from relayer.faces.api.inputs import json_object
 from relayer.runtime import Runtime
-from relayer.services.trading import TradeOutcome, TradingService
+from relayer.services.trading import TradingService
+from relayer.services.trading_answers import TradeOutcome
 
 router = APIRouter(tags=["trading"])
 

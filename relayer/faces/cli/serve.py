@@ -35,8 +35,9 @@ from relayer.services.demo_world import (
     setup_demo_world,
 )
 from relayer.services.relay.signers import Signer, load_signers
-from relayer.stores.journal import Journal, lock_for_relaying
+from relayer.stores.journal import Journal
 from relayer.stores.keys import SqliteKeyStore
+from relayer.stores.relay_lock import lock_for_relaying
 
 
 @dataclass
