@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from fastapi.testclient import TestClient
 
 from relayer.faces.api.middleware import MAX_BODY_BYTES
+from tests.mcp.messages import INITIALIZE, INITIALIZED
 
 
 def test_a_request_id_is_made_or_echoed(client: TestClient) -> None:
@@ -51,16 +52,6 @@ MCP_HEADERS = {
 }
 
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"},
-    },
-}
 
 
 def _mcp_session(client: TestClient) -> dict[str, str]:
@@ -69,8 +60,7 @@ def _mcp_session(client: TestClient) -> dict[str, str]:
     assert answer.status_code == 200, answer.text
     assert "vault-relayer" in answer.text
     headers = {**MCP_HEADERS, "mcp-session-id": answer.headers["mcp-session-id"]}
-    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-    assert client.post("/mcp/", json=initialized, headers=headers).status_code == 202
+    assert client.post("/mcp/", json=INITIALIZED, headers=headers).status_code == 202
     return headers
 
 

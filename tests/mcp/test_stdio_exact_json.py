@@ -12,17 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import ROOT, require_tool
-
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "0"},
-    },
-}
+from tests.mcp.messages import INITIALIZE, INITIALIZED
 
 
 def _send(process: subprocess.Popen[str], line: str) -> None:
@@ -52,7 +42,7 @@ def test_a_key_given_twice_on_stdio_is_refused_and_the_session_goes_on(tmp_path:
     try:
         _send(process, json.dumps(INITIALIZE))
         assert _answer(process)["id"] == 1
-        _send(process, json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        _send(process, json.dumps(INITIALIZED))
         # Read the SDK's way, the last `dry_run` would win and this would be a real 10% close.
         _send(
             process,

@@ -21,8 +21,7 @@ import pytest
 from relayer.chain.connect import embedded_chain
 from relayer.config import Settings
 from relayer.domain import apikeys
-from relayer.domain.records import Attempt, RelayRecord
-from relayer.domain.status import AttemptKind, RecordKind, TxStatus
+from relayer.domain.records import RelayRecord
 from relayer.errors import ConfigurationError
 from relayer.runtime import chain_binding, open_bound_journal
 from relayer.services.relay.config import RelaySettings
@@ -30,8 +29,8 @@ from relayer.stores.journal import Journal, JournalConflict
 from relayer.stores.journal_chains import ChainBinding
 from relayer.stores.keys import SqliteKeyStore
 from relayer.stores.sqlite import MIGRATIONS, SCHEMA_VERSION
+from tests.relay.records import SENDER, queued_record
 
-SENDER = "0x" + "5a" * 20
 EMBEDDED_CHAIN_ID = 131277322940537  # eth-tester's, the same on every run
 REAL = ChainBinding(31337, "0x" + "aa" * 32)
 RESET_REAL = ChainBinding(31337, "0x" + "bb" * 32)  # same id, new genesis: a reset node
@@ -40,30 +39,6 @@ EMBEDDED = ChainBinding(EMBEDDED_CHAIN_ID, "0x" + "cc" * 32, embedded_run="run-1
 SAME_SECOND_EMBEDDED = ChainBinding(EMBEDDED_CHAIN_ID, "0x" + "cc" * 32, embedded_run="run-2")
 """The next run's embedded chain, started in the same second: eth-tester's genesis is made from the clock."""
 REAL_ON_EMBEDDED_ID = ChainBinding(EMBEDDED_CHAIN_ID, "0x" + "dd" * 32)  # a node configured with that id
-
-
-def queued_record(
-    record_id: str, nonce: int, *, chain_id: int = REAL.chain_id, idempotency_key: str | None = None
-) -> RelayRecord:
-    """A minimal unfinished record of `SENDER` at `nonce` with one attempt (hash derived from the id)."""
-    attempt = Attempt(f"0x{record_id}", 0, AttemptKind.ORIGINAL, b"raw", 10, 1, 1.0)
-    return RelayRecord(
-        id=record_id,
-        kind=RecordKind.CLOSE,
-        status=TxStatus.QUEUED,
-        request_hash="h",
-        sender=SENDER,
-        nonce=nonce,
-        chain_id=chain_id,
-        to=SENDER,
-        data=b"\x01",
-        value_wei=0,
-        gas_limit=100_000,
-        created_at=1.0,
-        updated_at=1.0,
-        idempotency_key=idempotency_key,
-        attempts=(attempt,),
-    )
 
 
 def add_key(path: Path, label: str = "bot", key_hash: str = "k" * 64) -> None:

@@ -21,7 +21,8 @@ from relayer.errors import ConfigurationError
 from relayer.stores.journal import Journal, open_journal
 from relayer.stores.relay_lock import lock_for_relaying
 from tests.conftest import ROOT
-from tests.relay.test_journal_binding import REAL, queued_record
+from tests.relay.records import queued_record
+from tests.relay.test_journal_binding import REAL
 
 HOLD = """
 import sys

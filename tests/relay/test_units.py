@@ -25,14 +25,14 @@ from relayer.domain.policy import (
     check_call,
     decode_raw_transaction,
 )
-from relayer.domain.records import Attempt, RelayRecord, RequestRef
-from relayer.domain.status import ALLOWED, FINAL, AttemptKind, RecordKind, TxStatus, can_transition
+from relayer.domain.status import ALLOWED, FINAL, RecordKind, TxStatus, can_transition
 from relayer.errors import ConfigurationError, DisallowedTransactionError, FeeCapExceededError
 from relayer.services.relay.config import RelaySettings
 from relayer.services.relay.nonces import next_nonce
 from relayer.services.relay.signers import Signer, SignerPool, load_signers
 from relayer.stores.journal import Journal, JournalConflict, open_journal
 from relayer.stores.sqlite import SCHEMA_VERSION
+from tests.relay.records import queued_record
 
 VAULT = Account.from_key("0x" + "44" * 32).address
 KEY = "0x" + "11" * 32
@@ -265,28 +265,6 @@ def test_operator_commands_open_only_an_existing_journal_unless_they_create(tmp_
     open_journal(str(path), create=False).close()
 
 
-def _record(record_id: str, nonce: int, *, key: str | None = None, owner: str | None = None) -> RelayRecord:
-    attempt = Attempt(f"0x{record_id}", 0, AttemptKind.ORIGINAL, b"raw", 10, 1, 1.0)
-    return RelayRecord(
-        id=record_id,
-        kind=RecordKind.CLOSE,
-        status=TxStatus.QUEUED,
-        request_hash="h",
-        sender="0xS",
-        nonce=nonce,
-        chain_id=1,
-        to=VAULT,
-        data=b"\x01",
-        value_wei=0,
-        gas_limit=100_000,
-        created_at=1.0,
-        updated_at=1.0,
-        idempotency_key=key,
-        request=RequestRef(owner, 0, 2_000_000_000) if owner else None,
-        attempts=(attempt,),
-    )
-
-
 def test_journal_schema_wal_and_compare_and_set(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite3"
     journal = Journal(path)
@@ -294,11 +272,11 @@ def test_journal_schema_wal_and_compare_and_set(tmp_path: Path) -> None:
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with journal.write() as writer:
         assert writer.max_nonce("0xS") is None
-        writer.insert(_record("a", 0, key="k", owner="0xO"))
+        writer.insert(queued_record("a", 0, idempotency_key="k", owner="0xO"))
     for duplicate, rule in (
-        (_record("b", 0), "signer_nonce"),
-        (_record("c", 1, key="k"), "idempotency_key"),
-        (_record("d", 2, owner="0xO"), "request_owner"),
+        (queued_record("b", 0), "signer_nonce"),
+        (queued_record("c", 1, idempotency_key="k"), "idempotency_key"),
+        (queued_record("d", 2, owner="0xO"), "request_owner"),
     ):
         with pytest.raises(JournalConflict) as conflict, journal.write() as writer:
             writer.insert(duplicate)
