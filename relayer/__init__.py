@@ -4,11 +4,12 @@ The library API is what the REST routes adapt::
 
     from relayer import build_close_transaction
 
-    built = build_close_transaction(w3, vault_address, {"positionId": "0x...", "sizeDelta": "0.14"})
+    chain = rpc_chain("http://127.0.0.1:8545")        # or embedded_chain(), from relayer.chain.connect
+    built = build_close_transaction(chain, vault_address, {"positionId": "0x...", "sizeDelta": "0.14"})
     built.preview.to_dict()                          # what it will do, at the current price
     signed = owner.sign_transaction(built.transaction)
 
-From async code, use `TransactionBuilder(gateway).build(...)` with a `JsonRpcGateway` or `Web3Gateway`.
+From async code, use `TransactionBuilder(client).build(...)` with a started `ChainClient`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from web3 import Web3
+import anyio
 
-from relayer.chain.gateway import ChainGateway
-from relayer.chain.jsonrpc_gateway import JsonRpcGateway
-from relayer.chain.web3_gateway import Web3Gateway
+from relayer.chain.client import ChainClient
+from relayer.chain.connect import Chain, chain_port
 from relayer.constants import GAS_LIMIT_MARGIN_BPS
 from relayer.domain.positions import TriggerOrder
 from relayer.domain.requests import CloseAction, CloseRequest, parse_close_request
@@ -42,15 +42,14 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree th
 
 __all__ = [
     "BuiltTransaction",
-    "ChainGateway",
+    "Chain",
+    "ChainClient",
     "CloseAction",
     "ClosePreview",
     "CloseRequest",
-    "JsonRpcGateway",
     "RelayerError",
     "TransactionBuilder",
     "TriggerOrder",
-    "Web3Gateway",
     "__version__",
     "build_close_transaction",
     "parse_close_request",
@@ -58,27 +57,31 @@ __all__ = [
 
 
 def build_close_transaction(
-    w3: Web3,
+    chain: Chain,
     vault_address: str,
     request: Mapping[str, Any] | CloseRequest,
     *,
     gas_limit_margin_bps: int = GAS_LIMIT_MARGIN_BPS,
-    gateway: Web3Gateway | None = None,
 ) -> BuiltTransaction:
-    """Build a close / partial close / TP-SL transaction for the position's owner, synchronously.
+    """Build a close / partial close / TP-SL transaction for the position's owner, synchronously (not from
+    inside a running event loop: there, use `TransactionBuilder`).
 
     `request` is a `CloseRequest` or a JSON-style mapping with the REST API's field names (numbers as `int`,
-    `Decimal` or decimal strings). Pass the same `gateway` across calls to reuse its chain id, vault check and
-    lock (required when other threads use the same embedded chain).
+    `Decimal` or decimal strings).
 
     Raises:
         RelayerError: the same errors, with the same codes, as `POST /api/closeposition`.
     """
     parsed = request if isinstance(request, CloseRequest) else parse_close_request(request)
-    if gateway is None:
-        gateway = Web3Gateway(w3, vault_address)
-    if not gateway.started:
-        gateway.start_sync()
-    data = encode_request(parsed)
-    state = gateway.read_close_state_sync(parsed.position_id, data)
-    return assemble(parsed, data, state, gateway.vault_address, gas_limit_margin_bps=gas_limit_margin_bps)
+
+    async def build() -> BuiltTransaction:
+        client = ChainClient(chain_port(chain), vault_address)
+        try:
+            await client.start()
+            data = encode_request(parsed)
+            state = await client.read_close_state(parsed.position_id, data)
+        finally:
+            await client.aclose()
+        return assemble(parsed, data, state, client.vault_address, gas_limit_margin_bps=gas_limit_margin_bps)
+
+    return anyio.run(build)

@@ -7,9 +7,8 @@ a secret (hosted nodes put the API key in it), so it is a `SecretStr` and never 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, get_type_hints
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -17,7 +16,6 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -28,49 +26,116 @@ from relayer.constants import DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_RPC_TI
 from relayer.domain.bps import parse_slippage_bps
 from relayer.domain.requests import parse_owner
 from relayer.errors import ConfigurationError, InvalidFieldError
-from relayer.services.relay.config import RelaySettings
 
 ENV_PREFIX = "RELAYER_"
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
+DEFAULT_JOURNAL_PATH = Path(".relayer") / "journal.sqlite3"
+"""The journal every command uses unless told otherwise (`--journal`, `RELAYER_RELAY_JOURNAL_PATH`): relative,
+so it resolves in the current directory, and the same for `serve`, `mcp`, `keeper`, `keys` and `relay`,
+which is what lets a key made by `relayer keys create` work on the next `relayer serve` started in the same
+folder. The journal creates `.relayer/` (mode 0700) and the file (0600) when missing."""
 
-TRADING_ENV_PREFIX = "RELAYER_TRADING_"
+
+def _configuration_error(exc: ValidationError, prefix: str) -> ConfigurationError:
+    """A settings validation failure as the one `ConfigurationError`, naming the setting and variable."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "settings"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    variable = f" ({prefix}{field.upper()})" if prefix and "." not in field else ""
+    return ConfigurationError(f"{field}{variable}: {message}", field=field)
 
 
-@dataclass(frozen=True)
-class TradingSettings:
-    """Policy of the API-key trading surface (`RELAYER_TRADING_*` variables)."""
+def _env_values(fields: Mapping[str, object], env: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """`<prefix><FIELD>` variables of `env` for `fields`; unset and empty ones are left out (defaults)."""
+    values = {}
+    for name in fields:
+        raw = env.get(prefix + name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+    return values
+
+
+class _Section(BaseModel):
+    """A frozen, validated group of settings with its own variables (`env_prefix` + the field in capitals).
+
+    Built from keywords, from `from_env`, or inside `Settings.load`: one mechanism, one meaning of "unset"
+    (an absent or empty variable, or a keyword not given, keeps the default). Invalid values raise
+    `ConfigurationError`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    env_prefix: ClassVar[str] = ""
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _configuration_error(exc, self.env_prefix) from None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        """The section from `env`'s variables (pass `os.environ` at the edge).
+
+        Raises:
+            ConfigurationError: a value that is not of the setting's type, or out of range.
+        """
+        return cls(**_env_values(cls.model_fields, env, cls.env_prefix))
+
+
+class RelaySettings(_Section):
+    """How the relayer signs, submits, replaces and journals (`RELAYER_RELAY_*`)."""
+
+    env_prefix: ClassVar[str] = "RELAYER_RELAY_"
+
+    journal_path: Path = DEFAULT_JOURNAL_PATH
+    """The SQLite journal file (WAL mode) holding relay records and API keys; ":memory:" only for throwaway
+    use."""
+    confirmations: int = Field(default=1, ge=1)
+    """Blocks on top of (and including) the one a transaction was mined in before it is final."""
+    replace_after_s: int = Field(default=30, gt=0)
+    """Seconds without a receipt before a transaction is replaced with bumped fees."""
+    fee_bump_bps: int = Field(default=1_250, ge=1_000)
+    """Fee increase of a replacement on both EIP-1559 fees, in basis points (nodes refuse less than +10%)."""
+    max_fee_per_gas_wei: int = Field(default=500 * 10**9, gt=0)
+    """Cap on maxFeePerGas for relayed transactions (no-op nonce fillers may exceed it)."""
+    min_signer_balance_wei: int = Field(default=10**17, ge=0)
+    """Below this, a signer is reported as low in health (and `relay signers`)."""
+    poll_interval_s: float = Field(default=0.5, gt=0, allow_inf_nan=False)
+    """Pause between two rounds of the background loop (0 would spin it)."""
+    broadcast_retries: int = Field(default=3, ge=1)
+    """Attempts (with doubling backoff) before a broadcast, or a read, is left to the next round."""
+    retry_backoff_s: float = Field(default=0.05, ge=0, allow_inf_nan=False)
+    """The first backoff between node retries."""
+    request_ttl_s: int = Field(default=600, gt=0)
+    """Default validity of a signed request built by `GET /api/relay/typed-data`."""
+
+
+class TradingSettings(_Section):
+    """Policy of the API-key trading surface (`RELAYER_TRADING_*`)."""
+
+    env_prefix: ClassVar[str] = "RELAYER_TRADING_"
 
     default_slippage_bps: int = 100
     """Slippage guard when a close gives neither `allowedPrice` nor `maxSlippageBps` (1%): never unbounded."""
-    receipt_timeout_s: float = 20.0
+    receipt_timeout_s: float = Field(default=20.0, gt=0, allow_inf_nan=False)
     """How long a trading call waits for the receipt before answering 202 with the transaction id."""
-    poll_interval_s: float = 0.05
+    poll_interval_s: float = Field(default=0.05, gt=0, allow_inf_nan=False)
     """How often a waiting trading call looks at the journal."""
 
-    def __post_init__(self) -> None:
-        try:
-            parse_slippage_bps(self.default_slippage_bps, "default_slippage_bps")
-        except InvalidFieldError as exc:
-            raise ConfigurationError(f"trading {exc.message} (basis points)", field=exc.field) from None
-        if self.receipt_timeout_s <= 0 or self.poll_interval_s <= 0:
-            raise ConfigurationError("trading receipt timeout and poll interval must be positive")
-
+    @field_validator("default_slippage_bps", mode="before")
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> TradingSettings:
-        values: dict[str, Any] = {}
-        types = get_type_hints(cls)
-        for item in fields(cls):
-            name = TRADING_ENV_PREFIX + item.name.upper()
-            raw = env.get(name)
-            if raw:
-                kind = types[item.name]
-                try:
-                    values[item.name] = TypeAdapter(kind).validate_strings(raw)
-                except ValidationError:
-                    raise ConfigurationError(f"{name} must be a number ({kind.__name__})") from None
-        return cls(**values)
+    def _check_slippage(cls, value: object) -> int:
+        try:
+            return parse_slippage_bps(value, "default_slippage_bps")
+        except InvalidFieldError as exc:
+            raise ValueError(f"{exc.message.removeprefix(exc.field + ': ')} (basis points)") from None
+
+
+def journal_path(env: Mapping[str, str], path_arg: str | None) -> Path:
+    """The journal an operator command names: `--journal` if given, else `RELAYER_RELAY_JOURNAL_PATH`, else
+    `.relayer/journal.sqlite3` in the current directory."""
+    return Path(path_arg) if path_arg else RelaySettings.from_env(env).journal_path
 
 
 class Settings(BaseModel):
@@ -145,7 +210,8 @@ class Settings(BaseModel):
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then `RELAYER_<FIELD>` variables from `env`, then `overrides` that are not None.
+        """Defaults, then `RELAYER_<FIELD>` variables from `env` (None: no variables; pass `os.environ` at
+        the edge), then `overrides` that are not None (None: the flag was not given).
 
         Raises:
             ConfigurationError: a value is malformed, the sources contradict each other, or the deployments
@@ -156,12 +222,8 @@ class Settings(BaseModel):
             "relay": RelaySettings.from_env(source),
             "trading": TradingSettings.from_env(source),
         }
-        for name in cls.model_fields:
-            if name in values:
-                continue
-            raw = source.get(ENV_PREFIX + name.upper())
-            if raw is not None and raw != "":
-                values[name] = raw
+        plain = {name: info for name, info in cls.model_fields.items() if name not in values}
+        values.update(_env_values(plain, source, ENV_PREFIX))
         values.update({name: value for name, value in overrides.items() if value is not None})
         deployments_file = values.get("deployments_file")
         if deployments_file is not None:
@@ -178,6 +240,4 @@ class Settings(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "settings"
-            raise ConfigurationError(f"{field}: {first['msg']}", field=field) from None
+            raise _configuration_error(exc, ENV_PREFIX) from None

@@ -69,6 +69,12 @@ DEFAULT_API_PORT: Final = 8000
 DEFAULT_RPC_TIMEOUT_S: Final = 10
 """Seconds to wait for a JSON-RPC node before answering `chain_unavailable`."""
 
+RPC_RETRIES: Final = 3
+"""Attempts at a JSON-RPC batch the node leaves unanswered before answering `chain_unavailable`."""
+
+RPC_BACKOFF_S: Final = 0.05
+"""Seconds before the second attempt at an unanswered batch; doubled before each further one."""
+
 MAX_RPC_CALLS_PER_BATCH: Final = 100
 """JSON-RPC calls sent in one HTTP request; public nodes cap batches (often at 100 to 1000)."""
 

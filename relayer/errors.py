@@ -17,6 +17,18 @@ class RelayerError(Exception):
     http_status: ClassVar[int] = 500
     retryable: ClassVar[bool] = False
 
+    def __init_subclass__(
+        cls, *, code: str | None = None, http_status: int | None = None, retryable: bool | None = None
+    ) -> None:
+        """A subclass names its `code`, HTTP status and `retryable` in its header; unnamed ones inherit."""
+        super().__init_subclass__()
+        if code is not None:
+            cls.code = code
+        if http_status is not None:
+            cls.http_status = http_status
+        if retryable is not None:
+            cls.retryable = retryable
+
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.message = message
@@ -35,11 +47,8 @@ class RelayerError(Exception):
 # --- bad input (4xx) ----------------------------------------------------------------------------------------
 
 
-class InvalidFieldError(RelayerError, ValueError):
+class InvalidFieldError(RelayerError, ValueError, code="invalid_field", http_status=422):
     """A request field is missing, malformed, out of range or more precise than the chain holds."""
-
-    code = "invalid_field"
-    http_status = 422
 
     def __init__(self, field: str, message: str, **details: Any) -> None:
         super().__init__(f"{field}: {message}", field=field, **details)
@@ -56,34 +65,29 @@ class InvalidFieldError(RelayerError, ValueError):
         return named
 
 
-class InvalidMarketError(InvalidFieldError):
-    code = "invalid_market"
+class InvalidMarketError(InvalidFieldError, code="invalid_market"):
+    """A market symbol that is malformed or not one of the vault's markets."""
 
 
-class InvalidSizeError(RelayerError, ValueError):
-    code = "invalid_size"
-    http_status = 422
+class InvalidSizeError(RelayerError, ValueError, code="invalid_size", http_status=422):
+    """A size that is zero, negative, or finer than the vault's 18 decimals."""
 
 
-class SizeDeltaExceedsPositionError(RelayerError, ValueError):
-    code = "size_delta_exceeds_position"
-    http_status = 422
+class SizeDeltaExceedsPositionError(
+    RelayerError, ValueError, code="size_delta_exceeds_position", http_status=422
+):
+    pass
 
 
-class InvalidCloseBpsError(RelayerError, ValueError):
-    code = "invalid_close_bps"
-    http_status = 422
+class InvalidCloseBpsError(RelayerError, ValueError, code="invalid_close_bps", http_status=422):
+    """A close share outside 1..10_000 basis points."""
 
 
-class InvalidPriceError(RelayerError, ValueError):
-    code = "invalid_price"
-    http_status = 422
+class InvalidPriceError(RelayerError, ValueError, code="invalid_price", http_status=422):
+    """A price that is negative, zero where one is required, or finer than 8 decimals."""
 
 
-class InvalidTriggerPriceError(RelayerError, ValueError):
-    code = "invalid_trigger_price"
-    http_status = 422
-
+class InvalidTriggerPriceError(RelayerError, ValueError, code="invalid_trigger_price", http_status=422):
     @classmethod
     def wrong_side(
         cls,
@@ -116,12 +120,8 @@ class InvalidTriggerPriceError(RelayerError, ValueError):
         )
 
 
-class PriceSlippageError(RelayerError):
+class PriceSlippageError(RelayerError, code="price_slippage", http_status=409, retryable=True):
     """The current price is already worse than the caller's `allowedPrice`."""
-
-    code = "price_slippage"
-    http_status = 409
-    retryable = True
 
     @classmethod
     def worse_than_allowed(
@@ -140,10 +140,7 @@ class PriceSlippageError(RelayerError):
         )
 
 
-class PositionNotFoundError(RelayerError, LookupError):
-    code = "position_not_found"
-    http_status = 404
-
+class PositionNotFoundError(RelayerError, LookupError, code="position_not_found", http_status=404):
     @classmethod
     def unknown(cls, position_id: bytes) -> PositionNotFoundError:
         """No position ever had this id."""
@@ -160,21 +157,15 @@ class PositionNotFoundError(RelayerError, LookupError):
         return cls("no open position with this id", positionId=_hex(position_id))
 
 
-class MarketNotFoundError(RelayerError, LookupError):
-    code = "market_not_found"
-    http_status = 404
+class MarketNotFoundError(RelayerError, LookupError, code="market_not_found", http_status=404):
+    """The vault has no market of this symbol."""
 
 
-class NotAuthorizedError(RelayerError, PermissionError):
-    code = "not_authorized"
-    http_status = 403
+class NotAuthorizedError(RelayerError, PermissionError, code="not_authorized", http_status=403):
+    """The caller may not act on this position (another account owns it)."""
 
 
-class StalePriceError(RelayerError):
-    code = "stale_price"
-    http_status = 409
-    retryable = True
-
+class StalePriceError(RelayerError, code="stale_price", http_status=409, retryable=True):
     @classmethod
     def of_market(cls, market: str, updated_at: int, max_price_age_s: int, **details: Any) -> StalePriceError:
         """`market`'s price, set at `updated_at`, is older than the vault's `maxPriceAge`."""
@@ -187,35 +178,24 @@ class StalePriceError(RelayerError):
         )
 
 
-class PriceNotSetError(RelayerError):
-    code = "price_not_set"
-    http_status = 409
-
+class PriceNotSetError(RelayerError, code="price_not_set", http_status=409):
     @classmethod
     def of_market(cls, market: str) -> PriceNotSetError:
         return cls("the market has no oracle price", market=market)
 
 
-class TriggerNotCrossedError(RelayerError):
-    code = "trigger_not_crossed"
-    http_status = 409
-    retryable = True
+class TriggerNotCrossedError(RelayerError, code="trigger_not_crossed", http_status=409, retryable=True):
+    """The order's trigger price is not crossed (yet): nothing to execute."""
 
 
-class ExpiredRequestError(RelayerError):
-    code = "request_expired"
-    http_status = 422
-
+class ExpiredRequestError(RelayerError, code="request_expired", http_status=422):
     @classmethod
     def past_deadline(cls, deadline: int, timestamp: int) -> ExpiredRequestError:
         """The block time `timestamp` is past the signed request's `deadline` (both unix seconds)."""
         return cls("the signed request's deadline has passed", deadline=deadline, timestamp=timestamp)
 
 
-class InvalidNonceError(RelayerError):
-    code = "invalid_nonce"
-    http_status = 409
-
+class InvalidNonceError(RelayerError, code="invalid_nonce", http_status=409):
     @classmethod
     def not_next(cls, owner: str, expected: int, got: int) -> InvalidNonceError:
         """A signed request's nonce `got` is not `owner`'s next one at the vault, `expected`."""
@@ -227,165 +207,102 @@ class InvalidNonceError(RelayerError):
         )
 
 
-class InvalidSignatureError(RelayerError):
-    code = "invalid_signature"
-    http_status = 422
+class InvalidSignatureError(RelayerError, code="invalid_signature", http_status=422):
+    """A signed request's signature is malformed, malleable, or not the owner's for this chain and vault."""
 
 
-class ExecutionRevertedError(RelayerError):
+class ExecutionRevertedError(RelayerError, code="execution_reverted", http_status=422):
     """The vault reverted with data we could not attribute to one of its custom errors."""
-
-    code = "execution_reverted"
-    http_status = 422
 
 
 # --- environment (5xx) --------------------------------------------------------------------------------------
 
 
-class ChainUnavailableError(RelayerError):
-    code = "chain_unavailable"
-    http_status = 503
-    retryable = True
+class ChainUnavailableError(RelayerError, code="chain_unavailable", http_status=503, retryable=True):
+    """The node did not answer, or answered something that is not JSON-RPC."""
 
 
-class VaultNotDeployedError(RelayerError):
-    code = "vault_not_deployed"
-    http_status = 503
+class VaultNotDeployedError(RelayerError, code="vault_not_deployed", http_status=503):
+    """The configured address does not hold this build of the vault."""
 
 
-class ConfigurationError(RelayerError):
+class ConfigurationError(RelayerError, code="configuration_error", http_status=500):
     """Settings are missing or contradictory (e.g. no deployer key); raised at start-up, never per request."""
-
-    code = "configuration_error"
-    http_status = 500
 
 
 # --- authentication and trading by API key ------------------------------------------------------------------
 
 
-class UnauthenticatedError(RelayerError):
+class UnauthenticatedError(RelayerError, code="unauthenticated", http_status=401):
     """No API key, an unknown one or a revoked one."""
 
-    code = "unauthenticated"
-    http_status = 401
 
-
-class InsufficientScopeError(RelayerError, PermissionError):
+class InsufficientScopeError(RelayerError, PermissionError, code="insufficient_scope", http_status=403):
     """A valid API key without the scope the action needs."""
 
-    code = "insufficient_scope"
-    http_status = 403
 
-
-class AmbiguousPositionError(RelayerError):
+class AmbiguousPositionError(RelayerError, code="ambiguous_position", http_status=409):
     """The account has several open positions in the market: the caller must say which (side, positionId)."""
 
-    code = "ambiguous_position"
-    http_status = 409
 
-
-class OperatorNotApprovedError(RelayerError):
+class OperatorNotApprovedError(RelayerError, code="operator_not_approved", http_status=409):
     """The account has not approved the relayer's signer as a vault operator, so it cannot act for it."""
-
-    code = "operator_not_approved"
-    http_status = 409
 
 
 # --- relay (issue 4) ----------------------------------------------------------------------------------------
 
 
-class TransactionNotFoundError(RelayerError, LookupError):
+class TransactionNotFoundError(RelayerError, LookupError, code="transaction_not_found", http_status=404):
     """No relay record has this id."""
 
-    code = "transaction_not_found"
-    http_status = 404
 
-
-class IdempotencyConflictError(RelayerError):
+class IdempotencyConflictError(RelayerError, code="idempotency_conflict", http_status=409):
     """The `Idempotency-Key` was already used with a different request body."""
 
-    code = "idempotency_conflict"
-    http_status = 409
 
-
-class DuplicateRequestError(RelayerError):
+class DuplicateRequestError(RelayerError, code="duplicate_request", http_status=409):
     """The same signed request (owner and nonce) is already being relayed; a second copy would only revert."""
 
-    code = "duplicate_request"
-    http_status = 409
 
-
-class DisallowedTransactionError(RelayerError, ValueError):
+class DisallowedTransactionError(RelayerError, ValueError, code="disallowed_transaction", http_status=422):
     """A raw transaction breaks the relay policy: wrong target, function, chain id or type."""
 
-    code = "disallowed_transaction"
-    http_status = 422
 
-
-class RequestExpiredBeforeSendError(RelayerError):
+class RequestExpiredBeforeSendError(RelayerError, code="request_expired_before_send", http_status=422):
     """A signed request's deadline passed before its transaction could be mined; its nonce was freed."""
 
-    code = "request_expired_before_send"
-    http_status = 422
 
-
-class RelayerOutOfFundsError(RelayerError):
+class RelayerOutOfFundsError(RelayerError, code="relayer_out_of_funds", http_status=503, retryable=True):
     """No relayer signer holds enough ether to pay for the transaction."""
 
-    code = "relayer_out_of_funds"
-    http_status = 503
-    retryable = True
 
-
-class FeeCapExceededError(RelayerError):
+class FeeCapExceededError(RelayerError, code="fee_cap_exceeded", http_status=503, retryable=True):
     """The network's current fees are above the configured max fee per gas; nothing was signed."""
 
-    code = "fee_cap_exceeded"
-    http_status = 503
-    retryable = True
 
-
-class NodeRejectedError(RelayerError):
+class NodeRejectedError(RelayerError, code="node_rejected", http_status=502):
     """The node permanently refused a transaction (its code and message are in `details`)."""
 
-    code = "node_rejected"
-    http_status = 502
 
-
-class RouteNotFoundError(RelayerError, LookupError):
+class RouteNotFoundError(RelayerError, LookupError, code="not_found", http_status=404):
     """No API route has this path (the web framework's own 404)."""
 
-    code = "not_found"
-    http_status = 404
 
-
-class MethodNotAllowedError(RelayerError):
+class MethodNotAllowedError(RelayerError, code="method_not_allowed", http_status=405):
     """The route exists, not with this HTTP method (the answer's `Allow` header lists the ones it takes)."""
 
-    code = "method_not_allowed"
-    http_status = 405
 
-
-class HttpRefusedError(RelayerError):
+class HttpRefusedError(RelayerError, code="http_error", http_status=400):
     """A request the web framework refused for a reason of its own (a malformed body or header, say): answered
     with the framework's own 4xx status, never as a server error."""
 
-    code = "http_error"
-    http_status = 400
 
-
-class PriceFeedOffError(RelayerError, LookupError):
+class PriceFeedOffError(RelayerError, LookupError, code="price_feed_off", http_status=404):
     """The demo price-feed controls exist only while `relayer serve` runs the feed on the embedded chain."""
 
-    code = "price_feed_off"
-    http_status = 404
 
-
-class RelayNotConfiguredError(RelayerError):
+class RelayNotConfiguredError(RelayerError, code="relay_not_configured", http_status=503):
     """The server runs without a relayer signer, so it can build transactions but not relay or trade."""
-
-    code = "relay_not_configured"
-    http_status = 503
 
     def __init__(
         self,
@@ -396,49 +313,31 @@ class RelayNotConfiguredError(RelayerError):
         super().__init__(message, **details)
 
 
-class NonceUsedElsewhereError(RelayerError):
+class NonceUsedElsewhereError(RelayerError, code="nonce_used_elsewhere", http_status=409, retryable=True):
     """A transaction that is not one of the record's used its nonce (e.g. the owner of a raw transaction sent
     another one at that nonce); the record ends `replaced` and the request may be sent again."""
 
-    code = "nonce_used_elsewhere"
-    http_status = 409
-    retryable = True
 
-
-class FeeCapReachedError(RelayerError):
+class FeeCapReachedError(RelayerError, code="fee_cap_reached", http_status=503, retryable=True):
     """A pending transaction cannot be re-priced without exceeding the max fee per gas; it waits at its
     current fees (a note on the record, which stays pending)."""
 
-    code = "fee_cap_reached"
-    http_status = 503
-    retryable = True
 
-
-class NodeDeferredError(RelayerError):
+class NodeDeferredError(RelayerError, code="node_deferred", http_status=503, retryable=True):
     """The node refused a transaction for now (underpriced, or an earlier nonce it has not seen yet); the
     relayer re-sends or bumps it. `details.nodeKind`, `nodeCode` and `nodeMessage` say what the node said."""
 
-    code = "node_deferred"
-    http_status = 503
-    retryable = True
 
-
-class BodyTooLargeError(RelayerError):
+class BodyTooLargeError(RelayerError, code="body_too_large", http_status=413):
     """A request body above the API's limit: refused before it is read, whatever it holds."""
-
-    code = "body_too_large"
-    http_status = 413
 
     def __init__(self, max_bytes: int) -> None:
         super().__init__(f"request body above {max_bytes} bytes", maxBytes=max_bytes)
 
 
-class UnsupportedMediaTypeError(RelayerError):
+class UnsupportedMediaTypeError(RelayerError, code="unsupported_media_type", http_status=415):
     """A request body that does not say it is JSON (`Content-Type: application/json`): refused rather than
     guessed at, so a form post from any web page cannot act on the API."""
-
-    code = "unsupported_media_type"
-    http_status = 415
 
     def __init__(self, given: str) -> None:
         super().__init__(

@@ -223,7 +223,7 @@ def fire_naive(
     vault: str,
     cases: list[CloseCase],
     concurrency: int,
-    lock: threading.Lock | None = None,
+    lock: contextlib.AbstractContextManager[object] | None = None,
 ) -> Stats:
     """`build_transaction` per request from `concurrency` threads, each with its own Web3 connection."""
     abi = load_artifact().abi
@@ -320,7 +320,9 @@ def cmd_build(args: argparse.Namespace) -> int:
             naive_lock = None
         else:
             base_url = stack.enter_context(api_in_thread(chain, deployment.address))
-            naive_lock = threading.Lock()  # py-evm is not thread-safe: the naive threads take turns on it
+            # py-evm is not thread-safe: the naive threads take turns on the chain's lock, the one the API's
+            # chain port (EmbeddedRpc) holds for each of its batches
+            naive_lock = chain.lock
 
             def make_w3() -> Web3:
                 return chain.w3

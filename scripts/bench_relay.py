@@ -2,9 +2,10 @@
 
 Both sides send the same call (a small `closePosition` by an approved operator) to the same fresh anvil, in
 one run. The naive loop is what a script would do: `contract.functions...transact()` then
-`wait_for_transaction_receipt`, one at a time. The relayer takes every request at once from `--concurrency`
-client threads (each one simulated, journaled to SQLite with fsync, signed and broadcast), spreads them over
-`--signers` accounts with locally allocated nonces, and polls receipts in batches per signer. Both clocks run
+`wait_for_transaction_receipt`, one at a time. The relayer (its async `RelayService` over a `ChainClient`, as
+`relayer serve` runs it) takes every request at once from `--concurrency` concurrent clients (asyncio tasks;
+each request simulated, journaled to SQLite with fsync, signed and broadcast), spreads them over `--signers`
+accounts with locally allocated nonces, and polls receipts in batches per signer. Both clocks run
 from the first request to the last receipt. Afterwards the run checks that every relayer nonce is used once,
 contiguously (no gap), with no duplicate transaction, and that the position shrank by exactly what was sent.
 
@@ -17,6 +18,7 @@ contiguously (no gap), with no duplicate transaction, and that the position shra
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import shutil
 import socket
@@ -26,7 +28,6 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -38,16 +39,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from relayer.chain.connect import ANVIL_DEFAULT_KEYS, Chain, rpc_chain  # noqa: E402
+from relayer.chain.client import ChainClient  # noqa: E402
+from relayer.chain.connect import ANVIL_DEFAULT_KEYS, Chain, chain_port, rpc_chain  # noqa: E402
 from relayer.chain.deploy import deploy_vault  # noqa: E402
 from relayer.chain.transact import send  # noqa: E402
 from relayer.chain.vault import VaultReader  # noqa: E402
+from relayer.config import RelaySettings  # noqa: E402
 from relayer.constants import SIZE_DECIMALS  # noqa: E402
 from relayer.domain import calldata  # noqa: E402
 from relayer.domain.markets import symbol_to_bytes32  # noqa: E402
 from relayer.domain.status import TxStatus  # noqa: E402
 from relayer.domain.units import to_fixed  # noqa: E402
-from relayer.services.relay.config import RelaySettings  # noqa: E402
 from relayer.services.relay.service import RelayService  # noqa: E402
 from relayer.services.relay.signers import Signer  # noqa: E402
 
@@ -103,14 +105,20 @@ def naive_loop(chain: Chain, vault: VaultReader, operator: str, position_id: byt
     return Result("naive web3.py loop", count, time.perf_counter() - started)
 
 
-def relayer_run(service: RelayService, position_id: bytes, count: int, concurrency: int) -> Result:
-    """All requests at once from `concurrency` client threads; the loop polls until every one is mined."""
+async def relayer_run(service: RelayService, position_id: bytes, count: int, concurrency: int) -> Result:
+    """All requests at once from `concurrency` concurrent clients; then rounds of the relay loop's step until
+    every one is mined."""
     data = calldata.close_position(position_id, CLOSE_STEP, 0)
+    requests = iter(range(count))
+
+    async def client() -> None:
+        for _ in requests:  # shared: each request is taken by exactly one client
+            await service.submit_call(data)
+
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(lambda _: service.submit_call(data), range(count)))
-    while service.tick():
-        time.sleep(0.005)
+    await asyncio.gather(*[client() for _ in range(concurrency)])
+    while await service.tick():
+        await asyncio.sleep(0.005)
     return Result(
         f"relayer ({concurrency} clients, {len(service.pool.addresses)} signers)",
         count,
@@ -156,7 +164,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--count", type=int, default=None, help="transactions per side (default 300 automine, 40 with blocks)"
     )
-    parser.add_argument("--concurrency", type=int, default=16, help="relayer client threads (default 16)")
+    parser.add_argument("--concurrency", type=int, default=16, help="concurrent relayer clients (default 16)")
     parser.add_argument("--signers", type=int, default=4, help="relayer signer accounts, 1..4 (default 4)")
     parser.add_argument(
         "--block-time",
@@ -199,19 +207,26 @@ def run_mode(block_time: int, count: int, concurrency: int, signers: int) -> Mod
 
         naive = naive_loop(chain, vault, naive_operator.address, position_id, count)
 
-        service = RelayService(
-            chain=chain,
-            vault_address=deployment.address,
-            signers=[Signer(a) for a in relay_accounts],
-            settings=RelaySettings(
-                journal_path=Path(tmp) / "bench.sqlite3", confirmations=1, replace_after_s=600
-            ),
-        )
-        service.resume()
         start_nonces: dict[str, int] = {
             a.address: chain.w3.eth.get_transaction_count(a.address) for a in relay_accounts
         }
-        relayed = relayer_run(service, position_id, count, concurrency)
+        settings = RelaySettings(
+            journal_path=Path(tmp) / "bench.sqlite3", confirmations=1, replace_after_s=600
+        )
+
+        async def relay() -> tuple[Result, RelayService]:
+            client = ChainClient(chain_port(chain), deployment.address)
+            await client.start()
+            service = RelayService(
+                chain=client, signers=[Signer(a) for a in relay_accounts], settings=settings
+            )
+            try:
+                await service.resume()
+                return await relayer_run(service, position_id, count, concurrency), service
+            finally:
+                await client.aclose()
+
+        relayed, service = asyncio.run(relay())
         problems = check_relayer(chain, service, start_nonces, count)
         remaining = vault.position(position_id).size
         if remaining != size - 2 * count * CLOSE_STEP:

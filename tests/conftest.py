@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from anyio.from_thread import BlockingPortal
 from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt
 
@@ -29,6 +30,7 @@ from relayer.constants import PRICE_DECIMALS, SIZE_DECIMALS
 from relayer.domain import calldata
 from relayer.domain.markets import symbol_to_bytes32
 from relayer.domain.units import to_fixed
+from tests.blocking import running_portal
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("eth-tester", "anvil")
@@ -121,6 +123,13 @@ def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
         yield rpc_chain(node.url, test_keys=list(ANVIL_DEFAULT_KEYS))
     finally:
         stop_anvil(node)
+
+
+@pytest.fixture
+def portal() -> Iterator[BlockingPortal]:
+    """This test's event loop, in a thread of its own: the async services run on it (`tests/blocking.py`)."""
+    with running_portal() as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ Everything above this module talks to a `Chain`; which backend sits behind it is
 from __future__ import annotations
 
 import secrets
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.types import RPCEndpoint
 
+from relayer.chain.jsonrpc import RpcPort
 from relayer.constants import EMBEDDED_CHAIN_NAME
 
 EMBEDDED_ACCOUNT_COUNT = 10
@@ -63,6 +65,11 @@ class Chain:
     """Random, made with this object. The embedded chain lives exactly as long as its object, so for it this
     names the chain itself: the journal keeps it to tell a live embedded chain's records from those of an
     earlier run, which no chain id or genesis hash can (both repeat from run to run)."""
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    """Held by every user of `w3` on the embedded chain: py-evm is not thread-safe. The relayer's own calls go
+    through `relayer.chain.embedded_rpc.EmbeddedRpc`, which takes it; tests and scripts driving `w3`
+    directly while a relayer runs take it too."""
 
     @property
     def is_embedded(self) -> bool:
@@ -140,3 +147,13 @@ def rpc_chain(url: str, *, timeout_s: float = 10.0, test_keys: list[str] | None 
     """A JSON-RPC node over HTTP (anvil, geth, a testnet)."""
     provider = HTTPProvider(url, request_kwargs={"timeout": timeout_s})
     return Chain(Web3(provider), url, None, list(test_keys or []))
+
+
+def chain_port(chain: Chain) -> RpcPort:
+    """The chain port for `chain`: the embedded chain in process, else its node over HTTP (batched)."""
+    from relayer.chain.embedded_rpc import EmbeddedRpc
+    from relayer.chain.jsonrpc import JsonRpcTransport
+
+    if chain.is_embedded:
+        return EmbeddedRpc(chain)
+    return JsonRpcTransport(chain.name)

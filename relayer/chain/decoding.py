@@ -1,6 +1,5 @@
-"""The vault's answers and JSON-RPC data decoded to values: pure functions, no node, shared by both gateways
-(`relayer.chain.jsonrpc_gateway`, `relayer.chain.web3_gateway`) and the JSON-RPC transport's replies
-(`relayer.chain.jsonrpc`).
+"""The vault's answers and JSON-RPC data decoded to values: pure functions, no node, used by the chain client
+(`relayer.chain.client`) and the JSON-RPC replies (`relayer.chain.jsonrpc`).
 
 A malformed answer means the node cannot serve the call: `ChainUnavailableError` (503, retryable), never a
 `TypeError` that would surface as a 500.
@@ -14,8 +13,7 @@ from eth_abi.abi import decode
 from eth_abi.exceptions import DecodingError
 from eth_utils.address import to_checksum_address
 
-from relayer.chain.gateway import PositionQuote
-from relayer.chain.vault import MarketPrice
+from relayer.chain.quotes import MarketPrice, PositionQuote
 from relayer.domain.markets import bytes32_to_symbol
 from relayer.domain.positions import Position, TriggerOrder
 from relayer.errors import ChainUnavailableError, ExecutionRevertedError, VaultNotDeployedError

@@ -14,7 +14,7 @@ import json
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -69,6 +69,23 @@ class RpcReply:
             RelayerError: the call's error; `ChainUnavailableError` for null or a malformed block.
         """
         return head_from_block(self.value())
+
+
+class RpcPort(Protocol):
+    """THE chain port: JSON-RPC calls in, replies out, in order. Everything the relayer asks a chain goes
+    through one of its two adapters, `JsonRpcTransport` (any node over HTTP, batched) and
+    `relayer.chain.embedded_rpc.EmbeddedRpc` (the in-process eth-tester chain, answering like a node);
+    `relayer.chain.client.ChainClient` is the one reader above both."""
+
+    async def batch(self, calls: Sequence[RpcCall]) -> list[RpcReply]:
+        """The replies to `calls`, in order; per-call errors are in the replies, not raised.
+
+        Raises:
+            ChainUnavailableError: the chain did not answer at all.
+        """
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 _Waiter = tuple[list[RpcCall], "asyncio.Future[list[RpcReply]]"]

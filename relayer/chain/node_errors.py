@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -86,7 +87,10 @@ _PATTERNS: tuple[tuple[Kind, re.Pattern[str]], ...] = (
     (Kind.ALREADY_KNOWN, re.compile(r"already known|already imported|known transaction|alreadyknown")),
     (
         Kind.UNDERPRICED,
-        re.compile(r"underpriced|fee too low|max fee per gas less than block base fee|feetoolow"),
+        re.compile(
+            r"underpriced|fee too low|feetoolow"
+            r"|max fee per gas less than block base fee|lower than block.s base fee"
+        ),
     ),
     (Kind.NONCE_TOO_LOW, re.compile(r"nonce too low|oldnonce|nonce has already been used")),
     (Kind.NONCE_GAP, re.compile(r"nonce too high|nonce gap|futurenonce")),
@@ -144,6 +148,60 @@ def classify(exc: BaseException) -> NodeError:
     if translated is not None and translated.retryable:
         return NodeError(Kind.UNAVAILABLE, translated.message)
     return NodeError(Kind.PERMANENT, f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def classify_rpc_error(error: Mapping[str, Any]) -> NodeError:
+    """Classify a JSON-RPC error object (`{"code", "message", "data"}`) the way `classify` classifies the
+    exception web3 raises for it: a revert (code 3, revert data, "execution reverted") is `REVERTED`, the rest
+    is read from the message.
+
+    >>> classify_rpc_error({"code": -32000, "message": "nonce too low: next nonce 3, tx nonce 2"}).kind
+    <Kind.NONCE_TOO_LOW: 'nonce_too_low'>
+    >>> classify_rpc_error({"code": 3, "message": "execution reverted", "data": "0x2c5211c6"}).kind
+    <Kind.REVERTED: 'reverted'>
+    >>> classify_rpc_error({"message": "insufficient funds for gas * price + value"}).kind
+    <Kind.INSUFFICIENT_FUNDS: 'insufficient_funds'>
+    """
+    code = error.get("code")
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    message = str(error.get("message", ""))
+    data = error.get("data")
+    if isinstance(data, Mapping):
+        data = data.get("data")
+    reverted = isinstance(data, str) and len(data) > 2 and data.startswith("0x")
+    if code == _RPC_EXECUTION_REVERTED or reverted or message.lower().startswith("execution reverted"):
+        return NodeError(Kind.REVERTED, message[:200], code)
+    return NodeError(_kind_of(message), message, code)
+
+
+def node_message(exc: BaseException) -> tuple[int | None, str]:
+    """The JSON-RPC error (code, message) a node would answer for `exc`, an exception of web3 or eth-tester
+    that is not a revert: `classify_rpc_error` reads the message as the same kind as `classify(exc)`.
+
+    eth-tester words a used nonce and a future one alike ("invalid transaction nonce"), so the message
+    gets the node's words for the case in front of it.
+
+    >>> ValidationError = type("ValidationError", (Exception,), {})
+    >>> node_message(ValidationError("Invalid transaction nonce: Expected 1, but got 0"))
+    (None, 'nonce too low: Invalid transaction nonce: Expected 1, but got 0')
+    >>> node_message(ValueError({"code": -32000, "message": "already known"}))
+    (-32000, 'already known')
+    """
+    rpc = _rpc_error(exc)
+    if rpc is not None:
+        return rpc
+    message = str(exc)
+    if type(exc).__name__ == "ValidationError":
+        nonce = _ETH_TESTER_NONCE.search(message.lower())
+        if nonce is not None:
+            expected, got = int(nonce.group(1)), int(nonce.group(2))
+            return None, f"nonce too {'low' if got < expected else 'high'}: {message}"
+        return None, message
+    return None, f"{type(exc).__name__}: {message[:200]}"
+
+
+_RPC_EXECUTION_REVERTED = 3
+"""JSON-RPC error code geth and anvil use for a reverted call."""
 
 
 def _kind_of(message: str) -> Kind:

@@ -16,11 +16,12 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.types import TxReceipt
+from web3.exceptions import Web3RPCError
+from web3.types import RPCEndpoint, TxParams, TxReceipt, Wei
 
 from relayer.chain.vault import VaultReader, call_chain
-from relayer.chain.web3_gateway import fee_suggestion_wei
 from relayer.domain import calldata
+from relayer.domain.blocks import quantity
 from relayer.domain.exits import allowed_price_for_slippage
 from relayer.domain.fees import Fees, fee_fields, gas_limit_with_margin, node_fees
 from relayer.domain.markets import bytes32_to_symbol, normalize_symbol
@@ -45,10 +46,11 @@ def build_transaction(
     w3: Web3, sender: str, to: str | None, data: bytes, *, nonce: int | None = None, fees: Fees | None = None
 ) -> dict[str, Any]:
     """A complete, signable type-2 (or legacy) transaction; estimation doubles as simulation."""
-    tx: dict[str, Any] = {"from": to_checksum_address(sender), "data": HexBytes(data), "value": 0}
+    call: TxParams = {"from": to_checksum_address(sender), "data": HexBytes(data), "value": Wei(0)}
     if to is not None:
-        tx["to"] = to_checksum_address(to)
-    gas = call_chain(lambda: w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+        call["to"] = to_checksum_address(to)
+    gas = call_chain(lambda: w3.eth.estimate_gas(call))
+    tx: dict[str, Any] = dict(call)
     fees = fees or current_fees(w3)
     tx["gas"] = gas_limit_with_margin(int(gas))
     tx["chainId"] = call_chain(lambda: w3.eth.chain_id)
@@ -175,3 +177,18 @@ def set_operator(w3: Web3, owner: LocalAccount, vault: str, operator: str, *, ap
         RelayerError: `chain_unavailable`.
     """
     return send(w3, owner, vault, calldata.set_operator(parse_owner(operator, "operator"), approved))
+
+
+def fee_suggestion_wei(w3: Web3, *, legacy: bool) -> int | None:
+    """What the node suggests paying per gas for the next block, for `relayer.domain.fees.node_fees`: its gas
+    price on a legacy chain, else its priority fee (`eth_maxPriorityFeePerGas`); None when the node answers
+    that method with an error (most often: it lacks it), as `ChainClient` does. Transport errors pass through
+    as raised (the caller translates them).
+    """
+    if legacy:
+        return quantity(w3.eth.gas_price, "gas price")
+    try:
+        value = w3.manager.request_blocking(RPCEndpoint("eth_maxPriorityFeePerGas"), [])
+    except Web3RPCError:
+        return None
+    return quantity(value, "priority fee")

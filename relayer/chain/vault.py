@@ -7,7 +7,6 @@ This is the chain-facing adapter for reads; node errors leave it as `RelayerErro
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from eth_utils.address import to_checksum_address
@@ -15,20 +14,12 @@ from web3 import Web3
 from web3.contract import Contract
 
 from relayer.chain.artifact import load_artifact
+from relayer.chain.quotes import MarketPrice
 from relayer.chain.revert import translate
 from relayer.domain.markets import bytes32_to_symbol, symbol_to_bytes32
 from relayer.domain.positions import Position, TriggerOrder
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class MarketPrice:
-    """The oracle price of a market (USD, 8 decimals) and the block timestamp it was set at (0 = never)."""
-
-    market: str
-    price_e8: int
-    updated_at: int
 
 
 def call_chain(fn: Callable[[], T]) -> T:

@@ -100,6 +100,10 @@ class RelayRecord:
     idempotency_key: str | None = None
     request: RequestRef | None = None
     """The signed request relayed (None: a call of the relayer's own, or a raw transaction)."""
+    account: str | None = None
+    """The account the record acts for: the signed request's owner, the API-key holder's account, the
+    position owner for a keeper execution, the sender of a raw transaction; None in records journaled before
+    schema 4."""
     noop_outcome: TxStatus | None = None
     error: dict[str, Any] | None = None
     mined: Mined | None = None
@@ -121,6 +125,7 @@ class RelayRecord:
             "kind": self.kind.value,
             "status": self.status.value,
             "from": self.sender,
+            "account": self.account,
             "to": self.to,
             "nonce": self.nonce,
             "chainId": self.chain_id,

@@ -1,7 +1,7 @@
 """The service core: a `CloseRequest` in, a checked, priced transaction the owner can sign out.
 
 `TransactionBuilder.build` encodes the calldata (it depends on the request only), reads everything it checks
-against in one go through a `ChainGateway` (position, price, latest block, fees, and the gas estimate from
+against in one go through the `ChainClient` (position, price, latest block, fees, and the gas estimate from
 the owner, which is also the simulation), then runs the pure `assemble`: precise checks first (position open,
 price fresh, size, slippage, trigger sides), the simulation's verdict after, then gas, fees and the preview.
 REST routes, the CLI and the library API only adapt arguments and results.
@@ -17,7 +17,8 @@ import rlp  # type: ignore[import-untyped]  # eth-account's own RLP codec; it sh
 from eth_account.typed_transactions.dynamic_fee_transaction import DynamicFeeTransaction
 from eth_utils.address import to_canonical_address, to_checksum_address
 
-from relayer.chain.gateway import ChainGateway, ChainHead, CloseState, MarketsState, PositionQuote
+from relayer.chain.client import ChainClient
+from relayer.chain.quotes import ChainHead, CloseState, MarketsState, PositionQuote
 from relayer.constants import (
     CLOSE_ALL_SIZE,
     ETH_DECIMALS,
@@ -130,6 +131,8 @@ class BuiltTransaction:
     gas_limit: int
     fees: Fees
     preview: ClosePreview
+    head: ChainHead
+    """The block it was checked and simulated against."""
 
     @property
     def required_gas_fee_wei(self) -> int:
@@ -396,6 +399,7 @@ def assemble(
         gas_limit=gas_limit_with_margin(state.gas_estimate, gas_limit_margin_bps),
         fees=state.fees,
         preview=preview,
+        head=state.head,
     )
 
 
@@ -405,15 +409,15 @@ def assemble(
 class TransactionBuilder:
     """Builds close / modify transactions and serves the position and market reads behind the REST API."""
 
-    def __init__(self, gateway: ChainGateway, *, gas_limit_margin_bps: int = GAS_LIMIT_MARGIN_BPS) -> None:
-        self.gateway = gateway
+    def __init__(self, chain: ChainClient, *, gas_limit_margin_bps: int = GAS_LIMIT_MARGIN_BPS) -> None:
+        self.chain = chain
         self.gas_limit_margin_bps = gas_limit_margin_bps
 
     async def build(self, request: CloseRequest) -> BuiltTransaction:
         data = encode_request(request)
-        state = await self.gateway.read_close_state(request.position_id, data)
+        state = await self.chain.read_close_state(request.position_id, data)
         return assemble(
-            request, data, state, self.gateway.vault_address, gas_limit_margin_bps=self.gas_limit_margin_bps
+            request, data, state, self.chain.vault_address, gas_limit_margin_bps=self.gas_limit_margin_bps
         )
 
     async def build_from_json(self, body: Mapping[str, Any]) -> BuiltTransaction:
@@ -427,7 +431,7 @@ class TransactionBuilder:
             InvalidFieldError: a malformed id. PositionNotFoundError: no position ever had this id.
         """
         pid = parse_position_id(position_id)
-        _, (quote,) = await self.gateway.read_positions([pid])
+        _, (quote,) = await self.chain.read_positions([pid])
         if not quote.position.exists:
             raise PositionNotFoundError.unknown(pid)
         return PositionSummary(quote)
@@ -439,14 +443,14 @@ class TransactionBuilder:
             InvalidFieldError: `owner` is not an address.
         """
         address = parse_owner(owner)
-        ids = await self.gateway.position_ids_of(address)
-        _, quotes = await self.gateway.read_positions(ids)
+        ids = await self.chain.position_ids_of(address)
+        _, quotes = await self.chain.read_positions(ids)
         shown = [PositionSummary(q) for q in quotes if include_closed or q.position.is_open]
         return OwnerPositions(address, shown)
 
     async def markets(self) -> MarketsState:
-        return await self.gateway.read_markets()
+        return await self.chain.read_markets()
 
     async def health(self) -> Health:
         """Raises `ChainUnavailableError` when the node does not answer."""
-        return Health(self.gateway.chain_id, await self.gateway.head(), self.gateway.vault_address)
+        return Health(self.chain.chain_id, await self.chain.head(), self.chain.vault_address)

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any
 
-from relayer.chain.vault import VaultReader
 from relayer.domain import calldata
 from relayer.domain.positions import crossed_trigger
 from relayer.errors import PositionNotFoundError, RelayerError, TriggerNotCrossedError
@@ -51,55 +48,48 @@ class Execution:
     created: bool
 
 
-def _logs(event: Any, first: int, last: int) -> list[Any]:
-    return list(event.get_logs(from_block=first, to_block=last))
-
-
 @dataclass
 class Keeper:
     """Scan, check, execute. `tick()` is one pass; run it periodically (see `relayer.services.periodic`)."""
 
-    vault: VaultReader
     relay: RelayService
     from_block: int = 0
     _orders: dict[tuple[bytes, bool], OrderRef] = field(default_factory=dict)
     _next_block: int | None = None
 
-    def tick(self) -> list[Execution]:
+    async def tick(self) -> list[Execution]:
         """One pass: learn new orders, then execute the crossed ones. Returns what was submitted."""
-        self._scan()
+        await self._scan()
         executions: list[Execution] = []
         for position_id in sorted({pid for pid, _ in self._orders}):
-            execution = self._check(position_id)
+            execution = await self._check(position_id)
             if execution is not None:
                 executions.append(execution)
         return executions
 
-    def _scan(self) -> None:
+    async def _scan(self) -> None:
         """Read `TriggerSet` events since the last pass, a bounded range at a time; price 0 forgets it."""
-        head = self.relay.node.head().number
+        chain = self.relay.chain
+        head = (await chain.head()).number
         start = self.from_block if self._next_block is None else self._next_block
-        event = self.vault.contract.events.TriggerSet()
         while start <= head:
             end = min(head, start + LOG_SCAN_BLOCKS - 1)
-            logs = self.relay.node.read(partial(_logs, event, start, end))
-            for entry in logs:
-                args = entry["args"]
+            for event in await chain.vault_events("TriggerSet", start, end):
+                args = event.args
                 slot = (bytes(args["positionId"]), bool(args["isTakeProfit"]))
-                if int(args["price"]) == 0:
+                if args["price"] == 0:
                     self._orders.pop(slot, None)
                 else:
-                    ref = OrderRef(int(entry["blockNumber"]), int(entry["logIndex"]), int(args["price"]))
-                    self._orders[slot] = ref
+                    self._orders[slot] = OrderRef(event.block_number, event.log_index, args["price"])
             start = end + 1
             self._next_block = start  # progress survives a failure in a later range
 
-    def _check(self, position_id: bytes) -> Execution | None:
-        position = self.relay.node.read(lambda: self.vault.position(position_id))
+    async def _check(self, position_id: bytes) -> Execution | None:
+        quote = await self.relay.chain.position(position_id)  # the position with its market's price
+        position, price = quote.position, quote.price_e8
         if not position.is_open:
             self._forget(position_id)
             return None
-        price = self.relay.node.read(lambda: self.vault.price(position.market)).price_e8
         which = crossed_trigger(position, price)
         if which is None:
             return None
@@ -112,7 +102,9 @@ class Keeper:
         for attempt in range(MAX_ATTEMPTS_PER_ORDER):
             key = order if attempt == 0 else f"{order}:retry{attempt}"
             try:
-                submission = self.relay.submit_call(data, idempotency_key=key, key_scope=KEEPER_SCOPE)
+                submission = await self.relay.submit_call(
+                    data, idempotency_key=key, key_scope=KEEPER_SCOPE, account=position.owner
+                )
             except (TriggerNotCrossedError, PositionNotFoundError):
                 return None  # the price moved back, or the position closed, since we read it
             except RelayerError as error:

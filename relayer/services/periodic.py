@@ -1,10 +1,11 @@
-"""A background thread that calls a function every few seconds until stopped (relay loop, keeper, feed)."""
+"""A background task that awaits a step every few seconds until stopped (relay loop, keeper, price feed)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from relayer.errors import RelayerError
 
@@ -12,8 +13,8 @@ log = logging.getLogger("relayer.periodic")
 
 
 class Periodic:
-    """Run `step()` every `interval_s` on a daemon thread until `stop()`: at once when started, or after the
-    first interval with `run_first=False`.
+    """Await `step()` every `interval_s` on an asyncio task until `stop()`: at once when started, or after
+    the first interval with `run_first=False`.
 
     A failing step must not kill the loop (the node may be down for a while) nor take the process with it: an
     expected failure (`RelayerError`, e.g. `chain_unavailable`) is logged as a warning with its code, anything
@@ -21,41 +22,52 @@ class Periodic:
     """
 
     def __init__(
-        self, name: str, step: Callable[[], object], interval_s: float, *, run_first: bool = True
+        self, name: str, step: Callable[[], Awaitable[object]], interval_s: float, *, run_first: bool = True
     ) -> None:
         self.name = name
         self.step = step
         self.interval_s = interval_s
         self.run_first = run_first
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     @property
     def running(self) -> bool:
-        return self._thread is not None
+        return self._task is not None
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
+        """Start on the running event loop (call from async code)."""
+        if self._task is None:
+            self._stopping = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop after the current round."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-
-    def _run(self) -> None:
-        if not self.run_first and self._stop.wait(self.interval_s):
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop after the current round; past `timeout_s` the round is cancelled at its next await (safe:
+        the relay journals before it sends and compare-and-sets every change, as after a crash)."""
+        task, self._task = self._task, None
+        if task is None:
             return
-        while not self._stop.is_set():
+        self._stopping.set()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout_s)
+
+    async def _run(self) -> None:
+        if not self.run_first and await self._wait():
+            return
+        while not self._stopping.is_set():
             try:
-                self.step()
+                await self.step()
             except RelayerError as exc:
                 log.warning("loop=%s code=%s reason=%s", self.name, exc.code, exc.message)
             except Exception:
                 log.exception("loop=%s round failed; retrying in %.2fs", self.name, self.interval_s)
-            self._stop.wait(self.interval_s)
+            if await self._wait():
+                return
+
+    async def _wait(self) -> bool:
+        """Sleep one interval; True when `stop()` was called meanwhile."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), self.interval_s)
+        except TimeoutError:
+            return False
+        return True

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio.to_thread
 
 from relayer.config import TradingSettings
 from relayer.constants import BPS_DENOMINATOR, CLOSE_ALL_SIZE, PERCENT, SIZE_DECIMALS
-from relayer.domain import apikeys, calldata
+from relayer.domain import apikeys, calldata, policy
 from relayer.domain.apikeys import ApiKey, Scope
 from relayer.domain.bps import parse_percent, percent_to_bps
 from relayer.domain.exits import size_for_exit_pct
@@ -45,8 +45,8 @@ from relayer.errors import (
     PositionNotFoundError,
     TransactionNotFoundError,
 )
-from relayer.services.builder import PositionSummary, TransactionBuilder
-from relayer.services.relay.service import RelayService
+from relayer.services.builder import BuiltTransaction, PositionSummary, TransactionBuilder
+from relayer.services.relay.service import CheckedCall, RelayService
 from relayer.services.trading_answers import (
     TradeOutcome,
     fill_from_preview,
@@ -96,7 +96,7 @@ class TradingService:
         builder: TransactionBuilder,
         keys: KeyStore,
         relay: Callable[[], RelayService],
-        is_operator: Callable[[str, str], bool],
+        operators_approved: Callable[[str, Sequence[str]], Awaitable[list[bool]]],
         settings: TradingSettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -106,13 +106,13 @@ class TradingService:
             relay: gives the relay to send through; called first by every action that sends and by
                 `get_transaction`, never by authentication or `get_positions`. The runtime passes its
                 `require_relay`, which raises `RelayNotConfiguredError` (503) on a server without signers.
-            is_operator: whether an account (first argument) approved a relayer signer (second) as its vault
-                operator; blocking, called off the event loop.
+            operators_approved: whether an account (first argument) approved each relayer signer (second)
+                as its vault operator, read in one batch.
         """
         self.builder = builder
         self.keys = keys
         self.relay = relay
-        self.is_operator = is_operator
+        self.operators_approved = operators_approved
         self.settings = settings or TradingSettings()
         self.clock = clock
 
@@ -315,11 +315,9 @@ class TradingService:
         return summary
 
     async def _check_operator(self, relay: RelayService, account: str) -> None:
-        missing = [
-            signer
-            for signer in relay.pool.addresses
-            if not await anyio.to_thread.run_sync(self.is_operator, account, signer)
-        ]
+        signers = relay.pool.addresses
+        approved = await self.operators_approved(account, signers)
+        missing = [signer for signer, ok in zip(signers, approved, strict=True) if not ok]
         if missing:
             raise OperatorNotApprovedError(
                 "approve the relayer's signers as vault operators first: call setOperator(signer, true) from"
@@ -334,7 +332,7 @@ class TradingService:
         await self._check_operator(relay, intent.key.account)
         if intent.dry_run:
             return TradeOutcome(200, fill_from_preview(built))
-        record = await self._wait(relay, await self._submit(relay, intent, built.calldata))
+        record = await self._wait(relay, await self._submit(relay, intent, built))
         if not record.status.is_succeeded:
             return unfinished(record)
         return TradeOutcome(200, fill_from_record(record, built.preview.position))
@@ -355,7 +353,7 @@ class TradingService:
         await self._check_operator(relay, intent.key.account)
         if intent.dry_run:
             return TradeOutcome(200, orders_answer(built.preview.to_dict()))
-        record = await self._wait(relay, await self._submit(relay, intent, built.calldata))
+        record = await self._wait(relay, await self._submit(relay, intent, built))
         if not record.status.is_succeeded:
             return unfinished(record)
         return TradeOutcome(200, orders_answer(built.preview.to_dict(), record))
@@ -371,9 +369,7 @@ class TradingService:
         """
         if intent.idempotency_key is None or intent.dry_run:
             return None
-        found = await anyio.to_thread.run_sync(
-            lambda: relay.find_idempotent(intent.idempotency_key, intent.fingerprint, key_scope=intent.scope)
-        )
+        found = relay.find_idempotent(intent.idempotency_key, intent.fingerprint, key_scope=intent.scope)
         if found is None:
             return None
         record = await self._wait(relay, found.record)
@@ -385,16 +381,21 @@ class TradingService:
             return TradeOutcome(200, fill_from_record(record, summary.quote.position))
         return TradeOutcome(200, orders_answer(summary.to_dict(), record))
 
-    async def _submit(self, relay: RelayService, intent: TradeIntent, data: bytes) -> RelayRecord:
-        submission = await anyio.to_thread.run_sync(
-            lambda: relay.submit_call(
-                data,
-                idempotency_key=intent.idempotency_key,
-                fingerprint=intent.fingerprint,
-                key_scope=intent.scope,
-            )
+    async def _submit(self, relay: RelayService, intent: TradeIntent, built: BuiltTransaction) -> RelayRecord:
+        """Hand the relay the call the builder checked and simulated: it is not checked, simulated or looked
+        up by its key a second time (`_replay` did that, before any chain read)."""
+        call = CheckedCall(
+            data=built.calldata,
+            kind=policy.call_kind(built.calldata),
+            gas_estimate=built.gas_estimate,
+            head=built.head,
+            fees=built.fees,
+            account=intent.key.account,
+            fingerprint=intent.fingerprint,
+            idempotency_key=intent.idempotency_key,
+            key_scope=intent.scope,
         )
-        return submission.record
+        return (await relay.submit_checked(call)).record
 
     async def _wait(self, relay: RelayService, record: RelayRecord) -> RelayRecord:
         """Poll the journal until the record is mined or ends, or the configured time runs out."""

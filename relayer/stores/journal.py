@@ -321,8 +321,8 @@ class JournalWriter:
             self._conn.execute(
                 "INSERT INTO records (id, kind, status, idempotency_key, request_hash, sender, nonce,"
                 " chain_id, to_address, data, value_wei, gas_limit, request_owner, request_nonce, deadline,"
-                " noop_outcome,"
-                " error, mined, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " noop_outcome, error, mined, created_at, updated_at, account)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.id,
                     record.kind.value,
@@ -344,6 +344,7 @@ class JournalWriter:
                     None if record.mined is None else journal_rows.mined_json(record.mined),
                     record.created_at,
                     record.updated_at,
+                    record.account,
                 ),
             )
             self.add_attempts(record.id, record.attempts)
@@ -376,12 +377,11 @@ class JournalWriter:
         )
 
 
-def open_journal(path_arg: str | None, *, create: bool) -> Journal:
-    """The journal an operator command names (`relayer relay list|status`): `--journal`, else
-    `RELAYER_RELAY_JOURNAL_PATH`, else `.relayer/journal.sqlite3` (`store_file.named_journal`); a reader
-    (`create=False`) refuses a missing file rather than make an empty one.
+def open_journal(path: Path, *, create: bool) -> Journal:
+    """The journal an operator command names (`relayer relay list|status`; `relayer.config.journal_path`); a
+    reader (`create=False`) refuses a missing file rather than make an empty one.
 
     Raises:
         ConfigurationError: no journal at the path and `create` is False, or it cannot be opened.
     """
-    return Journal(store_file.named_journal(path_arg, create=create))
+    return Journal(store_file.named_journal(path, create=create))

@@ -85,6 +85,7 @@ def record_from_row(row: sqlite3.Row, attempts: list[Attempt]) -> RelayRecord:
         updated_at=row["updated_at"],
         idempotency_key=row["idempotency_key"],
         request=_request(row),
+        account=row["account"],
         noop_outcome=None if row["noop_outcome"] is None else TxStatus(row["noop_outcome"]),
         error=None if row["error"] is None else json.loads(row["error"]),
         mined=mined,

@@ -166,15 +166,14 @@ class SqliteKeyStore:
             return cursor.rowcount
 
 
-def open_key_store(path_arg: str | None, *, create: bool) -> SqliteKeyStore:
-    """The key store of the journal an operator command names (`relayer keys`): `--journal`, else
-    `RELAYER_RELAY_JOURNAL_PATH`, else `.relayer/journal.sqlite3` (`named_journal`). Only `create=True`
-    (`keys create`) may start a new file.
+def open_key_store(path: Path, *, create: bool) -> SqliteKeyStore:
+    """The key store of the journal an operator command names (`relayer keys`; `relayer.config.journal_path`).
+    Only `create=True` (`keys create`) may start a new file.
 
     Raises:
         ConfigurationError: no journal at the path and `create` is False, or it cannot be opened.
     """
-    return SqliteKeyStore(named_journal(path_arg, create=create))
+    return SqliteKeyStore(named_journal(path, create=create))
 
 
 def _api_key(row: sqlite3.Row) -> ApiKey:

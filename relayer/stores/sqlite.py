@@ -19,9 +19,8 @@ import sqlite3
 from pathlib import Path
 
 from relayer.errors import ConfigurationError
-from relayer.services.relay.config import RelaySettings
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bumped by every migration; stored in SQLite's `PRAGMA user_version`."""
 
 MEMORY = ":memory:"
@@ -34,10 +33,14 @@ PRIVATE_FILE_MODE = 0o600
 """A journal file the relayer creates: only its owner may read it (SQLite gives its -wal and -shm files the
 same mode)."""
 
-_RECORD_COLUMNS = (
+_V3_RECORD_COLUMNS = (
     "id, kind, status, idempotency_key, request_hash, sender, nonce, chain_id, to_address, data, value_wei,"
     " gas_limit, request_owner, request_nonce, deadline, noop_outcome, error, mined, created_at, updated_at"
 )
+"""The columns `records` had up to version 3: migration 3 copies exactly these, whatever came later."""
+
+_RECORD_COLUMNS = _V3_RECORD_COLUMNS + ", account"
+"""Every column of `records` at `SCHEMA_VERSION`."""
 
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
@@ -132,7 +135,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 updated_at REAL NOT NULL,
                 UNIQUE (chain_id, idempotency_key)
             )""",
-            f"INSERT INTO records_v3 ({_RECORD_COLUMNS}) SELECT {_RECORD_COLUMNS} FROM records",  # noqa: S608
+            f"INSERT INTO records_v3 ({_V3_RECORD_COLUMNS}) SELECT {_V3_RECORD_COLUMNS} FROM records",  # noqa: S608
             "DROP TABLE records",
             "ALTER TABLE records_v3 RENAME TO records",
             """CREATE UNIQUE INDEX records_signer_nonce ON records (chain_id, sender, nonce)
@@ -148,6 +151,15 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 embedded_run TEXT,
                 bound_at INTEGER NOT NULL
             )""",
+        ),
+    ),
+    (
+        4,
+        (
+            # The account a record acts for (`RelayRecord.account`): a signed request's owner, an API-key
+            # holder's account, a keeper execution's position owner, a raw transaction's sender. Records
+            # journaled before keep NULL: nothing then said whom they were for.
+            "ALTER TABLE records ADD COLUMN account TEXT",
         ),
     ),
 )
@@ -211,16 +223,14 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def named_journal(path_arg: str | None, *, create: bool) -> Path:
-    """The journal file an operator command names: `--journal` if given, else `RELAYER_RELAY_JOURNAL_PATH`,
-    else `.relayer/journal.sqlite3` in the current directory (`RelaySettings.journal_path`). Only a command
-    that writes something new (`create=True`, e.g. `keys create`) may start a new file; a reader refuses a
-    missing one, so a typo never shows an empty, freshly made journal.
+def named_journal(path: Path, *, create: bool) -> Path:
+    """The journal file an operator command names (`relayer.config.journal_path`). Only a command that writes
+    something new (`create=True`, e.g. `keys create`) may start a new file; a reader refuses a missing one, so
+    a typo never shows an empty, freshly made journal.
 
     Raises:
         ConfigurationError: no journal at the path and `create` is False.
     """
-    path = Path(path_arg) if path_arg else RelaySettings.from_env().journal_path
     if not create and not path.exists():
         raise ConfigurationError(f"no relay journal at {path} (set --journal or RELAYER_RELAY_JOURNAL_PATH)")
     return path

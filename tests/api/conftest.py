@@ -4,7 +4,6 @@ must not outlive the test's snapshot), without relayer signers and with its jour
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from relayer.faces.api.app import create_app
 
 
 def settings_for(chain: Chain, deployment: Deployment) -> Settings:
-    """Embedded chain: the locked web3 gateway; anvil: the JSON-RPC gateway, as `relayer serve` would pick."""
+    """Embedded chain: the in-process chain port; anvil: its node over JSON-RPC, as `relayer serve` picks."""
     if chain.is_embedded:
         return Settings(vault_address=deployment.address)
     return Settings.load({}, rpc_url=chain.name, vault_address=deployment.address)
@@ -30,7 +29,7 @@ def settings_for(chain: Chain, deployment: Deployment) -> Settings:
 @pytest.fixture
 def client(chain: Chain, deployment: Deployment, tmp_path: Path) -> Iterator[TestClient]:
     settings = settings_for(chain, deployment)
-    relay = dataclasses.replace(settings.relay, journal_path=tmp_path / "journal.sqlite3")
+    relay = settings.relay.model_copy(update={"journal_path": tmp_path / "journal.sqlite3"})
     app = create_app(settings.model_copy(update={"relay": relay}), chain=chain)
     with TestClient(app) as test_client:
         yield test_client

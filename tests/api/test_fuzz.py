@@ -26,13 +26,13 @@ from web3.types import TxReceipt
 from relayer.chain.connect import Chain
 from relayer.chain.deploy import Deployment
 from relayer.chain.transact import build_transaction
-from relayer.config import Settings, TradingSettings
+from relayer.config import RelaySettings, Settings, TradingSettings
 from relayer.domain import calldata
 from relayer.domain.requests import FIELDS
 from relayer.faces.api.app import create_app
 from relayer.faces.cli import keys as keys_cli
-from relayer.services.relay.config import RelaySettings
 from relayer.services.relay.signers import Signer
+from tests.blocking import Blocking
 
 pytestmark = pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
 
@@ -181,7 +181,8 @@ def relay_app(
     tx = build_transaction(chain.w3, trader.address, deployment.address, close)
     raw_close = "0x" + bytes(trader.sign_transaction(tx).raw_transaction).hex()
     with TestClient(app) as client:
-        relay = app.state.runtime.require_relay()
+        assert client.portal is not None
+        relay = Blocking(app.state.runtime.require_relay(), client.portal)
         key, _ = keys_cli.create_key(app.state.runtime.keys, account=trader.address, scopes="read,trade")
         typed = relay.typed_data_for(
             {"kind": "close", "positionId": "0x" + position_id.hex(), "sizeDelta": "0.5"}

@@ -52,8 +52,6 @@ MCP_HEADERS = {
 }
 
 
-
-
 def _mcp_session(client: TestClient) -> dict[str, str]:
     """Headers of an initialized MCP session (the SDK answers calls outside one with its own 400)."""
     answer = client.post("/mcp/", json=INITIALIZE, headers=MCP_HEADERS)

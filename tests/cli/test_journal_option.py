@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from relayer.config import DEFAULT_JOURNAL_PATH, RelaySettings
 from relayer.faces.cli.main import build_parser, main
 from relayer.faces.cli.serve import _load_settings
-from relayer.services.relay.config import DEFAULT_JOURNAL_PATH, RelaySettings
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,7 @@ from web3.logs import DISCARD
 from web3.types import RPCEndpoint, TxReceipt
 
 from relayer.chain.connect import Chain
-from relayer.chain.gateway import ChainHead, CloseState, PositionQuote
+from relayer.chain.quotes import ChainHead, CloseState, PositionQuote
 from relayer.chain.vault import VaultReader
 from relayer.constants import PNL_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS
 from relayer.domain.fees import Fees
@@ -78,9 +78,10 @@ def post_close(client: TestClient, **body: Any) -> str:
 
 
 def send_raw(chain: Chain, raw_hex: str) -> TxReceipt:
-    receipt = chain.w3.eth.wait_for_transaction_receipt(
-        chain.w3.eth.send_raw_transaction(HexStr(raw_hex)), timeout=30
-    )
+    with chain.lock:  # the app's services use the embedded chain from their own thread meanwhile
+        receipt = chain.w3.eth.wait_for_transaction_receipt(
+            chain.w3.eth.send_raw_transaction(HexStr(raw_hex)), timeout=30
+        )
     assert receipt["status"] == 1
     return receipt
 

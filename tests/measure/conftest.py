@@ -1,15 +1,16 @@
 """Fixtures of the measurement suite: the real app over a recording proxy in front of the session's anvil.
 
 The app is built as `relayer serve` builds it for a node (`Settings.load` with the node's URL, which here is
-the proxy's), so both of today's HTTP stacks (the builder's httpx gateway and the relay's web3
-`HTTPProvider`) reach the node through the proxy and every JSON-RPC call they make is recorded. The test
+the proxy's), so the one chain client (`ChainClient` over the batching `JsonRpcTransport`) reaches the node
+through the proxy and every JSON-RPC call it makes is recorded. The test
 fixtures that set the chain up (deploying, opening positions, approving operators, moving prices) talk to
 anvil directly and are never recorded.
 
 Nothing runs in the background during a measurement: the keeper loop is off (`keeper_interval_s=0`), and the
 relay's background loop is stopped once the app is up, after which the relay is resumed by hand (the round
 the loop would have run first). A test that needs the relay to move a record on calls `relay.tick()` itself
-and measures that round on its own.
+and measures that round on its own. The services are async and live on the app's event loop (the test
+client's portal); tests reach them through `tests.blocking.Blocking`.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from fastapi.testclient import TestClient
 
 from relayer.chain.connect import Chain
 from relayer.chain.deploy import Deployment
-from relayer.config import Settings, TradingSettings
+from relayer.config import RelaySettings, Settings, TradingSettings
 from relayer.faces.api.app import create_app
 from relayer.faces.cli import keys as keys_cli
 from relayer.runtime import Runtime
 from relayer.services.keeper import Keeper
-from relayer.services.relay.config import RelaySettings
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.signers import Signer
+from tests.blocking import Blocking
 from tests.relay.proxy import RecordingProxy
 
 REPORT_FILE = "round-trips.json"
@@ -49,13 +50,15 @@ class ProxiedApp:
     proxy: RecordingProxy
 
     @property
-    def relay(self) -> RelayService:
-        return self.runtime.require_relay()
+    def relay(self) -> Blocking[RelayService]:
+        assert self.client.portal is not None
+        return Blocking(self.runtime.require_relay(), self.client.portal)
 
     @property
-    def keeper(self) -> Keeper:
+    def keeper(self) -> Blocking[Keeper]:
         assert self.runtime.keeper is not None
-        return self.runtime.keeper
+        assert self.client.portal is not None
+        return Blocking(self.runtime.keeper, self.client.portal)
 
     def key(self, account: LocalAccount) -> str:
         """A real API key (read and trade) for `account`."""
@@ -101,7 +104,8 @@ def proxied_app(
         client.__enter__()
         opened.append(client)
         runtime: Runtime = app.state.runtime
-        relay = runtime.require_relay()
+        assert client.portal is not None
+        relay = Blocking(runtime.require_relay(), client.portal)
         relay.stop()  # the background loop: after its current round (if it started one), never again
         relay.resume()  # what its first round does; harmless when that round already ran
         return ProxiedApp(client, runtime, proxy)
@@ -124,9 +128,8 @@ def round_trip_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict
     for name, phases in report.items():
         for phase, tally in phases.items():
             methods = ", ".join(f"{m} {n}" for m, n in sorted(tally["callsByMethod"].items()))
+            stacks = ", ".join(f"{k} {n}" for k, n in sorted(tally["roundTripsByClient"].items()))
             print(
-                f"  {name:<22} {phase:<13} round trips {tally['roundTrips']:>2}"
-                f" (gateway {tally['roundTripsByClient'].get('gateway', 0)},"
-                f" relay {tally['roundTripsByClient'].get('relay', 0)})"
+                f"  {name:<22} {phase:<13} round trips {tally['roundTrips']:>2} ({stacks})"
                 f"  calls {tally['calls']:>2}  simulations {tally['simulations']}  [{methods}]"
             )

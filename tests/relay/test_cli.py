@@ -15,6 +15,7 @@ from relayer.chain.deploy import Deployment
 from relayer.errors import RelayerError
 from relayer.faces.cli.relay import add_relay_commands
 from relayer.services.relay.service import RelayService
+from tests.blocking import Blocking
 from tests.relay.conftest import settle
 
 
@@ -32,7 +33,7 @@ def test_relay_status_list_and_signers(
     accounts: list[LocalAccount],
     relay_accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
-    service: RelayService,
+    service: Blocking[RelayService],
     signed_body: Callable[..., dict[str, Any]],
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

@@ -17,14 +17,16 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from anyio.from_thread import BlockingPortal
 
-from relayer.chain.connect import embedded_chain
-from relayer.config import Settings
+from relayer.chain.client import ChainClient
+from relayer.chain.connect import Chain, chain_port, embedded_chain
+from relayer.chain.deploy import deploy_vault
+from relayer.config import RelaySettings, Settings
 from relayer.domain import apikeys
 from relayer.domain.records import RelayRecord
 from relayer.errors import ConfigurationError
 from relayer.runtime import chain_binding, open_bound_journal
-from relayer.services.relay.config import RelaySettings
 from relayer.stores.journal import Journal, JournalConflict
 from relayer.stores.journal_chains import ChainBinding
 from relayer.stores.keys import SqliteKeyStore
@@ -247,35 +249,53 @@ def test_a_version_2_journal_is_adopted_by_its_own_chain_only(path: Path) -> Non
     other.close()
 
     journal, dropped = start(path, REAL)
-    assert journal.schema_version == SCHEMA_VERSION == 3
+    assert journal.schema_version == SCHEMA_VERSION == 4
     assert dropped == 0
     assert ids(journal.pending()) == ["a1", "a2"]
     assert journal.by_hash("0xa2") is not None  # the attempts survived the table's rebuild
     journal.close()
 
 
-def test_each_embedded_chain_is_its_own_run_whatever_its_genesis(path: Path) -> None:
+def embedded_client(portal: BlockingPortal, chain: Chain) -> ChainClient:
+    """A started client of a vault deployed on the embedded `chain`, made on `portal`'s loop."""
+    vault = deploy_vault(chain.w3, chain.test_accounts()[0]).address
+
+    async def make() -> ChainClient:
+        client = ChainClient(chain_port(chain), vault)
+        await client.start()
+        return client
+
+    return portal.call(make)
+
+
+def test_each_embedded_chain_is_its_own_run_whatever_its_genesis(path: Path, portal: BlockingPortal) -> None:
     """Through the runtime: two embedded chains (two `relayer serve` runs) bind as two runs even when their
     genesis blocks are equal, and the second drops what the first left; the first, still alive in its
     process, resumes its own."""
     settings = Settings(vault_address="0x" + "11" * 20, relay=RelaySettings(journal_path=path))
     first, second = embedded_chain(), embedded_chain()
-    first_binding = chain_binding(first)
-    assert first_binding.embedded
-    assert chain_binding(first) == first_binding
-    assert chain_binding(second).embedded_run != first_binding.embedded_run
+    first_client, second_client = embedded_client(portal, first), embedded_client(portal, second)
+    try:
+        first_binding = portal.call(chain_binding, first_client, first)
+        assert first_binding.embedded
+        assert portal.call(chain_binding, first_client, first) == first_binding
+        assert portal.call(chain_binding, second_client, second).embedded_run != first_binding.embedded_run
 
-    journal = open_bound_journal(settings, first)
-    with journal.write() as writer:
-        writer.insert(queued_record("first-run", 0, chain_id=first_binding.chain_id))
-    journal.close()
-    journal = open_bound_journal(settings, first)  # the same chain, its relay restarted: resumed
-    assert ids(journal.pending()) == ["first-run"]
-    journal.close()
+        journal = portal.call(open_bound_journal, settings, first_client, first)
+        with journal.write() as writer:
+            writer.insert(queued_record("first-run", 0, chain_id=first_binding.chain_id))
+        journal.close()
+        # the same chain, its relay restarted: resumed
+        journal = portal.call(open_bound_journal, settings, first_client, first)
+        assert ids(journal.pending()) == ["first-run"]
+        journal.close()
 
-    journal = open_bound_journal(settings, second)
-    assert journal.all() == []
-    journal.close()
+        journal = portal.call(open_bound_journal, settings, second_client, second)
+        assert journal.all() == []
+        journal.close()
+    finally:
+        portal.call(first_client.aclose)
+        portal.call(second_client.aclose)
 
 
 # --- a bound journal works on its own chain's records -------------------------------------------------------

@@ -2,25 +2,29 @@
 client back the same class, code and HTTP status (never a 500 `internal_error` for an unknown code), with the
 node's own code and message kept in `details`.
 
-The sender runs on a real journal in `tmp_path` against a scripted node (no chain): each test makes the node
-answer one way and reads back what the record keeps.
+The sender runs on a real journal in `tmp_path` and a real `ChainClient` over a scripted port (no chain): each
+test makes the node answer one way and reads back what the record keeps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from anyio.from_thread import BlockingPortal
 from eth_account import Account
 
-from relayer.chain.connect import Chain
+from relayer.chain.artifact import load_artifact
+from relayer.chain.client import ChainClient, Receipt
+from relayer.chain.connect import Chain, chain_port
 from relayer.chain.deploy import Deployment
-from relayer.chain.node import Receipt, RelayNode
+from relayer.chain.embedded_rpc import _error_object
+from relayer.chain.failure import why_reverted
+from relayer.chain.jsonrpc import RpcCall, RpcReply
+from relayer.config import RelaySettings
 from relayer.domain import calldata
-from relayer.domain.blocks import ChainHead
-from relayer.domain.fees import Fees
 from relayer.domain.records import Attempt, Mined, RelayRecord
 from relayer.domain.status import AttemptKind, RecordKind, TxStatus
 from relayer.errors import (
@@ -34,44 +38,54 @@ from relayer.errors import (
     RelayerOutOfFundsError,
     restore_error,
 )
-from relayer.services.relay.config import RelaySettings
 from relayer.services.relay.nonces import NonceAllocator
 from relayer.services.relay.sender import Sender
 from relayer.services.relay.signers import Signer, SignerPool
 from relayer.stores.journal import Journal
+from tests.blocking import Blocking
 from tests.relay.test_units import RpcError, ValidationError
 
 SIGNER = Signer(Account.from_key("0x" + "22" * 32))
 VAULT = Account.from_key("0x" + "44" * 32).address
 
 
-class ScriptedNode:
-    """The few `RelayNode` calls the sender makes, answering as a test scripts them."""
-
-    chain_id = 1
+class ScriptedPort:
+    """The node below the sender's `ChainClient`, answering as a test scripts it: chain 1 with the vault's
+    code, block 1 (base fee 10 wei, tip 2 wei), no receipts, `latest_nonce`, and `refusals` for the next
+    broadcasts. A refusal is what a node does for a web3 or eth-tester exception: a `ConnectionError` is
+    no answer at all, anything else the JSON-RPC error object the embedded chain's adapter answers for it."""
 
     def __init__(self, refusals: list[BaseException] | None = None, latest_nonce: int = 0) -> None:
         self.refusals = list(refusals or [])
         self.latest_nonce = latest_nonce
 
-    def send_raw(self, raw_tx: bytes) -> None:
-        if self.refusals:
-            raise self.refusals.pop(0)
+    async def batch(self, calls: Sequence[RpcCall]) -> list[RpcReply]:
+        if any(call.method == "eth_sendRawTransaction" for call in calls) and self.refusals:
+            refusal = self.refusals.pop(0)
+            if isinstance(refusal, ConnectionError):
+                raise ChainUnavailableError(f"the node did not answer: {type(refusal).__name__}")
+            return [RpcReply(error=_error_object(refusal))]
+        return [self._answer(call) for call in calls]
 
-    def receipt(self, tx_hash: str) -> None:
+    def _answer(self, call: RpcCall) -> RpcReply:
+        answers: dict[str, Any] = {
+            "eth_chainId": "0x1",
+            "eth_getCode": load_artifact().deployed_bytecode,
+            "eth_getBlockByNumber": {"number": "0x1", "timestamp": "0x1", "baseFeePerGas": "0xa"},
+            "eth_maxPriorityFeePerGas": "0x2",
+            "eth_sendRawTransaction": "0x" + "ef" * 32,
+            "eth_getTransactionReceipt": None,
+            "eth_getTransactionCount": hex(self.latest_nonce),
+        }
+        return RpcReply(result=answers[call.method])
+
+    async def aclose(self) -> None:
         return None
 
-    def nonce(self, address: str, block: str = "pending") -> int:
-        return self.latest_nonce
 
-    def head(self) -> ChainHead:
-        return ChainHead(number=1, timestamp=1, base_fee_wei=10)
-
-    def fees(self, head: ChainHead) -> Fees:
-        return Fees(30, 2)
-
-
-def _record(kind: RecordKind, sender: str = SIGNER.address) -> RelayRecord:
+def _record(
+    kind: RecordKind, sender: str = SIGNER.address, to: str = VAULT, data: bytes = b"\x01"
+) -> RelayRecord:
     attempt = Attempt("0x" + "ab" * 32, 0, AttemptKind.ORIGINAL, b"\x02raw", 30, 2, 1.0)
     return RelayRecord(
         id="r1",
@@ -81,8 +95,8 @@ def _record(kind: RecordKind, sender: str = SIGNER.address) -> RelayRecord:
         sender=sender,
         nonce=0,
         chain_id=1,
-        to=VAULT,
-        data=b"\x01",
+        to=to,
+        data=data,
         value_wei=0,
         gas_limit=100_000,
         created_at=1.0,
@@ -92,24 +106,26 @@ def _record(kind: RecordKind, sender: str = SIGNER.address) -> RelayRecord:
 
 
 @pytest.fixture
-def make_sender(tmp_path: Path) -> Iterator[Callable[..., tuple[Sender, Journal]]]:
+def make_sender(
+    tmp_path: Path, portal: BlockingPortal
+) -> Iterator[Callable[..., tuple[Blocking[Sender], Journal]]]:
     journals: list[Journal] = []
 
-    def _make(node: ScriptedNode, record: RelayRecord, **settings: Any) -> tuple[Sender, Journal]:
+    def _make(node: ScriptedPort, record: RelayRecord, **settings: Any) -> tuple[Blocking[Sender], Journal]:
         journal = Journal(tmp_path / f"journal-{len(journals)}.sqlite3")
         journals.append(journal)
         with journal.write() as writer:
             writer.insert(record)
         relay_settings = RelaySettings(journal_path=tmp_path / "unused", retry_backoff_s=0.0, **settings)
-        sender = Sender(
-            journal,
-            node,  # type: ignore[arg-type]
-            SignerPool([SIGNER]),
-            NonceAllocator(),
-            relay_settings,
-            clock=lambda: 2.0,
-        )
-        return sender, journal
+
+        async def make() -> Sender:
+            client = ChainClient(node, VAULT, backoff_s=0)
+            await client.start()
+            return Sender(
+                journal, client, SignerPool([SIGNER]), NonceAllocator(), relay_settings, clock=lambda: 2.0
+            )
+
+        return Blocking(portal.call(make), portal), journal
 
     yield _make
     for journal in journals:
@@ -129,19 +145,20 @@ def _restored(journal: Journal) -> RelayerError:
     [
         (ConnectionError("refused"), ChainUnavailableError, 503, None),
         (RpcError(-32000, "replacement transaction underpriced"), NodeDeferredError, 503, -32000),
-        (ValidationError("Invalid transaction nonce: Expected 4, but got 6"), NodeDeferredError, 503, None),
+        # eth-tester's refusal, answered as a node does (geth's generic code): the embedded chain's adapter
+        (ValidationError("Invalid transaction nonce: Expected 4, but got 6"), NodeDeferredError, 503, -32000),
         (RpcError(-32003, "insufficient funds for gas * price + value"), RelayerOutOfFundsError, 503, -32003),
     ],
 )
 def test_transient_refusals_note_a_restorable_error_and_keep_the_record_pending(
-    make_sender: Callable[..., tuple[Sender, Journal]],
+    make_sender: Callable[..., tuple[Blocking[Sender], Journal]],
     refusal: Exception,
     expected: type[RelayerError],
     status: int,
     node_code: int | None,
 ) -> None:
     record = _record(RecordKind.CLOSE)
-    sender, journal = make_sender(ScriptedNode([refusal] * 3), record)
+    sender, journal = make_sender(ScriptedPort([refusal] * 3), record)
     sender.broadcast(record, record.latest)
     error = _restored(journal)
     assert (type(error), error.code, error.http_status, error.retryable) == (
@@ -159,11 +176,11 @@ def test_transient_refusals_note_a_restorable_error_and_keep_the_record_pending(
 
 @pytest.mark.parametrize("kind", [RecordKind.CLOSE, RecordKind.RAW])
 def test_a_permanent_refusal_fails_the_record_as_node_rejected(
-    make_sender: Callable[..., tuple[Sender, Journal]], kind: RecordKind
+    make_sender: Callable[..., tuple[Blocking[Sender], Journal]], kind: RecordKind
 ) -> None:
     record = _record(kind)
     refusal = RpcError(-32000, "intrinsic gas too low")
-    sender, journal = make_sender(ScriptedNode([refusal]), record)
+    sender, journal = make_sender(ScriptedPort([refusal]), record)
     sender.broadcast(record, record.latest)
     after = journal.get("r1")
     assert after is not None
@@ -177,10 +194,10 @@ def test_a_permanent_refusal_fails_the_record_as_node_rejected(
 
 
 def test_a_nonce_used_by_a_stranger_ends_replaced_with_a_restorable_error(
-    make_sender: Callable[..., tuple[Sender, Journal]],
+    make_sender: Callable[..., tuple[Blocking[Sender], Journal]],
 ) -> None:
     record = _record(RecordKind.RAW, sender=Account.from_key("0x" + "33" * 32).address)
-    sender, journal = make_sender(ScriptedNode(latest_nonce=1), record)
+    sender, journal = make_sender(ScriptedPort(latest_nonce=1), record)
     sender.settle_used_nonce(record)
     assert journal.get("r1").status is TxStatus.REPLACED  # type: ignore[union-attr]
     error = _restored(journal)
@@ -193,10 +210,10 @@ def test_a_nonce_used_by_a_stranger_ends_replaced_with_a_restorable_error(
 
 
 def test_the_fee_cap_note_is_a_restorable_error(
-    make_sender: Callable[..., tuple[Sender, Journal]],
+    make_sender: Callable[..., tuple[Blocking[Sender], Journal]],
 ) -> None:
     record = _record(RecordKind.CLOSE)
-    sender, journal = make_sender(ScriptedNode(), record, max_fee_per_gas_wei=30)  # the attempt is at the cap
+    sender, journal = make_sender(ScriptedPort(), record, max_fee_per_gas_wei=30)  # the attempt is at the cap
     assert sender.replace(record) is False
     error = _restored(journal)
     assert (type(error), error.code, error.http_status) == (FeeCapReachedError, "fee_cap_reached", 503)
@@ -205,14 +222,21 @@ def test_the_fee_cap_note_is_a_restorable_error(
 
 @pytest.mark.parametrize("chain", ["eth-tester"], indirect=True)
 def test_a_revert_the_replay_does_not_reproduce_is_an_execution_reverted_error(
-    chain: Chain, deployment: Deployment
+    chain: Chain, deployment: Deployment, portal: BlockingPortal
 ) -> None:
-    node = RelayNode(chain, deployment.address)
+    async def reason() -> RelayerError:
+        client = ChainClient(chain_port(chain), deployment.address)
+        try:
+            await client.start()
+            return await why_reverted(client, receipt, record)
+        finally:
+            await client.aclose()
+
     succeeding = calldata.encode_call("markets")
     mined = Mined("0x" + "ab" * 32, 1, "0x" + "cd" * 32, 100_000, 0, False)
-    receipt = Receipt(mined, transaction_index=0, logs=[])  # first of block 1
+    receipt = Receipt(mined, transaction_index=0, logs=[])  # first of block 1; no node knows it: no trace
     sender = chain.test_accounts()[0].address  # funded: the replay pays for its gas like the transaction did
-    reason = node.revert_reason(receipt, sender, deployment.address, succeeding, 100_000)
-    error = restore_error(reason)
+    record = _record(RecordKind.CLOSE, sender=sender, to=deployment.address, data=succeeding)
+    error = restore_error(portal.call(reason).to_dict())
     assert (type(error), error.code, error.http_status) == (ExecutionRevertedError, "execution_reverted", 422)
     assert error.message == "reverted on chain (the replay did not reproduce it)"

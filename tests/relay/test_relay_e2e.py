@@ -16,6 +16,7 @@ from relayer.chain.transact import build_transaction
 from relayer.chain.vault import VaultReader
 from relayer.domain import calldata
 from relayer.services.relay.service import KEEPER_SCOPE, RelayService
+from tests.blocking import Blocking
 from tests.conftest import units, usd
 from tests.relay.conftest import http_client, settle
 
@@ -32,7 +33,7 @@ def test_gasless_close_end_to_end(
     vault: VaultReader,
     open_position: Callable[..., bytes],
     client: TestClient,
-    service: RelayService,
+    service: Blocking[RelayService],
 ) -> None:
     trader = accounts[1]
     position_id = open_position(owner=trader, size="1")
@@ -70,7 +71,7 @@ def test_signed_set_trigger(
     vault: VaultReader,
     open_position: Callable[..., bytes],
     client: TestClient,
-    service: RelayService,
+    service: Blocking[RelayService],
     signed_body: Callable[..., dict[str, Any]],
 ) -> None:
     trader = accounts[2]
@@ -91,7 +92,7 @@ def test_raw_relay(
     vault: VaultReader,
     open_position: Callable[..., bytes],
     client: TestClient,
-    service: RelayService,
+    service: Blocking[RelayService],
 ) -> None:
     trader = accounts[1]
     position_id = open_position(owner=trader, size="1")
@@ -113,7 +114,7 @@ def test_idempotency_key(
     accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
     client: TestClient,
-    service: RelayService,
+    service: Blocking[RelayService],
     signed_body: Callable[..., dict[str, Any]],
 ) -> None:
     trader = accounts[1]
@@ -144,7 +145,7 @@ def test_rejects_raw_wrong_target_function_and_chain(
     deployment: Deployment,
     open_position: Callable[..., bytes],
     client: TestClient,
-    service: RelayService,
+    service: Blocking[RelayService],
 ) -> None:
     trader = accounts[1]
     position_id = open_position(owner=trader)
@@ -187,7 +188,7 @@ def test_rejects_bad_signed_requests(
     accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
     client: TestClient,
-    service: RelayService,
+    service: Blocking[RelayService],
     signed_body: Callable[..., dict[str, Any]],
 ) -> None:
     trader, stranger = accounts[1], accounts[2]
@@ -227,7 +228,7 @@ def test_transactions_listing_and_lookup(
     accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
     client: TestClient,
-    service: RelayService,
+    service: Blocking[RelayService],
     signed_body: Callable[..., dict[str, Any]],
 ) -> None:
     position_id = open_position(owner=accounts[1])
@@ -246,7 +247,7 @@ def test_transactions_listing_and_lookup(
 def test_out_of_funds_signer_is_refused_and_reported(
     accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
-    make_service: Callable[..., RelayService],
+    make_service: Callable[..., Blocking[RelayService]],
 ) -> None:
     broke = Account.create()
     service = make_service(signers=[broke])
@@ -271,7 +272,7 @@ def test_idempotency_keys_are_scoped_so_a_client_cannot_squat_the_keepers(
     accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
     client: TestClient,
-    service: RelayService,
+    service: Blocking[RelayService],
     signed_body: Callable[..., dict[str, Any]],
 ) -> None:
     positions = [open_position(owner=accounts[n]) for n in (1, 2, 3)]

@@ -89,7 +89,7 @@ def test_a_second_relaying_process_is_refused_and_readers_still_read(path: Path)
     with held_elsewhere(path) as holder:
         with pytest.raises(ConfigurationError) as refused:
             Journal(path, relaying=True)
-        reader = open_journal(str(path), create=False)  # `relayer relay list` and `keys list` read on
+        reader = open_journal(path, create=False)  # `relayer relay list` and `keys list` read on
         assert [record.id for record in reader.all()] == ["a1"]
         reader.close()
 

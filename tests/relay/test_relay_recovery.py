@@ -28,8 +28,9 @@ from relayer.errors import (
 )
 from relayer.services.relay.sender import SenderHooks
 from relayer.services.relay.service import RelayService
+from tests.blocking import Blocking
 from tests.conftest import units
-from tests.relay.conftest import Crash, FakeClock, crash, http_client, settle
+from tests.relay.conftest import Crash, FakeClock, crash, http_client, settle, until_crash
 from tests.relay.proxy import TcpProxy
 
 
@@ -71,7 +72,7 @@ def test_100_concurrent_relays_no_gap_no_duplicate(
     vault: VaultReader,
     transact: Callable[[LocalAccount, bytes], TxReceipt],
     open_position: Callable[..., bytes],
-    service: RelayService,
+    service: Blocking[RelayService],
 ) -> None:
     trader = accounts[1]
     for signer in relay_accounts:  # the relayer closes for the trader as an approved operator
@@ -104,7 +105,7 @@ def test_stuck_transaction_is_replaced_with_bumped_fees(
     chain: Chain,
     accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
-    service: RelayService,
+    service: Blocking[RelayService],
     clock: FakeClock,
     signed_body: Callable[..., dict[str, Any]],
     vault: VaultReader,
@@ -137,7 +138,7 @@ def test_fee_cap_stops_bumping_but_not_the_queue(
     chain: Chain,
     accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
-    make_service: Callable[..., RelayService],
+    make_service: Callable[..., Blocking[RelayService]],
     clock: FakeClock,
     signed_body: Callable[..., dict[str, Any]],
 ) -> None:
@@ -163,7 +164,7 @@ def test_expired_request_frees_its_nonce_with_a_noop(
     accounts: list[LocalAccount],
     relay_accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
-    service: RelayService,
+    service: Blocking[RelayService],
     signed_body: Callable[..., dict[str, Any]],
     vault: VaultReader,
 ) -> None:
@@ -200,7 +201,7 @@ def test_restart_between_journal_write_and_broadcast(
     chain: Chain,
     accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
-    make_service: Callable[..., RelayService],
+    make_service: Callable[..., Blocking[RelayService]],
     signed_body: Callable[..., dict[str, Any]],
     vault: VaultReader,
 ) -> None:
@@ -208,7 +209,7 @@ def test_restart_between_journal_write_and_broadcast(
     crashing = make_service(hooks=SenderHooks(after_journal=crash))
     body = signed_body(accounts[1], position_id)
     with pytest.raises(Crash):
-        crashing.submit_signed(body)
+        until_crash(crashing, "submit_signed", body)
     (journaled,) = crashing.list()
     assert journaled.status == TxStatus.QUEUED
     assert nonce_of(chain, journaled.sender) == journaled.nonce  # nothing reached the chain
@@ -233,7 +234,7 @@ def test_restart_between_broadcast_and_receipt(
     chain: Chain,
     accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
-    make_service: Callable[..., RelayService],
+    make_service: Callable[..., Blocking[RelayService]],
     signed_body: Callable[..., dict[str, Any]],
     automine: bool,
 ) -> None:
@@ -242,7 +243,7 @@ def test_restart_between_broadcast_and_receipt(
     body = signed_body(accounts[1], position_id)
     with automine_off(chain) if not automine else _nothing():
         with pytest.raises(Crash):
-            crashing.submit_signed(body)
+            until_crash(crashing, "submit_signed", body)
         (journaled,) = crashing.list()
         assert journaled.status == TxStatus.QUEUED
         assert journaled.latest.broadcast_at is None
@@ -267,7 +268,7 @@ def test_node_down_and_back(
     chain: Chain,
     accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
-    make_service: Callable[..., RelayService],
+    make_service: Callable[..., Blocking[RelayService]],
     signed_body: Callable[..., dict[str, Any]],
 ) -> None:
     proxy = TcpProxy(int(chain.name.rsplit(":", 1)[1]))
@@ -313,7 +314,7 @@ def test_first_request_after_start_takes_the_chains_nonce(
     accounts: list[LocalAccount],
     relay_accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
-    make_service: Callable[..., RelayService],
+    make_service: Callable[..., Blocking[RelayService]],
     signed_body: Callable[..., dict[str, Any]],
 ) -> None:
     """A request beating the background loop's first round must not allocate from an unreconciled counter."""

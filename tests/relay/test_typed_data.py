@@ -19,6 +19,7 @@ from relayer.domain.status import RecordKind
 from relayer.domain.typed_data import CloseRequest, TriggerRequest, request_from_params
 from relayer.errors import InvalidCloseBpsError, InvalidFieldError, InvalidPriceError, RelayerError
 from relayer.services.relay.service import RelayService
+from tests.blocking import Blocking
 from tests.conftest import usd
 from tests.relay.conftest import settle
 
@@ -145,7 +146,7 @@ def test_a_signed_trigger_the_vault_would_refuse_is_refused_before_sending(
     accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
     client: TestClient,
-    service: RelayService,
+    service: Blocking[RelayService],
 ) -> None:
     trader = accounts[1]
     position_id = open_position(owner=trader)
@@ -173,7 +174,7 @@ def test_a_signed_trigger_the_vault_would_refuse_is_refused_before_sending(
 def test_relayed_calls_are_recorded_by_what_they_do(
     accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
-    service: RelayService,
+    service: Blocking[RelayService],
     set_market_price: Callable[[str, str], None],
     chain: Any,
     deployment: Any,

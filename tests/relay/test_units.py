@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relayer.chain.node_errors import Kind, classify
+from relayer.config import RelaySettings
 from relayer.domain import calldata
 from relayer.domain.fees import Fees
 from relayer.domain.policy import (
@@ -27,7 +28,6 @@ from relayer.domain.policy import (
 )
 from relayer.domain.status import ALLOWED, FINAL, RecordKind, TxStatus, can_transition
 from relayer.errors import ConfigurationError, DisallowedTransactionError, FeeCapExceededError
-from relayer.services.relay.config import RelaySettings
 from relayer.services.relay.nonces import next_nonce
 from relayer.services.relay.signers import Signer, SignerPool, load_signers
 from relayer.stores.journal import Journal, JournalConflict, open_journal
@@ -203,7 +203,7 @@ def test_settings_from_env() -> None:
 
 
 def test_every_setting_has_its_variable_and_empty_means_unset() -> None:
-    names = list(RelaySettings.__dataclass_fields__)
+    names = list(RelaySettings.model_fields)
     empty = {f"RELAYER_RELAY_{name.upper()}": "" for name in names}
     assert RelaySettings.from_env(empty) == RelaySettings()  # as in the app's `Settings.load`
     custom = RelaySettings(
@@ -234,7 +234,7 @@ def test_every_setting_has_its_variable_and_empty_means_unset() -> None:
 )
 def test_settings_refuse_intervals_that_break_the_loop(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError):
-        RelaySettings(**bad)  # type: ignore[arg-type]
+        RelaySettings(**bad)
     name, value = next(iter(bad.items()))
     with pytest.raises(ConfigurationError):
         RelaySettings.from_env({f"RELAYER_RELAY_{name.upper()}": str(value)})
@@ -259,10 +259,10 @@ def test_every_position_function_has_a_record_kind() -> None:
 def test_operator_commands_open_only_an_existing_journal_unless_they_create(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite3"
     with pytest.raises(ConfigurationError, match="no relay journal"):
-        open_journal(str(path), create=False)
+        open_journal(path, create=False)
     assert not path.exists()  # a reader never leaves an empty journal behind
-    open_journal(str(path), create=True).close()
-    open_journal(str(path), create=False).close()
+    open_journal(path, create=True).close()
+    open_journal(path, create=False).close()
 
 
 def test_journal_schema_wal_and_compare_and_set(tmp_path: Path) -> None:

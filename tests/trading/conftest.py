@@ -3,7 +3,9 @@
 Each test gets a fresh app on its own journal in `tmp_path`, relayer signers `accounts[5]` and `accounts[6]`
 approved as vault operators by the traders `accounts[1..3]`, and real API keys made with
 `keys_cli.create_key` in the app's key store (in that journal file). The keeper's background loop is off:
-tests call `keeper.tick()` and then settle the relay by hand, so nothing depends on timing.
+tests call `keeper.tick()` and then settle the relay by hand, so nothing depends on timing. The app's
+services live on its lifespan's loop (`TestClient.portal`): `Trading.relay` and `Trading.keeper` are
+`tests.blocking.Blocking` proxies that run their coroutines there.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from anyio.from_thread import BlockingPortal
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -24,17 +27,17 @@ from web3.types import TxReceipt
 
 from relayer.chain.connect import Chain
 from relayer.chain.deploy import Deployment
-from relayer.config import Settings, TradingSettings
+from relayer.config import RelaySettings, Settings, TradingSettings
 from relayer.domain import calldata
 from relayer.faces.api.app import create_app
 from relayer.faces.cli import keys as keys_cli
 from relayer.faces.mcp import build_mcp_server
 from relayer.runtime import Runtime
 from relayer.services.keeper import Keeper
-from relayer.services.relay.config import RelaySettings
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.signers import Signer
 from relayer.services.trading import TradingService
+from tests.blocking import Blocking
 
 T = TypeVar("T")
 
@@ -79,17 +82,24 @@ class Trading:
         return runtime
 
     @property
-    def relay(self) -> RelayService:
-        return self.runtime.require_relay()
+    def portal(self) -> BlockingPortal:
+        """The app's event loop (its lifespan's): where its services live and a test calls them."""
+        portal = self.client.portal
+        assert portal is not None
+        return portal
+
+    @property
+    def relay(self) -> Blocking[RelayService]:
+        return Blocking(self.runtime.require_relay(), self.portal)
 
     @property
     def service(self) -> TradingService:
         return self.runtime.trading
 
     @property
-    def keeper(self) -> Keeper:
+    def keeper(self) -> Blocking[Keeper]:
         assert self.runtime.keeper is not None
-        return self.runtime.keeper
+        return Blocking(self.runtime.keeper, self.portal)
 
     def key(self, account: LocalAccount | str, scopes: str = "read,trade", label: str = "") -> str:
         """A real API key for `account`, stored (as a hash) in this app's key store."""
@@ -124,10 +134,8 @@ class Trading:
         return self.run(call)
 
     def run(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """Run an async function on the app's event loop (where its async chain gateway lives)."""
-        portal = self.client.portal
-        assert portal is not None
-        return portal.call(fn)
+        """Run an async function on the app's event loop (where its chain client lives)."""
+        return self.portal.call(fn)
 
 
 def tool_json(result: CallToolResult) -> dict[str, Any]:
@@ -206,10 +214,11 @@ def trading(
 def set_automine(chain: Chain, on: bool) -> None:
     """Mine every transaction at once (the default) or leave them pending until `mine(chain)`."""
     if chain.tester is not None:
-        if on:
-            chain.tester.enable_auto_mine_transactions()  # also mines what is pending
-        else:
-            chain.tester.disable_auto_mine_transactions()
+        with chain.lock:  # the app's relay loop reads the embedded chain meanwhile
+            if on:
+                chain.tester.enable_auto_mine_transactions()  # also mines what is pending
+            else:
+                chain.tester.disable_auto_mine_transactions()
         return
     chain.w3.provider.make_request("evm_setAutomine", [on])  # type: ignore[arg-type]
 
@@ -217,7 +226,8 @@ def set_automine(chain: Chain, on: bool) -> None:
 def mine(chain: Chain) -> None:
     """Mine one block with whatever is pending."""
     if chain.tester is not None:
-        chain.tester.mine_blocks(1)
+        with chain.lock:
+            chain.tester.mine_blocks(1)
         return
     chain.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 

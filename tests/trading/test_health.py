@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from relayer.services.relay.config import RelaySettings
+from relayer.config import RelaySettings
 from tests.trading.conftest import Trading
 
 

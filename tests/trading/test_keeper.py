@@ -16,6 +16,7 @@ from relayer.domain import calldata
 from relayer.domain.markets import symbol_to_bytes32
 from relayer.domain.positions import TriggerOrder
 from relayer.services.keeper import Keeper
+from tests.blocking import Blocking
 from tests.conftest import units, usd
 from tests.trading.conftest import Mining, Trading, set_automine
 
@@ -112,7 +113,7 @@ def test_keeper_restarted_mid_way_still_executes_each_order_once(
     before.client.__exit__(None, None, None)  # the process dies with both records in flight
 
     after = make_trading()
-    fresh = Keeper(vault=VaultReader(vault.w3, vault.address), relay=after.relay, from_block=start)
+    fresh = Blocking(Keeper(relay=after.relay.inner, from_block=start), after.portal)
     for keeper in (after.keeper, fresh):
         again = keeper.tick()
         assert {(e.position_id, e.record_id, e.created) for e in again} == {

@@ -101,7 +101,7 @@ def test_take_profit_and_stop_loss_set_replace_and_cancel(
     assert tp.json()["takeProfit"] == {"price": "99000", "closePercent": 4000}
     assert sl.json()["stopLoss"] == {"price": "94000.5", "closePercent": 10000}
     assert sl.json()["takeProfit"] == {"price": "99000", "closePercent": 4000}
-    assert sl.json()["transactionHash"] == trading.relay.get(sl.json()["transactionId"]).mined.tx_hash  # type: ignore[union-attr]
+    assert sl.json()["transactionHash"] == trading.relay.get(sl.json()["transactionId"]).mined.tx_hash
     on_chain = vault.position(position_id)
     assert on_chain.take_profit == TriggerOrder(usd("99000"), 4000)
     assert on_chain.stop_loss == TriggerOrder(usd("94000.5"), 10000)

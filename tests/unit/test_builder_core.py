@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relayer.chain.decoding import decode_position_with_price
-from relayer.chain.gateway import ChainHead, CloseState, PositionQuote
+from relayer.chain.quotes import ChainHead, CloseState, PositionQuote
 from relayer.chain.revert import error_from_revert
 from relayer.constants import CLOSE_ALL_SIZE, UINT256_MAX
 from relayer.domain import calldata

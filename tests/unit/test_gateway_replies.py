@@ -1,8 +1,8 @@
 """A node whose JSON-RPC results do not conform (`"result": null`, a null block, text that is not hex) makes
-the gateway answer `ChainUnavailableError` (503, retryable), never a `TypeError` that surfaces as a 500.
+the chain client answer `ChainUnavailableError` (503, retryable), never a `TypeError` that surfaces as a 500.
 
-The replies are decoded without a node: `RpcReply` and the decoders directly, and `JsonRpcGateway` over a
-transport that answers with canned replies."""
+The replies are decoded without a node: `RpcReply` and the decoders directly, and `ChainClient` over a port
+that answers with canned replies."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 import anyio
 import pytest
 
+from relayer.chain.client import ChainClient
 from relayer.chain.decoding import hex_data
 from relayer.chain.jsonrpc import RpcCall, RpcReply
-from relayer.chain.jsonrpc_gateway import JsonRpcGateway
 from relayer.domain import blocks
 from relayer.domain.blocks import ChainHead, head_from_block, quantity
 from relayer.errors import ChainUnavailableError, ExecutionRevertedError
@@ -75,8 +75,8 @@ def test_the_calls_error_still_wins_over_its_result() -> None:
         RpcReply(error={"code": 3, "message": "execution reverted"}).quantity()
 
 
-class CannedTransport:
-    """Answers each method with a fixed result (`"result": null` unless given)."""
+class CannedPort:
+    """A chain port that answers each method with a fixed result (`"result": null` unless given)."""
 
     def __init__(self, **results: Any) -> None:
         self.results = results
@@ -84,16 +84,12 @@ class CannedTransport:
     async def batch(self, calls: Sequence[RpcCall]) -> list[RpcReply]:
         return [RpcReply(result=self.results.get(call.method)) for call in calls]
 
-    async def call(self, method: str, *params: Any) -> Any:
-        (reply,) = await self.batch([RpcCall(method, list(params))])
-        return reply.value()
-
     async def aclose(self) -> None:
         return None
 
 
-def _gateway(**results: Any) -> JsonRpcGateway:
-    return JsonRpcGateway(CannedTransport(**results), VAULT)  # type: ignore[arg-type]
+def _client(**results: Any) -> ChainClient:
+    return ChainClient(CannedPort(**results), VAULT, retries=1)
 
 
 @pytest.mark.parametrize(
@@ -107,19 +103,64 @@ def _gateway(**results: Any) -> JsonRpcGateway:
 )
 def test_start_on_null_results_is_chain_unavailable(results: dict[str, Any]) -> None:
     with pytest.raises(ChainUnavailableError):
-        anyio.run(_gateway(**results).start)
+        anyio.run(_client(**results).start)
 
 
 def test_reads_on_null_results_are_chain_unavailable() -> None:
-    gateway = _gateway()
-    gateway._chain_id = 1  # as if started
+    client = _client()
+    client._chain_id = 1  # as if started
     with pytest.raises(ChainUnavailableError):
-        anyio.run(gateway.head)
+        anyio.run(client.head)
     with pytest.raises(ChainUnavailableError):
-        anyio.run(gateway.read_close_state, b"\x01" * 32, b"")
+        anyio.run(client.read_close_state, b"\x01" * 32, b"")
     with pytest.raises(ChainUnavailableError):
-        anyio.run(gateway.read_positions, [b"\x01" * 32])
+        anyio.run(client.read_positions, [b"\x01" * 32])
     with pytest.raises(ChainUnavailableError):
-        anyio.run(gateway.position_ids_of, VAULT)
+        anyio.run(client.position_ids_of, VAULT)
     with pytest.raises(ChainUnavailableError):
-        anyio.run(gateway.read_markets)
+        anyio.run(client.read_markets)
+    # ... and every other read of the client
+    with pytest.raises(ChainUnavailableError):
+        anyio.run(client.head_and_fees)
+    with pytest.raises(ChainUnavailableError):
+        anyio.run(client.nonce, VAULT)
+    with pytest.raises(ChainUnavailableError):
+        anyio.run(client.balance, VAULT)
+    with pytest.raises(ChainUnavailableError):
+        anyio.run(client.estimate_gas, VAULT, VAULT, b"")
+    with pytest.raises(ChainUnavailableError):
+        anyio.run(client.block_hash, 0)
+    with pytest.raises(ChainUnavailableError):
+        anyio.run(client.position, b"\x01" * 32)
+    with pytest.raises(ChainUnavailableError):
+        anyio.run(client.request_nonce, VAULT)
+    with pytest.raises(ChainUnavailableError):
+        anyio.run(client.price, "BTCUSDT")
+    with pytest.raises(ChainUnavailableError):
+        anyio.run(client.vault_events, "PositionOpened", 0, 1)
+
+
+def test_a_null_receipt_is_not_mined_yet() -> None:
+    """`"result": null` for a receipt is the node's normal answer while the transaction is pending."""
+    assert anyio.run(_client().receipt, "0x" + "ab" * 32) is None
+
+
+class SilentPort(CannedPort):
+    """A node that never answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches = 0
+
+    async def batch(self, calls: Sequence[RpcCall]) -> list[RpcReply]:
+        self.batches += 1
+        raise ChainUnavailableError("the node did not answer")
+
+
+def test_an_unanswered_batch_is_retried_then_chain_unavailable() -> None:
+    port = SilentPort()
+    client = ChainClient(port, VAULT, retries=3, backoff_s=0.001)
+    with pytest.raises(ChainUnavailableError) as info:
+        anyio.run(client.start)
+    assert port.batches == 3
+    assert info.value.details["reason"] == "the node did not answer"

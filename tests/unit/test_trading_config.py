@@ -59,7 +59,7 @@ def test_trading_env_must_be_numbers(name: str, value: str) -> None:
 )
 def test_trading_settings_refuse_nonsense(values: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError):
-        TradingSettings(**values)  # type: ignore[arg-type]
+        TradingSettings(**values)
 
 
 def test_settings_load_reads_trading_keeper_and_feed_variables() -> None:

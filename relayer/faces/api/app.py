@@ -1,11 +1,11 @@
 """The FastAPI application factory: `create_app(settings)`; nothing is connected or configured at import.
 
-The lifespan opens the process's services once with `relayer.runtime.open_runtime` (chain gateway, vault
+The lifespan opens the process's services once with `relayer.runtime.open_runtime` (chain client, vault
 check, `TransactionBuilder`, the API-key store and trading; with relayer signers the relay and the keeper; on
 the embedded chain optionally the demo price feed) and leaves them on `app.state`: `runtime` (`Runtime`, which
-the relay and trading routes ask for their service), and for the routes `settings`, `chain`, `chain_lock`,
-`gateway`, `builder`. On the embedded chain EVERY access to `chain.w3` must hold `chain_lock` (py-evm is not
-thread-safe and the API reads it from worker threads).
+the relay and trading routes ask for their service), and for the routes `settings`, `chain` (the embedded
+chain or None), `client` (`ChainClient`), `builder`. On the embedded chain every direct use of `chain.w3`
+holds `chain.lock` (py-evm is not thread-safe; the client's own calls take it too).
 
 Routes: the builder's (`relayer.faces.api.routes`), the relay's (`relay_routes`) and API-key trading
 (`trading_routes`); the MCP tool server is mounted at `/mcp/` (streamable HTTP). Further services plug in
@@ -22,8 +22,8 @@ from eth_account.signers.local import LocalAccount
 from fastapi import APIRouter, Depends, FastAPI
 
 from relayer import __version__
+from relayer.chain.client import ChainClient
 from relayer.chain.connect import Chain
-from relayer.chain.gateway import ChainGateway
 from relayer.config import Settings
 from relayer.faces.api import demo_routes, relay_routes, trading_routes
 from relayer.faces.api.errors import install_error_handlers
@@ -53,7 +53,7 @@ def create_app(
     settings: Settings,
     *,
     chain: Chain | None = None,
-    gateway: ChainGateway | None = None,
+    client: ChainClient | None = None,
     signers: Sequence[Signer] = (),
     price_keeper: LocalAccount | None = None,
     extra_routers: Sequence[APIRouter] = (),
@@ -61,7 +61,7 @@ def create_app(
 ) -> FastAPI:
     """The REST API (and the MCP server at `/mcp/`) over `settings`' node, or over an embedded `chain`.
 
-    `gateway` overrides how the chain is read (tests, embedding). `signers` are the relayer's accounts: with
+    `client` overrides how the chain is read (tests, embedding). `signers` are the relayer's accounts: with
     none, the app builds transactions and reads positions by API key, and answers 503 `relay_not_configured`
     on the relay routes and the trading routes that send or read relay records. Nothing connects before the
     lifespan starts.
@@ -82,20 +82,19 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(
-            settings, chain=chain, gateway=gateway, signers=signers, price_keeper=price_keeper
+            settings, chain=chain, client=client, signers=signers, price_keeper=price_keeper
         ) as runtime:
             state["runtime"] = runtime
             app.state.runtime = runtime
             app.state.settings = settings
             app.state.chain = runtime.chain
-            app.state.chain_lock = runtime.chain_lock
-            app.state.gateway = runtime.gateway
+            app.state.client = runtime.client
             app.state.builder = runtime.builder
             app.state.price_feed = runtime.price_feed
             log.info(
                 "serving vault %s on chain %s via %s",
-                runtime.gateway.vault_address,
-                runtime.gateway.chain_id,
+                runtime.client.vault_address,
+                runtime.client.chain_id,
                 settings.rpc_url_for_display,
             )
             async with AsyncExitStack() as stack:

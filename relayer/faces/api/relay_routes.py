@@ -11,7 +11,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from relayer.constants import MAX_LIST_LIMIT, MAX_LIST_OFFSET
 from relayer.faces.api.inputs import json_object
@@ -47,7 +46,7 @@ async def relay_signed(
     """
     body = await json_object(request)
     # The service blocks on the node and the journal: run it off the event loop.
-    return _answer(await run_in_threadpool(service.submit_signed, body, idempotency_key=idempotency_key))
+    return _answer(await service.submit_signed(body, idempotency_key=idempotency_key))
 
 
 @router.post("/api/relay/raw", status_code=202)
@@ -58,11 +57,11 @@ async def relay_raw(
 ) -> JSONResponse:
     """Broadcast and track a transaction the user signed. Body: `{"transaction": "0x<signed bytes>"}`."""
     body = await json_object(request)
-    return _answer(await run_in_threadpool(service.submit_raw, body, idempotency_key=idempotency_key))
+    return _answer(await service.submit_raw(body, idempotency_key=idempotency_key))
 
 
 @router.get("/api/relay/typed-data")
-def relay_typed_data(
+async def relay_typed_data(
     service: Relay,
     kind: str = Query(description="close or trigger"),
     position_id: str = Query(alias="positionId"),
@@ -86,7 +85,7 @@ def relay_typed_data(
         "deadline": deadline,
         "nonce": nonce,
     }
-    return service.typed_data_for({k: v for k, v in params.items() if v is not None})
+    return await service.typed_data_for({k: v for k, v in params.items() if v is not None})
 
 
 @router.get("/api/transactions/{record_id}")

@@ -11,9 +11,11 @@ here works there, at once even while it runs; the key store never takes the jour
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from datetime import UTC, datetime
 
+from relayer.config import journal_path
 from relayer.domain import apikeys
 from relayer.errors import InvalidFieldError
 from relayer.faces.cli.common import EXIT_OK, JOURNAL_HELP
@@ -21,7 +23,7 @@ from relayer.stores.keys import KeyStore, SqliteKeyStore, open_key_store
 
 
 def _store(args: argparse.Namespace, *, create: bool = False) -> SqliteKeyStore:
-    return open_key_store(args.journal, create=create)
+    return open_key_store(journal_path(os.environ, args.journal), create=create)
 
 
 def _when(timestamp: int | None) -> str:

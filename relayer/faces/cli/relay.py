@@ -8,26 +8,27 @@ node for balances and nonces. Wired into `relayer/faces/cli/main.py` with `add_r
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import asyncio
 import json
-from pathlib import Path
+import os
 from typing import Any
 
-from relayer.chain.connect import rpc_chain
+from relayer.chain.client import ChainClient
+from relayer.chain.jsonrpc import JsonRpcTransport
+from relayer.config import RelaySettings, journal_path
 from relayer.constants import ETH_DECIMALS
 from relayer.domain.records import RecordPage
 from relayer.domain.status import TxStatus
 from relayer.domain.units import format_fixed
 from relayer.errors import ConfigurationError, TransactionNotFoundError
 from relayer.faces.cli.common import EXIT_OK, JOURNAL_HELP
-from relayer.services.relay.config import RelaySettings
 from relayer.services.relay.service import RelayService
-from relayer.services.relay.signers import load_signers
+from relayer.services.relay.signers import Signer, load_signers
 from relayer.stores.journal import open_journal
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    journal = open_journal(args.journal, create=False)
+    journal = open_journal(journal_path(os.environ, args.journal), create=False)
     try:
         record = journal.get(args.id)
         if record is None:
@@ -40,7 +41,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     page = RecordPage.parse(args.status, args.limit)
-    journal = open_journal(args.journal, create=False)
+    journal = open_journal(journal_path(os.environ, args.journal), create=False)
     try:
         records = journal.records(page.status, limit=page.limit)
     finally:
@@ -57,21 +58,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_signers(args: argparse.Namespace) -> int:
-    settings = RelaySettings.from_env()
-    if args.journal:
-        settings = dataclasses.replace(settings, journal_path=Path(args.journal))
+    settings = RelaySettings.from_env(os.environ).model_copy(
+        update={"journal_path": journal_path(os.environ, args.journal)}
+    )
     signers = load_signers()
     if not signers:
         raise ConfigurationError(
             "no relayer signer: set RELAYER_SIGNER_KEY or RELAYER_SIGNER_KEYSTORE (+ _PASSWORD)"
         )
-    service = RelayService(
-        chain=rpc_chain(args.rpc_url), vault_address=args.vault, signers=signers, settings=settings
-    )
-    try:
-        rows: list[dict[str, Any]] = [s.to_dict() for s in service.signers_status()]
-    finally:
-        service.journal.close()
+    rows = asyncio.run(_signer_rows(args.rpc_url, args.vault, signers, settings))
     for row in rows:
         flag = "  LOW BALANCE" if row["lowBalance"] else ""
         print(
@@ -80,6 +75,19 @@ def cmd_signers(args: argparse.Namespace) -> int:
             f"journal next {row['journalNextNonce']}; in flight {row['inFlight']}"
         )
     return EXIT_OK
+
+
+async def _signer_rows(
+    rpc_url: str, vault: str, signers: list[Signer], settings: RelaySettings
+) -> list[dict[str, Any]]:
+    chain = ChainClient(JsonRpcTransport(rpc_url), vault)
+    service = RelayService(chain=chain, signers=signers, settings=settings)
+    try:
+        await chain.start()
+        return [s.to_dict() for s in await service.signers_status()]
+    finally:
+        service.journal.close()
+        await chain.aclose()
 
 
 def add_relay_commands(subparsers: Any) -> None:

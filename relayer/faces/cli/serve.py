@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import functools
 import os
 import sys
@@ -23,7 +22,6 @@ from relayer.constants import DEFAULT_API_HOST, DEFAULT_API_PORT
 from relayer.errors import ConfigurationError
 from relayer.faces import logs
 from relayer.faces.cli.common import EXIT_OK, Subparsers, add_command
-from relayer.runtime import chain_binding
 from relayer.services.demo_world import (
     DEMO_PRICE_FEED_INTERVAL_S,
     DEMO_RELAY_POLL_INTERVAL_S,
@@ -36,6 +34,7 @@ from relayer.services.demo_world import (
 )
 from relayer.services.relay.signers import Signer, load_signers
 from relayer.stores.journal import Journal
+from relayer.stores.journal_chains import ChainBinding
 from relayer.stores.keys import SqliteKeyStore
 from relayer.stores.relay_lock import lock_for_relaying
 
@@ -68,7 +67,7 @@ def _load_settings(args: argparse.Namespace) -> Settings:
     )
     journal = getattr(args, "journal", None)
     if journal:
-        relay = dataclasses.replace(settings.relay, journal_path=Path(journal))
+        relay = settings.relay.model_copy(update={"journal_path": Path(journal)})
         settings = settings.model_copy(update={"relay": relay})
     return settings
 
@@ -121,7 +120,7 @@ def _prepare(
         update={
             "vault_address": world.deployment.address,
             # A local chain answers in milliseconds: poll receipts often so a demo close reports back at once.
-            "relay": dataclasses.replace(settings.relay, poll_interval_s=DEMO_RELAY_POLL_INTERVAL_S),
+            "relay": settings.relay.model_copy(update={"poll_interval_s": DEMO_RELAY_POLL_INTERVAL_S}),
             "keeper_from_block": world.deployment.block_number,
         }
     )
@@ -149,7 +148,11 @@ def _ready_embedded_journal(journal: Journal, chain: Chain) -> int:
     Raises:
         ConfigurationError: the journal's records of the embedded chain's id were written by a real chain.
     """
-    return journal.bind_to_chain(chain_binding(chain), now=int(time.time()))
+    with chain.lock:
+        binding = ChainBinding(
+            chain.w3.eth.chain_id, chain.w3.eth.get_block(0)["hash"].to_0x_hex(), chain.run_id
+        )
+    return journal.bind_to_chain(binding, now=int(time.time()))
 
 
 def _starting_line(settings: Settings) -> str:
@@ -242,7 +245,7 @@ def cmd_keeper(args: argparse.Namespace) -> int:
                 assert keeper is not None
                 print(f"keeper: checking every {interval_s}s (Ctrl-C to stop)", file=sys.stderr, flush=True)
                 while True:
-                    for execution in await anyio.to_thread.run_sync(keeper.tick):
+                    for execution in await keeper.tick():
                         side = "take-profit" if execution.is_take_profit else "stop-loss"
                         position = f"0x{execution.position_id.hex()}"
                         print(f"executed {side} of {position}: record {execution.record_id}")

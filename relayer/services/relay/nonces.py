@@ -9,9 +9,10 @@ the node in nonce order. The floor is the chain's pending count, read at start a
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 
 def next_nonce(chain_floor: int, journal_max: int | None) -> int:
@@ -31,17 +32,27 @@ class NonceAllocator:
     """Locks and chain floors per signer; the journal supplies the highest nonce already used."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, threading.RLock] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._holders: dict[str, asyncio.Task[object] | None] = {}
         self._floors: dict[str, int] = {}
         self._guard = threading.Lock()
 
-    @contextmanager
-    def hold(self, signer: str) -> Iterator[None]:
-        """Exclusive use of `signer`'s nonce sequence: allocate, journal and broadcast inside."""
-        with self._guard:
-            lock = self._locks.setdefault(signer, threading.RLock())
-        with lock:
+    @asynccontextmanager
+    async def hold(self, signer: str) -> AsyncIterator[None]:
+        """Exclusive use of `signer`'s nonce sequence: allocate, journal and broadcast inside. Reentrant
+        within one task."""
+        task = asyncio.current_task()
+        if self._holders.get(signer) is task:  # reentrant: a refusal handled inside a send fills the nonce
             yield
+            return
+        with self._guard:
+            lock = self._locks.setdefault(signer, asyncio.Lock())
+        async with lock:
+            self._holders[signer] = task
+            try:
+                yield
+            finally:
+                del self._holders[signer]
 
     def reconcile(self, signer: str, chain_pending_nonce: int) -> None:
         """Raise the floor to the chain's pending nonce (never lowers it: journaled nonces stay taken)."""

@@ -13,6 +13,8 @@ Every error a record keeps is the `to_dict()` of a `RelayerError` (the node's ow
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -22,14 +24,16 @@ from typing import Any
 
 from eth_utils.crypto import keccak
 
-from relayer.chain.node import Receipt, RelayNode
-from relayer.chain.node_errors import Kind, NodeError, classify
+from relayer.chain.client import ChainClient, Receipt
+from relayer.chain.events import decode_events, json_args
+from relayer.chain.failure import why_reverted
+from relayer.chain.node_errors import Kind, NodeError
+from relayer.config import RelaySettings
 from relayer.domain.fees import Fees, fee_fields
 from relayer.domain.policy import RawTransaction, bump_fees
 from relayer.domain.records import Attempt, Mined, RelayRecord, RequestRef
 from relayer.domain.status import AttemptKind, RecordKind, TxStatus
 from relayer.errors import FeeCapReachedError, NonceUsedElsewhereError
-from relayer.services.relay.config import RelaySettings
 from relayer.services.relay.nonces import NonceAllocator
 from relayer.services.relay.signers import Signer, SignerPool
 from relayer.stores.journal import Journal
@@ -60,6 +64,8 @@ class CallPlan:
     fees: Fees
     request_hash: str
     idempotency_key: str | None = None
+    account: str | None = None
+    """The account the call acts for (kept on the record)."""
     request: RequestRef | None = None
 
 
@@ -91,7 +97,7 @@ class Sender:
     def __init__(
         self,
         journal: Journal,
-        node: RelayNode,
+        chain: ChainClient,
         pool: SignerPool,
         nonces: NonceAllocator,
         settings: RelaySettings,
@@ -100,7 +106,7 @@ class Sender:
         hooks: SenderHooks | None = None,
     ) -> None:
         self.journal = journal
-        self.node = node
+        self.chain = chain
         self.pool = pool
         self.nonces = nonces
         self.settings = settings
@@ -109,17 +115,17 @@ class Sender:
 
     # --- new records --------------------------------------------------------------------------------------
 
-    def journal_and_send(self, signer: Signer, plan: CallPlan) -> RelayRecord:
+    async def journal_and_send(self, signer: Signer, plan: CallPlan) -> RelayRecord:
         """Allocate a nonce, sign, journal (one transaction), then broadcast, all under the signer's lock.
 
         Raises:
             JournalConflict: the idempotency key or the signed request is already journaled (nothing kept).
         """
-        with self.nonces.hold(signer.address):
+        async with self.nonces.hold(signer.address):
             with self.journal.write() as writer:
                 nonce = self.nonces.allocate(signer.address, writer.max_nonce(signer.address))
                 tx = build_tx(
-                    chain_id=self.node.chain_id,
+                    chain_id=self.chain.chain_id,
                     nonce=nonce,
                     to=plan.to,
                     data=plan.data,
@@ -136,7 +142,7 @@ class Sender:
                     request_hash=plan.request_hash,
                     sender=signer.address,
                     nonce=nonce,
-                    chain_id=self.node.chain_id,
+                    chain_id=self.chain.chain_id,
                     to=plan.to,
                     data=plan.data,
                     value_wei=0,
@@ -145,6 +151,7 @@ class Sender:
                     updated_at=now,
                     idempotency_key=plan.idempotency_key,
                     request=plan.request,
+                    account=plan.account,
                     attempts=(
                         Attempt(
                             tx_hash,
@@ -163,10 +170,10 @@ class Sender:
             )
             if self.hooks.after_journal is not None:
                 self.hooks.after_journal(record)
-            self.broadcast(record, record.latest)
+            await self.broadcast(record, record.latest)
         return self._reload(record)
 
-    def journal_raw(
+    async def journal_raw(
         self, tx: RawTransaction, *, request_hash: str, idempotency_key: str | None
     ) -> RelayRecord:
         """Journal a user-signed transaction, then broadcast it.
@@ -191,6 +198,7 @@ class Sender:
             created_at=now,
             updated_at=now,
             idempotency_key=idempotency_key,
+            account=tx.sender,
             attempts=(
                 Attempt(
                     tx_hash,
@@ -207,35 +215,33 @@ class Sender:
             writer.insert(record)
         if self.hooks.after_journal is not None:
             self.hooks.after_journal(record)
-        self.broadcast(record, record.latest)
+        await self.broadcast(record, record.latest)
         return self._reload(record)
 
     # --- broadcasting -------------------------------------------------------------------------------------
 
-    def broadcast(self, record: RelayRecord, attempt: Attempt) -> None:
+    async def broadcast(self, record: RelayRecord, attempt: Attempt) -> None:
         """Send `attempt`'s bytes and act on the node's answer (retrying an unreachable node with backoff).
 
         Holding the signer's nonce lock keeps a signer's broadcasts in nonce order; repeating a broadcast is
         harmless (the node answers "already known", which counts as sent).
         """
-        lock = self.nonces.hold(record.sender) if record.kind.is_ours else _NO_LOCK
-        with lock:
+        lock = self.nonces.hold(record.sender) if record.kind.is_ours else contextlib.nullcontext()
+        async with lock:
             delay = self.settings.retry_backoff_s
             for round_ in range(self.settings.broadcast_retries):
-                try:
-                    self.node.send_raw(attempt.raw_tx)
-                except Exception as exc:
-                    error = classify(exc)
-                    if error.kind is Kind.UNAVAILABLE and round_ < self.settings.broadcast_retries - 1:
-                        time.sleep(delay)
-                        delay *= 2
-                        continue
-                    self._on_refusal(record, attempt, error)
+                error = await self.chain.send_raw(attempt.raw_tx)
+                if error is None:
+                    await self._accepted(record, attempt)
                     return
-                self._accepted(record, attempt)
+                if error.kind is Kind.UNAVAILABLE and round_ < self.settings.broadcast_retries - 1:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    continue
+                await self._on_refusal(record, attempt, error)
                 return
 
-    def _accepted(self, record: RelayRecord, attempt: Attempt) -> None:
+    async def _accepted(self, record: RelayRecord, attempt: Attempt) -> None:
         if self.hooks.after_broadcast is not None:
             self.hooks.after_broadcast(record, attempt)
         now = self.clock()
@@ -243,7 +249,7 @@ class Sender:
         if self.journal.transition(record.id, TxStatus.QUEUED, TxStatus.SUBMITTED, now=now):
             log.info("submitted record=%s nonce=%d hash=%s", record.id, record.nonce, attempt.tx_hash)
 
-    def _on_refusal(self, record: RelayRecord, attempt: Attempt, error: NodeError) -> None:
+    async def _on_refusal(self, record: RelayRecord, attempt: Attempt, error: NodeError) -> None:
         log.warning(
             "node refused %s nonce=%d hash=%s: %s (%s)",
             record.id,
@@ -253,56 +259,54 @@ class Sender:
             error.code,
         )
         if error.kind is Kind.ALREADY_KNOWN:
-            self._accepted(record, attempt)
+            await self._accepted(record, attempt)
         elif error.kind is Kind.NONCE_TOO_LOW:
-            self.settle_used_nonce(self._reload(record))
+            await self.settle_used_nonce(self._reload(record))
         elif error.kind.is_transient:
             # Left pending: the background loop re-sends, bumps or fills it. Noted for operators.
             self.journal.set_error(record.id, record.status, error.as_error().to_dict(), now=self.clock())
         elif record.kind.is_ours and attempt.kind is not AttemptKind.NOOP:
             # These bytes can never be sent, but the nonce must still be used or every later one waits.
-            self.fill_nonce(self._reload(record), TxStatus.FAILED, error.as_error().to_dict())
+            await self.fill_nonce(self._reload(record), TxStatus.FAILED, error.as_error().to_dict())
         else:
             self._finish(record, TxStatus.FAILED, error=error.as_error().to_dict())
 
     # --- receipts -----------------------------------------------------------------------------------------
 
-    def find_receipt(self, record: RelayRecord) -> Receipt | None:
+    async def find_receipt(self, record: RelayRecord) -> Receipt | None:
         """The receipt of whichever of the record's hashes mined (newest first), if any."""
-        for attempt in reversed(record.attempts):
-            receipt = self.node.receipt(attempt.tx_hash)
-            if receipt is not None:
-                return receipt
-        return None
+        receipts = await self.chain.receipts([a.tx_hash for a in reversed(record.attempts)])
+        return next((receipt for receipt in receipts if receipt is not None), None)
 
-    def settle_used_nonce(self, record: RelayRecord) -> None:
+    async def settle_used_nonce(self, record: RelayRecord) -> None:
         """The record's nonce is used on chain: find which of our hashes mined, else someone else's did."""
         if record.status.is_settled:
             return
-        receipt = self.find_receipt(record)
+        receipt = await self.find_receipt(record)
         if receipt is not None:
-            self.settle_receipt(record, receipt)
+            await self.settle_receipt(record, receipt)
             return
         if record.kind.is_ours:
-            self.nonces.reconcile(record.sender, self.node.nonce(record.sender, "pending"))
-        if self.node.nonce(record.sender, "latest") > record.nonce:
+            self.nonces.reconcile(record.sender, await self.chain.nonce(record.sender, "pending"))
+        if await self.chain.nonce(record.sender, "latest") > record.nonce:
             error = NonceUsedElsewhereError(
                 "a transaction that is not one of this record's used its nonce", nonce=record.nonce
             )
             self._finish(record, TxStatus.REPLACED, error=error.to_dict())
 
-    def settle_receipt(self, record: RelayRecord, receipt: Receipt) -> None:
+    async def settle_receipt(self, record: RelayRecord, receipt: Receipt) -> None:
         """Record where a hash of `record` was mined and what it did."""
         mined = receipt.mined
         attempt = next(a for a in record.attempts if a.tx_hash == mined.tx_hash)
         if attempt.kind is AttemptKind.NOOP:
             self._finish(record, record.noop_outcome or TxStatus.EXPIRED, mined=mined, error=record.error)
         elif mined.success:
-            mined = replace(mined, events=self.node.decode_events(receipt.logs))
+            events = decode_events(receipt.logs, self.chain.vault_address)
+            mined = replace(mined, events=[{"event": e.name, "args": json_args(e.args)} for e in events])
             self._finish(record, TxStatus.MINED, mined=mined)
         else:
-            reason = self.node.revert_reason(receipt, record.sender, record.to, record.data, record.gas_limit)
-            self._finish(record, TxStatus.FAILED, mined=mined, error=reason)
+            reason = await why_reverted(self.chain, receipt, record)
+            self._finish(record, TxStatus.FAILED, mined=mined, error=reason.to_dict())
 
     def _finish(
         self,
@@ -323,7 +327,7 @@ class Sender:
 
     # --- replacement and nonce filling --------------------------------------------------------------------
 
-    def replace(self, record: RelayRecord) -> bool:
+    async def replace(self, record: RelayRecord) -> bool:
         """Re-sign the record's call (or its no-op) at the same nonce with fees bumped by at least
         `fee_bump_bps` on both fees; the call is capped by the max fee, a no-op is not.
 
@@ -331,7 +335,7 @@ class Sender:
         """
         latest = record.latest
         is_noop = latest.kind is AttemptKind.NOOP
-        current = self.node.fees(self.node.head())
+        current = (await self.chain.head_and_fees())[1]
         fees = bump_fees(
             attempt_fees(latest, legacy=current.is_legacy),
             current,
@@ -346,18 +350,18 @@ class Sender:
             self.journal.set_error(record.id, record.status, error.to_dict(), now=self.clock())
             return False
         kind = AttemptKind.NOOP if is_noop else AttemptKind.BUMP
-        return self._add_attempt(record, kind, fees)
+        return await self._add_attempt(record, kind, fees)
 
-    def fill_nonce(self, record: RelayRecord, outcome: TxStatus, error: dict[str, Any]) -> bool:
+    async def fill_nonce(self, record: RelayRecord, outcome: TxStatus, error: dict[str, Any]) -> bool:
         """Use the record's nonce with a zero-value self-transfer (fees bumped over every earlier attempt and
         allowed above the cap), so the nonce never stays a gap; the record ends `outcome` once it mines."""
-        current = self.node.fees(self.node.head())
+        current = (await self.chain.head_and_fees())[1]
         previous = attempt_fees(record.latest, legacy=current.is_legacy)
         fees = bump_fees(previous, current, self.settings.fee_bump_bps, cap_wei=None)
         assert fees is not None  # no cap, so always a bump
-        return self._add_attempt(record, AttemptKind.NOOP, fees, outcome=outcome, error=error)
+        return await self._add_attempt(record, AttemptKind.NOOP, fees, outcome=outcome, error=error)
 
-    def _add_attempt(
+    async def _add_attempt(
         self,
         record: RelayRecord,
         kind: AttemptKind,
@@ -373,7 +377,7 @@ class Sender:
             )
             return False
         noop = kind is AttemptKind.NOOP
-        with self.nonces.hold(record.sender):
+        async with self.nonces.hold(record.sender):
             tx = build_tx(
                 chain_id=record.chain_id,
                 nonce=record.nonce,
@@ -403,21 +407,10 @@ class Sender:
             log.info(
                 "%s %s nonce=%d hash=%s maxFee=%d", record.id, kind, record.nonce, tx_hash, fees.price_cap_wei
             )
-            self.broadcast(self._reload(record), attempt)
+            await self.broadcast(self._reload(record), attempt)
         return True
 
     def _reload(self, record: RelayRecord) -> RelayRecord:
         fresh = self.journal.get(record.id)
         assert fresh is not None  # records are never deleted
         return fresh
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()

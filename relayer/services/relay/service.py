@@ -9,25 +9,24 @@ running any of them twice, or after a crash, is harmless.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import hashlib
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from relayer.chain.connect import Chain
-from relayer.chain.node import RelayNode
+from relayer.chain.client import ChainClient
+from relayer.config import RelaySettings
 from relayer.domain import policy
 from relayer.domain.blocks import ChainHead
-from relayer.domain.fees import gas_limit_with_margin
+from relayer.domain.fees import Fees, gas_limit_with_margin
 from relayer.domain.records import RecordPage, RelayRecord, RequestRef
 from relayer.domain.status import AttemptKind, RecordKind, TxStatus
 from relayer.domain.typed_data import (
@@ -52,7 +51,6 @@ from relayer.errors import (
     TransactionNotFoundError,
 )
 from relayer.services.periodic import Periodic
-from relayer.services.relay.config import RelaySettings
 from relayer.services.relay.nonces import NonceAllocator
 from relayer.services.relay.sender import CallPlan, Sender, SenderHooks
 from relayer.services.relay.signers import Signer, SignerPool
@@ -125,45 +123,54 @@ def request_hash(endpoint: str, body: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class CheckedCall:
+    """A vault call the builder built, checked and simulated for `account`: the relay journals and sends it
+    without checking, simulating or looking up its idempotency key again (the caller did all three)."""
+
+    data: bytes
+    kind: RecordKind
+    gas_estimate: int
+    """The builder's simulation (from the position's owner); the signer's gas limit adds the usual margin."""
+    head: ChainHead
+    fees: Fees
+    """The block the builder read and the fees suggested for the next one (capped here by the relay's max)."""
+    account: str
+    fingerprint: str
+    idempotency_key: str | None
+    key_scope: str
+
+
 class RelayService:
     """The relayer. Build once per process; call `resume()` before serving, then `start()` the loop."""
 
     def __init__(
         self,
         *,
-        chain: Chain,
-        vault_address: str,
+        chain: ChainClient,
         signers: Sequence[Signer] | SignerPool,
         settings: RelaySettings,
         journal: Journal | None = None,
         clock: Callable[[], float] = time.time,
         hooks: SenderHooks | None = None,
-        chain_lock: Any = None,
     ) -> None:
+        """`chain` is started (`await chain.start()`) before the first request."""
         self.settings = settings
-        self.vault = to_checksum_address(vault_address)
-        self.node = RelayNode(
-            chain,
-            self.vault,
-            retries=settings.broadcast_retries,
-            backoff_s=settings.retry_backoff_s,
-            lock=chain_lock,
-        )
+        self.chain = chain
+        self.vault = chain.vault_address
         self.pool = signers if isinstance(signers, SignerPool) else SignerPool(signers)
         self.journal = journal or Journal(settings.journal_path)
         self.nonces = NonceAllocator()
         self.clock = clock
-        self.sender = Sender(
-            self.journal, self.node, self.pool, self.nonces, settings, clock=clock, hooks=hooks
-        )
+        self.sender = Sender(self.journal, chain, self.pool, self.nonces, settings, clock=clock, hooks=hooks)
         self._loop = Periodic("relay-loop", self._round, settings.poll_interval_s)
-        self._tick_lock = threading.Lock()
-        self._resume_lock = threading.Lock()
+        self._tick_lock = asyncio.Lock()
+        self._resume_lock = asyncio.Lock()
         self._resumed = False
 
     # --- requests -----------------------------------------------------------------------------------------
 
-    def submit_signed(
+    async def submit_signed(
         self, body: Mapping[str, Any], *, idempotency_key: str | None = None, key_scope: str = PUBLIC_SCOPE
     ) -> Submission:
         """Relay an EIP-712 close or set-trigger request signed by the position's owner (gasless for them).
@@ -177,50 +184,92 @@ class RelayService:
             RelayerError: the vault error the simulation reverted with; out of funds; node unreachable.
         """
         fingerprint = request_hash("signed", body)
-        idempotency_key, existing = self._begin(key_scope, idempotency_key, fingerprint)
+        idempotency_key, existing = await self._begin(key_scope, idempotency_key, fingerprint)
         if existing is not None:
             return existing
         kind = parse_kind(body.get("kind"))
         request = parse_request(kind, body.get("request"))
         signature = parse_signature(body.get("signature"))
-        head = self.node.head()
-        owner = self._owner_of(request.position_id)
+        owner = await self._owner_of(request.position_id)
+        head, fees, expected_nonce = await self.chain.head_fees_and_request_nonce(owner)
         check_request(
             request,
             signature,
             owner=owner,
-            expected_nonce=self.node.request_nonce(owner),
+            expected_nonce=expected_nonce,
             now_s=head.timestamp,
-            chain_id=self.node.chain_id,
+            chain_id=self.chain.chain_id,
             vault=self.vault,
         )
         signed = RequestRef(owner, request.nonce, request.deadline)
-        return self._relay_call(
-            kind, request.calldata(signature), head, fingerprint, idempotency_key, request=signed
+        return await self._relay_call(
+            kind,
+            request.calldata(signature),
+            head,
+            fees,
+            fingerprint,
+            idempotency_key,
+            account=owner,
+            request=signed,
         )
 
-    def submit_call(
+    async def submit_call(
         self,
         data: bytes,
         *,
         idempotency_key: str | None = None,
         fingerprint: str | None = None,
         key_scope: str = PUBLIC_SCOPE,
+        account: str | None = None,
     ) -> Submission:
-        """Relay a vault call signed and paid by a relayer signer (e.g. acting as an approved operator).
+        """Relay a vault call signed and paid by a relayer signer (e.g. acting as an approved operator) for
+        `account`.
 
         Raises:
             DisallowedTransactionError: the call is not an allowed vault function.
             RelayerError: as `submit_signed`.
         """
         fingerprint = fingerprint or request_hash("call", {"data": "0x" + data.hex()})
-        idempotency_key, existing = self._begin(key_scope, idempotency_key, fingerprint)
+        idempotency_key, existing = await self._begin(key_scope, idempotency_key, fingerprint)
         if existing is not None:
             return existing
         policy.check_call(self.vault, data, vault=self.vault)
-        return self._relay_call(policy.call_kind(data), data, self.node.head(), fingerprint, idempotency_key)
+        head, fees = await self.chain.head_and_fees()
+        return await self._relay_call(
+            policy.call_kind(data), data, head, fees, fingerprint, idempotency_key, account=account
+        )
 
-    def submit_raw(
+    async def submit_checked(self, call: CheckedCall) -> Submission:
+        """Journal and send a call the builder already checked and simulated (see `CheckedCall`).
+
+        Raises:
+            RelayerOutOfFundsError: no signer can pay for it.
+            IdempotencyConflictError: the key was taken meanwhile by another request.
+        """
+        await self._ensure_resumed()
+        key = scoped_key(call.key_scope, call.idempotency_key)
+        fees = policy.cap_fees(
+            call.fees, self.settings.max_fee_per_gas_wei, base_fee_wei=call.head.base_fee_wei
+        )
+        gas_limit = gas_limit_with_margin(call.gas_estimate)
+        signer = await self._funded_signer(gas_limit, fees.price_cap_wei)
+        plan = CallPlan(
+            kind=call.kind,
+            to=self.vault,
+            data=call.data,
+            gas_limit=gas_limit,
+            fees=fees,
+            request_hash=call.fingerprint,
+            idempotency_key=key,
+            account=call.account,
+        )
+        try:
+            record = await self.sender.journal_and_send(signer, plan)
+        except JournalConflict as conflict:
+            return self._after_conflict(conflict, key, call.fingerprint)
+        return Submission(record, True)
+
+    async def submit_raw(
         self, body: Mapping[str, Any], *, idempotency_key: str | None = None, key_scope: str = PUBLIC_SCOPE
     ) -> Submission:
         """Relay a transaction the user signed (e.g. the one `/api/closeposition` returned).
@@ -234,7 +283,7 @@ class RelayService:
             RelayerError: the vault error the simulation reverted with; node unreachable.
         """
         fingerprint = request_hash("raw", body)
-        idempotency_key, existing = self._begin(key_scope, idempotency_key, fingerprint)
+        idempotency_key, existing = await self._begin(key_scope, idempotency_key, fingerprint)
         if existing is not None:
             return existing
         text = body.get("transaction", body.get("rawTransaction"))
@@ -242,12 +291,12 @@ class RelayService:
             raise InvalidFieldError("transaction", "must be the signed transaction as 0x-hex (whole bytes)")
         raw = bytes.fromhex(text[2:])
         tx = policy.decode_raw_transaction(raw)
-        policy.check_raw(tx, vault=self.vault, chain_id=self.node.chain_id)
+        policy.check_raw(tx, vault=self.vault, chain_id=self.chain.chain_id)
         raw_hash = "0x" + keccak(raw).hex()
         known = self.journal.by_hash(raw_hash)
         if known is not None:
             return Submission(known, False)  # the same bytes: one record, never a second transaction
-        used = self.node.nonce(tx.sender, "latest")
+        used = await self.chain.nonce(tx.sender, "latest")
         if tx.nonce < used:
             raise InvalidNonceError(
                 f"nonce {tx.nonce} of {tx.sender} is already used (replayed)",
@@ -256,7 +305,7 @@ class RelayService:
                 got=tx.nonce,
             )
         worst_cost_wei = tx.gas_limit * tx.max_fee_per_gas_wei + tx.value_wei
-        balance = self.node.balance(tx.sender)
+        balance = await self.chain.balance(tx.sender)
         if balance < worst_cost_wei:  # the node would refuse it; say so now, not as the relayer's problem
             raise DisallowedTransactionError(
                 "the transaction's sender cannot pay for its gas and value",
@@ -264,7 +313,7 @@ class RelayService:
                 balanceWei=str(balance),
                 maxCostWei=str(worst_cost_wei),
             )
-        gas = self.node.estimate_gas(tx.sender, self.vault, tx.data, tx.value_wei)
+        gas = await self.chain.estimate_gas(tx.sender, self.vault, tx.data, tx.value_wei)
         if tx.gas_limit < gas:
             raise DisallowedTransactionError(
                 "the transaction's gas limit is below what the call needs",
@@ -272,12 +321,14 @@ class RelayService:
                 estimate=gas,
             )
         try:
-            record = self.sender.journal_raw(tx, request_hash=fingerprint, idempotency_key=idempotency_key)
+            record = await self.sender.journal_raw(
+                tx, request_hash=fingerprint, idempotency_key=idempotency_key
+            )
         except JournalConflict as conflict:
             return self._after_conflict(conflict, idempotency_key, fingerprint, raw_hash=raw_hash)
         return Submission(record, True)
 
-    def typed_data_for(self, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def typed_data_for(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The EIP-712 payload to sign for a close or set-trigger request, in human units in, chain units out.
 
         Params (see `typed_data.request_from_params`; absent or None means the default): `kind`, `positionId`,
@@ -290,15 +341,17 @@ class RelayService:
             PositionNotFoundError: no position has this id.
         """
         request = request_from_params(params)
-        owner = self._owner_of(request.position_id)
+        owner = await self._owner_of(request.position_id)
         if params.get("deadline") is None:
-            request = replace(request, deadline=self.node.head().timestamp + self.settings.request_ttl_s)
+            request = replace(
+                request, deadline=(await self.chain.head()).timestamp + self.settings.request_ttl_s
+            )
         if params.get("nonce") is None:
-            request = replace(request, nonce=self.node.request_nonce(owner))
+            request = replace(request, nonce=await self.chain.request_nonce(owner))
         return {
             "kind": request.kind.value,
             "owner": owner,
-            "typedData": typed_data(request, chain_id=self.node.chain_id, vault=self.vault),
+            "typedData": typed_data(request, chain_id=self.chain.chain_id, vault=self.vault),
         }
 
     def get(self, record_id: str) -> RelayRecord:
@@ -327,7 +380,7 @@ class RelayService:
         """
         return self._idempotent(scoped_key(key_scope, idempotency_key), fingerprint)
 
-    def _begin(
+    async def _begin(
         self, key_scope: str, idempotency_key: str | None, fingerprint: str
     ) -> tuple[str | None, Submission | None]:
         """Every submission's first steps: the relay resumed, the key scoped, an earlier answer looked up.
@@ -338,7 +391,7 @@ class RelayService:
             InvalidFieldError: a malformed key.
             IdempotencyConflictError: the key was used with another request.
         """
-        self._ensure_resumed()
+        await self._ensure_resumed()
         key = scoped_key(key_scope, idempotency_key)
         return key, self._idempotent(key, fingerprint)
 
@@ -369,21 +422,21 @@ class RelayService:
                 return Submission(known, False)
         raise conflict
 
-    def _relay_call(
+    async def _relay_call(
         self,
         kind: RecordKind,
         data: bytes,
         head: ChainHead,
+        fees: Fees,
         fingerprint: str,
         idempotency_key: str | None,
         *,
+        account: str | None,
         request: RequestRef | None = None,
     ) -> Submission:
         """Simulate from a signer that can pay, then journal and send. Never sends what did not simulate."""
-        fees = policy.cap_fees(
-            self.node.fees(head), self.settings.max_fee_per_gas_wei, base_fee_wei=head.base_fee_wei
-        )
-        signer, gas_limit = self._pick_signer(data, fees.price_cap_wei)
+        fees = policy.cap_fees(fees, self.settings.max_fee_per_gas_wei, base_fee_wei=head.base_fee_wei)
+        signer, gas_limit = await self._pick_signer(data, fees.price_cap_wei)
         plan = CallPlan(
             kind=kind,
             to=self.vault,
@@ -392,58 +445,67 @@ class RelayService:
             fees=fees,
             request_hash=fingerprint,
             idempotency_key=idempotency_key,
+            account=account,
             request=request,
         )
         try:
-            record = self.sender.journal_and_send(signer, plan)
+            record = await self.sender.journal_and_send(signer, plan)
         except JournalConflict as conflict:
             return self._after_conflict(conflict, idempotency_key, fingerprint)
         return Submission(record, True)
 
-    def _pick_signer(self, data: bytes, price_cap_wei: int) -> tuple[Signer, int]:
-        """The next signer (round-robin) whose balance covers the worst-case cost, and the gas limit."""
+    async def _funded_signer(self, gas_limit: int, price_cap_wei: int) -> Signer:
+        """The next signer (round-robin) whose balance covers `gas_limit` gas at the cap."""
         shortfall: dict[str, str] = {}
         for signer in self.pool.rotation():
-            balance = self.node.balance(signer.address)
-            if balance == 0:
-                shortfall[signer.address] = "0"
-                continue
+            balance = await self.chain.balance(signer.address)
+            if balance >= gas_limit * price_cap_wei:
+                return signer
+            shortfall[signer.address] = str(balance)
+        raise RelayerOutOfFundsError("no relayer signer can pay for this transaction", balancesWei=shortfall)
+
+    async def _pick_signer(self, data: bytes, price_cap_wei: int) -> tuple[Signer, int]:
+        """The next signer (round-robin) whose balance covers the worst-case cost, and the gas limit: each
+        signer's balance and simulation (`eth_estimateGas` from it) asked in one batch."""
+        shortfall: dict[str, str] = {}
+        for signer in self.pool.rotation():
             try:
                 # Estimation is the simulation: a revert raises the decoded vault error, nothing is signed.
-                gas_limit = gas_limit_with_margin(self.node.estimate_gas(signer.address, self.vault, data))
-            except RelayerOutOfFundsError:
-                shortfall[signer.address] = str(balance)
+                balance, estimate = await self.chain.balance_and_estimate(signer.address, self.vault, data)
+            except RelayerOutOfFundsError as error:
+                shortfall[signer.address] = str(error.details.get("balanceWei", "0"))
                 continue
+            gas_limit = gas_limit_with_margin(estimate)
             if balance >= gas_limit * price_cap_wei:  # the worst case: every unit of gas at the cap
                 return signer, gas_limit
             shortfall[signer.address] = str(balance)
         raise RelayerOutOfFundsError("no relayer signer can pay for this transaction", balancesWei=shortfall)
 
-    def _owner_of(self, position_id: bytes) -> str:
+    async def _owner_of(self, position_id: bytes) -> str:
         """The owner a signed request about `position_id` must come from.
 
         Raises:
             PositionNotFoundError: no position ever had this id.
         """
-        owner = self.node.position_owner(position_id)
+        owner = await self.chain.position_owner(position_id)
         if owner == _ZERO_ADDRESS:
             raise PositionNotFoundError.unknown(position_id)
         return owner
 
     # --- moving records forward ---------------------------------------------------------------------------
 
-    def resume(self) -> int:
+    async def resume(self) -> int:
         """After a (re)start: reconcile nonces with the chain, then finish or re-send every unfinished record.
 
         Returns the number of unfinished records found.
         """
         for address in self.pool.addresses:
-            self.nonces.reconcile(address, self.node.nonce(address, "pending"))
-        unfinished = self._advance_all(resending=True)
+            self.nonces.reconcile(address, await self.chain.nonce(address, "pending"))
+        unfinished = await self._advance_all(resending=True)
         self._resumed = True
         return unfinished
 
-    def _ensure_resumed(self) -> None:
+    async def _ensure_resumed(self) -> None:
         """Resume once before the first new nonce is taken, whoever gets there first (a request or the loop).
 
         Without this a request arriving before the loop's first round would allocate from a counter that has
@@ -451,28 +513,28 @@ class RelayService:
         """
         if self._resumed:
             return
-        with self._resume_lock:
+        async with self._resume_lock:
             if not self._resumed:
-                self.resume()
+                await self.resume()
 
-    def tick(self) -> int:
+    async def tick(self) -> int:
         """One round of the background loop; returns how many records are still unfinished."""
-        return self._advance_all(resending=False)
+        return await self._advance_all(resending=False)
 
-    def _advance_all(self, *, resending: bool) -> int:
-        with self._tick_lock:
+    async def _advance_all(self, *, resending: bool) -> int:
+        async with self._tick_lock:
             pending = self.journal.pending()
             if not pending:
                 return 0
-            try:
-                head = self.node.head()
+            senders = sorted({r.sender for r in pending if r.status is not TxStatus.MINED})
+            try:  # the head and every sender's mined nonce, in one batch
+                head, mined_nonce = await self.chain.head_and_nonces(senders)
             except ChainUnavailableError:
                 log.warning("node unreachable; %d unfinished records wait for it", len(pending))
                 return len(pending)
-            mined_nonce: dict[str, int] = {}
             for record in pending:
                 try:
-                    self._advance(record, head, mined_nonce, resending=resending)
+                    await self._advance(record, head, mined_nonce, resending=resending)
                 except ChainUnavailableError:
                     log.warning("node unreachable; relay loop will retry")
                     break
@@ -480,19 +542,21 @@ class RelayService:
                     log.warning("record=%s code=%s reason=%s", record.id, exc.code, exc.message)
             return len(self.journal.pending())
 
-    def _advance(
+    async def _advance(
         self, record: RelayRecord, head: ChainHead, mined_nonce: dict[str, int], *, resending: bool
     ) -> None:
         if record.status is TxStatus.MINED:
-            self._confirm(record, head)
+            await self._confirm(record, head)
             return
         if record.sender not in mined_nonce:
-            mined_nonce[record.sender] = self.node.nonce(record.sender, "latest")
+            mined_nonce[record.sender] = await self.chain.nonce(record.sender, "latest")
         if mined_nonce[record.sender] > record.nonce:
-            self.sender.settle_used_nonce(record)  # one of our hashes mined, or a stranger's transaction
+            await self.sender.settle_used_nonce(
+                record
+            )  # one of our hashes mined, or a stranger's transaction
             fresh = self.journal.get(record.id)
             if fresh is not None and fresh.status is TxStatus.MINED:
-                self._confirm(fresh, head, just_seen=True)
+                await self._confirm(fresh, head, just_seen=True)
             return
         if record.kind.is_ours:
             has_noop = any(a.kind is AttemptKind.NOOP for a in record.attempts)
@@ -503,15 +567,15 @@ class RelayService:
                     deadline=deadline,
                     timestamp=head.timestamp,
                 ).to_dict()
-                self.sender.fill_nonce(record, TxStatus.EXPIRED, error)
+                await self.sender.fill_nonce(record, TxStatus.EXPIRED, error)
                 return
             if self.clock() - record.latest.created_at >= self.settings.replace_after_s:
-                self.sender.replace(record)
+                await self.sender.replace(record)
                 return
         if resending or record.status is TxStatus.QUEUED or record.latest.broadcast_at is None:
-            self.sender.broadcast(record, record.latest)
+            await self.sender.broadcast(record, record.latest)
 
-    def _confirm(self, record: RelayRecord, head: ChainHead, *, just_seen: bool = False) -> None:
+    async def _confirm(self, record: RelayRecord, head: ChainHead, *, just_seen: bool = False) -> None:
         """Confirm once buried deep enough, re-reading the receipt to catch a reorg (unless it was read this
         very round, against the same head)."""
         assert record.mined is not None
@@ -520,7 +584,7 @@ class RelayService:
         if just_seen:
             self.journal.transition(record.id, TxStatus.MINED, TxStatus.CONFIRMED, now=self.clock())
             return
-        receipt = self.node.receipt(record.mined.tx_hash)
+        receipt = await self.chain.receipt(record.mined.tx_hash)
         if receipt is None or receipt.mined.block_hash != record.mined.block_hash:
             log.warning("record %s: block %d was reorganized away", record.id, record.mined.block_number)
             self.journal.transition(
@@ -532,36 +596,36 @@ class RelayService:
     # --- background loop ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the background loop (a daemon thread): `resume()` once (unless a request already did), then
-        `tick()` every poll interval."""
+        """Start the background loop (a task on the running event loop): `resume()` once (unless a request
+        already did), then `tick()` every poll interval."""
         self._loop.start()
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the loop after its current round."""
-        self._loop.stop(timeout_s)
+        await self._loop.stop(timeout_s)
 
-    def _round(self) -> None:
+    async def _round(self) -> None:
         if self._resumed:
-            self.tick()
+            await self.tick()
         else:
-            self._ensure_resumed()
+            await self._ensure_resumed()
 
     # --- operators ----------------------------------------------------------------------------------------
 
-    def signers_status(self) -> builtins.list[SignerStatus]:
+    async def signers_status(self) -> builtins.list[SignerStatus]:
         """Balances and nonces (chain latest / pending vs the journal's next) of every signer."""
         summary = self.journal.nonce_summary()
         statuses = []
         for address in self.pool.addresses:
-            balance = self.node.balance(address)
+            balance = await self.chain.balance(address)
             top, live = summary.get(address, (-1, 0))
-            pending_nonce = self.node.nonce(address, "pending")
+            pending_nonce = await self.chain.nonce(address, "pending")
             statuses.append(
                 SignerStatus(
                     address=address,
                     balance_wei=balance,
                     low_balance=policy.is_low_balance(balance, self.settings.min_signer_balance_wei),
-                    chain_latest_nonce=self.node.nonce(address, "latest"),
+                    chain_latest_nonce=await self.chain.nonce(address, "latest"),
                     chain_pending_nonce=pending_nonce,
                     journal_next_nonce=max(top + 1, self.nonces.floor(address)),
                     in_flight=live,
@@ -569,9 +633,9 @@ class RelayService:
             )
         return statuses
 
-    def health(self) -> dict[str, Any]:
+    async def health(self) -> dict[str, Any]:
         """For the app's `/health`: signer balances with a low-balance alert, and the unfinished count."""
-        signers = self.signers_status()
+        signers = await self.signers_status()
         return {
             "signers": [s.to_dict() for s in signers],
             "lowBalance": any(s.low_balance for s in signers),

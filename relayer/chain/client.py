@@ -1,0 +1,550 @@
+"""`ChainClient`: the one reader and writer of the chain, above the port (`relayer.chain.jsonrpc.RpcPort`).
+
+The builder, the relay, trading and the keeper all talk to the chain through one `ChainClient`, whichever
+adapter sits below it (`JsonRpcTransport` for a node over HTTP, `EmbeddedRpc` for the in-process chain). So
+there is one of each: one retry policy (`_batch`: an unanswered batch is retried with doubling backoff, then
+`ChainUnavailableError`), one per-block cache (the fee suggestion, asked once per block, riding along in the
+batch that learns of the block; the vault's `maxPriceAge`, re-read after `MAX_PRICE_AGE_CACHE_S`; owners per
+position id), one place that turns node answers into values (`RpcReply`, `relayer.chain.decoding`) and
+reverts into `RelayerError`s (`relayer.chain.revert`), events into `VaultEvent`s (`relayer.chain.events`).
+
+Everything one close needs (the position with its price, the latest block, the gas estimate from the owner,
+which doubles as the simulation, the owner's pending nonce) goes out as ONE batch in the common case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils.address import to_checksum_address
+
+from relayer.chain.artifact import load_artifact
+from relayer.chain.decoding import (
+    decode_bytes32_array,
+    decode_market_price,
+    decode_markets,
+    decode_position_with_price,
+    decode_uint,
+)
+from relayer.chain.events import VaultEvent, decode_events, topic_of
+from relayer.chain.jsonrpc import RpcCall, RpcPort, RpcReply
+from relayer.chain.node_errors import Kind, NodeError, classify_rpc_error
+from relayer.chain.quotes import CloseState, MarketPrice, MarketsState, PositionQuote
+from relayer.constants import (
+    MAX_PRICE_AGE_CACHE_S,
+    MAX_RPC_CALLS_PER_BATCH,
+    POSITION_OWNER_CACHE_SIZE,
+    RPC_BACKOFF_S,
+    RPC_RETRIES,
+)
+from relayer.domain import calldata
+from relayer.domain.blocks import ChainHead
+from relayer.domain.fees import Fees, node_fees
+from relayer.domain.markets import symbol_to_bytes32
+from relayer.domain.records import Mined
+from relayer.errors import ChainUnavailableError, RelayerError, RelayerOutOfFundsError, VaultNotDeployedError
+
+_LATEST_BLOCK = RpcCall("eth_getBlockByNumber", ["latest", False])
+_ZERO_ADDRESS = "0x" + "00" * 20
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A receipt as the node gave it: what the record keeps of it (`mined`, its `events` still empty), and
+    what only settling the record needs beside it."""
+
+    mined: Mined
+    transaction_index: int
+    """The transaction's place in its block: a replay on the state before the block is honest only at 0."""
+    logs: list[Any]
+    """The wire logs, decoded into `mined.events` once the transaction is known to have succeeded."""
+
+
+class _OwnerCache:
+    """Position id -> owner, bounded (least recently used out). Owners never change for an id on one chain
+    history; after a reorg or a test's snapshot revert an id can name another owner, so readers compare the
+    cached owner with the one they just read and retry on a mismatch."""
+
+    def __init__(self, size: int = POSITION_OWNER_CACHE_SIZE) -> None:
+        self._size = size
+        self._owners: OrderedDict[bytes, str] = OrderedDict()
+
+    def get(self, position_id: bytes) -> str | None:
+        owner = self._owners.get(position_id)
+        if owner is not None:
+            self._owners.move_to_end(position_id)
+        return owner
+
+    def put(self, position_id: bytes, owner: str) -> None:
+        self._owners[position_id] = owner
+        self._owners.move_to_end(position_id)
+        if len(self._owners) > self._size:
+            self._owners.popitem(last=False)
+
+
+class ChainClient:
+    """Typed reads and writes of one vault's chain over a `RpcPort`. Call `start()` once before use."""
+
+    def __init__(
+        self,
+        port: RpcPort,
+        vault_address: str,
+        *,
+        retries: int = RPC_RETRIES,
+        backoff_s: float = RPC_BACKOFF_S,
+    ) -> None:
+        self.port = port
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._vault = to_checksum_address(vault_address)
+        self._chain_id: int | None = None
+        self._legacy = False
+        self._owners = _OwnerCache()
+        self._max_age: tuple[float, int] | None = None  # (monotonic time read, seconds)
+        self._fee_data: tuple[int, int | None] = (-1, None)  # (block number, wei; None: no suggestion)
+        self._last_head_number = 0
+        self._node_traces = True  # until the node answers that it has no debug_traceTransaction
+
+    # --- identity ------------------------------------------------------------------------------------------
+
+    @property
+    def vault_address(self) -> str:
+        return self._vault
+
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            raise RuntimeError("ChainClient.start() has not run")
+        return self._chain_id
+
+    @property
+    def started(self) -> bool:
+        return self._chain_id is not None
+
+    async def start(self) -> None:
+        """Read the chain id and check the vault's code, in one batch.
+
+        Raises:
+            VaultNotDeployedError: the address does not hold this build of the vault.
+            ChainUnavailableError: the node does not answer.
+        """
+        replies = await self._batch(
+            [RpcCall("eth_chainId", []), RpcCall("eth_getCode", [self._vault, "latest"]), _LATEST_BLOCK]
+        )
+        chain_id, code, head = replies[0].quantity(), replies[1].data(), replies[2].head()
+        if not load_artifact().matches_runtime_code(code):
+            raise VaultNotDeployedError(
+                "no vault with the expected code at this address", vaultAddress=self._vault
+            )
+        self._chain_id = chain_id
+        self._legacy = head.base_fee_wei is None
+
+    async def aclose(self) -> None:
+        await self.port.aclose()
+
+    # --- the one retry policy -----------------------------------------------------------------------------
+
+    async def _batch(self, calls: Sequence[RpcCall]) -> list[RpcReply]:
+        """`calls` answered, an unanswered batch retried `retries` times in all with doubling backoff.
+
+        Raises:
+            ChainUnavailableError: the node stayed silent.
+        """
+        delay = self.backoff_s
+        for attempt in range(self.retries):
+            try:
+                return await self.port.batch(calls)
+            except ChainUnavailableError as exc:
+                if attempt == self.retries - 1:
+                    raise ChainUnavailableError(
+                        f"the node did not answer after {self.retries} attempts", reason=exc.message
+                    ) from None
+            await asyncio.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _batch_chunked(self, calls: list[RpcCall]) -> list[RpcReply]:
+        replies: list[RpcReply] = []
+        for start in range(0, len(calls), MAX_RPC_CALLS_PER_BATCH):
+            replies += await self._batch(calls[start : start + MAX_RPC_CALLS_PER_BATCH])
+        return replies
+
+    async def _one(self, call: RpcCall) -> RpcReply:
+        (reply,) = await self._batch([call])
+        return reply
+
+    # --- blocks and fees (the per-block cache) ------------------------------------------------------------
+
+    async def head(self) -> ChainHead:
+        """The latest block. Raises: ChainUnavailableError (also for a node that answers no block)."""
+        return self._note_head(await self._one(_LATEST_BLOCK))
+
+    async def head_and_fees(self, *extra: RpcCall) -> tuple[ChainHead, Fees]:
+        """The latest block and the fees suggested for the next one, in one batch (the fee suggestion rides
+        along in every such batch: the block it is for is only known from the answer)."""
+        head, fees, _ = await self._head_fees_and(list(extra))
+        return head, fees
+
+    async def head_fees_and_request_nonce(self, owner: str) -> tuple[ChainHead, Fees, int]:
+        """`head_and_fees` and the vault's next signed-request nonce of `owner`, in one batch."""
+        head, fees, (reply,) = await self._head_fees_and([self._request_nonce_call(owner)])
+        return head, fees, decode_uint(reply.data())
+
+    async def _head_fees_and(self, extra: list[RpcCall]) -> tuple[ChainHead, Fees, list[RpcReply]]:
+        fee_call = self._fee_call()
+        replies = await self._batch([_LATEST_BLOCK, fee_call, *extra])
+        head = self._note_head(replies[0])
+        if self._fee_data[0] != head.number:
+            self._apply_refresh([fee_call], replies[1:2], head)
+        return head, node_fees(head.base_fee_wei, self._fee_data[1]), replies[2:]
+
+    async def fees(self, head: ChainHead) -> Fees:
+        """Suggested fees for the block after `head`: its base fee plus the node's priority-fee suggestion
+        (asked once per block; the default tip when the node lacks `eth_maxPriorityFeePerGas`), or the node's
+        gas price on a legacy chain. Caps are the caller's."""
+        if self._fee_data[0] != head.number:
+            call = self._fee_call()
+            self._apply_refresh([call], [await self._one(call)], head)
+        return node_fees(head.base_fee_wei, self._fee_data[1])
+
+    def _fee_call(self) -> RpcCall:
+        return RpcCall("eth_gasPrice" if self._legacy else "eth_maxPriorityFeePerGas", [])
+
+    def _refresh_calls(self, *, max_age: bool = True) -> list[RpcCall]:
+        """Cached values due for a refresh ride along in a request's batch: no extra round trip."""
+        calls = []
+        if max_age and self._max_age_due():
+            calls.append(self._view_call(calldata.encode_call("maxPriceAge")))
+        if self._fee_data[0] != self._last_head_number:
+            calls.append(self._fee_call())
+        return calls
+
+    def _apply_refresh(self, calls: list[RpcCall], replies: Sequence[RpcReply], head: ChainHead) -> None:
+        for call, reply in zip(calls, replies, strict=True):
+            if call.method == "eth_call":
+                self._max_age = (asyncio.get_running_loop().time(), decode_uint(reply.data()))
+            elif reply.error is None:
+                self._fee_data = (head.number, reply.quantity())
+            else:  # a node without eth_maxPriorityFeePerGas: no suggestion, the default tip for this block
+                self._fee_data = (head.number, None)
+
+    def _max_age_due(self) -> bool:
+        return (
+            self._max_age is None
+            or asyncio.get_running_loop().time() - self._max_age[0] > MAX_PRICE_AGE_CACHE_S
+        )
+
+    def _note_head(self, reply: RpcReply) -> ChainHead:
+        head = reply.head()
+        self._last_head_number = max(self._last_head_number, head.number)
+        return head
+
+    # --- accounts and transactions ------------------------------------------------------------------------
+
+    async def nonce(self, address: str, block: str = "pending") -> int:
+        return (
+            await self._one(RpcCall("eth_getTransactionCount", [to_checksum_address(address), block]))
+        ).quantity()
+
+    async def balance(self, address: str) -> int:
+        return (
+            await self._one(RpcCall("eth_getBalance", [to_checksum_address(address), "latest"]))
+        ).quantity()
+
+    async def estimate_gas(self, sender: str, to: str, data: bytes, value_wei: int = 0) -> int:
+        """`eth_estimateGas` of the exact call: the simulation and the estimate in one.
+
+        Raises:
+            RelayerOutOfFundsError: the sender cannot pay for the call.
+            RelayerError: the decoded vault error when the call reverts (nothing is ever sent then).
+        """
+        return self._estimate((await self._batch([_estimate_call(sender, to, data, value_wei)]))[0])
+
+    @staticmethod
+    def _estimate(reply: RpcReply) -> int:
+        if reply.error is not None:
+            refusal = classify_rpc_error(reply.error)
+            if refusal.kind is Kind.INSUFFICIENT_FUNDS:
+                raise RelayerOutOfFundsError("the sender cannot pay for this call", **refusal.details())
+        return reply.quantity()
+
+    async def balance_and_estimate(self, sender: str, to: str, data: bytes) -> tuple[int, int]:
+        """`sender`'s balance and `estimate_gas` of the call from it, in one batch.
+
+        Raises:
+            RelayerOutOfFundsError: the sender cannot pay for the call (`balanceWei` in its details).
+            RelayerError: the decoded vault error when the call reverts.
+        """
+        balance_reply, estimate = await self._batch(
+            [
+                RpcCall("eth_getBalance", [to_checksum_address(sender), "latest"]),
+                _estimate_call(sender, to, data, 0),
+            ]
+        )
+        balance = balance_reply.quantity()
+        try:
+            return balance, self._estimate(estimate)
+        except RelayerOutOfFundsError as error:
+            error.details["balanceWei"] = str(balance)
+            raise
+
+    async def send_raw(self, raw_tx: bytes) -> NodeError | None:
+        """Broadcast signed bytes once (never retried here: the sender decides). None: the node took them."""
+        try:
+            (reply,) = await self.port.batch([RpcCall("eth_sendRawTransaction", ["0x" + raw_tx.hex()])])
+        except ChainUnavailableError as exc:
+            return NodeError(Kind.UNAVAILABLE, exc.message)
+        return None if reply.error is None else classify_rpc_error(reply.error)
+
+    async def receipt(self, tx_hash: str) -> Receipt | None:
+        """The receipt of `tx_hash`, or None while it is not mined."""
+        (receipt,) = await self.receipts([tx_hash])
+        return receipt
+
+    async def receipts(self, tx_hashes: Sequence[str]) -> list[Receipt | None]:
+        """The receipts of `tx_hashes` (None: not mined), in one batch."""
+        replies = await self._batch_chunked([RpcCall("eth_getTransactionReceipt", [h]) for h in tx_hashes])
+        found: list[Receipt | None] = []
+        for tx_hash, reply in zip(tx_hashes, replies, strict=True):
+            raw = reply.value()
+            found.append(_receipt(tx_hash, raw) if isinstance(raw, dict) and raw.get("blockNumber") else None)
+        return found
+
+    async def head_and_nonces(
+        self, addresses: Sequence[str], block: str = "latest"
+    ) -> tuple[ChainHead, dict[str, int]]:
+        """The latest block and the transaction count of each address at `block`, in one batch."""
+        calls = [RpcCall("eth_getTransactionCount", [to_checksum_address(a), block]) for a in addresses]
+        replies = await self._batch_chunked([_LATEST_BLOCK, *calls])
+        head = self._note_head(replies[0])
+        return head, {a: r.quantity() for a, r in zip(addresses, replies[1:], strict=True)}
+
+    async def block_hash(self, number: int) -> str:
+        """The 0x-hex hash of block `number` (the genesis block names a chain beyond its id).
+
+        Raises:
+            ChainUnavailableError: the node does not answer, or has no such block.
+        """
+        block = (await self._one(RpcCall("eth_getBlockByNumber", [hex(number), False]))).value()
+        if not isinstance(block, dict) or not isinstance(block.get("hash"), str):
+            raise ChainUnavailableError("the node answered no block", number=number)
+        return str(block["hash"]).lower()
+
+    async def trace_top_call(self, tx_hash: str) -> tuple[Any, str | None]:
+        """The node's call-tracer top call of a mined transaction (`debug_traceTransaction`), and None; or
+        None and why there is none: the node does not trace (remembered when it lacks the method, then
+        never asked again) or refused this trace (its message, e.g. the embedded chain's failed replay)."""
+        if not self._node_traces:
+            return None, "the node offers no trace"
+        reply = await self._one(RpcCall("debug_traceTransaction", [tx_hash, _TOP_CALL_TRACER]))
+        if reply.error is not None:
+            if reply.error.get("code") in _RPC_METHOD_UNSUPPORTED:
+                self._node_traces = False
+                return None, "the node offers no trace"
+            return None, str(reply.error.get("message", ""))[:300]
+        return reply.result, None
+
+    async def call_at(self, sender: str, to: str, data: bytes, gas: int, block_number: int) -> RpcReply:
+        """`eth_call` of the exact call on the state after `block_number`, as the node answered it."""
+        params = {
+            "from": to_checksum_address(sender),
+            "to": to_checksum_address(to),
+            "data": _hex(data),
+            "gas": hex(gas),
+        }
+        return await self._one(RpcCall("eth_call", [params, hex(block_number)]))
+
+    # --- the vault ----------------------------------------------------------------------------------------
+
+    async def position(self, position_id: bytes) -> PositionQuote:
+        """A position with its market's price (zero owner: never existed)."""
+        reply = await self._one(self._view_call(calldata.encode_call("getPositionWithPrice", position_id)))
+        return decode_position_with_price(position_id, reply.data())
+
+    async def position_owner(self, position_id: bytes) -> str:
+        """The owner of a position (zero address when it never existed); cached per id."""
+        owner = self._owners.get(position_id)
+        if owner is None:
+            owner = (await self.position(position_id)).position.owner
+            if owner != _ZERO_ADDRESS:
+                self._owners.put(position_id, owner)
+        return owner
+
+    async def request_nonce(self, owner: str) -> int:
+        """The vault's next signed-request nonce of `owner`."""
+        return decode_uint((await self._one(self._request_nonce_call(owner))).data())
+
+    def _request_nonce_call(self, owner: str) -> RpcCall:
+        return self._view_call(calldata.encode_call("nonces", to_checksum_address(owner)))
+
+    async def operators_approved(self, owner: str, operators: Sequence[str]) -> list[bool]:
+        """Whether `owner` approved each of `operators` as its vault operator, in one batch."""
+        calls = [
+            self._view_call(
+                calldata.encode_call("isOperator", to_checksum_address(owner), to_checksum_address(operator))
+            )
+            for operator in operators
+        ]
+        return [decode_uint(reply.data()) != 0 for reply in await self._batch_chunked(calls)]
+
+    async def vault_events(self, name: str, from_block: int, to_block: int) -> list[VaultEvent]:
+        """The vault's `name` events in blocks `from_block..to_block`."""
+        logs = (
+            await self._one(
+                RpcCall(
+                    "eth_getLogs",
+                    [
+                        {
+                            "address": self._vault,
+                            "topics": [topic_of(name)],
+                            "fromBlock": hex(from_block),
+                            "toBlock": hex(to_block),
+                        }
+                    ],
+                )
+            )
+        ).value()
+        if not isinstance(logs, list):
+            raise ChainUnavailableError("the node's eth_getLogs answer is not a list")
+        return decode_events(logs, self._vault)
+
+    async def read_close_state(self, position_id: bytes, data: bytes) -> CloseState:
+        """The position, price, head, fees, and `data` simulated (gas-estimated) from the position's owner."""
+        owner = self._owners.get(position_id)
+        calls = [self._view_call(calldata.encode_call("getPositionWithPrice", position_id)), _LATEST_BLOCK]
+        extra = self._refresh_calls()
+        calls += extra
+        if owner is not None:
+            calls += self._owner_calls(owner, data)
+        replies = await self._batch(calls)
+        quote = decode_position_with_price(position_id, replies[0].data())
+        head = self._note_head(replies[1])
+        self._apply_refresh(extra, replies[2 : 2 + len(extra)], head)
+        owner_replies = replies[2 + len(extra) :]
+        actual = quote.position.owner
+        if not quote.position.exists or not quote.position.is_open:
+            return await self._state(quote, head, 0, None, None)
+        if (
+            owner != actual
+        ):  # first sight of this id (or it now names another owner): simulate as the right one
+            self._owners.put(position_id, actual)
+            owner_replies = await self._batch(self._owner_calls(actual, data))
+        estimate, nonce = owner_replies
+        nonce_value = nonce.quantity()
+        try:
+            return await self._state(quote, head, nonce_value, self._estimate(estimate), None)
+        except RelayerError as error:
+            return await self._state(quote, head, nonce_value, None, error)
+
+    async def read_positions(self, position_ids: Sequence[bytes]) -> tuple[ChainHead, list[PositionQuote]]:
+        calls = [_LATEST_BLOCK]
+        calls += [self._view_call(calldata.encode_call("getPositionWithPrice", pid)) for pid in position_ids]
+        replies = await self._batch_chunked(calls)
+        head = self._note_head(replies[0])
+        quotes = [
+            decode_position_with_price(pid, r.data())
+            for pid, r in zip(position_ids, replies[1:], strict=True)
+        ]
+        return head, quotes
+
+    async def position_ids_of(self, owner: str) -> list[bytes]:
+        data = calldata.encode_call("positionIdsOf", to_checksum_address(owner))
+        return decode_bytes32_array((await self._one(self._view_call(data))).data())
+
+    async def read_markets(self) -> MarketsState:
+        first = await self._batch(
+            [
+                self._view_call(calldata.encode_call("markets")),
+                self._view_call(calldata.encode_call("maxPriceAge")),
+                _LATEST_BLOCK,
+            ]
+        )
+        symbols = decode_markets(first[0].data())
+        max_age = decode_uint(first[1].data())
+        head = self._note_head(first[2])
+        replies = await self._batch_chunked(
+            [self._view_call(calldata.encode_call("priceOf", symbol_to_bytes32(s))) for s in symbols]
+        )
+        prices = [decode_market_price(s, reply.data()) for s, reply in zip(symbols, replies, strict=True)]
+        return MarketsState(head, max_age, prices)
+
+    async def price(self, market: str) -> MarketPrice:
+        reply = await self._one(self._view_call(calldata.encode_call("priceOf", symbol_to_bytes32(market))))
+        return decode_market_price(market, reply.data())
+
+    # --- internals ----------------------------------------------------------------------------------------
+
+    async def _state(
+        self, quote: PositionQuote, head: ChainHead, nonce: int, gas: int | None, error: RelayerError | None
+    ) -> CloseState:
+        if self._max_age is None:  # only when the refresh could not ride along (never in practice)
+            self._max_age = (
+                asyncio.get_running_loop().time(),
+                decode_uint((await self._one(self._view_call(calldata.encode_call("maxPriceAge")))).data()),
+            )
+        return CloseState(
+            chain_id=self.chain_id,
+            quote=quote,
+            head=head,
+            max_price_age_s=self._max_age[1],
+            fees=await self.fees(head),
+            nonce=nonce,
+            gas_estimate=gas,
+            simulation_error=error,
+        )
+
+    def _view_call(self, data: bytes) -> RpcCall:
+        return RpcCall("eth_call", [{"to": self._vault, "data": _hex(data)}, "latest"])
+
+    def _owner_calls(self, owner: str, data: bytes) -> list[RpcCall]:
+        return [
+            _estimate_call(owner, self._vault, data, 0),
+            RpcCall("eth_getTransactionCount", [owner, "pending"]),
+        ]
+
+
+_TOP_CALL_TRACER = {"tracer": "callTracer", "tracerConfig": {"onlyTopCall": True}}
+"""`debug_traceTransaction` options: geth's call tracer (anvil, erigon, reth have it too), top call only."""
+
+_RPC_METHOD_UNSUPPORTED = frozenset({-32601, -32004})
+"""JSON-RPC codes for "method not found" (JSON-RPC 2.0) and "method not supported" (EIP-1474)."""
+
+
+def _estimate_call(sender: str, to: str, data: bytes, value_wei: int) -> RpcCall:
+    params: dict[str, str] = {
+        "from": to_checksum_address(sender),
+        "to": to_checksum_address(to),
+        "data": _hex(data),
+    }
+    if value_wei:
+        params["value"] = hex(value_wei)
+    # On the latest block, named: nodes differ on the default (anvil simulates on its pending state), and a
+    # simulation must mean the same on every chain.
+    return RpcCall("eth_estimateGas", [params, "latest"])
+
+
+def _receipt(tx_hash: str, raw: dict[str, Any]) -> Receipt:
+    from relayer.domain.blocks import quantity
+
+    mined = Mined(
+        tx_hash=tx_hash,
+        block_number=quantity(raw.get("blockNumber"), "receipt block number"),
+        block_hash=str(raw.get("blockHash")),
+        gas_used=quantity(raw.get("gasUsed"), "receipt gas used"),
+        effective_gas_price_wei=quantity(raw.get("effectiveGasPrice") or 0, "receipt gas price"),
+        success=quantity(raw.get("status"), "receipt status") == 1,
+    )
+    logs = raw.get("logs")
+    return Receipt(
+        mined,
+        transaction_index=quantity(raw.get("transactionIndex"), "receipt transaction index"),
+        logs=list(logs) if isinstance(logs, list) else [],
+    )
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
