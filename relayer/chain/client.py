@@ -491,7 +491,10 @@ class ChainClient:
             quote=quote,
             head=head,
             max_price_age_s=self._max_age[1],
-            fees=await self.fees(head),
+            # The suggestion last read: a new block's rides along in the next batch, never an extra trip here.
+            fees=node_fees(head.base_fee_wei, self._fee_data[1])
+            if self._fee_data[0] >= 0
+            else await self.fees(head),
             nonce=nonce,
             gas_estimate=gas,
             simulation_error=error,

@@ -7,6 +7,8 @@ to a no-op nonce filler, so a fee spike can never leave a nonce gap that jams th
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +20,9 @@ from hexbytes import HexBytes
 from relayer.domain import calldata
 from relayer.domain.bps import plus_bps
 from relayer.domain.fees import Fees
+from relayer.domain.jsonio import reject_unknown_fields
 from relayer.domain.status import RecordKind
-from relayer.errors import DisallowedTransactionError, FeeCapExceededError
+from relayer.errors import DisallowedTransactionError, FeeCapExceededError, InvalidFieldError
 
 POSITION_FUNCTIONS: frozenset[str] = frozenset(
     {
@@ -65,6 +68,28 @@ class RawTransaction:
     max_fee_per_gas_wei: int
     max_priority_fee_per_gas_wei: int
     tx_type: int
+
+
+RAW_RELAY_FIELDS = ("transaction", "rawTransaction")
+"""The fields of a `POST /api/relay/raw` body: the signed bytes, under either name (not both)."""
+
+_HEX_BYTES = re.compile(r"0x(?:[0-9a-fA-F]{2})+", re.ASCII)  # exact: `bytes.fromhex` alone skips whitespace
+
+
+def parse_raw_relay(body: Mapping[str, Any]) -> RawTransaction:
+    """`{"transaction": "0x<signed raw transaction>"}`, decoded and its sender recovered.
+
+    Raises:
+        InvalidFieldError: an unknown field, both names at once, or bytes that are not whole 0x-hex.
+        DisallowedTransactionError: per `decode_raw_transaction`.
+    """
+    reject_unknown_fields(body, RAW_RELAY_FIELDS)
+    if len(body) > 1:
+        raise InvalidFieldError("rawTransaction", "give the signed bytes once, as `transaction`")
+    text = body.get("transaction", body.get("rawTransaction"))
+    if not isinstance(text, str) or not _HEX_BYTES.fullmatch(text):
+        raise InvalidFieldError("transaction", "must be the signed transaction as 0x-hex (whole bytes)")
+    return decode_raw_transaction(bytes.fromhex(text[2:]))
 
 
 def decode_raw_transaction(raw: bytes) -> RawTransaction:

@@ -27,6 +27,7 @@ from relayer.constants import (
     UINT256_MAX,
 )
 from relayer.domain import calldata
+from relayer.domain.jsonio import reject_unknown_fields
 from relayer.domain.requests import (
     check_trigger_price_e8,
     parse_close_bps,
@@ -256,6 +257,57 @@ def parse_signature(value: object) -> bytes:
             "signature is malleable (high s) or has a v other than 27/28", field="signature"
         )
     return signature
+
+
+SIGNED_RELAY_FIELDS = ("kind", "request", "signature")
+"""The fields of a `POST /api/relay/signed` body."""
+
+
+@dataclass(frozen=True)
+class SignedRelay:
+    """A signed relay request, parsed: which kind, the request as signed, and the owner's signature."""
+
+    kind: RecordKind
+    request: SignedRequest
+    signature: bytes
+
+    @property
+    def calldata(self) -> bytes:
+        """The vault call that carries the request and its signature."""
+        return self.request.calldata(self.signature)
+
+
+def parse_signed_relay(body: Mapping[str, Any]) -> SignedRelay:
+    """`{"kind": "close"|"trigger", "request": <the signed EIP-712 message>, "signature": "0x..."}`.
+
+    Raises:
+        InvalidFieldError: an unknown field, or a missing or malformed one (per `parse_kind`, `parse_request`,
+            `parse_signature`).
+    """
+    reject_unknown_fields(body, SIGNED_RELAY_FIELDS)
+    kind = parse_kind(body.get("kind"))
+    return SignedRelay(kind, parse_request(kind, body.get("request")), parse_signature(body.get("signature")))
+
+
+@dataclass(frozen=True)
+class TypedDataQuery:
+    """What `GET /api/relay/typed-data` asks for: a request to sign, and whether its deadline and nonce were
+    given (when not, the relay fills them from the chain: latest block + TTL, the owner's next nonce)."""
+
+    request: SignedRequest
+    deadline_given: bool
+    nonce_given: bool
+
+
+def parse_typed_data_query(params: Mapping[str, Any]) -> TypedDataQuery:
+    """Per `request_from_params`; absent means missing or None.
+
+    Raises:
+        InvalidFieldError, InvalidPriceError, InvalidCloseBpsError: as `request_from_params`.
+    """
+    return TypedDataQuery(
+        request_from_params(params), params.get("deadline") is not None, params.get("nonce") is not None
+    )
 
 
 def recover_signer(request: SignedRequest, signature: bytes, *, chain_id: int, vault: str) -> str:

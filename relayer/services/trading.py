@@ -331,11 +331,11 @@ class TradingService:
         built = await self.builder.build(request)
         await self._check_operator(relay, intent.key.account)
         if intent.dry_run:
-            return TradeOutcome(200, fill_from_preview(built))
+            return TradeOutcome(fill_from_preview(built))
         record = await self._wait(relay, await self._submit(relay, intent, built))
         if not record.status.is_succeeded:
             return unfinished(record)
-        return TradeOutcome(200, fill_from_record(record, built.preview.position))
+        return TradeOutcome(fill_from_record(record, built.preview.position))
 
     async def _set_order(
         self,
@@ -352,11 +352,11 @@ class TradingService:
         built = await self.builder.build(request)
         await self._check_operator(relay, intent.key.account)
         if intent.dry_run:
-            return TradeOutcome(200, orders_answer(built.preview.to_dict()))
+            return TradeOutcome(orders_answer(built.preview.to_dict()))
         record = await self._wait(relay, await self._submit(relay, intent, built))
         if not record.status.is_succeeded:
             return unfinished(record)
-        return TradeOutcome(200, orders_answer(built.preview.to_dict(), record))
+        return TradeOutcome(orders_answer(built.preview.to_dict(), record))
 
     async def _replay(self, relay: RelayService, intent: TradeIntent) -> TradeOutcome | None:
         """The answer to a request already made with this `Idempotency-Key` (None: a new request).
@@ -378,8 +378,8 @@ class TradingService:
         (position_id, *_) = positions_of_call(record.data)
         summary = await self.builder.position("0x" + position_id.hex())
         if intent.endpoint in {"partialclose", "close"}:
-            return TradeOutcome(200, fill_from_record(record, summary.quote.position))
-        return TradeOutcome(200, orders_answer(summary.to_dict(), record))
+            return TradeOutcome(fill_from_record(record, summary.quote.position))
+        return TradeOutcome(orders_answer(summary.to_dict(), record))
 
     async def _submit(self, relay: RelayService, intent: TradeIntent, built: BuiltTransaction) -> RelayRecord:
         """Hand the relay the call the builder checked and simulated: it is not checked, simulated or looked

@@ -1,9 +1,10 @@
 """What the trading actions answer: fills, order changes, unfinished sends and failed records.
 
 Pure formatting over values the service already has (a mined relay record, the builder's preview, a
-position): the fill read from the vault's `PositionDecreased` event, never a guess; 202 for a record still
-pending; a failed record's decoded error. `TradingService` in `relayer.services.trading` (authentication,
-reads and the actions) calls these; the faces turn a `TradeOutcome` into HTTP or an MCP result.
+position): the fill read from the vault's `PositionDecreased` event, never a guess; a pending outcome for a
+record still pending; a failed record's decoded error. `TradingService` in `relayer.services.trading`
+(authentication, reads and the actions) calls these; the faces turn a `TradeOutcome` into HTTP or an MCP
+result.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from relayer.services.builder import BuiltTransaction
 
 @dataclass(frozen=True)
 class TradeOutcome:
-    """An answer: HTTP 200 with the fill, or 202 when the receipt did not come in time."""
+    """An answer: the fill (or the orders), or, `pending`, the record that was sent and is not mined yet
+    (REST answers it 202, a settled one 200)."""
 
-    status_code: int
     body: dict[str, Any]
+    pending: bool = False
 
 
 def orders_answer(position: Mapping[str, Any], record: RelayRecord | None = None) -> dict[str, Any]:
@@ -46,10 +48,9 @@ def orders_answer(position: Mapping[str, Any], record: RelayRecord | None = None
 
 
 def unfinished(record: RelayRecord) -> TradeOutcome:
-    """202 while still pending; a failed record raises its decoded error."""
+    """A pending outcome while the record is pending; a failed record raises its decoded error."""
     if record.status.is_pending:
         return TradeOutcome(
-            202,
             {
                 "success": False,
                 "status": record.status.value,
@@ -57,6 +58,7 @@ def unfinished(record: RelayRecord) -> TradeOutcome:
                 "transactionHash": record.attempts[-1].tx_hash if record.attempts else None,
                 "message": "sent; not mined yet: poll get_transaction with this id",
             },
+            pending=True,
         )
     raise record_error(record)
 

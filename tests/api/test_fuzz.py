@@ -29,6 +29,7 @@ from relayer.chain.transact import build_transaction
 from relayer.config import RelaySettings, Settings, TradingSettings
 from relayer.domain import calldata
 from relayer.domain.requests import FIELDS
+from relayer.domain.typed_data import parse_typed_data_query
 from relayer.faces.api.app import create_app
 from relayer.faces.cli import keys as keys_cli
 from relayer.services.relay.signers import Signer
@@ -185,7 +186,9 @@ def relay_app(
         relay = Blocking(app.state.runtime.require_relay(), client.portal)
         key, _ = keys_cli.create_key(app.state.runtime.keys, account=trader.address, scopes="read,trade")
         typed = relay.typed_data_for(
-            {"kind": "close", "positionId": "0x" + position_id.hex(), "sizeDelta": "0.5"}
+            parse_typed_data_query(
+                {"kind": "close", "positionId": "0x" + position_id.hex(), "sizeDelta": "0.5"}
+            )
         )
         signature = Account.sign_typed_data(trader.key, full_message=typed["typedData"]).signature
         signed_close = {

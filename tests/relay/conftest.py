@@ -21,6 +21,7 @@ from relayer.chain.connect import Chain, chain_port
 from relayer.chain.deploy import Deployment
 from relayer.chain.jsonrpc import RpcPort
 from relayer.config import RelaySettings
+from relayer.domain.typed_data import parse_typed_data_query
 from relayer.faces.api.errors import install_error_handlers
 from relayer.faces.api.relay_routes import relay_service, router
 from relayer.services.relay.sender import SenderHooks
@@ -184,7 +185,7 @@ def signed_body(service: Blocking[RelayService]) -> Callable[..., dict[str, Any]
 
     def _body(owner: LocalAccount, position_id: bytes, kind: str = "close", **params: Any) -> dict[str, Any]:
         wanted = {"kind": kind, "positionId": "0x" + position_id.hex(), **params}
-        answer = service.typed_data_for(wanted)
+        answer = service.typed_data_for(parse_typed_data_query(wanted))
         signed = Account.sign_typed_data(owner.key, full_message=answer["typedData"])
         return {
             "kind": kind,

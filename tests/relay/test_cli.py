@@ -12,6 +12,7 @@ from eth_account.signers.local import LocalAccount
 
 from relayer.chain.connect import Chain
 from relayer.chain.deploy import Deployment
+from relayer.domain.typed_data import parse_signed_relay
 from relayer.errors import RelayerError
 from relayer.faces.cli.relay import add_relay_commands
 from relayer.services.relay.service import RelayService
@@ -38,7 +39,9 @@ def test_relay_status_list_and_signers(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    record = service.submit_signed(signed_body(accounts[1], open_position(owner=accounts[1]))).record
+    record = service.submit_signed(
+        parse_signed_relay(signed_body(accounts[1], open_position(owner=accounts[1])))
+    ).record
     settle(service)
     journal = str(service.settings.journal_path)
 

@@ -15,6 +15,7 @@ from relayer.chain.deploy import Deployment
 from relayer.chain.transact import build_transaction
 from relayer.chain.vault import VaultReader
 from relayer.domain import calldata
+from relayer.domain.typed_data import parse_signed_relay, parse_typed_data_query
 from relayer.services.relay.service import KEEPER_SCOPE, RelayService
 from tests.blocking import Blocking
 from tests.conftest import units, usd
@@ -57,6 +58,7 @@ def test_gasless_close_end_to_end(
     record = client.get(f"/api/transactions/{record_id}").json()
     assert record["status"] == "confirmed"
     assert record["from"] in {a.address for a in accounts[5:7]}
+    assert record["account"] == trader.address  # the relayer paid; the record acts for the signer
     assert record["receipt"]["success"] is True
     events = {event["event"]: event["args"] for event in record["receipt"]["events"]}
     assert events["PositionDecreased"]["remainingSize"] == "0"
@@ -103,6 +105,7 @@ def test_raw_relay(
     settle(service)
     record = service.get(response.json()["id"])
     assert record.status == "confirmed"
+    assert record.account == trader.address  # a raw transaction acts for its own sender
     assert vault.position(position_id).size == units("0.75")
     # The same bytes again are the same record, never a second transaction.
     again = client.post("/api/relay/raw", json={"transaction": signed})
@@ -224,6 +227,61 @@ def test_rejects_bad_signed_requests(
     assert len(service.list()) == 1
 
 
+def test_relay_bodies_with_unknown_or_doubled_fields_are_refused(
+    chain: Chain,
+    accounts: list[LocalAccount],
+    deployment: Deployment,
+    open_position: Callable[..., bytes],
+    client: TestClient,
+    service: Blocking[RelayService],
+    signed_body: Callable[..., dict[str, Any]],
+) -> None:
+    """A field the body does not have is refused by name, never ignored; nothing is journaled."""
+    trader = accounts[1]
+    position_id = open_position(owner=trader)
+    good = signed_body(trader, position_id, sizeDelta="0.1")
+    extra = client.post("/api/relay/signed", json={**good, "dryRun": True})
+    assert _error(extra) == (422, "invalid_field")
+    assert extra.json()["error"]["details"]["field"] == "dryRun"
+
+    signed = raw_tx(chain, trader, deployment.address, calldata.close_position(position_id, units("0.1"), 0))
+    unknown = client.post("/api/relay/raw", json={"transaction": signed, "from": trader.address})
+    assert _error(unknown) == (422, "invalid_field")
+    assert unknown.json()["error"]["details"]["field"] == "from"
+    both = client.post("/api/relay/raw", json={"transaction": signed, "rawTransaction": signed})
+    assert _error(both) == (422, "invalid_field")
+    assert service.list() == []
+
+
+def test_the_same_signed_request_written_otherwise_is_the_same_idempotent_request(
+    accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    client: TestClient,
+    signed_body: Callable[..., dict[str, Any]],
+) -> None:
+    """Idempotency compares the request, not its spelling: numbers as JSON numbers or strings, keys in any
+    order, are the same call to the vault; another request under the same key is a conflict."""
+    trader = accounts[1]
+    position_id = open_position(owner=trader)
+    body = signed_body(trader, position_id, sizeDelta="0.1")
+    key = {"Idempotency-Key": "one-close"}
+    first = client.post("/api/relay/signed", json=body, headers=key)
+    assert first.status_code == 202, first.text
+    respelled = {
+        "signature": body["signature"],
+        "request": {
+            name: int(value) if str(value).isdigit() else value for name, value in body["request"].items()
+        },
+        "kind": body["kind"],
+    }
+    assert respelled["request"] != body["request"]  # the JSON differs...
+    again = client.post("/api/relay/signed", json=respelled, headers=key)
+    assert again.status_code == 200, again.text  # ...the request does not
+    assert again.json()["id"] == first.json()["id"]
+    other = signed_body(trader, position_id, sizeDelta="0.2")
+    assert _error(client.post("/api/relay/signed", json=other, headers=key)) == (409, "idempotency_conflict")
+
+
 def test_transactions_listing_and_lookup(
     accounts: list[LocalAccount],
     open_position: Callable[..., bytes],
@@ -253,7 +311,9 @@ def test_out_of_funds_signer_is_refused_and_reported(
     service = make_service(signers=[broke])
     position_id = open_position(owner=accounts[1])
     client = http_client(service)
-    owner_body = service.typed_data_for({"kind": "close", "positionId": "0x" + position_id.hex()})
+    owner_body = service.typed_data_for(
+        parse_typed_data_query({"kind": "close", "positionId": "0x" + position_id.hex()})
+    )
     signature = Account.sign_typed_data(accounts[1].key, full_message=owner_body["typedData"]).signature
     response = client.post(
         "/api/relay/signed",
@@ -285,7 +345,9 @@ def test_idempotency_keys_are_scoped_so_a_client_cannot_squat_the_keepers(
         response = client.post("/api/relay/signed", json=body, headers={"Idempotency-Key": key})
         assert response.status_code == 202, response.text
     # ...and still blocks nothing: the keeper-scoped submission with that key is a new record.
-    keeper = service.submit_signed(bodies[2], idempotency_key=keeper_key, key_scope=KEEPER_SCOPE)
+    keeper = service.submit_signed(
+        parse_signed_relay(bodies[2]), idempotency_key=keeper_key, key_scope=KEEPER_SCOPE
+    )
     assert keeper.created
     settle(service)
     ids = {record.id for record in service.list()}
@@ -296,6 +358,8 @@ def test_idempotency_keys_are_scoped_so_a_client_cannot_squat_the_keepers(
     again = client.post("/api/relay/signed", json=bodies[0], headers={"Idempotency-Key": keeper_key})
     assert again.status_code == 200
     assert again.json()["id"] != keeper.record.id
-    repeat = service.submit_signed(bodies[2], idempotency_key=keeper_key, key_scope=KEEPER_SCOPE)
+    repeat = service.submit_signed(
+        parse_signed_relay(bodies[2]), idempotency_key=keeper_key, key_scope=KEEPER_SCOPE
+    )
     assert (repeat.created, repeat.record.id) == (False, keeper.record.id)
     assert {record.id for record in service.list()} == ids

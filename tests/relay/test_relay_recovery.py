@@ -19,6 +19,7 @@ from relayer.chain.transact import send
 from relayer.chain.vault import VaultReader
 from relayer.domain import calldata
 from relayer.domain.status import AttemptKind, TxStatus
+from relayer.domain.typed_data import parse_signed_relay
 from relayer.errors import (
     ChainUnavailableError,
     FeeCapReachedError,
@@ -113,7 +114,7 @@ def test_stuck_transaction_is_replaced_with_bumped_fees(
     position_id = open_position(owner=accounts[1])
     body = signed_body(accounts[1], position_id, sizeDelta="0.5")
     with automine_off(chain):
-        record = service.submit_signed(body).record
+        record = service.submit_signed(parse_signed_relay(body)).record
         assert record.status == TxStatus.SUBMITTED
         service.tick()
         assert len(service.get(record.id).attempts) == 1  # not yet due
@@ -147,7 +148,7 @@ def test_fee_cap_stops_bumping_but_not_the_queue(
     service = make_service(max_fee_per_gas_wei=base_fee + 1)  # room to be mined, none to bump
     body = signed_body(accounts[1], position_id)
     with automine_off(chain):
-        record = service.submit_signed(body).record
+        record = service.submit_signed(parse_signed_relay(body)).record
         clock.advance(service.settings.replace_after_s)
         service.tick()
         stuck = service.get(record.id)
@@ -173,7 +174,7 @@ def test_expired_request_frees_its_nonce_with_a_noop(
     deadline = int(chain.w3.eth.get_block("latest")["timestamp"]) + 60
     body = signed_body(trader, position_id, deadline=str(deadline))
     with automine_off(chain):
-        record = service.submit_signed(body).record
+        record = service.submit_signed(parse_signed_relay(body)).record
         if not chain.is_embedded:  # anvil would mine it with the time jump; eth-tester's jump mines nothing
             rpc(chain, "anvil_dropTransaction", record.latest.tx_hash)
         chain.advance_time(120)
@@ -192,7 +193,7 @@ def test_expired_request_frees_its_nonce_with_a_noop(
     assert vault.position(position_id).size == units("1")  # the expired close never ran
     # The queue moves on: the next relay from the same signers goes through.
     assert vault.contract.functions.nonces(trader.address).call() == 0
-    again = service.submit_signed(signed_body(trader, position_id)).record
+    again = service.submit_signed(parse_signed_relay(signed_body(trader, position_id))).record
     settle(service)
     assert service.get(again.id).status == TxStatus.CONFIRMED
 
@@ -209,14 +210,14 @@ def test_restart_between_journal_write_and_broadcast(
     crashing = make_service(hooks=SenderHooks(after_journal=crash))
     body = signed_body(accounts[1], position_id)
     with pytest.raises(Crash):
-        until_crash(crashing, "submit_signed", body)
+        until_crash(crashing, "submit_signed", parse_signed_relay(body))
     (journaled,) = crashing.list()
     assert journaled.status == TxStatus.QUEUED
     assert nonce_of(chain, journaled.sender) == journaled.nonce  # nothing reached the chain
     # A client retrying against the restarted relayer: the service resumes before it takes a new nonce, so the
     # journaled bytes go out (and mine) first and the retry is refused as replayed: never a second tx.
     with pytest.raises(InvalidNonceError):
-        make_service().submit_signed(body)
+        make_service().submit_signed(parse_signed_relay(body))
 
     restarted = make_service()
     assert restarted.resume() >= 0
@@ -243,7 +244,7 @@ def test_restart_between_broadcast_and_receipt(
     body = signed_body(accounts[1], position_id)
     with automine_off(chain) if not automine else _nothing():
         with pytest.raises(Crash):
-            until_crash(crashing, "submit_signed", body)
+            until_crash(crashing, "submit_signed", parse_signed_relay(body))
         (journaled,) = crashing.list()
         assert journaled.status == TxStatus.QUEUED
         assert journaled.latest.broadcast_at is None
@@ -278,7 +279,9 @@ def test_node_down_and_back(
             target=rpc_chain(proxy.url), hooks=SenderHooks(after_journal=lambda _: proxy.stop())
         )
         position_id = open_position(owner=accounts[1])
-        record = service.submit_signed(signed_body(accounts[1], position_id, sizeDelta="0.5")).record
+        record = service.submit_signed(
+            parse_signed_relay(signed_body(accounts[1], position_id, sizeDelta="0.5"))
+        ).record
         # Journaled; the broadcast met a dead node and is left to the background loop.
         assert record.status == TxStatus.QUEUED
         assert record.error is not None
@@ -323,7 +326,7 @@ def test_first_request_after_start_takes_the_chains_nonce(
         send(chain.w3, signer, signer.address, b"")
     service = make_service(signers=[signer])  # never started: no resume() has run
     position_id = open_position(owner=accounts[1])
-    record = service.submit_signed(signed_body(accounts[1], position_id)).record
+    record = service.submit_signed(parse_signed_relay(signed_body(accounts[1], position_id))).record
     assert record.nonce == 2
     settle(service)
     assert service.get(record.id).status == TxStatus.CONFIRMED

@@ -16,7 +16,12 @@ from relayer.chain.transact import send
 from relayer.constants import CLOSE_ALL_SIZE, MAX_TRIGGER_PRICE_E8
 from relayer.domain import calldata
 from relayer.domain.status import RecordKind
-from relayer.domain.typed_data import CloseRequest, TriggerRequest, request_from_params
+from relayer.domain.typed_data import (
+    CloseRequest,
+    TriggerRequest,
+    parse_typed_data_query,
+    request_from_params,
+)
 from relayer.errors import InvalidCloseBpsError, InvalidFieldError, InvalidPriceError, RelayerError
 from relayer.services.relay.service import RelayService
 from tests.blocking import Blocking
@@ -151,13 +156,15 @@ def test_a_signed_trigger_the_vault_would_refuse_is_refused_before_sending(
     trader = accounts[1]
     position_id = open_position(owner=trader)
     good = service.typed_data_for(
-        {
-            "kind": "trigger",
-            "positionId": "0x" + position_id.hex(),
-            "isTakeProfit": "true",
-            "price": "99000",
-            "closeBps": "5000",
-        }
+        parse_typed_data_query(
+            {
+                "kind": "trigger",
+                "positionId": "0x" + position_id.hex(),
+                "isTakeProfit": "true",
+                "price": "99000",
+                "closeBps": "5000",
+            }
+        )
     )["typedData"]
 
     def signed(**message: Any) -> dict[str, Any]:

@@ -65,7 +65,9 @@ def test_keeper_executes_a_take_profit_and_a_stop_loss_once_each(
         (short_id, False, True),
     }
     for execution in first:
-        assert trading.relay.get(execution.record_id).status.value == "confirmed"
+        record = trading.relay.get(execution.record_id)
+        assert record.status.value == "confirmed"
+        assert record.account == vault.position(execution.position_id).owner  # executed for the owner
     executed = _executed(vault, start)
     assert sorted((bytes(e["positionId"]), e["isTakeProfit"]) for e in executed) == sorted(
         [(long_id, True), (short_id, False)]

@@ -69,6 +69,7 @@ def test_seed_conversation_33_percent_off_a_btc_long(
     assert position.size == units(answer["remaining_qty"])
     record = trading.relay.get(answer["transactionId"])
     assert record.sender in {s.address for s in trading.signers}  # the relayer sent it, not the trader
+    assert record.account == trader.address  # ... for the key's account, which the record keeps
 
 
 def test_seed_conversation_over_mcp_matches_rest(

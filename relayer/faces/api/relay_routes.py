@@ -13,6 +13,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from relayer.constants import MAX_LIST_LIMIT, MAX_LIST_OFFSET
+from relayer.domain.policy import parse_raw_relay
+from relayer.domain.typed_data import parse_signed_relay, parse_typed_data_query
 from relayer.faces.api.inputs import json_object
 from relayer.runtime import Runtime
 from relayer.services.relay.service import RelayService, Submission
@@ -44,9 +46,8 @@ async def relay_signed(
 
     Body: `{"kind": "close"|"trigger", "request": <typedData.message as signed>, "signature": "0x..."}`.
     """
-    body = await json_object(request)
-    # The service blocks on the node and the journal: run it off the event loop.
-    return _answer(await service.submit_signed(body, idempotency_key=idempotency_key))
+    relay = parse_signed_relay(await json_object(request))
+    return _answer(await service.submit_signed(relay, idempotency_key=idempotency_key))
 
 
 @router.post("/api/relay/raw", status_code=202)
@@ -56,8 +57,8 @@ async def relay_raw(
     idempotency_key: str | None = Header(default=None, alias="Idempotency-Key"),
 ) -> JSONResponse:
     """Broadcast and track a transaction the user signed. Body: `{"transaction": "0x<signed bytes>"}`."""
-    body = await json_object(request)
-    return _answer(await service.submit_raw(body, idempotency_key=idempotency_key))
+    tx = parse_raw_relay(await json_object(request))
+    return _answer(await service.submit_raw(tx, idempotency_key=idempotency_key))
 
 
 @router.get("/api/relay/typed-data")
@@ -85,7 +86,7 @@ async def relay_typed_data(
         "deadline": deadline,
         "nonce": nonce,
     }
-    return await service.typed_data_for({k: v for k, v in params.items() if v is not None})
+    return await service.typed_data_for(parse_typed_data_query(params))
 
 
 @router.get("/api/transactions/{record_id}")

@@ -46,7 +46,7 @@ def api_key_of(request: Request) -> str | None:
 
 
 def _answer(outcome: TradeOutcome) -> JSONResponse:
-    return JSONResponse(status_code=outcome.status_code, content=outcome.body)
+    return JSONResponse(status_code=202 if outcome.pending else 200, content=outcome.body)
 
 
 def _body_example(example: dict[str, Any]) -> dict[str, Any]:

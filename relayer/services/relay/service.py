@@ -27,16 +27,10 @@ from relayer.config import RelaySettings
 from relayer.domain import policy
 from relayer.domain.blocks import ChainHead
 from relayer.domain.fees import Fees, gas_limit_with_margin
+from relayer.domain.policy import RawTransaction
 from relayer.domain.records import RecordPage, RelayRecord, RequestRef
 from relayer.domain.status import AttemptKind, RecordKind, TxStatus
-from relayer.domain.typed_data import (
-    check_request,
-    parse_kind,
-    parse_request,
-    parse_signature,
-    request_from_params,
-    typed_data,
-)
+from relayer.domain.typed_data import SignedRelay, TypedDataQuery, check_request, typed_data
 from relayer.errors import (
     ChainUnavailableError,
     DisallowedTransactionError,
@@ -171,30 +165,27 @@ class RelayService:
     # --- requests -----------------------------------------------------------------------------------------
 
     async def submit_signed(
-        self, body: Mapping[str, Any], *, idempotency_key: str | None = None, key_scope: str = PUBLIC_SCOPE
+        self, relay: SignedRelay, *, idempotency_key: str | None = None, key_scope: str = PUBLIC_SCOPE
     ) -> Submission:
         """Relay an EIP-712 close or set-trigger request signed by the position's owner (gasless for them).
 
-        Body: `{"kind": "close"|"trigger", "request": <the signed EIP-712 message>, "signature": "0x..."}`.
-
         Raises:
-            InvalidFieldError, InvalidSignatureError, ExpiredRequestError, InvalidNonceError: bad request.
+            InvalidSignatureError, ExpiredRequestError, InvalidNonceError: per `check_request`.
             DuplicateRequestError: the same request is already being relayed.
-            IdempotencyConflictError: the key was used with another body.
+            IdempotencyConflictError: the key was used with another request.
             RelayerError: the vault error the simulation reverted with; out of funds; node unreachable.
         """
-        fingerprint = request_hash("signed", body)
+        data = relay.calldata
+        fingerprint = request_hash("signed", {"calldata": "0x" + data.hex()})
         idempotency_key, existing = await self._begin(key_scope, idempotency_key, fingerprint)
         if existing is not None:
             return existing
-        kind = parse_kind(body.get("kind"))
-        request = parse_request(kind, body.get("request"))
-        signature = parse_signature(body.get("signature"))
+        request = relay.request
         owner = await self._owner_of(request.position_id)
         head, fees, expected_nonce = await self.chain.head_fees_and_request_nonce(owner)
         check_request(
             request,
-            signature,
+            relay.signature,
             owner=owner,
             expected_nonce=expected_nonce,
             now_s=head.timestamp,
@@ -203,14 +194,7 @@ class RelayService:
         )
         signed = RequestRef(owner, request.nonce, request.deadline)
         return await self._relay_call(
-            kind,
-            request.calldata(signature),
-            head,
-            fees,
-            fingerprint,
-            idempotency_key,
-            account=owner,
-            request=signed,
+            relay.kind, data, head, fees, fingerprint, idempotency_key, account=owner, request=signed
         )
 
     async def submit_call(
@@ -270,11 +254,10 @@ class RelayService:
         return Submission(record, True)
 
     async def submit_raw(
-        self, body: Mapping[str, Any], *, idempotency_key: str | None = None, key_scope: str = PUBLIC_SCOPE
+        self, tx: RawTransaction, *, idempotency_key: str | None = None, key_scope: str = PUBLIC_SCOPE
     ) -> Submission:
-        """Relay a transaction the user signed (e.g. the one `/api/closeposition` returned).
-
-        Body: `{"transaction": "0x<signed raw transaction>"}`.
+        """Relay a transaction the user signed (e.g. the one `/api/closeposition` returned), as decoded by
+        `policy.parse_raw_relay`.
 
         Raises:
             DisallowedTransactionError: wrong target, function, chain id, type, a gas limit too low, or a
@@ -282,15 +265,11 @@ class RelayService:
             InvalidNonceError: its nonce is already used on chain (replayed).
             RelayerError: the vault error the simulation reverted with; node unreachable.
         """
-        fingerprint = request_hash("raw", body)
+        raw = tx.raw
+        fingerprint = request_hash("raw", {"transaction": "0x" + raw.hex()})
         idempotency_key, existing = await self._begin(key_scope, idempotency_key, fingerprint)
         if existing is not None:
             return existing
-        text = body.get("transaction", body.get("rawTransaction"))
-        if not isinstance(text, str) or not _HEX_BYTES.fullmatch(text):
-            raise InvalidFieldError("transaction", "must be the signed transaction as 0x-hex (whole bytes)")
-        raw = bytes.fromhex(text[2:])
-        tx = policy.decode_raw_transaction(raw)
         policy.check_raw(tx, vault=self.vault, chain_id=self.chain.chain_id)
         raw_hash = "0x" + keccak(raw).hex()
         known = self.journal.by_hash(raw_hash)
@@ -328,25 +307,21 @@ class RelayService:
             return self._after_conflict(conflict, idempotency_key, fingerprint, raw_hash=raw_hash)
         return Submission(record, True)
 
-    async def typed_data_for(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The EIP-712 payload to sign for a close or set-trigger request, in human units in, chain units out.
-
-        Params (see `typed_data.request_from_params`; absent or None means the default): `kind`, `positionId`,
-        the request's fields, and `deadline` (unix seconds; default latest block + request TTL) and `nonce`
-        (default the owner's next vault nonce). Everything is checked before the node is asked anything.
+    async def typed_data_for(self, query: TypedDataQuery) -> dict[str, Any]:
+        """The EIP-712 payload to sign for a close or set-trigger request (`parse_typed_data_query`), with
+        the deadline (latest block + request TTL) and nonce (the owner's next vault nonce) filled in when
+        not given.
 
         Raises:
-            InvalidFieldError, InvalidPriceError, InvalidCloseBpsError: a malformed or out-of-range parameter,
-                by the same rules the relay later checks the signed request with.
             PositionNotFoundError: no position has this id.
         """
-        request = request_from_params(params)
+        request = query.request
         owner = await self._owner_of(request.position_id)
-        if params.get("deadline") is None:
+        if not query.deadline_given:
             request = replace(
                 request, deadline=(await self.chain.head()).timestamp + self.settings.request_ttl_s
             )
-        if params.get("nonce") is None:
+        if not query.nonce_given:
             request = replace(request, nonce=await self.chain.request_nonce(owner))
         return {
             "kind": request.kind.value,
