@@ -26,13 +26,8 @@ from relayer.constants import GAS_LIMIT_MARGIN_BPS
 from relayer.domain.positions import TriggerOrder
 from relayer.domain.requests import CloseAction, CloseRequest, parse_close_request
 from relayer.errors import RelayerError
-from relayer.services.builder import (
-    BuiltTransaction,
-    ClosePreview,
-    TransactionBuilder,
-    assemble,
-    encode_request,
-)
+from relayer.services.builder import TransactionBuilder, assemble, encode_request
+from relayer.services.builder_answers import BuiltTransaction, ClosePreview
 
 try:
     __version__ = version("vault-relayer")

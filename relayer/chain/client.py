@@ -7,6 +7,8 @@ there is one of each: one retry policy (`_batch`: an unanswered batch is retried
 batch that learns of the block; the vault's `maxPriceAge`, re-read after `MAX_PRICE_AGE_CACHE_S`; owners per
 position id), one place that turns node answers into values (`RpcReply`, `relayer.chain.decoding`) and
 reverts into `RelayerError`s (`relayer.chain.revert`), events into `VaultEvent`s (`relayer.chain.events`).
+The retry policy, the cache and the client's identity live in its base, `ChainClientCore`
+(`relayer.chain.client_core`); this module adds accounts and transactions, and the vault's reads.
 
 Everything one close needs (the position with its price, the latest block, the gas estimate from the owner,
 which doubles as the simulation, the owner's pending nonce) goes out as ONE batch in the common case.
@@ -15,14 +17,13 @@ which doubles as the simulation, the owner's pending nonce) goes out as ONE batc
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from eth_utils.address import to_checksum_address
 
-from relayer.chain.artifact import load_artifact
+from relayer.chain.client_core import LATEST_BLOCK, ChainClientCore, hex_of
 from relayer.chain.decoding import (
     decode_bytes32_array,
     decode_market_price,
@@ -31,24 +32,16 @@ from relayer.chain.decoding import (
     decode_uint,
 )
 from relayer.chain.events import VaultEvent, decode_events, topic_of
-from relayer.chain.jsonrpc import RpcCall, RpcPort, RpcReply
+from relayer.chain.jsonrpc import RpcCall, RpcReply
 from relayer.chain.node_errors import Kind, NodeError, classify_rpc_error
 from relayer.chain.quotes import CloseState, MarketPrice, MarketsState, PositionQuote
-from relayer.constants import (
-    MAX_PRICE_AGE_CACHE_S,
-    MAX_RPC_CALLS_PER_BATCH,
-    POSITION_OWNER_CACHE_SIZE,
-    RPC_BACKOFF_S,
-    RPC_RETRIES,
-)
 from relayer.domain import calldata
 from relayer.domain.blocks import ChainHead
-from relayer.domain.fees import Fees, node_fees
+from relayer.domain.fees import node_fees
 from relayer.domain.markets import symbol_to_bytes32
 from relayer.domain.records import Mined
-from relayer.errors import ChainUnavailableError, RelayerError, RelayerOutOfFundsError, VaultNotDeployedError
+from relayer.errors import ChainUnavailableError, RelayerError, RelayerOutOfFundsError
 
-_LATEST_BLOCK = RpcCall("eth_getBlockByNumber", ["latest", False])
 _ZERO_ADDRESS = "0x" + "00" * 20
 
 
@@ -64,184 +57,8 @@ class Receipt:
     """The wire logs, decoded into `mined.events` once the transaction is known to have succeeded."""
 
 
-class _OwnerCache:
-    """Position id -> owner, bounded (least recently used out). Owners never change for an id on one chain
-    history; after a reorg or a test's snapshot revert an id can name another owner, so readers compare the
-    cached owner with the one they just read and retry on a mismatch."""
-
-    def __init__(self, size: int = POSITION_OWNER_CACHE_SIZE) -> None:
-        self._size = size
-        self._owners: OrderedDict[bytes, str] = OrderedDict()
-
-    def get(self, position_id: bytes) -> str | None:
-        owner = self._owners.get(position_id)
-        if owner is not None:
-            self._owners.move_to_end(position_id)
-        return owner
-
-    def put(self, position_id: bytes, owner: str) -> None:
-        self._owners[position_id] = owner
-        self._owners.move_to_end(position_id)
-        if len(self._owners) > self._size:
-            self._owners.popitem(last=False)
-
-
-class ChainClient:
+class ChainClient(ChainClientCore):
     """Typed reads and writes of one vault's chain over a `RpcPort`. Call `start()` once before use."""
-
-    def __init__(
-        self,
-        port: RpcPort,
-        vault_address: str,
-        *,
-        retries: int = RPC_RETRIES,
-        backoff_s: float = RPC_BACKOFF_S,
-    ) -> None:
-        self.port = port
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self._vault = to_checksum_address(vault_address)
-        self._chain_id: int | None = None
-        self._legacy = False
-        self._owners = _OwnerCache()
-        self._max_age: tuple[float, int] | None = None  # (monotonic time read, seconds)
-        self._fee_data: tuple[int, int | None] = (-1, None)  # (block number, wei; None: no suggestion)
-        self._last_head_number = 0
-        self._node_traces = True  # until the node answers that it has no debug_traceTransaction
-
-    # --- identity ------------------------------------------------------------------------------------------
-
-    @property
-    def vault_address(self) -> str:
-        return self._vault
-
-    @property
-    def chain_id(self) -> int:
-        if self._chain_id is None:
-            raise RuntimeError("ChainClient.start() has not run")
-        return self._chain_id
-
-    @property
-    def started(self) -> bool:
-        return self._chain_id is not None
-
-    async def start(self) -> None:
-        """Read the chain id and check the vault's code, in one batch.
-
-        Raises:
-            VaultNotDeployedError: the address does not hold this build of the vault.
-            ChainUnavailableError: the node does not answer.
-        """
-        replies = await self._batch(
-            [RpcCall("eth_chainId", []), RpcCall("eth_getCode", [self._vault, "latest"]), _LATEST_BLOCK]
-        )
-        chain_id, code, head = replies[0].quantity(), replies[1].data(), replies[2].head()
-        if not load_artifact().matches_runtime_code(code):
-            raise VaultNotDeployedError(
-                "no vault with the expected code at this address", vaultAddress=self._vault
-            )
-        self._chain_id = chain_id
-        self._legacy = head.base_fee_wei is None
-
-    async def aclose(self) -> None:
-        await self.port.aclose()
-
-    # --- the one retry policy -----------------------------------------------------------------------------
-
-    async def _batch(self, calls: Sequence[RpcCall]) -> list[RpcReply]:
-        """`calls` answered, an unanswered batch retried `retries` times in all with doubling backoff.
-
-        Raises:
-            ChainUnavailableError: the node stayed silent.
-        """
-        delay = self.backoff_s
-        for attempt in range(self.retries):
-            try:
-                return await self.port.batch(calls)
-            except ChainUnavailableError as exc:
-                if attempt == self.retries - 1:
-                    raise ChainUnavailableError(
-                        f"the node did not answer after {self.retries} attempts", reason=exc.message
-                    ) from None
-            await asyncio.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _batch_chunked(self, calls: list[RpcCall]) -> list[RpcReply]:
-        replies: list[RpcReply] = []
-        for start in range(0, len(calls), MAX_RPC_CALLS_PER_BATCH):
-            replies += await self._batch(calls[start : start + MAX_RPC_CALLS_PER_BATCH])
-        return replies
-
-    async def _one(self, call: RpcCall) -> RpcReply:
-        (reply,) = await self._batch([call])
-        return reply
-
-    # --- blocks and fees (the per-block cache) ------------------------------------------------------------
-
-    async def head(self) -> ChainHead:
-        """The latest block. Raises: ChainUnavailableError (also for a node that answers no block)."""
-        return self._note_head(await self._one(_LATEST_BLOCK))
-
-    async def head_and_fees(self, *extra: RpcCall) -> tuple[ChainHead, Fees]:
-        """The latest block and the fees suggested for the next one, in one batch (the fee suggestion rides
-        along in every such batch: the block it is for is only known from the answer)."""
-        head, fees, _ = await self._head_fees_and(list(extra))
-        return head, fees
-
-    async def head_fees_and_request_nonce(self, owner: str) -> tuple[ChainHead, Fees, int]:
-        """`head_and_fees` and the vault's next signed-request nonce of `owner`, in one batch."""
-        head, fees, (reply,) = await self._head_fees_and([self._request_nonce_call(owner)])
-        return head, fees, decode_uint(reply.data())
-
-    async def _head_fees_and(self, extra: list[RpcCall]) -> tuple[ChainHead, Fees, list[RpcReply]]:
-        fee_call = self._fee_call()
-        replies = await self._batch([_LATEST_BLOCK, fee_call, *extra])
-        head = self._note_head(replies[0])
-        if self._fee_data[0] != head.number:
-            self._apply_refresh([fee_call], replies[1:2], head)
-        return head, node_fees(head.base_fee_wei, self._fee_data[1]), replies[2:]
-
-    async def fees(self, head: ChainHead) -> Fees:
-        """Suggested fees for the block after `head`: its base fee plus the node's priority-fee suggestion
-        (asked once per block; the default tip when the node lacks `eth_maxPriorityFeePerGas`), or the node's
-        gas price on a legacy chain. Caps are the caller's."""
-        if self._fee_data[0] != head.number:
-            call = self._fee_call()
-            self._apply_refresh([call], [await self._one(call)], head)
-        return node_fees(head.base_fee_wei, self._fee_data[1])
-
-    def _fee_call(self) -> RpcCall:
-        return RpcCall("eth_gasPrice" if self._legacy else "eth_maxPriorityFeePerGas", [])
-
-    def _refresh_calls(self, *, max_age: bool = True) -> list[RpcCall]:
-        """Cached values due for a refresh ride along in a request's batch: no extra round trip."""
-        calls = []
-        if max_age and self._max_age_due():
-            calls.append(self._view_call(calldata.encode_call("maxPriceAge")))
-        if self._fee_data[0] != self._last_head_number:
-            calls.append(self._fee_call())
-        return calls
-
-    def _apply_refresh(self, calls: list[RpcCall], replies: Sequence[RpcReply], head: ChainHead) -> None:
-        for call, reply in zip(calls, replies, strict=True):
-            if call.method == "eth_call":
-                self._max_age = (asyncio.get_running_loop().time(), decode_uint(reply.data()))
-            elif reply.error is None:
-                self._fee_data = (head.number, reply.quantity())
-            else:  # a node without eth_maxPriorityFeePerGas: no suggestion, the default tip for this block
-                self._fee_data = (head.number, None)
-
-    def _max_age_due(self) -> bool:
-        return (
-            self._max_age is None
-            or asyncio.get_running_loop().time() - self._max_age[0] > MAX_PRICE_AGE_CACHE_S
-        )
-
-    def _note_head(self, reply: RpcReply) -> ChainHead:
-        head = reply.head()
-        self._last_head_number = max(self._last_head_number, head.number)
-        return head
 
     # --- accounts and transactions ------------------------------------------------------------------------
 
@@ -263,14 +80,6 @@ class ChainClient:
             RelayerError: the decoded vault error when the call reverts (nothing is ever sent then).
         """
         return self._estimate((await self._batch([_estimate_call(sender, to, data, value_wei)]))[0])
-
-    @staticmethod
-    def _estimate(reply: RpcReply) -> int:
-        if reply.error is not None:
-            refusal = classify_rpc_error(reply.error)
-            if refusal.kind is Kind.INSUFFICIENT_FUNDS:
-                raise RelayerOutOfFundsError("the sender cannot pay for this call", **refusal.details())
-        return reply.quantity()
 
     async def balance_and_estimate(self, sender: str, to: str, data: bytes) -> tuple[int, int]:
         """`sender`'s balance and `estimate_gas` of the call from it, in one batch.
@@ -319,7 +128,7 @@ class ChainClient:
     ) -> tuple[ChainHead, dict[str, int]]:
         """The latest block and the transaction count of each address at `block`, in one batch."""
         calls = [RpcCall("eth_getTransactionCount", [to_checksum_address(a), block]) for a in addresses]
-        replies = await self._batch_chunked([_LATEST_BLOCK, *calls])
+        replies = await self._batch_chunked([LATEST_BLOCK, *calls])
         head = self._note_head(replies[0])
         return head, {a: r.quantity() for a, r in zip(addresses, replies[1:], strict=True)}
 
@@ -353,7 +162,7 @@ class ChainClient:
         params = {
             "from": to_checksum_address(sender),
             "to": to_checksum_address(to),
-            "data": _hex(data),
+            "data": hex_of(data),
             "gas": hex(gas),
         }
         return await self._one(RpcCall("eth_call", [params, hex(block_number)]))
@@ -377,9 +186,6 @@ class ChainClient:
     async def request_nonce(self, owner: str) -> int:
         """The vault's next signed-request nonce of `owner`."""
         return decode_uint((await self._one(self._request_nonce_call(owner))).data())
-
-    def _request_nonce_call(self, owner: str) -> RpcCall:
-        return self._view_call(calldata.encode_call("nonces", to_checksum_address(owner)))
 
     async def operators_approved(self, owner: str, operators: Sequence[str]) -> list[bool]:
         """Whether `owner` approved each of `operators` as its vault operator, in one batch."""
@@ -415,7 +221,7 @@ class ChainClient:
     async def read_close_state(self, position_id: bytes, data: bytes) -> CloseState:
         """The position, price, head, fees, and `data` simulated (gas-estimated) from the position's owner."""
         owner = self._owners.get(position_id)
-        calls = [self._view_call(calldata.encode_call("getPositionWithPrice", position_id)), _LATEST_BLOCK]
+        calls = [self._view_call(calldata.encode_call("getPositionWithPrice", position_id)), LATEST_BLOCK]
         extra = self._refresh_calls()
         calls += extra
         if owner is not None:
@@ -441,7 +247,7 @@ class ChainClient:
             return await self._state(quote, head, nonce_value, None, error)
 
     async def read_positions(self, position_ids: Sequence[bytes]) -> tuple[ChainHead, list[PositionQuote]]:
-        calls = [_LATEST_BLOCK]
+        calls = [LATEST_BLOCK]
         calls += [self._view_call(calldata.encode_call("getPositionWithPrice", pid)) for pid in position_ids]
         replies = await self._batch_chunked(calls)
         head = self._note_head(replies[0])
@@ -460,7 +266,7 @@ class ChainClient:
             [
                 self._view_call(calldata.encode_call("markets")),
                 self._view_call(calldata.encode_call("maxPriceAge")),
-                _LATEST_BLOCK,
+                LATEST_BLOCK,
             ]
         )
         symbols = decode_markets(first[0].data())
@@ -500,9 +306,6 @@ class ChainClient:
             simulation_error=error,
         )
 
-    def _view_call(self, data: bytes) -> RpcCall:
-        return RpcCall("eth_call", [{"to": self._vault, "data": _hex(data)}, "latest"])
-
     def _owner_calls(self, owner: str, data: bytes) -> list[RpcCall]:
         return [
             _estimate_call(owner, self._vault, data, 0),
@@ -521,7 +324,7 @@ def _estimate_call(sender: str, to: str, data: bytes, value_wei: int) -> RpcCall
     params: dict[str, str] = {
         "from": to_checksum_address(sender),
         "to": to_checksum_address(to),
-        "data": _hex(data),
+        "data": hex_of(data),
     }
     if value_wei:
         params["value"] = hex(value_wei)
@@ -547,7 +350,3 @@ def _receipt(tx_hash: str, raw: dict[str, Any]) -> Receipt:
         transaction_index=quantity(raw.get("transactionIndex"), "receipt transaction index"),
         logs=list(logs) if isinstance(logs, list) else [],
     )
-
-
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()

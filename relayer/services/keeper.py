@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from relayer.domain import calldata
 from relayer.domain.positions import crossed_trigger
 from relayer.errors import PositionNotFoundError, RelayerError, TriggerNotCrossedError
-from relayer.services.relay.service import KEEPER_SCOPE, RelayService
+from relayer.services.relay.service import RelayService
+from relayer.services.relay.values import KEEPER_SCOPE
 
 log = logging.getLogger("relayer.keeper")
 

@@ -45,8 +45,10 @@ from relayer.errors import (
     PositionNotFoundError,
     TransactionNotFoundError,
 )
-from relayer.services.builder import BuiltTransaction, PositionSummary, TransactionBuilder
-from relayer.services.relay.service import CheckedCall, RelayService
+from relayer.services.builder import TransactionBuilder
+from relayer.services.builder_answers import BuiltTransaction, PositionSummary
+from relayer.services.relay.service import RelayService
+from relayer.services.relay.values import CheckedCall
 from relayer.services.trading_answers import (
     TradeOutcome,
     fill_from_preview,

@@ -19,7 +19,7 @@ from relayer.domain.positions import Position, realized_pnl_e8, side_name
 from relayer.domain.records import RelayRecord
 from relayer.domain.units import size_text, usd_text
 from relayer.errors import RelayerError, restore_error
-from relayer.services.builder import BuiltTransaction
+from relayer.services.builder_answers import BuiltTransaction
 
 
 @dataclass(frozen=True)

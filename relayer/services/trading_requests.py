@@ -18,7 +18,7 @@ from relayer.domain.exits import allowed_price_for_slippage
 from relayer.domain.positions import Position
 from relayer.domain.units import parse_bool, parse_fixed
 from relayer.errors import InvalidFieldError
-from relayer.services.relay.service import request_hash
+from relayer.services.relay.values import request_hash
 
 
 @dataclass(frozen=True)

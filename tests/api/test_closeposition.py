@@ -63,7 +63,7 @@ def orders_on_chain(vault: VaultReader, position_id: bytes) -> tuple[Any, Any]:
 
     def shown(order: Any) -> Any:
         return (
-            {"price": format_fixed(order.price_e8, 8), "closePercent": order.close_bps}
+            {"price": format_fixed(order.price_e8, 8), "closeBps": order.close_bps}
             if order.active
             else None
         )
@@ -170,8 +170,8 @@ def test_modify_take_profit_and_stop_loss_only(
     assert result["action"] == "set_triggers"
     preview = result["preview"]
     assert (preview["sizeDelta"], preview["sizeAfter"], preview["realizedPnl"]) == ("0", "2", "0")
-    assert preview["takeProfit"] == {"price": take_profit, "closePercent": 5000}
-    assert preview["stopLoss"] == {"price": stop_loss, "closePercent": 10000}
+    assert preview["takeProfit"] == {"price": take_profit, "closeBps": 5000}
+    assert preview["stopLoss"] == {"price": stop_loss, "closeBps": 10000}
     receipt = sign_and_send(accounts[1], result["transaction"])
     assert vault.contract.events.PositionDecreased().process_receipt(receipt, errors=DISCARD) == ()
     assert len(vault.contract.events.TriggerSet().process_receipt(receipt, errors=DISCARD)) == 2
@@ -206,7 +206,7 @@ def test_partial_close_and_move_the_stop_in_one_transaction(
     receipt = sign_and_send(accounts[1], result["transaction"])
     assert_fill_matches(decreased(vault, receipt), preview)
     assert_remaining_pnl(vault, position_id, preview)
-    assert orders_on_chain(vault, position_id) == (None, {"price": stop_loss, "closePercent": 10000})
+    assert orders_on_chain(vault, position_id) == (None, {"price": stop_loss, "closeBps": 10000})
 
 
 def test_cancelling_an_order(
@@ -219,7 +219,7 @@ def test_cancelling_an_order(
     position_id = open_position()
     first = build(client, positionId=pid_hex(position_id), takeProfit="100000", takeProfitClosePercent=2500)
     sign_and_send(accounts[1], first["transaction"])
-    assert orders_on_chain(vault, position_id)[0] == {"price": "100000", "closePercent": 2500}
+    assert orders_on_chain(vault, position_id)[0] == {"price": "100000", "closeBps": 2500}
     cancel = build(client, positionId=pid_hex(position_id), takeProfit=0)
     assert cancel["preview"]["takeProfit"] is None
     sign_and_send(accounts[1], cancel["transaction"])

@@ -34,7 +34,8 @@ from relayer.domain.fees import Fees
 from relayer.domain.positions import Position, TriggerOrder
 from relayer.domain.requests import parse_close_request
 from relayer.domain.units import format_fixed
-from relayer.services.builder import BuiltTransaction, assemble, encode_request
+from relayer.services.builder import assemble, encode_request
+from relayer.services.builder_answers import BuiltTransaction
 from tests.interop.conftest import JsSign
 
 QUANTITIES = ("chainId", "nonce", "gas", "value", "maxFeePerGas", "maxPriorityFeePerGas", "gasPrice")

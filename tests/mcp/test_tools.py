@@ -74,13 +74,13 @@ def test_every_tool_end_to_end(
     assert trading.relay.journal.all() == []
 
     tp = tool_json(trading.mcp("set_take_profit", {"position_id": btc_id, "price": "99000", "api_key": key}))
-    assert tp["takeProfit"] == {"price": "99000", "closePercent": 10000}
+    assert tp["takeProfit"] == {"price": "99000", "closeBps": 10000}
     sl = tool_json(
         trading.mcp("set_stop_loss", {"position_id": btc_id, "price": 95000, "close_pct": 25, "api_key": key})
     )
-    assert sl["stopLoss"] == {"price": "95000", "closePercent": 2500}
+    assert sl["stopLoss"] == {"price": "95000", "closeBps": 2500}
     even = tool_json(trading.mcp("move_to_breakeven", {"position_id": btc_id, "api_key": key}))
-    assert even["stopLoss"] == {"price": "96000", "closePercent": 10000}
+    assert even["stopLoss"] == {"price": "96000", "closeBps": 10000}
     assert vault.position(btc).take_profit == TriggerOrder(usd("99000"), 10_000)
     assert vault.position(btc).stop_loss == TriggerOrder(usd("96000"), 10_000)
 

@@ -24,9 +24,9 @@ from relayer.config import RelaySettings
 from relayer.domain.typed_data import parse_typed_data_query
 from relayer.faces.api.errors import install_error_handlers
 from relayer.faces.api.relay_routes import relay_service, router
-from relayer.services.relay.sender import SenderHooks
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.signers import Signer
+from relayer.services.relay.values import SenderHooks
 from tests.blocking import Blocking, client_on
 
 

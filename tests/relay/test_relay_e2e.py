@@ -16,7 +16,8 @@ from relayer.chain.transact import build_transaction
 from relayer.chain.vault import VaultReader
 from relayer.domain import calldata
 from relayer.domain.typed_data import parse_signed_relay, parse_typed_data_query
-from relayer.services.relay.service import KEEPER_SCOPE, RelayService
+from relayer.services.relay.service import RelayService
+from relayer.services.relay.values import KEEPER_SCOPE
 from tests.blocking import Blocking
 from tests.conftest import units, usd
 from tests.relay.conftest import http_client, settle

@@ -27,8 +27,8 @@ from relayer.errors import (
     RequestExpiredBeforeSendError,
     restore_error,
 )
-from relayer.services.relay.sender import SenderHooks
 from relayer.services.relay.service import RelayService
+from relayer.services.relay.values import SenderHooks
 from tests.blocking import Blocking
 from tests.conftest import units
 from tests.relay.conftest import Crash, FakeClock, crash, http_client, settle, until_crash

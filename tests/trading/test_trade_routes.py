@@ -98,9 +98,9 @@ def test_take_profit_and_stop_loss_set_replace_and_cancel(
     sl = trading.post("/api/trade/stoploss", {**body, "price": "94000.5"}, key)
 
     assert tp.status_code == sl.status_code == 200, (tp.text, sl.text)
-    assert tp.json()["takeProfit"] == {"price": "99000", "closePercent": 4000}
-    assert sl.json()["stopLoss"] == {"price": "94000.5", "closePercent": 10000}
-    assert sl.json()["takeProfit"] == {"price": "99000", "closePercent": 4000}
+    assert tp.json()["takeProfit"] == {"price": "99000", "closeBps": 4000}
+    assert sl.json()["stopLoss"] == {"price": "94000.5", "closeBps": 10000}
+    assert sl.json()["takeProfit"] == {"price": "99000", "closeBps": 4000}
     assert sl.json()["transactionHash"] == trading.relay.get(sl.json()["transactionId"]).mined.tx_hash
     on_chain = vault.position(position_id)
     assert on_chain.take_profit == TriggerOrder(usd("99000"), 4000)
@@ -199,7 +199,7 @@ def test_move_to_breakeven_in_profit_and_not(
     set_market_price("BTCUSDT", "96800")
     moved = trading.post("/api/trade/breakeven", {"positionId": _pid(long_id)}, key)
     assert moved.status_code == 200, moved.text
-    assert moved.json()["stopLoss"] == {"price": "96000", "closePercent": 10000}
+    assert moved.json()["stopLoss"] == {"price": "96000", "closeBps": 10000}
     assert vault.position(long_id).stop_loss == TriggerOrder(usd("96000"), 10_000)
 
     set_market_price("ETHUSDT", "3400")
@@ -229,7 +229,7 @@ def test_get_positions_with_pnl_and_orders(
     positions = {p["positionId"]: p for p in everything.json()["positions"]}
     assert set(positions) == {_pid(btc), _pid(eth)}
     assert positions[_pid(btc)]["unrealizedPnl"] == "84"  # 0.42 x $200
-    assert positions[_pid(btc)]["takeProfit"] == {"price": "99000", "closePercent": 5000}
+    assert positions[_pid(btc)]["takeProfit"] == {"price": "99000", "closeBps": 5000}
     assert positions[_pid(btc)]["stopLoss"] is None
     assert positions[_pid(eth)]["unrealizedPnl"] == "0"
     assert [p["positionId"] for p in only_eth.json()["positions"]] == [_pid(eth)]

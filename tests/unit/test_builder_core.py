@@ -32,7 +32,8 @@ from relayer.errors import (
     SizeDeltaExceedsPositionError,
     StalePriceError,
 )
-from relayer.services.builder import BuiltTransaction, assemble, check_request, encode_request
+from relayer.services.builder import assemble, check_request, encode_request
+from relayer.services.builder_answers import BuiltTransaction
 
 OWNER = Account.from_key("0x" + "11" * 32)
 VAULT = "0xF2E246BB76DF876Cef8b38ae84130F4F55De395b"

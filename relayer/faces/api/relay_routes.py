@@ -17,7 +17,8 @@ from relayer.domain.policy import parse_raw_relay
 from relayer.domain.typed_data import parse_signed_relay, parse_typed_data_query
 from relayer.faces.api.inputs import json_object
 from relayer.runtime import Runtime
-from relayer.services.relay.service import RelayService, Submission
+from relayer.services.relay.service import RelayService
+from relayer.services.relay.values import Submission
 
 router = APIRouter(tags=["relay"])
 

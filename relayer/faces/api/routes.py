@@ -19,7 +19,8 @@ from pydantic import BaseModel
 
 from relayer.faces.api import schemas
 from relayer.faces.api.inputs import json_object
-from relayer.services.builder import TransactionBuilder, markets_to_dict
+from relayer.services.builder import TransactionBuilder
+from relayer.services.builder_answers import markets_to_dict
 
 router = APIRouter()
 

@@ -105,8 +105,10 @@ class TransactionDoc(BaseModel):
 
 
 class OrderDoc(BaseModel):
-    price: str = Field(examples=["105000"])
-    closePercent: int = Field(examples=[5000])
+    price: str = Field(examples=["105000"], description="Trigger price, USD.")
+    closeBps: int = Field(
+        examples=[5000], description="Basis points of the size at execution to close, 1..10000 (10000 = all)."
+    )
 
 
 class PreviewDoc(BaseModel):

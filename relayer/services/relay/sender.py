@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eth_utils.crypto import keccak
@@ -29,89 +29,37 @@ from relayer.chain.events import decode_events, json_args
 from relayer.chain.failure import why_reverted
 from relayer.chain.node_errors import Kind, NodeError
 from relayer.config import RelaySettings
-from relayer.domain.fees import Fees, fee_fields
+from relayer.domain.fees import Fees
 from relayer.domain.policy import RawTransaction, bump_fees
-from relayer.domain.records import Attempt, Mined, RelayRecord, RequestRef
+from relayer.domain.records import Attempt, Mined, RelayRecord
 from relayer.domain.status import AttemptKind, RecordKind, TxStatus
 from relayer.errors import FeeCapReachedError, NonceUsedElsewhereError
 from relayer.services.relay.nonces import NonceAllocator
 from relayer.services.relay.signers import Signer, SignerPool
+from relayer.services.relay.values import NOOP_GAS, CallPlan, SenderHooks, attempt_fees, build_tx
 from relayer.stores.journal import Journal
 
 log = logging.getLogger("relayer.relay")
 
-NOOP_GAS = 21_000
-"""Intrinsic gas of a plain value transfer: a no-op self-transfer needs exactly this, on every EVM chain."""
+
+@dataclass(eq=False)
+class RelayParts:
+    """What the relay's working halves share (`Sender` sends, `Rounds` moves records on): the journal, the
+    chain, the signers with their nonces, the settings and the clock."""
+
+    journal: Journal
+    chain: ChainClient
+    pool: SignerPool
+    nonces: NonceAllocator
+    settings: RelaySettings
+    clock: Callable[[], float] = time.time
 
 
-@dataclass(frozen=True)
-class SenderHooks:
-    """Test seams to simulate a crash: called right after the journal commit, and right after the node
-    accepted an attempt (before the journal notes it). A hook that raises stops the sender right there."""
-
-    after_journal: Callable[[RelayRecord], None] | None = None
-    after_broadcast: Callable[[RelayRecord, Attempt], None] | None = None
-
-
-@dataclass(frozen=True)
-class CallPlan:
-    """A checked, simulated vault call waiting for a nonce and a signature."""
-
-    kind: RecordKind
-    to: str
-    data: bytes
-    gas_limit: int
-    fees: Fees
-    request_hash: str
-    idempotency_key: str | None = None
-    account: str | None = None
-    """The account the call acts for (kept on the record)."""
-    request: RequestRef | None = None
-
-
-def build_tx(
-    *, chain_id: int, nonce: int, to: str, data: bytes, value_wei: int, gas: int, fees: Fees
-) -> dict[str, Any]:
-    """A signable transaction dict (type 2, or legacy on chains without a base fee)."""
-    return {
-        "chainId": chain_id,
-        "nonce": nonce,
-        "to": to,
-        "data": data,
-        "value": value_wei,
-        "gas": gas,
-        **fee_fields(fees),
-    }
-
-
-def attempt_fees(attempt: Attempt, *, legacy: bool) -> Fees:
-    """The fees an attempt was signed with (legacy attempts keep their gas price as max fee)."""
-    if legacy:
-        return Fees(0, 0, attempt.max_fee_per_gas_wei)
-    return Fees(attempt.max_fee_per_gas_wei, attempt.max_priority_fee_per_gas_wei)
-
-
-class Sender:
+@dataclass(eq=False)
+class Sender(RelayParts):
     """Signs, journals and broadcasts for `RelayService`; owns every status change after a record exists."""
 
-    def __init__(
-        self,
-        journal: Journal,
-        chain: ChainClient,
-        pool: SignerPool,
-        nonces: NonceAllocator,
-        settings: RelaySettings,
-        *,
-        clock: Callable[[], float] = time.time,
-        hooks: SenderHooks | None = None,
-    ) -> None:
-        self.journal = journal
-        self.chain = chain
-        self.pool = pool
-        self.nonces = nonces
-        self.settings = settings
-        self.clock = clock
-        self.hooks = hooks or SenderHooks()
+    hooks: SenderHooks = field(default_factory=SenderHooks)
 
     # --- new records --------------------------------------------------------------------------------------
 

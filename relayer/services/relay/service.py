@@ -3,21 +3,16 @@
 Requests in (a signed EIP-712 request, a user-signed raw transaction, or a vault call the relayer makes as an
 operator), checked off-chain and simulated, then handed to the write-ahead `Sender`. `tick()` moves every
 unfinished record forward (receipts, confirmations, replacement, expiry); `resume()` does the same after a
-restart, re-sending journaled bytes first. Every step re-reads the record and compare-and-sets its status, so
-running any of them twice, or after a crash, is harmless.
+restart, re-sending journaled bytes first (both done by `Rounds`, rounds.py). Every step re-reads the record
+and compare-and-sets its status, so running any of them twice, or after a crash, is harmless.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import hashlib
-import json
-import logging
-import re
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from eth_utils.crypto import keccak
@@ -29,110 +24,34 @@ from relayer.domain.blocks import ChainHead
 from relayer.domain.fees import Fees, gas_limit_with_margin
 from relayer.domain.policy import RawTransaction
 from relayer.domain.records import RecordPage, RelayRecord, RequestRef
-from relayer.domain.status import AttemptKind, RecordKind, TxStatus
+from relayer.domain.status import RecordKind
 from relayer.domain.typed_data import SignedRelay, TypedDataQuery, check_request, typed_data
 from relayer.errors import (
-    ChainUnavailableError,
     DisallowedTransactionError,
     DuplicateRequestError,
     IdempotencyConflictError,
-    InvalidFieldError,
     InvalidNonceError,
     PositionNotFoundError,
-    RelayerError,
-    RelayerOutOfFundsError,
-    RequestExpiredBeforeSendError,
     TransactionNotFoundError,
 )
-from relayer.services.periodic import Periodic
+from relayer.services.relay import funding
 from relayer.services.relay.nonces import NonceAllocator
-from relayer.services.relay.sender import CallPlan, Sender, SenderHooks
+from relayer.services.relay.rounds import Rounds
+from relayer.services.relay.sender import Sender
 from relayer.services.relay.signers import Signer, SignerPool
+from relayer.services.relay.values import (
+    PUBLIC_SCOPE,
+    CallPlan,
+    CheckedCall,
+    SenderHooks,
+    SignerStatus,
+    Submission,
+    request_hash,
+    scoped_key,
+)
 from relayer.stores.journal import Journal, JournalConflict
 
-log = logging.getLogger("relayer.relay")
-
 _ZERO_ADDRESS = "0x" + "00" * 20
-_HEX_BYTES = re.compile(r"0x(?:[0-9a-fA-F]{2})+", re.ASCII)  # exact: `bytes.fromhex` alone skips whitespace
-
-
-PUBLIC_SCOPE = "public"
-"""The idempotency-key namespace of anonymous callers (signed and raw relays)."""
-KEEPER_SCOPE = "keeper"
-"""The keeper's namespace: no client can name it, so no client can squat an order's key."""
-MAX_IDEMPOTENCY_KEY_CHARS = 200
-
-
-def scoped_key(scope: str, key: str | None) -> str | None:
-    """`scope:key`: callers share one journal but never one key space (a client must not be able to take
-    the key the keeper, or another account, will use).
-
-    Raises:
-        InvalidFieldError: a key that is empty or longer than 200 characters.
-    """
-    if key is None:
-        return None
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
-        raise InvalidFieldError("Idempotency-Key", f"must be 1..{MAX_IDEMPOTENCY_KEY_CHARS} characters")
-    return f"{scope}:{key}"
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A relay answer: the record, and whether this call created it (False: an idempotent repeat)."""
-
-    record: RelayRecord
-    created: bool
-
-
-@dataclass(frozen=True)
-class SignerStatus:
-    """What an operator needs to see of one relayer signer."""
-
-    address: str
-    balance_wei: int
-    low_balance: bool
-    chain_latest_nonce: int
-    chain_pending_nonce: int
-    journal_next_nonce: int
-    in_flight: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "address": self.address,
-            "balanceWei": str(self.balance_wei),
-            "lowBalance": self.low_balance,
-            "chainLatestNonce": self.chain_latest_nonce,
-            "chainPendingNonce": self.chain_pending_nonce,
-            "journalNextNonce": self.journal_next_nonce,
-            "inFlight": self.in_flight,
-        }
-
-
-def request_hash(endpoint: str, body: Mapping[str, Any]) -> str:
-    """A stable fingerprint of a request body for the idempotency rule (key order and spacing ignored)."""
-    canonical = json.dumps(
-        {"endpoint": endpoint, "body": body}, sort_keys=True, separators=(",", ":"), default=str
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class CheckedCall:
-    """A vault call the builder built, checked and simulated for `account`: the relay journals and sends it
-    without checking, simulating or looking up its idempotency key again (the caller did all three)."""
-
-    data: bytes
-    kind: RecordKind
-    gas_estimate: int
-    """The builder's simulation (from the position's owner); the signer's gas limit adds the usual margin."""
-    head: ChainHead
-    fees: Fees
-    """The block the builder read and the fees suggested for the next one (capped here by the relay's max)."""
-    account: str
-    fingerprint: str
-    idempotency_key: str | None
-    key_scope: str
 
 
 class RelayService:
@@ -156,11 +75,9 @@ class RelayService:
         self.journal = journal or Journal(settings.journal_path)
         self.nonces = NonceAllocator()
         self.clock = clock
-        self.sender = Sender(self.journal, chain, self.pool, self.nonces, settings, clock=clock, hooks=hooks)
-        self._loop = Periodic("relay-loop", self._round, settings.poll_interval_s)
-        self._tick_lock = asyncio.Lock()
-        self._resume_lock = asyncio.Lock()
-        self._resumed = False
+        parts = (self.journal, chain, self.pool, self.nonces, settings, clock)  # `RelayParts`, shared
+        self.sender = Sender(*parts, hooks=hooks or SenderHooks())
+        self.rounds = Rounds(*parts, sender=self.sender)
 
     # --- requests -----------------------------------------------------------------------------------------
 
@@ -230,13 +147,13 @@ class RelayService:
             RelayerOutOfFundsError: no signer can pay for it.
             IdempotencyConflictError: the key was taken meanwhile by another request.
         """
-        await self._ensure_resumed()
+        await self.rounds.ensure_resumed()
         key = scoped_key(call.key_scope, call.idempotency_key)
         fees = policy.cap_fees(
             call.fees, self.settings.max_fee_per_gas_wei, base_fee_wei=call.head.base_fee_wei
         )
         gas_limit = gas_limit_with_margin(call.gas_estimate)
-        signer = await self._funded_signer(gas_limit, fees.price_cap_wei)
+        signer = await funding.funded_signer(self.chain, self.pool, gas_limit, fees.price_cap_wei)
         plan = CallPlan(
             kind=call.kind,
             to=self.vault,
@@ -366,7 +283,7 @@ class RelayService:
             InvalidFieldError: a malformed key.
             IdempotencyConflictError: the key was used with another request.
         """
-        await self._ensure_resumed()
+        await self.rounds.ensure_resumed()
         key = scoped_key(key_scope, idempotency_key)
         return key, self._idempotent(key, fingerprint)
 
@@ -411,7 +328,9 @@ class RelayService:
     ) -> Submission:
         """Simulate from a signer that can pay, then journal and send. Never sends what did not simulate."""
         fees = policy.cap_fees(fees, self.settings.max_fee_per_gas_wei, base_fee_wei=head.base_fee_wei)
-        signer, gas_limit = await self._pick_signer(data, fees.price_cap_wei)
+        signer, gas_limit = await funding.pick_signer(
+            self.chain, self.pool, self.vault, data, fees.price_cap_wei
+        )
         plan = CallPlan(
             kind=kind,
             to=self.vault,
@@ -429,33 +348,6 @@ class RelayService:
             return self._after_conflict(conflict, idempotency_key, fingerprint)
         return Submission(record, True)
 
-    async def _funded_signer(self, gas_limit: int, price_cap_wei: int) -> Signer:
-        """The next signer (round-robin) whose balance covers `gas_limit` gas at the cap."""
-        shortfall: dict[str, str] = {}
-        for signer in self.pool.rotation():
-            balance = await self.chain.balance(signer.address)
-            if balance >= gas_limit * price_cap_wei:
-                return signer
-            shortfall[signer.address] = str(balance)
-        raise RelayerOutOfFundsError("no relayer signer can pay for this transaction", balancesWei=shortfall)
-
-    async def _pick_signer(self, data: bytes, price_cap_wei: int) -> tuple[Signer, int]:
-        """The next signer (round-robin) whose balance covers the worst-case cost, and the gas limit: each
-        signer's balance and simulation (`eth_estimateGas` from it) asked in one batch."""
-        shortfall: dict[str, str] = {}
-        for signer in self.pool.rotation():
-            try:
-                # Estimation is the simulation: a revert raises the decoded vault error, nothing is signed.
-                balance, estimate = await self.chain.balance_and_estimate(signer.address, self.vault, data)
-            except RelayerOutOfFundsError as error:
-                shortfall[signer.address] = str(error.details.get("balanceWei", "0"))
-                continue
-            gas_limit = gas_limit_with_margin(estimate)
-            if balance >= gas_limit * price_cap_wei:  # the worst case: every unit of gas at the cap
-                return signer, gas_limit
-            shortfall[signer.address] = str(balance)
-        raise RelayerOutOfFundsError("no relayer signer can pay for this transaction", balancesWei=shortfall)
-
     async def _owner_of(self, position_id: bytes) -> str:
         """The owner a signed request about `position_id` must come from.
 
@@ -467,146 +359,35 @@ class RelayService:
             raise PositionNotFoundError.unknown(position_id)
         return owner
 
-    # --- moving records forward ---------------------------------------------------------------------------
+    # --- moving records forward (`Rounds`) ----------------------------------------------------------------
 
     async def resume(self) -> int:
-        """After a (re)start: reconcile nonces with the chain, then finish or re-send every unfinished record.
+        """After a (re)start: reconcile nonces, then finish or re-send every unfinished record (`Rounds`).
 
         Returns the number of unfinished records found.
         """
-        for address in self.pool.addresses:
-            self.nonces.reconcile(address, await self.chain.nonce(address, "pending"))
-        unfinished = await self._advance_all(resending=True)
-        self._resumed = True
-        return unfinished
-
-    async def _ensure_resumed(self) -> None:
-        """Resume once before the first new nonce is taken, whoever gets there first (a request or the loop).
-
-        Without this a request arriving before the loop's first round would allocate from a counter that has
-        not seen the chain's nonces yet, and lose its transaction to an already used nonce.
-        """
-        if self._resumed:
-            return
-        async with self._resume_lock:
-            if not self._resumed:
-                await self.resume()
+        return await self.rounds.resume()
 
     async def tick(self) -> int:
         """One round of the background loop; returns how many records are still unfinished."""
-        return await self._advance_all(resending=False)
-
-    async def _advance_all(self, *, resending: bool) -> int:
-        async with self._tick_lock:
-            pending = self.journal.pending()
-            if not pending:
-                return 0
-            senders = sorted({r.sender for r in pending if r.status is not TxStatus.MINED})
-            try:  # the head and every sender's mined nonce, in one batch
-                head, mined_nonce = await self.chain.head_and_nonces(senders)
-            except ChainUnavailableError:
-                log.warning("node unreachable; %d unfinished records wait for it", len(pending))
-                return len(pending)
-            for record in pending:
-                try:
-                    await self._advance(record, head, mined_nonce, resending=resending)
-                except ChainUnavailableError:
-                    log.warning("node unreachable; relay loop will retry")
-                    break
-                except RelayerError as exc:
-                    log.warning("record=%s code=%s reason=%s", record.id, exc.code, exc.message)
-            return len(self.journal.pending())
-
-    async def _advance(
-        self, record: RelayRecord, head: ChainHead, mined_nonce: dict[str, int], *, resending: bool
-    ) -> None:
-        if record.status is TxStatus.MINED:
-            await self._confirm(record, head)
-            return
-        if record.sender not in mined_nonce:
-            mined_nonce[record.sender] = await self.chain.nonce(record.sender, "latest")
-        if mined_nonce[record.sender] > record.nonce:
-            await self.sender.settle_used_nonce(
-                record
-            )  # one of our hashes mined, or a stranger's transaction
-            fresh = self.journal.get(record.id)
-            if fresh is not None and fresh.status is TxStatus.MINED:
-                await self._confirm(fresh, head, just_seen=True)
-            return
-        if record.kind.is_ours:
-            has_noop = any(a.kind is AttemptKind.NOOP for a in record.attempts)
-            deadline = None if record.request is None else record.request.deadline
-            if deadline is not None and head.timestamp >= deadline and not has_noop:
-                error = RequestExpiredBeforeSendError(
-                    "the signed request's deadline passed before it was mined; its nonce was freed (no-op)",
-                    deadline=deadline,
-                    timestamp=head.timestamp,
-                ).to_dict()
-                await self.sender.fill_nonce(record, TxStatus.EXPIRED, error)
-                return
-            if self.clock() - record.latest.created_at >= self.settings.replace_after_s:
-                await self.sender.replace(record)
-                return
-        if resending or record.status is TxStatus.QUEUED or record.latest.broadcast_at is None:
-            await self.sender.broadcast(record, record.latest)
-
-    async def _confirm(self, record: RelayRecord, head: ChainHead, *, just_seen: bool = False) -> None:
-        """Confirm once buried deep enough, re-reading the receipt to catch a reorg (unless it was read this
-        very round, against the same head)."""
-        assert record.mined is not None
-        if head.number - record.mined.block_number + 1 < self.settings.confirmations:
-            return
-        if just_seen:
-            self.journal.transition(record.id, TxStatus.MINED, TxStatus.CONFIRMED, now=self.clock())
-            return
-        receipt = await self.chain.receipt(record.mined.tx_hash)
-        if receipt is None or receipt.mined.block_hash != record.mined.block_hash:
-            log.warning("record %s: block %d was reorganized away", record.id, record.mined.block_number)
-            self.journal.transition(
-                record.id, TxStatus.MINED, TxStatus.SUBMITTED, now=self.clock(), clear_mined=True
-            )
-            return
-        self.journal.transition(record.id, TxStatus.MINED, TxStatus.CONFIRMED, now=self.clock())
-
-    # --- background loop ----------------------------------------------------------------------------------
+        return await self.rounds.tick()
 
     def start(self) -> None:
-        """Start the background loop (a task on the running event loop): `resume()` once (unless a request
-        already did), then `tick()` every poll interval."""
-        self._loop.start()
+        """Start the background loop: `resume()` once (unless a request already did), then `tick()` every poll
+        interval."""
+        self.rounds.start()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the loop after its current round."""
-        await self._loop.stop(timeout_s)
-
-    async def _round(self) -> None:
-        if self._resumed:
-            await self.tick()
-        else:
-            await self._ensure_resumed()
+        await self.rounds.stop(timeout_s)
 
     # --- operators ----------------------------------------------------------------------------------------
 
     async def signers_status(self) -> builtins.list[SignerStatus]:
         """Balances and nonces (chain latest / pending vs the journal's next) of every signer."""
-        summary = self.journal.nonce_summary()
-        statuses = []
-        for address in self.pool.addresses:
-            balance = await self.chain.balance(address)
-            top, live = summary.get(address, (-1, 0))
-            pending_nonce = await self.chain.nonce(address, "pending")
-            statuses.append(
-                SignerStatus(
-                    address=address,
-                    balance_wei=balance,
-                    low_balance=policy.is_low_balance(balance, self.settings.min_signer_balance_wei),
-                    chain_latest_nonce=await self.chain.nonce(address, "latest"),
-                    chain_pending_nonce=pending_nonce,
-                    journal_next_nonce=max(top + 1, self.nonces.floor(address)),
-                    in_flight=live,
-                )
-            )
-        return statuses
+        return await funding.signers_status(
+            self.chain, self.pool, self.journal, self.nonces, self.settings.min_signer_balance_wei
+        )
 
     async def health(self) -> dict[str, Any]:
         """For the app's `/health`: signer balances with a low-balance alert, and the unfinished count."""
