@@ -63,9 +63,7 @@ def orders_on_chain(vault: VaultReader, position_id: bytes) -> tuple[Any, Any]:
 
     def shown(order: Any) -> Any:
         return (
-            {"price": format_fixed(order.price_e8, 8), "closeBps": order.close_bps}
-            if order.active
-            else None
+            {"price": format_fixed(order.price_e8, 8), "closeBps": order.close_bps} if order.active else None
         )
 
     return shown(p.take_profit), shown(p.stop_loss)
