@@ -43,7 +43,7 @@ def _configuration_error(exc: ValidationError, prefix: str) -> ConfigurationErro
     first = exc.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "settings"
     message = str(first["msg"]).removeprefix("Value error, ")
-    variable = f" ({prefix}{field.upper()})" if prefix and "." not in field else ""
+    variable = f" ({prefix}{field.upper()})" if prefix and "." not in field and field != "settings" else ""
     return ConfigurationError(f"{field}{variable}: {message}", field=field)
 
 
@@ -162,11 +162,11 @@ class Settings(BaseModel):
     relay: RelaySettings = Field(default_factory=RelaySettings)
     """Journal, confirmations, fee bumping and caps of the relayer (`RELAYER_RELAY_*`)."""
     trading: TradingSettings = Field(default_factory=TradingSettings)
-    keeper_interval_s: float = Field(default=1.0, ge=0)
+    keeper_interval_s: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     """Seconds between keeper passes over TP/SL orders (it needs a relayer signer); 0: no background loop."""
     keeper_from_block: int = Field(default=0, ge=0)
     """First block the keeper scans for `TriggerSet` events (the vault's deployment block is enough)."""
-    price_feed_interval_s: float = Field(default=0, ge=0)
+    price_feed_interval_s: float = Field(default=0, ge=0, allow_inf_nan=False)
     """Embedded chain only: seconds between demo price moves; 0 turns the random walk off (setting a price by
     hand through `/api/demo/pricefeed` still works)."""
     price_feed_seed: int = 0
@@ -233,7 +233,8 @@ class Settings(BaseModel):
                 raise ConfigurationError(
                     f"cannot read the deployments file {deployments_file}: {type(exc).__name__}"
                 ) from None
-            if values.get("vault_address") not in (None, deployment.address):
+            given = values.get("vault_address")
+            if given is not None and str(given).lower() != deployment.address.lower():
                 raise ConfigurationError("vault_address and the deployments file name different vaults")
             values["vault_address"] = deployment.address
             values["expected_chain_id"] = deployment.chain_id

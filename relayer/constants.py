@@ -43,6 +43,10 @@ DEFAULT_MAX_PRICE_AGE_S: Final = 3_600
 GAS_LIMIT_MARGIN_BPS: Final = 2_000
 """Head-room added to `eth_estimateGas` (20%) so a state change between estimate and inclusion still fits."""
 
+OPERATOR_CHECK_GAS: Final = 5_000
+"""Gas a relayer signer's call may spend beyond the same call from the owner, which the builder simulated: the
+vault's operator check (a cold storage read, 2,100 gas, and its hashing), with room to spare."""
+
 BASE_FEE_MULTIPLIER: Final = 2
 """maxFeePerGas = 2 x latest base fee + priority fee: survives six full blocks of base-fee growth."""
 

@@ -37,8 +37,9 @@ from relayer.services.price_feed import PriceFeed
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.signers import Signer
 from relayer.services.trading import TradingService
-from relayer.stores.journal import Journal
+from relayer.stores.journal import SqliteJournal
 from relayer.stores.journal_chains import ChainBinding
+from relayer.stores.journal_port import Journal
 from relayer.stores.keys import KeyStore, SqliteKeyStore
 
 log = logging.getLogger("relayer.runtime")
@@ -103,10 +104,20 @@ def chain_client(settings: Settings, chain: Chain | None) -> ChainClient:
     if settings.rpc_url is not None:
         assert settings.vault_address is not None  # Settings requires it with rpc_url
         transport = JsonRpcTransport(settings.rpc_url.get_secret_value(), timeout_s=settings.rpc_timeout_s)
-        return ChainClient(transport, settings.vault_address, retries=settings.relay.broadcast_retries)
+        return ChainClient(
+            transport,
+            settings.vault_address,
+            retries=settings.relay.broadcast_retries,
+            backoff_s=settings.relay.retry_backoff_s,
+        )
     if chain is None or settings.vault_address is None:
         raise ConfigurationError("nothing to serve: set rpc_url and vault_address, or pass an embedded chain")
-    return ChainClient(chain_port(chain), settings.vault_address, retries=settings.relay.broadcast_retries)
+    return ChainClient(
+        chain_port(chain),
+        settings.vault_address,
+        retries=settings.relay.broadcast_retries,
+        backoff_s=settings.relay.retry_backoff_s,
+    )
 
 
 def check_expected_chain(settings: Settings, chain_id: int) -> None:
@@ -144,7 +155,7 @@ async def open_bound_journal(settings: Settings, client: ChainClient, chain: Cha
         ChainUnavailableError: the node does not answer.
     """
     binding = await chain_binding(client, chain)
-    journal = Journal(settings.relay.journal_path, relaying=True)
+    journal = SqliteJournal(settings.relay.journal_path, relaying=True)
     try:
         dropped = journal.bind_to_chain(binding, now=int(time.time()))
     except BaseException:

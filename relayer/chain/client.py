@@ -37,7 +37,7 @@ from relayer.chain.node_errors import Kind, NodeError, classify_rpc_error
 from relayer.chain.quotes import CloseState, MarketPrice, MarketsState, PositionQuote
 from relayer.domain import calldata
 from relayer.domain.blocks import ChainHead
-from relayer.domain.fees import node_fees
+from relayer.domain.fees import Fees, node_fees
 from relayer.domain.markets import symbol_to_bytes32
 from relayer.domain.records import Mined
 from relayer.errors import ChainUnavailableError, RelayerError, RelayerOutOfFundsError
@@ -175,13 +175,29 @@ class ChainClient(ChainClientCore):
         return decode_position_with_price(position_id, reply.data())
 
     async def position_owner(self, position_id: bytes) -> str:
-        """The owner of a position (zero address when it never existed); cached per id."""
-        owner = self._owners.get(position_id)
-        if owner is None:
-            owner = (await self.position(position_id)).position.owner
-            if owner != _ZERO_ADDRESS:
-                self._owners.put(position_id, owner)
+        """The owner of a position (zero address when it never existed), read; noted in the owner cache."""
+        owner = (await self.position(position_id)).position.owner
+        if owner != _ZERO_ADDRESS:
+            self._owners.put(position_id, owner)
         return owner
+
+    async def signed_request_state(self, position_id: bytes) -> tuple[ChainHead, Fees, str, int]:
+        """What checking a signed request needs, in one batch in the common case: the head, the fees, the
+        position's owner (read, never taken from the cache: after a reorg or a snapshot revert an id can name
+        another owner; the zero address when it never existed) and that owner's next vault nonce (asked for
+        the owner last seen for the id, and once more when that was not the owner)."""
+        cached = self._owners.get(position_id)
+        extra = [self._view_call(calldata.encode_call("getPositionWithPrice", position_id))]
+        if cached is not None:
+            extra.append(self._request_nonce_call(cached))
+        head, fees, replies = await self._head_fees_and(extra)
+        owner = decode_position_with_price(position_id, replies[0].data()).position.owner
+        if owner == _ZERO_ADDRESS:
+            return head, fees, owner, 0
+        if owner == cached:
+            return head, fees, owner, decode_uint(replies[1].data())
+        self._owners.put(position_id, owner)
+        return head, fees, owner, await self.request_nonce(owner)
 
     async def request_nonce(self, owner: str) -> int:
         """The vault's next signed-request nonce of `owner`."""
@@ -297,10 +313,7 @@ class ChainClient(ChainClientCore):
             quote=quote,
             head=head,
             max_price_age_s=self._max_age[1],
-            # The suggestion last read: a new block's rides along in the next batch, never an extra trip here.
-            fees=node_fees(head.base_fee_wei, self._fee_data[1])
-            if self._fee_data[0] >= 0
-            else await self.fees(head),
+            fees=node_fees(head.base_fee_wei, self._fee_data[1]),  # read in this very batch
             nonce=nonce,
             gas_estimate=gas,
             simulation_error=error,

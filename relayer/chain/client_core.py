@@ -9,8 +9,9 @@ the in-process chain):
   `start` reads in the batch that checks the vault's code;
 - one retry policy (`_batch`: an unanswered batch is retried with doubling backoff, then
   `ChainUnavailableError`; `_batch_chunked` splits long batches at `MAX_RPC_CALLS_PER_BATCH`);
-- one per-block cache: the fee suggestion, asked once per block, riding along in the batch that learns of the
-  block (`head_and_fees`, `_refresh_calls`/`_apply_refresh`); the vault's `maxPriceAge`, re-read after
+- one per-block cache: the fee suggestion, riding along in every batch that reads the block a transaction
+  will be priced on (`head_and_fees`, `_refresh_calls`/`_apply_refresh`: never another block's, never an
+  extra round trip) and kept for `fees(head)` of the same block; the vault's `maxPriceAge`, re-read after
   `MAX_PRICE_AGE_CACHE_S`; owners per position id (`_OwnerCache`);
 - the node's gas-estimate answer turned into a value or `RelayerOutOfFundsError` (`_estimate`).
 """
@@ -84,7 +85,6 @@ class ChainClientCore:
         self._owners = _OwnerCache()
         self._max_age: tuple[float, int] | None = None  # (monotonic time read, seconds)
         self._fee_data: tuple[int, int | None] = (-1, None)  # (block number, wei; None: no suggestion)
-        self._last_head_number = 0
         self._node_traces = True  # until the node answers that it has no debug_traceTransaction
 
     # --- identity ------------------------------------------------------------------------------------------
@@ -167,17 +167,11 @@ class ChainClientCore:
         head, fees, _ = await self._head_fees_and(list(extra))
         return head, fees
 
-    async def head_fees_and_request_nonce(self, owner: str) -> tuple[ChainHead, Fees, int]:
-        """`head_and_fees` and the vault's next signed-request nonce of `owner`, in one batch."""
-        head, fees, (reply,) = await self._head_fees_and([self._request_nonce_call(owner)])
-        return head, fees, decode_uint(reply.data())
-
     async def _head_fees_and(self, extra: list[RpcCall]) -> tuple[ChainHead, Fees, list[RpcReply]]:
         fee_call = self._fee_call()
         replies = await self._batch([LATEST_BLOCK, fee_call, *extra])
         head = self._note_head(replies[0])
-        if self._fee_data[0] != head.number:
-            self._apply_refresh([fee_call], replies[1:2], head)
+        self._apply_refresh([fee_call], replies[1:2], head)  # asked anyway: the freshest, even after a reorg
         return head, node_fees(head.base_fee_wei, self._fee_data[1]), replies[2:]
 
     async def fees(self, head: ChainHead) -> Fees:
@@ -192,13 +186,13 @@ class ChainClientCore:
     def _fee_call(self) -> RpcCall:
         return RpcCall("eth_gasPrice" if self._legacy else "eth_maxPriorityFeePerGas", [])
 
-    def _refresh_calls(self, *, max_age: bool = True) -> list[RpcCall]:
-        """Cached values due for a refresh ride along in a request's batch: no extra round trip."""
-        calls = []
-        if max_age and self._max_age_due():
+    def _refresh_calls(self) -> list[RpcCall]:
+        """What rides along in a request's batch, no extra round trip: the fee suggestion, always (the block
+        it is for is only known from the same batch's answer, and a transaction must not be priced with
+        another block's), and the vault's `maxPriceAge` when it is due."""
+        calls = [self._fee_call()]
+        if self._max_age_due():
             calls.append(self._view_call(calldata.encode_call("maxPriceAge")))
-        if self._fee_data[0] != self._last_head_number:
-            calls.append(self._fee_call())
         return calls
 
     def _apply_refresh(self, calls: list[RpcCall], replies: Sequence[RpcReply], head: ChainHead) -> None:
@@ -216,10 +210,9 @@ class ChainClientCore:
             or asyncio.get_running_loop().time() - self._max_age[0] > MAX_PRICE_AGE_CACHE_S
         )
 
-    def _note_head(self, reply: RpcReply) -> ChainHead:
-        head = reply.head()
-        self._last_head_number = max(self._last_head_number, head.number)
-        return head
+    @staticmethod
+    def _note_head(reply: RpcReply) -> ChainHead:
+        return reply.head()
 
     # --- shared by the reads and writes -------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from relayer.chain.revert import revert_data, translate
+from relayer.chain.revert import is_rpc_revert, revert_data, translate
 from relayer.errors import (
     ChainUnavailableError,
     NodeDeferredError,
@@ -151,9 +151,10 @@ def classify(exc: BaseException) -> NodeError:
 
 
 def classify_rpc_error(error: Mapping[str, Any]) -> NodeError:
-    """Classify a JSON-RPC error object (`{"code", "message", "data"}`) the way `classify` classifies the
-    exception web3 raises for it: a revert (code 3, revert data, "execution reverted") is `REVERTED`, the rest
-    is read from the message.
+    """Classify a JSON-RPC error object (`{"code", "message", "data"}`): the transaction pool's words first
+    (as `classify` reads an exception), then a revert (`relayer.chain.revert.is_rpc_revert`), then a node
+    that could not serve the call now (`UNAVAILABLE`: retried, never settled as a refusal); anything else is
+    `PERMANENT`.
 
     >>> classify_rpc_error({"code": -32000, "message": "nonce too low: next nonce 3, tx nonce 2"}).kind
     <Kind.NONCE_TOO_LOW: 'nonce_too_low'>
@@ -161,17 +162,24 @@ def classify_rpc_error(error: Mapping[str, Any]) -> NodeError:
     <Kind.REVERTED: 'reverted'>
     >>> classify_rpc_error({"message": "insufficient funds for gas * price + value"}).kind
     <Kind.INSUFFICIENT_FUNDS: 'insufficient_funds'>
+    >>> classify_rpc_error({"code": -32000, "message": "already known", "data": "0x00"}).kind
+    <Kind.ALREADY_KNOWN: 'already_known'>
+    >>> classify_rpc_error({"code": -32005, "message": "limit exceeded"}).kind
+    <Kind.UNAVAILABLE: 'unavailable'>
+    >>> classify_rpc_error({"code": -32000, "message": "invalid chain id"}).kind
+    <Kind.PERMANENT: 'permanent'>
     """
     code = error.get("code")
     code = code if isinstance(code, int) and not isinstance(code, bool) else None
     message = str(error.get("message", ""))
-    data = error.get("data")
-    if isinstance(data, Mapping):
-        data = data.get("data")
-    reverted = isinstance(data, str) and len(data) > 2 and data.startswith("0x")
-    if code == _RPC_EXECUTION_REVERTED or reverted or message.lower().startswith("execution reverted"):
+    kind = _kind_of(message)  # the pool's own words first: "already known" with stray `data` is sent
+    if kind is not Kind.PERMANENT:
+        return NodeError(kind, message, code)
+    if is_rpc_revert(error):
         return NodeError(Kind.REVERTED, message[:200], code)
-    return NodeError(_kind_of(message), message, code)
+    if code in _NODE_BUSY_CODES or _NODE_BUSY.search(message.lower()):
+        return NodeError(Kind.UNAVAILABLE, message, code)
+    return NodeError(Kind.PERMANENT, message, code)
 
 
 def node_message(exc: BaseException) -> tuple[int | None, str]:
@@ -200,8 +208,15 @@ def node_message(exc: BaseException) -> tuple[int | None, str]:
     return None, f"{type(exc).__name__}: {message[:200]}"
 
 
-_RPC_EXECUTION_REVERTED = 3
-"""JSON-RPC error code geth and anvil use for a reverted call."""
+_NODE_BUSY_CODES = frozenset({-32005, -32603, 429})
+"""Codes of a node that could not serve the call now: limit exceeded (EIP-1474), internal error, HTTP 429."""
+
+_NODE_BUSY = re.compile(
+    r"limit exceeded|rate limit|too many requests|timeout|timed out|header not found|internal error"
+    r"|sent no reply|try again|busy|batch"
+)
+"""Words of a node (or provider) that could not serve the call now, not a refusal of the transaction; a
+whole refused batch and a call the node left unanswered (`relayer.chain.jsonrpc`) read the same way."""
 
 
 def _kind_of(message: str) -> Kind:

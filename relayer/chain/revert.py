@@ -167,6 +167,33 @@ _RPC_EXECUTION_REVERTED = 3
 """JSON-RPC error code geth and anvil use for a reverted call (EIP-1474 leaves it to clients)."""
 
 
+def rpc_revert_data(error: Mapping[str, Any]) -> bytes | None:
+    """The revert data a JSON-RPC error object carries (in `data`, or `data.data` with some providers), when
+    it is whole-byte 0x-hex and not empty; else None.
+
+    >>> rpc_revert_data({"code": 3, "data": "0x2c5211c6"}).hex(), rpc_revert_data({"data": "0xabc"})
+    ('2c5211c6', None)
+    """
+    data = error.get("data")
+    if isinstance(data, Mapping):
+        data = data.get("data")
+    if isinstance(data, str) and _HEX.match(data) and len(data) > 2:
+        return bytes.fromhex(data[2:])
+    return None
+
+
+def is_rpc_revert(error: Mapping[str, Any]) -> bool:
+    """Whether a JSON-RPC error object says the call reverted: code 3 (geth, anvil), revert data, or a message
+    that starts "execution reverted" in any case (Besu, Nethermind). The one test both the call path
+    (`error_from_rpc_error`) and the send path (`relayer.chain.node_errors.classify_rpc_error`) use."""
+    message = str(error.get("message", "")).lower()
+    return (
+        error.get("code") == _RPC_EXECUTION_REVERTED
+        or rpc_revert_data(error) is not None
+        or message.startswith("execution reverted")
+    )
+
+
 def error_from_rpc_error(error: Mapping[str, Any]) -> e.RelayerError:
     """A JSON-RPC error object (`{"code", "message", "data"}`) as a `RelayerError`.
 
@@ -175,13 +202,11 @@ def error_from_rpc_error(error: Mapping[str, Any]) -> e.RelayerError:
     else means the node could not serve the call (rate limit, unknown method, pruned state):
     `ChainUnavailableError`, with the node's code and message in `details`.
     """
-    data = error.get("data")
-    if isinstance(data, Mapping):
-        data = data.get("data")
-    if isinstance(data, str) and _HEX.match(data) and len(data) > 2 and len(data) % 2 == 0:
-        return error_from_revert(bytes.fromhex(data[2:]))
+    data = rpc_revert_data(error)
+    if data is not None:
+        return error_from_revert(data)
     message = str(error.get("message", ""))[:300]
-    if error.get("code") == _RPC_EXECUTION_REVERTED or message.startswith("execution reverted"):
+    if is_rpc_revert(error):
         return e.ExecutionRevertedError("the vault reverted", nodeMessage=message)
     return e.ChainUnavailableError(
         "the node could not serve the call", nodeCode=error.get("code"), nodeMessage=message

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -48,8 +47,14 @@ class Periodic:
         if task is None:
             return
         self._stopping.set()
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+        try:
             await asyncio.wait_for(task, timeout_s)
+        except TimeoutError:
+            pass  # `wait_for` cancelled the round at its next await
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the caller itself is being cancelled: let it be
 
     async def _run(self) -> None:
         if not self.run_first and await self._wait():

@@ -389,7 +389,7 @@ class TradingService:
         call = CheckedCall(
             data=built.calldata,
             kind=policy.call_kind(built.calldata),
-            gas_estimate=built.gas_estimate,
+            gas_limit=built.gas_limit,
             head=built.head,
             fees=built.fees,
             account=intent.key.account,

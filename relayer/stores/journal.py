@@ -13,9 +13,10 @@ a time (`lock_for_relaying`). The same file holds the API keys, behind their own
 (`relayer.stores.keys`), which never takes the relay lock. The file is created mode 0600 in a folder created
 0700 (`.relayer/` by default).
 
-What lives where: this module holds `Journal` (records, attempts, compare-and-set transitions) and its
-`JournalWriter`; `relayer.stores.journal_chains` holds `ChainBinding` and the binding rule; and
-`relayer.stores.relay_lock` holds the relay lock (`lock_for_relaying`, `RelayLock`).
+What lives where: `relayer.stores.journal_port` holds the port (`Journal`, `JournalWriter`, `JournalConflict`)
+with the status rule; this module holds the SQLite adapter, `SqliteJournal` and its `SqliteJournalWriter`;
+`relayer.stores.journal_chains` holds `ChainBinding` and the binding rule; and `relayer.stores.relay_lock`
+holds the relay lock (`lock_for_relaying`, `RelayLock`).
 """
 
 from __future__ import annotations
@@ -29,26 +30,20 @@ from pathlib import Path
 from typing import Any
 
 from relayer.domain.records import Attempt, Mined, RelayRecord
-from relayer.domain.status import PENDING, TxStatus, can_transition
+from relayer.domain.status import PENDING, TxStatus
 from relayer.stores import journal_chains, journal_rows
 from relayer.stores import sqlite as store_file
 from relayer.stores.journal_chains import ChainBinding
+from relayer.stores.journal_port import Journal, JournalConflict, JournalWriter
 from relayer.stores.relay_lock import lock_for_relaying
 
 _PENDING = tuple(sorted(status.value for status in PENDING))
 """`PENDING` as SQL parameters (`status IN (?, ...)`)."""
 
 
-class JournalConflict(Exception):  # noqa: N818 - a signal to the sender, not an error a client sees
-    """An insert hit a uniqueness rule (idempotency key, live request, signer nonce or transaction hash)."""
-
-    def __init__(self, constraint: str) -> None:
-        super().__init__(constraint)
-        self.constraint = constraint
-
-
-class Journal:
-    """The relay journal on one SQLite file; safe to share between threads of one process.
+class SqliteJournal(Journal):
+    """The relay journal (`relayer.stores.journal_port.Journal`) on one SQLite file; safe to share between
+    threads of one process.
 
     Several processes may open the same file: WAL lets readers run beside the one writer, and every write
     transaction is `BEGIN IMMEDIATE`, so two writers serialize instead of interleaving. Only one of them may
@@ -99,11 +94,12 @@ class Journal:
 
     @contextmanager
     def write(self) -> Iterator[JournalWriter]:
-        """One write transaction: everything done through the writer commits together or not at all."""
+        """One write transaction (`BEGIN IMMEDIATE`): everything done through the writer commits together or
+        not at all."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield JournalWriter(self._conn, self.chain_id)
+                yield SqliteJournalWriter(self._conn, self.chain_id)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
@@ -219,31 +215,25 @@ class Journal:
 
     # --- compare-and-set updates
 
-    def transition(
+    def _compare_and_set(
         self,
         record_id: str,
         expected: TxStatus,
         new: TxStatus,
         *,
         now: float,
-        error: dict[str, Any] | None = None,
-        mined: Mined | None = None,
-        clear_mined: bool = False,
+        error: dict[str, Any] | None,
+        clear_error: bool,
+        mined: Mined | None,
+        clear_mined: bool,
     ) -> bool:
-        """Move a record from `expected` to `new`; False (and no change) when it is no longer `expected`.
-
-        Raises:
-            ValueError: when `expected -> new` is not in the transition table (a bug in the caller).
-        """
-        if not can_transition(expected, new):
-            raise ValueError(f"illegal relay status change {expected} -> {new}")
         sets = ["status = ?", "updated_at = ?"]
         args: list[Any] = [new.value, now]
         if error is not None:
             sets.append("error = ?")
             args.append(json.dumps(error, sort_keys=True))
-        elif new.is_succeeded:
-            sets.append("error = NULL")  # a note such as chain_unavailable was about the wait, which is over
+        elif clear_error:
+            sets.append("error = NULL")
         if mined is not None:
             sets.append("mined = ?")
             args.append(journal_rows.mined_json(mined))
@@ -274,8 +264,8 @@ class Journal:
             )
 
 
-class JournalWriter:
-    """What the sender may do inside one `Journal.write()` transaction (on the journal's bound chain)."""
+class SqliteJournalWriter:
+    """`JournalWriter` inside one `SqliteJournal.write()` transaction (on the journal's bound chain)."""
 
     def __init__(self, conn: sqlite3.Connection, chain_id: int | None = None) -> None:
         self._conn = conn
@@ -377,11 +367,11 @@ class JournalWriter:
         )
 
 
-def open_journal(path: Path, *, create: bool) -> Journal:
+def open_journal(path: Path, *, create: bool) -> SqliteJournal:
     """The journal an operator command names (`relayer relay list|status`; `relayer.config.journal_path`); a
     reader (`create=False`) refuses a missing file rather than make an empty one.
 
     Raises:
         ConfigurationError: no journal at the path and `create` is False, or it cannot be opened.
     """
-    return Journal(store_file.named_journal(path, create=create))
+    return SqliteJournal(store_file.named_journal(path, create=create))

@@ -1,9 +1,10 @@
 """The relay lock: one process at a time relays through a journal (`lock_for_relaying`).
 
-A relaying process (`relayer serve`, `mcp` or `keeper` with signers, i.e. a `Journal(..., relaying=True)` in
-`relayer.stores.journal`) holds an exclusive `flock` on `<journal>.lock` for as long as it relays; readers
-take nothing. Within one process the lock is shared and counted (`RelayLock`). The journal's records and
-writer live in `relayer.stores.journal`, the chains its records belong to in `relayer.stores.journal_chains`.
+A relaying process (`relayer serve`, `mcp` or `keeper` with signers, i.e. a `SqliteJournal(...,
+relaying=True)` in `relayer.stores.journal`) holds an exclusive `flock` on `<journal>.lock` for as long as it
+relays; readers take nothing. Within one process the lock is shared and counted (`RelayLock`). The journal's
+records and writer live in `relayer.stores.journal`, the chains its records belong to in
+`relayer.stores.journal_chains`.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ def lock_for_relaying(journal_path: Path | str) -> RelayLock:
     Two processes relaying through one journal would each number the same signers' nonces from it (each
     behind its own per-signer lock), resend each other's records, and an embedded start would drop records
     another process is still working on. So a relaying process (`relayer serve`, `mcp` or `keeper` with
-    signers: a `Journal(..., relaying=True)`) holds an exclusive `flock` on `<journal>.lock` (created 0600
-    beside the journal, holding the holder's process id) for as long as it relays. Readers (`relayer keys`,
-    `relay list` and `status`) take nothing: WAL lets them read beside the relayer. The OS drops the lock
-    when its process ends, however it ends, so a crash leaves nothing to clean up.
+    signers: a `SqliteJournal(..., relaying=True)`) holds an exclusive `flock` on `<journal>.lock` (created
+    0600 beside the journal, holding the holder's process id) for as long as it relays. Readers (`relayer
+    keys`, `relay list` and `status`) take nothing: WAL lets them read beside the relayer. The OS drops the
+    lock when its process ends, however it ends, so a crash leaves nothing to clean up.
 
     Within one process the lock is shared and counted: `flock` would refuse the process's own second open of
     the file, and one process may hold it several times over (`relayer serve` from its start-up checks

@@ -26,7 +26,7 @@ from eth_account.signers.local import LocalAccount
 from relayer.chain.connect import ANVIL_DEFAULT_KEYS, Chain, embedded_keys
 from relayer.chain.deploy import Deployment
 from relayer.faces.cli.common import EXIT_ERROR, EXIT_UNAVAILABLE
-from relayer.stores.journal import Journal
+from relayer.stores.journal import SqliteJournal
 from relayer.stores.journal_chains import ChainBinding
 from relayer.stores.keys import SqliteKeyStore
 from tests.conftest import ROOT
@@ -246,7 +246,7 @@ def test_a_restarted_embedded_serve_starts_its_new_chain_clean(tmp_path: Path) -
     assert still.status_code == 200, still.text
     assert again.status_code == 200, again.text  # same signer, nonce 0 again: no UNIQUE(sender, nonce) clash
     assert record.status_code == 404  # the first run's record is gone with its chain
-    stored, key_store = Journal(journal), SqliteKeyStore(journal)
+    stored, key_store = SqliteJournal(journal), SqliteKeyStore(journal)
     try:
         keys = [(key.label, key.revoked_at is None) for key in key_store.api_keys()]
         records = [record.id for record in stored.records()]
@@ -336,7 +336,7 @@ def test_an_embedded_serve_in_a_node_servers_folder_leaves_its_records_alone(tmp
     assert "dropped" not in server.output
     assert listed.status_code == 200, listed.text
     assert "node-record" not in listed.text
-    stored = Journal(journal)
+    stored = SqliteJournal(journal)
     try:
         record = stored.get("node-record")
     finally:

@@ -27,8 +27,9 @@ from relayer.domain import apikeys
 from relayer.domain.records import RelayRecord
 from relayer.errors import ConfigurationError
 from relayer.runtime import chain_binding, open_bound_journal
-from relayer.stores.journal import Journal, JournalConflict
+from relayer.stores.journal import SqliteJournal
 from relayer.stores.journal_chains import ChainBinding
+from relayer.stores.journal_port import JournalConflict
 from relayer.stores.keys import SqliteKeyStore
 from relayer.stores.sqlite import MIGRATIONS, SCHEMA_VERSION
 from tests.relay.records import SENDER, queued_record
@@ -58,7 +59,7 @@ def add_key(path: Path, label: str = "bot", key_hash: str = "k" * 64) -> None:
 def journal_with_a_record(path: Path, chain: ChainBinding, record_id: str = "a1") -> None:
     """A journal file on which a relay started on `chain` and left one unfinished record at nonce 0, plus
     one API key."""
-    journal = Journal(path, relaying=True)
+    journal = SqliteJournal(path, relaying=True)
     try:
         journal.bind_to_chain(chain, now=1)
         with journal.write() as writer:
@@ -68,9 +69,9 @@ def journal_with_a_record(path: Path, chain: ChainBinding, record_id: str = "a1"
         journal.close()
 
 
-def start(path: Path, chain: ChainBinding) -> tuple[Journal, int]:
+def start(path: Path, chain: ChainBinding) -> tuple[SqliteJournal, int]:
     """A relay start on `chain`: the journal opened for relaying and bound; (journal, records dropped)."""
-    journal = Journal(path, relaying=True)
+    journal = SqliteJournal(path, relaying=True)
     try:
         return journal, journal.bind_to_chain(chain, now=2)
     except BaseException:
@@ -135,7 +136,7 @@ def test_records_of_a_reset_node_or_of_another_run_kind_are_refused_and_kept(pat
         )
         assert "--journal" in refused.value.message
 
-    journal = Journal(path)
+    journal = SqliteJournal(path)
     assert journal.known_chains() == [REAL]
     assert ids(journal.all()) == ["a1"]
     journal.close()
@@ -158,7 +159,7 @@ def test_an_embedded_start_never_drops_a_real_chain_that_uses_its_id(path: Path)
     with pytest.raises(ConfigurationError, match="holds 1 relay records of chain 131277322940537"):
         start(path, EMBEDDED)
 
-    journal = Journal(path)
+    journal = SqliteJournal(path)
     assert ids(journal.all()) == ["a1"]
     journal.close()
 
@@ -181,7 +182,7 @@ def test_an_earlier_runs_embedded_records_are_dropped_and_everything_else_kept(p
     with journal.write() as writer:  # the new chain's nonce 0 no longer collides with the old record's
         writer.insert(queued_record("new", 0, chain_id=EMBEDDED_CHAIN_ID))
     journal.close()
-    reader = Journal(path)
+    reader = SqliteJournal(path)
     assert ids(reader.all()) == ["new", "real"]  # an unbound reader sees every chain's records
     reader.close()
 
@@ -316,7 +317,7 @@ def test_a_bound_journal_reads_and_numbers_only_its_chains_records(path: Path) -
     assert ids(journal.pending()) == ids(journal.all()) == ids(journal.records()) == ["mine"]
     assert journal.by_hash("0xother") is None
     assert journal.nonce_summary() == {SENDER: (0, 1)}
-    other = Journal(path, relaying=True)
+    other = SqliteJournal(path, relaying=True)
     other.bind_to_chain(OTHER_REAL, now=3)
     with other.write() as writer:
         writer.insert(queued_record("other-2", 1, chain_id=OTHER_REAL.chain_id, idempotency_key="public:k"))
@@ -329,7 +330,7 @@ def test_a_bound_journal_reads_and_numbers_only_its_chains_records(path: Path) -
 
 
 def test_binding_needs_the_relay_lock(path: Path) -> None:
-    journal = Journal(path)
+    journal = SqliteJournal(path)
     with pytest.raises(ValueError, match="relaying=True"):
         journal.bind_to_chain(REAL, now=1)
     assert journal.known_chains() == []
@@ -342,7 +343,7 @@ def test_binding_needs_the_relay_lock(path: Path) -> None:
 def test_a_new_journal_and_its_folder_are_private(tmp_path: Path) -> None:
     path = tmp_path / ".relayer" / "journal.sqlite3"
 
-    journal = Journal(path, relaying=True)
+    journal = SqliteJournal(path, relaying=True)
     with journal.write() as writer:
         writer.insert(queued_record("a1", 0))
 
@@ -358,15 +359,15 @@ def test_an_existing_file_keeps_the_mode_its_owner_gave_it(tmp_path: Path) -> No
     path.touch()
     path.chmod(0o640)
 
-    Journal(path).close()
+    SqliteJournal(path).close()
 
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
 def test_a_journal_that_cannot_be_opened_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="cannot open the relay journal"):
-        Journal(tmp_path)  # a directory
+        SqliteJournal(tmp_path)  # a directory
     not_sqlite = tmp_path / "notes.txt"
     not_sqlite.write_text("not a database, clearly" * 100)
     with pytest.raises(ConfigurationError, match="cannot open the relay journal"):
-        Journal(not_sqlite)
+        SqliteJournal(not_sqlite)

@@ -41,7 +41,8 @@ from relayer.errors import (
 from relayer.services.relay.nonces import NonceAllocator
 from relayer.services.relay.sender import Sender
 from relayer.services.relay.signers import Signer, SignerPool
-from relayer.stores.journal import Journal
+from relayer.stores.journal import SqliteJournal
+from relayer.stores.journal_port import Journal
 from tests.blocking import Blocking
 from tests.relay.test_units import RpcError, ValidationError
 
@@ -112,7 +113,7 @@ def make_sender(
     journals: list[Journal] = []
 
     def _make(node: ScriptedPort, record: RelayRecord, **settings: Any) -> tuple[Blocking[Sender], Journal]:
-        journal = Journal(tmp_path / f"journal-{len(journals)}.sqlite3")
+        journal = SqliteJournal(tmp_path / f"journal-{len(journals)}.sqlite3")
         journals.append(journal)
         with journal.write() as writer:
             writer.insert(record)
@@ -191,6 +192,47 @@ def test_a_permanent_refusal_fails_the_record_as_node_rejected(
     error = _restored(journal)
     assert (type(error), error.code, error.http_status) == (NodeRejectedError, "node_rejected", 502)
     assert (error.details["nodeCode"], error.details["nodeMessage"]) == (-32000, "intrinsic gas too low")
+
+
+def test_a_refused_no_op_keeps_the_record_pending_so_its_nonce_is_never_a_gap(
+    make_sender: Callable[..., tuple[Blocking[Sender], Journal]],
+) -> None:
+    """The call is refused for good, and then so is the no-op that fills its nonce: settling the record would
+    leave the signer's nonce unused and every later transaction waiting behind it. It stays pending, noted,
+    for the loop to re-send and bump the no-op."""
+    record = _record(RecordKind.CLOSE)
+    refusal = RpcError(-32000, "intrinsic gas too low")
+    sender, journal = make_sender(ScriptedPort([refusal, refusal]), record)
+    sender.broadcast(record, record.latest)
+    after = journal.get("r1")
+    assert after is not None
+    assert after.latest.kind is AttemptKind.NOOP
+    assert after.status is TxStatus.QUEUED  # not failed: the nonce is still to be used
+    assert after.noop_outcome is TxStatus.FAILED  # what it ends as once the no-op is mined
+    assert _restored(journal).code == "node_rejected"
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        RpcError(-32005, "limit exceeded"),
+        RpcError(-32603, "the node sent no reply for this call"),
+        RpcError(-32000, "request timed out"),
+        RpcError(-32600, "batch size too large"),
+    ],
+)
+def test_a_node_that_cannot_serve_a_send_now_is_retried_not_a_refusal(
+    make_sender: Callable[..., tuple[Blocking[Sender], Journal]], refusal: Exception
+) -> None:
+    """A provider's rate limit, an unanswered call or a refused batch says nothing about the transaction: it
+    stays as it was (no no-op spent on its nonce), noted as `chain_unavailable`."""
+    record = _record(RecordKind.CLOSE)
+    sender, journal = make_sender(ScriptedPort([refusal] * 3), record)
+    sender.broadcast(record, record.latest)
+    after = journal.get("r1")
+    assert after is not None
+    assert (after.status, [a.kind for a in after.attempts]) == (TxStatus.QUEUED, [AttemptKind.ORIGINAL])
+    assert _restored(journal).code == "chain_unavailable"
 
 
 def test_a_nonce_used_by_a_stranger_ends_replaced_with_a_restorable_error(

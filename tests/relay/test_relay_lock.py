@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from relayer.errors import ConfigurationError
-from relayer.stores.journal import Journal, open_journal
+from relayer.stores.journal import SqliteJournal, open_journal
 from relayer.stores.relay_lock import lock_for_relaying
 from tests.conftest import ROOT
 from tests.relay.records import queued_record
@@ -26,8 +26,8 @@ from tests.relay.test_journal_binding import REAL
 
 HOLD = """
 import sys
-from relayer.stores.journal import Journal
-journal = Journal(sys.argv[1], relaying=True)
+from relayer.stores.journal import SqliteJournal
+journal = SqliteJournal(sys.argv[1], relaying=True)
 print("holding", flush=True)
 sys.stdin.read()  # until the test closes stdin (or kills this process)
 journal.close()
@@ -80,7 +80,7 @@ def path(tmp_path: Path) -> Path:
 
 
 def test_a_second_relaying_process_is_refused_and_readers_still_read(path: Path) -> None:
-    journal = Journal(path, relaying=True)
+    journal = SqliteJournal(path, relaying=True)
     journal.bind_to_chain(REAL, now=1)
     with journal.write() as writer:
         writer.insert(queued_record("a1", 0))
@@ -88,7 +88,7 @@ def test_a_second_relaying_process_is_refused_and_readers_still_read(path: Path)
 
     with held_elsewhere(path) as holder:
         with pytest.raises(ConfigurationError) as refused:
-            Journal(path, relaying=True)
+            SqliteJournal(path, relaying=True)
         reader = open_journal(path, create=False)  # `relayer relay list` and `keys list` read on
         assert [record.id for record in reader.all()] == ["a1"]
         reader.close()
@@ -102,7 +102,7 @@ def test_a_second_relaying_process_is_refused_and_readers_still_read(path: Path)
 
 
 def test_the_lock_is_released_on_close_and_when_its_process_dies(path: Path) -> None:
-    journal = Journal(path, relaying=True)
+    journal = SqliteJournal(path, relaying=True)
     assert not another_process_takes_it(path)
     journal.close()
     assert another_process_takes_it(path)
@@ -110,14 +110,14 @@ def test_the_lock_is_released_on_close_and_when_its_process_dies(path: Path) -> 
     with held_elsewhere(path) as holder:
         holder.kill()  # kill -9: no clean-up runs, the OS drops the lock with the process
         holder.wait(timeout=30)
-        Journal(path, relaying=True).close()
+        SqliteJournal(path, relaying=True).close()
 
 
 def test_one_process_shares_its_lock_until_the_last_holder_lets_go(path: Path) -> None:
     """`relayer serve` holds it from its checks through its app's lifespan, and tests restart an app in
     process on the same file: within a process the lock is shared, and counted."""
-    first = Journal(path, relaying=True)
-    second = Journal(path, relaying=True)
+    first = SqliteJournal(path, relaying=True)
+    second = SqliteJournal(path, relaying=True)
     command_hold = lock_for_relaying(path)
 
     first.close()
@@ -133,12 +133,12 @@ def test_a_failed_open_lets_go_of_the_lock(tmp_path: Path) -> None:
     not_sqlite.write_text("not a database, clearly" * 100)
 
     with pytest.raises(ConfigurationError, match="cannot open the relay journal"):
-        Journal(not_sqlite, relaying=True)
+        SqliteJournal(not_sqlite, relaying=True)
 
     assert another_process_takes_it(not_sqlite)
 
 
 def test_an_in_memory_journal_has_no_lock_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    Journal(":memory:", relaying=True).close()
+    SqliteJournal(":memory:", relaying=True).close()
     assert list(tmp_path.iterdir()) == []

@@ -30,7 +30,8 @@ from relayer.domain.status import ALLOWED, FINAL, RecordKind, TxStatus, can_tran
 from relayer.errors import ConfigurationError, DisallowedTransactionError, FeeCapExceededError
 from relayer.services.relay.nonces import next_nonce
 from relayer.services.relay.signers import Signer, SignerPool, load_signers
-from relayer.stores.journal import Journal, JournalConflict, open_journal
+from relayer.stores.journal import SqliteJournal, open_journal
+from relayer.stores.journal_port import JournalConflict
 from relayer.stores.sqlite import SCHEMA_VERSION
 from tests.relay.records import queued_record
 
@@ -267,7 +268,7 @@ def test_operator_commands_open_only_an_existing_journal_unless_they_create(tmp_
 
 def test_journal_schema_wal_and_compare_and_set(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite3"
-    journal = Journal(path)
+    journal = SqliteJournal(path)
     assert journal.schema_version == SCHEMA_VERSION
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with journal.write() as writer:
@@ -288,7 +289,7 @@ def test_journal_schema_wal_and_compare_and_set(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="illegal"):
         journal.transition("a", TxStatus.SUBMITTED, TxStatus.QUEUED, now=3.0)
     journal.close()
-    reopened = Journal(path)  # migrations are idempotent; the record survived
+    reopened = SqliteJournal(path)  # migrations are idempotent; the record survived
     record = reopened.get("a")
     assert record is not None
     assert record.status is TxStatus.SUBMITTED

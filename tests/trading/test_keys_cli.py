@@ -13,7 +13,7 @@ from eth_account.signers.local import LocalAccount
 
 from relayer.domain import apikeys
 from relayer.faces.cli.main import main
-from relayer.stores.journal import Journal
+from relayer.stores.journal import SqliteJournal
 from relayer.stores.keys import SqliteKeyStore
 from tests.api.test_serve import clean_env
 from tests.conftest import ROOT
@@ -119,7 +119,7 @@ def test_list_without_a_journal_fails_and_creates_nothing(
 
 def test_list_when_empty(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     journal = tmp_path / "keys.sqlite3"
-    Journal(journal).close()
+    SqliteJournal(journal).close()
 
     assert main(["keys", "list", "--journal", str(journal)]) == 0
     assert capsys.readouterr().out.strip() == "no API keys"

@@ -10,9 +10,10 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from relayer.chain.vault import VaultReader
-from relayer.constants import CLOSE_ALL_SIZE, PNL_DECIMALS
+from relayer.constants import CLOSE_ALL_SIZE, OPERATOR_CHECK_GAS, PNL_DECIMALS
 from relayer.domain import calldata
 from relayer.domain.positions import realized_pnl_e8
+from relayer.domain.requests import CloseRequest
 from relayer.domain.units import format_fixed
 from tests.conftest import units, usd
 from tests.trading.conftest import Mining, Trading, tool_json
@@ -366,3 +367,33 @@ def test_a_fresh_journal_after_the_signers_sent_elsewhere_takes_the_chains_nonce
     assert response.status_code == 200, response.text
     assert trading.relay.get(response.json()["transactionId"]).nonce == 1
     assert vault.position(position_id).size == units("0.8")
+
+
+def test_the_relayed_close_keeps_the_configured_gas_margin_and_room_for_the_operator_check(
+    make_trading: Callable[..., Trading],
+    approve_operators: Callable[..., None],
+    open_position: Callable[..., bytes],
+    accounts: list[LocalAccount],
+) -> None:
+    """The relay sends the builder's simulated call with the builder's gas limit (its estimate plus the
+    operator's configured margin), plus `OPERATOR_CHECK_GAS` for the operator check the relayer's call makes;
+    never the default margin in place of the configured one."""
+    trader = accounts[1]
+    approve_operators(trader)
+    position_id = open_position(market="BTCUSDT", is_long=True, size="1", owner=trader)
+    trading = make_trading(gas_limit_margin_bps=5_000)
+    half = CloseRequest(position_id, size_delta=units("0.5"), allowed_price_e8=usd("90000"))
+    built = trading.run(lambda: trading.runtime.builder.build(half))
+    assert built.gas_limit == -(-built.gas_estimate * 3 // 2)  # +50% (rounded up), as configured
+
+    body = {
+        "symbol": "BTCUSDT",
+        "positionId": "0x" + position_id.hex(),
+        "exit_pct": 50,
+        "allowedPrice": "90000",
+    }
+    response = trading.post("/api/partialclose", body, trading.key(trader))
+
+    assert response.status_code == 200, response.text
+    record = trading.relay.get(response.json()["transactionId"])
+    assert record.gas_limit == built.gas_limit + OPERATOR_CHECK_GAS

@@ -77,3 +77,20 @@ def test_a_deployments_file_names_the_vault_and_its_chain(tmp_path: Path) -> Non
         Settings.load({}, rpc_url="http://127.0.0.1:8545", deployments_file=str(tmp_path / "missing.json"))
     with pytest.raises(ConfigurationError):
         Settings.load({}, rpc_url="http://x:1", deployments_file=str(path), vault_address="0x" + "11" * 20)
+    # The same vault spelt in lower case is the same vault, not a contradiction.
+    same = Settings.load({}, rpc_url="http://x:1", deployments_file=str(path), vault_address=VAULT.lower())
+    assert same.vault_address == VAULT
+
+
+@pytest.mark.parametrize("name", ["RELAYER_KEEPER_INTERVAL_S", "RELAYER_PRICE_FEED_INTERVAL_S"])
+def test_an_interval_of_infinity_is_refused(name: str) -> None:
+    """`inf` would run one round and never another: refused by name, like any nonsense."""
+    with pytest.raises(ConfigurationError, match=name):
+        Settings.load({name: "inf"})
+
+
+def test_an_error_of_the_settings_as_a_whole_names_no_variable() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Settings.load({"RELAYER_RPC_URL": "http://127.0.0.1:8545"})  # a node needs its vault
+    assert "vault" in info.value.message
+    assert "RELAYER_SETTINGS" not in info.value.message

@@ -21,7 +21,7 @@ from relayer.domain import apikeys
 from relayer.domain.apikeys import Scope
 from relayer.errors import ConfigurationError
 from relayer.faces.cli.main import main
-from relayer.stores.journal import Journal
+from relayer.stores.journal import SqliteJournal
 from relayer.stores.keys import KeyStore, SqliteKeyStore
 from relayer.stores.relay_lock import RELAY_LOCK_SUFFIX
 from relayer.stores.sqlite import MIGRATIONS, SCHEMA_VERSION
@@ -132,7 +132,7 @@ def test_keys_live_in_the_journal_file_and_its_one_schema(tmp_path: Path) -> Non
     with closing(SqliteKeyStore(path)) as keys:
         key, record = make(keys)
 
-    journal = Journal(path)
+    journal = SqliteJournal(path)
     assert journal.schema_version == SCHEMA_VERSION
     assert journal.all() == []
     journal.close()
@@ -172,7 +172,7 @@ def test_a_version_2_journal_keeps_its_keys(tmp_path: Path) -> None:
     assert found is not None
     assert found.label == "old"
     assert found.scopes == {Scope.READ}
-    journal = Journal(path)
+    journal = SqliteJournal(path)
     assert journal.schema_version == SCHEMA_VERSION
     journal.close()
 
@@ -181,11 +181,11 @@ def test_keys_are_made_and_read_while_another_process_relays_through_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "journal.sqlite3"
-    Journal(path).close()
+    SqliteJournal(path).close()
 
     with held_elsewhere(path):
         with pytest.raises(ConfigurationError, match="is relaying through the journal"):
-            Journal(path, relaying=True)  # the lock is really held
+            SqliteJournal(path, relaying=True)  # the lock is really held
         assert main(["keys", "create", "--account", ACCOUNT, "--scopes", "read", "--journal", str(path)]) == 0
         key = capsys.readouterr().out.splitlines()[0]
         with closing(SqliteKeyStore(path)) as keys:

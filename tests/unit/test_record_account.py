@@ -8,7 +8,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from relayer.stores.journal import Journal
+from relayer.stores.journal import SqliteJournal
 from relayer.stores.sqlite import MIGRATIONS, SCHEMA_VERSION
 from tests.relay.records import queued_record
 
@@ -22,7 +22,7 @@ def test_the_schema_version_is_4() -> None:
 
 
 def test_a_record_keeps_its_account(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "journal.sqlite3")
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
     try:
         with journal.write() as writer:
             writer.insert(dataclasses.replace(queued_record("a1", 0, owner=ACCOUNT), account=ACCOUNT))
@@ -64,7 +64,7 @@ def test_a_journal_of_the_previous_version_migrates_in_place_and_keeps_its_recor
         columns = [row[1] for row in conn.execute("PRAGMA table_info(records)")]
         assert "account" not in columns
 
-    journal = Journal(path)
+    journal = SqliteJournal(path)
     try:
         assert journal.schema_version == SCHEMA_VERSION
         old = journal.get("old")

@@ -33,8 +33,9 @@ from relayer.services.demo_world import (
     setup_demo_world,
 )
 from relayer.services.relay.signers import Signer, load_signers
-from relayer.stores.journal import Journal
+from relayer.stores.journal import SqliteJournal
 from relayer.stores.journal_chains import ChainBinding
+from relayer.stores.journal_port import Journal
 from relayer.stores.keys import SqliteKeyStore
 from relayer.stores.relay_lock import lock_for_relaying
 
@@ -106,7 +107,7 @@ def _prepare(
     if settings.vault_address is not None:
         raise ConfigurationError("a vault address needs --rpc-url: the embedded chain deploys its own")
     chain = embedded_chain()
-    journal = Journal(settings.relay.journal_path, relaying=True)
+    journal = SqliteJournal(settings.relay.journal_path, relaying=True)
     try:
         dropped = _ready_embedded_journal(journal, chain)
         world = setup_demo_world(chain)

@@ -13,7 +13,7 @@ from relayer.errors import RelayerOutOfFundsError
 from relayer.services.relay.nonces import NonceAllocator
 from relayer.services.relay.signers import Signer, SignerPool
 from relayer.services.relay.values import SignerStatus
-from relayer.stores.journal import Journal
+from relayer.stores.journal_port import Journal
 
 
 async def funded_signer(chain: ChainClient, pool: SignerPool, gas_limit: int, price_cap_wei: int) -> Signer:

@@ -37,7 +37,7 @@ from relayer.errors import FeeCapReachedError, NonceUsedElsewhereError
 from relayer.services.relay.nonces import NonceAllocator
 from relayer.services.relay.signers import Signer, SignerPool
 from relayer.services.relay.values import NOOP_GAS, CallPlan, SenderHooks, attempt_fees, build_tx
-from relayer.stores.journal import Journal
+from relayer.stores.journal_port import Journal
 
 log = logging.getLogger("relayer.relay")
 
@@ -216,6 +216,11 @@ class Sender(RelayParts):
         elif record.kind.is_ours and attempt.kind is not AttemptKind.NOOP:
             # These bytes can never be sent, but the nonce must still be used or every later one waits.
             await self.fill_nonce(self._reload(record), TxStatus.FAILED, error.as_error().to_dict())
+        elif record.kind.is_ours:
+            # Even the no-op was refused. The record stays pending, noted, until its nonce is used: settling
+            # it now would leave a gap every later transaction of this signer waits behind, for good. The
+            # loop re-sends the no-op and bumps it.
+            self.journal.set_error(record.id, record.status, error.as_error().to_dict(), now=self.clock())
         else:
             self._finish(record, TxStatus.FAILED, error=error.as_error().to_dict())
 

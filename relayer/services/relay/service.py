@@ -19,9 +19,10 @@ from eth_utils.crypto import keccak
 
 from relayer.chain.client import ChainClient
 from relayer.config import RelaySettings
+from relayer.constants import OPERATOR_CHECK_GAS
 from relayer.domain import policy
 from relayer.domain.blocks import ChainHead
-from relayer.domain.fees import Fees, gas_limit_with_margin
+from relayer.domain.fees import Fees
 from relayer.domain.policy import RawTransaction
 from relayer.domain.records import RecordPage, RelayRecord, RequestRef
 from relayer.domain.status import RecordKind
@@ -49,7 +50,8 @@ from relayer.services.relay.values import (
     request_hash,
     scoped_key,
 )
-from relayer.stores.journal import Journal, JournalConflict
+from relayer.stores.journal import SqliteJournal
+from relayer.stores.journal_port import Journal, JournalConflict
 
 _ZERO_ADDRESS = "0x" + "00" * 20
 
@@ -72,7 +74,7 @@ class RelayService:
         self.chain = chain
         self.vault = chain.vault_address
         self.pool = signers if isinstance(signers, SignerPool) else SignerPool(signers)
-        self.journal = journal or Journal(settings.journal_path)
+        self.journal = journal or SqliteJournal(settings.journal_path)
         self.nonces = NonceAllocator()
         self.clock = clock
         parts = (self.journal, chain, self.pool, self.nonces, settings, clock)  # `RelayParts`, shared
@@ -98,8 +100,9 @@ class RelayService:
         if existing is not None:
             return existing
         request = relay.request
-        owner = await self._owner_of(request.position_id)
-        head, fees, expected_nonce = await self.chain.head_fees_and_request_nonce(owner)
+        head, fees, owner, expected_nonce = await self.chain.signed_request_state(request.position_id)
+        if owner == _ZERO_ADDRESS:
+            raise PositionNotFoundError.unknown(request.position_id)
         check_request(
             request,
             relay.signature,
@@ -152,7 +155,7 @@ class RelayService:
         fees = policy.cap_fees(
             call.fees, self.settings.max_fee_per_gas_wei, base_fee_wei=call.head.base_fee_wei
         )
-        gas_limit = gas_limit_with_margin(call.gas_estimate)
+        gas_limit = call.gas_limit + OPERATOR_CHECK_GAS  # simulated from the owner; sent by an operator
         signer = await funding.funded_signer(self.chain, self.pool, gas_limit, fees.price_cap_wei)
         plan = CallPlan(
             kind=call.kind,

@@ -87,8 +87,9 @@ class CheckedCall:
 
     data: bytes
     kind: RecordKind
-    gas_estimate: int
-    """The builder's simulation (from the position's owner); the signer's gas limit adds the usual margin."""
+    gas_limit: int
+    """The builder's: its simulation (from the position's owner) plus the configured margin; the relay adds
+    `OPERATOR_CHECK_GAS` for the operator check its signer's call makes."""
     head: ChainHead
     fees: Fees
     """The block the builder read and the fees suggested for the next one (capped here by the relay's max)."""

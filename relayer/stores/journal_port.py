@@ -1,0 +1,169 @@
+"""The journal port: what the relay keeps durably, as one interface with the rules that hold for every store.
+
+The relay's services talk to a `Journal`; `relayer.stores.journal.SqliteJournal` is today's adapter (one
+SQLite file), and a PostgreSQL adapter is a second subclass, not a fork of the logic. What is the same for
+every store lives here, once: the status machine's rule (`transition` refuses a change the table in
+`relayer.domain.status` does not allow, before any store is asked), and the shape of the nonce-with-record
+transaction (`write()` yields a `JournalWriter`; the sender allocates the nonce from `max_nonce`, signs and
+`insert`s inside it, so the nonce can never advance without its record). What differs lives in the adapter:
+SQL, locking, the compare-and-set itself (`UPDATE ... WHERE id = ? AND status = ?`, true when it matched).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from relayer.domain.records import Attempt, Mined, RelayRecord
+from relayer.domain.status import TxStatus, can_transition
+from relayer.stores.journal_chains import ChainBinding
+
+
+class JournalConflict(Exception):  # noqa: N818 - a signal to the sender, not an error a client sees
+    """An insert hit a uniqueness rule (idempotency key, live request, signer nonce or transaction hash)."""
+
+    def __init__(self, constraint: str) -> None:
+        super().__init__(constraint)
+        self.constraint = constraint
+
+
+class JournalWriter(Protocol):
+    """What the sender may do inside one `Journal.write()` transaction (on the journal's bound chain)."""
+
+    def max_nonce(self, sender: str) -> int | None:
+        """The highest nonce journaled for a relayer signer on the bound chain (None: none yet)."""
+        ...
+
+    def record_of(self, record_id: str) -> tuple[TxStatus, int] | None:
+        """(status, last attempt seq) of a record, read inside the transaction for a compare-and-set."""
+        ...
+
+    def insert(self, record: RelayRecord) -> None:
+        """Raises: JournalConflict naming the uniqueness rule that refused it (nothing of it kept)."""
+        ...
+
+    def add_attempts(self, record_id: str, attempts: Iterable[Attempt]) -> None: ...
+
+    def set_noop_outcome(
+        self, record_id: str, outcome: TxStatus, error: dict[str, Any], now: float
+    ) -> None: ...
+
+
+class Journal(ABC):
+    """The relay journal: records, their attempts and nonces, and the chains they belong to."""
+
+    chain_id: int | None
+    """The chain `bind_to_chain` bound this journal to (None: unbound, every chain's records)."""
+
+    # --- the rules, once for every store ------------------------------------------------------------------
+
+    def transition(
+        self,
+        record_id: str,
+        expected: TxStatus,
+        new: TxStatus,
+        *,
+        now: float,
+        error: dict[str, Any] | None = None,
+        mined: Mined | None = None,
+        clear_mined: bool = False,
+    ) -> bool:
+        """Move a record from `expected` to `new`; False (and no change) when it is no longer `expected`.
+
+        A note (`error`) is kept with the move; a move to a succeeded status without one clears the note of
+        the wait that is over. `mined` records the receipt; `clear_mined` forgets it (a reorg).
+
+        Raises:
+            ValueError: when `expected -> new` is not in the transition table (a bug in the caller).
+        """
+        if not can_transition(expected, new):
+            raise ValueError(f"illegal relay status change {expected} -> {new}")
+        clear_error = error is None and new.is_succeeded
+        return self._compare_and_set(
+            record_id,
+            expected,
+            new,
+            now=now,
+            error=error,
+            clear_error=clear_error,
+            mined=mined,
+            clear_mined=clear_mined,
+        )
+
+    # --- what each store implements -----------------------------------------------------------------------
+
+    @abstractmethod
+    def _compare_and_set(
+        self,
+        record_id: str,
+        expected: TxStatus,
+        new: TxStatus,
+        *,
+        now: float,
+        error: dict[str, Any] | None,
+        clear_error: bool,
+        mined: Mined | None,
+        clear_mined: bool,
+    ) -> bool:
+        """Set the status (and the given fields) only where it is still `expected`; True when it was."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Let go of the store (and of the relay lock, if this journal holds it)."""
+
+    @property
+    @abstractmethod
+    def relaying(self) -> bool:
+        """Whether this journal holds the relay lock (one relaying process per journal)."""
+
+    @abstractmethod
+    def write(self) -> AbstractContextManager[JournalWriter]:
+        """One write transaction: everything done through the writer commits together or not at all."""
+
+    @abstractmethod
+    def known_chains(self) -> list[ChainBinding]:
+        """Every chain a relay started on with this journal, by chain id."""
+
+    @abstractmethod
+    def bind_to_chain(self, chain: ChainBinding, *, now: int) -> int:
+        """Start relaying on `chain` (`relayer.stores.journal_chains`' rule); returns the records dropped.
+
+        Raises:
+            ConfigurationError: the journal's records of this chain id belong to another chain.
+        """
+
+    @abstractmethod
+    def get(self, record_id: str) -> RelayRecord | None: ...
+
+    @abstractmethod
+    def by_idempotency_key(self, key: str) -> RelayRecord | None: ...
+
+    @abstractmethod
+    def by_hash(self, tx_hash: str) -> RelayRecord | None: ...
+
+    @abstractmethod
+    def records(
+        self, status: TxStatus | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[RelayRecord]:
+        """Newest first."""
+
+    @abstractmethod
+    def pending(self) -> list[RelayRecord]:
+        """Unfinished records, oldest nonce first per signer."""
+
+    @abstractmethod
+    def all(self) -> list[RelayRecord]: ...
+
+    @abstractmethod
+    def nonce_summary(self) -> dict[str, tuple[int, int]]:
+        """Per signer: (highest journaled nonce, records in flight)."""
+
+    @abstractmethod
+    def set_error(self, record_id: str, expected: TxStatus, error: dict[str, Any], *, now: float) -> bool:
+        """Note why a pending record is stuck without changing its status (compare-and-set on `expected`)."""
+
+    @abstractmethod
+    def mark_broadcast(self, tx_hash: str, *, now: float) -> None:
+        """Note that a node accepted (or already had) this attempt."""
