@@ -18,8 +18,9 @@ from pydantic import Field
 
 from relayer.constants import MAX_SLIPPAGE_BPS
 from relayer.errors import InvalidFieldError, RelayerError
-from relayer.services.trading import DEFAULT_EXIT_PCT, TradingService
+from relayer.services.trading import TradingService
 from relayer.services.trading_answers import TradeOutcome
+from relayer.services.trading_requests import DEFAULT_EXIT_PCT
 
 API_KEY = "api_key"
 """The credential every tool takes; absent or null, it reaches the service as no key (`unauthenticated`)."""

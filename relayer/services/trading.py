@@ -2,17 +2,18 @@
 
 An API key belongs to one account, which has approved the relayer's signers as vault operators. Every action
 here resolves the account's position, validates and prices it through the `TransactionBuilder` (the same
-checks and preview as `POST /api/closeposition`, simulated from the owner), then has the relayer send it from
-its own signer through the journal (`RelayService.submit_call`), waits (bounded) for the receipt, and reports
-the fill read from the vault's `PositionDecreased` event, never a guess.
+checks and preview as `POST /api/closeposition`, simulated from the owner), then hands the relay that checked
+call to send from its own signer through the journal (`RelayService.submit_checked`), waits (bounded) for the
+receipt, and reports the fill read from the vault's `PositionDecreased` event, never a guess.
 
 Authentication and reads need only the key store and the builder, so they work on a server without relayer
 signers; the actions that send, and `get_transaction` (a relay record), ask for the relay first and answer
 503 `relay_not_configured` there.
 
-What lives where: this module holds `TradingService` (authentication, reads, the actions and their steps) and
-each action's body fields; `relayer.services.trading_requests` reads a request's body (its idempotency
-identity, side, allowed price); `relayer.services.trading_answers` formats the answers (`TradeOutcome`).
+What lives where: this module holds `TradingService` (authentication, reads, the actions and their steps);
+`relayer.services.trading_requests` holds each action's body fields and reads a request's body (its
+idempotency identity, side, allowed price); `relayer.services.trading_answers` formats the answers
+(`TradeOutcome`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from relayer.errors import (
     NotAuthorizedError,
     OperatorNotApprovedError,
     PositionNotFoundError,
+    RelayerError,
     TransactionNotFoundError,
 )
 from relayer.services.builder import TransactionBuilder
@@ -57,32 +59,14 @@ from relayer.services.trading_answers import (
     positions_of_call,
     unfinished,
 )
-from relayer.services.trading_requests import TradeIntent, allowed_price, parse_side
-from relayer.stores.keys import KeyStore
-
-PARTIAL_CLOSE_FIELDS = (
-    "symbol",
-    "exit_pct",
-    "side",
-    "positionId",
-    "allowedPrice",
-    "maxSlippageBps",
-    "dry_run",
+from relayer.services.trading_requests import (
+    DEFAULT_EXIT_PCT,
+    ENDPOINT_FIELDS,
+    TradeIntent,
+    allowed_price,
+    parse_side,
 )
-CLOSE_FIELDS = ("positionId", "sizeDelta", "allowedPrice", "maxSlippageBps", "dry_run")
-TRIGGER_FIELDS = ("positionId", "price", "close_pct", "dry_run")
-BREAKEVEN_FIELDS = ("positionId", "dry_run")
-"""The body fields of each trading action as REST names them (MCP tools map their arguments onto these)."""
-_ENDPOINT_FIELDS = {
-    "partialclose": PARTIAL_CLOSE_FIELDS,
-    "close": CLOSE_FIELDS,
-    "takeprofit": TRIGGER_FIELDS,
-    "stoploss": TRIGGER_FIELDS,
-    "breakeven": BREAKEVEN_FIELDS,
-}
-
-DEFAULT_EXIT_PCT = 50
-"""`partial_close` closes half the position when `exit_pct` is not given (as the reference tool does)."""
+from relayer.stores.keys import KeyStore
 
 LAST_USED_RESOLUTION_S = 60
 """`last_used_at` of an API key is written at most once a minute: not a database write on every request."""
@@ -179,39 +163,47 @@ class TradingService:
         relay, intent = await self._begin("partialclose", api_key, body, idempotency_key)
         symbol = normalize_symbol(body.get("symbol"))
         exit_pct = parse_percent(body.get("exit_pct", DEFAULT_EXIT_PCT), "exit_pct")
-        replayed = await self._replay(relay, intent)
-        if replayed is not None:
-            return replayed
-        summary = await self._resolve(
-            intent.key, symbol, parse_side(body.get("side")), body.get("positionId")
-        )
-        position = summary.quote.position
-        size_delta = size_for_exit_pct(position.size, exit_pct)
-        allowed = allowed_price(
-            body, position, summary.quote.price_e8, default_slippage_bps=self.settings.default_slippage_bps
-        )
-        request = CloseRequest(
-            position.position_id, None if size_delta == CLOSE_ALL_SIZE else size_delta, allowed
-        )
-        return await self._close(relay, intent, request)
+
+        async def act() -> TradeOutcome:
+            summary = await self._resolve(
+                intent.key, symbol, parse_side(body.get("side")), body.get("positionId")
+            )
+            position = summary.quote.position
+            size_delta = size_for_exit_pct(position.size, exit_pct)
+            allowed = allowed_price(
+                body,
+                position,
+                summary.quote.price_e8,
+                default_slippage_bps=self.settings.default_slippage_bps,
+            )
+            request = CloseRequest(
+                position.position_id, None if size_delta == CLOSE_ALL_SIZE else size_delta, allowed
+            )
+            return await self._close(relay, intent, request)
+
+        return await self._once(relay, intent, act)
 
     async def close_position(
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Close a position fully, or by `sizeDelta` (base units), with an optional `allowedPrice`."""
         relay, intent = await self._begin("close", api_key, body, idempotency_key)
-        replayed = await self._replay(relay, intent)
-        if replayed is not None:
-            return replayed
-        summary = await self._owned(intent.key, body.get("positionId"))
-        position = summary.quote.position
-        size_delta = None
-        if body.get("sizeDelta") is not None:
-            size_delta = parse_fixed(body["sizeDelta"], SIZE_DECIMALS, "sizeDelta")
-        allowed = allowed_price(
-            body, position, summary.quote.price_e8, default_slippage_bps=self.settings.default_slippage_bps
-        )
-        return await self._close(relay, intent, CloseRequest(position.position_id, size_delta, allowed))
+
+        async def act() -> TradeOutcome:
+            summary = await self._owned(intent.key, body.get("positionId"))
+            position = summary.quote.position
+            size_delta = None
+            if body.get("sizeDelta") is not None:
+                size_delta = parse_fixed(body["sizeDelta"], SIZE_DECIMALS, "sizeDelta")
+            allowed = allowed_price(
+                body,
+                position,
+                summary.quote.price_e8,
+                default_slippage_bps=self.settings.default_slippage_bps,
+            )
+            return await self._close(relay, intent, CloseRequest(position.position_id, size_delta, allowed))
+
+        return await self._once(relay, intent, act)
 
     async def set_trigger(
         self,
@@ -224,41 +216,43 @@ class TradingService:
         """Set (or with price 0 cancel) a take-profit or stop-loss: `price` in USD, `close_pct` 1..100."""
         endpoint = "takeprofit" if is_take_profit else "stoploss"
         relay, intent = await self._begin(endpoint, api_key, body, idempotency_key)
-        replayed = await self._replay(relay, intent)
-        if replayed is not None:
-            return replayed
-        summary = await self._owned(intent.key, body.get("positionId"))
-        price_e8 = parse_trigger_price(body.get("price"), "price")
-        close_bps = 0
-        if price_e8 == 0:  # cancelling: a close share would mean nothing, so it is refused, not ignored
-            if body.get("close_pct") is not None:
-                raise InvalidFieldError("close_pct", "must be absent when cancelling the order (price 0)")
-        else:
-            close_bps = percent_to_bps(parse_percent(body.get("close_pct", PERCENT), "close_pct"))
-        update = TriggerOrder(price_e8, close_bps)
-        return await self._set_order(relay, intent, summary, update, is_take_profit)
+
+        async def act() -> TradeOutcome:
+            summary = await self._owned(intent.key, body.get("positionId"))
+            price_e8 = parse_trigger_price(body.get("price"), "price")
+            close_bps = 0
+            if price_e8 == 0:  # cancelling: a close share would mean nothing, so it is refused, not ignored
+                if body.get("close_pct") is not None:
+                    raise InvalidFieldError("close_pct", "must be absent when cancelling the order (price 0)")
+            else:
+                close_bps = percent_to_bps(parse_percent(body.get("close_pct", PERCENT), "close_pct"))
+            update = TriggerOrder(price_e8, close_bps)
+            return await self._set_order(relay, intent, summary, update, is_take_profit)
+
+        return await self._once(relay, intent, act)
 
     async def move_to_breakeven(
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
         """Put the stop-loss at the entry price for the full size (only once the trade is in profit)."""
         relay, intent = await self._begin("breakeven", api_key, body, idempotency_key)
-        replayed = await self._replay(relay, intent)
-        if replayed is not None:
-            return replayed
-        summary = await self._owned(intent.key, body.get("positionId"))
-        position, price = summary.quote.position, summary.quote.price_e8
-        # A stop at entry is valid exactly when entry is on the losing side of the price (trade in profit).
-        if not trigger_on_valid_side(position.is_long, False, position.entry_price_e8, price):
-            raise InvalidTriggerPriceError(
-                f"cannot move the stop to breakeven: the price {usd_text(price)} is not beyond the entry"
-                f" {usd_text(position.entry_price_e8)} in the {side_name(position.is_long)}'s favour,"
-                " so a stop at entry would not be on the losing side of the price",
-                entryPrice=usd_text(position.entry_price_e8),
-                currentPrice=usd_text(price),
-            )
-        update = TriggerOrder(position.entry_price_e8, BPS_DENOMINATOR)
-        return await self._set_order(relay, intent, summary, update, False)
+
+        async def act() -> TradeOutcome:
+            summary = await self._owned(intent.key, body.get("positionId"))
+            position, price = summary.quote.position, summary.quote.price_e8
+            # A stop at entry is valid exactly when entry is on the losing side of the price (in profit).
+            if not trigger_on_valid_side(position.is_long, False, position.entry_price_e8, price):
+                raise InvalidTriggerPriceError(
+                    f"cannot move the stop to breakeven: the price {usd_text(price)} is not beyond the entry"
+                    f" {usd_text(position.entry_price_e8)} in the {side_name(position.is_long)}'s favour,"
+                    " so a stop at entry would not be on the losing side of the price",
+                    entryPrice=usd_text(position.entry_price_e8),
+                    currentPrice=usd_text(price),
+                )
+            update = TriggerOrder(position.entry_price_e8, BPS_DENOMINATOR)
+            return await self._set_order(relay, intent, summary, update, False)
+
+        return await self._once(relay, intent, act)
 
     # --- internals ------------------------------------------------------------------------------------------
 
@@ -276,7 +270,7 @@ class TradingService:
         """
         relay = self.relay()
         key = await self._authenticate(api_key, Scope.TRADE)
-        reject_unknown_fields(body, _ENDPOINT_FIELDS[endpoint])
+        reject_unknown_fields(body, ENDPOINT_FIELDS[endpoint])
         return relay, TradeIntent(endpoint, key, body, idempotency_key)
 
     async def _resolve(
@@ -359,6 +353,28 @@ class TradingService:
         if not record.status.is_succeeded:
             return unfinished(record)
         return TradeOutcome(orders_answer(built.preview.to_dict(), record))
+
+    async def _once(
+        self, relay: RelayService, intent: TradeIntent, act: Callable[[], Awaitable[TradeOutcome]]
+    ) -> TradeOutcome:
+        """`act`, unless this key already has an answer; and when `act` fails, the answer a concurrent copy
+        of the request (same key, same body) made meanwhile, if one did: copies that raced past the first
+        lookup then meet the winner's effects (the position it closed), which are not their answer.
+
+        Raises:
+            IdempotencyConflictError: the key was used with a different body.
+            RelayerError: what `act` raised, when no copy answered.
+        """
+        replayed = await self._replay(relay, intent)
+        if replayed is not None:
+            return replayed
+        try:
+            return await act()
+        except RelayerError:
+            replayed = await self._replay(relay, intent)
+            if replayed is None:
+                raise
+            return replayed
 
     async def _replay(self, relay: RelayService, intent: TradeIntent) -> TradeOutcome | None:
         """The answer to a request already made with this `Idempotency-Key` (None: a new request).

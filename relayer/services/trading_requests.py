@@ -20,6 +20,30 @@ from relayer.domain.units import parse_bool, parse_fixed
 from relayer.errors import InvalidFieldError
 from relayer.services.relay.values import request_hash
 
+PARTIAL_CLOSE_FIELDS = (
+    "symbol",
+    "exit_pct",
+    "side",
+    "positionId",
+    "allowedPrice",
+    "maxSlippageBps",
+    "dry_run",
+)
+CLOSE_FIELDS = ("positionId", "sizeDelta", "allowedPrice", "maxSlippageBps", "dry_run")
+TRIGGER_FIELDS = ("positionId", "price", "close_pct", "dry_run")
+BREAKEVEN_FIELDS = ("positionId", "dry_run")
+"""The body fields of each trading action as REST names them (MCP tools map their arguments onto these)."""
+ENDPOINT_FIELDS = {
+    "partialclose": PARTIAL_CLOSE_FIELDS,
+    "close": CLOSE_FIELDS,
+    "takeprofit": TRIGGER_FIELDS,
+    "stoploss": TRIGGER_FIELDS,
+    "breakeven": BREAKEVEN_FIELDS,
+}
+
+DEFAULT_EXIT_PCT = 50
+"""`partial_close` closes half the position when `exit_pct` is not given (as the reference tool does)."""
+
 
 @dataclass(frozen=True)
 class TradeIntent:

@@ -21,7 +21,7 @@ from relayer.chain.vault import VaultReader
 from relayer.errors import InvalidFieldError, InvalidMarketError, RelayerError
 from relayer.faces import mcp_tools
 from relayer.faces.mcp import build_mcp_server
-from relayer.services import trading
+from relayer.services import trading_requests
 from relayer.services.trading import TradingService
 from tests.conftest import units
 from tests.trading.conftest import Trading, tool_error, tool_json
@@ -383,11 +383,11 @@ def test_every_tool_argument_maps_to_a_field_the_service_takes() -> None:
     """A tool argument missing from its table would crash `_body`; a table naming a field the service does
     not take would be refused as unknown by the service. Both directions, for every tool."""
     tables = {
-        "partial_close": (mcp_tools.PARTIAL_CLOSE_FIELDS, trading.PARTIAL_CLOSE_FIELDS),
-        "close_position": (mcp_tools.CLOSE_POSITION_FIELDS, trading.CLOSE_FIELDS),
-        "set_take_profit": (mcp_tools.TRIGGER_FIELDS, trading.TRIGGER_FIELDS),
-        "set_stop_loss": (mcp_tools.TRIGGER_FIELDS, trading.TRIGGER_FIELDS),
-        "move_to_breakeven": (mcp_tools.BREAKEVEN_FIELDS, trading.BREAKEVEN_FIELDS),
+        "partial_close": (mcp_tools.PARTIAL_CLOSE_FIELDS, trading_requests.PARTIAL_CLOSE_FIELDS),
+        "close_position": (mcp_tools.CLOSE_POSITION_FIELDS, trading_requests.CLOSE_FIELDS),
+        "set_take_profit": (mcp_tools.TRIGGER_FIELDS, trading_requests.TRIGGER_FIELDS),
+        "set_stop_loss": (mcp_tools.TRIGGER_FIELDS, trading_requests.TRIGGER_FIELDS),
+        "move_to_breakeven": (mcp_tools.BREAKEVEN_FIELDS, trading_requests.BREAKEVEN_FIELDS),
         "get_positions": (mcp_tools.GET_POSITIONS_FIELDS, ("symbol",)),
         "get_transaction": (mcp_tools.GET_TRANSACTION_FIELDS, ("transactionId",)),
     }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
@@ -80,4 +82,26 @@ def test_mcp_retries_with_the_same_idempotency_key_send_once(
     first = tool_json(trading.mcp("partial_close", args))
     again = tool_json(trading.mcp("partial_close", args))
     assert again == first
+    assert len(trading.relay.journal.all()) == 1
+
+
+def test_concurrent_copies_of_one_keyed_close_all_get_its_fill(
+    trading: Trading, open_position: Callable[..., bytes], accounts: list[LocalAccount]
+) -> None:
+    """Ten copies of a full close with one key, at once: one transaction, and every copy answers its fill,
+    never the `position_not_found` a late copy meets once the winner closed the position."""
+    open_position(owner=accounts[1], size="0.3")
+    key = trading.key(accounts[1])
+    body = {"symbol": "BTCUSDT", "exit_pct": 100}
+
+    async def race() -> list[Any]:
+        service = trading.service
+        copies = [service.partial_close(key, body, idempotency_key="close-all") for _ in range(10)]
+        return await asyncio.gather(*copies, return_exceptions=True)
+
+    answers = trading.run(race)
+    assert [a for a in answers if isinstance(a, BaseException)] == []
+    bodies = [a.body for a in answers]
+    assert all(b == bodies[0] for b in bodies)
+    assert bodies[0]["closed_qty"] == "0.3"
     assert len(trading.relay.journal.all()) == 1

@@ -33,6 +33,7 @@ from relayer.errors import (
     IdempotencyConflictError,
     InvalidNonceError,
     PositionNotFoundError,
+    RelayerError,
     TransactionNotFoundError,
 )
 from relayer.services.relay import funding
@@ -99,23 +100,26 @@ class RelayService:
         idempotency_key, existing = await self._begin(key_scope, idempotency_key, fingerprint)
         if existing is not None:
             return existing
-        request = relay.request
-        head, fees, owner, expected_nonce = await self.chain.signed_request_state(request.position_id)
-        if owner == _ZERO_ADDRESS:
-            raise PositionNotFoundError.unknown(request.position_id)
-        check_request(
-            request,
-            relay.signature,
-            owner=owner,
-            expected_nonce=expected_nonce,
-            now_s=head.timestamp,
-            chain_id=self.chain.chain_id,
-            vault=self.vault,
-        )
-        signed = RequestRef(owner, request.nonce, request.deadline)
-        return await self._relay_call(
-            relay.kind, data, head, fees, fingerprint, idempotency_key, account=owner, request=signed
-        )
+        try:
+            request = relay.request
+            head, fees, owner, expected_nonce = await self.chain.signed_request_state(request.position_id)
+            if owner == _ZERO_ADDRESS:
+                raise PositionNotFoundError.unknown(request.position_id)
+            check_request(
+                request,
+                relay.signature,
+                owner=owner,
+                expected_nonce=expected_nonce,
+                now_s=head.timestamp,
+                chain_id=self.chain.chain_id,
+                vault=self.vault,
+            )
+            signed = RequestRef(owner, request.nonce, request.deadline)
+            return await self._relay_call(
+                relay.kind, data, head, fees, fingerprint, idempotency_key, account=owner, request=signed
+            )
+        except RelayerError as error:  # a copy raced us to the same key: its answer
+            return self._answer_of_key(idempotency_key, fingerprint, error)
 
     async def submit_call(
         self,
@@ -137,11 +141,14 @@ class RelayService:
         idempotency_key, existing = await self._begin(key_scope, idempotency_key, fingerprint)
         if existing is not None:
             return existing
-        policy.check_call(self.vault, data, vault=self.vault)
-        head, fees = await self.chain.head_and_fees()
-        return await self._relay_call(
-            policy.call_kind(data), data, head, fees, fingerprint, idempotency_key, account=account
-        )
+        try:
+            policy.check_call(self.vault, data, vault=self.vault)
+            head, fees = await self.chain.head_and_fees()
+            return await self._relay_call(
+                policy.call_kind(data), data, head, fees, fingerprint, idempotency_key, account=account
+            )
+        except RelayerError as error:  # a copy raced us to the same key: its answer
+            return self._answer_of_key(idempotency_key, fingerprint, error)
 
     async def submit_checked(self, call: CheckedCall) -> Submission:
         """Journal and send a call the builder already checked and simulated (see `CheckedCall`).
@@ -190,42 +197,45 @@ class RelayService:
         idempotency_key, existing = await self._begin(key_scope, idempotency_key, fingerprint)
         if existing is not None:
             return existing
-        policy.check_raw(tx, vault=self.vault, chain_id=self.chain.chain_id)
-        raw_hash = "0x" + keccak(raw).hex()
-        known = self.journal.by_hash(raw_hash)
-        if known is not None:
-            return Submission(known, False)  # the same bytes: one record, never a second transaction
-        used = await self.chain.nonce(tx.sender, "latest")
-        if tx.nonce < used:
-            raise InvalidNonceError(
-                f"nonce {tx.nonce} of {tx.sender} is already used (replayed)",
-                owner=tx.sender,
-                expected=used,
-                got=tx.nonce,
-            )
-        worst_cost_wei = tx.gas_limit * tx.max_fee_per_gas_wei + tx.value_wei
-        balance = await self.chain.balance(tx.sender)
-        if balance < worst_cost_wei:  # the node would refuse it; say so now, not as the relayer's problem
-            raise DisallowedTransactionError(
-                "the transaction's sender cannot pay for its gas and value",
-                sender=tx.sender,
-                balanceWei=str(balance),
-                maxCostWei=str(worst_cost_wei),
-            )
-        gas = await self.chain.estimate_gas(tx.sender, self.vault, tx.data, tx.value_wei)
-        if tx.gas_limit < gas:
-            raise DisallowedTransactionError(
-                "the transaction's gas limit is below what the call needs",
-                gasLimit=tx.gas_limit,
-                estimate=gas,
-            )
         try:
-            record = await self.sender.journal_raw(
-                tx, request_hash=fingerprint, idempotency_key=idempotency_key
-            )
-        except JournalConflict as conflict:
-            return self._after_conflict(conflict, idempotency_key, fingerprint, raw_hash=raw_hash)
-        return Submission(record, True)
+            policy.check_raw(tx, vault=self.vault, chain_id=self.chain.chain_id)
+            raw_hash = "0x" + keccak(raw).hex()
+            known = self.journal.by_hash(raw_hash)
+            if known is not None:
+                return Submission(known, False)  # the same bytes: one record, never a second transaction
+            used = await self.chain.nonce(tx.sender, "latest")
+            if tx.nonce < used:
+                raise InvalidNonceError(
+                    f"nonce {tx.nonce} of {tx.sender} is already used (replayed)",
+                    owner=tx.sender,
+                    expected=used,
+                    got=tx.nonce,
+                )
+            worst_cost_wei = tx.gas_limit * tx.max_fee_per_gas_wei + tx.value_wei
+            balance = await self.chain.balance(tx.sender)
+            if balance < worst_cost_wei:  # the node would refuse it; say so now, not as the relayer's problem
+                raise DisallowedTransactionError(
+                    "the transaction's sender cannot pay for its gas and value",
+                    sender=tx.sender,
+                    balanceWei=str(balance),
+                    maxCostWei=str(worst_cost_wei),
+                )
+            gas = await self.chain.estimate_gas(tx.sender, self.vault, tx.data, tx.value_wei)
+            if tx.gas_limit < gas:
+                raise DisallowedTransactionError(
+                    "the transaction's gas limit is below what the call needs",
+                    gasLimit=tx.gas_limit,
+                    estimate=gas,
+                )
+            try:
+                record = await self.sender.journal_raw(
+                    tx, request_hash=fingerprint, idempotency_key=idempotency_key
+                )
+            except JournalConflict as conflict:
+                return self._after_conflict(conflict, idempotency_key, fingerprint, raw_hash=raw_hash)
+            return Submission(record, True)
+        except RelayerError as error:  # a copy raced us to the same key: its answer
+            return self._answer_of_key(idempotency_key, fingerprint, error)
 
     async def typed_data_for(self, query: TypedDataQuery) -> dict[str, Any]:
         """The EIP-712 payload to sign for a close or set-trigger request (`parse_typed_data_query`), with
@@ -302,10 +312,27 @@ class RelayService:
             )
         return Submission(existing, False)
 
+    def _answer_of_key(self, key: str | None, fingerprint: str, error: RelayerError) -> Submission:
+        """The record a concurrent copy of this request made under the same key, if one did; else `error`.
+
+        Copies racing with one key all miss it at `_begin`; the losers then meet the winner's effects (its
+        live request, its used nonce, the position it closed) and must answer the winner's record, not that.
+
+        Raises:
+            IdempotencyConflictError: the key was taken by another request meanwhile.
+            RelayerError: `error`, when no record has the key.
+        """
+        again = self._idempotent(key, fingerprint)
+        if again is None:
+            raise error
+        return again
+
     def _after_conflict(
         self, conflict: JournalConflict, key: str | None, fingerprint: str, *, raw_hash: str | None = None
     ) -> Submission:
-        if conflict.constraint == "idempotency_key" and key is not None:
+        """A uniqueness rule refused the insert. The key is looked at first, whichever rule the store named:
+        SQLite reports one of several that a concurrent copy of the request breaks at once."""
+        if key is not None:
             again = self._idempotent(key, fingerprint)
             if again is not None:
                 return again
