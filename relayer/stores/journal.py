@@ -226,6 +226,7 @@ class SqliteJournal(Journal):
         clear_error: bool,
         mined: Mined | None,
         clear_mined: bool,
+        expected_seq: int | None,
     ) -> bool:
         sets = ["status = ?", "updated_at = ?"]
         args: list[Any] = [new.value, now]
@@ -239,10 +240,15 @@ class SqliteJournal(Journal):
             args.append(journal_rows.mined_json(mined))
         elif clear_mined:
             sets.append("mined = NULL")
+        where = "id = ? AND status = ?"
+        guards: list[Any] = [record_id, expected.value]
+        if expected_seq is not None:
+            where += " AND (SELECT MAX(seq) FROM attempts WHERE record_id = records.id) = ?"
+            guards.append(expected_seq)
         with self._lock:
             cursor = self._conn.execute(
-                f"UPDATE records SET {', '.join(sets)} WHERE id = ? AND status = ?",  # noqa: S608
-                [*args, record_id, expected.value],
+                f"UPDATE records SET {', '.join(sets)} WHERE {where}",  # noqa: S608
+                [*args, *guards],
             )
             return cursor.rowcount == 1
 

@@ -69,8 +69,10 @@ class Journal(ABC):
         error: dict[str, Any] | None = None,
         mined: Mined | None = None,
         clear_mined: bool = False,
+        expected_seq: int | None = None,
     ) -> bool:
-        """Move a record from `expected` to `new`; False (and no change) when it is no longer `expected`.
+        """Move a record from `expected` to `new`; False (and no change) when it is no longer `expected` (nor,
+        with `expected_seq`, still at that last attempt: a decision taken on its hashes holds only for them).
 
         A note (`error`) is kept with the move; a move to a succeeded status without one clears the note of
         the wait that is over. `mined` records the receipt; `clear_mined` forgets it (a reorg).
@@ -90,6 +92,7 @@ class Journal(ABC):
             clear_error=clear_error,
             mined=mined,
             clear_mined=clear_mined,
+            expected_seq=expected_seq,
         )
 
     # --- what each store implements -----------------------------------------------------------------------
@@ -106,8 +109,10 @@ class Journal(ABC):
         clear_error: bool,
         mined: Mined | None,
         clear_mined: bool,
+        expected_seq: int | None,
     ) -> bool:
-        """Set the status (and the given fields) only where it is still `expected`; True when it was."""
+        """Set the status (and the given fields) only where it is still `expected` (and its last attempt
+        still `expected_seq`, when given); True when it was."""
 
     @abstractmethod
     def close(self) -> None:

@@ -251,6 +251,33 @@ def test_a_nonce_used_by_a_stranger_ends_replaced_with_a_restorable_error(
     )
 
 
+def test_a_bump_sent_while_a_used_nonce_is_settled_keeps_the_record_from_being_called_replaced(
+    make_sender: Callable[..., tuple[Blocking[Sender], Journal]],
+) -> None:
+    """The nonce is used and none of the record's known hashes mined; while the sender reads the chain,
+    another task journals a fee bump for it (whose hash may be the one that mined). Settling it `replaced`
+    against the hashes it knew before would tell a client `nonce_used_elsewhere` for a call that executed:
+    the compare-and-set on its last attempt leaves it pending for the next round to look at the new hash."""
+    record = _record(RecordKind.CLOSE)
+    journals: list[Journal] = []
+
+    class BumpedMeanwhile(ScriptedPort):
+        def _answer(self, call: RpcCall) -> RpcReply:
+            if call.method == "eth_getTransactionCount" and call.params[1] == "latest":
+                bump = Attempt("0x" + "cd" * 32, 1, AttemptKind.BUMP, b"\x02bump", 40, 3, 2.0)
+                with journals[0].write() as writer:
+                    writer.add_attempts("r1", [bump])
+            return super()._answer(call)
+
+    sender, journal = make_sender(BumpedMeanwhile(latest_nonce=1), record)
+    journals.append(journal)
+    sender.settle_used_nonce(record)
+    after = journal.get("r1")
+    assert after is not None
+    assert after.status is TxStatus.QUEUED  # not `replaced`: its newest hash was never looked for
+    assert [a.kind for a in after.attempts] == [AttemptKind.ORIGINAL, AttemptKind.BUMP]
+
+
 def test_the_fee_cap_note_is_a_restorable_error(
     make_sender: Callable[..., tuple[Blocking[Sender], Journal]],
 ) -> None:

@@ -232,7 +232,12 @@ class Sender(RelayParts):
         return next((receipt for receipt in receipts if receipt is not None), None)
 
     async def settle_used_nonce(self, record: RelayRecord) -> None:
-        """The record's nonce is used on chain: find which of our hashes mined, else someone else's did."""
+        """The record's nonce is used on chain: find which of our hashes mined, else someone else's did.
+
+        Read afresh first (the caller's copy may predate a bump another task just sent), and `replaced` is a
+        compare-and-set on the attempts too: a record that gained a hash since it was read is left for the
+        next round, which looks for that hash's receipt, rather than settled against a stale list."""
+        record = self._reload(record)
         if record.status.is_settled:
             return
         receipt = await self.find_receipt(record)
@@ -245,7 +250,7 @@ class Sender(RelayParts):
             error = NonceUsedElsewhereError(
                 "a transaction that is not one of this record's used its nonce", nonce=record.nonce
             )
-            self._finish(record, TxStatus.REPLACED, error=error.to_dict())
+            self._finish(record, TxStatus.REPLACED, error=error.to_dict(), expected_seq=record.latest.seq)
 
     async def settle_receipt(self, record: RelayRecord, receipt: Receipt) -> None:
         """Record where a hash of `record` was mined and what it did."""
@@ -268,9 +273,16 @@ class Sender(RelayParts):
         *,
         mined: Mined | None = None,
         error: dict[str, Any] | None = None,
+        expected_seq: int | None = None,
     ) -> bool:
         done = self.journal.transition(
-            record.id, record.status, status, now=self.clock(), mined=mined, error=error
+            record.id,
+            record.status,
+            status,
+            now=self.clock(),
+            mined=mined,
+            error=error,
+            expected_seq=expected_seq,
         )
         if done:
             log.info(
