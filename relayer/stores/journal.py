@@ -29,12 +29,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from relayer.domain.records import Attempt, Mined, RelayRecord
+from relayer.domain.records import Attempt, RelayRecord
 from relayer.domain.status import PENDING, TxStatus
 from relayer.stores import journal_chains, journal_rows
 from relayer.stores import sqlite as store_file
 from relayer.stores.journal_chains import ChainBinding
-from relayer.stores.journal_port import Journal, JournalConflict, JournalWriter
+from relayer.stores.journal_port import Journal, JournalConflict, JournalWriter, StatusChange
 from relayer.stores.relay_lock import lock_for_relaying
 
 _PENDING = tuple(sorted(status.value for status in PENDING))
@@ -215,36 +215,24 @@ class SqliteJournal(Journal):
 
     # --- compare-and-set updates
 
-    def _compare_and_set(
-        self,
-        record_id: str,
-        expected: TxStatus,
-        new: TxStatus,
-        *,
-        now: float,
-        error: dict[str, Any] | None,
-        clear_error: bool,
-        mined: Mined | None,
-        clear_mined: bool,
-        expected_seq: int | None,
-    ) -> bool:
+    def _compare_and_set(self, record_id: str, change: StatusChange) -> bool:
         sets = ["status = ?", "updated_at = ?"]
-        args: list[Any] = [new.value, now]
-        if error is not None:
+        args: list[Any] = [change.new.value, change.now]
+        if change.error is not None:
             sets.append("error = ?")
-            args.append(json.dumps(error, sort_keys=True))
-        elif clear_error:
+            args.append(json.dumps(change.error, sort_keys=True))
+        elif change.clear_error:
             sets.append("error = NULL")
-        if mined is not None:
+        if change.mined is not None:
             sets.append("mined = ?")
-            args.append(journal_rows.mined_json(mined))
-        elif clear_mined:
+            args.append(journal_rows.mined_json(change.mined))
+        elif change.clear_mined:
             sets.append("mined = NULL")
         where = "id = ? AND status = ?"
-        guards: list[Any] = [record_id, expected.value]
-        if expected_seq is not None:
+        guards: list[Any] = [record_id, change.expected.value]
+        if change.expected_seq is not None:
             where += " AND (SELECT MAX(seq) FROM attempts WHERE record_id = records.id) = ?"
-            guards.append(expected_seq)
+            guards.append(change.expected_seq)
         with self._lock:
             cursor = self._conn.execute(
                 f"UPDATE records SET {', '.join(sets)} WHERE {where}",  # noqa: S608

@@ -14,6 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from relayer.domain.records import Attempt, Mined, RelayRecord
@@ -51,6 +52,22 @@ class JournalWriter(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    """One checked status change, as `Journal.transition` hands it to a store's compare-and-set."""
+
+    expected: TxStatus
+    new: TxStatus
+    now: float
+    error: dict[str, Any] | None
+    """A note to keep with the move (None: keep the note there is, or clear it with `clear_error`)."""
+    clear_error: bool
+    mined: Mined | None
+    clear_mined: bool
+    expected_seq: int | None
+    """The record's last attempt the caller decided on (None: any)."""
+
+
 class Journal(ABC):
     """The relay journal: records, their attempts and nonces, and the chains they belong to."""
 
@@ -82,37 +99,17 @@ class Journal(ABC):
         """
         if not can_transition(expected, new):
             raise ValueError(f"illegal relay status change {expected} -> {new}")
-        clear_error = error is None and new.is_succeeded
-        return self._compare_and_set(
-            record_id,
-            expected,
-            new,
-            now=now,
-            error=error,
-            clear_error=clear_error,
-            mined=mined,
-            clear_mined=clear_mined,
-            expected_seq=expected_seq,
+        change = StatusChange(
+            expected, new, now, error, error is None and new.is_succeeded, mined, clear_mined, expected_seq
         )
+        return self._compare_and_set(record_id, change)
 
     # --- what each store implements -----------------------------------------------------------------------
 
     @abstractmethod
-    def _compare_and_set(
-        self,
-        record_id: str,
-        expected: TxStatus,
-        new: TxStatus,
-        *,
-        now: float,
-        error: dict[str, Any] | None,
-        clear_error: bool,
-        mined: Mined | None,
-        clear_mined: bool,
-        expected_seq: int | None,
-    ) -> bool:
-        """Set the status (and the given fields) only where it is still `expected` (and its last attempt
-        still `expected_seq`, when given); True when it was."""
+    def _compare_and_set(self, record_id: str, change: StatusChange) -> bool:
+        """Apply `change` only where the record is still `change.expected` (and its last attempt still
+        `change.expected_seq`, when given); True when it was."""
 
     @abstractmethod
     def close(self) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from relayer.domain.status import TxStatus
 from relayer.stores.journal import SqliteJournal
-from relayer.stores.journal_port import Journal
+from relayer.stores.journal_port import Journal, StatusChange
 from tests.relay.records import queued_record
 
 
@@ -20,9 +19,9 @@ class CountingJournal(SqliteJournal):
         super().__init__(path)
         self.store_calls = 0
 
-    def _compare_and_set(self, record_id: str, expected: TxStatus, new: TxStatus, **fields: Any) -> bool:
+    def _compare_and_set(self, record_id: str, change: StatusChange) -> bool:
         self.store_calls += 1
-        return super()._compare_and_set(record_id, expected, new, **fields)
+        return super()._compare_and_set(record_id, change)
 
 
 def test_the_port_cannot_be_built_without_a_store() -> None:
