@@ -1,7 +1,9 @@
 """Which relayer signer pays for a call, and what operators see of every signer.
 
 A call goes to the next signer in the rotation whose balance covers its worst case (every unit of gas at the
-fee cap); a signer that cannot pay is skipped, and when none can the error lists every balance it saw.
+fee cap), signers no task is sending with first (a signer busy with a slow node or a refusal would hold the
+call behind its lock); a signer that cannot pay is skipped, and when none can the error lists every balance it
+saw.
 """
 
 from __future__ import annotations
@@ -16,14 +18,22 @@ from relayer.services.relay.values import SignerStatus
 from relayer.stores.journal_port import Journal
 
 
-async def funded_signer(chain: ChainClient, pool: SignerPool, gas_limit: int, price_cap_wei: int) -> Signer:
+def free_first(pool: SignerPool, nonces: NonceAllocator) -> list[Signer]:
+    """The rotation with the signers no task holds first, in turn; the busy ones after, in turn."""
+    rotation = pool.rotation()
+    return sorted(rotation, key=lambda signer: nonces.busy(signer.address))  # stable: turn kept within each
+
+
+async def funded_signer(
+    chain: ChainClient, pool: SignerPool, nonces: NonceAllocator, gas_limit: int, price_cap_wei: int
+) -> Signer:
     """The next signer (round-robin) whose balance covers `gas_limit` gas at the cap.
 
     Raises:
         RelayerOutOfFundsError: no signer can pay for it.
     """
     shortfall: dict[str, str] = {}
-    for signer in pool.rotation():
+    for signer in free_first(pool, nonces):
         balance = await chain.balance(signer.address)
         if balance >= gas_limit * price_cap_wei:
             return signer
@@ -32,7 +42,7 @@ async def funded_signer(chain: ChainClient, pool: SignerPool, gas_limit: int, pr
 
 
 async def pick_signer(
-    chain: ChainClient, pool: SignerPool, vault: str, data: bytes, price_cap_wei: int
+    chain: ChainClient, pool: SignerPool, nonces: NonceAllocator, vault: str, data: bytes, price_cap_wei: int
 ) -> tuple[Signer, int]:
     """The next signer (round-robin) whose balance covers the worst-case cost, and the gas limit: each
     signer's balance and simulation (`eth_estimateGas` from it) asked in one batch.
@@ -42,7 +52,7 @@ async def pick_signer(
         RelayerError: the vault error the simulation reverted with; node unreachable.
     """
     shortfall: dict[str, str] = {}
-    for signer in pool.rotation():
+    for signer in free_first(pool, nonces):
         try:
             # Estimation is the simulation: a revert raises the decoded vault error, nothing is signed.
             balance, estimate = await chain.balance_and_estimate(signer.address, vault, data)

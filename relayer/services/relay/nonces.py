@@ -54,6 +54,10 @@ class NonceAllocator:
             finally:
                 del self._holders[signer]
 
+    def busy(self, signer: str) -> bool:
+        """Whether some task holds `signer`'s sequence now (sending, or handling a refusal)."""
+        return signer in self._holders
+
     def reconcile(self, signer: str, chain_pending_nonce: int) -> None:
         """Raise the floor to the chain's pending nonce (never lowers it: journaled nonces stay taken)."""
         with self._guard:

@@ -163,7 +163,9 @@ class RelayService:
             call.fees, self.settings.max_fee_per_gas_wei, base_fee_wei=call.head.base_fee_wei
         )
         gas_limit = call.gas_limit + OPERATOR_CHECK_GAS  # simulated from the owner; sent by an operator
-        signer = await funding.funded_signer(self.chain, self.pool, gas_limit, fees.price_cap_wei)
+        signer = await funding.funded_signer(
+            self.chain, self.pool, self.nonces, gas_limit, fees.price_cap_wei
+        )
         plan = CallPlan(
             kind=call.kind,
             to=self.vault,
@@ -359,7 +361,7 @@ class RelayService:
         """Simulate from a signer that can pay, then journal and send. Never sends what did not simulate."""
         fees = policy.cap_fees(fees, self.settings.max_fee_per_gas_wei, base_fee_wei=head.base_fee_wei)
         signer, gas_limit = await funding.pick_signer(
-            self.chain, self.pool, self.vault, data, fees.price_cap_wei
+            self.chain, self.pool, self.nonces, self.vault, data, fees.price_cap_wei
         )
         plan = CallPlan(
             kind=kind,
