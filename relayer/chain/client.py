@@ -23,7 +23,7 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address
 
-from relayer.chain.client_core import LATEST_BLOCK, ChainClientCore, hex_of
+from relayer.chain.client_core import LATEST_BLOCK, ChainClientCore, gas_estimate_of, hex_of
 from relayer.chain.decoding import (
     decode_bytes32_array,
     decode_market_price,
@@ -57,6 +57,24 @@ class Receipt:
     """The wire logs, decoded into `mined.events` once the transaction is known to have succeeded."""
 
 
+@dataclass(frozen=True)
+class SenderState:
+    """What `ChainClient.sender_state` read of a transaction's sender."""
+
+    latest_nonce: int
+    balance_wei: int
+    _estimate: RpcReply
+
+    def gas_estimate(self) -> int:
+        """The simulation's gas.
+
+        Raises:
+            RelayerOutOfFundsError: the sender cannot pay for the call.
+            RelayerError: the decoded vault error when the call reverts.
+        """
+        return gas_estimate_of(self._estimate)
+
+
 class ChainClient(ChainClientCore):
     """Typed reads and writes of one vault's chain over a `RpcPort`. Call `start()` once before use."""
 
@@ -79,7 +97,7 @@ class ChainClient(ChainClientCore):
             RelayerOutOfFundsError: the sender cannot pay for the call.
             RelayerError: the decoded vault error when the call reverts (nothing is ever sent then).
         """
-        return self._estimate((await self._batch([_estimate_call(sender, to, data, value_wei)]))[0])
+        return gas_estimate_of((await self._batch([_estimate_call(sender, to, data, value_wei)]))[0])
 
     async def balance_and_estimate(self, sender: str, to: str, data: bytes) -> tuple[int, int]:
         """`sender`'s balance and `estimate_gas` of the call from it, in one batch.
@@ -96,10 +114,22 @@ class ChainClient(ChainClientCore):
         )
         balance = balance_reply.quantity()
         try:
-            return balance, self._estimate(estimate)
+            return balance, gas_estimate_of(estimate)
         except RelayerOutOfFundsError as error:
             error.details["balanceWei"] = str(balance)
             raise
+
+    async def sender_state(self, sender: str, to: str, data: bytes, value_wei: int) -> SenderState:
+        """A user-signed transaction's sender, read in one batch: its mined nonce, its balance, and the call
+        simulated from it (decoded when asked for, so the caller checks in its own order)."""
+        nonce, balance, estimate = await self._batch(
+            [
+                RpcCall("eth_getTransactionCount", [to_checksum_address(sender), "latest"]),
+                RpcCall("eth_getBalance", [to_checksum_address(sender), "latest"]),
+                _estimate_call(sender, to, data, value_wei),
+            ]
+        )
+        return SenderState(nonce.quantity(), balance.quantity(), estimate)
 
     async def send_raw(self, raw_tx: bytes) -> NodeError | None:
         """Broadcast signed bytes once (never retried here: the sender decides). None: the node took them."""
@@ -258,7 +288,7 @@ class ChainClient(ChainClientCore):
         estimate, nonce = owner_replies
         nonce_value = nonce.quantity()
         try:
-            return await self._state(quote, head, nonce_value, self._estimate(estimate), None)
+            return await self._state(quote, head, nonce_value, gas_estimate_of(estimate), None)
         except RelayerError as error:
             return await self._state(quote, head, nonce_value, None, error)
 

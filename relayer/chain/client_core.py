@@ -13,7 +13,7 @@ the in-process chain):
   will be priced on (`head_and_fees`, `_refresh_calls`/`_apply_refresh`: never another block's, never an
   extra round trip) and kept for `fees(head)` of the same block; the vault's `maxPriceAge`, re-read after
   `MAX_PRICE_AGE_CACHE_S`; owners per position id (`_OwnerCache`);
-- the node's gas-estimate answer turned into a value or `RelayerOutOfFundsError` (`_estimate`).
+- the node's gas-estimate answer turned into a value or `RelayerOutOfFundsError` (`gas_estimate_of`).
 """
 
 from __future__ import annotations
@@ -222,13 +222,19 @@ class ChainClientCore:
     def _request_nonce_call(self, owner: str) -> RpcCall:
         return self._view_call(calldata.encode_call("nonces", to_checksum_address(owner)))
 
-    @staticmethod
-    def _estimate(reply: RpcReply) -> int:
-        if reply.error is not None:
-            refusal = classify_rpc_error(reply.error)
-            if refusal.kind is Kind.INSUFFICIENT_FUNDS:
-                raise RelayerOutOfFundsError("the sender cannot pay for this call", **refusal.details())
-        return reply.quantity()
+
+def gas_estimate_of(reply: RpcReply) -> int:
+    """An `eth_estimateGas` reply as gas.
+
+    Raises:
+        RelayerOutOfFundsError: the sender cannot pay for the call.
+        RelayerError: the decoded vault error when the call reverts (`RpcReply.quantity`).
+    """
+    if reply.error is not None:
+        refusal = classify_rpc_error(reply.error)
+        if refusal.kind is Kind.INSUFFICIENT_FUNDS:
+            raise RelayerOutOfFundsError("the sender cannot pay for this call", **refusal.details())
+    return reply.quantity()
 
 
 def hex_of(data: bytes) -> str:

@@ -205,7 +205,8 @@ class RelayService:
             known = self.journal.by_hash(raw_hash)
             if known is not None:
                 return Submission(known, False)  # the same bytes: one record, never a second transaction
-            used = await self.chain.nonce(tx.sender, "latest")
+            state = await self.chain.sender_state(tx.sender, self.vault, tx.data, tx.value_wei)  # one batch
+            used = state.latest_nonce
             if tx.nonce < used:
                 raise InvalidNonceError(
                     f"nonce {tx.nonce} of {tx.sender} is already used (replayed)",
@@ -214,7 +215,7 @@ class RelayService:
                     got=tx.nonce,
                 )
             worst_cost_wei = tx.gas_limit * tx.max_fee_per_gas_wei + tx.value_wei
-            balance = await self.chain.balance(tx.sender)
+            balance = state.balance_wei
             if balance < worst_cost_wei:  # the node would refuse it; say so now, not as the relayer's problem
                 raise DisallowedTransactionError(
                     "the transaction's sender cannot pay for its gas and value",
@@ -222,7 +223,7 @@ class RelayService:
                     balanceWei=str(balance),
                     maxCostWei=str(worst_cost_wei),
                 )
-            gas = await self.chain.estimate_gas(tx.sender, self.vault, tx.data, tx.value_wei)
+            gas = state.gas_estimate()
             if tx.gas_limit < gas:
                 raise DisallowedTransactionError(
                     "the transaction's gas limit is below what the call needs",
