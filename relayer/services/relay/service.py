@@ -29,14 +29,12 @@ from relayer.domain.status import RecordKind
 from relayer.domain.typed_data import SignedRelay, TypedDataQuery, check_request, typed_data
 from relayer.errors import (
     DisallowedTransactionError,
-    DuplicateRequestError,
-    IdempotencyConflictError,
     InvalidNonceError,
     PositionNotFoundError,
     RelayerError,
     TransactionNotFoundError,
 )
-from relayer.services.relay import funding
+from relayer.services.relay import funding, idempotency
 from relayer.services.relay.nonces import NonceAllocator
 from relayer.services.relay.rounds import Rounds
 from relayer.services.relay.sender import Sender
@@ -119,7 +117,7 @@ class RelayService:
                 relay.kind, data, head, fees, fingerprint, idempotency_key, account=owner, request=signed
             )
         except RelayerError as error:  # a copy raced us to the same key: its answer
-            return self._answer_of_key(idempotency_key, fingerprint, error)
+            return idempotency.answer_of_key(self.journal, idempotency_key, fingerprint, error)
 
     async def submit_call(
         self,
@@ -148,7 +146,7 @@ class RelayService:
                 policy.call_kind(data), data, head, fees, fingerprint, idempotency_key, account=account
             )
         except RelayerError as error:  # a copy raced us to the same key: its answer
-            return self._answer_of_key(idempotency_key, fingerprint, error)
+            return idempotency.answer_of_key(self.journal, idempotency_key, fingerprint, error)
 
     async def submit_checked(self, call: CheckedCall) -> Submission:
         """Journal and send a call the builder already checked and simulated (see `CheckedCall`).
@@ -179,7 +177,7 @@ class RelayService:
         try:
             record = await self.sender.journal_and_send(signer, plan)
         except JournalConflict as conflict:
-            return self._after_conflict(conflict, key, call.fingerprint)
+            return idempotency.after_conflict(self.journal, conflict, key, call.fingerprint)
         return Submission(record, True)
 
     async def submit_raw(
@@ -235,10 +233,12 @@ class RelayService:
                     tx, request_hash=fingerprint, idempotency_key=idempotency_key
                 )
             except JournalConflict as conflict:
-                return self._after_conflict(conflict, idempotency_key, fingerprint, raw_hash=raw_hash)
+                return idempotency.after_conflict(
+                    self.journal, conflict, idempotency_key, fingerprint, raw_hash=raw_hash
+                )
             return Submission(record, True)
         except RelayerError as error:  # a copy raced us to the same key: its answer
-            return self._answer_of_key(idempotency_key, fingerprint, error)
+            return idempotency.answer_of_key(self.journal, idempotency_key, fingerprint, error)
 
     async def typed_data_for(self, query: TypedDataQuery) -> dict[str, Any]:
         """The EIP-712 payload to sign for a close or set-trigger request (`parse_typed_data_query`), with
@@ -286,7 +286,7 @@ class RelayService:
         Raises:
             IdempotencyConflictError: the key was used with a different request.
         """
-        return self._idempotent(scoped_key(key_scope, idempotency_key), fingerprint)
+        return idempotency.earlier(self.journal, scoped_key(key_scope, idempotency_key), fingerprint)
 
     async def _begin(
         self, key_scope: str, idempotency_key: str | None, fingerprint: str
@@ -301,51 +301,7 @@ class RelayService:
         """
         await self.rounds.ensure_resumed()
         key = scoped_key(key_scope, idempotency_key)
-        return key, self._idempotent(key, fingerprint)
-
-    def _idempotent(self, key: str | None, fingerprint: str) -> Submission | None:
-        if key is None:
-            return None
-        existing = self.journal.by_idempotency_key(key)
-        if existing is None:
-            return None
-        if existing.request_hash != fingerprint:
-            raise IdempotencyConflictError(
-                "this Idempotency-Key was used with a different request", idempotencyKey=key, id=existing.id
-            )
-        return Submission(existing, False)
-
-    def _answer_of_key(self, key: str | None, fingerprint: str, error: RelayerError) -> Submission:
-        """The record a concurrent copy of this request made under the same key, if one did; else `error`.
-
-        Copies racing with one key all miss it at `_begin`; the losers then meet the winner's effects (its
-        live request, its used nonce, the position it closed) and must answer the winner's record, not that.
-
-        Raises:
-            IdempotencyConflictError: the key was taken by another request meanwhile.
-            RelayerError: `error`, when no record has the key.
-        """
-        again = self._idempotent(key, fingerprint)
-        if again is None:
-            raise error
-        return again
-
-    def _after_conflict(
-        self, conflict: JournalConflict, key: str | None, fingerprint: str, *, raw_hash: str | None = None
-    ) -> Submission:
-        """A uniqueness rule refused the insert. The key is looked at first, whichever rule the store named:
-        SQLite reports one of several that a concurrent copy of the request breaks at once."""
-        if key is not None:
-            again = self._idempotent(key, fingerprint)
-            if again is not None:
-                return again
-        if conflict.constraint == "request_owner":
-            raise DuplicateRequestError("this signed request is already being relayed (same owner and nonce)")
-        if conflict.constraint == "tx_hash" and raw_hash is not None:
-            known = self.journal.by_hash(raw_hash)
-            if known is not None:
-                return Submission(known, False)
-        raise conflict
+        return key, idempotency.earlier(self.journal, key, fingerprint)
 
     async def _relay_call(
         self,
@@ -378,7 +334,7 @@ class RelayService:
         try:
             record = await self.sender.journal_and_send(signer, plan)
         except JournalConflict as conflict:
-            return self._after_conflict(conflict, idempotency_key, fingerprint)
+            return idempotency.after_conflict(self.journal, conflict, idempotency_key, fingerprint)
         return Submission(record, True)
 
     async def _owner_of(self, position_id: bytes) -> str:
