@@ -75,6 +75,9 @@ _TRIGGER_TYPE = [
     {"name": "nonce", "type": "uint256"},
     {"name": "deadline", "type": "uint256"},
 ]
+REQUEST_TYPES = {"ClosePositionRequest": _CLOSE_TYPE, "SetTriggerRequest": _TRIGGER_TYPE}
+"""The signed requests' EIP-712 struct types by name; the contract tests check them against the vault's own
+`*_TYPEHASH` constants, so the relayer and the vault cannot drift apart."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,7 @@ def typed_data(request: SignedRequest, *, chain_id: int, vault: str) -> dict[str
     return {
         "types": {
             "EIP712Domain": _DOMAIN_TYPE,
-            request.primary_type: _CLOSE_TYPE if isinstance(request, CloseRequest) else _TRIGGER_TYPE,
+            request.primary_type: REQUEST_TYPES[request.primary_type],
         },
         "primaryType": request.primary_type,
         "domain": {

@@ -42,32 +42,20 @@ _V3_RECORD_COLUMNS = (
 _RECORD_COLUMNS = _V3_RECORD_COLUMNS + ", account"
 """Every column of `records` at `SCHEMA_VERSION`."""
 
+_RECORDS_V1_COLUMNS = """
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, idempotency_key TEXT,
+    request_hash TEXT NOT NULL, sender TEXT NOT NULL, nonce INTEGER NOT NULL, chain_id INTEGER NOT NULL,
+    to_address TEXT NOT NULL, data BLOB NOT NULL, value_wei TEXT NOT NULL, gas_limit INTEGER NOT NULL,
+    request_owner TEXT, request_nonce TEXT, deadline INTEGER, noop_outcome TEXT, error TEXT, mined TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL"""
+"""The columns of `records` from version 1 to 3, frozen with the migrations that create them (1, and 3's
+rebuild, which only moves the idempotency key's uniqueness from the file to the chain)."""
+
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         1,
         (
-            """CREATE TABLE records (
-                id TEXT PRIMARY KEY,
-                kind TEXT NOT NULL,
-                status TEXT NOT NULL,
-                idempotency_key TEXT UNIQUE,
-                request_hash TEXT NOT NULL,
-                sender TEXT NOT NULL,
-                nonce INTEGER NOT NULL,
-                chain_id INTEGER NOT NULL,
-                to_address TEXT NOT NULL,
-                data BLOB NOT NULL,
-                value_wei TEXT NOT NULL,
-                gas_limit INTEGER NOT NULL,
-                request_owner TEXT,
-                request_nonce TEXT,
-                deadline INTEGER,
-                noop_outcome TEXT,
-                error TEXT,
-                mined TEXT,
-                created_at REAL NOT NULL,
-                updated_at REAL NOT NULL
-            )""",
+            f"CREATE TABLE records ({_RECORDS_V1_COLUMNS}, UNIQUE (idempotency_key))",
             # One record per nonce of each relayer signer: the database itself refuses a duplicate nonce.
             "CREATE UNIQUE INDEX records_signer_nonce ON records (sender, nonce) WHERE kind != 'raw'",
             # A signed request (owner, nonce) is relayed at most once at a time; a second copy would revert.
@@ -112,29 +100,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             # Records of several chains share a file: a signer's nonce, a live signed request and an
             # idempotency key are unique per chain. SQLite cannot relax a column's UNIQUE in place, so the
             # table is rebuilt (foreign keys are off while migrations run) and its indexes made again.
-            """CREATE TABLE records_v3 (
-                id TEXT PRIMARY KEY,
-                kind TEXT NOT NULL,
-                status TEXT NOT NULL,
-                idempotency_key TEXT,
-                request_hash TEXT NOT NULL,
-                sender TEXT NOT NULL,
-                nonce INTEGER NOT NULL,
-                chain_id INTEGER NOT NULL,
-                to_address TEXT NOT NULL,
-                data BLOB NOT NULL,
-                value_wei TEXT NOT NULL,
-                gas_limit INTEGER NOT NULL,
-                request_owner TEXT,
-                request_nonce TEXT,
-                deadline INTEGER,
-                noop_outcome TEXT,
-                error TEXT,
-                mined TEXT,
-                created_at REAL NOT NULL,
-                updated_at REAL NOT NULL,
-                UNIQUE (chain_id, idempotency_key)
-            )""",
+            f"CREATE TABLE records_v3 ({_RECORDS_V1_COLUMNS}, UNIQUE (chain_id, idempotency_key))",
             f"INSERT INTO records_v3 ({_V3_RECORD_COLUMNS}) SELECT {_V3_RECORD_COLUMNS} FROM records",  # noqa: S608
             "DROP TABLE records",
             "ALTER TABLE records_v3 RENAME TO records",

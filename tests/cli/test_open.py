@@ -147,44 +147,36 @@ def test_operator_approve_and_revoke(
     assert not vault.is_operator(owner, relayer_signer)
 
 
+def _bad_open(why: str, code: str, exit_code: int, call: str) -> Any:
+    """A row of the table below: `relayer open MARKET SIDE SIZE [flags]` by the trader, and its answer."""
+    market, side, size, *extra = call.split()
+    argv = ["open", "--market", market, "--side", side, "--size", size, *extra]
+    return pytest.param({"RELAYER_TRADER_KEY": TRADER_KEY}, argv, code, exit_code, id=why)
+
+
+def _bad_price(why: str, code: str, exit_code: int, key: str, price: str) -> Any:
+    """A row of the table below: `relayer price set` of BTCUSDT signed with `key`, and its answer."""
+    argv = ["price", "set", "--market", "BTCUSDT", "--price", price]
+    return pytest.param({"RELAYER_PRICE_KEEPER_KEY": key}, argv, code, exit_code, id=why)
+
+
 @pytest.mark.parametrize(
     ("env", "argv", "code", "exit_code"),
     [
-        pytest.param(
-            {"RELAYER_TRADER_KEY": TRADER_KEY},
-            ["open", "--market", "BTCUSDT", "--side", "long", "--size", "1", "--allowed-price", "95999.99"],
+        _bad_open(
+            "long above its allowed price",
             "price_slippage",
             EXIT_ERROR,
-            id="a long above its allowed price",
+            "BTCUSDT long 1 --allowed-price 95999.99",
         ),
-        pytest.param(
-            {"RELAYER_TRADER_KEY": TRADER_KEY},
-            ["open", "--market", "BTCUSDT", "--side", "short", "--size", "0.0000000000000000001"],
-            "invalid_field",
-            EXIT_USAGE,
-            id="more decimals than the vault holds",
+        _bad_open(
+            "finer than the vault holds", "invalid_field", EXIT_USAGE, "BTCUSDT short 0.0000000000000000001"
         ),
-        pytest.param(
-            {"RELAYER_TRADER_KEY": TRADER_KEY},
-            ["open", "--market", "BTCUSDT", "--side", "long", "--size", "1e40"],
-            "invalid_size",
-            EXIT_USAGE,
-            id="a size above the vault's 128 bits (its own revert, decoded)",
+        _bad_open(
+            "a size above 128 bits (the vault's revert)", "invalid_size", EXIT_USAGE, "BTCUSDT long 1e40"
         ),
-        pytest.param(
-            {"RELAYER_TRADER_KEY": TRADER_KEY},
-            ["open", "--market", "DOGEUSDT", "--side", "long", "--size", "1"],
-            "price_not_set",
-            EXIT_ERROR,
-            id="a market without a price",
-        ),
-        pytest.param(
-            {"RELAYER_TRADER_KEY": TRADER_KEY},
-            ["open", "--market", "BTC/USDT", "--side", "long", "--size", "1"],
-            "invalid_market",
-            EXIT_USAGE,
-            id="not a market symbol",
-        ),
+        _bad_open("a market without a price", "price_not_set", EXIT_ERROR, "DOGEUSDT long 1"),
+        _bad_open("not a market symbol", "invalid_market", EXIT_USAGE, "BTC/USDT long 1"),
         pytest.param(
             {},
             ["open", "--market", "BTCUSDT", "--side", "long", "--size", "1"],
@@ -192,20 +184,8 @@ def test_operator_approve_and_revoke(
             EXIT_ERROR,
             id="no trader key",
         ),
-        pytest.param(
-            {"RELAYER_PRICE_KEEPER_KEY": TRADER_KEY},
-            ["price", "set", "--market", "BTCUSDT", "--price", "1"],
-            "not_authorized",
-            EXIT_ERROR,
-            id="a price from a trader",
-        ),
-        pytest.param(
-            {"RELAYER_PRICE_KEEPER_KEY": KEEPER_KEY},
-            ["price", "set", "--market", "BTCUSDT", "--price", "0"],
-            "invalid_field",
-            EXIT_USAGE,
-            id="a zero price",
-        ),
+        _bad_price("a price from a trader", "not_authorized", EXIT_ERROR, TRADER_KEY, "1"),
+        _bad_price("a zero price", "invalid_field", EXIT_USAGE, KEEPER_KEY, "0"),
     ],
 )
 def test_a_bad_call_is_one_line_with_its_exit_code(

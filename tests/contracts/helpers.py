@@ -22,27 +22,11 @@ from web3.types import TxReceipt
 
 from relayer.chain.transact import current_fees
 from relayer.constants import EIP712_NAME, EIP712_VERSION
+from relayer.domain.typed_data import REQUEST_TYPES
 from relayer.errors import RelayerError
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 """Order of the secp256k1 group: `s` and `n - s` both sign the same digest (signature malleability)."""
-
-CLOSE_POSITION_FIELDS = [
-    {"name": "positionId", "type": "bytes32"},
-    {"name": "sizeDelta", "type": "uint256"},
-    {"name": "allowedPrice", "type": "uint256"},
-    {"name": "nonce", "type": "uint256"},
-    {"name": "deadline", "type": "uint256"},
-]
-SET_TRIGGER_FIELDS = [
-    {"name": "positionId", "type": "bytes32"},
-    {"name": "isTakeProfit", "type": "bool"},
-    {"name": "price", "type": "uint256"},
-    {"name": "closeBps", "type": "uint16"},
-    {"name": "nonce", "type": "uint256"},
-    {"name": "deadline", "type": "uint256"},
-]
-REQUEST_TYPES = {"ClosePositionRequest": CLOSE_POSITION_FIELDS, "SetTriggerRequest": SET_TRIGGER_FIELDS}
 
 
 def type_string(primary_type: str) -> str:

@@ -21,6 +21,7 @@ from relayer.chain.vault import VaultReader
 from relayer.constants import CLOSE_ALL_SIZE
 from relayer.domain import calldata
 from relayer.domain.positions import TriggerOrder
+from relayer.domain.typed_data import REQUEST_TYPES
 from relayer.errors import (
     ExpiredRequestError,
     InvalidNonceError,
@@ -31,7 +32,6 @@ from relayer.errors import (
 from tests.conftest import units, usd
 from tests.contracts.conftest import Transact
 from tests.contracts.helpers import (
-    REQUEST_TYPES,
     SECP256K1_N,
     as_struct,
     close_request,

@@ -54,33 +54,23 @@ class Ceiling:
     simulations: int
 
 
+def _ceilings(before_send: tuple[int, int, int], until_answer: tuple[int, int, int]) -> dict[str, Ceiling]:
+    """A path's two windows, each as (round trips, calls, simulations)."""
+    return {"beforeSend": Ceiling(*before_send), "untilAnswer": Ceiling(*until_answer)}
+
+
 CEILINGS: dict[str, dict[str, Ceiling]] = {
     # Measured after the redesign of issue 9 (the same on every run: nothing here is timed); never raise them.
     # Before it (c5c1388), in the same order: partialclose 17/22/2 before the send and 21/26/2 until the
     # answer; again 15/20/2 and 19/24/2; relay/signed 12/12/1 and 13/13/1; keeper 14/14/1 and 15/15/1.
-    "partialclose": {
-        "beforeSend": Ceiling(round_trips=6, calls=12, simulations=1),
-        "untilAnswer": Ceiling(round_trips=9, calls=16, simulations=1),
-    },
-    "partialclose (again)": {
-        "beforeSend": Ceiling(round_trips=5, calls=11, simulations=1),
-        "untilAnswer": Ceiling(round_trips=8, calls=15, simulations=1),
-    },
+    "partialclose": _ceilings((6, 12, 1), (9, 16, 1)),
+    "partialclose (again)": _ceilings((5, 11, 1), (8, 15, 1)),
     # One call more than first measured after the redesign, no round trip more: the position's owner is read
     # in the request's batch, never taken from a cache that a reorg could have made wrong.
-    "relay/signed": {
-        "beforeSend": Ceiling(round_trips=2, calls=6, simulations=1),
-        "untilAnswer": Ceiling(round_trips=3, calls=7, simulations=1),
-    },
+    "relay/signed": _ceilings((2, 6, 1), (3, 7, 1)),
     # Added after the redesign (no earlier ceiling): the sender's nonce, balance and simulation in one batch.
-    "relay/raw": {
-        "beforeSend": Ceiling(round_trips=1, calls=3, simulations=1),
-        "untilAnswer": Ceiling(round_trips=2, calls=4, simulations=1),
-    },
-    "keeper execution": {
-        "beforeSend": Ceiling(round_trips=5, calls=7, simulations=1),
-        "untilAnswer": Ceiling(round_trips=6, calls=8, simulations=1),
-    },
+    "relay/raw": _ceilings((1, 3, 1), (2, 4, 1)),
+    "keeper execution": _ceilings((5, 7, 1), (6, 8, 1)),
 }
 
 T = TypeVar("T")
@@ -242,7 +232,22 @@ def _answered_after_one_relay_round(app: ProxiedApp, send: Callable[[], T]) -> t
     return answers[0], (start, end)
 
 
-# --- the three paths ----------------------------------------------------------------------------------------
+def _relayed_then_settled(
+    report: dict[str, Any], name: str, app: ProxiedApp, vault: str, path: str, body: dict[str, Any]
+) -> None:
+    """POST a relay request (it answers once sent), then run the relay round that finds its receipt; measure
+    both and check the record confirmed."""
+    start = app.proxy.mark()
+    response = app.client.post(path, json=body)
+    end = app.proxy.mark()
+    assert response.status_code == 202, response.text
+    app.relay.tick()
+    settled = app.proxy.mark()
+    assert app.relay.get(response.json()["id"]).status is TxStatus.CONFIRMED
+    _measure(report, name, app, vault, (start, end), (end, settled))
+
+
+# --- the paths ----------------------------------------------------------------------------------------
 
 
 def test_partialclose_round_trips(
@@ -291,15 +296,9 @@ def test_relay_signed_round_trips(
     signature = Account.sign_typed_data(owner.key, full_message=payload).signature
     body = {"kind": "close", "request": payload["message"], "signature": "0x" + signature.hex()}
 
-    start = app.proxy.mark()
-    response = app.client.post("/api/relay/signed", json=body)
-    end = app.proxy.mark()
-    assert response.status_code == 202, response.text
-    app.relay.tick()
-    settled = app.proxy.mark()
-
-    assert app.relay.get(response.json()["id"]).status is TxStatus.CONFIRMED
-    _measure(round_trip_report, "relay/signed", app, deployment.address, (start, end), (end, settled))
+    _relayed_then_settled(
+        round_trip_report, "relay/signed", app, deployment.address, "/api/relay/signed", body
+    )
 
 
 def test_keeper_execution_round_trips(
@@ -349,12 +348,5 @@ def test_relay_raw_round_trips(
     signed = raw_tx(chain, owner, deployment.address, calldata.close_position(position_id, units("0.5"), 0))
     app = proxied_app()
 
-    start = app.proxy.mark()
-    response = app.client.post("/api/relay/raw", json={"transaction": signed})
-    end = app.proxy.mark()
-    assert response.status_code == 202, response.text
-    app.relay.tick()
-    settled = app.proxy.mark()
-
-    assert app.relay.get(response.json()["id"]).status is TxStatus.CONFIRMED
-    _measure(round_trip_report, "relay/raw", app, deployment.address, (start, end), (end, settled))
+    body = {"transaction": signed}
+    _relayed_then_settled(round_trip_report, "relay/raw", app, deployment.address, "/api/relay/raw", body)
