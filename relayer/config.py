@@ -6,6 +6,8 @@ a secret (hosted nodes put the API key in it), so it is a `SecretStr` and never 
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -26,6 +28,7 @@ from relayer.constants import DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_RPC_TI
 from relayer.domain.bps import parse_slippage_bps
 from relayer.domain.requests import parse_owner
 from relayer.errors import ConfigurationError, InvalidFieldError
+from relayer.stores.location import StoreLocation
 
 ENV_PREFIX = "RELAYER_"
 
@@ -109,6 +112,9 @@ class RelaySettings(_Section):
     """The first backoff between node retries."""
     request_ttl_s: int = Field(default=600, gt=0)
     """Default validity of a signed request built by `GET /api/relay/typed-data`."""
+    lease_ttl_s: float = Field(default=10.0, ge=0.5, le=600, allow_inf_nan=False)
+    """How long a signer's (or the keeper's) lease lives unless renewed (every third of it). When its holder
+    dies, another instance takes it within twice this."""
 
 
 class TradingSettings(_Section):
@@ -145,6 +151,11 @@ class Settings(BaseModel):
 
     rpc_url: SecretStr | None = None
     """JSON-RPC node (http or https). None: the embedded chain with the demo world."""
+    database_url: SecretStr | None = None
+    """PostgreSQL (`postgresql://user:password@host:port/db`), shared by several instances. None: the SQLite
+    journal file (`relay.journal_path`). A secret: its password is never printed."""
+    instance_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    """This process's name in leases and `/health` (None: `<hostname>-<pid>`)."""
     vault_address: str | None = None
     """The vault to serve; required with `rpc_url` (or from `deployments_file`). On the embedded chain it is
     the vault the demo world (or a test) deployed."""
@@ -191,6 +202,24 @@ class Settings(BaseModel):
         if value is not None and urlsplit(value.get_secret_value()).scheme not in {"http", "https"}:
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and urlsplit(value.get_secret_value()).scheme not in {"postgresql", "postgres"}:
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @property
+    def store(self) -> StoreLocation:
+        """Where the journal and the API keys live: PostgreSQL at `database_url`, else the SQLite file."""
+        url = None if self.database_url is None else self.database_url.get_secret_value()
+        return StoreLocation(self.relay.journal_path, url)
+
+    @property
+    def instance_name(self) -> str:
+        """`instance_id`, or `<hostname>-<pid>`."""
+        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @field_validator("vault_address")
     @classmethod

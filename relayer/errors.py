@@ -328,6 +328,27 @@ class NodeDeferredError(RelayerError, code="node_deferred", http_status=503, ret
     relayer re-sends or bumps it. `details.nodeKind`, `nodeCode` and `nodeMessage` say what the node said."""
 
 
+class StoreUnavailableError(RelayerError, code="store_unavailable", http_status=503, retryable=True):
+    """The database (PostgreSQL) did not answer in time or dropped the connection; nothing was written
+    by the statement that failed, and the request may be sent again (with its Idempotency-Key)."""
+
+
+class RequestInProgressError(RelayerError, code="request_in_progress", http_status=409, retryable=True):
+    """Another request with this Idempotency-Key and the same body is still being worked on (on this
+    instance or another); send it again shortly to get that request's answer."""
+
+
+class RelayQueuedError(RelayerError, code="relay_queued", http_status=503, retryable=True):
+    """The call is journaled as an intent for its signer, but no instance holding that signer's lease
+    numbered and sent it in time (a failover in progress). It stays queued and will be sent: repeat the
+    request with the same Idempotency-Key to get its record (`details.id`)."""
+
+
+class SignerUnavailableError(RelayerError, code="signer_unavailable", http_status=503, retryable=True):
+    """No relayer signer may send now: every one that could pay is in use by another journal (its nonces
+    on chain are ahead of what this database knows) and was stopped, so nothing is sent twice."""
+
+
 class BodyTooLargeError(RelayerError, code="body_too_large", http_status=413):
     """A request body above the API's limit: refused before it is read, whatever it holds."""
 

@@ -37,10 +37,10 @@ from relayer.services.price_feed import PriceFeed
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.signers import Signer
 from relayer.services.trading import TradingService
-from relayer.stores.journal import SqliteJournal
 from relayer.stores.journal_chains import ChainBinding
 from relayer.stores.journal_port import Journal
-from relayer.stores.keys import KeyStore, SqliteKeyStore
+from relayer.stores.keys import KeyStore
+from relayer.stores.location import open_journal, open_key_store
 
 log = logging.getLogger("relayer.runtime")
 
@@ -155,7 +155,7 @@ async def open_bound_journal(settings: Settings, client: ChainClient, chain: Cha
         ChainUnavailableError: the node does not answer.
     """
     binding = await chain_binding(client, chain)
-    journal = SqliteJournal(settings.relay.journal_path, relaying=True)
+    journal = open_journal(settings.store, relaying=True)
     try:
         dropped = journal.bind_to_chain(binding, now=int(time.time()))
     except BaseException:
@@ -233,7 +233,7 @@ async def open_runtime(
     try:
         builder = TransactionBuilder(client, gas_limit_margin_bps=settings.gas_limit_margin_bps)
         # Never makes the file: a relaying start (below) or `relayer keys create` does.
-        keys = SqliteKeyStore(settings.relay.journal_path, create=False)
+        keys = open_key_store(settings.store, create=False)
         embedded = chain if chain is not None and settings.rpc_url is None else None
         runtime = Runtime(settings, embedded, client, builder, keys)
         if signers:
@@ -255,7 +255,11 @@ async def _start_relay(runtime: Runtime, signers: Sequence[Signer]) -> None:
     journal = await open_bound_journal(settings, runtime.client, runtime.chain)
     try:
         relay = RelayService(
-            chain=runtime.client, signers=list(signers), settings=settings.relay, journal=journal
+            chain=runtime.client,
+            signers=list(signers),
+            settings=settings.relay,
+            journal=journal,
+            instance=settings.instance_name,
         )
         relay.start()  # resumes once (nonces from the chain, unfinished records) before a new nonce is taken
     except BaseException:

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -30,7 +31,9 @@ from relayer.constants import PRICE_DECIMALS, SIZE_DECIMALS
 from relayer.domain import calldata
 from relayer.domain.markets import symbol_to_bytes32
 from relayer.domain.units import to_fixed
+from relayer.stores.location import StoreLocation
 from tests.blocking import running_portal
+from tests.pg import DEBIAN_SERVERS, PgCluster, find_bindir
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("eth-tester", "anvil")
@@ -125,6 +128,32 @@ def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
         stop_anvil(node)
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster of this pytest process's own (one per xdist worker), for the session.
+
+    Fast settings (no fsync) and `trust` auth on 127.0.0.1 (`tests/pg.py`); a skip locally when the server
+    binaries are missing, a failure in CI.
+    """
+    initdb = (find_bindir() or DEBIAN_SERVERS / "*" / "bin") / "initdb"
+    require_tool(initdb, "PostgreSQL server (Debian package postgresql)")
+    if os.geteuid() == 0:
+        require_tool("runuser", "runuser (util-linux, runs PostgreSQL as the postgres user)")
+    with PgCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def database_url(pg_cluster: PgCluster) -> Iterator[str]:
+    """The URL of a fresh, empty database for this test; dropped afterwards, open sessions and all."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    url = pg_cluster.create_database(name)
+    try:
+        yield url
+    finally:
+        pg_cluster.drop_database(name)
+
+
 @pytest.fixture
 def portal() -> Iterator[BlockingPortal]:
     """This test's event loop, in a thread of its own: the async services run on it (`tests/blocking.py`)."""
@@ -167,6 +196,19 @@ def _isolate(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         chain.revert(snapshot)
+
+
+STORES = ("sqlite", "postgres")
+"""The two databases every store-backed suite runs on (`store`)."""
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreLocation:
+    """Where this test's relayer keeps its data: a SQLite file in `tmp_path`, or a fresh PostgreSQL database
+    (`database_url`); the same test runs on both."""
+    if request.param == "postgres":
+        return StoreLocation(tmp_path / "journal.sqlite3", request.getfixturevalue("database_url"))
+    return StoreLocation(tmp_path / "journal.sqlite3")
 
 
 @pytest.fixture

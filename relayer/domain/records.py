@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from relayer.constants import ETH_DECIMALS, MAX_LIST_LIMIT, MAX_LIST_OFFSET
+from relayer.domain.fees import Fees
 from relayer.domain.status import AttemptKind, RecordKind, TxStatus
 from relayer.domain.units import format_fixed
 from relayer.errors import InvalidFieldError
@@ -168,3 +169,51 @@ class RelayRecord:
                 "events": self.mined.events,
             }
         return view
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """A checked, simulated vault call waiting for a nonce and a signature."""
+
+    kind: RecordKind
+    to: str
+    data: bytes
+    gas_limit: int
+    fees: Fees
+    request_hash: str
+    idempotency_key: str | None = None
+    account: str | None = None
+    """The account the call acts for (kept on the record)."""
+    request: RequestRef | None = None
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A call journaled by an instance that does not hold its signer's lease: the holder numbers, signs and
+    sends it as the record of the same id (`state` "waiting"), or refuses it (`state` "failed", with the
+    error a client gets)."""
+
+    id: str
+    chain_id: int
+    signer: str
+    plan: CallPlan
+    created_at: float
+    state: str = "waiting"
+    error: dict[str, Any] | None = None
+
+    WAITING: ClassVar[str] = "waiting"
+    FAILED: ClassVar[str] = "failed"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The right to act for a signer (`signer:<address>`), on raw transactions (`raw`) or as the keeper
+    (`keeper`) on one chain, held by one instance until `expires_at` (unix seconds, the database's clock).
+    `epoch` grows at every takeover: the fencing token a write checks in its own transaction."""
+
+    chain_id: int
+    name: str
+    holder: str
+    epoch: int
+    expires_at: float
+    acquired_at: float

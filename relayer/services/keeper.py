@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from relayer.domain import calldata
 from relayer.domain.positions import crossed_trigger
 from relayer.errors import PositionNotFoundError, RelayerError, TriggerNotCrossedError
+from relayer.services.relay.leases import KEEPER_LEASE
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.values import KEEPER_SCOPE
 
@@ -58,8 +59,17 @@ class Keeper:
     _orders: dict[tuple[bytes, bool], OrderRef] = field(default_factory=dict)
     _next_block: int | None = None
 
+    def __post_init__(self) -> None:
+        self.relay.leases.add(KEEPER_LEASE)  # one keeper across instances: whoever holds this lease
+
     async def tick(self) -> list[Execution]:
-        """One pass: learn new orders, then execute the crossed ones. Returns what was submitted."""
+        """One pass: learn new orders, then execute the crossed ones. Returns what was submitted (nothing
+        when another instance holds the keeper's lease: it keeps)."""
+        leases = self.relay.leases
+        if not leases.holds(KEEPER_LEASE):
+            await leases.maintain()
+            if not leases.holds(KEEPER_LEASE):
+                return []
         await self._scan()
         executions: list[Execution] = []
         for position_id in sorted({pid for pid, _ in self._orders}):

@@ -29,6 +29,8 @@ class Periodic:
         self.run_first = run_first
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._nudged = asyncio.Event()
+        """Set by `stop()` or `wake()`: ends the current wait early."""
 
     @property
     def running(self) -> bool:
@@ -38,6 +40,7 @@ class Periodic:
         """Start on the running event loop (call from async code)."""
         if self._task is None:
             self._stopping = asyncio.Event()
+            self._nudged = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
@@ -47,6 +50,7 @@ class Periodic:
         if task is None:
             return
         self._stopping.set()
+        self._nudged.set()
         try:
             await asyncio.wait_for(task, timeout_s)
         except TimeoutError:
@@ -69,10 +73,15 @@ class Periodic:
             if await self._wait():
                 return
 
+    def wake(self) -> None:
+        """Run the next round now instead of at the end of the current wait (call on the loop's thread)."""
+        self._nudged.set()
+
     async def _wait(self) -> bool:
-        """Sleep one interval; True when `stop()` was called meanwhile."""
+        """Sleep one interval, or until woken; True when `stop()` was called meanwhile."""
         try:
-            await asyncio.wait_for(self._stopping.wait(), self.interval_s)
+            await asyncio.wait_for(self._nudged.wait(), self.interval_s)
         except TimeoutError:
             return False
-        return True
+        self._nudged.clear()
+        return self._stopping.is_set()

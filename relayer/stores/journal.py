@@ -1,123 +1,112 @@
-"""The durable relay journal: relay records, their attempts and nonces, on the shared SQLite file.
+"""The durable relay journal: records, attempts and nonces, leases, idempotency claims and intents.
 
-WAL mode (readers such as `relayer relay list` never block the relayer), the file's one versioned schema
-(`relayer.stores.sqlite`), compare-and-set status updates (`UPDATE ... WHERE id=? AND status=?`), and a write
-transaction (`BEGIN IMMEDIATE`) in which the sender allocates a nonce, signs and inserts the record and its
-first attempt together: the nonce can never advance without the record that uses it being saved.
+One implementation of the journal port (`relayer.stores.journal_port.Journal`), `SqlJournal`, runs on the
+database port (`relayer.stores.sql.Database`), so SQLite and PostgreSQL share every query:
 
-One file may hold the records of several chains: every command defaults to `.relayer/journal.sqlite3`, so a
-node's server and an embedded demo started in the same folder share it. Every record carries its chain id;
-a relay start binds its journal to its chain (`bind_to_chain`), and from then on that journal reads,
-resumes and numbers nonces only from records of that chain id. Only one process relays through a journal at
-a time (`lock_for_relaying`). The same file holds the API keys, behind their own store and connection
-(`relayer.stores.keys`), which never takes the relay lock. The file is created mode 0600 in a folder created
-0700 (`.relayer/` by default).
+- `SqliteJournal(path)`: the embedded default, one file (WAL mode, so readers such as `relayer relay list`
+  never block the relayer). Only one process relays through a file at a time (`lock_for_relaying`).
+- `PostgresJournal(url)`: several instances on one database. A signer's nonces are numbered only by the
+  holder of its lease, and every write that numbers or signs checks that lease in its own transaction.
 
-What lives where: `relayer.stores.journal_port` holds the port (`Journal`, `JournalWriter`, `JournalConflict`)
-with the status rule; this module holds the SQLite adapter, `SqliteJournal` and its `SqliteJournalWriter`;
-`relayer.stores.journal_chains` holds `ChainBinding` and the binding rule; and `relayer.stores.relay_lock`
-holds the relay lock (`lock_for_relaying`, `RelayLock`).
+Status changes are compare-and-set (`UPDATE ... WHERE id = ? AND status = ?`); the sender allocates a nonce,
+signs and inserts the record and its first attempt in one write transaction, so the nonce can never advance
+without the record that uses it being saved.
+
+One database may hold the records of several chains (every command defaults to `.relayer/journal.sqlite3`,
+so a node's server and an embedded demo started in the same folder share it). Every record carries its chain
+id; a relay start binds its journal to its chain (`bind_to_chain`), and from then on that journal reads,
+resumes and numbers nonces only from records of that chain id. The same database holds the API keys, behind
+their own store (`relayer.stores.keys`). A SQLite file is created mode 0600 in a folder created 0700.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from relayer.domain.records import Attempt, RelayRecord
+from relayer.domain.records import Attempt, Intent, Lease, RelayRecord
 from relayer.domain.status import PENDING, TxStatus
 from relayer.stores import journal_chains, journal_rows
 from relayer.stores import sqlite as store_file
 from relayer.stores.journal_chains import ChainBinding
-from relayer.stores.journal_port import Journal, JournalConflict, JournalWriter, StatusChange
-from relayer.stores.relay_lock import lock_for_relaying
+from relayer.stores.journal_port import (
+    Journal,
+    JournalConflict,
+    JournalWriter,
+    LeaseLost,
+    StatusChange,
+)
+from relayer.stores.relay_lock import RelayLock, lock_for_relaying
+from relayer.stores.sql import Database, Session, UniqueViolation, marks
 
 _PENDING = tuple(sorted(status.value for status in PENDING))
 """`PENDING` as SQL parameters (`status IN (?, ...)`)."""
 
+INTENTS_CHANNEL = "relayer_intents"
+"""The PostgreSQL NOTIFY channel an intent's insert wakes its signer's lease holder on."""
 
-class SqliteJournal(Journal):
-    """The relay journal (`relayer.stores.journal_port.Journal`) on one SQLite file; safe to share between
-    threads of one process.
+_RECORD_ORDER = "ORDER BY sender, nonce, created_at, id"
+"""Oldest nonce first per sender: the order to broadcast in."""
 
-    Several processes may open the same file: WAL lets readers run beside the one writer, and every write
-    transaction is `BEGIN IMMEDIATE`, so two writers serialize instead of interleaving. Only one of them may
-    relay (`relaying=True`, see `lock_for_relaying`).
+
+class SqlJournal(Journal):
+    """The relay journal on a `Database`; safe to share between threads of one process.
 
     Until `bind_to_chain`, record reads see every chain's records (what `relayer relay list` shows); after
-    it, `pending`, `all`, `records`, `nonce_summary`, `by_idempotency_key`, `by_hash` and the writer's
-    `max_nonce` see only the bound chain's, and the writer refuses a record of another chain. `get(id)`
-    answers any record: an id names one record wherever it belongs.
+    it, `pending`, `all`, `records`, `nonce_summary`, `by_idempotency_key`, `by_hash`, the leases and the
+    writer's `max_nonce` see only the bound chain's, and the writer refuses a record of another chain.
+    `get(id)` answers any record: an id names one record wherever it belongs.
     """
 
-    def __init__(self, path: Path | str, *, relaying: bool = False) -> None:
-        """Open (creating when missing, 0600) and migrate the journal file at `path` (`store_file.connect`).
-
-        `relaying`: this process relays through the journal: hold its relay lock until `close()`.
-
-        Raises:
-            ConfigurationError: the file or its folder cannot be created or opened (permissions, a
-                directory), or (`relaying`) another process relays through it.
-        """
-        self.path = str(path)
+    def __init__(self, database: Database, *, relay_lock: RelayLock | None = None) -> None:
+        self.db = database
+        self.where = database.where
         self.chain_id: int | None = None
         """The chain `bind_to_chain` bound this journal to (None: unbound, every chain's records)."""
-        self._lock = threading.RLock()
-        self._relay_lock = lock_for_relaying(self.path) if relaying else None
-        try:
-            self._conn = store_file.connect(self.path, what="the relay journal")
-        except BaseException:
-            if self._relay_lock is not None:
-                self._relay_lock.release()
-            raise
+        self._relay_lock = relay_lock
+        self._now = database.dialect.now_s
 
     def close(self) -> None:
-        """Close the file and let go of the relay lock (if this journal holds it)."""
-        with self._lock:
-            self._conn.close()
+        """Close the database and let go of the relay lock (if this journal holds it)."""
+        self.db.close()
         if self._relay_lock is not None:
             self._relay_lock.release()
 
     @property
     def relaying(self) -> bool:
-        return self._relay_lock is not None
+        return self._relay_lock is not None or self.shared
+
+    @property
+    def shared(self) -> bool:
+        return self.db.dialect.shared_by_processes
 
     @property
     def schema_version(self) -> int:
-        with self._lock:
-            return store_file.schema_version(self._conn)
+        return self.db.schema_version
 
     @contextmanager
     def write(self) -> Iterator[JournalWriter]:
-        """One write transaction (`BEGIN IMMEDIATE`): everything done through the writer commits together or
-        not at all."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield SqliteJournalWriter(self._conn, self.chain_id)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        """One write transaction: everything done through the writer commits together or not at all."""
+        with self.db.transaction() as session:
+            yield SqlJournalWriter(session, self.chain_id, self.db.dialect.skip_locked, self._now)
 
     # --- the chains the records belong to -----------------------------------------------------------------
 
     def known_chains(self) -> list[ChainBinding]:
         """Every chain a relay started on with this journal, by chain id (one row per id)."""
-        with self._lock:
-            return journal_chains.known_chains(self._conn)
+        with self.db.session() as session:
+            return journal_chains.known_chains(session)
 
     def bind_to_chain(self, chain: ChainBinding, *, now: int) -> int:
         """Start relaying on `chain`, before anything is resumed; returns how many records were dropped.
 
         The rule (which records of `chain.chain_id` are resumed, refused or, for a dead embedded run,
         dropped) is `journal_chains.bind`. Dropping is safe only because no other process relays through
-        the journal meanwhile, so binding needs a journal opened with `relaying=True` (the relay lock).
+        the journal meanwhile, so binding needs a journal opened for relaying.
 
         Raises:
             ConfigurationError: the records of this chain id belong to another chain.
@@ -125,8 +114,8 @@ class SqliteJournal(Journal):
         """
         if not self.relaying:
             raise ValueError("bind_to_chain needs a journal opened with relaying=True (the relay lock)")
-        with self.write():
-            dropped = journal_chains.bind(self._conn, self.path, chain, now=now)
+        with self.db.transaction() as session:
+            dropped = journal_chains.bind(session, self.where, chain, now=now)
         self.chain_id = chain.chain_id
         return dropped
 
@@ -139,26 +128,28 @@ class SqliteJournal(Journal):
             args.append(self.chain_id)
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
+    def _bound_chain(self) -> int:
+        """The chain leases and claims are kept for (0 for an unbound journal: one process, tests)."""
+        return 0 if self.chain_id is None else self.chain_id
+
     # --- reads --------------------------------------------------------------------------------------------
 
     def get(self, record_id: str) -> RelayRecord | None:
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
+        with self.db.session() as session:
+            row = session.row("SELECT * FROM records WHERE id = ?", (record_id,))
             if row is None:
                 return None
-            return journal_rows.record_from_row(row, self._attempts([record_id])[record_id])
+            return journal_rows.record_from_row(row, _attempts(session, [record_id])[record_id])
 
     def by_idempotency_key(self, key: str) -> RelayRecord | None:
         where, args = self._on_chain("idempotency_key = ?")
-        with self._lock:
-            row = self._conn.execute(f"SELECT id FROM records {where}", [key, *args]).fetchone()  # noqa: S608
+        row = self.db.row(f"SELECT id FROM records {where}", [key, *args])  # noqa: S608
         return None if row is None else self.get(row["id"])
 
     def by_hash(self, tx_hash: str) -> RelayRecord | None:
         where, args = self._on_chain("a.tx_hash = ?")
         sql = f"SELECT a.record_id FROM attempts a JOIN records r ON r.id = a.record_id {where}"  # noqa: S608
-        with self._lock:
-            row = self._conn.execute(sql, [tx_hash, *args]).fetchone()
+        row = self.db.row(sql, [tx_hash, *args])
         return None if row is None else self.get(row["record_id"])
 
     def records(
@@ -168,50 +159,34 @@ class SqliteJournal(Journal):
         where, args = self._on_chain("" if status is None else "status = ?")
         if status is not None:
             args.insert(0, status.value)
-        sql = f"SELECT * FROM records {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"  # noqa: S608
+        sql = f"SELECT * FROM records {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"  # noqa: S608
         return self._query(sql, [*args, limit, offset])
 
     def pending(self) -> list[RelayRecord]:
         """Every record that still needs work, oldest nonce first per sender (the order to broadcast in)."""
-        where, args = self._on_chain(f"status IN ({','.join('?' * len(_PENDING))})")
-        sql = f"SELECT * FROM records {where} ORDER BY sender, nonce, rowid"  # noqa: S608
-        return self._query(sql, [*_PENDING, *args])
+        where, args = self._on_chain(f"status IN ({marks(len(_PENDING))})")
+        return self._query(f"SELECT * FROM records {where} {_RECORD_ORDER}", [*_PENDING, *args])  # noqa: S608
 
     def all(self) -> list[RelayRecord]:
         where, args = self._on_chain()
-        return self._query(f"SELECT * FROM records {where} ORDER BY sender, nonce, rowid", args)  # noqa: S608
+        return self._query(f"SELECT * FROM records {where} {_RECORD_ORDER}", args)  # noqa: S608
 
     def nonce_summary(self) -> dict[str, tuple[int, int]]:
         """Per relayer signer: (highest nonce journaled, count of records still pending)."""
-        marks = ",".join("?" * len(_PENDING))
         where, args = self._on_chain("kind != 'raw'")
         sql = (
             "SELECT sender, MAX(nonce) AS top, SUM(CASE WHEN status IN ("  # noqa: S608
-            + marks
+            + marks(len(_PENDING))
             + f") THEN 1 ELSE 0 END) AS live FROM records {where} GROUP BY sender"
         )
-        with self._lock:
-            rows = self._conn.execute(sql, [*_PENDING, *args]).fetchall()
+        rows = self.db.rows(sql, [*_PENDING, *args])
         return {row["sender"]: (int(row["top"]), int(row["live"] or 0)) for row in rows}
 
     def _query(self, sql: str, args: list[Any]) -> list[RelayRecord]:
-        with self._lock:
-            rows = self._conn.execute(sql, args).fetchall()
-            attempts = self._attempts([row["id"] for row in rows])
+        with self.db.session() as session:
+            rows = session.rows(sql, args)
+            attempts = _attempts(session, [row["id"] for row in rows])
         return [journal_rows.record_from_row(row, attempts[row["id"]]) for row in rows]
-
-    def _attempts(self, record_ids: list[str]) -> dict[str, list[Attempt]]:
-        found: dict[str, list[Attempt]] = {record_id: [] for record_id in record_ids}
-        for start in range(0, len(record_ids), 500):
-            chunk = record_ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(
-                f"SELECT * FROM attempts WHERE record_id IN ({marks}) ORDER BY record_id, seq",  # noqa: S608
-                chunk,
-            ).fetchall()
-            for row in rows:
-                found[row["record_id"]].append(journal_rows.attempt_from_row(row))
-        return found
 
     # --- compare-and-set updates
 
@@ -233,59 +208,240 @@ class SqliteJournal(Journal):
         if change.expected_seq is not None:
             where += " AND (SELECT MAX(seq) FROM attempts WHERE record_id = records.id) = ?"
             guards.append(change.expected_seq)
-        with self._lock:
-            cursor = self._conn.execute(
-                f"UPDATE records SET {', '.join(sets)} WHERE {where}",  # noqa: S608
-                [*args, *guards],
-            )
-            return cursor.rowcount == 1
+        sql = f"UPDATE records SET {', '.join(sets)} WHERE {where}"  # noqa: S608
+        return self.db.execute(sql, [*args, *guards]) == 1
 
     def set_error(self, record_id: str, expected: TxStatus, error: dict[str, Any], *, now: float) -> bool:
         """Note why a pending record is stuck (e.g. out of funds) without changing its status."""
-        with self._lock:
-            cursor = self._conn.execute(
+        return (
+            self.db.execute(
                 "UPDATE records SET error = ?, updated_at = ? WHERE id = ? AND status = ?",
                 (json.dumps(error, sort_keys=True), now, record_id, expected.value),
             )
-            return cursor.rowcount == 1
+            == 1
+        )
 
     def mark_broadcast(self, tx_hash: str, *, now: float) -> None:
         """Note that a node accepted (or already had) this attempt."""
-        with self._lock:
-            self._conn.execute(
-                "UPDATE attempts SET broadcast_at = ? WHERE tx_hash = ? AND broadcast_at IS NULL",
-                (now, tx_hash),
+        self.db.execute(
+            "UPDATE attempts SET broadcast_at = ? WHERE tx_hash = ? AND broadcast_at IS NULL", (now, tx_hash)
+        )
+
+    # --- leases -------------------------------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float, *, force: bool = False) -> Lease | None:
+        chain_id = self._bound_chain()
+        now = self._now
+        taken = "" if force else f" WHERE leases.expires_at < {now}"
+        with self.db.transaction() as session:
+            session.execute(
+                "INSERT INTO leases (chain_id, name, holder, epoch, expires_at, acquired_at)"  # noqa: S608
+                f" VALUES (?, ?, ?, 1, {now} + ?, {now})"
+                " ON CONFLICT (chain_id, name) DO UPDATE SET holder = excluded.holder,"
+                " epoch = leases.epoch + 1, expires_at = excluded.expires_at,"
+                f" acquired_at = excluded.acquired_at{taken}",
+                (chain_id, name, holder, ttl_s),
             )
+            row = session.row("SELECT * FROM leases WHERE chain_id = ? AND name = ?", (chain_id, name))
+        if row is None or row["holder"] != holder:
+            return None
+        return journal_rows.lease_from_row(row)
+
+    def renew_lease(self, lease: Lease, ttl_s: float) -> Lease | None:
+        now = self._now
+        with self.db.transaction() as session:
+            changed = session.execute(
+                f"UPDATE leases SET expires_at = {now} + ? WHERE chain_id = ? AND name = ?"  # noqa: S608
+                f" AND holder = ? AND epoch = ? AND expires_at > {now}",
+                (ttl_s, lease.chain_id, lease.name, lease.holder, lease.epoch),
+            )
+            if changed != 1:
+                return None
+            row = session.row(
+                "SELECT * FROM leases WHERE chain_id = ? AND name = ?", (lease.chain_id, lease.name)
+            )
+        return None if row is None else journal_rows.lease_from_row(row)
+
+    def release_lease(self, lease: Lease) -> None:
+        self.db.execute(
+            f"UPDATE leases SET expires_at = {self._now} - 1 WHERE chain_id = ? AND name = ?"  # noqa: S608
+            " AND holder = ? AND epoch = ?",
+            (lease.chain_id, lease.name, lease.holder, lease.epoch),
+        )
+
+    def leases(self) -> list[Lease]:
+        rows = self.db.rows("SELECT * FROM leases WHERE chain_id = ? ORDER BY name", (self._bound_chain(),))
+        return [journal_rows.lease_from_row(row) for row in rows]
+
+    def database_time(self) -> float:
+        row = self.db.row(f"SELECT {self._now} AS now")
+        assert row is not None
+        return float(row["now"])
+
+    # --- idempotency claims -------------------------------------------------------------------------------
+
+    def claim_key(self, key: str, request_hash: str, holder: str, *, stale_after_s: float) -> str | None:
+        chain_id = self._bound_chain()
+        now = self._now
+        with self.db.transaction() as session:
+            session.execute(
+                "INSERT INTO idempotency_claims (chain_id, idempotency_key, request_hash, holder, claimed_at)"  # noqa: S608
+                f" VALUES (?, ?, ?, ?, {now}) ON CONFLICT (chain_id, idempotency_key) DO UPDATE SET"
+                " request_hash = excluded.request_hash, holder = excluded.holder,"
+                f" claimed_at = excluded.claimed_at WHERE idempotency_claims.claimed_at < {now} - ?",
+                (chain_id, key, request_hash, holder, stale_after_s),
+            )
+            row = session.row(
+                "SELECT holder, request_hash FROM idempotency_claims"
+                " WHERE chain_id = ? AND idempotency_key = ?",
+                (chain_id, key),
+            )
+        if row is None or row["holder"] == holder:
+            return None
+        return str(row["request_hash"])
+
+    def release_key(self, key: str, holder: str) -> None:
+        self.db.execute(
+            "DELETE FROM idempotency_claims WHERE chain_id = ? AND idempotency_key = ? AND holder = ?",
+            (self._bound_chain(), key, holder),
+        )
+
+    # --- intents ------------------------------------------------------------------------------------------
+
+    def add_intent(self, intent: Intent) -> None:
+        plan = intent.plan
+        request = plan.request
+        try:
+            with self.db.transaction() as session:
+                session.execute(
+                    "INSERT INTO intents (id, chain_id, signer, kind, to_address, data, gas_limit, fees,"
+                    " request_hash, idempotency_key, account, request_owner, request_nonce, deadline, state,"
+                    " error, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        intent.id,
+                        intent.chain_id,
+                        intent.signer,
+                        plan.kind.value,
+                        plan.to,
+                        plan.data,
+                        plan.gas_limit,
+                        journal_rows.fees_json(plan.fees),
+                        plan.request_hash,
+                        plan.idempotency_key,
+                        plan.account,
+                        None if request is None else request.owner,
+                        None if request is None else str(request.nonce),
+                        None if request is None else str(request.deadline),
+                        Intent.WAITING,
+                        None,
+                        intent.created_at,
+                        intent.created_at,
+                    ),
+                )
+                if self.shared:
+                    session.execute("SELECT pg_notify(?, ?)", (INTENTS_CHANNEL, intent.signer))
+        except UniqueViolation as exc:
+            raise JournalConflict(journal_rows.conflict_constraint(exc.constraint)) from None
+
+    def intent(self, intent_id: str) -> Intent | None:
+        row = self.db.row("SELECT * FROM intents WHERE id = ?", (intent_id,))
+        return None if row is None else journal_rows.intent_from_row(row)
+
+    def intent_by_key(self, key: str) -> Intent | None:
+        where, args = self._on_chain("idempotency_key = ?")
+        row = self.db.row(f"SELECT * FROM intents {where}", [key, *args])  # noqa: S608
+        return None if row is None else journal_rows.intent_from_row(row)
+
+    def waiting_signers(self) -> set[str]:
+        where, args = self._on_chain("state = ?")
+        rows = self.db.rows(f"SELECT DISTINCT signer FROM intents {where}", [Intent.WAITING, *args])  # noqa: S608
+        return {row["signer"] for row in rows}
+
+    def listen_intents(self, wake: Callable[[], None]) -> Callable[[], None]:
+        listen = getattr(self.db, "listen", None)
+        if listen is None:
+            return lambda: None
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=_listen, args=(listen, stop, wake), name="relayer-intents-listener", daemon=True
+        )
+        thread.start()
+        return stop.set
 
 
-class SqliteJournalWriter:
-    """`JournalWriter` inside one `SqliteJournal.write()` transaction (on the journal's bound chain)."""
+def _listen(
+    listen: Callable[[str], Any], stop: threading.Event, wake: Callable[[], None]
+) -> None:  # pragma: no cover - a thread; its effect is tested (intents sent at once)
+    """LISTEN for intents on a connection of its own, reconnecting after a lost one, until `stop`."""
+    while not stop.is_set():
+        try:
+            conn = listen(INTENTS_CHANNEL)
+        except Exception:
+            stop.wait(1.0)
+            continue
+        try:
+            while not stop.is_set():
+                for _ in conn.notifies(timeout=0.5):
+                    wake()
+        except Exception:
+            stop.wait(0.5)
+        finally:
+            conn.close()
 
-    def __init__(self, conn: sqlite3.Connection, chain_id: int | None = None) -> None:
-        self._conn = conn
+
+def _attempts(session: Session, record_ids: list[str]) -> dict[str, list[Attempt]]:
+    found: dict[str, list[Attempt]] = {record_id: [] for record_id in record_ids}
+    for start in range(0, len(record_ids), 500):
+        chunk = record_ids[start : start + 500]
+        rows = session.rows(
+            f"SELECT * FROM attempts WHERE record_id IN ({marks(len(chunk))}) ORDER BY record_id, seq",  # noqa: S608
+            chunk,
+        )
+        for row in rows:
+            found[row["record_id"]].append(journal_rows.attempt_from_row(row))
+    return found
+
+
+class SqlJournalWriter:
+    """`JournalWriter` inside one `SqlJournal.write()` transaction (on the journal's bound chain)."""
+
+    def __init__(self, session: Session, chain_id: int | None, skip_locked: str, now_sql: str) -> None:
+        self._session = session
         self._chain_id = chain_id
+        self._skip_locked = skip_locked
+        self._now = now_sql
+
+    def fence(self, lease: Lease) -> None:
+        lock = " FOR SHARE" if self._skip_locked else ""
+        row = self._session.row(
+            "SELECT epoch FROM leases WHERE chain_id = ? AND name = ? AND holder = ? AND epoch = ?"  # noqa: S608
+            f" AND expires_at > {self._now}{lock}",
+            (lease.chain_id, lease.name, lease.holder, lease.epoch),
+        )
+        if row is None:
+            raise LeaseLost(lease)
 
     def max_nonce(self, sender: str) -> int | None:
         """The highest nonce journaled for a relayer signer on the bound chain (None when it has none yet).
 
-        Per chain: the same key may sign on two chains whose records share the file, and a nonce numbered
-        from the other chain's records would leave a gap no transaction fills.
+        Per chain: the same key may sign on two chains whose records share the database, and a nonce
+        numbered from the other chain's records would leave a gap no transaction fills.
         """
         sql = "SELECT MAX(nonce) AS top FROM records WHERE sender = ? AND kind != 'raw'"
         args: list[Any] = [sender]
         if self._chain_id is not None:
             sql += " AND chain_id = ?"
             args.append(self._chain_id)
-        row = self._conn.execute(sql, args).fetchone()
-        return None if row["top"] is None else int(row["top"])
+        row = self._session.row(sql, args)
+        return None if row is None or row["top"] is None else int(row["top"])
 
     def record_of(self, record_id: str) -> tuple[TxStatus, int] | None:
         """(status, last attempt seq) of a record, read inside the transaction for a compare-and-set."""
-        row = self._conn.execute(
+        row = self._session.row(
             "SELECT r.status, MAX(a.seq) AS seq FROM records r LEFT JOIN attempts a ON a.record_id = r.id "
-            "WHERE r.id = ? GROUP BY r.id",
+            "WHERE r.id = ? GROUP BY r.id, r.status",
             (record_id,),
-        ).fetchone()
+        )
         return (
             None
             if row is None
@@ -293,7 +449,7 @@ class SqliteJournalWriter:
         )
 
     def insert(self, record: RelayRecord) -> None:
-        """Insert a record and its attempts.
+        """Insert a record and its attempts, ending the claim on its idempotency key.
 
         Raises:
             JournalConflict: naming the uniqueness rule that refused it; nothing of this write is kept.
@@ -302,7 +458,7 @@ class SqliteJournalWriter:
         if self._chain_id is not None and record.chain_id != self._chain_id:
             raise ValueError(f"a record of chain {record.chain_id} in a journal bound to {self._chain_id}")
         try:
-            self._conn.execute(
+            self._session.execute(
                 "INSERT INTO records (id, kind, status, idempotency_key, request_hash, sender, nonce,"
                 " chain_id, to_address, data, value_wei, gas_limit, request_owner, request_nonce, deadline,"
                 " noop_outcome, error, mined, created_at, updated_at, account)"
@@ -332,12 +488,17 @@ class SqliteJournalWriter:
                 ),
             )
             self.add_attempts(record.id, record.attempts)
-        except sqlite3.IntegrityError as exc:
-            raise JournalConflict(journal_rows.conflict_constraint(exc)) from None
+        except UniqueViolation as exc:
+            raise JournalConflict(journal_rows.conflict_constraint(exc.constraint)) from None
+        if record.idempotency_key is not None:
+            self._session.execute(
+                "DELETE FROM idempotency_claims WHERE chain_id IN (?, 0) AND idempotency_key = ?",
+                (record.chain_id, record.idempotency_key),
+            )
 
     def add_attempts(self, record_id: str, attempts: Iterable[Attempt]) -> None:
         for attempt in attempts:
-            self._conn.execute(
+            self._session.execute(
                 "INSERT INTO attempts (tx_hash, record_id, seq, kind, raw_tx, max_fee_per_gas_wei,"
                 " max_priority_fee_per_gas_wei, created_at, broadcast_at) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
@@ -355,10 +516,62 @@ class SqliteJournalWriter:
 
     def set_noop_outcome(self, record_id: str, outcome: TxStatus, error: dict[str, Any], now: float) -> None:
         """Record what the record becomes once its no-op mines (expired or failed) and why."""
-        self._conn.execute(
+        self._session.execute(
             "UPDATE records SET noop_outcome = ?, error = ?, updated_at = ? WHERE id = ?",
             (outcome.value, json.dumps(error, sort_keys=True), now, record_id),
         )
+
+    def next_intent(self, signer: str) -> Intent | None:
+        sql = "SELECT * FROM intents WHERE signer = ? AND state = ?"
+        args: list[Any] = [signer, Intent.WAITING]
+        if self._chain_id is not None:
+            sql += " AND chain_id = ?"
+            args.append(self._chain_id)
+        row = self._session.row(f"{sql} ORDER BY created_at, id LIMIT 1{self._skip_locked}", args)
+        return None if row is None else journal_rows.intent_from_row(row)
+
+    def settle_intent(self, intent_id: str, error: dict[str, Any] | None, now: float) -> None:
+        if error is None:
+            self._session.execute("DELETE FROM intents WHERE id = ?", (intent_id,))
+            return
+        self._session.execute(
+            "UPDATE intents SET state = ?, error = ?, updated_at = ? WHERE id = ?",
+            (Intent.FAILED, json.dumps(error, sort_keys=True), now, intent_id),
+        )
+        key = self._session.row("SELECT idempotency_key FROM intents WHERE id = ?", (intent_id,))
+        if key is not None and key["idempotency_key"] is not None:
+            self._session.execute(
+                "DELETE FROM idempotency_claims WHERE idempotency_key = ?", (key["idempotency_key"],)
+            )
+
+
+class SqliteJournal(SqlJournal):
+    """The journal on one SQLite file (the embedded default).
+
+    Several processes may open the same file: WAL lets readers run beside the one writer, and every write
+    transaction is `BEGIN IMMEDIATE`, so two writers serialize instead of interleaving. Only one of them may
+    relay (`relaying=True`, see `lock_for_relaying`).
+    """
+
+    def __init__(self, path: Path | str, *, relaying: bool = False) -> None:
+        """Open (creating when missing, 0600) and migrate the journal file at `path` (`store_file.connect`).
+
+        `relaying`: this process relays through the journal: hold its relay lock until `close()`.
+
+        Raises:
+            ConfigurationError: the file or its folder cannot be created or opened (permissions, a
+                directory), it is at a newer schema than this relayer knows, or (`relaying`) another process
+                relays through it.
+        """
+        self.path = str(path)
+        relay_lock = lock_for_relaying(self.path) if relaying else None
+        try:
+            database = store_file.SqliteDatabase(self.path, what="the relay journal")
+        except BaseException:
+            if relay_lock is not None:
+                relay_lock.release()
+            raise
+        super().__init__(database, relay_lock=relay_lock)
 
 
 def open_journal(path: Path, *, create: bool) -> SqliteJournal:

@@ -9,10 +9,10 @@ records, must be refused, or (the embedded chain) drops a dead run's records. `J
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from relayer.errors import ConfigurationError
+from relayer.stores.sql import Row, Session
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,13 @@ class ChainBinding:
         return f"chain {self.chain_id} (genesis block {self.genesis_hash})"
 
 
-def known_chains(conn: sqlite3.Connection) -> list[ChainBinding]:
-    """Every chain a relay started on with the journal on `conn`, by chain id (one row per id)."""
-    rows = conn.execute("SELECT * FROM chains ORDER BY chain_id").fetchall()
+def known_chains(session: Session) -> list[ChainBinding]:
+    """Every chain a relay started on with the journal, by chain id (one row per id)."""
+    rows = session.rows("SELECT * FROM chains ORDER BY chain_id")
     return [_binding(row) for row in rows]
 
 
-def bind(conn: sqlite3.Connection, journal_path: str, chain: ChainBinding, *, now: int) -> int:
+def bind(session: Session, journal_path: str, chain: ChainBinding, *, now: int) -> int:
     """Bind the journal on `conn` to `chain`, inside the caller's write transaction; returns how many records
     were dropped.
 
@@ -69,11 +69,10 @@ def bind(conn: sqlite3.Connection, journal_path: str, chain: ChainBinding, *, no
     Raises:
         ConfigurationError: the records of this chain id belong to another chain (see above).
     """
-    row = conn.execute("SELECT * FROM chains WHERE chain_id = ?", (chain.chain_id,)).fetchone()
+    row = session.row("SELECT * FROM chains WHERE chain_id = ?", (chain.chain_id,))
     known = None if row is None else _binding(row)
-    count = int(
-        conn.execute("SELECT COUNT(*) FROM records WHERE chain_id = ?", (chain.chain_id,)).fetchone()[0]
-    )
+    counted = session.row("SELECT COUNT(*) AS n FROM records WHERE chain_id = ?", (chain.chain_id,))
+    count = 0 if counted is None else int(counted["n"])
     dropped = 0
     foreign = known is not None and (
         known.embedded != chain.embedded or (not chain.embedded and known.genesis_hash != chain.genesis_hash)
@@ -91,18 +90,20 @@ def bind(conn: sqlite3.Connection, journal_path: str, chain: ChainBinding, *, no
             chainId=chain.chain_id,
         )
     if count and chain.embedded and known != chain:
-        conn.execute(
+        session.execute(
             "DELETE FROM attempts WHERE record_id IN (SELECT id FROM records WHERE chain_id = ?)",
             (chain.chain_id,),
         )
-        conn.execute("DELETE FROM records WHERE chain_id = ?", (chain.chain_id,))
+        session.execute("DELETE FROM records WHERE chain_id = ?", (chain.chain_id,))
         dropped = count
-    conn.execute(
-        "INSERT OR REPLACE INTO chains (chain_id, genesis_hash, embedded_run, bound_at) VALUES (?, ?, ?, ?)",
+    session.execute(
+        "INSERT INTO chains (chain_id, genesis_hash, embedded_run, bound_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (chain_id) DO UPDATE SET genesis_hash = excluded.genesis_hash,"
+        " embedded_run = excluded.embedded_run, bound_at = excluded.bound_at",
         (chain.chain_id, chain.genesis_hash, chain.embedded_run, now),
     )
     return dropped
 
 
-def _binding(row: sqlite3.Row) -> ChainBinding:
+def _binding(row: Row) -> ChainBinding:
     return ChainBinding(int(row["chain_id"]), row["genesis_hash"], row["embedded_run"])

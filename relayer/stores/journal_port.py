@@ -12,12 +12,12 @@ SQL, locking, the compare-and-set itself (`UPDATE ... WHERE id = ? AND status = 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from relayer.domain.records import Attempt, Mined, RelayRecord
+from relayer.domain.records import Attempt, Intent, Lease, Mined, RelayRecord
 from relayer.domain.status import TxStatus, can_transition
 from relayer.stores.journal_chains import ChainBinding
 
@@ -30,8 +30,33 @@ class JournalConflict(Exception):  # noqa: N818 - a signal to the sender, not an
         self.constraint = constraint
 
 
+class LeaseLost(Exception):  # noqa: N818 - a signal to the sender, not an error a client sees
+    """The lease a write was fenced on expired or was taken over: nothing of the write is kept."""
+
+    def __init__(self, lease: Lease) -> None:
+        super().__init__(f"lease {lease.name} epoch {lease.epoch} of {lease.holder} is no longer held")
+        self.lease = lease
+
+
 class JournalWriter(Protocol):
     """What the sender may do inside one `Journal.write()` transaction (on the journal's bound chain)."""
+
+    def fence(self, lease: Lease) -> None:
+        """Go on only while `lease` is still held at its epoch (by the database's clock), and keep it held
+        until this transaction ends: a takeover waits for it, and sees what it wrote.
+
+        Raises:
+            LeaseLost: expired or taken over; the transaction must end without effect.
+        """
+        ...
+
+    def next_intent(self, signer: str) -> Intent | None:
+        """The oldest waiting intent of `signer`, locked for this transaction (others skip it)."""
+        ...
+
+    def settle_intent(self, intent_id: str, error: dict[str, Any] | None, now: float) -> None:
+        """Delete an intent now journaled as its record (`error` None), or mark it failed with `error`."""
+        ...
 
     def max_nonce(self, sender: str) -> int | None:
         """The highest nonce journaled for a relayer signer on the bound chain (None: none yet)."""
@@ -42,7 +67,10 @@ class JournalWriter(Protocol):
         ...
 
     def insert(self, record: RelayRecord) -> None:
-        """Raises: JournalConflict naming the uniqueness rule that refused it (nothing of it kept)."""
+        """Insert a record and its attempts, and end the claim on its idempotency key.
+
+        Raises: JournalConflict naming the uniqueness rule that refused it (nothing of it kept).
+        """
         ...
 
     def add_attempts(self, record_id: str, attempts: Iterable[Attempt]) -> None: ...
@@ -169,3 +197,65 @@ class Journal(ABC):
     @abstractmethod
     def mark_broadcast(self, tx_hash: str, *, now: float) -> None:
         """Note that a node accepted (or already had) this attempt."""
+
+    # --- several instances: leases, idempotency claims and intents ----------------------------------------
+
+    @property
+    @abstractmethod
+    def shared(self) -> bool:
+        """Several processes may work through this journal at once (PostgreSQL)."""
+
+    @abstractmethod
+    def acquire_lease(self, name: str, holder: str, ttl_s: float, *, force: bool = False) -> Lease | None:
+        """Take the lease `name` on the bound chain when it is free or expired (`force`: whoever holds it,
+        for a store only one process can open for relaying), at the next epoch; None when someone holds it."""
+
+    @abstractmethod
+    def renew_lease(self, lease: Lease, ttl_s: float) -> Lease | None:
+        """Extend a lease still held at its epoch and not yet expired; None when it was lost."""
+
+    @abstractmethod
+    def release_lease(self, lease: Lease) -> None:
+        """Let a held lease go now (a clean stop), so another instance takes it without waiting."""
+
+    @abstractmethod
+    def leases(self) -> list[Lease]:
+        """Every lease of the bound chain, by name."""
+
+    @abstractmethod
+    def database_time(self) -> float:
+        """The database's clock, unix seconds: what lease expiries are compared with."""
+
+    @abstractmethod
+    def claim_key(self, key: str, request_hash: str, holder: str, *, stale_after_s: float) -> str | None:
+        """Claim an idempotency key before working on its request: None when this caller has it now; else
+        the request hash of the live claim another request holds (a claim older than `stale_after_s`, left
+        by an instance that died, is taken over)."""
+
+    @abstractmethod
+    def release_key(self, key: str, holder: str) -> None:
+        """End this holder's claim on a key whose request ended without a record."""
+
+    @abstractmethod
+    def add_intent(self, intent: Intent) -> None:
+        """Journal a call for its signer's lease holder to send, and wake it.
+
+        Raises:
+            JournalConflict: the idempotency key or the signed request is taken.
+        """
+
+    @abstractmethod
+    def intent(self, intent_id: str) -> Intent | None:
+        """An intent still waiting or failed (None: none, e.g. it became its record)."""
+
+    @abstractmethod
+    def waiting_signers(self) -> set[str]:
+        """Signers with intents waiting on the bound chain."""
+
+    @abstractmethod
+    def intent_by_key(self, key: str) -> Intent | None: ...
+
+    @abstractmethod
+    def listen_intents(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call `wake` (from another thread) whenever an intent is journaled, by any instance; returns the
+        function that stops listening. A store of one process has nothing to listen to (a no-op)."""

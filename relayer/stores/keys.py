@@ -1,8 +1,8 @@
-"""The API-key store: the port the services use (`KeyStore`) and its SQLite adapter (`SqliteKeyStore`).
+"""The API-key store: the port the services use (`KeyStore`) and its adapter on either database.
 
 A store keeps what `relayer.domain.apikeys` hands it (a key's SHA-256, never the key) and answers by hash;
 every rule about keys (making, hashing, the constant-time check, scopes, how often `last_used_at` is written)
-stays in the core, so a second adapter (PostgreSQL) only translates these operations into its SQL.
+stays in the core. `SqlKeyStore` runs the same SQL on SQLite or PostgreSQL (`relayer.stores.sql`).
 
 The SQLite adapter owns the `api_keys` table of the journal file (`relayer.stores.sqlite`) through its own
 connection, beside the relay journal but never through it: keys are read and made without a relayer signer,
@@ -12,7 +12,6 @@ relays through the same file, and the server sees the new key at once.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Protocol
 
 from relayer.domain.apikeys import ApiKey, Scope
 from relayer.errors import ConfigurationError
-from relayer.stores.sqlite import MEMORY, connect, named_journal
+from relayer.stores.sql import Database, Row, marks
+from relayer.stores.sqlite import MEMORY, SqliteDatabase, named_journal
 
 _WHAT = "the API-key store"
 """How errors name the file when the key store opens it."""
@@ -66,8 +66,76 @@ class KeyStore(Protocol):
         ...
 
 
-class SqliteKeyStore:
-    """`KeyStore` on the `api_keys` table of a journal file; safe to share between threads of one process.
+class SqlKeyStore:
+    """`KeyStore` on the `api_keys` table of a `Database` (either adapter); safe to share between threads."""
+
+    def __init__(self, database: Database | None) -> None:
+        self._db = database
+
+    def _database(self) -> Database | None:
+        """The database, if there is one yet (None: a SQLite file that does not exist yet)."""
+        return self._db
+
+    def _writer(self) -> Database:
+        database = self._database()
+        if database is None:
+            raise ConfigurationError("no relay journal yet: create a key with `relayer keys create` first")
+        return database
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def insert_api_key(
+        self, *, key_hash: str, prefix: str, label: str, account: str, scopes: frozenset[Scope], now: int
+    ) -> ApiKey:
+        database = self._writer()
+        with database.transaction() as session:
+            session.execute(
+                "INSERT INTO api_keys (key_hash, prefix, label, account, scopes, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key_hash, prefix, label, account, ",".join(sorted(scopes)), now),
+            )
+            row = session.row("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,))
+        assert row is not None
+        return _api_key(row)
+
+    def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        database = self._database()
+        row = (
+            None
+            if database is None
+            else database.row("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,))
+        )
+        return None if row is None else _api_key(row)
+
+    def api_keys(self) -> list[ApiKey]:
+        database = self._database()
+        rows = [] if database is None else database.rows("SELECT * FROM api_keys ORDER BY id")
+        return [_api_key(row) for row in rows]
+
+    def touch_api_key(self, key_id: int, now: int) -> None:
+        self._writer().execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, key_id))
+
+    def revoke_api_key(self, key_id: int, now: int) -> bool:
+        changed = self._writer().execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, key_id)
+        )
+        return changed == 1
+
+    def revoke_api_keys_labelled(self, labels: Iterable[str], now: int) -> int:
+        names = list(labels)
+        if not names:
+            return 0
+        return self._writer().execute(
+            f"UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND label IN ({marks(len(names))})",  # noqa: S608
+            [now, *names],
+        )
+
+
+class SqliteKeyStore(SqlKeyStore):
+    """`KeyStore` on the `api_keys` table of a journal file.
 
     Opening the file creates it when `create` (0600 in a folder made 0700, schema migrated, the same file a
     relay journal would make). Without `create` a missing file is not made: until it appears (`relayer keys
@@ -84,86 +152,31 @@ class SqliteKeyStore:
         """
         self.path = str(path)
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
         self._closed = False
-        if create or self.path == MEMORY or Path(self.path).exists():
-            self._conn = connect(self.path, what=_WHAT)
+        opened = create or self.path == MEMORY or Path(self.path).exists()
+        super().__init__(SqliteDatabase(self.path, what=_WHAT) if opened else None)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            super().close()
 
-    def _connection(self) -> sqlite3.Connection | None:
-        """The open connection, opening a file that appeared since (None: still no file). Under `_lock`."""
-        if self._closed:
-            raise ValueError(f"the API-key store on {self.path} is closed")
-        if self._conn is None and Path(self.path).exists():
-            self._conn = connect(self.path, what=_WHAT)
-        return self._conn
+    def _database(self) -> Database | None:
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"the API-key store on {self.path} is closed")
+            if self._db is None and Path(self.path).exists():
+                self._db = SqliteDatabase(self.path, what=_WHAT)
+            return self._db
 
-    def _writer(self) -> sqlite3.Connection:
-        conn = self._connection()
-        if conn is None:
+    def _writer(self) -> Database:
+        database = self._database()
+        if database is None:
             raise ConfigurationError(
                 f"no relay journal at {self.path}: create a key with `relayer keys create` first",
                 journal=self.path,
             )
-        return conn
-
-    def insert_api_key(
-        self, *, key_hash: str, prefix: str, label: str, account: str, scopes: frozenset[Scope], now: int
-    ) -> ApiKey:
-        with self._lock:
-            conn = self._writer()
-            cursor = conn.execute(
-                "INSERT INTO api_keys (key_hash, prefix, label, account, scopes, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (key_hash, prefix, label, account, ",".join(sorted(scopes)), now),
-            )
-            row = conn.execute("SELECT * FROM api_keys WHERE id = ?", (cursor.lastrowid,)).fetchone()
-        return _api_key(row)
-
-    def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
-        with self._lock:
-            conn = self._connection()
-            row = (
-                None
-                if conn is None
-                else conn.execute("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
-            )
-        return None if row is None else _api_key(row)
-
-    def api_keys(self) -> list[ApiKey]:
-        with self._lock:
-            conn = self._connection()
-            rows = [] if conn is None else conn.execute("SELECT * FROM api_keys ORDER BY id").fetchall()
-        return [_api_key(row) for row in rows]
-
-    def touch_api_key(self, key_id: int, now: int) -> None:
-        with self._lock:
-            self._writer().execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, key_id))
-
-    def revoke_api_key(self, key_id: int, now: int) -> bool:
-        with self._lock:
-            cursor = self._writer().execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, key_id)
-            )
-            return cursor.rowcount == 1
-
-    def revoke_api_keys_labelled(self, labels: Iterable[str], now: int) -> int:
-        names = list(labels)
-        if not names:
-            return 0
-        marks = ",".join("?" * len(names))
-        with self._lock:
-            cursor = self._writer().execute(
-                f"UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND label IN ({marks})",  # noqa: S608
-                [now, *names],
-            )
-            return cursor.rowcount
+        return database
 
 
 def open_key_store(path: Path, *, create: bool) -> SqliteKeyStore:
@@ -176,7 +189,7 @@ def open_key_store(path: Path, *, create: bool) -> SqliteKeyStore:
     return SqliteKeyStore(named_journal(path, create=create))
 
 
-def _api_key(row: sqlite3.Row) -> ApiKey:
+def _api_key(row: Row) -> ApiKey:
     return ApiKey(
         key_id=int(row["id"]),
         prefix=row["prefix"],

@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from relayer.errors import ConfigurationError
+from relayer.stores import migrations
+from relayer.stores.sql import Database, Dialect, Row, UniqueViolation
 
-SCHEMA_VERSION = 4
-"""Bumped by every migration; stored in SQLite's `PRAGMA user_version`."""
+SCHEMA_VERSION = migrations.SCHEMA_VERSION
+"""Stored in SQLite's `PRAGMA user_version`."""
 
 MEMORY = ":memory:"
 """SQLite's private, throwaway in-memory database: every connection to it is a database of its own."""
@@ -33,103 +39,10 @@ PRIVATE_FILE_MODE = 0o600
 """A journal file the relayer creates: only its owner may read it (SQLite gives its -wal and -shm files the
 same mode)."""
 
-_V3_RECORD_COLUMNS = (
-    "id, kind, status, idempotency_key, request_hash, sender, nonce, chain_id, to_address, data, value_wei,"
-    " gas_limit, request_owner, request_nonce, deadline, noop_outcome, error, mined, created_at, updated_at"
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = tuple(
+    (migration.version, migration.sqlite) for migration in migrations.MIGRATIONS
 )
-"""The columns `records` had up to version 3: migration 3 copies exactly these, whatever came later."""
-
-_RECORD_COLUMNS = _V3_RECORD_COLUMNS + ", account"
-"""Every column of `records` at `SCHEMA_VERSION`."""
-
-_RECORDS_V1_COLUMNS = """
-    id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, idempotency_key TEXT,
-    request_hash TEXT NOT NULL, sender TEXT NOT NULL, nonce INTEGER NOT NULL, chain_id INTEGER NOT NULL,
-    to_address TEXT NOT NULL, data BLOB NOT NULL, value_wei TEXT NOT NULL, gas_limit INTEGER NOT NULL,
-    request_owner TEXT, request_nonce TEXT, deadline INTEGER, noop_outcome TEXT, error TEXT, mined TEXT,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL"""
-"""The columns of `records` from version 1 to 3, frozen with the migrations that create them (1, and 3's
-rebuild, which only moves the idempotency key's uniqueness from the file to the chain)."""
-
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (
-        1,
-        (
-            f"CREATE TABLE records ({_RECORDS_V1_COLUMNS}, UNIQUE (idempotency_key))",
-            # One record per nonce of each relayer signer: the database itself refuses a duplicate nonce.
-            "CREATE UNIQUE INDEX records_signer_nonce ON records (sender, nonce) WHERE kind != 'raw'",
-            # A signed request (owner, nonce) is relayed at most once at a time; a second copy would revert.
-            """CREATE UNIQUE INDEX records_live_request ON records (request_owner, request_nonce)
-               WHERE request_owner IS NOT NULL AND status NOT IN ('failed', 'expired', 'replaced')""",
-            "CREATE INDEX records_status ON records (status, sender, nonce)",
-            """CREATE TABLE attempts (
-                tx_hash TEXT PRIMARY KEY,
-                record_id TEXT NOT NULL REFERENCES records (id),
-                seq INTEGER NOT NULL,
-                kind TEXT NOT NULL,
-                raw_tx BLOB NOT NULL,
-                max_fee_per_gas_wei TEXT NOT NULL,
-                max_priority_fee_per_gas_wei TEXT NOT NULL,
-                created_at REAL NOT NULL,
-                broadcast_at REAL,
-                UNIQUE (record_id, seq)
-            )""",
-        ),
-    ),
-    (
-        2,
-        (
-            # API keys (`SqliteKeyStore`): only a key's SHA-256 is stored; `prefix` is its first characters,
-            # for `keys list`.
-            """CREATE TABLE api_keys (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                key_hash TEXT NOT NULL UNIQUE,
-                prefix TEXT NOT NULL,
-                label TEXT NOT NULL,
-                account TEXT NOT NULL,
-                scopes TEXT NOT NULL,
-                created_at INTEGER NOT NULL,
-                last_used_at INTEGER,
-                revoked_at INTEGER
-            )""",
-        ),
-    ),
-    (
-        3,
-        (
-            # Records of several chains share a file: a signer's nonce, a live signed request and an
-            # idempotency key are unique per chain. SQLite cannot relax a column's UNIQUE in place, so the
-            # table is rebuilt (foreign keys are off while migrations run) and its indexes made again.
-            f"CREATE TABLE records_v3 ({_RECORDS_V1_COLUMNS}, UNIQUE (chain_id, idempotency_key))",
-            f"INSERT INTO records_v3 ({_V3_RECORD_COLUMNS}) SELECT {_V3_RECORD_COLUMNS} FROM records",  # noqa: S608
-            "DROP TABLE records",
-            "ALTER TABLE records_v3 RENAME TO records",
-            """CREATE UNIQUE INDEX records_signer_nonce ON records (chain_id, sender, nonce)
-               WHERE kind != 'raw'""",
-            """CREATE UNIQUE INDEX records_live_request ON records (chain_id, request_owner, request_nonce)
-               WHERE request_owner IS NOT NULL AND status NOT IN ('failed', 'expired', 'replaced')""",
-            "CREATE INDEX records_status ON records (chain_id, status, sender, nonce)",
-            # One row per chain id a relay started on: a real chain's genesis block hash, or the run id of an
-            # embedded chain (`ChainBinding`). `bind_to_chain` compares a start with the row of its own id.
-            """CREATE TABLE chains (
-                chain_id INTEGER PRIMARY KEY,
-                genesis_hash TEXT NOT NULL,
-                embedded_run TEXT,
-                bound_at INTEGER NOT NULL
-            )""",
-        ),
-    ),
-    (
-        4,
-        (
-            # The account a record acts for (`RelayRecord.account`): a signed request's owner, an API-key
-            # holder's account, a keeper execution's position owner, a raw transaction's sender. Records
-            # journaled before keep NULL: nothing then said whom they were for.
-            "ALTER TABLE records ADD COLUMN account TEXT",
-        ),
-    ),
-)
-"""(version, statements) in order; a file at `user_version` v runs every later entry, in one transaction."""
+"""(version, statements) in SQLite's spelling (`relayer.stores.migrations`), in order."""
 
 
 def connect(path: str, *, what: str) -> sqlite3.Connection:
@@ -154,7 +67,7 @@ def connect(path: str, *, what: str) -> sqlite3.Connection:
     # FULL: a write reported as done survives a power cut, not only a process crash.
     conn.execute("PRAGMA synchronous=FULL")
     try:
-        migrate(conn)  # foreign keys still off: a migration may rebuild a table others reference
+        migrate(conn, path)  # foreign keys still off: a migration may rebuild a table others reference
     except BaseException:
         conn.close()
         raise
@@ -162,15 +75,19 @@ def connect(path: str, *, what: str) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> None:
+def migrate(conn: sqlite3.Connection, where: str = MEMORY) -> None:
     """Run every migration past the file's `user_version`, all in one write transaction.
 
     `BEGIN IMMEDIATE` first: two connections opening a new file at once (a journal and a key store, or two
     processes) migrate one after the other, and the second finds nothing left to do.
+
+    Raises:
+        ConfigurationError: the file is at a newer version than this relayer knows (nothing is changed).
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
         current = schema_version(conn)
+        migrations.check_version(current, where)
         for version, statements in MIGRATIONS:
             if version <= current:
                 continue
@@ -222,3 +139,77 @@ def create_private_file(path: Path) -> None:
         return
     os.close(fd)
     os.chmod(path, PRIVATE_FILE_MODE)
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    now_s="((julianday('now') - 2440587.5) * 86400.0)",
+    skip_locked="",
+    shared_by_processes=False,
+)
+
+
+class SqliteDatabase(Database):
+    """`Database` on one SQLite file (`connect`): one connection, shared by this process's threads under a
+    lock; write transactions are `BEGIN IMMEDIATE`, so two processes' writers take turns."""
+
+    dialect = SQLITE
+
+    def __init__(self, path: str, *, what: str) -> None:
+        """Open (creating when missing, 0600) and migrate the file at `path`.
+
+        Raises:
+            ConfigurationError: per `connect`, or the file is at a newer schema than this relayer knows.
+        """
+        self.path = path
+        self.where = path
+        self._lock = threading.RLock()
+        self._conn = connect(path, what=what)
+
+    @contextmanager
+    def session(self) -> Iterator[_SqliteSession]:
+        with self._lock:
+            yield _SqliteSession(self._conn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SqliteSession]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteSession(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return schema_version(self._conn)
+
+
+class _SqliteSession:
+    """`relayer.stores.sql.Session` on the file's connection (its caller holds the database's lock)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> int:
+        try:
+            return self._conn.execute(sql, args).rowcount
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" not in str(exc):
+                raise
+            # SQLite names the columns ("UNIQUE constraint failed: records.chain_id, records.sender, ...")
+            raise UniqueViolation(str(exc)) from None
+
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        return self._conn.execute(sql, args).fetchall()
+
+    def row(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
+        found: Row | None = self._conn.execute(sql, args).fetchone()
+        return found

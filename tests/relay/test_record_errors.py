@@ -38,6 +38,7 @@ from relayer.errors import (
     RelayerOutOfFundsError,
     restore_error,
 )
+from relayer.services.relay.leases import Leases, signer_lease
 from relayer.services.relay.nonces import NonceAllocator
 from relayer.services.relay.sender import Sender
 from relayer.services.relay.signers import Signer, SignerPool
@@ -122,15 +123,20 @@ def make_sender(
         async def make() -> Sender:
             client = ChainClient(node, VAULT, backoff_s=0)
             await client.start()
-            return Sender(
-                journal, client, SignerPool([SIGNER]), NonceAllocator(), relay_settings, clock=lambda: 2.0
-            )
+            leases = Leases(journal, "test", 30.0, [signer_lease(SIGNER.address)], _nothing_to_recover)
+            await leases.maintain()  # this process acts for the signer (one process: taken at once)
+            pool = SignerPool([SIGNER])
+            return Sender(journal, client, pool, NonceAllocator(), leases, relay_settings, clock=lambda: 2.0)
 
         return Blocking(portal.call(make), portal), journal
 
     yield _make
     for journal in journals:
         journal.close()
+
+
+async def _nothing_to_recover(name: str) -> None:
+    return None
 
 
 def _restored(journal: Journal) -> RelayerError:

@@ -13,12 +13,12 @@ from relayer.stores.sqlite import MIGRATIONS, SCHEMA_VERSION
 from tests.relay.records import queued_record
 
 ACCOUNT = "0x" + "ac" * 20
-PREVIOUS_VERSION = SCHEMA_VERSION - 1
+PREVIOUS_VERSION = 3  # the version before `records.account`
 
 
-def test_the_schema_version_is_4() -> None:
-    assert SCHEMA_VERSION == 4
-    assert [version for version, _ in MIGRATIONS] == [1, 2, 3, 4]
+def test_the_schema_versions_run_in_order_to_the_latest() -> None:
+    assert SCHEMA_VERSION == 5
+    assert [version for version, _ in MIGRATIONS] == [1, 2, 3, 4, 5]
 
 
 def test_a_record_keeps_its_account(tmp_path: Path) -> None:

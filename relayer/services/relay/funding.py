@@ -8,24 +8,43 @@ saw.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from relayer.chain.client import ChainClient
 from relayer.domain import policy
 from relayer.domain.fees import gas_limit_with_margin
-from relayer.errors import RelayerOutOfFundsError
+from relayer.errors import RelayerOutOfFundsError, SignerUnavailableError
 from relayer.services.relay.nonces import NonceAllocator
 from relayer.services.relay.signers import Signer, SignerPool
 from relayer.services.relay.values import SignerStatus
 from relayer.stores.journal_port import Journal
 
 
-def free_first(pool: SignerPool, nonces: NonceAllocator) -> list[Signer]:
-    """The rotation with the signers no task holds first, in turn; the busy ones after, in turn."""
-    rotation = pool.rotation()
-    return sorted(rotation, key=lambda signer: nonces.busy(signer.address))  # stable: turn kept within each
+def free_first(pool: SignerPool, nonces: NonceAllocator, held: Callable[[str], bool]) -> list[Signer]:
+    """The rotation with the signers whose lease this instance holds first (it sends for them at once; the
+    others' calls wait as intents for their holder), then those no task holds; in turn within each. Signers
+    stopped for being in use by another journal are left out.
+
+    Raises:
+        SignerUnavailableError: every signer is stopped.
+    """
+    rotation = [signer for signer in pool.rotation() if nonces.stopped(signer.address) is None]
+    if not rotation:
+        raise SignerUnavailableError(
+            "every relayer signer is in use by another journal and was stopped (see /health)",
+            signers={address: nonces.stopped(address) for address in pool.addresses},
+        )
+    # stable: the turn is kept within each group
+    return sorted(rotation, key=lambda signer: (not held(signer.address), nonces.busy(signer.address)))
 
 
 async def funded_signer(
-    chain: ChainClient, pool: SignerPool, nonces: NonceAllocator, gas_limit: int, price_cap_wei: int
+    chain: ChainClient,
+    pool: SignerPool,
+    nonces: NonceAllocator,
+    held: Callable[[str], bool],
+    gas_limit: int,
+    price_cap_wei: int,
 ) -> Signer:
     """The next signer (round-robin) whose balance covers `gas_limit` gas at the cap.
 
@@ -33,7 +52,7 @@ async def funded_signer(
         RelayerOutOfFundsError: no signer can pay for it.
     """
     shortfall: dict[str, str] = {}
-    for signer in free_first(pool, nonces):
+    for signer in free_first(pool, nonces, held):
         balance = await chain.balance(signer.address)
         if balance >= gas_limit * price_cap_wei:
             return signer
@@ -42,7 +61,13 @@ async def funded_signer(
 
 
 async def pick_signer(
-    chain: ChainClient, pool: SignerPool, nonces: NonceAllocator, vault: str, data: bytes, price_cap_wei: int
+    chain: ChainClient,
+    pool: SignerPool,
+    nonces: NonceAllocator,
+    held: Callable[[str], bool],
+    vault: str,
+    data: bytes,
+    price_cap_wei: int,
 ) -> tuple[Signer, int]:
     """The next signer (round-robin) whose balance covers the worst-case cost, and the gas limit: each
     signer's balance and simulation (`eth_estimateGas` from it) asked in one batch.
@@ -52,7 +77,7 @@ async def pick_signer(
         RelayerError: the vault error the simulation reverted with; node unreachable.
     """
     shortfall: dict[str, str] = {}
-    for signer in free_first(pool, nonces):
+    for signer in free_first(pool, nonces, held):
         try:
             # Estimation is the simulation: a revert raises the decoded vault error, nothing is signed.
             balance, estimate = await chain.balance_and_estimate(signer.address, vault, data)
@@ -85,6 +110,7 @@ async def signers_status(
                 chain_pending_nonce=pending_nonce,
                 journal_next_nonce=max(top + 1, nonces.floor(address)),
                 in_flight=live,
+                stopped=nonces.stopped(address),
             )
         )
     return statuses

@@ -9,9 +9,80 @@ record.
 
 from __future__ import annotations
 
-from relayer.errors import DuplicateRequestError, IdempotencyConflictError, RelayerError
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from relayer.domain.records import Intent
+from relayer.errors import (
+    DuplicateRequestError,
+    IdempotencyConflictError,
+    RelayerError,
+    RequestInProgressError,
+    restore_error,
+)
 from relayer.services.relay.values import Submission
 from relayer.stores.journal_port import Journal, JournalConflict
+
+CLAIM_STALE_S = 120.0
+"""A claim older than this was left by an instance that died mid-request: another request takes it over."""
+CLAIM_POLL_S = 0.02
+"""How often a copy waiting for the first request's answer looks again."""
+
+
+@asynccontextmanager
+async def claimed(
+    journal: Journal, key: str | None, fingerprint: str, *, wait_s: float
+) -> AsyncIterator[Submission | None]:
+    """Work on a keyed request only once: yields the earlier answer of this key (a record), or None once this
+    request holds the key's claim in the database, which it keeps until its record is journaled (the insert
+    ends the claim) or it ends without one (released here). Copies sent at once, to this instance or another,
+    wait for the first one's record instead of racing it; past `wait_s` they get `request_in_progress`.
+
+    Raises:
+        IdempotencyConflictError: the key was used with a different request.
+        RequestInProgressError: the first request with this key is still being worked on after `wait_s`.
+        RelayerError: the error the first request's intent was refused with (its answer).
+    """
+    if key is None:
+        yield None
+        return
+    holder = uuid.uuid4().hex
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = earlier(journal, key, fingerprint)
+        if found is not None:
+            yield found
+            return
+        intent = journal.intent_by_key(key)
+        if intent is not None:  # journaled for another instance's signer: its record is coming
+            if intent.plan.request_hash != fingerprint:
+                raise IdempotencyConflictError(
+                    "this Idempotency-Key was used with a different request", idempotencyKey=key, id=intent.id
+                )
+            if intent.state == Intent.FAILED and intent.error is not None:
+                raise restore_error(intent.error)
+        else:
+            other = journal.claim_key(key, fingerprint, holder, stale_after_s=CLAIM_STALE_S)
+            if other is None:
+                break
+            if other != fingerprint:
+                raise IdempotencyConflictError(
+                    "this Idempotency-Key was used with a different request", idempotencyKey=key
+                )
+        if time.monotonic() >= deadline:
+            raise RequestInProgressError(
+                "a request with this Idempotency-Key and body is still being worked on; send it again"
+                " shortly for its answer",
+                idempotencyKey=key,
+            )
+        await asyncio.sleep(CLAIM_POLL_S)
+    try:
+        yield None
+    finally:
+        journal.release_key(key, holder)
 
 
 def earlier(journal: Journal, key: str | None, fingerprint: str) -> Submission | None:

@@ -35,6 +35,7 @@ class NonceAllocator:
         self._locks: dict[str, asyncio.Lock] = {}
         self._holders: dict[str, asyncio.Task[object] | None] = {}
         self._floors: dict[str, int] = {}
+        self._stopped: dict[str, str] = {}
         self._guard = threading.Lock()
 
     @asynccontextmanager
@@ -62,6 +63,17 @@ class NonceAllocator:
         """Raise the floor to the chain's pending nonce (never lowers it: journaled nonces stay taken)."""
         with self._guard:
             self._floors[signer] = max(self._floors.get(signer, 0), chain_pending_nonce)
+
+    def stop(self, signer: str, reason: str) -> None:
+        """Never number another nonce of `signer` in this process: another journal uses it (its nonces on
+        chain are ahead of what this one knows), and two numberings of one sequence send things twice."""
+        with self._guard:
+            self._stopped.setdefault(signer, reason)
+
+    def stopped(self, signer: str) -> str | None:
+        """Why `signer` was stopped (None: it was not)."""
+        with self._guard:
+            return self._stopped.get(signer)
 
     def floor(self, signer: str) -> int:
         with self._guard:

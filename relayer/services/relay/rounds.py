@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from relayer.domain.blocks import ChainHead
@@ -16,7 +17,9 @@ from relayer.domain.records import RelayRecord
 from relayer.domain.status import AttemptKind, TxStatus
 from relayer.errors import ChainUnavailableError, RelayerError, RequestExpiredBeforeSendError
 from relayer.services.periodic import Periodic
+from relayer.services.relay.leases import RAW_LEASE, signer_lease
 from relayer.services.relay.sender import RelayParts, Sender
+from relayer.stores.journal_port import LeaseLost
 
 log = logging.getLogger("relayer.relay")
 
@@ -30,20 +33,66 @@ class Rounds(RelayParts):
 
     def __post_init__(self) -> None:
         self._loop = Periodic("relay-loop", self._round, self.settings.poll_interval_s)
+        self._lease_loop = Periodic("relay-leases", self.leases.maintain, self.settings.lease_ttl_s / 3)
+        self._intent_loop = Periodic("relay-intents", self._intents_round, self.settings.poll_interval_s)
         self._tick_lock = asyncio.Lock()
         self._resume_lock = asyncio.Lock()
         self._resumed = False
+        self._resend: set[str] = set()
+        """Senders (and `RAW_LEASE`) whose lease was just taken: their records are re-sent next round."""
+        self._stop_listening: Callable[[], None] | None = None
 
     async def resume(self) -> int:
-        """After a (re)start: reconcile nonces with the chain, then finish or re-send every unfinished record.
+        """After a (re)start: take the leases this instance can (each one's recovery reconciles the signer's
+        nonces with the chain), then finish or re-send every unfinished record it now holds.
 
         Returns the number of unfinished records found.
         """
-        for address in self.pool.addresses:
-            self.nonces.reconcile(address, await self.chain.nonce(address, "pending"))
+        await self.leases.maintain()
         unfinished = await self._advance_all(resending=True)
         self._resumed = True
         return unfinished
+
+    async def recover(self, name: str) -> None:
+        """Recovery for a lease just taken, before it is used (`Leases.on_acquired`): a signer's nonce floor
+        from the chain, the check that no other journal uses it, and its records re-sent next round."""
+        if name == RAW_LEASE:
+            self._resend.add(RAW_LEASE)
+            return
+        if not name.startswith("signer:"):
+            return
+        address = name.removeprefix("signer:")
+        latest = await self.chain.nonce(address, "latest")
+        self.nonces.reconcile(address, await self.chain.nonce(address, "pending"))
+        top = self.journal.nonce_summary().get(address, (None, 0))[0]
+        if top is not None and latest > top + 1:
+            reason = (
+                f"the chain has mined nonce {latest - 1} of {address}, this journal knows up to {top}:"
+                " another journal (another relayer, or a wallet) sends with this key. Nothing more is sent"
+                " from it here; give each relayer its own signer, or several instances one database"
+            )
+            log.error("signer stopped: %s", reason)
+            self.nonces.stop(address, reason)
+        self._resend.add(address)
+
+    async def _intents_round(self) -> None:
+        """Send every intent waiting for a signer this instance holds (journaled by another instance)."""
+        waiting = self.journal.waiting_signers()
+        for address in sorted(waiting):
+            signer = self.pool.get(address)
+            while signer is not None and self.nonces.stopped(address) is None:
+                lease = self.leases.token(signer_lease(address))
+                if lease is None:
+                    break
+                try:
+                    if not await self.sender.send_next_intent(signer, lease):
+                        break
+                except LeaseLost:
+                    break
+
+    def wake_intents(self) -> None:
+        """Run the intents round now (a notification said one was journaled)."""
+        self._intent_loop.wake()
 
     async def ensure_resumed(self) -> None:
         """Resume once before the first new nonce is taken, whoever gets there first (a request or the loop).
@@ -61,9 +110,15 @@ class Rounds(RelayParts):
         """One round of the background loop; returns how many records are still unfinished."""
         return await self._advance_all(resending=False)
 
+    def _mine(self, record: RelayRecord) -> bool:
+        """Whether this instance acts on `record` now: it holds the lease of its signer (or of raw ones)."""
+        name = signer_lease(record.sender) if record.kind.is_ours else RAW_LEASE
+        return self.leases.holds(name)
+
     async def _advance_all(self, *, resending: bool) -> int:
         async with self._tick_lock:
-            pending = self.journal.pending()
+            pending = [record for record in self.journal.pending() if self._mine(record)]
+            resend, self._resend = self._resend, set()
             if not pending:
                 return 0
             senders = sorted({r.sender for r in pending if r.status is not TxStatus.MINED})
@@ -73,14 +128,15 @@ class Rounds(RelayParts):
                 log.warning("node unreachable; %d unfinished records wait for it", len(pending))
                 return len(pending)
             for record in pending:
+                again = resending or (record.sender if record.kind.is_ours else RAW_LEASE) in resend
                 try:
-                    await self._advance(record, head, mined_nonce, resending=resending)
+                    await self._advance(record, head, mined_nonce, resending=again)
                 except ChainUnavailableError:
                     log.warning("node unreachable; relay loop will retry")
                     break
                 except RelayerError as exc:
                     log.warning("record=%s code=%s reason=%s", record.id, exc.code, exc.message)
-            return len(self.journal.pending())
+            return sum(1 for record in self.journal.pending() if self._mine(record))
 
     async def _advance(
         self, record: RelayRecord, head: ChainHead, mined_nonce: dict[str, int], *, resending: bool
@@ -136,13 +192,28 @@ class Rounds(RelayParts):
     # --- background loop ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the background loop (a task on the running event loop): `resume()` once (unless a request
-        already did), then `tick()` every poll interval."""
+        """Start the background loops (tasks on the running event loop): the leases every third of their TTL;
+        `resume()` once (unless a request already did), then `tick()` every poll interval; intents as they
+        are journaled (woken by the database's notification, else every poll interval)."""
+        self._lease_loop.start()
         self._loop.start()
+        self._intent_loop.start()
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:  # from the listener's thread
+            loop.call_soon_threadsafe(self.wake_intents)
+
+        self._stop_listening = self.journal.listen_intents(wake)
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the loop after its current round."""
+        """Stop the loops after their current round, and let the leases go for another instance to take."""
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
+        await self._intent_loop.stop(timeout_s)
         await self._loop.stop(timeout_s)
+        await self._lease_loop.stop(timeout_s)
+        await self.leases.release_all()
 
     async def _round(self) -> None:
         if self._resumed:

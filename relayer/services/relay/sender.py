@@ -31,13 +31,19 @@ from relayer.chain.node_errors import Kind, NodeError
 from relayer.config import RelaySettings
 from relayer.domain.fees import Fees
 from relayer.domain.policy import RawTransaction, bump_fees
-from relayer.domain.records import Attempt, Mined, RelayRecord
+from relayer.domain.records import Attempt, CallPlan, Intent, Lease, Mined, RelayRecord
 from relayer.domain.status import AttemptKind, RecordKind, TxStatus
-from relayer.errors import FeeCapReachedError, NonceUsedElsewhereError
+from relayer.errors import (
+    DuplicateRequestError,
+    FeeCapReachedError,
+    IdempotencyConflictError,
+    NonceUsedElsewhereError,
+)
+from relayer.services.relay.leases import Leases, signer_lease
 from relayer.services.relay.nonces import NonceAllocator
 from relayer.services.relay.signers import Signer, SignerPool
-from relayer.services.relay.values import NOOP_GAS, CallPlan, SenderHooks, attempt_fees, build_tx
-from relayer.stores.journal_port import Journal
+from relayer.services.relay.values import NOOP_GAS, SenderHooks, attempt_fees, build_tx
+from relayer.stores.journal_port import Journal, JournalConflict, JournalWriter, LeaseLost
 
 log = logging.getLogger("relayer.relay")
 
@@ -45,12 +51,13 @@ log = logging.getLogger("relayer.relay")
 @dataclass(eq=False)
 class RelayParts:
     """What the relay's working halves share (`Sender` sends, `Rounds` moves records on): the journal, the
-    chain, the signers with their nonces, the settings and the clock."""
+    chain, the signers with their nonces and leases, the settings and the clock."""
 
     journal: Journal
     chain: ChainClient
     pool: SignerPool
     nonces: NonceAllocator
+    leases: Leases
     settings: RelaySettings
     clock: Callable[[], float] = time.time
 
@@ -63,63 +70,116 @@ class Sender(RelayParts):
 
     # --- new records --------------------------------------------------------------------------------------
 
-    async def journal_and_send(self, signer: Signer, plan: CallPlan) -> RelayRecord:
-        """Allocate a nonce, sign, journal (one transaction), then broadcast, all under the signer's lock.
+    async def journal_and_send(
+        self, signer: Signer, plan: CallPlan, lease: Lease, *, record_id: str | None = None
+    ) -> RelayRecord:
+        """Allocate a nonce, sign, journal (one transaction, fenced by the signer's lease), then broadcast,
+        all under the signer's lock.
 
         Raises:
             JournalConflict: the idempotency key or the signed request is already journaled (nothing kept).
+            LeaseLost: this instance no longer holds the signer's lease (nothing kept).
         """
         async with self.nonces.hold(signer.address):
             with self.journal.write() as writer:
-                nonce = self.nonces.allocate(signer.address, writer.max_nonce(signer.address))
-                tx = build_tx(
-                    chain_id=self.chain.chain_id,
-                    nonce=nonce,
-                    to=plan.to,
-                    data=plan.data,
-                    value_wei=0,
-                    gas=plan.gas_limit,
-                    fees=plan.fees,
-                )
-                raw, tx_hash = signer.sign_transaction(tx)
-                now = self.clock()
-                record = RelayRecord(
-                    id=uuid.uuid4().hex,
-                    kind=plan.kind,
-                    status=TxStatus.QUEUED,
-                    request_hash=plan.request_hash,
-                    sender=signer.address,
-                    nonce=nonce,
-                    chain_id=self.chain.chain_id,
-                    to=plan.to,
-                    data=plan.data,
-                    value_wei=0,
-                    gas_limit=plan.gas_limit,
-                    created_at=now,
-                    updated_at=now,
-                    idempotency_key=plan.idempotency_key,
-                    request=plan.request,
-                    account=plan.account,
-                    attempts=(
-                        Attempt(
-                            tx_hash,
-                            0,
-                            AttemptKind.ORIGINAL,
-                            raw,
-                            plan.fees.price_cap_wei,
-                            plan.fees.max_priority_fee_per_gas_wei if not plan.fees.is_legacy else 0,
-                            now,
-                        ),
-                    ),
-                )
-                writer.insert(record)
-            log.info(
-                "journaled record=%s nonce=%d signer=%s hash=%s", record.id, nonce, signer.address, tx_hash
-            )
-            if self.hooks.after_journal is not None:
-                self.hooks.after_journal(record)
-            await self.broadcast(record, record.latest)
+                writer.fence(lease)
+                record = self._sign_new(writer, signer, plan, record_id or uuid.uuid4().hex)
+            await self._after_journal(record)
         return self._reload(record)
+
+    async def send_next_intent(self, signer: Signer, lease: Lease) -> bool:
+        """Number, sign and journal the oldest intent waiting for `signer` (journaled by an instance that does
+        not hold its lease) as the record of the same id, in the transaction that claims it (`FOR UPDATE SKIP
+        LOCKED`) and deletes it, then broadcast. False when none waits.
+
+        Raises:
+            LeaseLost: this instance no longer holds the signer's lease (nothing kept).
+        """
+        async with self.nonces.hold(signer.address):
+            intent: Intent | None = None
+            try:
+                with self.journal.write() as writer:
+                    writer.fence(lease)
+                    intent = writer.next_intent(signer.address)
+                    if intent is None:
+                        return False
+                    record = self._sign_new(writer, signer, intent.plan, intent.id)
+                    writer.settle_intent(intent.id, None, self.clock())
+            except JournalConflict as conflict:  # e.g. the same signed request is live: refuse the intent
+                assert intent is not None  # only the insert conflicts
+                await self._refuse_intent(intent, conflict, lease)
+                return True
+            await self._after_journal(record)
+        return True
+
+    async def _refuse_intent(self, intent: Intent, conflict: JournalConflict, lease: Lease) -> None:
+        error = (
+            DuplicateRequestError("this signed request is already being relayed (same owner and nonce)")
+            if conflict.constraint == "request_owner"
+            else IdempotencyConflictError("this Idempotency-Key was used with a different request")
+        )
+        with self.journal.write() as writer:
+            writer.fence(lease)
+            writer.settle_intent(intent.id, error.to_dict(), self.clock())
+        log.info("intent %s refused: %s", intent.id, error.code)
+
+    def _sign_new(self, writer: JournalWriter, signer: Signer, plan: CallPlan, record_id: str) -> RelayRecord:
+        """The next nonce of `signer`, the call signed at it, and its record inserted, inside `writer`."""
+        nonce = self.nonces.allocate(signer.address, writer.max_nonce(signer.address))
+        tx = build_tx(
+            chain_id=self.chain.chain_id,
+            nonce=nonce,
+            to=plan.to,
+            data=plan.data,
+            value_wei=0,
+            gas=plan.gas_limit,
+            fees=plan.fees,
+        )
+        raw, tx_hash = signer.sign_transaction(tx)
+        now = self.clock()
+        record = RelayRecord(
+            id=record_id,
+            kind=plan.kind,
+            status=TxStatus.QUEUED,
+            request_hash=plan.request_hash,
+            sender=signer.address,
+            nonce=nonce,
+            chain_id=self.chain.chain_id,
+            to=plan.to,
+            data=plan.data,
+            value_wei=0,
+            gas_limit=plan.gas_limit,
+            created_at=now,
+            updated_at=now,
+            idempotency_key=plan.idempotency_key,
+            request=plan.request,
+            account=plan.account,
+            attempts=(
+                Attempt(
+                    tx_hash,
+                    0,
+                    AttemptKind.ORIGINAL,
+                    raw,
+                    plan.fees.price_cap_wei,
+                    plan.fees.max_priority_fee_per_gas_wei if not plan.fees.is_legacy else 0,
+                    now,
+                ),
+            ),
+        )
+        writer.insert(record)
+        return record
+
+    async def _after_journal(self, record: RelayRecord) -> None:
+        log.info(
+            "journaled record=%s nonce=%d signer=%s hash=%s",
+            record.id,
+            record.nonce,
+            record.sender,
+            record.latest.tx_hash,
+        )
+        if self.hooks.after_journal is not None:
+            self.hooks.after_journal(record)
+        await self.broadcast(record, record.latest)
 
     async def journal_raw(
         self, tx: RawTransaction, *, request_hash: str, idempotency_key: str | None
@@ -161,9 +221,7 @@ class Sender(RelayParts):
         )
         with self.journal.write() as writer:
             writer.insert(record)
-        if self.hooks.after_journal is not None:
-            self.hooks.after_journal(record)
-        await self.broadcast(record, record.latest)
+        await self._after_journal(record)
         return self._reload(record)
 
     # --- broadcasting -------------------------------------------------------------------------------------
@@ -363,12 +421,19 @@ class Sender(RelayParts):
                 0 if fees.is_legacy else fees.max_priority_fee_per_gas_wei,
                 now,
             )
-            with self.journal.write() as writer:
-                if writer.record_of(record.id) != (record.status, record.latest.seq):
-                    return False  # the record moved on (another handler got there first): do nothing
-                writer.add_attempts(record.id, [attempt])
-                if outcome is not None and error is not None:
-                    writer.set_noop_outcome(record.id, outcome, error, now)
+            lease = self.leases.token(signer_lease(record.sender))
+            if lease is None:
+                return False  # another instance acts for this signer now
+            try:
+                with self.journal.write() as writer:
+                    writer.fence(lease)
+                    if writer.record_of(record.id) != (record.status, record.latest.seq):
+                        return False  # the record moved on (another handler got there first): do nothing
+                    writer.add_attempts(record.id, [attempt])
+                    if outcome is not None and error is not None:
+                        writer.set_noop_outcome(record.id, outcome, error, now)
+            except LeaseLost:
+                return False
             log.info(
                 "%s %s nonce=%d hash=%s maxFee=%d", record.id, kind, record.nonce, tx_hash, fees.price_cap_wei
             )

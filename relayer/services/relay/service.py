@@ -9,9 +9,13 @@ and compare-and-sets its status, so running any of them twice, or after a crash,
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import logging
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -24,7 +28,7 @@ from relayer.domain import policy
 from relayer.domain.blocks import ChainHead
 from relayer.domain.fees import Fees
 from relayer.domain.policy import RawTransaction
-from relayer.domain.records import RecordPage, RelayRecord, RequestRef
+from relayer.domain.records import CallPlan, Intent, RecordPage, RelayRecord, RequestRef
 from relayer.domain.status import RecordKind
 from relayer.domain.typed_data import SignedRelay, TypedDataQuery, check_request, typed_data
 from relayer.errors import (
@@ -32,16 +36,18 @@ from relayer.errors import (
     InvalidNonceError,
     PositionNotFoundError,
     RelayerError,
+    RelayQueuedError,
     TransactionNotFoundError,
+    restore_error,
 )
 from relayer.services.relay import funding, idempotency
+from relayer.services.relay.leases import RAW_LEASE, Leases, signer_lease
 from relayer.services.relay.nonces import NonceAllocator
 from relayer.services.relay.rounds import Rounds
 from relayer.services.relay.sender import Sender
 from relayer.services.relay.signers import Signer, SignerPool
 from relayer.services.relay.values import (
     PUBLIC_SCOPE,
-    CallPlan,
     CheckedCall,
     SenderHooks,
     SignerStatus,
@@ -50,9 +56,13 @@ from relayer.services.relay.values import (
     scoped_key,
 )
 from relayer.stores.journal import SqliteJournal
-from relayer.stores.journal_port import Journal, JournalConflict
+from relayer.stores.journal_port import Journal, JournalConflict, LeaseLost
 
 _ZERO_ADDRESS = "0x" + "00" * 20
+INTENT_POLL_S = 0.01
+"""How often a call handed to another instance looks for the record it became."""
+
+log = logging.getLogger("relayer.relay")
 
 
 class RelayService:
@@ -67,8 +77,10 @@ class RelayService:
         journal: Journal | None = None,
         clock: Callable[[], float] = time.time,
         hooks: SenderHooks | None = None,
+        instance: str = "local",
     ) -> None:
-        """`chain` is started (`await chain.start()`) before the first request."""
+        """`chain` is started (`await chain.start()`) before the first request. `instance` names this
+        process in the leases (`relayer.services.relay.leases`) and `/health`."""
         self.settings = settings
         self.chain = chain
         self.vault = chain.vault_address
@@ -76,9 +88,18 @@ class RelayService:
         self.journal = journal or SqliteJournal(settings.journal_path)
         self.nonces = NonceAllocator()
         self.clock = clock
-        parts = (self.journal, chain, self.pool, self.nonces, settings, clock)  # `RelayParts`, shared
+        self.instance = instance
+        names = [signer_lease(address) for address in self.pool.addresses] + [RAW_LEASE]
+        self.leases = Leases(self.journal, instance, settings.lease_ttl_s, names, self._recover)
+        parts = (self.journal, chain, self.pool, self.nonces, self.leases, settings, clock)  # `RelayParts`
         self.sender = Sender(*parts, hooks=hooks or SenderHooks())
         self.rounds = Rounds(*parts, sender=self.sender)
+
+    async def _recover(self, name: str) -> None:
+        await self.rounds.recover(name)
+
+    def _held(self, address: str) -> bool:
+        return self.leases.holds(signer_lease(address))
 
     # --- requests -----------------------------------------------------------------------------------------
 
@@ -95,9 +116,14 @@ class RelayService:
         """
         data = relay.calldata
         fingerprint = request_hash("signed", {"calldata": "0x" + data.hex()})
-        idempotency_key, existing = await self._begin(key_scope, idempotency_key, fingerprint)
-        if existing is not None:
-            return existing
+        async with self.claimed(key_scope, idempotency_key, fingerprint) as (key, existing):
+            if existing is not None:
+                return existing
+            return await self._signed(relay, data, fingerprint, key)
+
+    async def _signed(
+        self, relay: SignedRelay, data: bytes, fingerprint: str, idempotency_key: str | None
+    ) -> Submission:
         try:
             request = relay.request
             head, fees, owner, expected_nonce = await self.chain.signed_request_state(request.position_id)
@@ -136,17 +162,17 @@ class RelayService:
             RelayerError: as `submit_signed`.
         """
         fingerprint = fingerprint or request_hash("call", {"data": "0x" + data.hex()})
-        idempotency_key, existing = await self._begin(key_scope, idempotency_key, fingerprint)
-        if existing is not None:
-            return existing
-        try:
-            policy.check_call(self.vault, data, vault=self.vault)
-            head, fees = await self.chain.head_and_fees()
-            return await self._relay_call(
-                policy.call_kind(data), data, head, fees, fingerprint, idempotency_key, account=account
-            )
-        except RelayerError as error:  # a copy raced us to the same key: its answer
-            return idempotency.answer_of_key(self.journal, idempotency_key, fingerprint, error)
+        async with self.claimed(key_scope, idempotency_key, fingerprint) as (key, existing):
+            if existing is not None:
+                return existing
+            try:
+                policy.check_call(self.vault, data, vault=self.vault)
+                head, fees = await self.chain.head_and_fees()
+                return await self._relay_call(
+                    policy.call_kind(data), data, head, fees, fingerprint, key, account=account
+                )
+            except RelayerError as error:  # a copy raced us to the same key: its answer
+                return idempotency.answer_of_key(self.journal, key, fingerprint, error)
 
     async def submit_checked(self, call: CheckedCall) -> Submission:
         """Journal and send a call the builder already checked and simulated (see `CheckedCall`).
@@ -162,7 +188,7 @@ class RelayService:
         )
         gas_limit = call.gas_limit + OPERATOR_CHECK_GAS  # simulated from the owner; sent by an operator
         signer = await funding.funded_signer(
-            self.chain, self.pool, self.nonces, gas_limit, fees.price_cap_wei
+            self.chain, self.pool, self.nonces, self._held, gas_limit, fees.price_cap_wei
         )
         plan = CallPlan(
             kind=call.kind,
@@ -175,7 +201,7 @@ class RelayService:
             account=call.account,
         )
         try:
-            record = await self.sender.journal_and_send(signer, plan)
+            record = await self._send(signer, plan)
         except JournalConflict as conflict:
             return idempotency.after_conflict(self.journal, conflict, key, call.fingerprint)
         return Submission(record, True)
@@ -192,11 +218,14 @@ class RelayService:
             InvalidNonceError: its nonce is already used on chain (replayed).
             RelayerError: the vault error the simulation reverted with; node unreachable.
         """
+        fingerprint = request_hash("raw", {"transaction": "0x" + tx.raw.hex()})
+        async with self.claimed(key_scope, idempotency_key, fingerprint) as (key, existing):
+            if existing is not None:
+                return existing
+            return await self._raw(tx, fingerprint, key)
+
+    async def _raw(self, tx: RawTransaction, fingerprint: str, idempotency_key: str | None) -> Submission:
         raw = tx.raw
-        fingerprint = request_hash("raw", {"transaction": "0x" + raw.hex()})
-        idempotency_key, existing = await self._begin(key_scope, idempotency_key, fingerprint)
-        if existing is not None:
-            return existing
         try:
             policy.check_raw(tx, vault=self.vault, chain_id=self.chain.chain_id)
             raw_hash = "0x" + keccak(raw).hex()
@@ -288,20 +317,77 @@ class RelayService:
         """
         return idempotency.earlier(self.journal, scoped_key(key_scope, idempotency_key), fingerprint)
 
-    async def _begin(
+    @asynccontextmanager
+    async def claimed(
         self, key_scope: str, idempotency_key: str | None, fingerprint: str
-    ) -> tuple[str | None, Submission | None]:
-        """Every submission's first steps: the relay resumed, the key scoped, an earlier answer looked up.
+    ) -> AsyncIterator[tuple[str | None, Submission | None]]:
+        """Every submission's first steps: the relay resumed, the key scoped, and either the earlier answer
+        of this key or the key's claim held for this request until its record is journaled (`idempotency.
+        claimed`: copies sent at once, to any instance, wait for this one's answer).
 
-        Returns the scoped key, and the earlier submission with this key and request (None: a new one).
+        Yields the scoped key, and the earlier submission with this key and request (None: work on it).
 
         Raises:
             InvalidFieldError: a malformed key.
             IdempotencyConflictError: the key was used with another request.
+            RequestInProgressError: a copy of this request is still being worked on after a wait.
         """
         await self.rounds.ensure_resumed()
         key = scoped_key(key_scope, idempotency_key)
-        return key, idempotency.earlier(self.journal, key, fingerprint)
+        async with idempotency.claimed(self.journal, key, fingerprint, wait_s=self._intent_wait_s) as earlier:
+            yield key, earlier
+
+    @property
+    def _intent_wait_s(self) -> float:
+        """How long a call journaled as an intent waits for its signer's lease holder: a takeover's bound
+        (2 x the lease TTL) and a few seconds more."""
+        return 2 * self.settings.lease_ttl_s + 5.0
+
+    async def _send(self, signer: Signer, plan: CallPlan) -> RelayRecord:
+        """Number, sign, journal and send `plan` from `signer` here when this instance holds the signer's
+        lease; else journal it as an intent and wait for the holder to send it (`_via_intent`).
+
+        Raises:
+            JournalConflict: the idempotency key or the signed request is already journaled.
+            RelayQueuedError, RelayerError: per `_via_intent`.
+        """
+        lease = self.leases.token(signer_lease(signer.address))
+        if lease is not None:
+            try:
+                return await self.sender.journal_and_send(signer, plan, lease)
+            except LeaseLost:
+                log.info("lease of %s lost while sending: handing the call over as an intent", signer.address)
+        return await self._via_intent(signer, plan)
+
+    async def _via_intent(self, signer: Signer, plan: CallPlan) -> RelayRecord:
+        """Journal `plan` as an intent for the holder of `signer`'s lease (another instance), and wait for the
+        record it becomes.
+
+        Raises:
+            JournalConflict: the idempotency key or the signed request is already journaled.
+            RelayQueuedError: no holder sent it in time (it stays queued, and will be sent).
+            RelayerError: the error the holder refused it with.
+        """
+        intent = Intent(uuid.uuid4().hex, self.chain.chain_id, signer.address, plan, self.clock())
+        self.journal.add_intent(intent)
+        self.rounds.wake_intents()  # this instance may hold the lease after all (a takeover just now)
+        deadline = time.monotonic() + self._intent_wait_s
+        while True:
+            record = self.journal.get(intent.id)
+            if record is not None:
+                return record
+            waiting = self.journal.intent(intent.id)
+            if waiting is not None and waiting.error is not None:
+                raise restore_error(waiting.error)
+            if time.monotonic() >= deadline:
+                raise RelayQueuedError(
+                    "the call is journaled for its signer, but no instance holding the signer's lease sent it"
+                    " in time (a failover); it stays queued and will be sent: repeat the request with the"
+                    " same Idempotency-Key for its record",
+                    id=intent.id,
+                    signer=signer.address,
+                )
+            await asyncio.sleep(INTENT_POLL_S)
 
     async def _relay_call(
         self,
@@ -318,7 +404,7 @@ class RelayService:
         """Simulate from a signer that can pay, then journal and send. Never sends what did not simulate."""
         fees = policy.cap_fees(fees, self.settings.max_fee_per_gas_wei, base_fee_wei=head.base_fee_wei)
         signer, gas_limit = await funding.pick_signer(
-            self.chain, self.pool, self.nonces, self.vault, data, fees.price_cap_wei
+            self.chain, self.pool, self.nonces, self._held, self.vault, data, fees.price_cap_wei
         )
         plan = CallPlan(
             kind=kind,
@@ -332,7 +418,7 @@ class RelayService:
             request=request,
         )
         try:
-            record = await self.sender.journal_and_send(signer, plan)
+            record = await self._send(signer, plan)
         except JournalConflict as conflict:
             return idempotency.after_conflict(self.journal, conflict, idempotency_key, fingerprint)
         return Submission(record, True)
@@ -382,6 +468,8 @@ class RelayService:
         """For the app's `/health`: signer balances with a low-balance alert, and the unfinished count."""
         signers = await self.signers_status()
         return {
+            "instance": self.instance,
+            "leases": self.leases.describe(),
             "signers": [s.to_dict() for s in signers],
             "lowBalance": any(s.low_balance for s in signers),
             "unfinished": len(self.journal.pending()),

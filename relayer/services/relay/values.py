@@ -15,7 +15,7 @@ from typing import Any
 
 from relayer.domain.blocks import ChainHead
 from relayer.domain.fees import Fees, fee_fields
-from relayer.domain.records import Attempt, RelayRecord, RequestRef
+from relayer.domain.records import Attempt, RelayRecord
 from relayer.domain.status import RecordKind
 from relayer.errors import InvalidFieldError
 
@@ -59,6 +59,8 @@ class SignerStatus:
     chain_pending_nonce: int
     journal_next_nonce: int
     in_flight: int
+    stopped: str | None = None
+    """Why this process sends nothing for the signer (in use by another journal); None: it may send."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +71,7 @@ class SignerStatus:
             "chainPendingNonce": self.chain_pending_nonce,
             "journalNextNonce": self.journal_next_nonce,
             "inFlight": self.in_flight,
+            "stopped": self.stopped,
         }
 
 
@@ -110,22 +113,6 @@ class SenderHooks:
 
     after_journal: Callable[[RelayRecord], None] | None = None
     after_broadcast: Callable[[RelayRecord, Attempt], None] | None = None
-
-
-@dataclass(frozen=True)
-class CallPlan:
-    """A checked, simulated vault call waiting for a nonce and a signature."""
-
-    kind: RecordKind
-    to: str
-    data: bytes
-    gas_limit: int
-    fees: Fees
-    request_hash: str
-    idempotency_key: str | None = None
-    account: str | None = None
-    """The account the call acts for (kept on the record)."""
-    request: RequestRef | None = None
 
 
 def build_tx(
