@@ -144,6 +144,19 @@ def journal_path(env: Mapping[str, str], path_arg: str | None) -> Path:
     return Path(path_arg) if path_arg else RelaySettings.from_env(env).journal_path
 
 
+def store_location(env: Mapping[str, str], path_arg: str | None, url_arg: str | None) -> StoreLocation:
+    """Where an operator command reads and writes: `--database-url`, else `RELAYER_DATABASE_URL` (PostgreSQL),
+    else the journal file of `journal_path`.
+
+    Raises:
+        ConfigurationError: the URL is not a postgresql:// one.
+    """
+    url = url_arg or env.get(ENV_PREFIX + "DATABASE_URL") or None
+    if url is not None and urlsplit(url).scheme not in {"postgresql", "postgres"}:
+        raise ConfigurationError("the database URL must be a postgresql:// URL (RELAYER_DATABASE_URL)")
+    return StoreLocation(journal_path(env, path_arg), url)
+
+
 class Settings(BaseModel):
     """Everything `relayer serve` and `create_app` need; immutable once built."""
 

@@ -52,18 +52,23 @@ def require_tool(path: Path | str, what: str) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`@pytest.mark.only_backend("anvil")`: collect a chain test only for those backends.
+    """`@pytest.mark.only_backend("anvil")`: collect a chain test only for those backends;
+    `@pytest.mark.only_store("sqlite")`: a store test only for those databases.
 
-    Deselected, not skipped: a scenario that cannot exist on a backend (an in-process chain cannot go down) is
-    not a test that failed to run.
+    Deselected, not skipped: a scenario that cannot exist on a backend (an in-process chain cannot go down, a
+    PostgreSQL database is not a file) is not a test that failed to run.
     """
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:
-        marker = item.get_closest_marker("only_backend")
         callspec = getattr(item, "callspec", None)
-        backend = callspec.params.get("chain") if callspec is not None else None
-        if marker is not None and backend is not None and backend not in marker.args:
+        params = callspec.params if callspec is not None else {}
+        if any(
+            (marker := item.get_closest_marker(name)) is not None
+            and params.get(param) is not None
+            and params[param] not in marker.args
+            for name, param in (("only_backend", "chain"), ("only_store", "store"))
+        ):
             dropped.append(item)
         else:
             keep.append(item)

@@ -357,24 +357,28 @@ class TradingService:
     async def _once(
         self, relay: RelayService, intent: TradeIntent, act: Callable[[], Awaitable[TradeOutcome]]
     ) -> TradeOutcome:
-        """`act`, unless this key already has an answer; and when `act` fails, the answer a concurrent copy
-        of the request (same key, same body) made meanwhile, if one did: copies that raced past the first
-        lookup then meet the winner's effects (the position it closed), which are not their answer.
+        """`act`, unless this key already has an answer. The key is claimed in the database before any chain
+        read (`RelayService.claimed`), so copies of the request sent at once, to this instance or another,
+        wait for the first one's record and answer its fill, rather than meet its effects (the position it
+        closed). When `act` fails, the answer a copy made meanwhile, if one did.
 
         Raises:
             IdempotencyConflictError: the key was used with a different body.
+            RequestInProgressError: the first copy is still being worked on after a wait.
             RelayerError: what `act` raised, when no copy answered.
         """
-        replayed = await self._replay(relay, intent)
-        if replayed is not None:
-            return replayed
-        try:
+        if intent.idempotency_key is None or intent.dry_run:
             return await act()
-        except RelayerError:
-            replayed = await self._replay(relay, intent)
-            if replayed is None:
-                raise
-            return replayed
+        async with relay.claimed(intent.scope, intent.idempotency_key, intent.fingerprint) as (_, earlier):
+            if earlier is not None:
+                return await self._answer_of(relay, intent, earlier.record)
+            try:
+                return await act()
+            except RelayerError:
+                replayed = await self._replay(relay, intent)
+                if replayed is None:
+                    raise
+                return replayed
 
     async def _replay(self, relay: RelayService, intent: TradeIntent) -> TradeOutcome | None:
         """The answer to a request already made with this `Idempotency-Key` (None: a new request).
@@ -390,7 +394,14 @@ class TradingService:
         found = relay.find_idempotent(intent.idempotency_key, intent.fingerprint, key_scope=intent.scope)
         if found is None:
             return None
-        record = await self._wait(relay, found.record)
+        return await self._answer_of(relay, intent, found.record)
+
+    async def _answer_of(
+        self, relay: RelayService, intent: TradeIntent, earlier: RelayRecord
+    ) -> TradeOutcome:
+        """The answer of the request that made `earlier` under this key: its fill once mined (waited for, as
+        the first request did)."""
+        record = await self._wait(relay, earlier)
         if not record.status.is_succeeded:
             return unfinished(record)
         (position_id, *_) = positions_of_call(record.data)

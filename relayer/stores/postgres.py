@@ -94,6 +94,9 @@ class PostgresDatabase(Database):
             name="relayer",
         )
         try:
+            # One plain connection first: a wrong URL, password or host fails at once and says why, where the
+            # pool would retry in the background until its timeout.
+            psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
             self._migrate()
         except (psycopg.Error, PoolTimeout) as exc:

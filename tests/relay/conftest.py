@@ -27,6 +27,7 @@ from relayer.faces.api.relay_routes import relay_service, router
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.signers import Signer
 from relayer.services.relay.values import SenderHooks
+from relayer.stores.location import StoreLocation, open_journal
 from tests.blocking import Blocking, client_on
 
 
@@ -126,9 +127,11 @@ def make_service(
     tmp_path: Any,
     clock: FakeClock,
     portal: BlockingPortal,
+    store: StoreLocation,
 ) -> Iterator[Callable[..., Blocking[RelayService]]]:
-    """Factory: a `RelayService` on `tmp_path/journal.sqlite3` (the same file each call: a restart), over a
-    client of its own on `target` (default: the test's chain) or on `port` (a port the test made)."""
+    """Factory: a `RelayService` on the test's store (`tmp_path/journal.sqlite3`, or its PostgreSQL
+    database; the same one each call: a restart), over a client of its own on `target` (default: the test's
+    chain) or on `port` (a port the test made)."""
     made: list[RelayService] = []
 
     def _make(
@@ -139,10 +142,12 @@ def make_service(
         port: RpcPort | None = None,
         **settings: Any,
     ) -> Blocking[RelayService]:
-        settings.setdefault("journal_path", tmp_path / "journal.sqlite3")
+        settings.setdefault("journal_path", store.journal_path)
         settings.setdefault("retry_backoff_s", 0.0)
         client = started_client(portal, port or port_on(portal, target or chain), deployment.address)
+        location = StoreLocation(settings["journal_path"], store.database_url)
         service = RelayService(
+            journal=open_journal(location),
             chain=client,
             signers=[Signer(a) for a in (signers if signers is not None else relay_accounts)],
             settings=RelaySettings(**settings),

@@ -28,6 +28,7 @@ def run(argv: list[str]) -> int:
     return result
 
 
+@pytest.mark.only_store("sqlite")  # reads the journal file
 def test_relay_status_list_and_signers(
     chain: Chain,
     deployment: Deployment,

@@ -3,6 +3,7 @@ stuck transaction, expiry that frees the nonce, restart at the worst moments, an
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -207,7 +208,7 @@ def test_restart_between_journal_write_and_broadcast(
     vault: VaultReader,
 ) -> None:
     position_id = open_position(owner=accounts[1])
-    crashing = make_service(hooks=SenderHooks(after_journal=crash))
+    crashing = make_service(hooks=SenderHooks(after_journal=crash), lease_ttl_s=CRASHED_LEASE_TTL_S)
     body = signed_body(accounts[1], position_id)
     with pytest.raises(Crash):
         until_crash(crashing, "submit_signed", parse_signed_relay(body))
@@ -216,9 +217,11 @@ def test_restart_between_journal_write_and_broadcast(
     assert nonce_of(chain, journaled.sender) == journaled.nonce  # nothing reached the chain
     # A client retrying against the restarted relayer: the service resumes before it takes a new nonce, so the
     # journaled bytes go out (and mine) first and the retry is refused as replayed: never a second tx.
+    wait_out_the_crashed_lease()
     with pytest.raises(InvalidNonceError):
-        make_service().submit_signed(parse_signed_relay(body))
+        make_service(lease_ttl_s=CRASHED_LEASE_TTL_S).submit_signed(parse_signed_relay(body))
 
+    wait_out_the_crashed_lease()
     restarted = make_service()
     assert restarted.resume() >= 0
     settle(restarted)
@@ -240,7 +243,7 @@ def test_restart_between_broadcast_and_receipt(
     automine: bool,
 ) -> None:
     position_id = open_position(owner=accounts[1])
-    crashing = make_service(hooks=SenderHooks(after_broadcast=crash))
+    crashing = make_service(hooks=SenderHooks(after_broadcast=crash), lease_ttl_s=CRASHED_LEASE_TTL_S)
     body = signed_body(accounts[1], position_id)
     with automine_off(chain) if not automine else _nothing():
         with pytest.raises(Crash):
@@ -248,6 +251,7 @@ def test_restart_between_broadcast_and_receipt(
         (journaled,) = crashing.list()
         assert journaled.status == TxStatus.QUEUED
         assert journaled.latest.broadcast_at is None
+        wait_out_the_crashed_lease()
         restarted = make_service()
         restarted.resume()  # finds it mined, or re-sends the same bytes ("already known")
         if not automine:
@@ -262,6 +266,16 @@ def test_restart_between_broadcast_and_receipt(
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
+
+
+CRASHED_LEASE_TTL_S = 0.5
+"""The lease TTL of a service that crashes in a test: its restart takes the signer's lease once it expires
+(at once on SQLite, whose relay lock admits one process; after the TTL on PostgreSQL, where the database
+cannot know the holder is gone)."""
+
+
+def wait_out_the_crashed_lease() -> None:
+    time.sleep(CRASHED_LEASE_TTL_S + 0.1)
 
 
 @pytest.mark.only_backend("anvil")  # an in-process chain cannot go down

@@ -37,6 +37,7 @@ from relayer.services.keeper import Keeper
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.signers import Signer
 from relayer.services.trading import TradingService
+from relayer.stores.location import StoreLocation
 from tests.blocking import Blocking
 
 T = TypeVar("T")
@@ -178,14 +179,17 @@ def make_trading(
     chain: Chain,
     deployment: Deployment,
     accounts: list[LocalAccount],
-    tmp_path: Path,
+    store: StoreLocation,
 ) -> Iterator[Callable[..., Trading]]:
-    """Factory: start an app (lifespan running) on `tmp_path/journal.sqlite3`; the same file on every call."""
+    """Factory: start an app (lifespan running) on the test's store (`tmp_path/journal.sqlite3`, or its
+    PostgreSQL database); the same one on every call."""
     opened: list[TestClient] = []
 
     def _make(**settings: Any) -> Trading:
         app = create_app(
-            trading_settings(chain, deployment, tmp_path / "journal.sqlite3", **settings),
+            trading_settings(
+                chain, deployment, store.journal_path, database_url=store.database_url, **settings
+            ),
             chain=chain,
             signers=[Signer(accounts[5]), Signer(accounts[6])],
         )

@@ -137,6 +137,7 @@ def test_bearer_and_x_api_key_both_work_and_last_use_is_recorded(
     assert (after.label, after.prefix) == ("agent", key[:12])
 
 
+@pytest.mark.only_store("sqlite")  # reads the journal file
 def test_only_hashes_are_stored(trading: Trading, accounts: list[LocalAccount]) -> None:
     keys = [trading.key(accounts[1]), trading.key(accounts[2], "read")]
     journal = Path(trading.relay.journal.path)

@@ -135,6 +135,9 @@ def test_a_key_made_by_another_process_works_at_once_on_a_relaying_server(
     journal = str(trading.runtime.settings.relay.journal_path)
 
     command = ["keys", "create", "--account", accounts[1].address, "--scopes", "read", "--journal", journal]
+    database_url = trading.runtime.settings.database_url
+    if database_url is not None:  # the server's store: its PostgreSQL database
+        command += ["--database-url", database_url.get_secret_value()]
     made = subprocess.run(
         [sys.executable, "-m", "relayer.faces.cli.main", *command],
         cwd=ROOT,

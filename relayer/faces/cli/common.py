@@ -7,8 +7,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import Literal, TypeAlias
+
+from relayer.config import store_location
+from relayer.stores.location import StoreLocation
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -46,9 +50,24 @@ def add_command(
         parser.add_argument("--vault", help="the vault's address on that node")
         parser.add_argument("--deployments", help="a deployments/<chainId>.json file naming the vault")
     if journal:
-        parser.add_argument("--journal", help=JOURNAL_HELP)
+        add_store_arguments(parser)
     parser.set_defaults(handler=handler)
     return parser
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--journal` (the SQLite file) and `--database-url` (PostgreSQL, which wins when given)."""
+    parser.add_argument("--journal", help=JOURNAL_HELP)
+    parser.add_argument("--database-url", help=DATABASE_HELP)
+
+
+def store_of(args: argparse.Namespace) -> StoreLocation:
+    """Where the command's `--database-url` / `--journal` (or their variables) say the data is.
+
+    Raises:
+        ConfigurationError: a database URL that is not postgresql://.
+    """
+    return store_location(os.environ, getattr(args, "journal", None), getattr(args, "database_url", None))
 
 
 JOURNAL_HELP = (
@@ -56,3 +75,9 @@ JOURNAL_HELP = (
     " directory, the same file `relayer serve` uses there)"
 )
 """Help of every `--journal` flag: where the journal is when the flag is not given."""
+
+DATABASE_HELP = (
+    "PostgreSQL database shared by several instances, postgresql://user:password@host:port/db (default:"
+    " RELAYER_DATABASE_URL, which keeps the password out of the process list; without either, the journal"
+    " file)"
+)

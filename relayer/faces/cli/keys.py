@@ -11,19 +11,22 @@ here works there, at once even while it runs; the key store never takes the jour
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from datetime import UTC, datetime
 
-from relayer.config import journal_path
 from relayer.domain import apikeys
 from relayer.errors import InvalidFieldError
-from relayer.faces.cli.common import EXIT_OK, JOURNAL_HELP
-from relayer.stores.keys import KeyStore, SqliteKeyStore, open_key_store
+from relayer.faces.cli.common import EXIT_OK, add_store_arguments, store_of
+from relayer.stores.keys import KeyStore
+from relayer.stores.location import open_key_store
+from relayer.stores.sqlite import named_journal
 
 
-def _store(args: argparse.Namespace, *, create: bool = False) -> SqliteKeyStore:
-    return open_key_store(journal_path(os.environ, args.journal), create=create)
+def _store(args: argparse.Namespace, *, create: bool = False) -> KeyStore:
+    location = store_of(args)
+    if location.database_url is None and not create:
+        named_journal(location.journal_path, create=False)  # a reader refuses a missing file
+    return open_key_store(location, create=create)
 
 
 def _when(timestamp: int | None) -> str:
@@ -87,14 +90,14 @@ def add_key_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     create.add_argument("--account", required=True, help="the trading account (0x address) the key acts for")
     create.add_argument("--scopes", required=True, help="comma-separated: read, trade")
     create.add_argument("--label", default="", help="a note to tell keys apart")
-    create.add_argument("--journal", help=JOURNAL_HELP)
+    add_store_arguments(create)
     create.set_defaults(handler=cmd_create)
 
     listing = sub.add_parser("list", help="list keys (prefix, label, scopes, account, dates)")
-    listing.add_argument("--journal", help=JOURNAL_HELP)
+    add_store_arguments(listing)
     listing.set_defaults(handler=cmd_list)
 
     revoke = sub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id", type=int)
-    revoke.add_argument("--journal", help=JOURNAL_HELP)
+    add_store_arguments(revoke)
     revoke.set_defaults(handler=cmd_revoke)

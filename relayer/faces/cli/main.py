@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from relayer.errors import RelayerError
 from relayer.faces.cli.chain_commands import add_account_commands, add_deploy_commands
 from relayer.faces.cli.common import EXIT_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE, Command
+from relayer.faces.cli.db import add_db_commands
 from relayer.faces.cli.keys import add_key_commands
 from relayer.faces.cli.relay import add_relay_commands
 from relayer.faces.cli.serve import add_serve_commands
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_account_commands(sub)
     add_relay_commands(sub)
     add_key_commands(sub)
+    add_db_commands(sub)
     return parser
 
 

@@ -15,20 +15,20 @@ from typing import Any
 
 from relayer.chain.client import ChainClient
 from relayer.chain.jsonrpc import JsonRpcTransport
-from relayer.config import RelaySettings, journal_path
+from relayer.config import RelaySettings
 from relayer.constants import ETH_DECIMALS
 from relayer.domain.records import RecordPage
 from relayer.domain.status import TxStatus
 from relayer.domain.units import format_fixed
 from relayer.errors import ConfigurationError, TransactionNotFoundError
-from relayer.faces.cli.common import EXIT_OK, JOURNAL_HELP
+from relayer.faces.cli.common import EXIT_OK, add_store_arguments, store_of
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.signers import Signer, load_signers
-from relayer.stores.journal import open_journal
+from relayer.stores.location import StoreLocation, open_journal
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    journal = open_journal(journal_path(os.environ, args.journal), create=False)
+    journal = open_journal(store_of(args), create=False)
     try:
         record = journal.get(args.id)
         if record is None:
@@ -41,7 +41,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     page = RecordPage.parse(args.status, args.limit)
-    journal = open_journal(journal_path(os.environ, args.journal), create=False)
+    journal = open_journal(store_of(args), create=False)
     try:
         records = journal.records(page.status, limit=page.limit)
     finally:
@@ -58,15 +58,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_signers(args: argparse.Namespace) -> int:
-    settings = RelaySettings.from_env(os.environ).model_copy(
-        update={"journal_path": journal_path(os.environ, args.journal)}
-    )
+    location = store_of(args)
+    settings = RelaySettings.from_env(os.environ).model_copy(update={"journal_path": location.journal_path})
     signers = load_signers()
     if not signers:
         raise ConfigurationError(
             "no relayer signer: set RELAYER_SIGNER_KEY or RELAYER_SIGNER_KEYSTORE (+ _PASSWORD)"
         )
-    rows = asyncio.run(_signer_rows(args.rpc_url, args.vault, signers, settings))
+    rows = asyncio.run(_signer_rows(args.rpc_url, args.vault, signers, settings, location))
     for row in rows:
         flag = "  LOW BALANCE" if row["lowBalance"] else ""
         print(
@@ -78,10 +77,10 @@ def cmd_signers(args: argparse.Namespace) -> int:
 
 
 async def _signer_rows(
-    rpc_url: str, vault: str, signers: list[Signer], settings: RelaySettings
+    rpc_url: str, vault: str, signers: list[Signer], settings: RelaySettings, location: StoreLocation
 ) -> list[dict[str, Any]]:
     chain = ChainClient(JsonRpcTransport(rpc_url), vault)
-    service = RelayService(chain=chain, signers=signers, settings=settings)
+    service = RelayService(chain=chain, signers=signers, settings=settings, journal=open_journal(location))
     try:
         await chain.start()
         return [s.to_dict() for s in await service.signers_status()]
@@ -97,13 +96,13 @@ def add_relay_commands(subparsers: Any) -> None:
 
     status = commands.add_parser("status", help="one relayed transaction: status, every hash, receipt")
     status.add_argument("id")
-    status.add_argument("--journal", help=JOURNAL_HELP)
+    add_store_arguments(status)
     status.set_defaults(handler=cmd_status)
 
     listing = commands.add_parser("list", help="relayed transactions, newest first")
     listing.add_argument("--status", help=f"one of {', '.join(s.value for s in TxStatus)}")
     listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--journal", help=JOURNAL_HELP)
+    add_store_arguments(listing)
     listing.set_defaults(handler=cmd_list)
 
     signers = commands.add_parser(
@@ -111,5 +110,5 @@ def add_relay_commands(subparsers: Any) -> None:
     )
     signers.add_argument("--rpc-url", required=True, help="JSON-RPC node URL")
     signers.add_argument("--vault", required=True, help="the vault's address")
-    signers.add_argument("--journal", help=JOURNAL_HELP)
+    add_store_arguments(signers)
     signers.set_defaults(handler=cmd_signers)

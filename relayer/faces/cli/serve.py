@@ -33,10 +33,9 @@ from relayer.services.demo_world import (
     setup_demo_world,
 )
 from relayer.services.relay.signers import Signer, load_signers
-from relayer.stores.journal import SqliteJournal
 from relayer.stores.journal_chains import ChainBinding
 from relayer.stores.journal_port import Journal
-from relayer.stores.keys import SqliteKeyStore
+from relayer.stores.location import open_journal, open_key_store
 from relayer.stores.relay_lock import lock_for_relaying
 
 
@@ -65,6 +64,7 @@ def _load_settings(args: argparse.Namespace) -> Settings:
         log_level=getattr(args, "log_level", None),
         price_feed_interval_s=getattr(args, "price_feed_interval", None),
         price_feed_seed=getattr(args, "seed", None),
+        database_url=getattr(args, "database_url", None),
     )
     journal = getattr(args, "journal", None)
     if journal:
@@ -89,8 +89,9 @@ def _prepare(
             the embedded chain, the journal's records of its chain id belong to a real chain.
     """
     signers = load_signers(os.environ)
-    journal_path = settings.relay.journal_path.resolve()
-    if hold is not None and (signers or settings.embedded):
+    store = settings.store
+    journal_path = store.describe() if store.shared else str(settings.relay.journal_path.resolve())
+    if hold is not None and (signers or settings.embedded) and not store.shared:
         hold.enter_context(lock_for_relaying(settings.relay.journal_path))
     if not settings.embedded:
         banner = f"serving vault {settings.vault_address} on {settings.rpc_url_for_display}"
@@ -107,14 +108,17 @@ def _prepare(
     if settings.vault_address is not None:
         raise ConfigurationError("a vault address needs --rpc-url: the embedded chain deploys its own")
     chain = embedded_chain()
-    journal = SqliteJournal(settings.relay.journal_path, relaying=True)
+    journal = open_journal(store, relaying=True)
     try:
         dropped = _ready_embedded_journal(journal, chain)
         world = setup_demo_world(chain)
         signers = signers or demo_signers(chain)
         approve_relayer(chain, world, [signer.address for signer in signers])
-        with contextlib.closing(SqliteKeyStore(settings.relay.journal_path)) as key_store:
+        key_store = open_key_store(store, create=True)
+        try:
             keys = issue_demo_keys(key_store, world.traders[0].address)
+        finally:
+            key_store.close()
     finally:
         journal.close()
     settings = settings.model_copy(
@@ -130,7 +134,7 @@ def _prepare(
         base_url,
         keys=keys,
         signers=[s.address for s in signers],
-        journal=JournalNote(str(journal_path), dropped),
+        journal=JournalNote(journal_path, dropped),
     )
     return Prepared(settings, chain, signers, world.deployer, banner)
 
