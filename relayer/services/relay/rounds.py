@@ -75,6 +75,11 @@ class Rounds(RelayParts):
             self.nonces.stop(address, reason)
         self._resend.add(address)
 
+    async def send_intents(self) -> None:
+        """Send the intents waiting for signers this instance holds, now (a call handed over as an intent
+        found that this instance holds the lease after all)."""
+        await self._intents_round()
+
     async def _intents_round(self) -> None:
         """Send every intent waiting for a signer this instance holds (journaled by another instance)."""
         waiting = self.journal.waiting_signers()
@@ -116,6 +121,7 @@ class Rounds(RelayParts):
         return self.leases.holds(name)
 
     async def _advance_all(self, *, resending: bool) -> int:
+        await self.leases.maintain()  # renews what is due (cheap otherwise): a round acts on leases held now
         async with self._tick_lock:
             pending = [record for record in self.journal.pending() if self._mine(record)]
             resend, self._resend = self._resend, set()

@@ -351,7 +351,11 @@ class RelayService:
             JournalConflict: the idempotency key or the signed request is already journaled.
             RelayQueuedError, RelayerError: per `_via_intent`.
         """
-        lease = self.leases.token(signer_lease(signer.address))
+        name = signer_lease(signer.address)
+        lease = self.leases.token(name)
+        if lease is None:  # renewal due, or free to take: the loop may not have come round yet
+            await self.leases.maintain()
+            lease = self.leases.token(name)
         if lease is not None:
             try:
                 return await self.sender.journal_and_send(signer, plan, lease)
@@ -373,6 +377,8 @@ class RelayService:
         self.rounds.wake_intents()  # this instance may hold the lease after all (a takeover just now)
         deadline = time.monotonic() + self._intent_wait_s
         while True:
+            if self.leases.holds(signer_lease(signer.address)):
+                await self.rounds.send_intents()  # this instance holds it after all: send it here
             record = self.journal.get(intent.id)
             if record is not None:
                 return record

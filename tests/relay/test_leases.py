@@ -1,0 +1,45 @@
+"""The leases of one instance, on both stores: a lease that lapsed on this process's clock (its loop slow, or
+not started, as here) is renewed by the next send or round before anything is numbered, never handed over as
+an intent nobody sends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+
+from relayer.domain.status import TxStatus
+from relayer.domain.typed_data import parse_signed_relay
+from relayer.services.relay.leases import signer_lease
+from relayer.services.relay.service import RelayService
+from tests.blocking import Blocking
+from tests.relay.conftest import settle
+
+TTL_S = 0.5
+
+
+def test_a_lapsed_lease_is_renewed_by_the_next_send_and_round(
+    accounts: list[LocalAccount],
+    relay_accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    make_service: Callable[..., Blocking[RelayService]],
+    signed_body: Callable[..., dict[str, Any]],
+) -> None:
+    signer = relay_accounts[0]
+    service = make_service(signers=[signer], lease_ttl_s=TTL_S)
+    service.resume()
+    name = signer_lease(signer.address)
+    assert service.leases.holds(name)
+    time.sleep(TTL_S)  # no loop renews it meanwhile
+    assert not service.leases.holds(name)
+
+    record = service.submit_signed(
+        parse_signed_relay(signed_body(accounts[1], open_position(owner=accounts[1], size="1")))
+    ).record
+    assert record.sender == signer.address  # sent here, under the renewed (or retaken) lease
+    time.sleep(TTL_S)
+    settle(service)  # each round renews before it acts
+    assert service.get(record.id).status is TxStatus.CONFIRMED
+    assert [lease.name for lease in service.journal.leases()] == sorted([name, "raw"])
