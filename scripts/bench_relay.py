@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import relay_cluster  # noqa: E402  # beside this file: scripts/ is on the path
+
 from relayer.chain.client import ChainClient  # noqa: E402
 from relayer.chain.connect import ANVIL_DEFAULT_KEYS, Chain, chain_port, rpc_chain  # noqa: E402
 from relayer.chain.deploy import deploy_vault  # noqa: E402
@@ -172,6 +174,14 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="only this mode: anvil --block-time N (0: automine); default: both, 1 s blocks and automine",
     )
+    parser.add_argument(
+        "--instances",
+        help="`relayer serve` processes on one database, e.g. 1,2,3: runs the cluster benchmark"
+        " (scripts/relay_cluster.py) instead of the in-process one",
+    )
+    parser.add_argument(
+        "--store", help="with --instances: sqlite, postgres, or both comma-separated (default both)"
+    )
 
 
 @dataclass
@@ -237,6 +247,8 @@ def run_mode(block_time: int, count: int, concurrency: int, signers: int) -> Mod
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.instances or args.store:
+        return relay_cluster.run(args)
     modes = [1, 0] if args.block_time is None else [args.block_time]
     results = []
     for block_time in modes:

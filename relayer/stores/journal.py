@@ -116,6 +116,8 @@ class SqlJournal(Journal):
             raise ValueError("bind_to_chain needs a journal opened with relaying=True (the relay lock)")
         with self.db.transaction() as session:
             dropped = journal_chains.bind(session, self.where, chain, now=now)
+            if not self.shared:  # one relaying process per file: a claim left here died with the last one
+                session.execute("DELETE FROM idempotency_claims WHERE chain_id = ?", (chain.chain_id,))
         self.chain_id = chain.chain_id
         return dropped
 
@@ -299,6 +301,14 @@ class SqlJournal(Journal):
         if row is None or row["holder"] == holder:
             return None
         return str(row["request_hash"])
+
+    def renew_key(self, key: str, holder: str) -> bool:
+        changed = self.db.execute(
+            f"UPDATE idempotency_claims SET claimed_at = {self._now}"  # noqa: S608
+            " WHERE chain_id = ? AND idempotency_key = ? AND holder = ?",
+            (self._bound_chain(), key, holder),
+        )
+        return changed == 1
 
     def release_key(self, key: str, holder: str) -> None:
         self.db.execute(

@@ -233,6 +233,10 @@ class Journal(ABC):
         by an instance that died, is taken over)."""
 
     @abstractmethod
+    def renew_key(self, key: str, holder: str) -> bool:
+        """Keep this holder's claim live (its request is still being worked on); False when it is gone."""
+
+    @abstractmethod
     def release_key(self, key: str, holder: str) -> None:
         """End this holder's claim on a key whose request ended without a record."""
 

@@ -117,8 +117,11 @@ def test_an_idempotency_key_is_claimed_by_one_request_until_its_record_exists(jo
     assert journal.claim_key("k", "h2", "req-2", stale_after_s=60) is None
     journal.release_key("k", "req-2")
     assert journal.claim_key("k", "h3", "req-3", stale_after_s=60) is None
+    assert journal.renew_key("k", "req-3")  # its request is still being worked on
+    assert not journal.renew_key("k", "req-2")  # not this one's claim
     time.sleep(0.05)
     assert journal.claim_key("k", "h3", "req-4", stale_after_s=0.01) is None  # stale: taken over
+    assert not journal.renew_key("k", "req-3")  # it lost it
 
 
 def test_an_intent_is_claimed_once_and_becomes_its_record_or_fails(journal: SqlJournal) -> None:

@@ -26,8 +26,9 @@ from relayer.errors import (
 from relayer.services.relay.values import Submission
 from relayer.stores.journal_port import Journal, JournalConflict
 
-CLAIM_STALE_S = 120.0
-"""A claim older than this was left by an instance that died mid-request: another request takes it over."""
+CLAIM_STALE_S = 10.0
+"""A claim not renewed for this long was left by a process that died mid-request: another request takes it
+over. The request working on a key renews its claim every third of this (`_keep_renewing`)."""
 CLAIM_POLL_S = 0.02
 """How often a copy waiting for the first request's answer looks again."""
 
@@ -79,10 +80,24 @@ async def claimed(
                 idempotencyKey=key,
             )
         await asyncio.sleep(CLAIM_POLL_S)
+    renewing = asyncio.get_running_loop().create_task(_keep_renewing(journal, key, holder))
     try:
         yield None
     finally:
+        renewing.cancel()
         journal.release_key(key, holder)
+
+
+async def _keep_renewing(journal: Journal, key: str, holder: str) -> None:
+    """Renew a held claim every third of `CLAIM_STALE_S` while its request is worked on (a call waiting for
+    another instance to send it may take longer than that); stops once the claim is gone (its record made)."""
+    while True:
+        await asyncio.sleep(CLAIM_STALE_S / 3)
+        try:
+            if not journal.renew_key(key, holder):
+                return
+        except RelayerError:  # the database is away: the claim may lapse, as its request may
+            continue
 
 
 def earlier(journal: Journal, key: str | None, fingerprint: str) -> Submission | None:

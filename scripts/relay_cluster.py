@@ -1,0 +1,116 @@
+"""`bench.py relay --instances 1,2,3 --store sqlite,postgres`: relayed throughput of several `relayer serve`
+processes on one database, side by side in one run.
+
+Each configuration gets a fresh anvil (one block a second unless `--block-time` says otherwise), a fresh
+database (a PostgreSQL cluster started once for the run with PostgreSQL's default durability settings, and a
+new database in it per configuration; or the SQLite journal file, which takes one instance), the same
+requests (take-profit changes by API key, each at a price no other request uses, spread round-robin over the
+instances), and the same checks afterwards, read from the chain and the store
+(`tests.cluster.harness.verify`): every answered request on chain exactly once, nonces contiguous per signer,
+no nonce with two payloads.
+SQLite with more than one instance is not a configuration (its relay lock admits one relaying process), so it
+is listed as such rather than run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.cluster.harness import Cluster, ClusterConfig, LoadDriver, settle, take_profit_requests, verify
+from tests.pg import PgCluster
+
+
+@dataclass
+class ClusterResult:
+    store: str
+    instances: int
+    requests: int
+    seconds: float
+    median_answer_s: float
+    p95_answer_s: float
+    problems: list[str]
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds
+
+
+def run_one(
+    store: str, instances: int, args: argparse.Namespace, pg: PgCluster | None, number: int
+) -> ClusterResult:
+    database_url = None
+    if store == "postgres":
+        assert pg is not None
+        database_url = pg.create_database(f"bench_{number}")
+    config = ClusterConfig(
+        instances=instances,
+        database_url=database_url,
+        signers=args.signers,
+        block_time_s=1 if args.block_time is None else args.block_time,
+        lease_ttl_s=10.0,
+    )
+    with tempfile.TemporaryDirectory() as workdir, Cluster(config, Path(workdir)) as cluster:
+        requests = take_profit_requests(cluster.world, args.count or 300, run=f"bench{number}")
+        driver = LoadDriver(cluster, requests, concurrency=args.concurrency).start()
+        outcomes = driver.join(timeout_s=1_200)
+        seconds = driver.elapsed_s
+        unsettled = settle(cluster, outcomes, timeout_s=300)
+        verdict = verify(cluster, outcomes)
+    answers = sorted(outcome.answer_s for outcome in outcomes if outcome.answer_s is not None)
+    problems = [*verdict.problems, *(f"record {rid} not final" for rid in unsettled)]
+    return ClusterResult(
+        store,
+        instances,
+        len(outcomes),
+        seconds,
+        statistics.median(answers) if answers else float("nan"),
+        answers[int(len(answers) * 0.95) - 1] if answers else float("nan"),
+        problems,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    stores = args.store.split(",") if args.store else ["sqlite", "postgres"]
+    counts = [int(n) for n in args.instances.split(",")] if args.instances else [1, 2, 3]
+    pg = PgCluster(fast=False) if "postgres" in stores else None
+    results: list[ClusterResult] = []
+    skipped: list[str] = []
+    try:
+        if pg is not None:
+            pg.start()
+        for store in stores:
+            for instances in counts:
+                if store == "sqlite" and instances > 1:
+                    skipped.append(f"sqlite x {instances}: not a configuration (one relaying process a file)")
+                    continue
+                started = time.monotonic()
+                results.append(run_one(store, instances, args, pg, len(results)))
+                print(f"  ran {store} x {instances} in {time.monotonic() - started:.0f} s", flush=True)
+    finally:
+        if pg is not None:
+            pg.stop()
+    block = 1 if args.block_time is None else args.block_time
+    print(
+        f"relay through `relayer serve` processes, anvil --block-time {block}, {args.signers} signer(s),"
+        f" concurrency {args.concurrency}: take-profit changes by API key, spread over the instances"
+    )
+    header = f"{'store':<9} {'instances':>9} {'requests':>9} {'req/s':>8} {'median s':>9} {'p95 s':>7}"
+    print(f"  {header}  checks")
+    failed = False
+    for result in results:
+        checks = "0 gaps, 0 duplicates" if not result.problems else f"{len(result.problems)} PROBLEMS"
+        print(
+            f"  {result.store:<9} {result.instances:>9} {result.requests:>9} {result.per_second:>8.1f}"
+            f" {result.median_answer_s:>9.2f} {result.p95_answer_s:>7.2f}  {checks}"
+        )
+        for problem in result.problems[:10]:
+            print(f"    PROBLEM: {problem}")
+        failed = failed or bool(result.problems)
+    for line in skipped:
+        print(f"  {line}")
+    return 1 if failed else 0
