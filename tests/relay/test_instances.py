@@ -17,7 +17,8 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from relayer.domain.typed_data import parse_signed_relay
-from relayer.services.relay.leases import signer_lease
+from relayer.services.keeper import Keeper
+from relayer.services.relay.leases import KEEPER_LEASE, signer_lease
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.values import Submission
 from tests.blocking import Blocking
@@ -135,3 +136,19 @@ def test_when_the_holder_stops_answering_the_other_takes_over_after_the_ttl(
     assert dead.leases.token(name) is None  # the dead one's own clock stopped trusting its lease
     settle(survivor)
     assert survivor.get(second.id).status.value == "confirmed"
+
+
+def test_one_keeper_across_instances_and_it_fails_over(
+    relay_accounts: list[LocalAccount], make_service: Callable[..., Blocking[RelayService]]
+) -> None:
+    first, second = _two(make_service, relay_accounts[0])
+    keepers = [Blocking(Keeper(relay=service.inner), service.portal) for service in (first, second)]
+    keepers[0].tick()  # takes the keeper's lease
+    assert keepers[1].tick() == []  # the other instance's pass does nothing: one keeper
+    assert first.leases.holds(KEEPER_LEASE)
+    assert not second.leases.holds(KEEPER_LEASE)
+    time.sleep(LEASE_TTL_S + 0.1)  # the first instance stops renewing (as if killed)
+    keepers[1].tick()
+    assert second.leases.holds(KEEPER_LEASE)
+    (lease,) = [lease for lease in second.journal.leases() if lease.name == KEEPER_LEASE]
+    assert lease.epoch == 2

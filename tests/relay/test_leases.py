@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from eth_account.signers.local import LocalAccount
 
 from relayer.domain.status import TxStatus
 from relayer.domain.typed_data import parse_signed_relay
+from relayer.errors import SignerUnavailableError
 from relayer.services.relay.leases import signer_lease
 from relayer.services.relay.service import RelayService
 from tests.blocking import Blocking
@@ -43,3 +46,40 @@ def test_a_lapsed_lease_is_renewed_by_the_next_send_and_round(
     settle(service)  # each round renews before it acts
     assert service.get(record.id).status is TxStatus.CONFIRMED
     assert [lease.name for lease in service.journal.leases()] == sorted([name, "raw"])
+
+
+@pytest.mark.only_store("sqlite")  # the scenario is two journals: two files
+def test_a_signer_another_journal_sends_with_is_stopped_not_jammed(
+    tmp_path: Path,
+    accounts: list[LocalAccount],
+    relay_accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    make_service: Callable[..., Blocking[RelayService]],
+    signed_body: Callable[..., dict[str, Any]],
+) -> None:
+    """Two relayers with their own journals and one key: the second finds, when it takes the signer, that
+    the chain is past everything its journal numbered; it says so and sends nothing more from it."""
+    signer = relay_accounts[0]
+    owner = accounts[1]
+
+    def close(service: Blocking[RelayService], nonce: int) -> None:
+        body = signed_body(owner, open_position(owner=owner, size="1"), nonce=nonce)
+        service.submit_signed(parse_signed_relay(body))
+        settle(service)
+
+    ours = make_service(signers=[signer], journal_path=tmp_path / "ours.sqlite3")
+    close(ours, 0)
+    theirs = make_service(signers=[signer], journal_path=tmp_path / "theirs.sqlite3")
+    close(theirs, 1)  # numbered from the chain: its journal knew nothing
+    close(theirs, 2)
+
+    restarted = make_service(signers=[signer], journal_path=tmp_path / "ours.sqlite3")
+    restarted.resume()
+    (status,) = restarted.signers_status()
+    assert status.stopped is not None
+    assert "another journal" in status.stopped
+    body = signed_body(owner, open_position(owner=owner, size="1"), nonce=3)
+    with pytest.raises(SignerUnavailableError) as refused:
+        restarted.submit_signed(parse_signed_relay(body))
+    assert refused.value.http_status == 503
+    assert len(restarted.list()) == 1  # nothing new journaled for the stopped signer

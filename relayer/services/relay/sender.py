@@ -308,7 +308,18 @@ class Sender(RelayParts):
             error = NonceUsedElsewhereError(
                 "a transaction that is not one of this record's used its nonce", nonce=record.nonce
             )
-            self._finish(record, TxStatus.REPLACED, error=error.to_dict(), expected_seq=record.latest.seq)
+            replaced = self._finish(
+                record, TxStatus.REPLACED, error=error.to_dict(), expected_seq=record.latest.seq
+            )
+            if replaced and record.kind.is_ours:  # only another holder of the key signs at our nonces
+                reason = (
+                    f"nonce {record.nonce} of {record.sender} was used by a transaction this journal never"
+                    " signed: another journal (another relayer, or a wallet) sends with this key. Nothing"
+                    " more is sent from it here; give each relayer its own signer, or several instances one"
+                    " database"
+                )
+                log.error("signer stopped: %s", reason)
+                self.nonces.stop(record.sender, reason)
 
     async def settle_receipt(self, record: RelayRecord, receipt: Receipt) -> None:
         """Record where a hash of `record` was mined and what it did."""
