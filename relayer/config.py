@@ -127,7 +127,8 @@ class TradingSettings(_Section):
     receipt_timeout_s: float = Field(default=20.0, gt=0, allow_inf_nan=False)
     """How long a trading call waits for the receipt before answering 202 with the transaction id."""
     poll_interval_s: float = Field(default=0.05, gt=0, allow_inf_nan=False)
-    """How often a waiting trading call looks at the journal."""
+    """How often the calls waiting for a record (a trading call's receipt, a call handed to the instance that
+    holds its signer) read the journal: all of them in one query (`RecordWatch`)."""
 
     @field_validator("default_slippage_bps", mode="before")
     @classmethod

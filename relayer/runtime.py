@@ -265,6 +265,7 @@ async def _start_relay(runtime: Runtime, signers: Sequence[Signer]) -> None:
     except BaseException:
         journal.close()
         raise
+    relay.watch.interval_s = settings.trading.poll_interval_s
     runtime.relay = relay  # trading sends from here on
     runtime.keeper = Keeper(relay=relay, from_block=settings.keeper_from_block)
     if settings.keeper_interval_s > 0:  # 0: nobody runs it in the background (tests call `tick()`)

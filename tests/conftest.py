@@ -10,11 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -33,6 +30,8 @@ from relayer.domain.markets import symbol_to_bytes32
 from relayer.domain.units import to_fixed
 from relayer.stores.location import StoreLocation
 from tests.blocking import running_portal
+from tests.cluster.harness import Anvil, HarnessError
+from tests.cluster.harness import start_anvil as harness_start_anvil
 from tests.pg import DEBIAN_SERVERS, PgCluster, find_bindir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,41 +82,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@dataclass
-class AnvilNode:
-    url: str
-    process: subprocess.Popen[bytes]
-    port: int
+AnvilNode = Anvil
+"""A throwaway anvil of a test's own (`tests.cluster.harness.Anvil`: `url`, `port`, `process`, `stop()`)."""
 
 
 def start_anvil(*extra_args: str) -> AnvilNode:
-    """Start a fresh anvil on a free loopback port and wait until it answers."""
+    """Start a fresh anvil on a free loopback port and wait until it answers (a failure in CI when anvil is
+    missing, a skip locally)."""
     binary = require_tool(ROOT / "node_modules" / ".bin" / "anvil", "anvil (npm @foundry-rs/anvil)")
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--host", "127.0.0.1", "--port", str(port), "--silent", *extra_args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return AnvilNode(f"http://127.0.0.1:{port}", process, port)
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"anvil exited with code {process.returncode}")
-            time.sleep(0.05)
-    process.kill()
-    pytest.fail("anvil did not start within 20 s")
+    try:
+        return harness_start_anvil(*extra_args, binary=binary)
+    except HarnessError as exc:
+        pytest.fail(str(exc))
 
 
 def stop_anvil(node: AnvilNode) -> None:
-    node.process.terminate()
-    try:
-        node.process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        node.process.kill()
+    node.stop()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

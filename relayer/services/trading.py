@@ -18,7 +18,6 @@ idempotency identity, side, allowed price); `relayer.services.trading_answers` f
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -427,9 +426,13 @@ class TradingService:
         return (await relay.submit_checked(call)).record
 
     async def _wait(self, relay: RelayService, record: RelayRecord) -> RelayRecord:
-        """Poll the journal until the record is mined or ends, or the configured time runs out."""
-        deadline = self.clock() + self.settings.receipt_timeout_s
-        while not record.status.is_settled and self.clock() < deadline:
-            await asyncio.sleep(self.settings.poll_interval_s)
-            record = relay.get(record.id)
-        return record
+        """The record once mined or ended, or as it is when the configured time runs out (one poll of the
+        journal shared by every waiting call: `RecordWatch`)."""
+        if record.status.is_settled:
+            return record
+        found = await relay.watch.wait(record.id, _settled, self.settings.receipt_timeout_s)
+        return found or record
+
+
+def _settled(record: RelayRecord | None) -> bool:
+    return record is not None and record.status.is_settled

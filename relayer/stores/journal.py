@@ -143,6 +143,14 @@ class SqlJournal(Journal):
                 return None
             return journal_rows.record_from_row(row, _attempts(session, [record_id])[record_id])
 
+    def get_many(self, record_ids: list[str]) -> list[RelayRecord]:
+        found: list[RelayRecord] = []
+        for start in range(0, len(record_ids), 500):
+            chunk = record_ids[start : start + 500]
+            sql = f"SELECT * FROM records WHERE id IN ({marks(len(chunk))})"  # noqa: S608
+            found.extend(self._query(sql, chunk))
+        return found
+
     def by_idempotency_key(self, key: str) -> RelayRecord | None:
         where, args = self._on_chain("idempotency_key = ?")
         row = self.db.row(f"SELECT id FROM records {where}", [key, *args])  # noqa: S608

@@ -168,6 +168,10 @@ class Journal(ABC):
     def get(self, record_id: str) -> RelayRecord | None: ...
 
     @abstractmethod
+    def get_many(self, record_ids: list[str]) -> list[RelayRecord]:
+        """The records of these ids that exist, in one query (any order)."""
+
+    @abstractmethod
     def by_idempotency_key(self, key: str) -> RelayRecord | None: ...
 
     @abstractmethod

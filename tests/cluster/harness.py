@@ -167,13 +167,18 @@ class Anvil:
             self.process.wait()
 
 
-def start_anvil(binary: Path | str = ANVIL) -> Anvil:
-    """A fresh anvil on a free loopback port (automining), once it accepts connections."""
+def start_anvil(*extra_args: str, binary: Path | str = ANVIL) -> Anvil:
+    """A fresh anvil on a free loopback port (automining unless `extra_args` say otherwise), once it accepts
+    connections.
+
+    Raises:
+        HarnessError: anvil is missing, exits, or does not listen within 20 s.
+    """
     if not Path(binary).exists():
         raise HarnessError(f"anvil is not installed ({binary}): run scripts/setup.sh")
     port = free_port()
     process = subprocess.Popen(
-        [str(binary), "--host", "127.0.0.1", "--port", str(port), "--silent"],
+        [str(binary), "--host", "127.0.0.1", "--port", str(port), "--silent", *extra_args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

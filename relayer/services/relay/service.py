@@ -9,7 +9,6 @@ and compare-and-sets its status, so running any of them twice, or after a crash,
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import logging
 import time
@@ -55,12 +54,20 @@ from relayer.services.relay.values import (
     request_hash,
     scoped_key,
 )
+from relayer.services.relay.watch import RecordWatch
 from relayer.stores.journal import SqliteJournal
 from relayer.stores.journal_port import Journal, JournalConflict, LeaseLost
 
 _ZERO_ADDRESS = "0x" + "00" * 20
 INTENT_POLL_S = 0.01
-"""How often a call handed to another instance looks for the record it became."""
+"""How often the record watch reads the records callers wait for (one query for all of them)."""
+INTENT_CHECK_S = 0.5
+"""How often a call handed to another instance also checks whether its intent was refused."""
+
+
+def _exists(record: RelayRecord | None) -> bool:
+    return record is not None
+
 
 log = logging.getLogger("relayer.relay")
 
@@ -94,6 +101,8 @@ class RelayService:
         parts = (self.journal, chain, self.pool, self.nonces, self.leases, settings, clock)  # `RelayParts`
         self.sender = Sender(*parts, hooks=hooks or SenderHooks())
         self.rounds = Rounds(*parts, sender=self.sender)
+        self.watch = RecordWatch(self.journal, INTENT_POLL_S)
+        """One poll of the journal for everyone waiting on records (trading calls, handed-over calls)."""
 
     async def _recover(self, name: str) -> None:
         await self.rounds.recover(name)
@@ -379,7 +388,7 @@ class RelayService:
         while True:
             if self.leases.holds(signer_lease(signer.address)):
                 await self.rounds.send_intents()  # this instance holds it after all: send it here
-            record = self.journal.get(intent.id)
+            record = await self.watch.wait(intent.id, _exists, INTENT_CHECK_S)
             if record is not None:
                 return record
             waiting = self.journal.intent(intent.id)
@@ -393,7 +402,6 @@ class RelayService:
                     id=intent.id,
                     signer=signer.address,
                 )
-            await asyncio.sleep(INTENT_POLL_S)
 
     async def _relay_call(
         self,
