@@ -329,8 +329,9 @@ class NodeDeferredError(RelayerError, code="node_deferred", http_status=503, ret
 
 
 class StoreUnavailableError(RelayerError, code="store_unavailable", http_status=503, retryable=True):
-    """The database (PostgreSQL) did not answer in time or dropped the connection; nothing was written
-    by the statement that failed, and the request may be sent again (with its Idempotency-Key)."""
+    """The database (PostgreSQL) did not answer in time or dropped the connection before the request's record
+    was committed (past the commit a request is answered with its record). Send it again with the same
+    Idempotency-Key: a commit whose acknowledgement was lost is then found by its key."""
 
 
 class RequestInProgressError(RelayerError, code="request_in_progress", http_status=409, retryable=True):
@@ -338,10 +339,11 @@ class RequestInProgressError(RelayerError, code="request_in_progress", http_stat
     instance or another); send it again shortly to get that request's answer."""
 
 
-class RelayQueuedError(RelayerError, code="relay_queued", http_status=503, retryable=True):
-    """The call is journaled as an intent for its signer, but no instance holding that signer's lease
-    numbered and sent it in time (a failover in progress). It stays queued and will be sent: repeat the
-    request with the same Idempotency-Key to get its record (`details.id`)."""
+class LeaseHolderUnavailableError(
+    RelayerError, code="lease_holder_unavailable", http_status=503, retryable=True
+):
+    """A call reached an instance that does not hold its signer's lease, and no instance holding it took the
+    call in time (a failover in progress). It was withdrawn before anything was signed: send it again."""
 
 
 class SignerUnavailableError(RelayerError, code="signer_unavailable", http_status=503, retryable=True):

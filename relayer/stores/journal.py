@@ -242,13 +242,17 @@ class SqlJournal(Journal):
     def acquire_lease(self, name: str, holder: str, ttl_s: float, *, force: bool = False) -> Lease | None:
         chain_id = self._bound_chain()
         now = self._now
-        taken = "" if force else f" WHERE leases.expires_at < {now}"
+        # Free, expired, or this holder's own (then extended at its epoch: a holder that lost track of its
+        # lease must not keep trusting an expiry it did not renew); `force` takes it from anyone.
+        taken = "" if force else f" WHERE leases.expires_at < {now} OR leases.holder = excluded.holder"
         with self.db.transaction() as session:
             session.execute(
                 "INSERT INTO leases (chain_id, name, holder, epoch, expires_at, acquired_at)"  # noqa: S608
                 f" VALUES (?, ?, ?, 1, {now} + ?, {now})"
                 " ON CONFLICT (chain_id, name) DO UPDATE SET holder = excluded.holder,"
-                " epoch = leases.epoch + 1, expires_at = excluded.expires_at,"
+                " epoch = CASE WHEN leases.holder = excluded.holder"
+                " AND leases.expires_at >= excluded.acquired_at THEN leases.epoch ELSE leases.epoch + 1 END,"
+                " expires_at = excluded.expires_at,"
                 f" acquired_at = excluded.acquired_at{taken}",
                 (chain_id, name, holder, ttl_s),
             )
@@ -360,6 +364,12 @@ class SqlJournal(Journal):
                     session.execute("SELECT pg_notify(?, ?)", (INTENTS_CHANNEL, intent.signer))
         except UniqueViolation as exc:
             raise JournalConflict(journal_rows.conflict_constraint(exc.constraint)) from None
+
+    def cancel_intent(self, intent_id: str) -> bool:
+        deleted = self.db.execute(
+            "DELETE FROM intents WHERE id = ? AND state = ?", (intent_id, Intent.WAITING)
+        )
+        return deleted == 1
 
     def intent(self, intent_id: str) -> Intent | None:
         row = self.db.row("SELECT * FROM intents WHERE id = ?", (intent_id,))
@@ -556,10 +566,11 @@ class SqlJournalWriter:
             "UPDATE intents SET state = ?, error = ?, updated_at = ? WHERE id = ?",
             (Intent.FAILED, json.dumps(error, sort_keys=True), now, intent_id),
         )
-        key = self._session.row("SELECT idempotency_key FROM intents WHERE id = ?", (intent_id,))
+        key = self._session.row("SELECT chain_id, idempotency_key FROM intents WHERE id = ?", (intent_id,))
         if key is not None and key["idempotency_key"] is not None:
             self._session.execute(
-                "DELETE FROM idempotency_claims WHERE idempotency_key = ?", (key["idempotency_key"],)
+                "DELETE FROM idempotency_claims WHERE chain_id IN (?, 0) AND idempotency_key = ?",
+                (key["chain_id"], key["idempotency_key"]),
             )
 
 

@@ -253,6 +253,11 @@ class Journal(ABC):
         """
 
     @abstractmethod
+    def cancel_intent(self, intent_id: str) -> bool:
+        """Withdraw an intent no holder claimed yet; False when one did (it waits for that claim to commit:
+        the record then exists) or it failed."""
+
+    @abstractmethod
     def intent(self, intent_id: str) -> Intent | None:
         """An intent still waiting or failed (None: none, e.g. it became its record)."""
 

@@ -169,7 +169,8 @@ def _unavailable_as_error(where: str) -> Iterator[None]:
         if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
             raise
         raise StoreUnavailableError(
-            "the database did not answer; nothing was written by the step that failed",
+            "the database did not answer: send the request again with the same Idempotency-Key (a write"
+            " whose acknowledgement was lost is then found by its key, never made twice)",
             database=where,
             reason=f"{type(exc).__name__}: {str(exc).strip()[:200]}",
         ) from None

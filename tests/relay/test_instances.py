@@ -17,6 +17,7 @@ import pytest
 from eth_account.signers.local import LocalAccount
 
 from relayer.domain.typed_data import parse_signed_relay
+from relayer.errors import LeaseHolderUnavailableError, SignerUnavailableError
 from relayer.services.keeper import Keeper
 from relayer.services.relay.leases import KEEPER_LEASE, signer_lease
 from relayer.services.relay.service import RelayService
@@ -152,3 +153,45 @@ def test_one_keeper_across_instances_and_it_fails_over(
     assert second.leases.holds(KEEPER_LEASE)
     (lease,) = [lease for lease in second.journal.leases() if lease.name == KEEPER_LEASE]
     assert lease.epoch == 2
+
+
+def test_a_call_no_holder_takes_in_time_is_withdrawn_unsigned(
+    accounts: list[LocalAccount],
+    relay_accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    make_service: Callable[..., Blocking[RelayService]],
+    signed_body: Callable[..., dict[str, Any]],
+) -> None:
+    holder, other = _two(make_service, relay_accounts[0])  # the holder's loops never run: it takes nothing
+    body = signed_body(accounts[1], open_position(owner=accounts[1], size="1"))
+    with pytest.raises(LeaseHolderUnavailableError) as refused:
+        other.submit_signed(parse_signed_relay(body), idempotency_key="k")
+    assert refused.value.retryable
+    assert other.journal.waiting_signers() == set()  # withdrawn: no holder can send it later
+    assert holder.list() == []
+    # Sent again once a holder runs, it is sent once, under the same key.
+    _start(holder)
+    again = other.submit_signed(parse_signed_relay(body), idempotency_key="k")
+    assert again.created
+    settle(holder)
+    assert len(holder.list()) == 1
+
+
+def test_calls_handed_to_a_stopped_signer_are_refused_not_left_waiting(
+    accounts: list[LocalAccount],
+    relay_accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    make_service: Callable[..., Blocking[RelayService]],
+    signed_body: Callable[..., dict[str, Any]],
+) -> None:
+    signer = relay_accounts[0]
+    holder, other = _two(make_service, signer)
+    holder.nonces.stop(signer.address, "another journal sends with this key")
+    _start(holder)
+    body = signed_body(accounts[1], open_position(owner=accounts[1], size="1"))
+    started = time.monotonic()
+    with pytest.raises(SignerUnavailableError) as refused:
+        other.submit_signed(parse_signed_relay(body))
+    assert time.monotonic() - started < 2 * LEASE_TTL_S  # refused by the holder, not timed out
+    assert refused.value.details["reason"] == "another journal sends with this key"
+    assert holder.list() == []

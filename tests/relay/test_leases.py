@@ -14,9 +14,10 @@ from eth_account.signers.local import LocalAccount
 
 from relayer.domain.status import TxStatus
 from relayer.domain.typed_data import parse_signed_relay
-from relayer.errors import SignerUnavailableError
+from relayer.errors import SignerUnavailableError, StoreUnavailableError
 from relayer.services.relay.leases import signer_lease
 from relayer.services.relay.service import RelayService
+from relayer.services.relay.values import SenderHooks
 from tests.blocking import Blocking
 from tests.relay.conftest import settle
 
@@ -83,3 +84,24 @@ def test_a_signer_another_journal_sends_with_is_stopped_not_jammed(
         restarted.submit_signed(parse_signed_relay(body))
     assert refused.value.http_status == 503
     assert len(restarted.list()) == 1  # nothing new journaled for the stopped signer
+
+
+def test_a_database_failure_after_the_commit_still_answers_the_record(
+    accounts: list[LocalAccount],
+    relay_accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    make_service: Callable[..., Blocking[RelayService]],
+    signed_body: Callable[..., dict[str, Any]],
+) -> None:
+    """Past the commit the call is on its way: a client told `store_unavailable` would send it again."""
+
+    def database_away(*_: object) -> None:
+        raise StoreUnavailableError("the database did not answer")
+
+    service = make_service(hooks=SenderHooks(after_broadcast=database_away))
+    body = signed_body(accounts[1], open_position(owner=accounts[1], size="1"))
+    record = service.submit_signed(parse_signed_relay(body)).record
+    assert record.status is TxStatus.QUEUED  # its broadcast bookkeeping waits for the next round
+    settle(service)  # the rounds find it mined (the node had it)
+    assert service.get(record.id).status is TxStatus.CONFIRMED
+    assert len(service.list()) == 1

@@ -70,6 +70,9 @@ def test_a_lease_has_one_holder_and_fences_writes_by_its_epoch(journal: SqlJourn
     assert first is not None
     assert first.epoch == 1
     assert journal.acquire_lease("signer:x", "i1", 30.0) is None  # held: nobody else takes it
+    again = journal.acquire_lease("signer:x", "i0", 30.0)  # its own holder: extended at the same epoch
+    assert again is not None
+    assert (again.epoch, again.expires_at >= first.expires_at) == (1, True)
     renewed = journal.renew_lease(first, 30.0)
     assert renewed is not None
     assert renewed.expires_at >= first.expires_at

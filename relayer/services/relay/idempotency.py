@@ -10,6 +10,7 @@ record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from relayer.errors import (
     IdempotencyConflictError,
     RelayerError,
     RequestInProgressError,
+    StoreUnavailableError,
     restore_error,
 )
 from relayer.services.relay.values import Submission
@@ -85,7 +87,10 @@ async def claimed(
         yield None
     finally:
         renewing.cancel()
-        journal.release_key(key, holder)
+        # A database that does not answer now must not turn the request's answer into an error: the claim
+        # then lapses on its own (`CLAIM_STALE_S`), or the record's insert already ended it.
+        with contextlib.suppress(StoreUnavailableError):
+            journal.release_key(key, holder)
 
 
 async def _keep_renewing(journal: Journal, key: str, holder: str) -> None:

@@ -18,6 +18,7 @@ On SQLite only one process relays through the file (its relay lock), so leases a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -78,6 +79,10 @@ class Leases:
     def holds(self, name: str) -> bool:
         return self.token(name) is not None
 
+    def lapsed(self, name: str) -> bool:
+        """Held by this instance, but past its validity on this clock (its renewal is overdue)."""
+        return name in self._held and self.token(name) is None
+
     @property
     def ran(self) -> bool:
         """`maintain()` ran at least once (a fresh process has taken what it could)."""
@@ -112,7 +117,13 @@ class Leases:
             if lease is None:
                 continue
             log.info("lease %s taken (epoch %d) by %s", name, lease.epoch, self.holder)
-            await self.on_acquired(name)
+            try:
+                await self.on_acquired(name)
+            except RelayerError as exc:  # recovery could not run (node or database away): not ours to use
+                log.warning("lease %s: recovery failed (%s: %s); letting it go", name, exc.code, exc.message)
+                with contextlib.suppress(RelayerError):
+                    self.journal.release_lease(lease)
+                continue
             self._keep(name, lease, started)
             taken.append(name)
         self._ran = True

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from relayer.domain.blocks import ChainHead
 from relayer.domain.records import RelayRecord
 from relayer.domain.status import AttemptKind, TxStatus
-from relayer.errors import ChainUnavailableError, RelayerError, RequestExpiredBeforeSendError
+from relayer.errors import (
+    ChainUnavailableError,
+    RelayerError,
+    RequestExpiredBeforeSendError,
+    SignerUnavailableError,
+)
 from relayer.services.periodic import Periodic
 from relayer.services.relay.leases import RAW_LEASE, signer_lease
 from relayer.services.relay.sender import RelayParts, Sender
@@ -85,7 +90,18 @@ class Rounds(RelayParts):
         waiting = self.journal.waiting_signers()
         for address in sorted(waiting):
             signer = self.pool.get(address)
-            while signer is not None and self.nonces.stopped(address) is None:
+            stopped = self.nonces.stopped(address)
+            if signer is not None and stopped is not None:
+                lease = self.leases.token(signer_lease(address))
+                if lease is not None:
+                    error = SignerUnavailableError(
+                        "the signer this call was handed to is in use by another journal and was stopped",
+                        signer=address,
+                        reason=stopped,
+                    )
+                    await self.sender.refuse_intents(signer, lease, error)
+                continue
+            while signer is not None:
                 lease = self.leases.token(signer_lease(address))
                 if lease is None:
                     break

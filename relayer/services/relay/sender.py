@@ -38,6 +38,8 @@ from relayer.errors import (
     FeeCapReachedError,
     IdempotencyConflictError,
     NonceUsedElsewhereError,
+    RelayerError,
+    StoreUnavailableError,
 )
 from relayer.services.relay.leases import Leases, signer_lease
 from relayer.services.relay.nonces import NonceAllocator
@@ -85,7 +87,7 @@ class Sender(RelayParts):
                 writer.fence(lease)
                 record = self._sign_new(writer, signer, plan, record_id or uuid.uuid4().hex)
             await self._after_journal(record)
-        return self._reload(record)
+        return self._committed(record)
 
     async def send_next_intent(self, signer: Signer, lease: Lease) -> bool:
         """Number, sign and journal the oldest intent waiting for `signer` (journaled by an instance that does
@@ -113,15 +115,31 @@ class Sender(RelayParts):
         return True
 
     async def _refuse_intent(self, intent: Intent, conflict: JournalConflict, lease: Lease) -> None:
-        error = (
-            DuplicateRequestError("this signed request is already being relayed (same owner and nonce)")
-            if conflict.constraint == "request_owner"
-            else IdempotencyConflictError("this Idempotency-Key was used with a different request")
-        )
+        if conflict.constraint == "request_owner":
+            error: RelayerError = DuplicateRequestError(
+                "this signed request is already being relayed (same owner and nonce)"
+            )
+        elif conflict.constraint == "idempotency_key":
+            error = IdempotencyConflictError("this Idempotency-Key was used with a different request")
+        else:
+            raise conflict  # a rule no intent can break (a bug): the loop logs it
         with self.journal.write() as writer:
             writer.fence(lease)
             writer.settle_intent(intent.id, error.to_dict(), self.clock())
         log.info("intent %s refused: %s", intent.id, error.code)
+
+    async def refuse_intents(self, signer: Signer, lease: Lease, error: RelayerError) -> int:
+        """Refuse every intent waiting for `signer` with `error` (it was stopped: nothing is sent from it);
+        returns how many. Their callers get `error` instead of waiting out their time."""
+        refused = 0
+        while True:
+            with self.journal.write() as writer:
+                writer.fence(lease)
+                intent = writer.next_intent(signer.address)
+                if intent is None:
+                    return refused
+                writer.settle_intent(intent.id, error.to_dict(), self.clock())
+            refused += 1
 
     def _sign_new(self, writer: JournalWriter, signer: Signer, plan: CallPlan, record_id: str) -> RelayRecord:
         """The next nonce of `signer`, the call signed at it, and its record inserted, inside `writer`."""
@@ -179,7 +197,16 @@ class Sender(RelayParts):
         )
         if self.hooks.after_journal is not None:
             self.hooks.after_journal(record)
-        await self.broadcast(record, record.latest)
+        try:
+            await self.broadcast(record, record.latest)
+        except StoreUnavailableError as exc:
+            # The record is committed and its bytes may be with the node: the call must not be answered
+            # as failed (a client would send it again). The loop re-broadcasts and records it later.
+            log.warning(
+                "record=%s journaled; its broadcast bookkeeping waits for the database (%s)",
+                record.id,
+                exc.code,
+            )
 
     async def journal_raw(
         self, tx: RawTransaction, *, request_hash: str, idempotency_key: str | None
@@ -222,7 +249,7 @@ class Sender(RelayParts):
         with self.journal.write() as writer:
             writer.insert(record)
         await self._after_journal(record)
-        return self._reload(record)
+        return self._committed(record)
 
     # --- broadcasting -------------------------------------------------------------------------------------
 
@@ -450,6 +477,14 @@ class Sender(RelayParts):
             )
             await self.broadcast(self._reload(record), attempt)
         return True
+
+    def _committed(self, record: RelayRecord) -> RelayRecord:
+        """A just-committed record as the journal has it now, or as committed when the database does not
+        answer: past the commit, a request is answered with its record, never with an error."""
+        try:
+            return self._reload(record)
+        except StoreUnavailableError:
+            return record
 
     def _reload(self, record: RelayRecord) -> RelayRecord:
         fresh = self.journal.get(record.id)

@@ -33,9 +33,10 @@ from relayer.domain.typed_data import SignedRelay, TypedDataQuery, check_request
 from relayer.errors import (
     DisallowedTransactionError,
     InvalidNonceError,
+    LeaseHolderUnavailableError,
     PositionNotFoundError,
     RelayerError,
-    RelayQueuedError,
+    SignerUnavailableError,
     TransactionNotFoundError,
     restore_error,
 )
@@ -358,11 +359,18 @@ class RelayService:
 
         Raises:
             JournalConflict: the idempotency key or the signed request is already journaled.
-            RelayQueuedError, RelayerError: per `_via_intent`.
+            LeaseHolderUnavailableError, RelayerError: per `_via_intent`.
         """
+        stopped = self.nonces.stopped(signer.address)
+        if stopped is not None:  # stopped after it was picked
+            raise SignerUnavailableError(
+                "the relayer signer is in use by another journal and was stopped",
+                signer=signer.address,
+                reason=stopped,
+            )
         name = signer_lease(signer.address)
         lease = self.leases.token(name)
-        if lease is None:  # renewal due, or free to take: the loop may not have come round yet
+        if lease is None and self.leases.lapsed(name):  # its renewal is overdue (a slow or stopped loop)
             await self.leases.maintain()
             lease = self.leases.token(name)
         if lease is not None:
@@ -378,7 +386,7 @@ class RelayService:
 
         Raises:
             JournalConflict: the idempotency key or the signed request is already journaled.
-            RelayQueuedError: no holder sent it in time (it stays queued, and will be sent).
+            LeaseHolderUnavailableError: no holder took it in time; it was withdrawn, nothing is kept.
             RelayerError: the error the holder refused it with.
         """
         intent = Intent(uuid.uuid4().hex, self.chain.chain_id, signer.address, plan, self.clock())
@@ -394,12 +402,12 @@ class RelayService:
             waiting = self.journal.intent(intent.id)
             if waiting is not None and waiting.error is not None:
                 raise restore_error(waiting.error)
-            if time.monotonic() >= deadline:
-                raise RelayQueuedError(
-                    "the call is journaled for its signer, but no instance holding the signer's lease sent it"
-                    " in time (a failover); it stays queued and will be sent: repeat the request with the"
-                    " same Idempotency-Key for its record",
-                    id=intent.id,
+            # Out of time: withdraw it, unless a holder claimed it meanwhile (then its record is committed,
+            # and the next pass returns it). A withdrawn call was never signed: sending it again is safe.
+            if time.monotonic() >= deadline and self.journal.cancel_intent(intent.id):
+                raise LeaseHolderUnavailableError(
+                    "no instance holding the signer's lease took the call in time (a failover in progress);"
+                    " it was withdrawn, nothing was signed or kept: send it again",
                     signer=signer.address,
                 )
 
