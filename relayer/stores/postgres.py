@@ -12,6 +12,7 @@ becomes `StoreUnavailableError` (503, retryable), and a statement that failed wr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -37,10 +38,13 @@ POSTGRES = Dialect(
 _MIGRATION_LOCK = 0x7661756C74  # "vault": the advisory lock id migrations take, one process at a time
 
 CONNECT_TIMEOUT_S = 5
-POOL_TIMEOUT_S = 5.0
+POOL_TIMEOUT_S = 3.0
 """How long a statement waits for a pooled connection before the database counts as unavailable."""
-TCP_USER_TIMEOUT_MS = 5_000
+TCP_USER_TIMEOUT_MS = 3_000
 """A connection whose sent data goes unacknowledged this long (a network cut) fails instead of hanging."""
+BREAKER_S = 2.0
+"""After a statement found the database away, the next ones fail at once for this long instead of each
+waiting out the timeouts (the store is called on the event loop: one wait stalls every request)."""
 
 
 def display_url(url: str) -> str:
@@ -73,6 +77,7 @@ class PostgresDatabase(Database):
             raise ConfigurationError("the database URL must start with postgresql://")
         self.where = display_url(url)
         self._url = url
+        self._down_until = 0.0
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -133,13 +138,26 @@ class PostgresDatabase(Database):
 
     @contextmanager
     def session(self) -> Iterator[_PostgresSession]:
-        with _unavailable_as_error(self.where), self._pool.connection() as conn:
+        with self._available(), self._pool.connection() as conn:
             yield _PostgresSession(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[_PostgresSession]:
-        with _unavailable_as_error(self.where), self._pool.connection() as conn, conn.transaction():
+        with self._available(), self._pool.connection() as conn, conn.transaction():
             yield _PostgresSession(conn)
+
+    @contextmanager
+    def _available(self) -> Iterator[None]:
+        """Fail at once while the breaker is open (`BREAKER_S` after the database was last found away);
+        else run the statements, opening the breaker when they find the database away."""
+        if time.monotonic() < self._down_until:
+            raise _unavailable(self.where, "the database was away moments ago; not asked again yet")
+        try:
+            with _unavailable_as_error(self.where):
+                yield
+        except StoreUnavailableError:
+            self._down_until = time.monotonic() + BREAKER_S
+            raise
 
     def close(self) -> None:
         self._pool.close()
@@ -168,12 +186,16 @@ def _unavailable_as_error(where: str) -> Iterator[None]:
     except (psycopg.OperationalError, PoolTimeout) as exc:
         if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
             raise
-        raise StoreUnavailableError(
-            "the database did not answer: send the request again with the same Idempotency-Key (a write"
-            " whose acknowledgement was lost is then found by its key, never made twice)",
-            database=where,
-            reason=f"{type(exc).__name__}: {str(exc).strip()[:200]}",
-        ) from None
+        raise _unavailable(where, f"{type(exc).__name__}: {str(exc).strip()[:200]}") from None
+
+
+def _unavailable(where: str, reason: str) -> StoreUnavailableError:
+    return StoreUnavailableError(
+        "the database did not answer: send the request again with the same Idempotency-Key (a write whose"
+        " acknowledgement was lost is then found by its key, never made twice)",
+        database=where,
+        reason=reason,
+    )
 
 
 class _PostgresSession:

@@ -10,18 +10,21 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
 from relayer.domain.fees import Fees
 from relayer.domain.records import CallPlan, Intent
 from relayer.domain.status import RecordKind, TxStatus
-from relayer.errors import ConfigurationError
+from relayer.errors import ConfigurationError, StoreUnavailableError
 from relayer.stores import migrations
 from relayer.stores.journal import SqlJournal
 from relayer.stores.journal_chains import ChainBinding
 from relayer.stores.journal_port import JournalConflict, LeaseLost
 from relayer.stores.location import StoreLocation, open_journal, open_key_store
+from relayer.stores.postgres import BREAKER_S
+from tests.relay.proxy import TcpProxy
 from tests.relay.records import SENDER, queued_record
 
 CHAIN = ChainBinding(31337, "0x" + "aa" * 32)
@@ -185,3 +188,34 @@ def test_a_database_at_a_newer_schema_is_refused(store: StoreLocation) -> None:
     with pytest.raises(ConfigurationError, match="newer than this relayer knows") as refused:
         open_journal(store)
     assert refused.value.details["schemaVersion"] == migrations.SCHEMA_VERSION + 1
+
+
+@pytest.mark.only_store("postgres")
+def test_a_database_cut_is_a_503_and_later_statements_fail_fast_until_it_is_back(
+    store: StoreLocation,
+) -> None:
+    """The store runs on the event loop: a cut must cost one timeout, not one per statement."""
+    assert store.database_url is not None
+    parts = urlsplit(store.database_url)
+    proxy = TcpProxy(parts.port or 5432)
+    proxy.start()
+    journal = open_journal(
+        StoreLocation(store.journal_path, store.database_url.replace(f":{parts.port}/", f":{proxy.port}/"))
+    )
+    try:
+        journal.bind_to_chain(CHAIN, now=1)
+        assert journal.pending() == []
+        proxy.stop()  # every connection dropped, new ones refused
+        with pytest.raises(StoreUnavailableError) as away:
+            journal.pending()
+        assert away.value.http_status == 503
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            journal.pending()
+        assert time.monotonic() - started < 0.5  # the breaker answered, not another timeout
+        proxy.start()
+        time.sleep(BREAKER_S + 0.1)
+        assert journal.pending() == []  # back: pooled connections replaced as they are found broken
+    finally:
+        proxy.stop()
+        journal.close()
