@@ -21,7 +21,7 @@ from relayer.chain.connect import Chain, chain_port
 from relayer.chain.deploy import Deployment
 from relayer.chain.jsonrpc import RpcPort
 from relayer.config import RelaySettings
-from relayer.domain.typed_data import parse_typed_data_query
+from relayer.domain.typed_data import SignedRelay, parse_signed_relay, parse_typed_data_query
 from relayer.faces.api.errors import install_error_handlers
 from relayer.faces.api.relay_routes import relay_service, router
 from relayer.services.relay.service import RelayService
@@ -199,6 +199,21 @@ def signed_body(service: Blocking[RelayService]) -> Callable[..., dict[str, Any]
         }
 
     return _body
+
+
+@pytest.fixture
+def new_close(
+    accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    signed_body: Callable[..., dict[str, Any]],
+) -> Callable[..., SignedRelay]:
+    """Factory: a signed close of all of a new 1 BTC position of `accounts[1]`, at its vault nonce `nonce`."""
+
+    def _close(nonce: int = 0) -> SignedRelay:
+        owner = accounts[1]
+        return parse_signed_relay(signed_body(owner, open_position(owner=owner, size="1"), nonce=nonce))
+
+    return _close
 
 
 def settle(service: Blocking[RelayService], rounds: int = 10) -> None:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
 
-from relayer.domain.typed_data import parse_signed_relay
+from relayer.domain.typed_data import SignedRelay
 from relayer.errors import LeaseHolderUnavailableError, SignerUnavailableError
 from relayer.services.keeper import Keeper
 from relayer.services.relay.leases import KEEPER_LEASE, signer_lease
@@ -50,11 +49,9 @@ def _two(
 
 
 def test_one_instance_holds_the_signer_and_sends_what_the_other_receives(
-    accounts: list[LocalAccount],
     relay_accounts: list[LocalAccount],
-    open_position: Callable[..., bytes],
     make_service: Callable[..., Blocking[RelayService]],
-    signed_body: Callable[..., dict[str, Any]],
+    new_close: Callable[..., SignedRelay],
 ) -> None:
     signer = relay_accounts[0]
     holder, other = _two(make_service, signer)
@@ -63,11 +60,7 @@ def test_one_instance_holds_the_signer_and_sends_what_the_other_receives(
     assert not other.leases.holds(name)
     _start(holder)  # its loops claim the intents the other instance journals
 
-    positions = [open_position(owner=accounts[1], size="1") for _ in range(3)]
-    answers = [
-        other.submit_signed(parse_signed_relay(signed_body(accounts[1], position, nonce=n)))
-        for n, position in enumerate(positions)
-    ]
+    answers = [other.submit_signed(new_close(nonce)) for nonce in range(3)]
     records = [answer.record for answer in answers]
     assert [record.sender for record in records] == [signer.address] * 3
     nonces = sorted(record.nonce for record in records)
@@ -80,16 +73,13 @@ def test_one_instance_holds_the_signer_and_sends_what_the_other_receives(
 
 
 def test_keyed_copies_sent_to_both_instances_get_one_record(
-    accounts: list[LocalAccount],
     relay_accounts: list[LocalAccount],
-    open_position: Callable[..., bytes],
     make_service: Callable[..., Blocking[RelayService]],
-    signed_body: Callable[..., dict[str, Any]],
+    new_close: Callable[..., SignedRelay],
 ) -> None:
     holder, other = _two(make_service, relay_accounts[0])
     _start(holder)
-    position_id = open_position(owner=accounts[1], size="1")
-    relay = parse_signed_relay(signed_body(accounts[1], position_id))
+    relay = new_close()
 
     async def race(service: RelayService) -> list[Submission | BaseException]:
         calls = [service.submit_signed(relay, idempotency_key="once") for _ in range(5)]
@@ -109,17 +99,13 @@ def test_keyed_copies_sent_to_both_instances_get_one_record(
 
 
 def test_when_the_holder_stops_answering_the_other_takes_over_after_the_ttl(
-    accounts: list[LocalAccount],
     relay_accounts: list[LocalAccount],
-    open_position: Callable[..., bytes],
     make_service: Callable[..., Blocking[RelayService]],
-    signed_body: Callable[..., dict[str, Any]],
+    new_close: Callable[..., SignedRelay],
 ) -> None:
     signer = relay_accounts[0]
     dead, survivor = _two(make_service, signer)
-    first = dead.submit_signed(
-        parse_signed_relay(signed_body(accounts[1], open_position(owner=accounts[1], size="1")))
-    ).record
+    first = dead.submit_signed(new_close()).record
     settle(dead)
     # `dead` never renews again (as if SIGKILLed): `survivor`'s lease loop takes over once the lease expires.
     started = time.monotonic()
@@ -130,9 +116,7 @@ def test_when_the_holder_stops_answering_the_other_takes_over_after_the_ttl(
         time.sleep(0.05)
     takeover_s = time.monotonic() - started
     assert takeover_s <= 2 * LEASE_TTL_S
-    second = survivor.submit_signed(
-        parse_signed_relay(signed_body(accounts[1], open_position(owner=accounts[1], size="1"), nonce=1))
-    ).record
+    second = survivor.submit_signed(new_close(1)).record
     assert second.nonce == first.nonce + 1  # the journal is the counter, whoever holds the lease
     assert dead.leases.token(name) is None  # the dead one's own clock stopped trusting its lease
     settle(survivor)
@@ -156,42 +140,38 @@ def test_one_keeper_across_instances_and_it_fails_over(
 
 
 def test_a_call_no_holder_takes_in_time_is_withdrawn_unsigned(
-    accounts: list[LocalAccount],
     relay_accounts: list[LocalAccount],
-    open_position: Callable[..., bytes],
     make_service: Callable[..., Blocking[RelayService]],
-    signed_body: Callable[..., dict[str, Any]],
+    new_close: Callable[..., SignedRelay],
 ) -> None:
     holder, other = _two(make_service, relay_accounts[0])  # the holder's loops never run: it takes nothing
-    body = signed_body(accounts[1], open_position(owner=accounts[1], size="1"))
+    body = new_close()
     with pytest.raises(LeaseHolderUnavailableError) as refused:
-        other.submit_signed(parse_signed_relay(body), idempotency_key="k")
+        other.submit_signed(body, idempotency_key="k")
     assert refused.value.retryable
     assert other.journal.waiting_signers() == set()  # withdrawn: no holder can send it later
     assert holder.list() == []
     # Sent again once a holder runs, it is sent once, under the same key.
     _start(holder)
-    again = other.submit_signed(parse_signed_relay(body), idempotency_key="k")
+    again = other.submit_signed(body, idempotency_key="k")
     assert again.created
     settle(holder)
     assert len(holder.list()) == 1
 
 
 def test_calls_handed_to_a_stopped_signer_are_refused_not_left_waiting(
-    accounts: list[LocalAccount],
     relay_accounts: list[LocalAccount],
-    open_position: Callable[..., bytes],
     make_service: Callable[..., Blocking[RelayService]],
-    signed_body: Callable[..., dict[str, Any]],
+    new_close: Callable[..., SignedRelay],
 ) -> None:
     signer = relay_accounts[0]
     holder, other = _two(make_service, signer)
     holder.nonces.stop(signer.address, "another journal sends with this key")
     _start(holder)
-    body = signed_body(accounts[1], open_position(owner=accounts[1], size="1"))
+    body = new_close()
     started = time.monotonic()
     with pytest.raises(SignerUnavailableError) as refused:
-        other.submit_signed(parse_signed_relay(body))
+        other.submit_signed(body)
     assert time.monotonic() - started < 2 * LEASE_TTL_S  # refused by the holder, not timed out
     assert refused.value.details["reason"] == "another journal sends with this key"
     assert holder.list() == []

@@ -7,13 +7,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
 
 from relayer.domain.status import TxStatus
-from relayer.domain.typed_data import parse_signed_relay
+from relayer.domain.typed_data import SignedRelay
 from relayer.errors import SignerUnavailableError, StoreUnavailableError
 from relayer.services.relay.leases import signer_lease
 from relayer.services.relay.service import RelayService
@@ -25,11 +24,9 @@ TTL_S = 0.5
 
 
 def test_a_lapsed_lease_is_renewed_by_the_next_send_and_round(
-    accounts: list[LocalAccount],
     relay_accounts: list[LocalAccount],
-    open_position: Callable[..., bytes],
     make_service: Callable[..., Blocking[RelayService]],
-    signed_body: Callable[..., dict[str, Any]],
+    new_close: Callable[..., SignedRelay],
 ) -> None:
     signer = relay_accounts[0]
     service = make_service(signers=[signer], lease_ttl_s=TTL_S)
@@ -39,9 +36,7 @@ def test_a_lapsed_lease_is_renewed_by_the_next_send_and_round(
     time.sleep(TTL_S)  # no loop renews it meanwhile
     assert not service.leases.holds(name)
 
-    record = service.submit_signed(
-        parse_signed_relay(signed_body(accounts[1], open_position(owner=accounts[1], size="1")))
-    ).record
+    record = service.submit_signed(new_close()).record
     assert record.sender == signer.address  # sent here, under the renewed (or retaken) lease
     time.sleep(TTL_S)
     settle(service)  # each round renews before it acts
@@ -52,20 +47,16 @@ def test_a_lapsed_lease_is_renewed_by_the_next_send_and_round(
 @pytest.mark.only_store("sqlite")  # the scenario is two journals: two files
 def test_a_signer_another_journal_sends_with_is_stopped_not_jammed(
     tmp_path: Path,
-    accounts: list[LocalAccount],
     relay_accounts: list[LocalAccount],
-    open_position: Callable[..., bytes],
     make_service: Callable[..., Blocking[RelayService]],
-    signed_body: Callable[..., dict[str, Any]],
+    new_close: Callable[..., SignedRelay],
 ) -> None:
     """Two relayers with their own journals and one key: the second finds, when it takes the signer, that
     the chain is past everything its journal numbered; it says so and sends nothing more from it."""
     signer = relay_accounts[0]
-    owner = accounts[1]
 
     def close(service: Blocking[RelayService], nonce: int) -> None:
-        body = signed_body(owner, open_position(owner=owner, size="1"), nonce=nonce)
-        service.submit_signed(parse_signed_relay(body))
+        service.submit_signed(new_close(nonce))
         settle(service)
 
     ours = make_service(signers=[signer], journal_path=tmp_path / "ours.sqlite3")
@@ -79,19 +70,17 @@ def test_a_signer_another_journal_sends_with_is_stopped_not_jammed(
     (status,) = restarted.signers_status()
     assert status.stopped is not None
     assert "another journal" in status.stopped
-    body = signed_body(owner, open_position(owner=owner, size="1"), nonce=3)
+    body = new_close(3)
     with pytest.raises(SignerUnavailableError) as refused:
-        restarted.submit_signed(parse_signed_relay(body))
+        restarted.submit_signed(body)
     assert refused.value.http_status == 503
     assert len(restarted.list()) == 1  # nothing new journaled for the stopped signer
 
 
 def test_a_database_failure_after_the_commit_still_answers_the_record(
-    accounts: list[LocalAccount],
     relay_accounts: list[LocalAccount],
-    open_position: Callable[..., bytes],
     make_service: Callable[..., Blocking[RelayService]],
-    signed_body: Callable[..., dict[str, Any]],
+    new_close: Callable[..., SignedRelay],
 ) -> None:
     """Past the commit the call is on its way: a client told `store_unavailable` would send it again."""
 
@@ -99,8 +88,8 @@ def test_a_database_failure_after_the_commit_still_answers_the_record(
         raise StoreUnavailableError("the database did not answer")
 
     service = make_service(hooks=SenderHooks(after_broadcast=database_away))
-    body = signed_body(accounts[1], open_position(owner=accounts[1], size="1"))
-    record = service.submit_signed(parse_signed_relay(body)).record
+    body = new_close()
+    record = service.submit_signed(body).record
     assert record.status is TxStatus.QUEUED  # its broadcast bookkeeping waits for the next round
     settle(service)  # the rounds find it mined (the node had it)
     assert service.get(record.id).status is TxStatus.CONFIRMED
