@@ -370,3 +370,17 @@ def test_a_second_relaying_process_on_a_journal_is_refused(tmp_path: Path) -> No
     assert keys.returncode == 0, keys.stderr
     assert "embedded-demo" in keys.stdout
     assert still.status_code == 200
+
+
+def test_the_embedded_chain_on_a_shared_database_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """Each embedded chain lives in its process: instances sharing a database would drop each other's records."""
+    journal = tmp_path / "j.sqlite3"
+    url = f"postgresql://relayer@127.0.0.1:{_free_port()}/relayer"  # never reached: refused before
+    result = _serve_and_fail("--database-url", url, "--journal", str(journal))
+
+    assert result.returncode == EXIT_ERROR, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error [configuration_error]: a shared database")
+    assert "--rpc-url" in line
+    assert not journal.exists()

@@ -107,6 +107,13 @@ def _prepare(
         return Prepared(settings, None, signers, None, banner)
     if settings.vault_address is not None:
         raise ConfigurationError("a vault address needs --rpc-url: the embedded chain deploys its own")
+    if store.shared:
+        # Every embedded chain lives and dies with its process: instances sharing a database would each
+        # start a chain of their own under one chain id, and each start drops the last run's records.
+        raise ConfigurationError(
+            "a shared database (RELAYER_DATABASE_URL) is for several instances on one node: give --rpc-url;"
+            " the embedded chain keeps its journal in a file"
+        )
     chain = embedded_chain()
     journal = open_journal(store, relaying=True)
     try:
