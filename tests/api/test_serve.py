@@ -373,7 +373,8 @@ def test_a_second_relaying_process_on_a_journal_is_refused(tmp_path: Path) -> No
 
 
 def test_the_embedded_chain_on_a_shared_database_is_refused_before_anything_starts(tmp_path: Path) -> None:
-    """Each embedded chain lives in its process: instances sharing a database would drop each other's records."""
+    """Each embedded chain lives in its process: instances sharing a database would drop each other's
+    records."""
     journal = tmp_path / "j.sqlite3"
     url = f"postgresql://relayer@127.0.0.1:{_free_port()}/relayer"  # never reached: refused before
     result = _serve_and_fail("--database-url", url, "--journal", str(journal))
