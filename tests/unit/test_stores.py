@@ -7,6 +7,7 @@ claimed by one request at a time, and an intent is claimed and settled exactly o
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from relayer.domain.fees import Fees
 from relayer.domain.records import CallPlan, Intent
 from relayer.domain.status import RecordKind, TxStatus
 from relayer.errors import ConfigurationError, StoreUnavailableError
+from relayer.services.relay.leases import Leases, signer_lease
 from relayer.stores import migrations
 from relayer.stores.journal import SqlJournal
 from relayer.stores.journal_chains import ChainBinding
@@ -219,3 +221,39 @@ def test_a_database_cut_is_a_503_and_later_statements_fail_fast_until_it_is_back
     finally:
         proxy.stop()
         journal.close()
+
+
+@pytest.mark.only_store("postgres")
+def test_live_instances_share_the_signers_and_take_a_dead_ones_share(journal: SqlJournal) -> None:
+    """Four signers, three instances: each holds one or two, every signer exactly once; when one stops
+    renewing, the others take its signers once its leases expire."""
+    signers = [signer_lease("0x" + f"{n:02x}" * 20) for n in range(4)]
+
+    async def nothing(name: str) -> None:
+        return None
+
+    instances = [Leases(journal, f"i{n}", 0.6, list(signers), nothing) for n in range(3)]
+
+    async def rounds(members: list[Leases], count: int) -> None:
+        for _ in range(count):
+            for member in members:
+                await member.maintain()
+            await asyncio.sleep(0.05)
+
+    def held_by() -> dict[str, list[str]]:
+        return {m.instance: [name for name in signers if m.holds(name)] for m in instances}
+
+    asyncio.run(rounds(instances, 4))
+    shares = held_by()
+    assert sorted(name for held in shares.values() for name in held) == sorted(signers)  # each once
+    assert sorted(len(held) for held in shares.values()) == [1, 1, 2]
+
+    survivors = instances[:2]  # the third stops renewing, as if killed
+    orphaned = shares["i2"]
+    asyncio.run(rounds(survivors, 1))
+    time.sleep(0.7)  # its leases and its presence expire
+    asyncio.run(rounds(survivors, 4))
+    after = {m.instance: [name for name in signers if m.holds(name)] for m in survivors}
+    assert sorted(name for held in after.values() for name in held) == sorted(signers)
+    assert sorted(len(held) for held in after.values()) == [2, 2]
+    assert set(orphaned) <= {name for held in after.values() for name in held}

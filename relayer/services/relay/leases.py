@@ -37,8 +37,13 @@ KEEPER_LEASE = "keeper"
 """Who runs the keeper's passes."""
 
 
+SIGNER_PREFIX = "signer:"
+PRESENCE_PREFIX = "instance:"
+"""Each process holds `instance:<holder>` while it runs: the live instances, which share the signers."""
+
+
 def signer_lease(address: str) -> str:
-    return f"signer:{address}"
+    return f"{SIGNER_PREFIX}{address}"
 
 
 @dataclass(eq=False)
@@ -64,6 +69,8 @@ class Leases:
         # Unique per process: a restarted instance with the same name is another holder, which must wait
         # for the dead one's lease to expire (it cannot know that process is gone).
         self.holder = f"{self.instance}/{secrets.token_hex(3)}"
+        # Its presence, held like any lease: live instances count these to share the signers out.
+        self.names.insert(0, PRESENCE_PREFIX + self.holder)
 
     def add(self, name: str) -> None:
         if name not in self.names:
@@ -97,10 +104,20 @@ class Leases:
     async def _maintain(self) -> list[str]:
         taken: list[str] = []
         force = not self.journal.shared
+        share, shed = self._fair_share() if self.journal.shared else (len(self.names), False)
         for name in list(self.names):
             started = self.clock()
             try:
                 held = self._held.get(name)
+                mine = sum(1 for other in self._held if other.startswith(SIGNER_PREFIX))
+                if name.startswith(SIGNER_PREFIX) and held is None and mine >= share:
+                    continue  # its share is held: leave this one to an instance with fewer
+                if name.startswith(SIGNER_PREFIX) and held is not None and (mine > share or shed):
+                    log.info("lease %s handed back: %d signers held, a fair share is %d", name, mine, share)
+                    self._drop(name)
+                    self.journal.release_lease(held)
+                    shed = False  # one a round: the others take it, and the next round looks again
+                    continue
                 if held is not None and started < self._valid_until[name]:
                     if started - self._renewed_at[name] < self.ttl_s / 3:
                         continue
@@ -129,6 +146,26 @@ class Leases:
         self._ran = True
         return taken
 
+    def _fair_share(self) -> tuple[int, bool]:
+        """How many signer leases this instance may hold, and whether it holds more than its floor while a
+        live instance (one holding a presence lease) holds fewer: the signers spread over the live
+        instances, each taking at most the rounded-up share, so that together they always take them all,
+        and none left with fewer than the rounded-down one while another has more."""
+        signers = sum(1 for name in self.names if name.startswith(SIGNER_PREFIX))
+        try:
+            now = self.journal.database_time()
+            leases = [lease for lease in self.journal.leases() if lease.expires_at > now]
+        except RelayerError:
+            return signers, False
+        live = {lease.holder for lease in leases if lease.name.startswith(PRESENCE_PREFIX)} | {self.holder}
+        counts = dict.fromkeys(live, 0)
+        for lease in leases:
+            if lease.name.startswith(SIGNER_PREFIX) and lease.holder in counts:
+                counts[lease.holder] += 1
+        floor = signers // len(live)
+        below = any(count < floor for holder, count in counts.items() if holder != self.holder)
+        return -(-signers // len(live)), below and counts[self.holder] > floor
+
     async def release_all(self) -> None:
         """Let every held lease go (a clean stop): another instance takes over without waiting for expiry."""
         for name in list(self._held):
@@ -151,6 +188,7 @@ class Leases:
                 "mine": lease.holder == self.holder and self.holds(lease.name),
             }
             for lease in self.journal.leases()
+            if not lease.name.startswith(PRESENCE_PREFIX) or lease.expires_at > now  # the live instances
         ]
 
     def _keep(self, name: str, lease: Lease, started: float) -> None:
