@@ -290,7 +290,8 @@ class SqlJournal(Journal):
     def database_time(self) -> float:
         row = self.db.row(f"SELECT {self._now} AS now")
         assert row is not None
-        return float(row["now"])
+        now: float = row["now"]  # the dialect's clock expression is a float in both databases
+        return now
 
     # --- idempotency claims -------------------------------------------------------------------------------
 

@@ -55,8 +55,8 @@ def attempt_from_row(row: Row) -> Attempt:
         raw_tx=bytes(row["raw_tx"]),
         max_fee_per_gas_wei=int(row["max_fee_per_gas_wei"]),
         max_priority_fee_per_gas_wei=int(row["max_priority_fee_per_gas_wei"]),
-        created_at=float(row["created_at"]),  # REAL / DOUBLE PRECISION columns: seconds
-        broadcast_at=None if row["broadcast_at"] is None else float(row["broadcast_at"]),
+        created_at=row["created_at"],  # REAL / DOUBLE PRECISION: both drivers return Python floats (seconds)
+        broadcast_at=row["broadcast_at"],
     )
 
 
@@ -92,8 +92,8 @@ def record_from_row(row: Row, attempts: list[Attempt]) -> RelayRecord:
         data=bytes(row["data"]),
         value_wei=int(row["value_wei"]),
         gas_limit=int(row["gas_limit"]),
-        created_at=float(row["created_at"]),
-        updated_at=float(row["updated_at"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
         idempotency_key=row["idempotency_key"],
         request=_request(row),
         account=row["account"],
@@ -142,7 +142,7 @@ def intent_from_row(row: Row) -> Intent:
         chain_id=int(row["chain_id"]),
         signer=row["signer"],
         plan=plan,
-        created_at=float(row["created_at"]),
+        created_at=row["created_at"],
         state=row["state"],
         error=None if row["error"] is None else json.loads(row["error"]),
     )
@@ -154,6 +154,6 @@ def lease_from_row(row: Row) -> Lease:
         name=row["name"],
         holder=row["holder"],
         epoch=int(row["epoch"]),
-        expires_at=float(row["expires_at"]),
-        acquired_at=float(row["acquired_at"]),
+        expires_at=row["expires_at"],
+        acquired_at=row["acquired_at"],
     )

@@ -53,6 +53,10 @@ def test_records_round_trip_and_a_signer_nonce_is_unique(journal: SqlJournal) ->
     record = journal.get("a")
     assert record is not None
     assert (record.nonce, record.data, record.attempts[0].raw_tx) == (0, b"\x01", b"raw")
+    # Times are read back as the drivers give them, without conversion: seconds as floats on both.
+    assert all(
+        type(t) is float for t in (record.created_at, record.updated_at, record.attempts[0].created_at)
+    )
     assert journal.by_idempotency_key("k1") == record
     assert journal.by_hash("0xa") == record
     with pytest.raises(JournalConflict) as conflict, journal.write() as writer:
@@ -74,6 +78,8 @@ def test_a_lease_has_one_holder_and_fences_writes_by_its_epoch(journal: SqlJourn
     first = journal.acquire_lease("signer:x", "i0", 30.0)
     assert first is not None
     assert first.epoch == 1
+    assert type(first.expires_at) is float
+    assert type(journal.database_time()) is float
     assert journal.acquire_lease("signer:x", "i1", 30.0) is None  # held: nobody else takes it
     again = journal.acquire_lease("signer:x", "i0", 30.0)  # its own holder: extended at the same epoch
     assert again is not None
