@@ -27,6 +27,7 @@ from relayer.chain.deploy import load_deployment
 from relayer.constants import DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_RPC_TIMEOUT_S, GAS_LIMIT_MARGIN_BPS
 from relayer.domain.bps import parse_slippage_bps
 from relayer.domain.requests import parse_owner
+from relayer.domain.sponsorship import Policy
 from relayer.errors import ConfigurationError, InvalidFieldError
 from relayer.stores.location import StoreLocation
 
@@ -115,6 +116,17 @@ class RelaySettings(_Section):
     lease_ttl_s: float = Field(default=10.0, ge=0.5, le=600, allow_inf_nan=False)
     """How long a signer's (or the keeper's) lease lives unless renewed (every third of it). When its holder
     dies, another instance takes it within twice this."""
+    min_deadline_margin_s: int = Field(default=30, ge=0)
+    """A signed request is refused (422 `deadline_too_soon`) unless its deadline is at least this many seconds
+    after the latest block's timestamp: one that could expire before it is mined would cost a no-op."""
+    raw_nonce_window: int = Field(default=4, ge=0, le=64)
+    """A raw transaction's nonce may be at most this far ahead of its sender's next nonce (0: exactly the
+    next one); further ahead it could not be mined until the sender fills the gap (422 `nonce_too_far`)."""
+    raw_ttl_s: int = Field(default=600, gt=0)
+    """A raw transaction not mined this many seconds after it was accepted is dropped: status `expired`, never
+    broadcast again."""
+    raw_max_pending_per_sender: int = Field(default=4, ge=1)
+    """Unfinished raw transactions one sender may have here at once (429 `too_many_pending` beyond)."""
 
 
 class TradingSettings(_Section):
@@ -137,6 +149,72 @@ class TradingSettings(_Section):
             return parse_slippage_bps(value, "default_slippage_bps")
         except InvalidFieldError as exc:
             raise ValueError(f"{exc.message.removeprefix(exc.field + ': ')} (basis points)") from None
+
+
+class SponsorshipSettings(_Section):
+    """Who the relayer pays gas for and how much (`RELAYER_SPONSOR_*`; `relayer.domain.sponsorship`). A limit
+    of 0 turns that budget off."""
+
+    env_prefix: ClassVar[str] = "RELAYER_SPONSOR_"
+
+    who: Literal["anyone", "allowlist", "api_keys"] = "anyone"
+    """Whose signed requests get gas paid: any owner, only `allowlist`, or none (API-key accounts only).
+    API-key accounts and the keeper's executions are always sponsored (within their budgets)."""
+    allowlist: tuple[str, ...] = ()
+    """Owner addresses sponsored when `who` is "allowlist" (comma-separated in the variable)."""
+    window_s: int = Field(default=60, ge=1, le=86_400)
+    """The request-count window, in seconds."""
+    owner_requests_per_window: int = Field(default=60, ge=0)
+    owner_gas_wei_per_day: int = Field(default=10**17, ge=0)
+    """Gas the relayer pays per owner per UTC day, in wei (0.1 ether)."""
+    key_requests_per_window: int = Field(default=600, ge=0)
+    key_gas_wei_per_day: int = Field(default=10**18, ge=0)
+    """Gas per API key per UTC day, in wei, unless the key has its own `daily_spend_wei`."""
+    daily_cap_wei: int = Field(default=10 * 10**18, ge=0)
+    """Everything the relayer pays per UTC day, keeper executions counted (they are never refused)."""
+    expired_noop_charged_to: Literal["owner", "relayer"] = "owner"
+    """Who is charged the no-op that fills the nonce of a request that expired or was refused before
+    mining."""
+
+    @field_validator("allowlist", mode="before")
+    @classmethod
+    def _split_allowlist(cls, value: object) -> object:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            return items
+        try:
+            return tuple(parse_owner(str(item).strip(), "allowlist") for item in items if str(item).strip())
+        except InvalidFieldError as exc:
+            raise ValueError(exc.message) from None
+
+    def to_policy(self) -> Policy:
+        return Policy(
+            who=self.who,
+            allowlist=frozenset(address.lower() for address in self.allowlist),
+            window_s=self.window_s,
+            owner_requests_per_window=self.owner_requests_per_window,
+            owner_gas_wei_per_day=self.owner_gas_wei_per_day,
+            key_requests_per_window=self.key_requests_per_window,
+            key_gas_wei_per_day=self.key_gas_wei_per_day,
+            daily_cap_wei=self.daily_cap_wei,
+            expired_noop_charged_to=self.expired_noop_charged_to,
+        )
+
+
+class HttpSettings(_Section):
+    """The HTTP edge's bounds (`RELAYER_HTTP_*`): what one slow or greedy client may hold."""
+
+    env_prefix: ClassVar[str] = "RELAYER_HTTP_"
+
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)
+    """A connection whose request headers have not all arrived this long after it opened (or after its
+    previous response) is closed."""
+    body_timeout_s: float = Field(default=15.0, gt=0, le=600, allow_inf_nan=False)
+    """A request body not fully read this long after its headers is answered 408 `request_timeout`."""
+    max_connections: int = Field(default=512, ge=1)
+    """Open connections (and requests in flight) at most; beyond, new ones are answered 503 at once."""
+    keep_alive_s: float = Field(default=5.0, gt=0, le=600, allow_inf_nan=False)
+    """An idle keep-alive connection is closed after this."""
 
 
 def journal_path(env: Mapping[str, str], path_arg: str | None) -> Path:
@@ -187,6 +265,10 @@ class Settings(BaseModel):
     relay: RelaySettings = Field(default_factory=RelaySettings)
     """Journal, confirmations, fee bumping and caps of the relayer (`RELAYER_RELAY_*`)."""
     trading: TradingSettings = Field(default_factory=TradingSettings)
+    sponsor: SponsorshipSettings = Field(default_factory=SponsorshipSettings)
+    """The gas sponsorship policy (`RELAYER_SPONSOR_*`)."""
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    """Timeouts and the connection cap of the HTTP edge (`RELAYER_HTTP_*`)."""
     keeper_interval_s: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     """Seconds between keeper passes over TP/SL orders (it needs a relayer signer); 0: no background loop."""
     keeper_from_block: int = Field(default=0, ge=0)
@@ -264,6 +346,8 @@ class Settings(BaseModel):
         values: dict[str, Any] = {
             "relay": RelaySettings.from_env(source),
             "trading": TradingSettings.from_env(source),
+            "sponsor": SponsorshipSettings.from_env(source),
+            "http": HttpSettings.from_env(source),
         }
         plain = {name: info for name, info in cls.model_fields.items() if name not in values}
         values.update(_env_values(plain, source, ENV_PREFIX))

@@ -369,6 +369,71 @@ class UnsupportedMediaTypeError(RelayerError, code="unsupported_media_type", htt
         )
 
 
+# --- sponsorship, quotas and refusals of what cannot succeed ---------------------------------------------
+
+
+class QuotaExceededError(RelayerError, code="quota_exceeded", http_status=429, retryable=True):
+    """A sponsorship budget is spent (requests per window, or gas in wei per day, of an owner, an API key or
+    the relayer as a whole): nothing was signed. `details` say which budget (`scope`, `budget`), its `limit`,
+    what is `used`, when it `resetsAt` (unix seconds) and `retryAfterS`; REST adds `Retry-After`."""
+
+    def __init__(
+        self, message: str, *, scope: str, budget: str, limit: int, used: int, resets_at: int, now: int
+    ) -> None:
+        super().__init__(
+            message,
+            scope=scope,
+            budget=budget,
+            limit=str(limit),
+            used=str(used),
+            resetsAt=resets_at,
+            retryAfterS=max(1, resets_at - now),
+        )
+
+    @property
+    def retry_after_s(self) -> int:
+        return int(self.details["retryAfterS"])
+
+
+class SponsorshipRefusedError(RelayerError, PermissionError, code="sponsorship_refused", http_status=403):
+    """The sponsorship policy does not pay gas for this caller (an owner not on the allowlist, or signed
+    requests when only API-key accounts are sponsored)."""
+
+
+class DeadlineTooSoonError(RelayerError, code="deadline_too_soon", http_status=422):
+    """A signed request whose deadline leaves less than the minimum margin after the latest block: it could
+    expire before it is mined, and the relayer would pay for a no-op. Sign it again with a later deadline."""
+
+
+class FeeBelowBaseFeeError(RelayerError, code="fee_below_base_fee", http_status=422):
+    """A raw transaction whose `maxFeePerGas` is below the latest block's base fee: no block would take it."""
+
+
+class NonceTooFarError(RelayerError, code="nonce_too_far", http_status=422):
+    """A raw transaction whose nonce is further ahead of its sender's next nonce than the allowed window: it
+    could not be mined until the sender fills the gap."""
+
+
+class TooManyPendingError(RelayerError, code="too_many_pending", http_status=429, retryable=True):
+    """The sender already has the maximum number of unfinished raw transactions here: wait for them."""
+
+
+class ApiKeyExpiredError(RelayerError, code="api_key_expired", http_status=401):
+    """The API key passed its `expiresAt`: ask the operator for a new one."""
+
+
+class MarketNotAllowedError(RelayerError, PermissionError, code="market_not_allowed", http_status=403):
+    """The API key is limited to other markets."""
+
+
+class RequestTimeoutError(RelayerError, code="request_timeout", http_status=408):
+    """The request's headers or body did not arrive in time."""
+
+
+class ClientDisconnectedError(RelayerError, code="client_disconnected", http_status=400):
+    """The client hung up before its request body arrived: nothing was done."""
+
+
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 

@@ -36,10 +36,12 @@ DISPLAY_PREFIX_CHARS = 12
 
 
 class Scope(StrEnum):
-    """What a key may do: `read` positions and transactions, `trade` (close, partial close, set TP/SL)."""
+    """What a key may do: `read` positions and transactions, `trade` (close, partial close, set TP/SL),
+    `admin` (read every account's records, the operator's views)."""
 
     READ = "read"
     TRADE = "trade"
+    ADMIN = "admin"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,12 @@ class ApiKey:
     revoked_at: int | None
     key_hash: str = field(default="", repr=False)
     """The stored SHA-256 hex, for the constant-time `verify` after the indexed lookup."""
+    expires_at: int | None = None
+    """Unix seconds after which the key is refused (None: never)."""
+    markets: frozenset[str] | None = None
+    """The market symbols the key may trade (None: all)."""
+    daily_spend_wei: int | None = None
+    """The key's own gas budget per UTC day, in wei (None: the sponsorship policy's per-key budget)."""
 
     @property
     def active(self) -> bool:

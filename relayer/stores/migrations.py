@@ -9,7 +9,9 @@ must not write into a schema it does not understand.
 
 The versions: 1 records and attempts; 2 API keys; 3 several chains per database; 4 the account a record
 acts for; 5 several instances (signer and keeper leases, idempotency claims, and intents a signer's lease
-holder sends for the instance that received them).
+holder sends for the instance that received them); 6 the sponsorship policy (spend counters per owner, API
+key and the relayer, each record's charge) and API keys that expire, are limited to markets and to a daily
+spend.
 """
 
 from __future__ import annotations
@@ -139,6 +141,34 @@ _V5 = (
 )
 
 
+_V6 = (
+    # What the relayer spent for whom: one row per budget scope (`owner:<address>`, `key:<id>`, `global`,
+    # `keeper`) and fixed window (`window_s` long, starting at `window_start`, unix seconds). A record's
+    # reservation is added in the transaction that inserts it; its settlement replaces the reservation by
+    # what the chain charged. Wei as decimal text: exact in both databases.
+    """CREATE TABLE spend (
+        chain_id INTEGER NOT NULL,
+        scope TEXT NOT NULL,
+        window_s INTEGER NOT NULL,
+        window_start INTEGER NOT NULL,
+        requests INTEGER NOT NULL,
+        spent_wei TEXT NOT NULL,
+        PRIMARY KEY (chain_id, scope, window_s, window_start)
+    )""",
+    # A sponsored record's charge (JSON: the reserved wei and the windows it was added to), and what it was
+    # settled at once final (NULL: not yet).
+    "ALTER TABLE records ADD COLUMN charge TEXT",
+    "ALTER TABLE records ADD COLUMN charged_wei TEXT",
+    # API keys in the Gains API model: an expiry (unix seconds), the markets they may trade (comma-separated
+    # symbols; NULL: all) and their own daily gas budget in wei (NULL: the policy's per-key budget).
+    "ALTER TABLE api_keys ADD COLUMN expires_at INTEGER",
+    "ALTER TABLE api_keys ADD COLUMN markets TEXT",
+    "ALTER TABLE api_keys ADD COLUMN daily_spend_wei TEXT",
+    # An intent carries its call's charge to the lease holder, which reserves it when it signs.
+    "ALTER TABLE intents ADD COLUMN charge TEXT",
+)
+
+
 def _postgres(statement: str) -> str:
     """A SQLite statement in PostgreSQL's types: BYTEA for BLOB, DOUBLE PRECISION for REAL, BIGINT for INTEGER
     (SQLite's integers are 64-bit; PostgreSQL's INTEGER is 32)."""
@@ -204,6 +234,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         *_same("ALTER TABLE records ADD COLUMN account TEXT"),
     ),
     Migration(5, *_same(*_V5)),
+    Migration(6, *_same(*_V6)),
 )
 """Every version in order."""
 

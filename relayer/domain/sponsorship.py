@@ -1,0 +1,259 @@
+"""The gas sponsorship policy: who the relayer pays gas for and how much, as pure rules.
+
+A relayer pays gas for others, so it is attacked for its gas. Every call the relayer signs and pays for is
+charged, before it is signed, against budgets in fixed windows (`Window`):
+
+- the **owner** it acts for (`owner:<address>`): requests per window and gas in wei per UTC day;
+- the **API key** that asked (`key:<id>`): the same, the key's own daily spend where it has one;
+- the relayer as a whole (`global`): gas in wei per UTC day, the daily spend cap.
+
+Keeper executions are counted (`keeper`, and `global`) but never refused: a take-profit or stop-loss must
+fire whatever anyone else spent. The charge reserved at signing is the worst case (gas limit x the max fee
+per gas it was signed with); once the record is final it is settled at what the chain took (gas used x the
+effective gas price), or, for a nonce filled by a no-op, the no-op's worst case (21,000 x its max fee),
+charged to the owner or to the relayer alone as the policy says (`expired_noop_charged_to`).
+
+Windows are fixed and aligned to the unix epoch: a window of `window_s` seconds starts at a multiple of it,
+so every instance agrees on it without talking, and "resets at" is exact.
+
+>>> window_start(1_700_000_123, 60)
+1700000100
+>>> window_start(1_700_000_123, DAY_S)
+1699920000
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from relayer.errors import QuotaExceededError, SponsorshipRefusedError
+
+DAY_S = 86_400
+"""The gas budgets' window: one UTC day, in seconds."""
+
+Who = Literal["anyone", "allowlist", "api_keys"]
+NoopPayer = Literal["owner", "relayer"]
+GLOBAL_SCOPE = "global"
+KEEPER_SCOPE = "keeper"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The sponsorship policy, as `SponsorshipSettings` (`RELAYER_SPONSOR_*`) gives it. A limit of 0 turns
+    that budget off (counted, never refused)."""
+
+    who: Who = "anyone"
+    allowlist: frozenset[str] = frozenset()
+    """Lower-case owner addresses sponsored when `who` is "allowlist"."""
+    window_s: int = 60
+    owner_requests_per_window: int = 60
+    owner_gas_wei_per_day: int = 10**17
+    key_requests_per_window: int = 600
+    key_gas_wei_per_day: int = 10**18
+    daily_cap_wei: int = 10 * 10**18
+    expired_noop_charged_to: NoopPayer = "owner"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as `relayer policy show` and `/health` print it (wei as decimal strings)."""
+        return {
+            "who": self.who,
+            "allowlist": sorted(self.allowlist),
+            "windowS": self.window_s,
+            "ownerRequestsPerWindow": self.owner_requests_per_window,
+            "ownerGasWeiPerDay": str(self.owner_gas_wei_per_day),
+            "keyRequestsPerWindow": self.key_requests_per_window,
+            "keyGasWeiPerDay": str(self.key_gas_wei_per_day),
+            "dailyCapWei": str(self.daily_cap_wei),
+            "expiredNoopChargedTo": self.expired_noop_charged_to,
+        }
+
+
+@dataclass(frozen=True)
+class Sponsored:
+    """Who a sponsored call is for: the account it acts for, and the API key that asked (None: a signed
+    request, or the keeper)."""
+
+    account: str | None
+    key_id: int | None = None
+    key_daily_spend_wei: int | None = None
+    keeper: bool = False
+
+
+@dataclass(frozen=True)
+class Window:
+    """One budget row: `scope` over the window of `window_s` seconds starting at `start`, with its limits
+    (0: none) and whether a no-op's cost is settled into it (`payer`)."""
+
+    scope: str
+    window_s: int
+    start: int
+    max_requests: int = 0
+    max_wei: int = 0
+    payer: bool = True
+
+    @property
+    def resets_at(self) -> int:
+        return self.start + self.window_s
+
+    @property
+    def budget(self) -> str:
+        return "requests" if self.max_requests else "gas_wei"
+
+    def key(self) -> tuple[str, int, int]:
+        return (self.scope, self.window_s, self.start)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a window holds: requests counted and wei spent (reserved or settled)."""
+
+    requests: int = 0
+    spent_wei: int = 0
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A record's reservation: `wei` (its worst case) added to each of `windows`, with one request."""
+
+    wei: int
+    windows: tuple[Window, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "wei": str(self.wei),
+                "windows": [
+                    [w.scope, w.window_s, w.start, w.max_requests, str(w.max_wei), w.payer]
+                    for w in self.windows
+                ],
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Charge:
+        data = json.loads(text)
+        windows = tuple(
+            Window(str(s), int(ws), int(st), int(mr), int(mw), bool(p))
+            for s, ws, st, mr, mw, p in data["windows"]
+        )
+        return cls(int(data["wei"]), windows)
+
+    def with_wei(self, wei: int) -> Charge:
+        return Charge(wei, self.windows)
+
+
+def window_start(now_s: int, window_s: int) -> int:
+    """The start of the fixed window of `window_s` seconds holding `now_s`."""
+    return now_s - now_s % window_s
+
+
+def check_sponsored(policy: Policy, sponsored: Sponsored) -> None:
+    """Whether the policy pays gas for this caller at all. API-key accounts (keys are issued by the operator)
+    and the keeper always are; a signed request's owner as `who` says.
+
+    Raises:
+        SponsorshipRefusedError: naming the rule.
+    """
+    if sponsored.key_id is not None or sponsored.keeper:
+        return
+    if policy.who == "api_keys":
+        raise SponsorshipRefusedError(
+            "this relayer pays gas only for API-key accounts; send the transaction yourself", who=policy.who
+        )
+    if policy.who == "allowlist" and (sponsored.account or "").lower() not in policy.allowlist:
+        raise SponsorshipRefusedError(
+            "this relayer pays gas only for allowlisted owners", who=policy.who, owner=sponsored.account
+        )
+
+
+def windows_for(policy: Policy, sponsored: Sponsored, now_s: int) -> tuple[Window, ...]:
+    """Every budget window a call for `sponsored` at `now_s` counts in, with the limits that apply."""
+    day = window_start(now_s, DAY_S)
+    noop_payer = policy.expired_noop_charged_to == "owner"
+    if sponsored.keeper:
+        return (
+            Window(KEEPER_SCOPE, DAY_S, day),
+            Window(GLOBAL_SCOPE, DAY_S, day),
+        )
+    windows: list[Window] = []
+    if sponsored.account is not None:
+        owner = f"owner:{sponsored.account.lower()}"
+        minute = window_start(now_s, policy.window_s)
+        windows.append(Window(owner, policy.window_s, minute, max_requests=policy.owner_requests_per_window))
+        windows.append(Window(owner, DAY_S, day, max_wei=policy.owner_gas_wei_per_day, payer=noop_payer))
+    if sponsored.key_id is not None:
+        key = f"key:{sponsored.key_id}"
+        minute = window_start(now_s, policy.window_s)
+        daily = (
+            policy.key_gas_wei_per_day
+            if sponsored.key_daily_spend_wei is None
+            else sponsored.key_daily_spend_wei
+        )
+        windows.append(Window(key, policy.window_s, minute, max_requests=policy.key_requests_per_window))
+        windows.append(Window(key, DAY_S, day, max_wei=daily, payer=noop_payer))
+    windows.append(Window(GLOBAL_SCOPE, DAY_S, day, max_wei=policy.daily_cap_wei))
+    return tuple(windows)
+
+
+def refusal(window: Window, usage: Usage, charge_wei: int, now_s: int) -> QuotaExceededError | None:
+    """The error when adding one request of `charge_wei` to `window` (holding `usage`) would pass a limit.
+
+    >>> w = Window("owner:0xab", 60, 120, max_requests=2)
+    >>> refusal(w, Usage(1, 0), 5, 130) is None
+    True
+    >>> refusal(w, Usage(2, 0), 5, 130).details["retryAfterS"]
+    50
+    """
+    if window.max_requests and usage.requests + 1 > window.max_requests:
+        return QuotaExceededError(
+            f"{window.scope} may make {window.max_requests} sponsored requests per {window.window_s} s",
+            scope=window.scope,
+            budget="requests",
+            limit=window.max_requests,
+            used=usage.requests,
+            resets_at=window.resets_at,
+            now=now_s,
+        )
+    if window.max_wei and usage.spent_wei + charge_wei > window.max_wei:
+        what = (
+            "the relayer's daily spend cap"
+            if window.scope == GLOBAL_SCOPE
+            else f"{window.scope}'s gas budget"
+        )
+        return QuotaExceededError(
+            f"{what} of {window.max_wei} wei per day would be passed (used {usage.spent_wei},"
+            f" this call may cost up to {charge_wei})",
+            scope=window.scope,
+            budget="gas_wei",
+            limit=window.max_wei,
+            used=usage.spent_wei,
+            resets_at=window.resets_at,
+            now=now_s,
+        )
+    return None
+
+
+def first_refusal(
+    charge: Charge, usages: dict[tuple[str, int, int], Usage], now_s: int
+) -> QuotaExceededError | None:
+    """The first window of `charge` that would pass a limit (None: all hold)."""
+    for window in charge.windows:
+        error = refusal(window, usages.get(window.key(), Usage()), charge.wei, now_s)
+        if error is not None:
+            return error
+    return None
+
+
+def settlement(charge: Charge, *, actual_wei: int, noop: bool) -> dict[tuple[str, int, int], int]:
+    """What each window of a final record's charge is settled at: the chain's actual cost, except that a
+    nonce filled by a no-op is charged only to the windows that pay for no-ops (the owner's or key's when the
+    policy says "owner"; always the relayer's own). The change to apply is `settled - charge.wei`.
+
+    >>> c = Charge(100, (Window("owner:0xab", 86400, 0, payer=False), Window("global", 86400, 0)))
+    >>> settlement(c, actual_wei=30, noop=True)
+    {('owner:0xab', 86400, 0): 0, ('global', 86400, 0): 30}
+    """
+    return {w.key(): (actual_wei if (w.payer or not noop) else 0) for w in charge.windows}
