@@ -24,7 +24,13 @@ from pydantic import (
 )
 
 from relayer.chain.deploy import load_deployment
-from relayer.constants import DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_RPC_TIMEOUT_S, GAS_LIMIT_MARGIN_BPS
+from relayer.constants import (
+    DEFAULT_API_HOST,
+    DEFAULT_API_PORT,
+    DEFAULT_RPC_TIMEOUT_S,
+    DEFAULT_SLIPPAGE_BPS,
+    GAS_LIMIT_MARGIN_BPS,
+)
 from relayer.domain.bps import parse_slippage_bps
 from relayer.domain.requests import parse_owner
 from relayer.domain.sponsorship import Policy
@@ -128,13 +134,22 @@ class RelaySettings(_Section):
     raw_max_pending_per_sender: int = Field(default=4, ge=1)
     """Unfinished raw transactions one sender may have here at once (429 `too_many_pending` beyond)."""
 
+    @model_validator(mode="after")
+    def _check_margin(self) -> RelaySettings:
+        if self.request_ttl_s <= self.min_deadline_margin_s:
+            raise ValueError(
+                "request_ttl_s must be above min_deadline_margin_s: typed data would carry deadlines the"
+                " relay refuses"
+            )
+        return self
+
 
 class TradingSettings(_Section):
     """Policy of the API-key trading surface (`RELAYER_TRADING_*`)."""
 
     env_prefix: ClassVar[str] = "RELAYER_TRADING_"
 
-    default_slippage_bps: int = 100
+    default_slippage_bps: int = DEFAULT_SLIPPAGE_BPS
     """Slippage guard when a close gives neither `allowedPrice` nor `maxSlippageBps` (1%): never unbounded."""
     receipt_timeout_s: float = Field(default=20.0, gt=0, allow_inf_nan=False)
     """How long a trading call waits for the receipt before answering 202 with the transaction id."""

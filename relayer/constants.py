@@ -25,6 +25,10 @@ PERCENT: Final = 100
 MAX_SLIPPAGE_BPS: Final = BPS_DENOMINATOR - 1
 """Widest slippage bound a close may ask for (99.99%): 100% would let a long close at a price of 0."""
 
+DEFAULT_SLIPPAGE_BPS: Final = 100
+"""Slippage bound (1%) of a close that gives none: `TradingSettings.default_slippage_bps`'s default, and the
+bound `GET /api/relay/typed-data` puts in a signed close without `allowedPrice`."""
+
 UINT256_MAX: Final = 2**256 - 1
 """Largest uint256: also the vault's close-all sentinel for `sizeDelta`."""
 

@@ -434,6 +434,15 @@ class ClientDisconnectedError(RelayerError, code="client_disconnected", http_sta
     """The client hung up before its request body arrived: nothing was done."""
 
 
+class RawTransactionExpiredError(RelayerError, code="raw_transaction_expired", http_status=422):
+    """(A record's error.) A raw transaction not mined within `raw_ttl_s` of being accepted: dropped, never
+    broadcast again by the relayer (its sender may send it, or another at its nonce, again)."""
+
+
+class TooManyConnectionsError(RelayerError, code="too_many_connections", http_status=503, retryable=True):
+    """The server holds its cap of open connections (`RELAYER_HTTP_MAX_CONNECTIONS`): retry shortly."""
+
+
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 

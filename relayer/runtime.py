@@ -260,12 +260,14 @@ async def _start_relay(runtime: Runtime, signers: Sequence[Signer]) -> None:
             settings=settings.relay,
             journal=journal,
             instance=settings.instance_name,
+            policy=settings.sponsor.to_policy(),
         )
         relay.start()  # resumes once (nonces from the chain, unfinished records) before a new nonce is taken
     except BaseException:
         journal.close()
         raise
     relay.watch.interval_s = settings.trading.poll_interval_s
+    relay.default_slippage_bps = settings.trading.default_slippage_bps
     runtime.relay = relay  # trading sends from here on
     runtime.keeper = Keeper(relay=relay, from_block=settings.keeper_from_block)
     if settings.keeper_interval_s > 0:  # 0: nobody runs it in the background (tests call `tick()`)

@@ -59,8 +59,9 @@ class Receipt:
 
 @dataclass(frozen=True)
 class SenderState:
-    """What `ChainClient.sender_state` read of a transaction's sender."""
+    """What `ChainClient.sender_state` read of a transaction's sender, and the latest block it was read at."""
 
+    head: ChainHead
     latest_nonce: int
     balance_wei: int
     _estimate: RpcReply
@@ -120,16 +121,18 @@ class ChainClient(ChainClientCore):
             raise
 
     async def sender_state(self, sender: str, to: str, data: bytes, value_wei: int) -> SenderState:
-        """A user-signed transaction's sender, read in one batch: its mined nonce, its balance, and the call
-        simulated from it (decoded when asked for, so the caller checks in its own order)."""
-        nonce, balance, estimate = await self._batch(
+        """A user-signed transaction's sender, read in one batch with the latest block (its base fee): its
+        mined nonce, its balance, and the call simulated from it (decoded when asked for, so the caller checks
+        in its own order)."""
+        block, nonce, balance, estimate = await self._batch(
             [
+                LATEST_BLOCK,
                 RpcCall("eth_getTransactionCount", [to_checksum_address(sender), "latest"]),
                 RpcCall("eth_getBalance", [to_checksum_address(sender), "latest"]),
                 _estimate_call(sender, to, data, value_wei),
             ]
         )
-        return SenderState(nonce.quantity(), balance.quantity(), estimate)
+        return SenderState(self._note_head(block), nonce.quantity(), balance.quantity(), estimate)
 
     async def send_raw(self, raw_tx: bytes) -> NodeError | None:
         """Broadcast signed bytes once (never retried here: the sender decides). None: the node took them."""
@@ -200,16 +203,16 @@ class ChainClient(ChainClientCore):
     # --- the vault ----------------------------------------------------------------------------------------
 
     async def position(self, position_id: bytes) -> PositionQuote:
-        """A position with its market's price (zero owner: never existed)."""
+        """A position with its market's price (zero owner: never existed); its owner noted in the cache."""
         reply = await self._one(self._view_call(calldata.encode_call("getPositionWithPrice", position_id)))
-        return decode_position_with_price(position_id, reply.data())
+        quote = decode_position_with_price(position_id, reply.data())
+        if quote.position.owner != _ZERO_ADDRESS:
+            self._owners.put(position_id, quote.position.owner)
+        return quote
 
     async def position_owner(self, position_id: bytes) -> str:
         """The owner of a position (zero address when it never existed), read; noted in the owner cache."""
-        owner = (await self.position(position_id)).position.owner
-        if owner != _ZERO_ADDRESS:
-            self._owners.put(position_id, owner)
-        return owner
+        return (await self.position(position_id)).position.owner
 
     async def signed_request_state(self, position_id: bytes) -> tuple[ChainHead, Fees, str, int]:
         """What checking a signed request needs, in one batch in the common case: the head, the fees, the

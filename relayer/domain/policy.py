@@ -22,7 +22,15 @@ from relayer.domain.bps import plus_bps
 from relayer.domain.fees import Fees
 from relayer.domain.jsonio import reject_unknown_fields
 from relayer.domain.status import RecordKind
-from relayer.errors import DisallowedTransactionError, FeeCapExceededError, InvalidFieldError
+from relayer.errors import (
+    DisallowedTransactionError,
+    FeeBelowBaseFeeError,
+    FeeCapExceededError,
+    InvalidFieldError,
+    InvalidNonceError,
+    NonceTooFarError,
+    TooManyPendingError,
+)
 
 POSITION_FUNCTIONS: frozenset[str] = frozenset(
     {
@@ -188,6 +196,76 @@ def check_raw(
             "the vault accepts no ether: value must be 0", value=str(tx.value_wei)
         )
     return check_call(tx.to, tx.data, vault=vault, allowed=allowed)
+
+
+def check_raw_sendable(
+    tx: RawTransaction, *, next_nonce: int, base_fee_wei: int | None, balance_wei: int, nonce_window: int
+) -> None:
+    """Whether a raw transaction could be mined now, judged against its sender's state at the latest block:
+    its nonce is the sender's next one or at most `nonce_window` ahead, its max fee pays the latest base fee
+    (not checked on a chain without one), and the sender's balance pays its gas limit at its max fee plus its
+    value. One that fails any of these would sit queued, never mined, and be broadcast again and again.
+
+    >>> tx = RawTransaction(b"", "0xS", 1, 5, None, 0, b"", 100_000, 10, 1, 2)
+    >>> check_raw_sendable(tx, next_nonce=3, base_fee_wei=7, balance_wei=10**6, nonce_window=2)
+    >>> check_raw_sendable(tx, next_nonce=3, base_fee_wei=7, balance_wei=10**6, nonce_window=1)
+    Traceback (most recent call last):
+    ...
+    relayer.errors.NonceTooFarError: nonce 5 of 0xS is 2 ahead of its next nonce 3 (at most 1 allowed)
+
+    Raises:
+        InvalidNonceError: the nonce is already used on chain (a replay).
+        NonceTooFarError: the nonce is more than `nonce_window` ahead of `next_nonce`.
+        FeeBelowBaseFeeError: the max fee per gas is below the latest block's base fee.
+        DisallowedTransactionError: the sender cannot pay for its gas and value.
+    """
+    if tx.nonce < next_nonce:
+        raise InvalidNonceError(
+            f"nonce {tx.nonce} of {tx.sender} is already used (replayed)",
+            owner=tx.sender,
+            expected=next_nonce,
+            got=tx.nonce,
+        )
+    if tx.nonce - next_nonce > nonce_window:
+        raise NonceTooFarError(
+            f"nonce {tx.nonce} of {tx.sender} is {tx.nonce - next_nonce} ahead of its next nonce {next_nonce}"
+            f" (at most {nonce_window} allowed)",
+            sender=tx.sender,
+            nonce=tx.nonce,
+            nextNonce=next_nonce,
+            window=nonce_window,
+        )
+    if base_fee_wei is not None and tx.max_fee_per_gas_wei < base_fee_wei:
+        raise FeeBelowBaseFeeError(
+            "the transaction's max fee per gas is below the latest block's base fee: no block would take it",
+            maxFeePerGas=str(tx.max_fee_per_gas_wei),
+            baseFeePerGas=str(base_fee_wei),
+        )
+    worst_cost_wei = tx.gas_limit * tx.max_fee_per_gas_wei + tx.value_wei
+    if balance_wei < worst_cost_wei:  # the node would refuse it: the sender's problem, said now
+        raise DisallowedTransactionError(
+            "the transaction's sender cannot pay for its gas and value",
+            sender=tx.sender,
+            balanceWei=str(balance_wei),
+            maxCostWei=str(worst_cost_wei),
+        )
+
+
+def check_raw_pending(sender: str, unmined: int, *, max_pending: int) -> None:
+    """A sender may have at most `max_pending` raw transactions here not yet mined (`unmined`) when a new one
+    arrives.
+
+    Raises:
+        TooManyPendingError: it already has `max_pending` (or more).
+    """
+    if unmined >= max_pending:
+        raise TooManyPendingError(
+            f"{sender} already has {unmined} raw transactions waiting here (at most {max_pending}):"
+            " send more once they are mined or expired",
+            sender=sender,
+            pending=unmined,
+            limit=max_pending,
+        )
 
 
 def cap_fees(fees: Fees, max_fee_per_gas_wei: int, *, base_fee_wei: int | None) -> Fees:

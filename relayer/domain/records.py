@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from relayer.constants import ETH_DECIMALS, MAX_LIST_LIMIT, MAX_LIST_OFFSET
 from relayer.domain.fees import Fees
+from relayer.domain.sponsorship import Charge
 from relayer.domain.status import AttemptKind, RecordKind, TxStatus
 from relayer.domain.units import format_fixed
 from relayer.errors import InvalidFieldError
@@ -185,6 +186,8 @@ class CallPlan:
     account: str | None = None
     """The account the call acts for (kept on the record)."""
     request: RequestRef | None = None
+    charge: Charge | None = None
+    """What the sponsorship policy reserves for it when it is signed (None: not charged)."""
 
 
 @dataclass(frozen=True)

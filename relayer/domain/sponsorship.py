@@ -3,8 +3,10 @@
 A relayer pays gas for others, so it is attacked for its gas. Every call the relayer signs and pays for is
 charged, before it is signed, against budgets in fixed windows (`Window`):
 
-- the **owner** it acts for (`owner:<address>`): requests per window and gas in wei per UTC day;
-- the **API key** that asked (`key:<id>`): the same, the key's own daily spend where it has one;
+- a signed request's **owner** (`owner:<address>`): requests per window and gas in wei per UTC day;
+- an **API key**'s calls (`key:<id>`): the same, the key's own daily spend where it has one (a key is issued
+  by the operator to one account: its calls count against the key, not against the owner's budget for
+  signed requests);
 - the relayer as a whole (`global`): gas in wei per UTC day, the daily spend cap.
 
 Keeper executions are counted (`keeper`, and `global`) but never refused: a take-profit or stop-loss must
@@ -25,10 +27,15 @@ so every instance agrees on it without talking, and "resets at" is exact.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from relayer.domain.status import AttemptKind
 from relayer.errors import QuotaExceededError, SponsorshipRefusedError
+
+if TYPE_CHECKING:  # records keep a `Charge`; this module only reads them
+    from relayer.domain.records import RelayRecord
 
 DAY_S = 86_400
 """The gas budgets' window: one UTC day, in seconds."""
@@ -179,7 +186,7 @@ def windows_for(policy: Policy, sponsored: Sponsored, now_s: int) -> tuple[Windo
             Window(GLOBAL_SCOPE, DAY_S, day),
         )
     windows: list[Window] = []
-    if sponsored.account is not None:
+    if sponsored.key_id is None and sponsored.account is not None:  # a signed request's owner
         owner = f"owner:{sponsored.account.lower()}"
         minute = window_start(now_s, policy.window_s)
         windows.append(Window(owner, policy.window_s, minute, max_requests=policy.owner_requests_per_window))
@@ -257,3 +264,41 @@ def settlement(charge: Charge, *, actual_wei: int, noop: bool) -> dict[tuple[str
     {('owner:0xab', 86400, 0): 0, ('global', 86400, 0): 30}
     """
     return {w.key(): (actual_wei if (w.payer or not noop) else 0) for w in charge.windows}
+
+
+def final_cost(record: RelayRecord) -> tuple[int, bool]:
+    """What a final record cost the relayer, in wei, and whether that was a no-op filling its nonce: the
+    receipt of whichever of its transactions was mined (gas used x effective gas price); 0 when none of
+    ours was (replaced by someone else's)."""
+    mined = record.mined
+    if mined is None:
+        return 0, False
+    noop = any(a.tx_hash == mined.tx_hash and a.kind is AttemptKind.NOOP for a in record.attempts)
+    return mined.gas_used * mined.effective_gas_price_wei, noop
+
+
+def global_day(now_s: int) -> Window:
+    """The relayer's own spend window of today (UTC)."""
+    return Window(GLOBAL_SCOPE, DAY_S, window_start(now_s, DAY_S))
+
+
+def spend_today(
+    policy: Policy,
+    usage_of: Callable[[int, Iterable[Window]], dict[tuple[str, int, int], Usage]],
+    chain_id: int,
+    now_s: int,
+) -> dict[str, Any]:
+    """The relayer's spend today on `chain_id` against the daily cap, as `/health` and `relayer policy show`
+    report it (`usage_of` is the journal's `spend_usage`)."""
+    window = global_day(now_s)
+    used = usage_of(chain_id, [window]).get(window.key(), Usage())
+    cap = policy.daily_cap_wei
+    return {
+        "chainId": chain_id,
+        "dayStart": window.start,
+        "resetsAt": window.resets_at,
+        "requests": used.requests,
+        "spentWei": str(used.spent_wei),
+        "dailyCapWei": str(cap),
+        "capReached": bool(cap) and used.spent_wei >= cap,
+    }

@@ -37,6 +37,7 @@ from relayer.domain.requests import (
 from relayer.domain.status import RecordKind
 from relayer.domain.units import parse_bool, parse_fixed, parse_int
 from relayer.errors import (
+    DeadlineTooSoonError,
     ExpiredRequestError,
     InvalidFieldError,
     InvalidNonceError,
@@ -176,10 +177,10 @@ def request_from_params(params: Mapping[str, Any]) -> SignedRequest:
     """An unsigned request from `GET /api/relay/typed-data`'s parameters, in human units.
 
     `kind` (close|trigger), `positionId`; close: `sizeDelta` (base units; absent: close all), `allowedPrice`
-    (USD; absent: 0 = no bound); trigger: `isTakeProfit` (true|false), `price` (USD, 0 cancels), `closeBps`
-    (1..10000 when setting, absent when cancelling); both: `deadline`, `nonce` (absent: 0 here, for the
-    caller to fill from the chain). Absent means missing or None; an empty string is a (malformed) value,
-    never "all".
+    (USD; "0": no bound; absent: 0 here, for the caller to fill with the default slippage bound); trigger:
+    `isTakeProfit` (true|false), `price` (USD, 0 cancels), `closeBps` (1..10000 when setting, absent when
+    cancelling); both: `deadline`, `nonce` (absent: 0 here, for the caller to fill from the chain). Absent
+    means missing or None; an empty string is a (malformed) value, never "all".
 
     Raises:
         InvalidFieldError, InvalidPriceError, InvalidCloseBpsError: by `relayer.domain.requests`'s rules, so a
@@ -294,12 +295,14 @@ def parse_signed_relay(body: Mapping[str, Any]) -> SignedRelay:
 
 @dataclass(frozen=True)
 class TypedDataQuery:
-    """What `GET /api/relay/typed-data` asks for: a request to sign, and whether its deadline and nonce were
-    given (when not, the relay fills them from the chain: latest block + TTL, the owner's next nonce)."""
+    """What `GET /api/relay/typed-data` asks for: a request to sign, and whether its deadline, nonce and (for
+    a close) its `allowedPrice` were given (when not, the relay fills them from the chain: latest block + TTL,
+    the owner's next nonce, the oracle price less the default slippage)."""
 
     request: SignedRequest
     deadline_given: bool
     nonce_given: bool
+    allowed_price_given: bool = True
 
 
 def parse_typed_data_query(params: Mapping[str, Any]) -> TypedDataQuery:
@@ -309,7 +312,10 @@ def parse_typed_data_query(params: Mapping[str, Any]) -> TypedDataQuery:
         InvalidFieldError, InvalidPriceError, InvalidCloseBpsError: as `request_from_params`.
     """
     return TypedDataQuery(
-        request_from_params(params), params.get("deadline") is not None, params.get("nonce") is not None
+        request_from_params(params),
+        params.get("deadline") is not None,
+        params.get("nonce") is not None,
+        params.get("allowedPrice") is not None,
     )
 
 
@@ -331,17 +337,19 @@ def check_request(
     now_s: int,
     chain_id: int,
     vault: str,
+    min_margin_s: int,
 ) -> None:
     """The vault's checks, off-chain: deadline against the latest block time, nonce, signer = owner, and a
     set-trigger's price and close share (`relayer.domain.requests`'s rules; the vault ignores the share of a
-    cancel, so it is not checked then).
+    cancel, so it is not checked then); and the relayer's own: a deadline at least `min_margin_s` after the
+    latest block (`check_deadline_margin`).
 
     Raises:
         ExpiredRequestError, InvalidNonceError, InvalidSignatureError: as the vault would revert.
+        DeadlineTooSoonError: it could expire before it is mined (the relayer would pay for a no-op).
         InvalidPriceError, InvalidCloseBpsError: a set-trigger the vault would refuse.
     """
-    if now_s > request.deadline:
-        raise ExpiredRequestError.past_deadline(request.deadline, now_s)
+    check_deadline_margin(request.deadline, now_s=now_s, min_margin_s=min_margin_s)
     if request.nonce != expected_nonce:
         raise InvalidNonceError.not_next(owner, expected_nonce, request.nonce)
     signer = recover_signer(request, signature, chain_id=chain_id, vault=vault)
@@ -353,3 +361,33 @@ def check_request(
         check_trigger_price_e8(request.price_e8, "request.price")
         if request.price_e8 != 0:
             parse_close_bps(request.close_bps, "request.closeBps", cancelling=False)
+
+
+def check_deadline_margin(deadline: int, *, now_s: int, min_margin_s: int) -> None:
+    """A signed request's `deadline` against the latest block's time `now_s`: past it, the vault would revert
+    (`request_expired`); closer than `min_margin_s` seconds, it could expire before a block takes it, and the
+    relayer would pay a no-op for its nonce (`deadline_too_soon`). The vault reverts once `block.timestamp >
+    deadline`, and the next block is always later than the latest one, so a deadline equal to the latest
+    block's time can never be met.
+
+    >>> check_deadline_margin(1_000, now_s=900, min_margin_s=30)
+    >>> check_deadline_margin(1_000, now_s=1_000, min_margin_s=30)
+    Traceback (most recent call last):
+    ...
+    relayer.errors.DeadlineTooSoonError: the signed request's deadline is too close to the latest block...
+
+    Raises:
+        ExpiredRequestError: `now_s` is past `deadline`.
+        DeadlineTooSoonError: `deadline` is less than `min_margin_s` after `now_s`.
+    """
+    if now_s > deadline:
+        raise ExpiredRequestError.past_deadline(deadline, now_s)
+    if deadline - now_s < min_margin_s:
+        raise DeadlineTooSoonError(
+            "the signed request's deadline is too close to the latest block: it could expire before it is"
+            f" mined; sign it again with a deadline at least {min_margin_s} s after the latest block",
+            deadline=deadline,
+            timestamp=now_s,
+            minMarginS=min_margin_s,
+            earliestDeadline=now_s + min_margin_s,
+        )

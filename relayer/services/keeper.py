@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from relayer.domain import calldata
 from relayer.domain.positions import crossed_trigger
+from relayer.domain.sponsorship import Sponsored
 from relayer.errors import PositionNotFoundError, RelayerError, TriggerNotCrossedError
 from relayer.services.relay.leases import KEEPER_LEASE
 from relayer.services.relay.service import RelayService
@@ -114,7 +115,11 @@ class Keeper:
             key = order if attempt == 0 else f"{order}:retry{attempt}"
             try:
                 submission = await self.relay.submit_call(
-                    data, idempotency_key=key, key_scope=KEEPER_SCOPE, account=position.owner
+                    data,
+                    idempotency_key=key,
+                    key_scope=KEEPER_SCOPE,
+                    account=position.owner,
+                    sponsored=Sponsored(position.owner, keeper=True),
                 )
             except (TriggerNotCrossedError, PositionNotFoundError):
                 return None  # the price moved back, or the position closed, since we read it

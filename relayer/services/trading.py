@@ -35,6 +35,7 @@ from relayer.domain.markets import normalize_symbol
 from relayer.domain.positions import TriggerOrder, side_name, trigger_on_valid_side
 from relayer.domain.records import RelayRecord
 from relayer.domain.requests import CloseRequest, parse_position_id, parse_trigger_price
+from relayer.domain.sponsorship import Sponsored
 from relayer.domain.units import parse_fixed, usd_text
 from relayer.errors import (
     AmbiguousPositionError,
@@ -104,15 +105,16 @@ class TradingService:
     # --- authentication -------------------------------------------------------------------------------------
 
     def authenticate(self, presented: str | None, scope: Scope) -> ApiKey:
-        """The key behind `presented`, checked for `scope` (401 / 403 per `apikeys.require`)."""
+        """The key behind `presented`, checked for `scope` and its expiry at this service's clock (401 / 403
+        per `apikeys.require`)."""
         key = None
         if presented:
             presented = presented.strip()
             key = self.keys.api_key_by_hash(apikeys.hash_key(presented))
             if key is not None and not apikeys.verify(presented, key.key_hash):
                 key = None  # the index found it; the constant-time comparison is what accepts it
-        checked = apikeys.require(key, scope)
         now = int(self.clock())
+        checked = apikeys.require(key, scope, now_s=now)
         if checked.last_used_at is None or now - checked.last_used_at >= LAST_USED_RESOLUTION_S:
             self.keys.touch_api_key(checked.key_id, now)
         return checked
@@ -275,7 +277,9 @@ class TradingService:
     async def _resolve(
         self, key: ApiKey, symbol: str, is_long: bool | None, position_id: object
     ) -> PositionSummary:
-        """The account's one open position in `symbol` (narrowed by side or id); 409 when it is ambiguous."""
+        """The account's one open position in `symbol` (narrowed by side or id); 409 when it is ambiguous,
+        403 `market_not_allowed` before any chain read when the key may not trade `symbol`."""
+        apikeys.require_market(key, symbol)
         if position_id is not None:
             summary = await self._owned(key, position_id)
             if summary.quote.position.market != symbol:
@@ -297,7 +301,8 @@ class TradingService:
         return matches[0]
 
     async def _owned(self, key: ApiKey, position_id: object) -> PositionSummary:
-        """The open position `position_id`, which must belong to the key's account (403 otherwise)."""
+        """The open position `position_id`, which must belong to the key's account and be in a market the key
+        may trade (403 otherwise)."""
         if position_id is None:
             raise InvalidFieldError("positionId", "is required")
         pid = parse_position_id(position_id, "positionId")
@@ -305,6 +310,7 @@ class TradingService:
         position = summary.quote.position
         if position.owner.lower() != key.account.lower():
             raise NotAuthorizedError("this position belongs to another account", positionId="0x" + pid.hex())
+        apikeys.require_market(key, position.market)
         if not position.is_open:
             raise PositionNotFoundError.closed(pid)
         return summary
@@ -422,6 +428,7 @@ class TradingService:
             fingerprint=intent.fingerprint,
             idempotency_key=intent.idempotency_key,
             key_scope=intent.scope,
+            sponsored=Sponsored(intent.key.account, intent.key.key_id, intent.key.daily_spend_wei),
         )
         return (await relay.submit_checked(call)).record
 

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from relayer.domain.records import Attempt, Intent, Lease, RelayRecord
-from relayer.domain.status import PENDING, TxStatus
+from relayer.domain.sponsorship import Charge, Usage, Window, first_refusal
+from relayer.domain.status import FINAL, PENDING, TxStatus
 from relayer.stores import journal_chains, journal_rows
 from relayer.stores import sqlite as store_file
 from relayer.stores.journal_chains import ChainBinding
@@ -163,14 +164,25 @@ class SqlJournal(Journal):
         return None if row is None else self.get(row["record_id"])
 
     def records(
-        self, status: TxStatus | None = None, *, limit: int = 100, offset: int = 0
+        self,
+        status: TxStatus | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        account: str | None = None,
     ) -> list[RelayRecord]:
-        """Records, newest first, optionally of one status."""
-        where, args = self._on_chain("" if status is None else "status = ?")
+        """Records, newest first, optionally of one status and of one account (compared without case)."""
+        clauses: list[str] = []
+        filters: list[Any] = []
         if status is not None:
-            args.insert(0, status.value)
+            clauses.append("status = ?")
+            filters.append(status.value)
+        if account is not None:
+            clauses.append("LOWER(account) = ?")
+            filters.append(account.lower())
+        where, args = self._on_chain(" AND ".join(clauses))
         sql = f"SELECT * FROM records {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"  # noqa: S608
-        return self._query(sql, [*args, limit, offset])
+        return self._query(sql, [*filters, *args, limit, offset])
 
     def pending(self) -> list[RelayRecord]:
         """Every record that still needs work, oldest nonce first per sender (the order to broadcast in)."""
@@ -180,6 +192,13 @@ class SqlJournal(Journal):
     def all(self) -> list[RelayRecord]:
         where, args = self._on_chain()
         return self._query(f"SELECT * FROM records {where} {_RECORD_ORDER}", args)  # noqa: S608
+
+    def unmined_raw(self, sender: str) -> int:
+        """Raw records of `sender` still `queued` or `submitted` (what a sender's cap counts)."""
+        where, args = self._on_chain("kind = 'raw' AND sender = ? AND status IN (?, ?)")
+        sql = f"SELECT COUNT(*) AS n FROM records {where}"  # noqa: S608
+        row = self.db.row(sql, [sender, TxStatus.QUEUED.value, TxStatus.SUBMITTED.value, *args])
+        return 0 if row is None else int(row["n"])
 
     def nonce_summary(self) -> dict[str, tuple[int, int]]:
         """Per relayer signer: (highest nonce journaled, count of records still pending)."""
@@ -329,6 +348,46 @@ class SqlJournal(Journal):
             (self._bound_chain(), key, holder),
         )
 
+    # --- sponsorship spend --------------------------------------------------------------------------------
+
+    def spend_usage(self, chain_id: int, windows: Iterable[Window]) -> dict[tuple[str, int, int], Usage]:
+        with self.db.session() as session:
+            return _usage(session, chain_id, tuple(windows), "")
+
+    def unsettled_charges(self, limit: int = 200) -> list[tuple[RelayRecord, Charge]]:
+        final = sorted(status.value for status in FINAL)
+        where, args = self._on_chain(
+            f"charge IS NOT NULL AND charged_wei IS NULL AND status IN ({marks(len(final))})"
+        )
+        with self.db.session() as session:
+            rows = session.rows(
+                f"SELECT * FROM records {where} ORDER BY updated_at, id LIMIT ?",  # noqa: S608
+                [*final, *args, limit],
+            )
+            attempts = _attempts(session, [row["id"] for row in rows])
+        return [
+            (journal_rows.record_from_row(row, attempts[row["id"]]), Charge.from_json(row["charge"]))
+            for row in rows
+        ]
+
+    def settle_charge(
+        self, record_id: str, chain_id: int, charge: Charge, settled: dict[tuple[str, int, int], int]
+    ) -> bool:
+        lock = " FOR UPDATE" if self.db.dialect.skip_locked else ""
+        with self.db.transaction() as session:
+            marked = session.execute(
+                "UPDATE records SET charged_wei = ? WHERE id = ? AND charged_wei IS NULL",
+                (str(max(settled.values(), default=0)), record_id),
+            )
+            if marked != 1:
+                return False  # settled already (by this instance or another)
+            usages = _locked_usage(session, chain_id, charge.windows, lock)
+            for window in charge.windows:
+                usage = usages[window.key()]
+                spent = max(0, usage.spent_wei + settled.get(window.key(), 0) - charge.wei)
+                _write_usage(session, chain_id, window, Usage(usage.requests, spent))
+        return True
+
     # --- intents ------------------------------------------------------------------------------------------
 
     def add_intent(self, intent: Intent) -> None:
@@ -339,7 +398,7 @@ class SqlJournal(Journal):
                 session.execute(
                     "INSERT INTO intents (id, chain_id, signer, kind, to_address, data, gas_limit, fees,"
                     " request_hash, idempotency_key, account, request_owner, request_nonce, deadline, state,"
-                    " error, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " error, created_at, updated_at, charge) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         intent.id,
                         intent.chain_id,
@@ -359,6 +418,7 @@ class SqlJournal(Journal):
                         None,
                         intent.created_at,
                         intent.created_at,
+                        None if plan.charge is None else plan.charge.to_json(),
                     ),
                 )
                 if self.shared:
@@ -418,6 +478,43 @@ def _listen(
             conn.close()
 
 
+def _usage(
+    session: Session, chain_id: int, windows: tuple[Window, ...], lock: str
+) -> dict[tuple[str, int, int], Usage]:
+    """What each of `windows` holds (an absent row: nothing yet), rows locked with `lock`."""
+    found: dict[tuple[str, int, int], Usage] = {}
+    for window in windows:
+        row = session.row(
+            "SELECT requests, spent_wei FROM spend WHERE chain_id = ? AND scope = ? AND window_s = ?"  # noqa: S608
+            f" AND window_start = ?{lock}",
+            (chain_id, window.scope, window.window_s, window.start),
+        )
+        found[window.key()] = Usage() if row is None else Usage(int(row["requests"]), int(row["spent_wei"]))
+    return found
+
+
+def _locked_usage(
+    session: Session, chain_id: int, windows: tuple[Window, ...], lock: str
+) -> dict[tuple[str, int, int], Usage]:
+    """`_usage`, each window's row made first (so PostgreSQL can lock it: two first charges of a window in
+    two transactions then take turns instead of both inserting)."""
+    for window in windows:
+        session.execute(
+            "INSERT INTO spend (chain_id, scope, window_s, window_start, requests, spent_wei)"
+            " VALUES (?, ?, ?, ?, 0, '0') ON CONFLICT DO NOTHING",
+            (chain_id, window.scope, window.window_s, window.start),
+        )
+    return _usage(session, chain_id, windows, lock)
+
+
+def _write_usage(session: Session, chain_id: int, window: Window, usage: Usage) -> None:
+    session.execute(
+        "UPDATE spend SET requests = ?, spent_wei = ? WHERE chain_id = ? AND scope = ? AND window_s = ?"
+        " AND window_start = ?",
+        (usage.requests, str(usage.spent_wei), chain_id, window.scope, window.window_s, window.start),
+    )
+
+
 def _attempts(session: Session, record_ids: list[str]) -> dict[str, list[Attempt]]:
     found: dict[str, list[Attempt]] = {record_id: [] for record_id in record_ids}
     for start in range(0, len(record_ids), 500):
@@ -438,6 +535,7 @@ class SqlJournalWriter:
         self._session = session
         self._chain_id = chain_id
         self._skip_locked = skip_locked
+        self._for_update = " FOR UPDATE" if skip_locked else ""  # PostgreSQL; SQLite's writer is alone
         self._now = now_sql
 
     def fence(self, lease: Lease) -> None:
@@ -477,8 +575,25 @@ class SqlJournalWriter:
             else (TxStatus(row["status"]), int(row["seq"] if row["seq"] is not None else -1))
         )
 
-    def insert(self, record: RelayRecord) -> None:
-        """Insert a record and its attempts, ending the claim on its idempotency key.
+    def reserve(self, chain_id: int, charge: Charge, now_s: int) -> None:
+        """Add `charge` (one request and its worst-case wei) to each of its windows, locking their rows
+        until this transaction ends, unless that would pass a limit.
+
+        Raises:
+            QuotaExceededError: the first window it would pass; nothing of this write is kept.
+        """
+        usages = _locked_usage(self._session, chain_id, charge.windows, self._for_update)
+        refused = first_refusal(charge, usages, now_s)
+        if refused is not None:
+            raise refused
+        for window in charge.windows:
+            usage = usages[window.key()]
+            added = Usage(usage.requests + 1, usage.spent_wei + charge.wei)
+            _write_usage(self._session, chain_id, window, added)
+
+    def insert(self, record: RelayRecord, *, charge: Charge | None = None) -> None:
+        """Insert a record and its attempts (with the sponsorship `charge` reserved for it, if any), ending
+        the claim on its idempotency key.
 
         Raises:
             JournalConflict: naming the uniqueness rule that refused it; nothing of this write is kept.
@@ -490,8 +605,8 @@ class SqlJournalWriter:
             self._session.execute(
                 "INSERT INTO records (id, kind, status, idempotency_key, request_hash, sender, nonce,"
                 " chain_id, to_address, data, value_wei, gas_limit, request_owner, request_nonce, deadline,"
-                " noop_outcome, error, mined, created_at, updated_at, account)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " noop_outcome, error, mined, created_at, updated_at, account, charge)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     record.id,
                     record.kind.value,
@@ -514,6 +629,7 @@ class SqlJournalWriter:
                     record.created_at,
                     record.updated_at,
                     record.account,
+                    None if charge is None else charge.to_json(),
                 ),
             )
             self.add_attempts(record.id, record.attempts)

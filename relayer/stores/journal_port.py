@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from relayer.domain.records import Attempt, Intent, Lease, Mined, RelayRecord
+from relayer.domain.sponsorship import Charge, Usage, Window
 from relayer.domain.status import TxStatus, can_transition
 from relayer.stores.journal_chains import ChainBinding
 
@@ -66,8 +67,18 @@ class JournalWriter(Protocol):
         """(status, last attempt seq) of a record, read inside the transaction for a compare-and-set."""
         ...
 
-    def insert(self, record: RelayRecord) -> None:
-        """Insert a record and its attempts, and end the claim on its idempotency key.
+    def reserve(self, chain_id: int, charge: Charge, now_s: int) -> None:
+        """Add `charge` to its spend windows unless one would pass its limit (`relayer.domain.sponsorship`),
+        the windows' rows held until the transaction ends.
+
+        Raises: QuotaExceededError for the first window it would pass (the transaction must end without
+        effect).
+        """
+        ...
+
+    def insert(self, record: RelayRecord, *, charge: Charge | None = None) -> None:
+        """Insert a record and its attempts (keeping the `charge` reserved for it), and end the claim on its
+        idempotency key.
 
         Raises: JournalConflict naming the uniqueness rule that refused it (nothing of it kept).
         """
@@ -179,9 +190,14 @@ class Journal(ABC):
 
     @abstractmethod
     def records(
-        self, status: TxStatus | None = None, *, limit: int = 100, offset: int = 0
+        self,
+        status: TxStatus | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        account: str | None = None,
     ) -> list[RelayRecord]:
-        """Newest first."""
+        """Newest first; `account`: only the records acting for it (`RelayRecord.account`, any case)."""
 
     @abstractmethod
     def pending(self) -> list[RelayRecord]:
@@ -189,6 +205,10 @@ class Journal(ABC):
 
     @abstractmethod
     def all(self) -> list[RelayRecord]: ...
+
+    @abstractmethod
+    def unmined_raw(self, sender: str) -> int:
+        """How many raw records of `sender` are still `queued` or `submitted` (not mined, not settled)."""
 
     @abstractmethod
     def nonce_summary(self) -> dict[str, tuple[int, int]]:
@@ -272,3 +292,20 @@ class Journal(ABC):
     def listen_intents(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call `wake` (from another thread) whenever an intent is journaled, by any instance; returns the
         function that stops listening. A store of one process has nothing to listen to (a no-op)."""
+
+    # --- sponsorship spend (`relayer.domain.sponsorship`) ---------------------------------------------------
+
+    @abstractmethod
+    def spend_usage(self, chain_id: int, windows: Iterable[Window]) -> dict[tuple[str, int, int], Usage]:
+        """What each window holds on chain `chain_id` (requests and wei; an unused window: zero)."""
+
+    @abstractmethod
+    def unsettled_charges(self, limit: int = 200) -> list[tuple[RelayRecord, Charge]]:
+        """Final records whose charge is not settled yet, oldest first, with that charge."""
+
+    @abstractmethod
+    def settle_charge(
+        self, record_id: str, chain_id: int, charge: Charge, settled: dict[tuple[str, int, int], int]
+    ) -> bool:
+        """Replace a final record's reservation by what it cost (`settled`, per window) in its windows, once:
+        False when it was settled already (by any instance)."""

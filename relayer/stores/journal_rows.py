@@ -11,6 +11,7 @@ import json
 
 from relayer.domain.fees import Fees
 from relayer.domain.records import Attempt, CallPlan, Intent, Lease, Mined, RelayRecord, RequestRef
+from relayer.domain.sponsorship import Charge
 from relayer.domain.status import AttemptKind, RecordKind, TxStatus
 from relayer.stores.sql import Row
 
@@ -136,6 +137,7 @@ def intent_from_row(row: Row) -> Intent:
         idempotency_key=row["idempotency_key"],
         account=row["account"],
         request=_request(row),
+        charge=None if row["charge"] is None else Charge.from_json(row["charge"]),
     )
     return Intent(
         id=row["id"],

@@ -35,9 +35,20 @@ class KeyStore(Protocol):
     """
 
     def insert_api_key(
-        self, *, key_hash: str, prefix: str, label: str, account: str, scopes: frozenset[Scope], now: int
+        self,
+        *,
+        key_hash: str,
+        prefix: str,
+        label: str,
+        account: str,
+        scopes: frozenset[Scope],
+        now: int,
+        expires_at: int | None = None,
+        markets: frozenset[str] | None = None,
+        daily_spend_wei: int | None = None,
     ) -> ApiKey:
-        """Store a new key's hash (never the key) and return the stored record."""
+        """Store a new key's hash (never the key) and its limits, already checked by `apikeys.create_key`
+        (None: no expiry, every market, the policy's per-key budget), and return the stored record."""
         ...
 
     def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
@@ -88,14 +99,34 @@ class SqlKeyStore:
             self._db = None
 
     def insert_api_key(
-        self, *, key_hash: str, prefix: str, label: str, account: str, scopes: frozenset[Scope], now: int
+        self,
+        *,
+        key_hash: str,
+        prefix: str,
+        label: str,
+        account: str,
+        scopes: frozenset[Scope],
+        now: int,
+        expires_at: int | None = None,
+        markets: frozenset[str] | None = None,
+        daily_spend_wei: int | None = None,
     ) -> ApiKey:
         database = self._writer()
         with database.transaction() as session:
             session.execute(
-                "INSERT INTO api_keys (key_hash, prefix, label, account, scopes, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (key_hash, prefix, label, account, ",".join(sorted(scopes)), now),
+                "INSERT INTO api_keys (key_hash, prefix, label, account, scopes, created_at, expires_at,"
+                " markets, daily_spend_wei) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key_hash,
+                    prefix,
+                    label,
+                    account,
+                    ",".join(sorted(scopes)),
+                    now,
+                    expires_at,
+                    None if markets is None else ",".join(sorted(markets)),
+                    None if daily_spend_wei is None else str(daily_spend_wei),
+                ),
             )
             row = session.row("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,))
         assert row is not None
@@ -200,4 +231,8 @@ def _api_key(row: Row) -> ApiKey:
         last_used_at=None if row["last_used_at"] is None else int(row["last_used_at"]),
         revoked_at=None if row["revoked_at"] is None else int(row["revoked_at"]),
         key_hash=row["key_hash"],
+        expires_at=None if row["expires_at"] is None else int(row["expires_at"]),
+        # NULL is every market; a stored empty list (never written by `create_key`) is none, failing closed.
+        markets=None if row["markets"] is None else frozenset(m for m in row["markets"].split(",") if m),
+        daily_spend_wei=None if row["daily_spend_wei"] is None else int(row["daily_spend_wei"]),
     )

@@ -53,11 +53,12 @@ MCP_HEADERS = {
 
 
 def _mcp_session(client: TestClient) -> dict[str, str]:
-    """Headers of an initialized MCP session (the SDK answers calls outside one with its own 400)."""
+    """Headers of an initialized MCP client (the server is stateless: no session id, each call alone)."""
     answer = client.post("/mcp/", json=INITIALIZE, headers=MCP_HEADERS)
     assert answer.status_code == 200, answer.text
     assert "vault-relayer" in answer.text
-    headers = {**MCP_HEADERS, "mcp-session-id": answer.headers["mcp-session-id"]}
+    assert "mcp-session-id" not in answer.headers
+    headers = {**MCP_HEADERS, "mcp-protocol-version": INITIALIZE["params"]["protocolVersion"]}
     assert client.post("/mcp/", json=INITIALIZED, headers=headers).status_code == 202
     return headers
 

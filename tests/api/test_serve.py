@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import httpx
@@ -26,6 +26,7 @@ from eth_account.signers.local import LocalAccount
 from relayer.chain.connect import ANVIL_DEFAULT_KEYS, Chain, embedded_keys
 from relayer.chain.deploy import Deployment
 from relayer.faces.cli.common import EXIT_ERROR, EXIT_UNAVAILABLE
+from relayer.faces.cli.keys import create_key
 from relayer.stores.journal import SqliteJournal
 from relayer.stores.journal_chains import ChainBinding
 from relayer.stores.keys import SqliteKeyStore
@@ -329,9 +330,13 @@ def test_an_embedded_serve_in_a_node_servers_folder_leaves_its_records_alone(tmp
     journal = tmp_path / ".relayer" / "journal.sqlite3"
     journal.parent.mkdir(mode=0o700)
     journal_with_a_record(journal, ChainBinding(31337, "0x" + "ee" * 32), "node-record")
+    with closing(SqliteKeyStore(journal)) as keys:  # `admin`: every account's records are listed
+        admin, _ = create_key(keys, account="0x" + "aa" * 20, scopes="read,admin")
 
     with serving("--price-feed-interval", "0", cwd=tmp_path) as server:
-        listed = httpx.get(server.base_url + "/api/transactions")
+        listed = httpx.get(
+            server.base_url + "/api/transactions", headers={"Authorization": f"Bearer {admin}"}
+        )
 
     assert "dropped" not in server.output
     assert listed.status_code == 200, listed.text

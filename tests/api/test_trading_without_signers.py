@@ -140,7 +140,7 @@ def test_relay_records_are_503_relay_not_configured(client: TestClient, accounts
     for response in (
         client.get("/api/trade/transactions/some-id", headers=_bearer(key)),
         client.get("/api/transactions/some-id"),
-        client.get("/api/transactions"),
+        client.get("/api/transactions", headers=_bearer(key)),
     ):
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "relay_not_configured"

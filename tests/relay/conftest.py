@@ -21,6 +21,7 @@ from relayer.chain.connect import Chain, chain_port
 from relayer.chain.deploy import Deployment
 from relayer.chain.jsonrpc import RpcPort
 from relayer.config import RelaySettings
+from relayer.domain.sponsorship import Policy
 from relayer.domain.typed_data import SignedRelay, parse_signed_relay, parse_typed_data_query
 from relayer.faces.api.errors import install_error_handlers
 from relayer.faces.api.relay_routes import relay_service, router
@@ -140,6 +141,7 @@ def make_service(
         hooks: SenderHooks | None = None,
         target: Chain | None = None,
         port: RpcPort | None = None,
+        policy: Policy | None = None,
         **settings: Any,
     ) -> Blocking[RelayService]:
         settings.setdefault("journal_path", store.journal_path)
@@ -153,6 +155,7 @@ def make_service(
             settings=RelaySettings(**settings),
             clock=clock,
             hooks=hooks,
+            policy=policy,
         )
         made.append(service)
         return Blocking(service, portal)

@@ -8,6 +8,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from relayer.chain.connect import Chain
@@ -15,7 +16,9 @@ from relayer.chain.deploy import Deployment
 from relayer.chain.transact import build_transaction
 from relayer.chain.vault import VaultReader
 from relayer.domain import calldata
+from relayer.domain.apikeys import ApiKey, Scope
 from relayer.domain.typed_data import parse_signed_relay, parse_typed_data_query
+from relayer.faces.api.relay_routes import records_reader
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.values import KEEPER_SCOPE
 from tests.blocking import Blocking
@@ -293,6 +296,12 @@ def test_transactions_listing_and_lookup(
     position_id = open_position(owner=accounts[1])
     record_id = client.post("/api/relay/signed", json=signed_body(accounts[1], position_id)).json()["id"]
     settle(service)
+    # Listing takes an API key (tests/api/test_reads_scoped.py); here one of the signer's own account.
+    app = client.app
+    assert isinstance(app, FastAPI)
+    app.dependency_overrides[records_reader] = lambda: ApiKey(
+        1, "vrk_test", "", accounts[1].address, frozenset({Scope.READ}), 0, None, None
+    )
     listed = client.get("/api/transactions", params={"status": "confirmed"}).json()["transactions"]
     assert [r["id"] for r in listed] == [record_id]
     assert client.get("/api/transactions", params={"status": "queued"}).json()["transactions"] == []

@@ -73,7 +73,7 @@ def test_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert other.encode() not in data
 
 
-@pytest.mark.parametrize("scopes", ["admin", "read,write", "", " , "])
+@pytest.mark.parametrize("scopes", ["owner", "read,write", "", " , "])
 def test_bad_scopes_exit_2_with_a_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], scopes: str
 ) -> None:

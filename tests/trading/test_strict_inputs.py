@@ -181,9 +181,9 @@ def test_text_with_spaces_around_it_is_refused_not_trimmed(
     ],
 )
 def test_out_of_range_or_unknown_query_parameters_are_422(
-    trading: Trading, params: dict[str, str], field: str
+    trading: Trading, trader: LocalAccount, params: dict[str, str], field: str
 ) -> None:
-    error = _error(trading.client.get("/api/transactions", params=params), 422, "invalid_field")
+    error = _error(trading.get("/api/transactions", trading.key(trader), **params), 422, "invalid_field")
 
     assert error["details"]["field"] == field
 

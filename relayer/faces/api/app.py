@@ -8,7 +8,8 @@ chain or None), `client` (`ChainClient`), `builder`. On the embedded chain every
 holds `chain.lock` (py-evm is not thread-safe; the client's own calls take it too).
 
 Routes: the builder's (`relayer.faces.api.routes`), the relay's (`relay_routes`) and API-key trading
-(`trading_routes`); the MCP tool server is mounted at `/mcp/` (streamable HTTP). Further services plug in
+(`trading_routes`); the MCP tool server is mounted at `/mcp/` (streamable HTTP, stateless: no sessions, so
+nothing a client's `initialize` could pile up; `app.state.mcp` is the server). Further services plug in
 as `services`: async context managers entered after the core resources exist and left before they close.
 """
 
@@ -77,7 +78,9 @@ def create_app(
         return state["runtime"].trading
 
     mcp = build_mcp_server(trading)
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=settings.host)
+    # Stateless: every MCP request stands alone (the tools are request/response and take their API key as an
+    # argument), so no `initialize` leaves a session behind: anonymous clients have no table to fill.
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=settings.host, stateless_http=True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -118,5 +121,6 @@ def create_app(
     for extra in extra_routers:
         app.include_router(extra)
     app.mount("/mcp", StrictJsonBody(mcp_app))
-    app.add_middleware(RequestGuard)
+    app.add_middleware(RequestGuard, body_timeout_s=settings.http.body_timeout_s)
+    app.state.mcp = mcp
     return app

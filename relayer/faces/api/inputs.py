@@ -20,6 +20,23 @@ from relayer.errors import InvalidFieldError, UnsupportedMediaTypeError
 
 JSON_MEDIA_TYPE = "application/json"
 
+KEY_HEADERS: dict[str, Any] = {
+    "parameters": [
+        {"name": "Authorization", "in": "header", "schema": {"type": "string"}, "example": "Bearer vrk_..."},
+        {"name": "X-API-Key", "in": "header", "schema": {"type": "string"}},
+    ]
+}
+"""OpenAPI `openapi_extra` of a route taking an API key (read by `api_key_of`, checked by the service)."""
+
+
+def api_key_of(request: Request) -> str | None:
+    """The presented key, from `Authorization: Bearer` or `X-API-Key` (None when neither is there)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key")
+
 
 async def json_object(request: Request) -> dict[str, Any]:
     """The request body as a JSON object.

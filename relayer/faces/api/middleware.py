@@ -1,42 +1,65 @@
-"""Request-level guards: a body size limit and a request id on every answer and log line (`RequestGuard`),
-and strict JSON bodies for a mounted app that parses its own (`StrictJsonBody`, around the MCP server).
+"""Request-level guards: a body size limit, a body-read deadline, a client leaving mid-body answered as a
+client error, and a request id on every answer and log line (`RequestGuard`); strict JSON bodies for a mounted
+app that parses its own (`StrictJsonBody`, around the MCP server).
 
-Pure ASGI (no `BaseHTTPMiddleware`), so streaming answers (the MCP mount) pass through untouched.
+Pure ASGI (no `BaseHTTPMiddleware`), so streaming answers (the MCP mount) pass through untouched. The bounds
+below the request (header-read deadline, idle keep-alive, connection cap) are the server's: see
+`relayer.faces.api.edge`.
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import re
 import uuid
 from collections.abc import Sequence
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from relayer.errors import BodyTooLargeError
+from relayer.errors import BodyTooLargeError, ClientDisconnectedError, RelayerError, RequestTimeoutError
+from relayer.faces.logs import request_id
 from relayer.faces.mcp import refusal_of
 
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body accepted (64 KiB): every request here is a few hundred bytes of JSON."""
 
+DEFAULT_BODY_TIMEOUT_S = 15.0
+"""Seconds a request body may take to arrive after its headers (`RELAYER_HTTP_BODY_TIMEOUT_S`'s default)."""
+
 REQUEST_ID_HEADER = "x-request-id"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_CLOSE = (b"connection", b"close")
 
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-"""The current request's id, for log lines (`relayer.faces.api.errors` logs it with every unhandled error)."""
+__all__ = ["MAX_BODY_BYTES", "RequestGuard", "StrictJsonBody", "request_id"]
 
 log = logging.getLogger("relayer.api.access")
 
 
 class RequestGuard:
-    """Tag each HTTP request with an id (the client's `X-Request-ID` if sane, else a new one) and refuse a
-    body over `max_body_bytes` with 413 `body_too_large` before the app reads it."""
+    """Tag each HTTP request with an id (the client's `X-Request-ID` if sane, else a new one; every log line
+    written while it runs carries it, see `relayer.faces.logs`), and bound its body:
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    - over `max_body_bytes`: 413 `body_too_large`, before the app reads it (declared) or while it does;
+    - not all there `body_timeout_s` after the headers: 408 `request_timeout`;
+    - the client hangs up before it is all there: 400 `client_disconnected` (nothing was done; one INFO line,
+      no traceback).
+
+    The last three are raised from the app's `receive` as `RelayerError`s, so the app's error handlers answer
+    them like any other. An answer given while a declared body is still unread closes the connection: the
+    rest of that body must not be read as the next request, nor hold the connection open.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,43 +71,79 @@ class RequestGuard:
         token = request_id.set(rid)
         try:
             declared = headers.get("content-length", "")
+            expected = (declared.isdigit() and int(declared) > 0) or "transfer-encoding" in headers
+            body = _BoundedBody(receive, scope, self.max_body_bytes, self.body_timeout_s, expected=expected)
+            tagged = self._tagged(send, rid, scope, body)
             if declared.isdigit() and int(declared) > self.max_body_bytes:
-                await self._too_large(send, rid)
+                error = BodyTooLargeError(self.max_body_bytes)
+                await _send_json(tagged, error.http_status, error.envelope())
                 return
-            # A body found too large while the app reads it raises `BodyTooLargeError` from `receive`: the
-            # app's error handlers answer it like any other `RelayerError`.
-            await self.app(scope, self._limited(receive), self._tagged(send, rid, scope))
+            await self.app(scope, body.receive, tagged)
         finally:
             request_id.reset(token)
 
-    def _limited(self, receive: Receive) -> Receive:
-        seen = 0
-
-        async def wrapped() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
-                    raise BodyTooLargeError(self.max_body_bytes)
-            return message
-
-        return wrapped
-
     @staticmethod
-    def _tagged(send: Send, rid: str, scope: Scope) -> Send:
+    def _tagged(send: Send, rid: str, scope: Scope, body: _BoundedBody) -> Send:
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                extra = [(b"x-request-id", rid.encode())]
+                if not body.complete:
+                    extra.append(_CLOSE)
+                message["headers"] = [*message.get("headers", []), *extra]
                 method, path, status = scope["method"], scope["path"], message["status"]
-                log.info("request=%s method=%s path=%s status=%s", rid, method, path, status)
+                log.info("method=%s path=%s status=%s", method, path, status)
             await send(message)
 
         return wrapped
 
-    async def _too_large(self, send: Send, rid: str) -> None:
-        error = BodyTooLargeError(self.max_body_bytes)
-        await _send_json(send, error.http_status, error.envelope(), [(b"x-request-id", rid.encode())])
+
+class _BoundedBody:
+    """The app's `receive` for one request: the body within its size and time bounds (see `RequestGuard`);
+    once the body is all there, the client's own `receive` untouched (a streaming answer must still hear the
+    client hang up, however long it streams)."""
+
+    def __init__(
+        self, receive: Receive, scope: Scope, max_bytes: int, timeout_s: float, *, expected: bool
+    ) -> None:
+        self._receive = receive
+        self._scope = scope
+        self._max_bytes = max_bytes
+        self._timeout_s = timeout_s
+        self._deadline = anyio.current_time() + timeout_s
+        self._seen = 0
+        self.complete = not expected
+
+    async def receive(self) -> Message:
+        if self.complete:
+            return await self._receive()
+        with anyio.move_on_after(self._deadline - anyio.current_time()) as waited:
+            message = await self._receive()
+        if waited.cancelled_caught:
+            self._refuse(
+                RequestTimeoutError(
+                    f"the request body did not arrive within {self._timeout_s} s of its headers",
+                    timeoutSeconds=self._timeout_s,
+                )
+            )
+        if message["type"] == "http.disconnect":
+            self._refuse(ClientDisconnectedError("the client hung up before its request body arrived"))
+        if message["type"] == "http.request":
+            self._seen += len(message.get("body", b""))
+            if self._seen > self._max_bytes:
+                raise BodyTooLargeError(self._max_bytes)
+            self.complete = not message.get("more_body", False)
+        return message
+
+    def _refuse(self, error: RelayerError) -> None:
+        """Raise `error` for the app to answer, with one INFO line (a client's doing, not the server's)."""
+        log.info(
+            "method=%s path=%s body unfinished after %s bytes: %s",
+            self._scope["method"],
+            self._scope["path"],
+            self._seen,
+            error.code,
+        )
+        raise error
 
 
 class StrictJsonBody:

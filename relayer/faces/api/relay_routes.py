@@ -3,19 +3,26 @@
 Mounted by the app factory: `app.include_router(relay_routes.router)`; each route gets the `RelayService`
 from the lifespan's runtime through the `relay_service` dependency (503 `relay_not_configured` without
 relayer signers; tests override it). Errors are `RelayerError`s, mapped once by `install_error_handlers`.
+
+Listing records takes an API key with the `read` scope (`records_reader`): a key lists its own account's
+records, a key with `admin` every account's. A record by its id stays readable to whoever holds the id.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from relayer.constants import MAX_LIST_LIMIT, MAX_LIST_OFFSET
+from relayer.domain.apikeys import ApiKey, Scope
 from relayer.domain.policy import parse_raw_relay
 from relayer.domain.typed_data import parse_signed_relay, parse_typed_data_query
-from relayer.faces.api.inputs import json_object
+from relayer.errors import PositionNotFoundError, TransactionNotFoundError
+from relayer.faces.api import schemas
+from relayer.faces.api.inputs import KEY_HEADERS, api_key_of, json_object
 from relayer.runtime import Runtime
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.values import Submission
@@ -32,12 +39,26 @@ async def relay_service(request: Request) -> RelayService:
 Relay = Annotated[RelayService, Depends(relay_service)]
 
 
+async def records_reader(request: Request) -> ApiKey:
+    """The API key listing records, authenticated by the trading service's key store (`TradingService.
+    authenticate`: 401 without a valid key, 403 without the `read` scope)."""
+    runtime: Runtime = request.app.state.runtime
+    return await anyio.to_thread.run_sync(runtime.trading.authenticate, api_key_of(request), Scope.READ)
+
+
+Reader = Annotated[ApiKey, Depends(records_reader)]
+
+
 def _answer(submission: Submission) -> JSONResponse:
     # 202: accepted and tracked (poll GET /api/transactions/{id}); 200: the same key and body again.
     return JSONResponse(submission.record.to_dict(), status_code=202 if submission.created else 200)
 
 
-@router.post("/api/relay/signed", status_code=202)
+@router.post(
+    "/api/relay/signed",
+    status_code=202,
+    responses={**schemas.answers(200), **schemas.error_responses(*schemas.SIGNED_RELAY)},
+)
 async def relay_signed(
     request: Request,
     service: Relay,
@@ -51,7 +72,11 @@ async def relay_signed(
     return _answer(await service.submit_signed(relay, idempotency_key=idempotency_key))
 
 
-@router.post("/api/relay/raw", status_code=202)
+@router.post(
+    "/api/relay/raw",
+    status_code=202,
+    responses={**schemas.answers(200), **schemas.error_responses(*schemas.RAW_RELAY)},
+)
 async def relay_raw(
     request: Request,
     service: Relay,
@@ -62,7 +87,10 @@ async def relay_raw(
     return _answer(await service.submit_raw(tx, idempotency_key=idempotency_key))
 
 
-@router.get("/api/relay/typed-data")
+@router.get(
+    "/api/relay/typed-data",
+    responses=schemas.error_responses(PositionNotFoundError, *schemas.RELAY, *schemas.CHAIN),
+)
 async def relay_typed_data(
     service: Relay,
     kind: str = Query(description="close or trigger"),
@@ -90,19 +118,28 @@ async def relay_typed_data(
     return await service.typed_data_for(parse_typed_data_query(params))
 
 
-@router.get("/api/transactions/{record_id}")
+@router.get(
+    "/api/transactions/{record_id}",
+    responses=schemas.error_responses(TransactionNotFoundError, *schemas.RELAY),
+)
 def get_transaction(service: Relay, record_id: str) -> dict[str, Any]:
     """A relayed transaction: status, every hash, and once mined its block, gas, fee and decoded events."""
     return service.get(record_id).to_dict()
 
 
-@router.get("/api/transactions")
+@router.get(
+    "/api/transactions",
+    responses=schemas.error_responses(*schemas.API_KEY, *schemas.RELAY),
+    openapi_extra=KEY_HEADERS,
+)
 def list_transactions(
+    reader: Reader,
     service: Relay,
     status: str | None = None,
     limit: int = Query(default=100, ge=1, le=MAX_LIST_LIMIT),
     offset: int = Query(default=0, ge=0, le=MAX_LIST_OFFSET),
 ) -> dict[str, Any]:
-    """Relayed transactions, newest first, optionally of one status."""
-    records = service.list(status, limit=limit, offset=offset)
+    """Relayed transactions, newest first, optionally of one status: the API key's account's, or with the
+    `admin` scope every account's (`read` scope needed)."""
+    records = service.list_for(reader, status, limit=limit, offset=offset)
     return {"transactions": [record.to_dict() for record in records]}

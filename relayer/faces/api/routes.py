@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel
 
+from relayer.errors import PositionNotFoundError, RelayerError
 from relayer.faces.api import schemas
 from relayer.faces.api.inputs import json_object
 from relayer.services.builder import TransactionBuilder
@@ -35,15 +36,15 @@ Builder = Annotated[TransactionBuilder, Depends(_builder)]
 
 
 def _read(
-    path: str, tag: str, summary: str, answer: type[BaseModel], *error_statuses: int
+    path: str, tag: str, summary: str, answer: type[BaseModel], *raised: type[RelayerError]
 ) -> Callable[[DecoratedCallable], DecoratedCallable]:
-    """A GET route of this router: its OpenAPI tag and summary, the documented answer, the error statuses."""
+    """A GET route of this router: its OpenAPI tag and summary, the documented answer, what it raises."""
     return router.get(
         path,
         tags=[tag],
         summary=summary,
         response_model=answer,
-        responses=schemas.error_responses(*error_statuses),
+        responses=schemas.error_responses(*raised),
     )
 
 
@@ -57,7 +58,7 @@ def _json(content: Any) -> Response:
     tags=["transactions"],
     summary="Build a close / partial close / TP-SL transaction for the position's owner to sign",
     response_model=schemas.CloseResponseDoc,
-    responses=schemas.error_responses(404, 409, 422, 503),
+    responses=schemas.error_responses(*schemas.BODY, *schemas.POSITION_CHECKS),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -85,9 +86,8 @@ async def close_position(request: Request, builder: Builder) -> Response:
     "positions",
     "One position, open or closed, with its market price and unrealized PnL",
     schemas.PositionDoc,
-    404,
-    422,
-    503,
+    PositionNotFoundError,
+    *schemas.CHAIN,
 )
 async def get_position(positionId: str, builder: Builder) -> Response:  # noqa: N803 - the documented name
     return _json((await builder.position(positionId)).to_dict())
@@ -98,8 +98,7 @@ async def get_position(positionId: str, builder: Builder) -> Response:  # noqa: 
     "positions",
     "An owner's positions (open ones unless include_closed=true), oldest first",
     schemas.PositionsDoc,
-    422,
-    503,
+    *schemas.CHAIN,
 )
 async def list_positions(
     builder: Builder,
@@ -111,7 +110,9 @@ async def list_positions(
     return _json((await builder.positions_of(owner, include_closed=include_closed)).to_dict())
 
 
-@_read("/api/markets", "markets", "Every market's oracle price and its age", schemas.MarketsDoc, 503)
+@_read(
+    "/api/markets", "markets", "Every market's oracle price and its age", schemas.MarketsDoc, *schemas.CHAIN
+)
 async def list_markets(builder: Builder) -> Response:
     return _json(markets_to_dict(await builder.markets()))
 
@@ -121,7 +122,7 @@ async def list_markets(builder: Builder) -> Response:
     "health",
     "Whether the node answers: chain id, latest block, vault address (503 chain_unavailable if not)",
     schemas.HealthDoc,
-    503,
+    *schemas.CHAIN,
 )
 async def health(request: Request) -> Response:
     return _json(await request.app.state.runtime.health())

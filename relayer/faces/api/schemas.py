@@ -10,9 +10,13 @@ core's `to_dict()`.
 from __future__ import annotations
 
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from relayer import errors
+from relayer.errors import RelayerError
 
 _POSITION_ID = "0x3f6b2a1c9d0e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a"
 _OWNER = "0x2B5AD5c4795c026514f8317c7a215E218DcCD6cF"
@@ -194,14 +198,144 @@ class HealthDoc(BaseModel):
 
 
 class ErrorBodyDoc(BaseModel):
-    code: str = Field(examples=["size_delta_exceeds_position"])
+    code: str = Field(
+        examples=["size_delta_exceeds_position"],
+        description="Stable and machine-readable; each status lists the codes the operation can answer.",
+    )
     message: str
     details: dict[str, Any]
 
 
 class ErrorDoc(BaseModel):
+    """Every error answer: `{"error": {"code", "message", "details"}}` (one shape for every status)."""
+
     error: ErrorBodyDoc
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ErrorDoc} for status in statuses}
+# --- the error answers of each operation, named by error class (the status and code come from the class) ----
+
+Errors = tuple[type[RelayerError], ...]
+
+EVERY_REQUEST: Errors = (
+    errors.InvalidFieldError,
+    errors.BodyTooLargeError,
+    errors.RequestTimeoutError,
+    errors.TooManyConnectionsError,
+)
+"""Any operation: a query parameter it does not have or given twice (422), a body over the limit (413),
+headers or body too slow (408), the server's connection cap reached (503)."""
+
+BODY: Errors = (
+    errors.UnsupportedMediaTypeError,
+    errors.InvalidFieldError,
+    errors.ClientDisconnectedError,
+)
+"""Reading a JSON body (`relayer.faces.api.inputs.json_object`; a client leaving mid-body)."""
+
+API_KEY: Errors = (errors.UnauthenticatedError, errors.ApiKeyExpiredError, errors.InsufficientScopeError)
+"""An operation that takes an API key (`Authorization: Bearer` or `X-API-Key`)."""
+
+CHAIN: Errors = (errors.ChainUnavailableError,)
+"""An operation that reads the node."""
+
+RELAY: Errors = (errors.RelayNotConfiguredError, errors.StoreUnavailableError)
+"""An operation that needs the relay (relayer signers) and its journal."""
+
+POSITION_CHECKS: Errors = (
+    errors.PositionNotFoundError,
+    errors.MarketNotFoundError,
+    errors.InvalidMarketError,
+    errors.InvalidSizeError,
+    errors.SizeDeltaExceedsPositionError,
+    errors.InvalidCloseBpsError,
+    errors.InvalidPriceError,
+    errors.InvalidTriggerPriceError,
+    errors.StalePriceError,
+    errors.PriceNotSetError,
+    errors.PriceSlippageError,
+    errors.ExecutionRevertedError,
+    *CHAIN,
+)
+"""Building and simulating a close or TP/SL against the chain (`TransactionBuilder`)."""
+
+SENDING: Errors = (
+    *RELAY,
+    errors.IdempotencyConflictError,
+    errors.RequestInProgressError,
+    errors.QuotaExceededError,
+    errors.SponsorshipRefusedError,
+    errors.RelayerOutOfFundsError,
+    errors.FeeCapExceededError,
+    errors.LeaseHolderUnavailableError,
+    errors.SignerUnavailableError,
+    errors.NodeRejectedError,
+    *CHAIN,
+)
+"""Journaling and sending a transaction the relayer pays for (`RelayService`)."""
+
+SIGNED_RELAY: Errors = (
+    *BODY,
+    errors.InvalidSignatureError,
+    errors.ExpiredRequestError,
+    errors.DeadlineTooSoonError,
+    errors.InvalidNonceError,
+    errors.DuplicateRequestError,
+    errors.NotAuthorizedError,
+    *POSITION_CHECKS,
+    *SENDING,
+)
+RAW_RELAY: Errors = (
+    *BODY,
+    errors.DisallowedTransactionError,
+    errors.FeeBelowBaseFeeError,
+    errors.NonceTooFarError,
+    errors.TooManyPendingError,
+    *SENDING,
+)
+TRADE: Errors = (
+    *BODY,
+    *API_KEY,
+    errors.NotAuthorizedError,
+    errors.MarketNotAllowedError,
+    errors.AmbiguousPositionError,
+    errors.OperatorNotApprovedError,
+    *POSITION_CHECKS,
+    *SENDING,
+)
+"""An API-key trading action (`TradingService`): the key, the account's position, the checks, the relay."""
+
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before sending the request again (a quota's reset, or 1).",
+        "schema": {"type": "integer"},
+    }
+}
+
+
+def error_responses(*raised: type[RelayerError]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of an operation that can raise `raised` (plus `EVERY_REQUEST`): per status,
+    the one shared `ErrorDoc` body, the codes in the description, and `Retry-After` where the answer carries
+    it (a 429, a retryable 5xx; see `relayer.faces.api.errors.error_response`)."""
+    codes: dict[int, list[str]] = {}
+    retry_after: set[int] = set()
+    for error in (*EVERY_REQUEST, *raised):
+        listed = codes.setdefault(error.http_status, [])
+        if error.code not in listed:
+            listed.append(error.code)
+        if error.retryable and (
+            error.http_status == HTTPStatus.TOO_MANY_REQUESTS or error.http_status >= 500
+        ):
+            retry_after.add(error.http_status)
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in sorted(codes):
+        named = ", ".join(f"`{code}`" for code in codes[status])
+        answer: dict[str, Any] = {"model": ErrorDoc, "description": f"{HTTPStatus(status).phrase}: {named}"}
+        if status in retry_after:
+            answer["headers"] = _RETRY_AFTER
+        responses[status] = answer
+    return responses
+
+
+def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Success statuses an operation answers besides its default one (e.g. 202 pending, 200 replayed)."""
+    return {status: {"description": HTTPStatus(status).phrase} for status in statuses}

@@ -12,7 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from relayer.faces.api.inputs import json_object
+from relayer.errors import InvalidMarketError, TransactionNotFoundError
+from relayer.faces.api import schemas
+from relayer.faces.api.inputs import KEY_HEADERS, api_key_of, json_object
 from relayer.runtime import Runtime
 from relayer.services.trading import TradingService
 from relayer.services.trading_answers import TradeOutcome
@@ -23,26 +25,19 @@ _EXAMPLE_ID = "0x" + "ab" * 32
 
 _KEY_HEADERS = {
     "parameters": [
-        {"name": "Authorization", "in": "header", "schema": {"type": "string"}, "example": "Bearer vrk_..."},
-        {"name": "X-API-Key", "in": "header", "schema": {"type": "string"}},
+        *KEY_HEADERS["parameters"],
         {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}},
     ]
 }
+
+_TRADE_RESPONSES = {**schemas.answers(202), **schemas.error_responses(*schemas.TRADE)}
+"""A trading action: 200 with the fill, 202 while its transaction is pending, or one of its errors."""
 
 
 def _service(request: Request) -> TradingService:
     """The app's trading service: always there; the actions that need the relay say so themselves."""
     runtime: Runtime = request.app.state.runtime
     return runtime.trading
-
-
-def api_key_of(request: Request) -> str | None:
-    """The presented key, from `Authorization: Bearer` or `X-API-Key` (None when neither is there)."""
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.headers.get("x-api-key")
 
 
 def _answer(outcome: TradeOutcome) -> JSONResponse:
@@ -59,6 +54,7 @@ def _body_example(example: dict[str, Any]) -> dict[str, Any]:
 @router.post(
     "/api/partialclose",
     summary="Close a percentage of the account's position in a market",
+    responses=_TRADE_RESPONSES,
     openapi_extra=_body_example({"symbol": "BTCUSDT", "exit_pct": 33}),
 )
 async def partial_close(request: Request) -> JSONResponse:
@@ -70,6 +66,7 @@ async def partial_close(request: Request) -> JSONResponse:
 @router.post(
     "/api/trade/close",
     summary="Close a position fully or by size",
+    responses=_TRADE_RESPONSES,
     openapi_extra=_body_example({"positionId": _EXAMPLE_ID, "sizeDelta": "0.1", "allowedPrice": "95e3"}),
 )
 async def close_position(request: Request) -> JSONResponse:
@@ -99,6 +96,7 @@ for _path, _order, _example_price in (
         _trigger_route(_order == "take-profit"),
         methods=["POST"],
         summary=f"Set, replace or cancel (price 0) the {_order}",
+        responses=_TRADE_RESPONSES,
         openapi_extra=_body_example({"positionId": _EXAMPLE_ID, "price": _example_price, "close_pct": 50}),
     )
 
@@ -106,6 +104,7 @@ for _path, _order, _example_price in (
 @router.post(
     "/api/trade/breakeven",
     summary="Move the stop-loss to the entry price for the full size",
+    responses=_TRADE_RESPONSES,
     openapi_extra=_body_example({"positionId": _EXAMPLE_ID}),
 )
 async def move_to_breakeven(request: Request) -> JSONResponse:
@@ -114,7 +113,12 @@ async def move_to_breakeven(request: Request) -> JSONResponse:
     return _answer(await _service(request).move_to_breakeven(api_key_of(request), body, idempotency_key=idem))
 
 
-@router.get("/api/trade/positions", summary="The account's open positions", openapi_extra=_KEY_HEADERS)
+@router.get(
+    "/api/trade/positions",
+    summary="The account's open positions",
+    responses=schemas.error_responses(*schemas.API_KEY, InvalidMarketError, *schemas.CHAIN),
+    openapi_extra=KEY_HEADERS,
+)
 async def get_positions(request: Request, symbol: str | None = None) -> dict[str, Any]:
     return await _service(request).get_positions(api_key_of(request), symbol)
 
@@ -122,7 +126,10 @@ async def get_positions(request: Request, symbol: str | None = None) -> dict[str
 @router.get(
     "/api/trade/transactions/{transaction_id}",
     summary="A relayed transaction of the account",
-    openapi_extra=_KEY_HEADERS,
+    responses=schemas.error_responses(
+        *schemas.API_KEY, TransactionNotFoundError, *schemas.RELAY, *schemas.CHAIN
+    ),
+    openapi_extra=KEY_HEADERS,
 )
 async def get_transaction(request: Request, transaction_id: str) -> dict[str, Any]:
     return await _service(request).get_transaction(api_key_of(request), transaction_id)

@@ -5,8 +5,9 @@ traceback for bad input, nor for a node that is down or a wrong vault at start-u
 uvicorn starts).
 
 The commands live beside this module: `serve` (`serve`, `mcp`, `keeper`), `chain_commands` (`deploy`,
-`demo`, `open`, `price set`, `operator`), `relay` (`relay status|list|signers`) and `keys` (`keys
-create|list|revoke`); `common` holds the exit codes and the parser set-up they share.
+`demo`, `open`, `price set`, `operator`), `relay` (`relay status|list|signers`), `keys` (`keys
+create|list|revoke`), `db` (`db migrate`) and `policy` (`policy show`); `common` holds the exit codes and
+the parser set-up they share.
 
 Signing keys come from the environment or an encrypted keystore, never from an argument
 (`relayer.chain.accounts`): `RELAYER_DEPLOYER_*` for `deploy`, `RELAYER_TRADER_*` for `open` and `operator`,
@@ -26,6 +27,7 @@ from relayer.faces.cli.chain_commands import add_account_commands, add_deploy_co
 from relayer.faces.cli.common import EXIT_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE, Command
 from relayer.faces.cli.db import add_db_commands
 from relayer.faces.cli.keys import add_key_commands
+from relayer.faces.cli.policy import add_policy_commands
 from relayer.faces.cli.relay import add_relay_commands
 from relayer.faces.cli.serve import add_serve_commands
 
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_relay_commands(sub)
     add_key_commands(sub)
     add_db_commands(sub)
+    add_policy_commands(sub)
     return parser
 
 

@@ -187,6 +187,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from relayer.faces.api.app import create_app
+    from relayer.faces.api.edge import server_config
     from relayer.runtime import check_startup
 
     settings = _load_settings(args)
@@ -205,15 +206,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(
             settings, chain=prepared.chain, signers=prepared.signers, price_keeper=prepared.price_keeper
         )
-        # One worker: the embedded chain lives in this process, and the JSON-RPC gateway's caches are per
-        # process.
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            access_log=settings.access_log,
-        )
+        uvicorn.Server(server_config(app, settings)).run()  # one worker, the edge bounds of settings.http
     return EXIT_OK
 
 
@@ -277,7 +270,8 @@ def add_serve_commands(subparsers: Subparsers) -> None:
         help="serve the REST API (embedded chain with demo accounts and positions unless --rpc-url)",
         description="Flags override RELAYER_* environment variables (RELAYER_RPC_URL, RELAYER_VAULT_ADDRESS, "
         "RELAYER_DEPLOYMENTS_FILE, RELAYER_HOST, RELAYER_PORT, RELAYER_RPC_TIMEOUT_S, "
-        "RELAYER_GAS_LIMIT_MARGIN_BPS, RELAYER_LOG_LEVEL, RELAYER_ACCESS_LOG, RELAYER_RELAY_JOURNAL_PATH). "
+        "RELAYER_GAS_LIMIT_MARGIN_BPS, RELAYER_LOG_LEVEL, RELAYER_ACCESS_LOG, RELAYER_RELAY_JOURNAL_PATH; "
+        "the HTTP edge: RELAYER_HTTP_HEADER_TIMEOUT_S, _BODY_TIMEOUT_S, _MAX_CONNECTIONS, _KEEP_ALIVE_S). "
         "The journal persists and may hold several chains' records; on the embedded chain each start drops "
         "the relay records an earlier run's embedded chain left (it is gone) and keeps API keys and every "
         "other chain's records. One relaying process per journal: a second one is refused. Exit codes at "

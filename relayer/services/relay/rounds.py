@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from relayer.domain import sponsorship
 from relayer.domain.blocks import ChainHead
 from relayer.domain.records import RelayRecord
 from relayer.domain.status import AttemptKind, TxStatus
@@ -45,6 +46,8 @@ class Rounds(RelayParts):
         self._resumed = False
         self._resend: set[str] = set()
         """Senders (and `RAW_LEASE`) whose lease was just taken: their records are re-sent next round."""
+        self._failing: dict[str, str] = {}
+        """Record id -> the code its last round failed with (logged when it changes, not every round)."""
         self._stop_listening: Callable[[], None] | None = None
 
     async def resume(self) -> int:
@@ -129,7 +132,20 @@ class Rounds(RelayParts):
 
     async def tick(self) -> int:
         """One round of the background loop; returns how many records are still unfinished."""
-        return await self._advance_all(resending=False)
+        unfinished = await self._advance_all(resending=False)
+        self.settle_charges()
+        return unfinished
+
+    def settle_charges(self) -> int:
+        """Settle the sponsorship charge of every record that became final (what the chain took replaces the
+        worst case reserved at signing; `relayer.domain.sponsorship.settlement`); returns how many. Any
+        instance may do it: the journal settles each record once."""
+        settled = 0
+        for record, charge in self.journal.unsettled_charges():
+            actual_wei, noop = sponsorship.final_cost(record)
+            amounts = sponsorship.settlement(charge, actual_wei=actual_wei, noop=noop)
+            settled += self.journal.settle_charge(record.id, record.chain_id, charge, amounts)
+        return settled
 
     def _mine(self, record: RelayRecord) -> bool:
         """Whether this instance acts on `record` now: it holds the lease of its signer (or of raw ones)."""
@@ -156,8 +172,14 @@ class Rounds(RelayParts):
                 except ChainUnavailableError:
                     log.warning("node unreachable; relay loop will retry")
                     break
-                except RelayerError as exc:
-                    log.warning("record=%s code=%s reason=%s", record.id, exc.code, exc.message)
+                except RelayerError as exc:  # logged once per record and code, not once per round
+                    if self._failing.get(record.id) != exc.code:
+                        log.warning("record=%s code=%s reason=%s", record.id, exc.code, exc.message)
+                    self._failing[record.id] = exc.code
+                else:
+                    self._failing.pop(record.id, None)
+            live = {record.id for record in pending}
+            self._failing = {rid: code for rid, code in self._failing.items() if rid in live}
             return sum(1 for record in self.journal.pending() if self._mine(record))
 
     async def _advance(
@@ -175,6 +197,9 @@ class Rounds(RelayParts):
             fresh = self.journal.get(record.id)
             if fresh is not None and fresh.status is TxStatus.MINED:
                 await self._confirm(fresh, head, just_seen=True)
+            return
+        if not record.kind.is_ours and self.clock() - record.created_at >= self.settings.raw_ttl_s:
+            await self.sender.expire_raw(record)  # dropped, unless one of its hashes mined after all
             return
         if record.kind.is_ours:
             has_noop = any(a.kind is AttemptKind.NOOP for a in record.attempts)

@@ -37,7 +37,10 @@ from relayer.errors import (
     DuplicateRequestError,
     FeeCapReachedError,
     IdempotencyConflictError,
+    NodeDeferredError,
     NonceUsedElsewhereError,
+    QuotaExceededError,
+    RawTransactionExpiredError,
     RelayerError,
     StoreUnavailableError,
 )
@@ -111,12 +114,20 @@ class Sender(RelayParts):
                 assert intent is not None  # only the insert conflicts
                 await self._refuse_intent(intent, conflict, lease)
                 return True
+            except QuotaExceededError as spent:  # its budget was spent meanwhile: the caller gets the 429
+                assert intent is not None  # only the reservation refuses
+                await self._refuse_intent(intent, spent, lease)
+                return True
             await self._after_journal(record)
         return True
 
-    async def _refuse_intent(self, intent: Intent, conflict: JournalConflict, lease: Lease) -> None:
-        if conflict.constraint == "request_owner":
-            error: RelayerError = DuplicateRequestError(
+    async def _refuse_intent(
+        self, intent: Intent, conflict: JournalConflict | RelayerError, lease: Lease
+    ) -> None:
+        if isinstance(conflict, RelayerError):
+            error: RelayerError = conflict
+        elif conflict.constraint == "request_owner":
+            error = DuplicateRequestError(
                 "this signed request is already being relayed (same owner and nonce)"
             )
         elif conflict.constraint == "idempotency_key":
@@ -142,7 +153,14 @@ class Sender(RelayParts):
             refused += 1
 
     def _sign_new(self, writer: JournalWriter, signer: Signer, plan: CallPlan, record_id: str) -> RelayRecord:
-        """The next nonce of `signer`, the call signed at it, and its record inserted, inside `writer`."""
+        """The call's sponsorship charge reserved, the next nonce of `signer`, the call signed at it, and its
+        record inserted, inside `writer`.
+
+        Raises:
+            QuotaExceededError: the charge would pass a budget (`relayer.domain.sponsorship`).
+        """
+        if plan.charge is not None:  # before anything is numbered or signed; held by the same transaction
+            writer.reserve(self.chain.chain_id, plan.charge, int(self.clock()))
         nonce = self.nonces.allocate(signer.address, writer.max_nonce(signer.address))
         tx = build_tx(
             chain_id=self.chain.chain_id,
@@ -184,7 +202,7 @@ class Sender(RelayParts):
                 ),
             ),
         )
-        writer.insert(record)
+        writer.insert(record, charge=plan.charge)
         return record
 
     async def _after_journal(self, record: RelayRecord) -> None:
@@ -283,7 +301,17 @@ class Sender(RelayParts):
             log.info("submitted record=%s nonce=%d hash=%s", record.id, record.nonce, attempt.tx_hash)
 
     async def _on_refusal(self, record: RelayRecord, attempt: Attempt, error: NodeError) -> None:
-        log.warning(
+        noted = error.as_error().to_dict()
+        if not record.kind.is_ours and error.kind is Kind.INSUFFICIENT_FUNDS:  # its sender's funds, not ours
+            noted = NodeDeferredError(
+                "the transaction's sender cannot pay for it (yet)", **error.details()
+            ).to_dict()
+        # A refusal the record already notes (the same code and kind, re-sent round after round) is not news:
+        # logged and written once per change of state, not once per round.
+        stays = error.kind.is_transient or (record.kind.is_ours and attempt.kind is AttemptKind.NOOP)
+        repeated = stays and _same_refusal(record.error, noted)
+        log.log(
+            logging.DEBUG if repeated or error.kind is Kind.ALREADY_KNOWN else logging.WARNING,
             "node refused %s nonce=%d hash=%s: %s (%s)",
             record.id,
             record.nonce,
@@ -295,9 +323,11 @@ class Sender(RelayParts):
             await self._accepted(record, attempt)
         elif error.kind is Kind.NONCE_TOO_LOW:
             await self.settle_used_nonce(self._reload(record))
+        elif repeated:
+            pass  # still pending, still noted: nothing changed
         elif error.kind.is_transient:
             # Left pending: the background loop re-sends, bumps or fills it. Noted for operators.
-            self.journal.set_error(record.id, record.status, error.as_error().to_dict(), now=self.clock())
+            self.journal.set_error(record.id, record.status, noted, now=self.clock())
         elif record.kind.is_ours and attempt.kind is not AttemptKind.NOOP:
             # These bytes can never be sent, but the nonce must still be used or every later one waits.
             await self.fill_nonce(self._reload(record), TxStatus.FAILED, error.as_error().to_dict())
@@ -305,11 +335,30 @@ class Sender(RelayParts):
             # Even the no-op was refused. The record stays pending, noted, until its nonce is used: settling
             # it now would leave a gap every later transaction of this signer waits behind, for good. The
             # loop re-sends the no-op and bumps it.
-            self.journal.set_error(record.id, record.status, error.as_error().to_dict(), now=self.clock())
+            self.journal.set_error(record.id, record.status, noted, now=self.clock())
         else:
             self._finish(record, TxStatus.FAILED, error=error.as_error().to_dict())
 
     # --- receipts -----------------------------------------------------------------------------------------
+
+    async def expire_raw(self, record: RelayRecord) -> bool:
+        """Drop a raw record not mined within `raw_ttl_s`: `expired`, never broadcast again. Its hashes'
+        receipts are read first, so one that was mined after all (the round's nonce read is a block behind,
+        say) ends `mined`, not `expired`. False when it was not expired (mined, or it moved on).
+        """
+        record = self._reload(record)
+        if record.status.is_settled:
+            return False
+        receipt = await self.find_receipt(record)
+        if receipt is not None:
+            await self.settle_receipt(record, receipt)
+            return False
+        error = RawTransactionExpiredError(
+            f"not mined within {self.settings.raw_ttl_s} s of being accepted: dropped, never broadcast again",
+            ttlS=self.settings.raw_ttl_s,
+            acceptedAt=int(record.created_at),
+        )
+        return self._finish(record, TxStatus.EXPIRED, error=error.to_dict(), expected_seq=record.latest.seq)
 
     async def find_receipt(self, record: RelayRecord) -> Receipt | None:
         """The receipt of whichever of the record's hashes mined (newest first), if any."""
@@ -490,3 +539,12 @@ class Sender(RelayParts):
         fresh = self.journal.get(record.id)
         assert fresh is not None  # records are never deleted
         return fresh
+
+
+def _same_refusal(noted: dict[str, Any] | None, refusal: dict[str, Any]) -> bool:
+    """Whether a record already notes this refusal: the same code and node kind (the node's message may
+    differ in a detail, such as the nonce it expected, and is not a change of state)."""
+    if noted is None:
+        return False
+    kind = (noted.get("details") or {}).get("nodeKind")
+    return bool(noted.get("code") == refusal["code"] and kind == refusal["details"].get("nodeKind"))

@@ -22,20 +22,31 @@ from eth_utils.crypto import keccak
 
 from relayer.chain.client import ChainClient
 from relayer.config import RelaySettings
-from relayer.constants import OPERATOR_CHECK_GAS
-from relayer.domain import policy
+from relayer.constants import DEFAULT_SLIPPAGE_BPS, OPERATOR_CHECK_GAS
+from relayer.domain import policy, sponsorship
+from relayer.domain.apikeys import ApiKey, Scope
 from relayer.domain.blocks import ChainHead
+from relayer.domain.exits import allowed_price_for_slippage
 from relayer.domain.fees import Fees
 from relayer.domain.policy import RawTransaction
 from relayer.domain.records import CallPlan, Intent, RecordPage, RelayRecord, RequestRef
+from relayer.domain.sponsorship import Charge, Policy, Sponsored
 from relayer.domain.status import RecordKind
-from relayer.domain.typed_data import SignedRelay, TypedDataQuery, check_request, typed_data
+from relayer.domain.typed_data import (
+    CloseRequest,
+    SignedRelay,
+    TypedDataQuery,
+    check_request,
+    typed_data,
+)
+from relayer.domain.units import usd_text
 from relayer.errors import (
     DisallowedTransactionError,
-    InvalidNonceError,
     LeaseHolderUnavailableError,
     PositionNotFoundError,
+    PriceNotSetError,
     RelayerError,
+    RelayerOutOfFundsError,
     SignerUnavailableError,
     TransactionNotFoundError,
     restore_error,
@@ -86,10 +97,16 @@ class RelayService:
         clock: Callable[[], float] = time.time,
         hooks: SenderHooks | None = None,
         instance: str = "local",
+        policy: Policy | None = None,
     ) -> None:
         """`chain` is started (`await chain.start()`) before the first request. `instance` names this
-        process in the leases (`relayer.services.relay.leases`) and `/health`."""
+        process in the leases (`relayer.services.relay.leases`) and `/health`. `policy` is the gas
+        sponsorship policy (None: the defaults of `SponsorshipSettings`)."""
         self.settings = settings
+        self.policy = policy or Policy()
+        self.default_slippage_bps = DEFAULT_SLIPPAGE_BPS
+        """The bound a signed close built by `typed_data_for` gets when it names none: the trading default
+        (`RELAYER_TRADING_DEFAULT_SLIPPAGE_BPS`, set by the runtime)."""
         self.chain = chain
         self.vault = chain.vault_address
         self.pool = signers if isinstance(signers, SignerPool) else SignerPool(signers)
@@ -120,6 +137,7 @@ class RelayService:
 
         Raises:
             InvalidSignatureError, ExpiredRequestError, InvalidNonceError: per `check_request`.
+            DeadlineTooSoonError: the deadline is less than `min_deadline_margin_s` after the latest block.
             DuplicateRequestError: the same request is already being relayed.
             IdempotencyConflictError: the key was used with another request.
             RelayerError: the vault error the simulation reverted with; out of funds; node unreachable.
@@ -147,10 +165,14 @@ class RelayService:
                 now_s=head.timestamp,
                 chain_id=self.chain.chain_id,
                 vault=self.vault,
+                min_margin_s=self.settings.min_deadline_margin_s,
             )
-            signed = RequestRef(owner, request.nonce, request.deadline)
+            sponsored = Sponsored(owner)
+            self._check_sponsored(sponsored)
+            ref = RequestRef(owner, request.nonce, request.deadline)
+            key = idempotency_key
             return await self._relay_call(
-                relay.kind, data, head, fees, fingerprint, idempotency_key, account=owner, request=signed
+                relay.kind, data, head, fees, fingerprint, key, sponsored=sponsored, request=ref
             )
         except RelayerError as error:  # a copy raced us to the same key: its answer
             return idempotency.answer_of_key(self.journal, idempotency_key, fingerprint, error)
@@ -163,9 +185,11 @@ class RelayService:
         fingerprint: str | None = None,
         key_scope: str = PUBLIC_SCOPE,
         account: str | None = None,
+        sponsored: Sponsored | None = None,
     ) -> Submission:
         """Relay a vault call signed and paid by a relayer signer (e.g. acting as an approved operator) for
-        `account`.
+        `account`, charged to `sponsored` (None: `account` as an owner; the keeper passes
+        `Sponsored(owner, keeper=True)`: counted, never refused).
 
         Raises:
             DisallowedTransactionError: the call is not an allowed vault function.
@@ -177,9 +201,11 @@ class RelayService:
                 return existing
             try:
                 policy.check_call(self.vault, data, vault=self.vault)
+                charged = sponsored or Sponsored(account)
+                self._check_sponsored(charged)
                 head, fees = await self.chain.head_and_fees()
                 return await self._relay_call(
-                    policy.call_kind(data), data, head, fees, fingerprint, key, account=account
+                    policy.call_kind(data), data, head, fees, fingerprint, key, sponsored=charged
                 )
             except RelayerError as error:  # a copy raced us to the same key: its answer
                 return idempotency.answer_of_key(self.journal, key, fingerprint, error)
@@ -193,6 +219,8 @@ class RelayService:
         """
         await self.rounds.ensure_resumed()
         key = scoped_key(call.key_scope, call.idempotency_key)
+        sponsored = call.sponsored or Sponsored(call.account)
+        self._check_sponsored(sponsored)
         fees = policy.cap_fees(
             call.fees, self.settings.max_fee_per_gas_wei, base_fee_wei=call.head.base_fee_wei
         )
@@ -209,6 +237,7 @@ class RelayService:
             request_hash=call.fingerprint,
             idempotency_key=key,
             account=call.account,
+            charge=self._charge(sponsored, gas_limit * fees.price_cap_wei),
         )
         try:
             record = await self._send(signer, plan)
@@ -226,6 +255,9 @@ class RelayService:
             DisallowedTransactionError: wrong target, function, chain id, type, a gas limit too low, or a
                 sender that cannot pay for it.
             InvalidNonceError: its nonce is already used on chain (replayed).
+            NonceTooFarError: its nonce is more than `raw_nonce_window` ahead of the sender's next nonce.
+            FeeBelowBaseFeeError: its max fee per gas is below the latest block's base fee.
+            TooManyPendingError: its sender has `raw_max_pending_per_sender` raw records not mined yet.
             RelayerError: the vault error the simulation reverted with; node unreachable.
         """
         fingerprint = request_hash("raw", {"transaction": "0x" + tx.raw.hex()})
@@ -242,31 +274,31 @@ class RelayService:
             known = self.journal.by_hash(raw_hash)
             if known is not None:
                 return Submission(known, False)  # the same bytes: one record, never a second transaction
+            self._check_raw_cap(tx.sender)  # before any chain read: a flood costs the node nothing
             state = await self.chain.sender_state(tx.sender, self.vault, tx.data, tx.value_wei)  # one batch
-            used = state.latest_nonce
-            if tx.nonce < used:
-                raise InvalidNonceError(
-                    f"nonce {tx.nonce} of {tx.sender} is already used (replayed)",
-                    owner=tx.sender,
-                    expected=used,
-                    got=tx.nonce,
-                )
-            worst_cost_wei = tx.gas_limit * tx.max_fee_per_gas_wei + tx.value_wei
-            balance = state.balance_wei
-            if balance < worst_cost_wei:  # the node would refuse it; say so now, not as the relayer's problem
+            policy.check_raw_sendable(
+                tx,
+                next_nonce=state.latest_nonce,
+                base_fee_wei=state.head.base_fee_wei,
+                balance_wei=state.balance_wei,
+                nonce_window=self.settings.raw_nonce_window,
+            )
+            try:
+                gas = state.gas_estimate()
+            except RelayerOutOfFundsError as unfunded:  # the sender's funds, not the relayer's
                 raise DisallowedTransactionError(
                     "the transaction's sender cannot pay for its gas and value",
                     sender=tx.sender,
-                    balanceWei=str(balance),
-                    maxCostWei=str(worst_cost_wei),
-                )
-            gas = state.gas_estimate()
+                    balanceWei=str(state.balance_wei),
+                    **unfunded.details,  # the node's own words (`nodeKind`, `nodeCode`, `nodeMessage`)
+                ) from None
             if tx.gas_limit < gas:
                 raise DisallowedTransactionError(
                     "the transaction's gas limit is below what the call needs",
                     gasLimit=tx.gas_limit,
                     estimate=gas,
                 )
+            self._check_raw_cap(tx.sender)  # again, just before the insert: no await between the two
             try:
                 record = await self.sender.journal_raw(
                     tx, request_hash=fingerprint, idempotency_key=idempotency_key
@@ -279,27 +311,66 @@ class RelayService:
         except RelayerError as error:  # a copy raced us to the same key: its answer
             return idempotency.answer_of_key(self.journal, idempotency_key, fingerprint, error)
 
-    async def typed_data_for(self, query: TypedDataQuery) -> dict[str, Any]:
+    def _check_raw_cap(self, sender: str) -> None:
+        """Raises: TooManyPendingError when `sender` already has `raw_max_pending_per_sender` raw records
+        here that are not mined yet."""
+        policy.check_raw_pending(
+            sender, self.journal.unmined_raw(sender), max_pending=self.settings.raw_max_pending_per_sender
+        )
+
+    async def typed_data_for(
+        self, query: TypedDataQuery, *, default_slippage_bps: int | None = None
+    ) -> dict[str, Any]:
         """The EIP-712 payload to sign for a close or set-trigger request (`parse_typed_data_query`), with
         the deadline (latest block + request TTL) and nonce (the owner's next vault nonce) filled in when
-        not given.
+        not given; a close without `allowedPrice` gets the trading default bound, `default_slippage_bps`
+        from the oracle price (`allowed_price_for_slippage`, as API-key trading does), never none. The answer
+        says which bound the close carries (`priceBound`).
 
         Raises:
             PositionNotFoundError: no position has this id.
+            PriceNotSetError: a close without `allowedPrice` on a market with no oracle price.
         """
         request = query.request
-        owner = await self._owner_of(request.position_id)
+        bound: dict[str, Any] | None = None
+        if default_slippage_bps is None:
+            default_slippage_bps = self.default_slippage_bps
+        if isinstance(request, CloseRequest) and not query.allowed_price_given:
+            quote = await self.chain.position(request.position_id)  # its owner and price in one read
+            position = quote.position
+            if not position.exists:
+                raise PositionNotFoundError.unknown(request.position_id)
+            if quote.price_e8 == 0:
+                raise PriceNotSetError.of_market(position.market)
+            owner = position.owner
+            allowed = allowed_price_for_slippage(
+                is_long=position.is_long, price_e8=quote.price_e8, slippage_bps=default_slippage_bps
+            )
+            request = replace(request, allowed_price_e8=allowed)
+            bound = {
+                "source": "defaultSlippage",
+                "allowedPrice": usd_text(allowed),
+                "oraclePrice": usd_text(quote.price_e8),
+                "slippageBps": default_slippage_bps,
+            }
+        else:
+            owner = await self._owner_of(request.position_id)
+            if isinstance(request, CloseRequest):
+                bound = {"source": "given", "allowedPrice": usd_text(request.allowed_price_e8)}
         if not query.deadline_given:
             request = replace(
                 request, deadline=(await self.chain.head()).timestamp + self.settings.request_ttl_s
             )
         if not query.nonce_given:
             request = replace(request, nonce=await self.chain.request_nonce(owner))
-        return {
+        answer = {
             "kind": request.kind.value,
             "owner": owner,
             "typedData": typed_data(request, chain_id=self.chain.chain_id, vault=self.vault),
         }
+        if bound is not None:
+            answer["priceBound"] = bound
+        return answer
 
     def get(self, record_id: str) -> RelayRecord:
         """Raises: TransactionNotFoundError."""
@@ -311,9 +382,28 @@ class RelayService:
     def list(
         self, status: str | None = None, *, limit: int = 100, offset: int = 0
     ) -> builtins.list[RelayRecord]:
-        """Records, newest first. Raises: InvalidFieldError per `RecordPage.parse`."""
+        """Every account's records, newest first: the operator's view (tests, tools). What a client may list
+        is `list_for`.
+
+        Raises:
+            InvalidFieldError: per `RecordPage.parse`.
+        """
         page = RecordPage.parse(status, limit, offset)
         return self.journal.records(page.status, limit=page.limit, offset=page.offset)
+
+    def list_for(
+        self, reader: ApiKey, status: str | None = None, *, limit: int = 100, offset: int = 0
+    ) -> builtins.list[RelayRecord]:
+        """The records `reader` (an authenticated API key) may list, newest first: those acting for its
+        account, or with the `admin` scope every account's. A record by its id (`get`) is not scoped: whoever
+        holds the id may read it.
+
+        Raises:
+            InvalidFieldError: per `RecordPage.parse`.
+        """
+        page = RecordPage.parse(status, limit, offset)
+        account = None if Scope.ADMIN in reader.scopes else reader.account
+        return self.journal.records(page.status, limit=page.limit, offset=page.offset, account=account)
 
     # --- the relay pipeline -------------------------------------------------------------------------------
 
@@ -420,10 +510,11 @@ class RelayService:
         fingerprint: str,
         idempotency_key: str | None,
         *,
-        account: str | None,
+        sponsored: Sponsored,
         request: RequestRef | None = None,
     ) -> Submission:
-        """Simulate from a signer that can pay, then journal and send. Never sends what did not simulate."""
+        """Simulate from a signer that can pay, then journal and send, charged to `sponsored`. Never sends
+        what did not simulate."""
         fees = policy.cap_fees(fees, self.settings.max_fee_per_gas_wei, base_fee_wei=head.base_fee_wei)
         signer, gas_limit = await funding.pick_signer(
             self.chain, self.pool, self.nonces, self._held, self.vault, data, fees.price_cap_wei
@@ -436,14 +527,43 @@ class RelayService:
             fees=fees,
             request_hash=fingerprint,
             idempotency_key=idempotency_key,
-            account=account,
+            account=sponsored.account,
             request=request,
+            charge=self._charge(sponsored, gas_limit * fees.price_cap_wei),
         )
         try:
             record = await self._send(signer, plan)
         except JournalConflict as conflict:
             return idempotency.after_conflict(self.journal, conflict, idempotency_key, fingerprint)
         return Submission(record, True)
+
+    # --- the sponsorship policy (`relayer.domain.sponsorship`) ---------------------------------------------
+
+    def _check_sponsored(self, sponsored: Sponsored) -> None:
+        """Refuse, before any simulation, a caller the policy does not pay for or whose budget is spent.
+
+        Raises:
+            SponsorshipRefusedError: not sponsored at all.
+            QuotaExceededError: a budget already spent (requests, or wei: the exact check, with this call's
+                worst case, is made when it is signed).
+        """
+        sponsorship.check_sponsored(self.policy, sponsored)
+        now_s = int(self.clock())
+        probe = Charge(0, sponsorship.windows_for(self.policy, sponsored, now_s))
+        usage = self.journal.spend_usage(self.chain.chain_id, probe.windows)
+        refused = sponsorship.first_refusal(probe, usage, now_s)
+        if refused is not None:
+            raise refused
+
+    def _charge(self, sponsored: Sponsored, worst_wei: int) -> Charge:
+        """What signing a call for `sponsored` that may cost up to `worst_wei` reserves."""
+        return Charge(worst_wei, sponsorship.windows_for(self.policy, sponsored, int(self.clock())))
+
+    def spend(self) -> dict[str, Any]:
+        """The relayer's spend today against its daily cap (for `/health` and `relayer policy show`)."""
+        return sponsorship.spend_today(
+            self.policy, self.journal.spend_usage, self.chain.chain_id, int(self.clock())
+        )
 
     async def _owner_of(self, position_id: bytes) -> str:
         """The owner a signed request about `position_id` must come from.
@@ -495,4 +615,5 @@ class RelayService:
             "signers": [s.to_dict() for s in signers],
             "lowBalance": any(s.low_balance for s in signers),
             "unfinished": len(self.journal.pending()),
+            "sponsorship": {"policy": self.policy.to_dict(), "today": self.spend()},
         }

@@ -16,6 +16,7 @@ from typing import Any
 from relayer.domain.blocks import ChainHead
 from relayer.domain.fees import Fees, fee_fields
 from relayer.domain.records import Attempt, RelayRecord
+from relayer.domain.sponsorship import Sponsored
 from relayer.domain.status import RecordKind
 from relayer.errors import InvalidFieldError
 
@@ -100,6 +101,8 @@ class CheckedCall:
     fingerprint: str
     idempotency_key: str | None
     key_scope: str
+    sponsored: Sponsored | None = None
+    """Whom the sponsorship policy charges (None: `account` as an owner)."""
 
 
 NOOP_GAS = 21_000
