@@ -9,7 +9,6 @@ import json
 import re
 import select
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from relayer.chain.connect import embedded_chain
 from relayer.chain.deploy import deploy_vault
@@ -28,6 +26,7 @@ from relayer.faces.cli import keys as keys_cli
 from relayer.stores.keys import SqliteKeyStore
 from tests.api.test_serve import Server, clean_env, serving
 from tests.conftest import _free_port
+from tests.serving import serving as serving_in_thread
 
 HEADER_TIMEOUT_S = 1
 BODY_TIMEOUT_S = 1
@@ -255,19 +254,8 @@ def capped(tmp_path: Path) -> Iterator[str]:
         keeper_interval_s=0,
         http=HttpSettings(max_connections=3, header_timeout_s=30),
     )
-    server = uvicorn.Server(server_config(create_app(settings, chain=chain), settings))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.02)
-    try:
+    with serving_in_thread(server_config(create_app(settings, chain=chain), settings)):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 def test_past_the_connection_cap_a_request_is_answered_503_and_room_comes_back(capped: str) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -15,7 +14,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from mcp import Client
 
@@ -30,6 +28,7 @@ from relayer.faces.cli import keys as keys_cli
 from relayer.stores.keys import SqliteKeyStore
 from tests.conftest import _free_port, units
 from tests.mcp.messages import INITIALIZE
+from tests.serving import serving
 from tests.trading.conftest import tool_json, trading_settings
 
 FLOOD = 2_000
@@ -86,19 +85,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
     settings = trading_settings(chain, deployment, journal_path, host="127.0.0.1", port=port)
     app = create_app(settings, chain=chain, services=[note_loop])
-    server = uvicorn.Server(server_config(app, settings))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.02)
-    try:
+    with serving(server_config(app, settings)):
         yield Served(f"http://127.0.0.1:{port}/mcp/", key, app, loops[0])
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 def test_an_initialize_flood_leaves_no_sessions_and_a_new_client_works(served: Served) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from relayer.faces.cli import keys as keys_cli
 from relayer.services.relay.signers import Signer
 from relayer.stores.keys import SqliteKeyStore
 from tests.conftest import ROOT, _free_port, require_tool, units
+from tests.serving import serving
 from tests.trading.conftest import tool_error, tool_json, trading_settings
 
 DEMO_KEY = re.compile(r"demo API keys? of (0x[0-9a-fA-F]{40})[^\n]*\n[^\n]*?(vrk_[A-Za-z0-9_-]+)")
@@ -62,19 +61,8 @@ def served_app(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
         chain=chain,
         signers=[Signer(s) for s in signers],
     )
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.02)
-    try:
+    with serving(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")):
         yield f"http://127.0.0.1:{port}/mcp/", key, position_id
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 def test_get_positions_over_streamable_http(served_app: tuple[str, str, str]) -> None:
