@@ -9,11 +9,15 @@ charged, before it is signed, against budgets in fixed windows (`Window`):
   signed requests);
 - the relayer as a whole (`global`): gas in wei per UTC day, the daily spend cap.
 
-Keeper executions are counted (`keeper`, and `global`) but never refused: a take-profit or stop-loss must
-fire whatever anyone else spent. The charge reserved at signing is the worst case (gas limit x the max fee
-per gas it was signed with); once the record is final it is settled at what the chain took (gas used x the
-effective gas price), or, for a nonce filled by a no-op, the no-op's worst case (21,000 x its max fee),
-charged to the owner or to the relayer alone as the policy says (`expired_noop_charged_to`).
+Keeper executions are counted (`keeper`, `global`, and the position owner's day, so an owner who sets orders
+on chain and has the keeper execute them spends its own budget for signed requests) but never refused: a
+take-profit or stop-loss must fire whatever anyone spent.
+
+The charge reserved at signing is the worst case (gas limit x the max fee per gas it was signed with); once
+the record is final it is settled at what the chain took (gas used x the effective gas price; a fee bump first
+raises the reservation to the bump's worst case, never refused). A nonce filled by a no-op is charged the
+no-op's receipt, to the owner (or key) or to the relayer alone as the policy says
+(`expired_noop_charged_to`).
 
 Windows are fixed and aligned to the unix epoch: a window of `window_s` seconds starts at a multiple of it,
 so every instance agrees on it without talking, and "resets at" is exact.
@@ -62,11 +66,15 @@ class Policy:
     daily_cap_wei: int = 10 * 10**18
     expired_noop_charged_to: NoopPayer = "owner"
 
-    def to_dict(self) -> dict[str, Any]:
-        """The policy as `relayer policy show` and `/health` print it (wei as decimal strings)."""
+    def to_dict(self, *, with_allowlist: bool = True) -> dict[str, Any]:
+        """The policy as `relayer policy show` prints it (wei as decimal strings); `/health`, which anyone may
+        read, shows only how many owners are allowlisted (`with_allowlist=False`), not who they are."""
+        listed: dict[str, Any] = {"allowlistSize": len(self.allowlist)}
+        if with_allowlist:
+            listed = {"allowlist": sorted(self.allowlist)}
         return {
             "who": self.who,
-            "allowlist": sorted(self.allowlist),
+            **listed,
             "windowS": self.window_s,
             "ownerRequestsPerWindow": self.owner_requests_per_window,
             "ownerGasWeiPerDay": str(self.owner_gas_wei_per_day),
@@ -180,11 +188,11 @@ def windows_for(policy: Policy, sponsored: Sponsored, now_s: int) -> tuple[Windo
     """Every budget window a call for `sponsored` at `now_s` counts in, with the limits that apply."""
     day = window_start(now_s, DAY_S)
     noop_payer = policy.expired_noop_charged_to == "owner"
-    if sponsored.keeper:
-        return (
-            Window(KEEPER_SCOPE, DAY_S, day),
-            Window(GLOBAL_SCOPE, DAY_S, day),
-        )
+    if sponsored.keeper:  # counted, the owner's day too (its orders' executions), never refused
+        counted = [Window(KEEPER_SCOPE, DAY_S, day), Window(GLOBAL_SCOPE, DAY_S, day)]
+        if sponsored.account is not None:
+            counted.insert(0, Window(f"owner:{sponsored.account.lower()}", DAY_S, day))
+        return tuple(counted)
     windows: list[Window] = []
     if sponsored.key_id is None and sponsored.account is not None:  # a signed request's owner
         owner = f"owner:{sponsored.account.lower()}"

@@ -591,6 +591,28 @@ class SqlJournalWriter:
             added = Usage(usage.requests + 1, usage.spent_wei + charge.wei)
             _write_usage(self._session, chain_id, window, added)
 
+    def raise_charge(self, record_id: str, chain_id: int, worst_wei: int) -> None:
+        """A record's new attempt may cost up to `worst_wei` (a fee bump): its charge grows to that in every
+        window it was reserved in (never refused: a stuck transaction must get through), so what is in flight
+        is counted at its worst until settlement. Nothing for a record without a charge, or one within it."""
+        row = self._session.row(
+            f"SELECT charge FROM records WHERE id = ? AND charged_wei IS NULL{self._for_update}",  # noqa: S608
+            (record_id,),
+        )
+        if row is None or row["charge"] is None:
+            return
+        charge = Charge.from_json(row["charge"])
+        extra = worst_wei - charge.wei
+        if extra <= 0:
+            return
+        usages = _locked_usage(self._session, chain_id, charge.windows, self._for_update)
+        for window in charge.windows:
+            usage = usages[window.key()]
+            _write_usage(self._session, chain_id, window, Usage(usage.requests, usage.spent_wei + extra))
+        self._session.execute(
+            "UPDATE records SET charge = ? WHERE id = ?", (charge.with_wei(worst_wei).to_json(), record_id)
+        )
+
     def insert(self, record: RelayRecord, *, charge: Charge | None = None) -> None:
         """Insert a record and its attempts (with the sponsorship `charge` reserved for it, if any), ending
         the claim on its idempotency key.

@@ -76,6 +76,10 @@ class JournalWriter(Protocol):
         """
         ...
 
+    def raise_charge(self, record_id: str, chain_id: int, worst_wei: int) -> None:
+        """Grow a record's charge to `worst_wei` in its windows (a fee bump; never refused)."""
+        ...
+
     def insert(self, record: RelayRecord, *, charge: Charge | None = None) -> None:
         """Insert a record and its attempts (keeping the `charge` reserved for it), and end the claim on its
         idempotency key.

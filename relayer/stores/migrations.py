@@ -11,7 +11,8 @@ The versions: 1 records and attempts; 2 API keys; 3 several chains per database;
 acts for; 5 several instances (signer and keeper leases, idempotency claims, and intents a signer's lease
 holder sends for the instance that received them); 6 the sponsorship policy (spend counters per owner, API
 key and the relayer, each record's charge) and API keys that expire, are limited to markets and to a daily
-spend.
+spend; 7 indexes for the two queries an instance runs against a growing table (records whose charge awaits
+settlement, an account's records).
 """
 
 from __future__ import annotations
@@ -169,6 +170,16 @@ _V6 = (
 )
 
 
+_V7 = (
+    # `SqlJournal.unsettled_charges`, every loop round: only the few final records whose charge awaits
+    # settlement are in this index, however many records the table holds.
+    """CREATE INDEX records_unsettled ON records (chain_id, updated_at, id)
+       WHERE charge IS NOT NULL AND charged_wei IS NULL""",
+    # `SqlJournal.records(account=...)`: `GET /api/transactions` of one API key's account, newest first.
+    "CREATE INDEX records_account ON records (chain_id, LOWER(account), created_at)",
+)
+
+
 def _postgres(statement: str) -> str:
     """A SQLite statement in PostgreSQL's types: BYTEA for BLOB, DOUBLE PRECISION for REAL, BIGINT for INTEGER
     (SQLite's integers are 64-bit; PostgreSQL's INTEGER is 32)."""
@@ -235,6 +246,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(5, *_same(*_V5)),
     Migration(6, *_same(*_V6)),
+    Migration(7, *_same(*_V7)),
 )
 """Every version in order."""
 

@@ -274,3 +274,40 @@ def test_past_the_connection_cap_a_request_is_answered_503_and_room_comes_back(c
     assert refused.headers["retry-after"] == "1"
     assert refused.headers["connection"] == "close"
     assert served.status_code == 200
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_the_mcp_endpoint_holds_no_stream_open_so_idle_clients_cannot_fill_the_cap(
+    capped: str, method: str
+) -> None:
+    """A GET with `Accept: text/event-stream` opened the transport's server-push stream, held until the
+    client left, past every timeout: three of them filled a cap of 3 and everyone else got 503."""
+    port = int(capped.rsplit(":", 1)[1])
+    request = f"{method} /mcp/ HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode()
+    streams = [_connect(port, request) for _ in range(3)]
+    heads = [_read_head(sock, time.monotonic() + 10) for sock in streams]
+    for sock in streams:  # an answered request: the client goes (a stream would have kept it)
+        sock.close()
+    time.sleep(0.3)
+    health = httpx.get(capped + "/health", timeout=10)
+
+    for head in heads:
+        assert head.startswith(b"http/1.1 405"), head[:200]
+        assert b"allow: post" in head
+        assert b"text/event-stream" not in head
+    assert health.status_code == 200, health.text
+
+
+def _read_head(sock: socket.socket, deadline: float) -> bytes:
+    """The response's status line and headers, lower-cased (b"" if none came by `deadline`)."""
+    received = b""
+    while b"\r\n\r\n" not in received and time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received.split(b"\r\n\r\n", 1)[0].lower()

@@ -18,7 +18,7 @@ from web3.types import RPCEndpoint, TxReceipt
 from relayer.chain.connect import Chain, rpc_chain
 from relayer.chain.transact import send
 from relayer.chain.vault import VaultReader
-from relayer.domain import calldata
+from relayer.domain import calldata, sponsorship
 from relayer.domain.status import AttemptKind, TxStatus
 from relayer.domain.typed_data import parse_signed_relay
 from relayer.errors import (
@@ -125,9 +125,14 @@ def test_stuck_transaction_is_replaced_with_bumped_fees(
         assert bump.kind == AttemptKind.BUMP
         assert bump.max_fee_per_gas_wei * 10 >= first.max_fee_per_gas_wei * 11
         assert bump.max_priority_fee_per_gas_wei * 10 >= first.max_priority_fee_per_gas_wei * 11
+        # The sponsorship charge follows the bump: in flight, the owner's day counts the bump's worst case.
+        assert _owner_day_spent(service, accounts[1].address) == record.gas_limit * bump.max_fee_per_gas_wei
         mine(chain)
     settle(service)
     final = service.get(record.id)
+    assert final.mined is not None  # settled at what the chain took
+    spent = final.mined.gas_used * final.mined.effective_gas_price_wei
+    assert _owner_day_spent(service, accounts[1].address) == spent
     assert final.status == TxStatus.CONFIRMED
     assert final.mined is not None
     assert final.mined.tx_hash == bump.tx_hash
@@ -344,3 +349,12 @@ def test_first_request_after_start_takes_the_chains_nonce(
     assert record.nonce == 2
     settle(service)
     assert service.get(record.id).status == TxStatus.CONFIRMED
+
+
+def _owner_day_spent(service: Blocking[RelayService], owner: str) -> int:
+    """What the sponsorship policy counts as spent for `owner` today (its day window)."""
+    now_s = int(service.inner.clock())
+    start = sponsorship.window_start(now_s, sponsorship.DAY_S)
+    day = sponsorship.Window(f"owner:{owner.lower()}", sponsorship.DAY_S, start)
+    inner = service.inner
+    return inner.journal.spend_usage(inner.chain.chain_id, [day])[day.key()].spent_wei

@@ -148,6 +148,9 @@ def test_who_is_sponsored(
         policy = Policy(who="allowlist", allowlist=frozenset({owner.address.lower()}))
     service = make_service(policy=policy)
     response = _relay_trigger(http_client(service), service, owner, open_position(owner=owner), 0)
+    health = service.health()["sponsorship"]["policy"]
+    assert "allowlist" not in health  # anyone may read /health: it says how many, not who
+    assert health["allowlistSize"] == len(policy.allowlist)
     if allowed:
         assert response.status_code == 202, response.text
     else:
@@ -198,4 +201,5 @@ def test_ten_throwaway_owners_draining_as_fast_as_they_can_spend_at_most_the_dai
     assert paid + already <= cap_wei  # the cap holds, settled figures
     assert relayed >= 8  # the budget was usable, not refused from the start
     assert ("global", "gas_wei") in codes  # the cap stopped them, before any owner's own budget
-    assert service.health()["sponsorship"]["today"]["capReached"] in {True, False}
+    today = service.health()["sponsorship"]["today"]
+    assert today["capReached"] is (int(today["spentWei"]) >= cap_wei)

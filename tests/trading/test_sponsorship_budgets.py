@@ -10,7 +10,7 @@ from web3.types import TxReceipt
 
 from relayer.chain.vault import VaultReader
 from relayer.domain import calldata
-from relayer.domain.sponsorship import Policy
+from relayer.domain.sponsorship import DAY_S, Policy, Window, window_start
 from relayer.faces.cli import keys as keys_cli
 from tests.conftest import usd
 from tests.trading.conftest import Trading, tool_error
@@ -71,6 +71,13 @@ def test_the_keeper_fires_a_stop_loss_when_the_daily_cap_is_spent(
     today = trading.relay.health()["sponsorship"]["today"]
     assert int(today["spentWei"]) > 1  # the keeper's execution is counted against the cap, not refused by it
     assert today["capReached"] is True
+    # Counted against the owner's own day as well: orders set on chain are not a free ride on the keeper.
+    record = trading.relay.get(executions[0].record_id)
+    assert record.mined is not None
+    now_s = int(trading.relay.inner.clock())
+    day = Window(f"owner:{owner.address.lower()}", DAY_S, window_start(now_s, DAY_S))
+    spent = trading.relay.journal.spend_usage(record.chain_id, [day])[day.key()].spent_wei
+    assert spent == record.mined.gas_used * record.mined.effective_gas_price_wei
 
 
 def test_a_keys_own_daily_spend_overrides_the_policys(

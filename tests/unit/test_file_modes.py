@@ -1,6 +1,9 @@
 """Files the relayer creates are its owner's alone, whatever the process's umask: the journal (with its -wal
 and -shm), the API keys in it and the relay lock 0600, a folder it creates 0700. The relayer writes no
-keystore (`relayer.chain.accounts` only reads them)."""
+keystore (`relayer.chain.accounts` only reads them).
+
+Not a regression test: the issue saw the journal 0644, but the code before it already made these files 0600
+(the same tests pass there); they keep it so."""
 
 from __future__ import annotations
 

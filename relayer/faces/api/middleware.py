@@ -18,7 +18,13 @@ from collections.abc import Sequence
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from relayer.errors import BodyTooLargeError, ClientDisconnectedError, RelayerError, RequestTimeoutError
+from relayer.errors import (
+    BodyTooLargeError,
+    ClientDisconnectedError,
+    MethodNotAllowedError,
+    RelayerError,
+    RequestTimeoutError,
+)
 from relayer.faces.logs import request_id
 from relayer.faces.mcp import refusal_of
 
@@ -155,14 +161,23 @@ class StrictJsonBody:
     The answer is HTTP 400 with that JSON-RPC error (code -32700, the request's id where it is unambiguous)
     whose `data` is the REST error body. The body is at most `MAX_BODY_BYTES` (the `RequestGuard` outside
     this limits it) and is handed on unchanged otherwise; the stdio transport applies the same rule.
+
+    Only POST reaches the app: the tools answer each request in its own response and the server never pushes,
+    so the transport's GET stream (open until the client leaves, holding a connection past every timeout: a
+    few idle ones would fill the connection cap for everyone) and its DELETE (sessions; this server keeps
+    none) are answered 405 `method_not_allowed` with `Allow: POST`, as the streamable HTTP transport permits.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            refused = MethodNotAllowedError("the MCP endpoint takes POST only (no stream, no session)")
+            await _send_json(send, 405, refused.envelope(), [(b"allow", b"POST")])
             return
         chunks: list[bytes] = []
         while True:

@@ -20,7 +20,7 @@ from relayer.constants import MAX_LIST_LIMIT, MAX_LIST_OFFSET
 from relayer.domain.apikeys import ApiKey, Scope
 from relayer.domain.policy import parse_raw_relay
 from relayer.domain.typed_data import parse_signed_relay, parse_typed_data_query
-from relayer.errors import PositionNotFoundError, TransactionNotFoundError
+from relayer.errors import PositionNotFoundError, PriceNotSetError, TransactionNotFoundError
 from relayer.faces.api import schemas
 from relayer.faces.api.inputs import KEY_HEADERS, api_key_of, json_object
 from relayer.runtime import Runtime
@@ -89,7 +89,9 @@ async def relay_raw(
 
 @router.get(
     "/api/relay/typed-data",
-    responses=schemas.error_responses(PositionNotFoundError, *schemas.RELAY, *schemas.CHAIN),
+    responses=schemas.error_responses(
+        PositionNotFoundError, PriceNotSetError, *schemas.RELAY, *schemas.CHAIN
+    ),
 )
 async def relay_typed_data(
     service: Relay,

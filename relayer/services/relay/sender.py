@@ -487,6 +487,7 @@ class Sender(RelayParts):
             )
             return False
         noop = kind is AttemptKind.NOOP
+        gas = NOOP_GAS if noop else record.gas_limit
         async with self.nonces.hold(record.sender):
             tx = build_tx(
                 chain_id=record.chain_id,
@@ -494,7 +495,7 @@ class Sender(RelayParts):
                 to=record.sender if noop else record.to,
                 data=b"" if noop else record.data,
                 value_wei=0,
-                gas=NOOP_GAS if noop else record.gas_limit,
+                gas=gas,
                 fees=fees,
             )
             raw, tx_hash = signer.sign_transaction(tx)
@@ -517,6 +518,7 @@ class Sender(RelayParts):
                     if writer.record_of(record.id) != (record.status, record.latest.seq):
                         return False  # the record moved on (another handler got there first): do nothing
                     writer.add_attempts(record.id, [attempt])
+                    writer.raise_charge(record.id, record.chain_id, gas * fees.price_cap_wei)
                     if outcome is not None and error is not None:
                         writer.set_noop_outcome(record.id, outcome, error, now)
             except LeaseLost:

@@ -615,5 +615,5 @@ class RelayService:
             "signers": [s.to_dict() for s in signers],
             "lowBalance": any(s.low_balance for s in signers),
             "unfinished": len(self.journal.pending()),
-            "sponsorship": {"policy": self.policy.to_dict(), "today": self.spend()},
+            "sponsorship": {"policy": self.policy.to_dict(with_allowlist=False), "today": self.spend()},
         }
