@@ -187,6 +187,9 @@ class SponsorshipSettings(_Section):
     """Gas per API key per UTC day, in wei, unless the key has its own `daily_spend_wei`."""
     daily_cap_wei: int = Field(default=10 * 10**18, ge=0)
     """Everything the relayer pays per UTC day, keeper executions counted (they are never refused)."""
+    signed_daily_cap_wei: int = Field(default=5 * 10**18, ge=0)
+    """What all signed requests together may spend per UTC day (their owners are anyone): a share of the
+    daily cap, so throwaway owners cannot spend all of it and lock out the API-key accounts."""
     expired_noop_charged_to: Literal["owner", "relayer"] = "owner"
     """Who is charged the no-op that fills the nonce of a request that expired or was refused before
     mining."""
@@ -212,6 +215,7 @@ class SponsorshipSettings(_Section):
             key_requests_per_window=self.key_requests_per_window,
             key_gas_wei_per_day=self.key_gas_wei_per_day,
             daily_cap_wei=self.daily_cap_wei,
+            signed_daily_cap_wei=self.signed_daily_cap_wei,
             expired_noop_charged_to=self.expired_noop_charged_to,
         )
 

@@ -7,6 +7,8 @@ charged, before it is signed, against budgets in fixed windows (`Window`):
 - an **API key**'s calls (`key:<id>`): the same, the key's own daily spend where it has one (a key is issued
   by the operator to one account: its calls count against the key, not against the owner's budget for
   signed requests);
+- every signed request together (`signed`): gas in wei per UTC day, a share of the cap, so throwaway
+  owners cannot spend all of it and lock the operator's API-key accounts out until midnight;
 - the relayer as a whole (`global`): gas in wei per UTC day, the daily spend cap.
 
 Keeper executions are counted (`keeper`, `global`, and the position owner's day, so an owner who sets orders
@@ -47,6 +49,7 @@ DAY_S = 86_400
 Who = Literal["anyone", "allowlist", "api_keys"]
 NoopPayer = Literal["owner", "relayer"]
 GLOBAL_SCOPE = "global"
+SIGNED_SCOPE = "signed"
 KEEPER_SCOPE = "keeper"
 
 
@@ -64,6 +67,7 @@ class Policy:
     key_requests_per_window: int = 600
     key_gas_wei_per_day: int = 10**18
     daily_cap_wei: int = 10 * 10**18
+    signed_daily_cap_wei: int = 5 * 10**18
     expired_noop_charged_to: NoopPayer = "owner"
 
     def to_dict(self, *, with_allowlist: bool = True) -> dict[str, Any]:
@@ -81,6 +85,7 @@ class Policy:
             "keyRequestsPerWindow": self.key_requests_per_window,
             "keyGasWeiPerDay": str(self.key_gas_wei_per_day),
             "dailyCapWei": str(self.daily_cap_wei),
+            "signedDailyCapWei": str(self.signed_daily_cap_wei),
             "expiredNoopChargedTo": self.expired_noop_charged_to,
         }
 
@@ -199,6 +204,7 @@ def windows_for(policy: Policy, sponsored: Sponsored, now_s: int) -> tuple[Windo
         minute = window_start(now_s, policy.window_s)
         windows.append(Window(owner, policy.window_s, minute, max_requests=policy.owner_requests_per_window))
         windows.append(Window(owner, DAY_S, day, max_wei=policy.owner_gas_wei_per_day, payer=noop_payer))
+        windows.append(Window(SIGNED_SCOPE, DAY_S, day, max_wei=policy.signed_daily_cap_wei))
     if sponsored.key_id is not None:
         key = f"key:{sponsored.key_id}"
         minute = window_start(now_s, policy.window_s)
@@ -233,11 +239,10 @@ def refusal(window: Window, usage: Usage, charge_wei: int, now_s: int) -> QuotaE
             now=now_s,
         )
     if window.max_wei and usage.spent_wei + charge_wei > window.max_wei:
-        what = (
-            "the relayer's daily spend cap"
-            if window.scope == GLOBAL_SCOPE
-            else f"{window.scope}'s gas budget"
-        )
+        what = {
+            GLOBAL_SCOPE: "the relayer's daily spend cap",
+            SIGNED_SCOPE: "the daily spend cap of signed requests",
+        }.get(window.scope, f"{window.scope}'s gas budget")
         return QuotaExceededError(
             f"{what} of {window.max_wei} wei per day would be passed (used {usage.spent_wei},"
             f" this call may cost up to {charge_wei})",

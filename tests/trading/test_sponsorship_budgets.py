@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt
 
@@ -95,4 +96,37 @@ def test_a_keys_own_daily_spend_overrides_the_policys(
 
     assert refused.status_code == 429, refused.text
     assert refused.json()["error"]["details"]["limit"] == "1"
+    assert served.status_code == 200, served.text
+
+
+def test_signed_requests_have_their_own_share_of_the_cap_so_api_key_accounts_keep_trading(
+    trading: Trading, accounts: list[LocalAccount], open_position: Callable[..., bytes]
+) -> None:
+    """Throwaway owners spending the signed requests' share do not lock the operator's key holders out."""
+    owner = accounts[1]
+    position_id = open_position(market="BTCUSDT", size="1", owner=owner)
+    trading.relay.inner.policy = Policy(signed_daily_cap_wei=1)
+    typed = trading.client.get(
+        "/api/relay/typed-data",
+        params={
+            "kind": "trigger",
+            "positionId": "0x" + position_id.hex(),
+            "isTakeProfit": "true",
+            "price": "99000",
+            "closeBps": "5000",
+        },
+    )
+    assert typed.status_code == 200, typed.text
+    signature = Account.sign_typed_data(owner.key, full_message=typed.json()["typedData"]).signature
+    body = {
+        "kind": "trigger",
+        "request": typed.json()["typedData"]["message"],
+        "signature": "0x" + signature.hex(),
+    }
+
+    refused = trading.post("/api/relay/signed", body, None)
+    served = trading.post("/api/partialclose", {"symbol": "BTCUSDT", "exit_pct": 10}, trading.key(owner))
+
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["details"]["scope"] == "signed"
     assert served.status_code == 200, served.text
