@@ -267,6 +267,16 @@ def first_refusal(
     return None
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """A final record's charge and what each of its windows is settled at (`settlement`)."""
+
+    record_id: str
+    chain_id: int
+    charge: Charge
+    settled: dict[tuple[str, int, int], int]
+
+
 def settlement(charge: Charge, *, actual_wei: int, noop: bool) -> dict[tuple[str, int, int], int]:
     """What each window of a final record's charge is settled at: the chain's actual cost, except that a
     nonce filled by a no-op is charged only to the windows that pay for no-ops (the owner's or key's when the

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from relayer.domain.records import Attempt, Intent, Lease, RelayRecord
-from relayer.domain.sponsorship import Charge, Usage, Window, first_refusal
+from relayer.domain.sponsorship import Charge, Settlement, Usage, Window, first_refusal
 from relayer.domain.status import FINAL, PENDING, TxStatus
 from relayer.stores import journal_chains, journal_rows
 from relayer.stores import sqlite as store_file
@@ -352,7 +352,7 @@ class SqlJournal(Journal):
 
     def spend_usage(self, chain_id: int, windows: Iterable[Window]) -> dict[tuple[str, int, int], Usage]:
         with self.db.session() as session:
-            return _usage(session, chain_id, tuple(windows), "")
+            return _usage(session, chain_id, tuple(windows))
 
     def unsettled_charges(self, limit: int = 200) -> list[tuple[RelayRecord, Charge]]:
         final = sorted(status.value for status in FINAL)
@@ -370,23 +370,34 @@ class SqlJournal(Journal):
             for row in rows
         ]
 
-    def settle_charge(
-        self, record_id: str, chain_id: int, charge: Charge, settled: dict[tuple[str, int, int], int]
-    ) -> bool:
-        lock = " FOR UPDATE" if self.db.dialect.skip_locked else ""
+    def settle_charges(self, settlements: Sequence[Settlement]) -> int:
+        if not settlements:
+            return 0
+        values = ", ".join(["(CAST(? AS TEXT), CAST(? AS TEXT))"] * len(settlements))
+        marks_args = [
+            v for item in settlements for v in (item.record_id, str(max(item.settled.values(), default=0)))
+        ]
         with self.db.transaction() as session:
-            marked = session.execute(
-                "UPDATE records SET charged_wei = ? WHERE id = ? AND charged_wei IS NULL",
-                (str(max(settled.values(), default=0)), record_id),
-            )
-            if marked != 1:
-                return False  # settled already (by this instance or another)
-            usages = _locked_usage(session, chain_id, charge.windows, lock)
-            for window in charge.windows:
-                usage = usages[window.key()]
-                spent = max(0, usage.spent_wei + settled.get(window.key(), 0) - charge.wei)
-                _write_usage(session, chain_id, window, Usage(usage.requests, spent))
-        return True
+            marked = {
+                row["id"]
+                for row in session.rows(
+                    f"UPDATE records SET charged_wei = v.column2 FROM (VALUES {values}) AS v"  # noqa: S608
+                    " WHERE records.id = v.column1 AND records.charged_wei IS NULL RETURNING records.id",
+                    marks_args,
+                )
+            }  # the others were settled already (by this instance or another)
+            done = [item for item in settlements if item.record_id in marked]
+            for chain_id in sorted({item.chain_id for item in done}):
+                on_chain = [item for item in done if item.chain_id == chain_id]
+                windows = list({w.key(): w for item in on_chain for w in item.charge.windows}.values())
+                usages = _locked_usage(session, chain_id, windows)
+                for item in on_chain:  # each replaces its reservation by what it cost
+                    for window in item.charge.windows:
+                        usage = usages[window.key()]
+                        spent = usage.spent_wei + item.settled.get(window.key(), 0) - item.charge.wei
+                        usages[window.key()] = Usage(usage.requests, max(0, spent))
+                _write_usages(session, chain_id, [(w, usages[w.key()]) for w in windows])
+        return len(done)
 
     # --- intents ------------------------------------------------------------------------------------------
 
@@ -478,40 +489,69 @@ def _listen(
             conn.close()
 
 
-def _usage(
-    session: Session, chain_id: int, windows: tuple[Window, ...], lock: str
-) -> dict[tuple[str, int, int], Usage]:
-    """What each of `windows` holds (an absent row: nothing yet), rows locked with `lock`."""
-    found: dict[tuple[str, int, int], Usage] = {}
-    for window in windows:
-        row = session.row(
-            "SELECT requests, spent_wei FROM spend WHERE chain_id = ? AND scope = ? AND window_s = ?"  # noqa: S608
-            f" AND window_start = ?{lock}",
-            (chain_id, window.scope, window.window_s, window.start),
-        )
-        found[window.key()] = Usage() if row is None else Usage(int(row["requests"]), int(row["spent_wei"]))
+def _window_keys(windows: Sequence[Window]) -> tuple[str, list[Any]]:
+    """`(scope = ? AND window_s = ? AND window_start = ?) OR ...` for `windows`, and its parameters."""
+    clause = " OR ".join(["(scope = ? AND window_s = ? AND window_start = ?)"] * len(windows))
+    return f"({clause})", [value for window in windows for value in window.key()]
+
+
+def _usage(session: Session, chain_id: int, windows: Sequence[Window]) -> dict[tuple[str, int, int], Usage]:
+    """What each of `windows` holds (an absent row: nothing yet), in one statement, without locking (a
+    pre-check, a report; `_locked_usage` is the one that counts)."""
+    found = {window.key(): Usage() for window in windows}
+    if not windows:
+        return found
+    where, args = _window_keys(windows)
+    rows = session.rows(
+        "SELECT scope, window_s, window_start, requests, spent_wei FROM spend"  # noqa: S608
+        f" WHERE chain_id = ? AND {where}",
+        [chain_id, *args],
+    )
+    for row in rows:
+        key = (row["scope"], int(row["window_s"]), int(row["window_start"]))
+        found[key] = Usage(int(row["requests"]), int(row["spent_wei"]))
     return found
 
 
 def _locked_usage(
-    session: Session, chain_id: int, windows: tuple[Window, ...], lock: str
+    session: Session, chain_id: int, windows: Sequence[Window]
 ) -> dict[tuple[str, int, int], Usage]:
-    """`_usage`, each window's row made first (so PostgreSQL can lock it: two first charges of a window in
-    two transactions then take turns instead of both inserting)."""
-    for window in windows:
-        session.execute(
-            "INSERT INTO spend (chain_id, scope, window_s, window_start, requests, spent_wei)"
-            " VALUES (?, ?, ?, ?, 0, '0') ON CONFLICT DO NOTHING",
-            (chain_id, window.scope, window.window_s, window.start),
-        )
-    return _usage(session, chain_id, windows, lock)
+    """What each of `windows` holds, its row made if missing and locked until the transaction ends, in one
+    statement: an upsert whose no-op update locks an existing row (PostgreSQL; SQLite's writer is alone) and
+    returns it. Rows are taken in one order (scope, window), so two transactions cannot deadlock on them."""
+    ordered = sorted(windows, key=Window.key)
+    found = {window.key(): Usage() for window in ordered}
+    if not ordered:
+        return found
+    rows = session.rows(
+        "INSERT INTO spend (chain_id, scope, window_s, window_start, requests, spent_wei) VALUES "  # noqa: S608
+        + ", ".join(["(?, ?, ?, ?, 0, '0')"] * len(ordered))
+        + " ON CONFLICT (chain_id, scope, window_s, window_start) DO UPDATE SET requests = spend.requests"
+        " RETURNING scope, window_s, window_start, requests, spent_wei",
+        [value for window in ordered for value in (chain_id, *window.key())],
+    )
+    for row in rows:
+        key = (row["scope"], int(row["window_s"]), int(row["window_start"]))
+        found[key] = Usage(int(row["requests"]), int(row["spent_wei"]))
+    return found
 
 
-def _write_usage(session: Session, chain_id: int, window: Window, usage: Usage) -> None:
+def _write_usages(session: Session, chain_id: int, usages: Sequence[tuple[Window, Usage]]) -> None:
+    """Set what each window holds, in one statement (`UPDATE ... FROM (VALUES ...)`, in both databases)."""
+    if not usages:
+        return
+    values = ", ".join(
+        ["(CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS TEXT))"]
+        * len(usages)
+    )
+    args = [
+        value for window, usage in usages for value in (*window.key(), usage.requests, str(usage.spent_wei))
+    ]
     session.execute(
-        "UPDATE spend SET requests = ?, spent_wei = ? WHERE chain_id = ? AND scope = ? AND window_s = ?"
-        " AND window_start = ?",
-        (usage.requests, str(usage.spent_wei), chain_id, window.scope, window.window_s, window.start),
+        f"UPDATE spend SET requests = v.column4, spent_wei = v.column5 FROM (VALUES {values}) AS v"  # noqa: S608
+        " WHERE spend.chain_id = ? AND spend.scope = v.column1 AND spend.window_s = v.column2"
+        " AND spend.window_start = v.column3",
+        [*args, chain_id],
     )
 
 
@@ -582,14 +622,21 @@ class SqlJournalWriter:
         Raises:
             QuotaExceededError: the first window it would pass; nothing of this write is kept.
         """
-        usages = _locked_usage(self._session, chain_id, charge.windows, self._for_update)
+        usages = _locked_usage(self._session, chain_id, charge.windows)
         refused = first_refusal(charge, usages, now_s)
         if refused is not None:
             raise refused
-        for window in charge.windows:
-            usage = usages[window.key()]
-            added = Usage(usage.requests + 1, usage.spent_wei + charge.wei)
-            _write_usage(self._session, chain_id, window, added)
+        _write_usages(
+            self._session,
+            chain_id,
+            [
+                (
+                    window,
+                    Usage(usages[window.key()].requests + 1, usages[window.key()].spent_wei + charge.wei),
+                )
+                for window in charge.windows
+            ],
+        )
 
     def raise_charge(self, record_id: str, chain_id: int, worst_wei: int) -> None:
         """A record's new attempt may cost up to `worst_wei` (a fee bump): its charge grows to that in every
@@ -605,10 +652,12 @@ class SqlJournalWriter:
         extra = worst_wei - charge.wei
         if extra <= 0:
             return
-        usages = _locked_usage(self._session, chain_id, charge.windows, self._for_update)
-        for window in charge.windows:
-            usage = usages[window.key()]
-            _write_usage(self._session, chain_id, window, Usage(usage.requests, usage.spent_wei + extra))
+        usages = _locked_usage(self._session, chain_id, charge.windows)
+        _write_usages(
+            self._session,
+            chain_id,
+            [(w, Usage(usages[w.key()].requests, usages[w.key()].spent_wei + extra)) for w in charge.windows],
+        )
         self._session.execute(
             "UPDATE records SET charge = ? WHERE id = ?", (charge.with_wei(worst_wei).to_json(), record_id)
         )

@@ -12,13 +12,13 @@ SQL, locking, the compare-and-set itself (`UPDATE ... WHERE id = ? AND status = 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from relayer.domain.records import Attempt, Intent, Lease, Mined, RelayRecord
-from relayer.domain.sponsorship import Charge, Usage, Window
+from relayer.domain.sponsorship import Charge, Settlement, Usage, Window
 from relayer.domain.status import TxStatus, can_transition
 from relayer.stores.journal_chains import ChainBinding
 
@@ -308,8 +308,7 @@ class Journal(ABC):
         """Final records whose charge is not settled yet, oldest first, with that charge."""
 
     @abstractmethod
-    def settle_charge(
-        self, record_id: str, chain_id: int, charge: Charge, settled: dict[tuple[str, int, int], int]
-    ) -> bool:
-        """Replace a final record's reservation by what it cost (`settled`, per window) in its windows, once:
-        False when it was settled already (by any instance)."""
+    def settle_charges(self, settlements: Sequence[Settlement]) -> int:
+        """Replace each final record's reservation by what it cost (`Settlement.settled`, per window) in its
+        windows, once, all in one transaction: records settled already (by any instance) are skipped. Returns
+        how many were settled here."""

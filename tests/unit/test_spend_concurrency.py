@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
-from relayer.domain.sponsorship import DAY_S, Charge, Usage, Window
+from relayer.domain.sponsorship import DAY_S, Charge, Settlement, Usage, Window
 from relayer.domain.status import TxStatus
 from relayer.errors import QuotaExceededError
 from relayer.stores.location import StoreLocation, open_journal
@@ -76,7 +76,8 @@ def test_a_final_records_charge_is_settled_once_whoever_settles_it(store: StoreL
 
     def settle(index: int) -> None:
         start.wait()
-        settled.append(journals[index].settle_charge(record.id, CHAIN_ID, charge, {day.key(): 30}))
+        settlement = Settlement(record.id, CHAIN_ID, charge, {day.key(): 30})
+        settled.append(journals[index].settle_charges([settlement]) == 1)
 
     threads = [threading.Thread(target=settle, args=(i,)) for i in range(len(journals))]
     for thread in threads:

@@ -140,12 +140,12 @@ class Rounds(RelayParts):
         """Settle the sponsorship charge of every record that became final (what the chain took replaces the
         worst case reserved at signing; `relayer.domain.sponsorship.settlement`); returns how many. Any
         instance may do it: the journal settles each record once."""
-        settled = 0
+        settlements = []
         for record, charge in self.journal.unsettled_charges():
             actual_wei, noop = sponsorship.final_cost(record)
             amounts = sponsorship.settlement(charge, actual_wei=actual_wei, noop=noop)
-            settled += self.journal.settle_charge(record.id, record.chain_id, charge, amounts)
-        return settled
+            settlements.append(sponsorship.Settlement(record.id, record.chain_id, charge, amounts))
+        return self.journal.settle_charges(settlements)
 
     def _mine(self, record: RelayRecord) -> bool:
         """Whether this instance acts on `record` now: it holds the lease of its signer (or of raw ones)."""

@@ -153,15 +153,17 @@ class Sender(RelayParts):
             refused += 1
 
     def _sign_new(self, writer: JournalWriter, signer: Signer, plan: CallPlan, record_id: str) -> RelayRecord:
-        """The call's sponsorship charge reserved, the next nonce of `signer`, the call signed at it, and its
-        record inserted, inside `writer`.
+        """The next nonce of `signer`, the call's sponsorship charge reserved, the call signed at the nonce,
+        and its record inserted, inside `writer` (one transaction: a refused charge leaves nothing).
 
         Raises:
             QuotaExceededError: the charge would pass a budget (`relayer.domain.sponsorship`).
         """
-        if plan.charge is not None:  # before anything is numbered or signed; held by the same transaction
-            writer.reserve(self.chain.chain_id, plan.charge, int(self.clock()))
         nonce = self.nonces.allocate(signer.address, writer.max_nonce(signer.address))
+        if plan.charge is not None:
+            # Before it is signed, and as late as that allows: the windows' rows (the shared cap's among them)
+            # stay locked until the commit.
+            writer.reserve(self.chain.chain_id, plan.charge, int(self.clock()))
         tx = build_tx(
             chain_id=self.chain.chain_id,
             nonce=nonce,
