@@ -638,6 +638,20 @@ class SqlJournalWriter:
             ],
         )
 
+    def unmined_raw_locked(self, chain_id: int, sender: str) -> int:
+        """Raw records of `sender` on `chain_id` still `queued` or `submitted`, counted after taking the
+        sender's row in `spend` (scope `raw:<sender>`, which counts the raw transactions ever accepted from
+        it) for the rest of this transaction: two instances accepting for one sender take turns."""
+        window = Window(f"raw:{sender.lower()}", 0, 0)
+        accepted = _locked_usage(self._session, chain_id, [window])[window.key()]
+        _write_usages(self._session, chain_id, [(window, Usage(accepted.requests + 1, 0))])
+        row = self._session.row(
+            "SELECT COUNT(*) AS n FROM records WHERE chain_id = ? AND kind = 'raw' AND sender = ?"
+            " AND status IN (?, ?)",
+            (chain_id, sender, TxStatus.QUEUED.value, TxStatus.SUBMITTED.value),
+        )
+        return 0 if row is None else int(row["n"])
+
     def raise_charge(self, record_id: str, chain_id: int, worst_wei: int) -> None:
         """A record's new attempt may cost up to `worst_wei` (a fee bump): its charge grows to that in every
         window it was reserved in (never refused: a stuck transaction must get through), so what is in flight

@@ -76,6 +76,10 @@ class JournalWriter(Protocol):
         """
         ...
 
+    def unmined_raw_locked(self, chain_id: int, sender: str) -> int:
+        """Raw records of `sender` not yet mined, counted under that sender's lock (held to the commit)."""
+        ...
+
     def raise_charge(self, record_id: str, chain_id: int, worst_wei: int) -> None:
         """Grow a record's charge to `worst_wei` in its windows (a fee bump; never refused)."""
         ...

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
+from relayer.domain.policy import check_raw_pending
 from relayer.domain.sponsorship import DAY_S, Charge, Settlement, Usage, Window
-from relayer.domain.status import TxStatus
-from relayer.errors import QuotaExceededError
+from relayer.domain.status import RecordKind, TxStatus
+from relayer.errors import QuotaExceededError, TooManyPendingError
 from relayer.stores.location import StoreLocation, open_journal
 from tests.relay.records import queued_record
 
@@ -92,3 +94,44 @@ def test_a_final_records_charge_is_settled_once_whoever_settles_it(store: StoreL
     assert sorted(settled) == [False, False, False, True]
     assert usage[day.key()] == Usage(1, 30)  # the reservation of 100 became the 30 the chain took
     assert left == []
+
+
+def test_racing_raw_transactions_of_one_sender_never_pass_its_cap(store: StoreLocation) -> None:
+    """Several instances accepting one sender's raw transactions at once: the cap is counted under the
+    sender's lock in the inserting transaction, so together they keep it (each alone did before)."""
+    journals = [open_journal(store) for _ in range(4)]
+    cap = 4
+    accepted: list[str] = []
+    refused: list[int] = []
+    failed: list[str] = []
+    start = threading.Barrier(THREADS)
+
+    def accept(index: int) -> None:
+        journal = journals[index % len(journals)]
+        start.wait()
+        for attempt in range(TRIES):
+            record = replace(queued_record(f"raw{index}x{attempt}", 0), kind=RecordKind.RAW)
+            try:
+                with journal.write() as writer:
+                    unmined = writer.unmined_raw_locked(CHAIN_ID, record.sender)
+                    check_raw_pending(record.sender, unmined, max_pending=cap)
+                    writer.insert(record)
+                accepted.append(record.id)
+            except TooManyPendingError as error:
+                refused.append(int(error.details["pending"]))
+            except Exception as error:  # any other failure is what this test looks for
+                failed.append(repr(error))
+
+    threads = [threading.Thread(target=accept, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    kept = [r for r in journals[0].all() if r.kind is RecordKind.RAW]
+    for journal in journals:
+        journal.close()
+
+    assert failed == []
+    assert len(accepted) == cap
+    assert sorted(r.id for r in kept) == sorted(accepted)
+    assert set(refused) == {cap}

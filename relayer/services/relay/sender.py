@@ -30,7 +30,7 @@ from relayer.chain.failure import why_reverted
 from relayer.chain.node_errors import Kind, NodeError
 from relayer.config import RelaySettings
 from relayer.domain.fees import Fees
-from relayer.domain.policy import RawTransaction, bump_fees
+from relayer.domain.policy import RawTransaction, bump_fees, check_raw_pending
 from relayer.domain.records import Attempt, CallPlan, Intent, Lease, Mined, RelayRecord
 from relayer.domain.status import AttemptKind, RecordKind, TxStatus
 from relayer.errors import (
@@ -229,12 +229,15 @@ class Sender(RelayParts):
             )
 
     async def journal_raw(
-        self, tx: RawTransaction, *, request_hash: str, idempotency_key: str | None
+        self, tx: RawTransaction, *, request_hash: str, idempotency_key: str | None, max_pending: int
     ) -> RelayRecord:
-        """Journal a user-signed transaction, then broadcast it.
+        """Journal a user-signed transaction, unless its sender already has `max_pending` raw records not yet
+        mined (counted under the sender's lock in the inserting transaction, so several instances together
+        keep the cap too), then broadcast it.
 
         Raises:
             JournalConflict: the key or these exact bytes are already journaled.
+            TooManyPendingError: the sender's cap is full (nothing kept).
         """
         now = self.clock()
         tx_hash = "0x" + keccak(tx.raw).hex()
@@ -267,6 +270,8 @@ class Sender(RelayParts):
             ),
         )
         with self.journal.write() as writer:
+            unmined = writer.unmined_raw_locked(record.chain_id, tx.sender)
+            check_raw_pending(tx.sender, unmined, max_pending=max_pending)
             writer.insert(record)
         await self._after_journal(record)
         return self._committed(record)

@@ -298,10 +298,12 @@ class RelayService:
                     gasLimit=tx.gas_limit,
                     estimate=gas,
                 )
-            self._check_raw_cap(tx.sender)  # again, just before the insert: no await between the two
-            try:
+            try:  # the cap again, exactly: counted under the sender's lock in the inserting transaction
                 record = await self.sender.journal_raw(
-                    tx, request_hash=fingerprint, idempotency_key=idempotency_key
+                    tx,
+                    request_hash=fingerprint,
+                    idempotency_key=idempotency_key,
+                    max_pending=self.settings.raw_max_pending_per_sender,
                 )
             except JournalConflict as conflict:
                 return idempotency.after_conflict(
