@@ -229,31 +229,33 @@ def refusal(window: Window, usage: Usage, charge_wei: int, now_s: int) -> QuotaE
     50
     """
     if window.max_requests and usage.requests + 1 > window.max_requests:
-        return QuotaExceededError(
-            f"{window.scope} may make {window.max_requests} sponsored requests per {window.window_s} s",
-            scope=window.scope,
-            budget="requests",
-            limit=window.max_requests,
-            used=usage.requests,
-            resets_at=window.resets_at,
-            now=now_s,
-        )
+        message = f"{window.scope} may make {window.max_requests} sponsored requests per {window.window_s} s"
+        return _exceeded(window, "requests", window.max_requests, usage.requests, message, now_s)
     if window.max_wei and usage.spent_wei + charge_wei > window.max_wei:
         what = {
             GLOBAL_SCOPE: "the relayer's daily spend cap",
             SIGNED_SCOPE: "the daily spend cap of signed requests",
         }.get(window.scope, f"{window.scope}'s gas budget")
-        return QuotaExceededError(
+        message = (
             f"{what} of {window.max_wei} wei per day would be passed (used {usage.spent_wei},"
-            f" this call may cost up to {charge_wei})",
-            scope=window.scope,
-            budget="gas_wei",
-            limit=window.max_wei,
-            used=usage.spent_wei,
-            resets_at=window.resets_at,
-            now=now_s,
+            f" this call may cost up to {charge_wei})"
         )
+        return _exceeded(window, "gas_wei", window.max_wei, usage.spent_wei, message, now_s)
     return None
+
+
+def _exceeded(
+    window: Window, budget: str, limit: int, used: int, message: str, now_s: int
+) -> QuotaExceededError:
+    return QuotaExceededError(
+        message,
+        scope=window.scope,
+        budget=budget,
+        limit=limit,
+        used=used,
+        resets_at=window.resets_at,
+        now=now_s,
+    )
 
 
 def first_refusal(

@@ -24,7 +24,7 @@ from relayer.faces.api.app import create_app
 from relayer.faces.api.edge import server_config
 from relayer.faces.cli import keys as keys_cli
 from relayer.stores.keys import SqliteKeyStore
-from tests.api.test_serve import Server, clean_env, serving
+from tests.api.test_serve import Server, _demo_keys, clean_env, serving
 from tests.conftest import _free_port
 from tests.serving import serving as serving_in_thread
 
@@ -197,14 +197,6 @@ def test_every_log_line_carries_the_request_id(server: Server) -> None:
     outside = [line for line in logged if "logger=uvicorn.error" in line]
     assert outside
     assert all("request=- " in line for line in outside)  # the server's start: no request
-
-
-def _demo_keys(output: str) -> tuple[str, str]:
-    trade = re.search(r"scopes read,trade\s+(vrk_[A-Za-z0-9_-]{32})", output)
-    read = re.search(r"scope read\s+(vrk_[A-Za-z0-9_-]{32})", output)
-    assert trade is not None, output
-    assert read is not None, output
-    return trade.group(1), read.group(1)
 
 
 def test_the_demo_price_feed_moves_only_with_the_demo_key_and_a_json_body(server: Server) -> None:

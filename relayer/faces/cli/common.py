@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Literal, TypeAlias
 
 from relayer.config import store_location
-from relayer.stores.location import StoreLocation
+from relayer.stores.journal import SqlJournal
+from relayer.stores.location import StoreLocation, open_journal
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -68,6 +70,17 @@ def store_of(args: argparse.Namespace) -> StoreLocation:
         ConfigurationError: a database URL that is not postgresql://.
     """
     return store_location(os.environ, getattr(args, "journal", None), getattr(args, "database_url", None))
+
+
+@contextmanager
+def opened_journal(args: argparse.Namespace, *, create: bool = False) -> Iterator[SqlJournal]:
+    """The journal `store_of(args)` names, open for the block and closed after; a reader's by default (an
+    absent SQLite file is an error, not a new empty journal). Opening migrates, or refuses a newer schema."""
+    journal = open_journal(store_of(args), create=create)
+    try:
+        yield journal
+    finally:
+        journal.close()
 
 
 JOURNAL_HELP = (

@@ -10,17 +10,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from relayer.faces.cli.common import EXIT_OK, add_store_arguments, store_of
-from relayer.stores.location import open_journal
+from relayer.faces.cli.common import EXIT_OK, add_store_arguments, opened_journal, store_of
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    location = store_of(args)
-    journal = open_journal(location)  # opening migrates, in one transaction, or refuses a newer schema
-    try:
-        print(f"{location.describe()}: schema version {journal.schema_version} (up to date)")
-    finally:
-        journal.close()
+    with opened_journal(args, create=True) as journal:  # opening migrates, in one transaction
+        print(f"{store_of(args).describe()}: schema version {journal.schema_version} (up to date)")
     return EXIT_OK
 
 

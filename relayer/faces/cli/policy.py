@@ -15,19 +15,15 @@ from typing import Any
 
 from relayer.config import SponsorshipSettings
 from relayer.domain import sponsorship
-from relayer.faces.cli.common import EXIT_OK, add_store_arguments, store_of
-from relayer.stores.location import open_journal
+from relayer.faces.cli.common import EXIT_OK, add_store_arguments, opened_journal
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     policy = SponsorshipSettings.from_env(os.environ).to_policy()
-    journal = open_journal(store_of(args), create=False)
-    try:
+    with opened_journal(args) as journal:
         now_s = int(time.time())
         chains = sorted({binding.chain_id for binding in journal.known_chains()})
         today = [sponsorship.spend_today(policy, journal.spend_usage, chain, now_s) for chain in chains]
-    finally:
-        journal.close()
     print(json.dumps({"policy": policy.to_dict(), "today": today}, indent=2))
     return EXIT_OK
 

@@ -21,31 +21,25 @@ from relayer.domain.records import RecordPage
 from relayer.domain.status import TxStatus
 from relayer.domain.units import format_fixed
 from relayer.errors import ConfigurationError, TransactionNotFoundError
-from relayer.faces.cli.common import EXIT_OK, add_store_arguments, store_of
+from relayer.faces.cli.common import EXIT_OK, add_store_arguments, opened_journal, store_of
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.signers import Signer, load_signers
 from relayer.stores.location import StoreLocation, open_journal
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    journal = open_journal(store_of(args), create=False)
-    try:
+    with opened_journal(args) as journal:
         record = journal.get(args.id)
-        if record is None:
-            raise TransactionNotFoundError("no relayed transaction has this id", id=args.id)
-        print(json.dumps(record.to_dict(), indent=2))
-    finally:
-        journal.close()
+    if record is None:
+        raise TransactionNotFoundError("no relayed transaction has this id", id=args.id)
+    print(json.dumps(record.to_dict(), indent=2))
     return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     page = RecordPage.parse(args.status, args.limit)
-    journal = open_journal(store_of(args), create=False)
-    try:
+    with opened_journal(args) as journal:
         records = journal.records(page.status, limit=page.limit)
-    finally:
-        journal.close()
     for record in records:
         tx_hash = record.mined.tx_hash if record.mined else record.latest.tx_hash
         print(
