@@ -133,6 +133,10 @@ class RelaySettings(_Section):
     broadcast again."""
     raw_max_pending_per_sender: int = Field(default=4, ge=1)
     """Unfinished raw transactions one sender may have here at once (429 `too_many_pending` beyond)."""
+    notices: bool = True
+    """Journal a notice with every status change, fill and order execution (`relayer.domain.notices`), in
+    the same transaction; webhooks, `/api/stream` and MCP's fills read them. False only to measure what
+    they cost: nothing is then told."""
 
     @model_validator(mode="after")
     def _check_margin(self) -> RelaySettings:
@@ -236,6 +240,65 @@ class HttpSettings(_Section):
     """An idle keep-alive connection is closed after this."""
 
 
+class MetricsSettings(_Section):
+    """The Prometheus metrics (`RELAYER_METRICS_*`): `GET /metrics`, or a port of their own."""
+
+    env_prefix: ClassVar[str] = "RELAYER_METRICS_"
+
+    enabled: bool = True
+    """Count and time what the relayer does; False: no collection at all, `/metrics` answers 404."""
+    token: SecretStr | None = None
+    """A bearer token `GET /metrics` on the API port accepts besides an `admin` API key (for a scraper)."""
+    port: int | None = Field(default=None, ge=0, le=65_535)
+    """Serve the metrics on this port too, without authentication (bind it to a private interface with
+    `host`); None: only `GET /metrics` on the API port, behind the token or an `admin` key."""
+    host: str = "127.0.0.1"
+    """The interface the metrics port listens on."""
+    multiproc_dir: Path | None = None
+    """prometheus-client's multi-process directory, for several instances on one host serving one scrape
+    (`PROMETHEUS_MULTIPROC_DIR`); None: each process exports its own."""
+
+
+class WebhookSettings(_Section):
+    """Webhook deliveries (`RELAYER_WEBHOOKS_*`), Standard Webhooks signed, at least once."""
+
+    env_prefix: ClassVar[str] = "RELAYER_WEBHOOKS_"
+
+    enabled: bool = True
+    """Deliver from this instance (any instance may; each delivery is claimed by one)."""
+    timeout_s: float = Field(default=10.0, gt=0, le=120, allow_inf_nan=False)
+    """A receiver that has not answered in this long counts as a failed attempt."""
+    max_attempts: int = Field(default=10, ge=1, le=100)
+    """Attempts before a delivery ends `failed`."""
+    backoff_base_s: float = Field(default=1.0, gt=0, le=3600, allow_inf_nan=False)
+    """The wait after the first failed attempt; it doubles after each one, up to `backoff_max_s`."""
+    backoff_max_s: float = Field(default=3600.0, gt=0, le=86_400, allow_inf_nan=False)
+    poll_interval_s: float = Field(default=0.25, gt=0, le=60, allow_inf_nan=False)
+    """How often notices written by other instances are looked for (this instance's wake it at once)."""
+    concurrency: int = Field(default=8, ge=1, le=256)
+    """Deliveries in flight at once from this instance."""
+    max_per_account: int = Field(default=10, ge=1, le=1000)
+    """Subscriptions one API-key account may hold."""
+    allow_private_urls: bool = False
+    """Accept receivers on loopback, private and link-local addresses (off: an account's subscription could
+    otherwise reach the relayer's own network)."""
+    retention_days: int = Field(default=7, ge=1, le=3650)
+    """Notices and finished deliveries older than this are deleted."""
+
+
+class StreamSettings(_Section):
+    """`GET /api/stream` (Server-Sent Events) and MCP's fills (`RELAYER_STREAM_*`)."""
+
+    env_prefix: ClassVar[str] = "RELAYER_STREAM_"
+
+    max_per_key: int = Field(default=4, ge=1, le=1000)
+    """Open streams one API key may hold (429 `too_many_streams` beyond)."""
+    heartbeat_s: float = Field(default=15.0, gt=0, le=600, allow_inf_nan=False)
+    """A comment line is sent after this long without an event, so proxies keep the stream open."""
+    poll_interval_s: float = Field(default=0.25, gt=0, le=60, allow_inf_nan=False)
+    """How often notices written by other instances are looked for."""
+
+
 def journal_path(env: Mapping[str, str], path_arg: str | None) -> Path:
     """The journal an operator command names: `--journal` if given, else `RELAYER_RELAY_JOURNAL_PATH`, else
     `.relayer/journal.sqlite3` in the current directory."""
@@ -288,6 +351,12 @@ class Settings(BaseModel):
     """The gas sponsorship policy (`RELAYER_SPONSOR_*`)."""
     http: HttpSettings = Field(default_factory=HttpSettings)
     """Timeouts and the connection cap of the HTTP edge (`RELAYER_HTTP_*`)."""
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    """Prometheus metrics (`RELAYER_METRICS_*`)."""
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    """Webhook deliveries (`RELAYER_WEBHOOKS_*`)."""
+    stream: StreamSettings = Field(default_factory=StreamSettings)
+    """Server-Sent Events and MCP fills (`RELAYER_STREAM_*`)."""
     keeper_interval_s: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     """Seconds between keeper passes over TP/SL orders (it needs a relayer signer); 0: no background loop."""
     keeper_from_block: int = Field(default=0, ge=0)
@@ -367,6 +436,9 @@ class Settings(BaseModel):
             "trading": TradingSettings.from_env(source),
             "sponsor": SponsorshipSettings.from_env(source),
             "http": HttpSettings.from_env(source),
+            "metrics": MetricsSettings.from_env(source),
+            "webhooks": WebhookSettings.from_env(source),
+            "stream": StreamSettings.from_env(source),
         }
         plain = {name: info for name, info in cls.model_fields.items() if name not in values}
         values.update(_env_values(plain, source, ENV_PREFIX))

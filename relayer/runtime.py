@@ -253,6 +253,7 @@ async def _start_relay(runtime: Runtime, signers: Sequence[Signer]) -> None:
     settings = runtime.settings
     # Holds the relay lock until `_stop`.
     journal = await open_bound_journal(settings, runtime.client, runtime.chain)
+    journal.notices_enabled = settings.relay.notices
     try:
         relay = RelayService(
             chain=runtime.client,

@@ -28,9 +28,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from relayer.domain.notices import Cursor, Notice, NoticeType, StoredNotice, status_notices
 from relayer.domain.records import Attempt, Intent, Lease, RelayRecord
 from relayer.domain.sponsorship import Charge, Settlement, Usage, Window, first_refusal
-from relayer.domain.status import FINAL, PENDING, TxStatus
+from relayer.domain.status import FINAL, PENDING, RecordKind, TxStatus
 from relayer.stores import journal_chains, journal_rows
 from relayer.stores import sqlite as store_file
 from relayer.stores.journal_chains import ChainBinding
@@ -42,7 +43,7 @@ from relayer.stores.journal_port import (
     StatusChange,
 )
 from relayer.stores.relay_lock import RelayLock, lock_for_relaying
-from relayer.stores.sql import Database, Session, UniqueViolation, marks
+from relayer.stores.sql import Database, Row, Session, UniqueViolation, marks
 
 _PENDING = tuple(sorted(status.value for status in PENDING))
 """`PENDING` as SQL parameters (`status IN (?, ...)`)."""
@@ -70,6 +71,9 @@ class SqlJournal(Journal):
         """The chain `bind_to_chain` bound this journal to (None: unbound, every chain's records)."""
         self._relay_lock = relay_lock
         self._now = database.dialect.now_s
+        self.notices_enabled = True
+        """Journal a notice with every status change (`relayer.domain.notices`); off only to measure what
+        they cost (`RELAYER_RELAY_NOTICES=false`: webhooks and streams then have nothing to tell)."""
 
     def close(self) -> None:
         """Close the database and let go of the relay lock (if this journal holds it)."""
@@ -93,7 +97,9 @@ class SqlJournal(Journal):
     def write(self) -> Iterator[JournalWriter]:
         """One write transaction: everything done through the writer commits together or not at all."""
         with self.db.transaction() as session:
-            yield SqlJournalWriter(session, self.chain_id, self.db.dialect.skip_locked, self._now)
+            yield SqlJournalWriter(
+                session, self.chain_id, self.db.dialect.skip_locked, self._now, self.notices_enabled
+            )
 
     # --- the chains the records belong to -----------------------------------------------------------------
 
@@ -238,7 +244,24 @@ class SqlJournal(Journal):
             where += " AND (SELECT MAX(seq) FROM attempts WHERE record_id = records.id) = ?"
             guards.append(change.expected_seq)
         sql = f"UPDATE records SET {', '.join(sets)} WHERE {where}"  # noqa: S608
-        return self.db.execute(sql, [*args, *guards]) == 1
+        if not self.notices_enabled:
+            return self.db.execute(sql, [*args, *guards]) == 1
+        with self.db.transaction() as session:
+            rows = session.rows(f"{sql} RETURNING chain_id, kind, account", [*args, *guards])
+            if len(rows) != 1:
+                return False
+            row = rows[0]
+            notices = status_notices(
+                record_id,
+                RecordKind(row["kind"]),
+                row["account"],
+                change.expected,
+                change.new,
+                error=change.error,
+                mined=change.mined,
+            )
+            write_notices(session, int(row["chain_id"]), notices, change.now)
+            return True
 
     def set_error(self, record_id: str, expected: TxStatus, error: dict[str, Any], *, now: float) -> bool:
         """Note why a pending record is stuck (e.g. out of funds) without changing its status."""
@@ -257,6 +280,49 @@ class SqlJournal(Journal):
         )
 
     # --- leases -------------------------------------------------------------------------------------------
+
+    # --- notices (`relayer.domain.notices`) ---------------------------------------------------------------
+
+    def notices_after(
+        self,
+        after: Cursor,
+        *,
+        account: str | None = None,
+        types: Sequence[NoticeType] | None = None,
+        limit: int = 100,
+    ) -> list[StoredNotice]:
+        where, args = self._settled_notices(after)
+        if account is not None:
+            where += " AND account = ?"
+            args.append(account.lower())
+        if types is not None:
+            where += f" AND type IN ({marks(len(types))})"
+            args.extend(t.value for t in types)
+        rows = self.db.rows(
+            f"SELECT * FROM notices WHERE {where} ORDER BY txn, id LIMIT ?",  # noqa: S608
+            [*args, limit],
+        )
+        return [_stored_notice(row) for row in rows]
+
+    def latest_notice_cursor(self) -> Cursor:
+        where, args = self._settled_notices(None)
+        row = self.db.row(
+            f"SELECT txn, id FROM notices WHERE {where} ORDER BY txn DESC, id DESC LIMIT 1",  # noqa: S608
+            args,
+        )
+        return Cursor(0, 0) if row is None else Cursor(int(row["txn"]), int(row["id"]))
+
+    def _settled_notices(self, after: Cursor | None) -> tuple[str, list[Any]]:
+        """Notices no running transaction can still add to (after `after`), on the bound chain if any."""
+        where = f"txn < {self.db.dialect.settled_txn}"
+        args: list[Any] = []
+        if after is not None:
+            where += " AND (txn > ? OR (txn = ? AND id > ?))"
+            args.extend((after.txn, after.txn, after.id))
+        if self.chain_id is not None:
+            where += " AND chain_id = ?"
+            args.append(self.chain_id)
+        return where, args
 
     def acquire_lease(self, name: str, holder: str, ttl_s: float, *, force: bool = False) -> Lease | None:
         chain_id = self._bound_chain()
@@ -489,6 +555,41 @@ def _listen(
             conn.close()
 
 
+def write_notices(session: Session, chain_id: int, notices: Sequence[Notice], now: float) -> None:
+    """Journal `notices` in the caller's transaction (the one that makes what they tell happen)."""
+    if not notices:
+        return
+    values = ",".join(["(?,?,?,?,?,?)"] * len(notices))
+    args: list[Any] = []
+    for notice in notices:
+        args.extend(
+            (
+                chain_id,
+                notice.type.value,
+                notice.account,
+                notice.record_id,
+                json.dumps(notice.payload, sort_keys=True),
+                now,
+            )
+        )
+    session.execute(
+        f"INSERT INTO notices (chain_id, type, account, record_id, payload, created_at) VALUES {values}",  # noqa: S608
+        args,
+    )
+
+
+def _stored_notice(row: Row) -> StoredNotice:
+    return StoredNotice(
+        cursor=Cursor(int(row["txn"]), int(row["id"])),
+        chain_id=int(row["chain_id"]),
+        type=NoticeType(row["type"]),
+        account=row["account"],
+        record_id=row["record_id"],
+        payload=json.loads(row["payload"]),
+        created_at=float(row["created_at"]),
+    )
+
+
 def _window_keys(windows: Sequence[Window]) -> tuple[str, list[Any]]:
     """`(scope = ? AND window_s = ? AND window_start = ?) OR ...` for `windows`, and its parameters."""
     clause = " OR ".join(["(scope = ? AND window_s = ? AND window_start = ?)"] * len(windows))
@@ -571,8 +672,11 @@ def _attempts(session: Session, record_ids: list[str]) -> dict[str, list[Attempt
 class SqlJournalWriter:
     """`JournalWriter` inside one `SqlJournal.write()` transaction (on the journal's bound chain)."""
 
-    def __init__(self, session: Session, chain_id: int | None, skip_locked: str, now_sql: str) -> None:
+    def __init__(
+        self, session: Session, chain_id: int | None, skip_locked: str, now_sql: str, notices: bool = True
+    ) -> None:
         self._session = session
+        self._notices = notices
         self._chain_id = chain_id
         self._skip_locked = skip_locked
         self._for_update = " FOR UPDATE" if skip_locked else ""  # PostgreSQL; SQLite's writer is alone
@@ -720,6 +824,18 @@ class SqlJournalWriter:
             self.add_attempts(record.id, record.attempts)
         except UniqueViolation as exc:
             raise JournalConflict(journal_rows.conflict_constraint(exc.constraint)) from None
+        if self._notices:
+            notices = status_notices(
+                record.id,
+                record.kind,
+                record.account,
+                None,
+                record.status,
+                error=record.error,
+                mined=record.mined,
+                tx_hash=record.attempts[-1].tx_hash if record.attempts else None,
+            )
+            write_notices(self._session, record.chain_id, notices, record.updated_at)
         if record.idempotency_key is not None:
             self._session.execute(
                 "DELETE FROM idempotency_claims WHERE chain_id IN (?, 0) AND idempotency_key = ?",

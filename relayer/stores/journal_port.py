@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from relayer.domain.notices import Cursor, NoticeType, StoredNotice
 from relayer.domain.records import Attempt, Intent, Lease, Mined, RelayRecord
 from relayer.domain.sponsorship import Charge, Settlement, Usage, Window
 from relayer.domain.status import TxStatus, can_transition
@@ -300,6 +301,28 @@ class Journal(ABC):
     def listen_intents(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call `wake` (from another thread) whenever an intent is journaled, by any instance; returns the
         function that stops listening. A store of one process has nothing to listen to (a no-op)."""
+
+    # --- notices (`relayer.domain.notices`) ---------------------------------------------------------------
+
+    notices_enabled: bool
+    """A notice is journaled with every status change (off only to measure their cost)."""
+
+    @abstractmethod
+    def notices_after(
+        self,
+        after: Cursor,
+        *,
+        account: str | None = None,
+        types: Sequence[NoticeType] | None = None,
+        limit: int = 100,
+    ) -> list[StoredNotice]:
+        """Notices after `after` that no running transaction can still precede, in cursor order (on the bound
+        chain; `account`: only that account's, any case; `types`: only those)."""
+
+    @abstractmethod
+    def latest_notice_cursor(self) -> Cursor:
+        """The cursor of the newest settled notice (`START` when none): where a reader that wants only what
+        happens from now on starts."""
 
     # --- sponsorship spend (`relayer.domain.sponsorship`) ---------------------------------------------------
 

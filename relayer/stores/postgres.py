@@ -33,6 +33,7 @@ POSTGRES = Dialect(
     now_s="EXTRACT(EPOCH FROM clock_timestamp())::float8",
     skip_locked=" FOR UPDATE SKIP LOCKED",
     shared_by_processes=True,
+    settled_txn="pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
 )
 
 _MIGRATION_LOCK = 0x7661756C74  # "vault": the advisory lock id migrations take, one process at a time

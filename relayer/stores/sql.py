@@ -61,6 +61,10 @@ class Dialect:
     shared_by_processes: bool
     """Several processes may work through the database at once (PostgreSQL); SQLite's relay lock admits
     one."""
+    settled_txn: str
+    """Notices (`relayer.domain.notices.Cursor`) whose `txn` is below this are final: no transaction that
+    could still commit one is running (PostgreSQL: the oldest running transaction; SQLite: 1, above the 0
+    every notice carries)."""
 
 
 class Database(ABC):

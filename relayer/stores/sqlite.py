@@ -146,6 +146,7 @@ SQLITE = Dialect(
     now_s="((julianday('now') - 2440587.5) * 86400.0)",
     skip_locked="",
     shared_by_processes=False,
+    settled_txn="1",
 )
 
 

@@ -250,7 +250,7 @@ def test_a_version_2_journal_is_adopted_by_its_own_chain_only(path: Path) -> Non
     other.close()
 
     journal, dropped = start(path, REAL)
-    assert journal.schema_version == SCHEMA_VERSION == 7
+    assert journal.schema_version == SCHEMA_VERSION == 8
     assert dropped == 0
     assert ids(journal.pending()) == ["a1", "a2"]
     assert journal.by_hash("0xa2") is not None  # the attempts survived the table's rebuild

@@ -17,8 +17,8 @@ PREVIOUS_VERSION = 3  # the version before `records.account`
 
 
 def test_the_schema_versions_run_in_order_to_the_latest() -> None:
-    assert SCHEMA_VERSION == 7
-    assert [version for version, _ in MIGRATIONS] == [1, 2, 3, 4, 5, 6, 7]
+    assert SCHEMA_VERSION == 8
+    assert [version for version, _ in MIGRATIONS] == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 def test_a_record_keeps_its_account(tmp_path: Path) -> None:
