@@ -13,12 +13,13 @@ contiguously (no gap), with no duplicate transaction, and that the position shra
     python scripts/bench_relay.py --block-time 1        # only anvil mining a block every second
     python scripts/bench_relay.py --block-time 0        # only automine (each transaction mined on arrival)
     python scripts/bench.py relay ...                   # the same, through the shared benchmark runner
-    python scripts/bench.py relay --observe off,on      # side by side: metrics and notices off, then on
+    python scripts/bench.py relay --observe off,quiet,on  # side by side: observability off, quiet, on
 
 `--observe` (default `on`, as `relayer serve` runs): `off` runs the relayer with the Prometheus metrics off
-(the null object), no notices journaled and no webhook dispatcher; `on` with `PrometheusMetrics`, notices,
-and the webhook dispatcher delivering every notice to one global subscription at a loopback receiver that
-answers 204 (the deliveries it got are printed beside the run: the outbox did its work within the figure).
+(the null object), no notices journaled and no webhook dispatcher; `quiet` with `PrometheusMetrics` and
+notices, the dispatcher running without a subscription; `on` as `quiet`, with the webhook dispatcher
+delivering every notice to one global subscription at a loopback receiver that answers 204 (the deliveries it
+got are printed beside the run: the outbox did its work within the figure).
 With `--instances` the same reaches every `relayer serve` process as `RELAYER_METRICS_ENABLED`,
 `RELAYER_RELAY_NOTICES` and `RELAYER_WEBHOOKS_ENABLED` (the subscription made with `relayer webhooks add
 --global` once the instances have started, before the load).
@@ -200,28 +201,40 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "--observe",
         default="on",
         help="metrics, notices and the webhook dispatcher (one global subscription to a local receiver):"
-        " on, off, or both in order, e.g. off,on (default on, as served)",
+        " off, quiet (metrics and notices, no subscription) or on, several in order, e.g. off,quiet,on"
+        " (default on, as served)",
     )
 
 
-def observe_modes(args: argparse.Namespace) -> list[bool]:
-    """`--observe` as a list of on (True) / off (False), in the order given."""
+OBSERVE_MODES = ("off", "quiet", "on")
+"""`off`: metrics, notices and webhooks off; `quiet`: metrics and notices on, the webhook dispatcher running
+without a subscription; `on`: as `quiet`, with one global subscription to a local receiver (every notice
+delivered)."""
+
+
+def observe_modes(args: argparse.Namespace) -> list[str]:
+    """`--observe` as a list of modes (`OBSERVE_MODES`), in the order given."""
     modes = [part.strip() for part in str(args.observe).split(",") if part.strip()]
-    if not modes or any(mode not in {"on", "off"} for mode in modes):
-        raise SystemExit("--observe takes on, off, or both comma-separated (e.g. off,on)")
-    return [mode == "on" for mode in modes]
+    if not modes or any(mode not in OBSERVE_MODES for mode in modes):
+        raise SystemExit("--observe takes off, quiet or on, or several comma-separated (e.g. off,quiet,on)")
+    return modes
 
 
-def observe_env(on: bool) -> dict[str, str]:
+def observe_env(mode: str) -> dict[str, str]:
     """The variables that switch metrics, notices and the webhook dispatcher of a `relayer serve` process
     (private URLs allowed: the bench's receiver is on loopback)."""
-    value = "true" if on else "false"
+    value = "false" if mode == "off" else "true"
     return {
         "RELAYER_METRICS_ENABLED": value,
         "RELAYER_RELAY_NOTICES": value,
         "RELAYER_WEBHOOKS_ENABLED": value,
         "RELAYER_WEBHOOKS_ALLOW_PRIVATE_URLS": value,
     }
+
+
+def observe_tag(mode: str) -> str:
+    """How a run's mode is shown beside its store."""
+    return {"off": " -obs", "quiet": " +obs", "on": " +obs+hooks"}[mode]
 
 
 def start_receiver() -> Any:
@@ -271,7 +284,7 @@ class ModeResult:
         return self.relayed.per_second / self.naive.per_second
 
 
-def run_mode(block_time: int, count: int, concurrency: int, signers: int, observe: bool = True) -> ModeResult:
+def run_mode(block_time: int, count: int, concurrency: int, signers: int, observe: str = "on") -> ModeResult:
     """One anvil (automine when `block_time` is 0), both sides over the same calls, then the invariants;
     the relayer with metrics and notices (`observe`) or without."""
     with anvil(block_time or None) as chain, tempfile.TemporaryDirectory() as tmp:
@@ -300,11 +313,11 @@ def run_mode(block_time: int, count: int, concurrency: int, signers: int, observ
             journal_path=Path(tmp) / "bench.sqlite3", confirmations=1, replace_after_s=600
         )
 
-        receiver = start_receiver() if observe else None
+        receiver = start_receiver() if observe == "on" else None
         outbox: list[str] = []
 
         async def relay() -> tuple[Result, RelayService]:
-            metrics = PrometheusMetrics() if observe else NO_METRICS
+            metrics = PrometheusMetrics() if observe != "off" else NO_METRICS
             client = ChainClient(chain_port(chain), deployment.address, metrics=metrics)
             await client.start()
             journal = SqliteJournal(settings.journal_path, relaying=True)  # bound as `relayer serve` does
@@ -312,7 +325,7 @@ def run_mode(block_time: int, count: int, concurrency: int, signers: int, observ
             journal.bind_to_chain(
                 ChainBinding(chain.w3.eth.chain_id, "0x" + bytes(genesis).hex()), now=int(time.time())
             )
-            journal.notices_enabled = observe
+            journal.notices_enabled = observe != "off"
             service = RelayService(
                 chain=client,
                 signers=[Signer(a) for a in relay_accounts],
@@ -349,7 +362,11 @@ def run_mode(block_time: int, count: int, concurrency: int, signers: int, observ
             problems.append(f"position size {remaining} does not match the transactions sent")
         service.journal.close()
     mode = f"anvil --block-time {block_time}" if block_time else "anvil automine"
-    mode += ", metrics, notices and webhooks " + ("on" if observe else "off")
+    mode += {
+        "off": ", metrics, notices and webhooks off",
+        "quiet": ", metrics and notices on, no webhook subscription",
+        "on": ", metrics, notices and webhooks on (one subscription gets every notice)",
+    }[observe]
     return ModeResult(mode, naive, relayed, problems, outbox[0] if outbox else None)
 
 

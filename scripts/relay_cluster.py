@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     counts = [int(n) for n in args.instances.split(",")] if args.instances else [1, 2, 3]
     import bench_relay  # beside this file (imported here: it imports this module)
 
-    observing = bench_relay.observe_modes(args)  # metrics and notices, on (as served) and/or off
+    observing = bench_relay.observe_modes(args)  # off, quiet, on (as served)
     pg = PgCluster(fast=False) if "postgres" in stores else None
     results: list[ClusterResult] = []
     skipped: list[str] = []
@@ -167,13 +167,13 @@ def run(args: argparse.Namespace) -> int:
                 for observe in observing:
                     started = time.monotonic()
                     env = bench_relay.observe_env(observe)
-                    receiver = bench_relay.start_receiver() if observe else None
+                    receiver = bench_relay.start_receiver() if observe == "on" else None
                     try:
                         result = run_one(store, instances, args, pg, len(results), env, receiver)
                     finally:
                         if receiver is not None:
                             receiver.stop()
-                    result.store += "" if observing == [True] else (" +obs" if observe else " -obs")
+                    result.store += "" if observing == ["on"] else bench_relay.observe_tag(observe)
                     results.append(result)
                     print(
                         f"  ran {result.store} x {instances} in {time.monotonic() - started:.0f} s",
@@ -187,13 +187,13 @@ def run(args: argparse.Namespace) -> int:
         f"relay through `relayer serve` processes, anvil --block-time {block}, {args.signers} signer(s),"
         f" concurrency {args.concurrency}: take-profit changes by API key, spread over the instances"
     )
-    header = f"{'store':<14} {'instances':>9} {'requests':>9} {'req/s':>8} {'median s':>9} {'p95 s':>7}"
+    header = f"{'store':<18} {'instances':>9} {'requests':>9} {'req/s':>8} {'median s':>9} {'p95 s':>7}"
     print(f"  {header}  checks")
     failed = False
     for result in results:
         checks = "0 gaps, 0 duplicates" if not result.problems else f"{len(result.problems)} PROBLEMS"
         print(
-            f"  {result.store:<14} {result.instances:>9} {result.requests:>9} {result.per_second:>8.1f}"
+            f"  {result.store:<18} {result.instances:>9} {result.requests:>9} {result.per_second:>8.1f}"
             f" {result.median_answer_s:>9.2f} {result.p95_answer_s:>7.2f}  {checks}"
         )
         if result.webhooks is not None:

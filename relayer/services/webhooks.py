@@ -59,7 +59,7 @@ from relayer.errors import (
 )
 from relayer.services.periodic import Periodic
 from relayer.stores.journal_port import Journal
-from relayer.stores.webhooks import WebhookStore
+from relayer.stores.webhooks import Outcome, WebhookStore
 
 log = logging.getLogger("relayer.webhooks")
 
@@ -228,6 +228,8 @@ class WebhookService:
         """Subscriptions and API keys with a test message in flight (one each at a time)."""
         self._tests_in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._finished: list[tuple[Outcome, Attempt]] = []
+        """Attempts finished since the last round, recorded together at the start of the next one."""
         self._pruned_at = 0.0
         self._random = random.Random()  # noqa: S311 - jitter, not a secret
 
@@ -484,6 +486,7 @@ class WebhookService:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._record_outcomes()  # what was delivered is not sent again after the restart
         await self.sender.aclose()
         await self.test_sender.aclose()
 
@@ -493,8 +496,10 @@ class WebhookService:
             self._periodic.wake()
 
     async def round(self) -> int:
-        """One dispatcher round: fan out new notices, claim what is due for the free slots and start sending
-        each on its own task; how many were started. Store calls run on a worker thread."""
+        """One dispatcher round: record the attempts finished since the last one, fan out new notices, claim
+        what is due for the free slots and start sending each on its own task; how many were started. Store
+        calls run on a worker thread."""
+        await self._record_outcomes()
         await anyio.to_thread.run_sync(self.store.fan_out)
         if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_S or self._pruned_at == 0.0:
             await self.prune()
@@ -534,24 +539,9 @@ class WebhookService:
         try:
             attempt = await self.sender.post(due.url, due.secret, due.msg_id, due.body)
             state, retry_in_s = self._outcome(due, attempt)
-            kept = await anyio.to_thread.run_sync(
-                lambda: self.store.finish(
-                    due,
-                    state=state,
-                    status=attempt.status,
-                    error=attempt.error,
-                    retry_in_s=retry_in_s,
-                    receiver_back=attempt.delivered and due.attempt > 1,
-                )
-            )
-            log.info(
-                "webhook delivery webhook=%s notice=%s attempt=%d status=%s state=%s%s",
-                due.webhook_id,
-                due.msg_id,
-                due.attempt,
-                attempt.status,
-                state.value,
-                "" if kept else " (claim lost: already taken over)",
+            back = attempt.delivered and due.attempt > 1
+            self._finished.append(
+                (Outcome(due, state, attempt.status, attempt.error, retry_in_s, back), attempt)
             )
         except Exception:
             log.exception(
@@ -560,7 +550,27 @@ class WebhookService:
         finally:
             _release(self._in_flight, due.webhook_id)
             _release(self._in_flight_accounts, due.account)
-            self.wake()  # a slot is free: the next round may claim at once
+            self.wake()  # a slot is free: the next round records the outcome and may claim at once
+
+    async def _record_outcomes(self) -> None:
+        """Record the attempts finished since the last round, in one transaction (until then their claims
+        keep the deliveries from being sent again)."""
+        if not self._finished:
+            return
+        finished, self._finished = self._finished, []
+        kept = await anyio.to_thread.run_sync(
+            lambda: self.store.finish_many([outcome for outcome, _ in finished])
+        )
+        for (outcome, attempt), held in zip(finished, kept, strict=True):
+            log.info(
+                "webhook delivery webhook=%s notice=%s attempt=%d status=%s state=%s%s",
+                outcome.due.webhook_id,
+                outcome.due.msg_id,
+                outcome.due.attempt,
+                attempt.status,
+                outcome.state.value,
+                "" if held else " (claim lost: already taken over)",
+            )
 
     def _outcome(self, due: Due, attempt: Attempt) -> tuple[DeliveryState, float]:
         """Delivered; failed for good (the last attempt, or 410 Gone); or pending again after the backoff."""

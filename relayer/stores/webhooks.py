@@ -17,7 +17,8 @@ to one chain like the journal (a subscription belongs to the chain it was made o
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from relayer.domain.notices import Cursor, NoticeType, StoredNotice, notice_id
@@ -38,6 +39,18 @@ FAN_OUT_BATCH = 500
 CLAIM_CANDIDATES_PER_SLOT = 4
 """Due deliveries read per free slot when claiming, so that a subscription at its in-flight cap does not
 crowd out the others in one read."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt of a claimed delivery came to (`WebhookStore.finish_many`)."""
+
+    due: Due
+    state: DeliveryState
+    status: int | None
+    error: str | None
+    retry_in_s: float = 0.0
+    receiver_back: bool = False
 
 
 class WebhookStore:
@@ -310,28 +323,36 @@ class WebhookStore:
         are made due now, so a receiver that was down drains at once instead of at each one's next retry.
         False when the claim was lost meanwhile (another instance took the delivery over, or it was
         removed)."""
+        return self.finish_many([Outcome(due, state, status, error, retry_in_s, receiver_back)])[0]
+
+    def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """`finish` for several attempts in one transaction (the dispatcher records a round's outcomes
+        together: one commit, not one per delivery); for each, whether its claim still held."""
         now = self._now
+        kept: list[bool] = []
         with self.db.transaction() as session:
-            changed = session.execute(
-                f"UPDATE deliveries SET state = ?, last_status = ?, last_error = ?, next_at = {now} + ?,"  # noqa: S608
-                f" claimed_until = NULL, updated_at = {now}"
-                " WHERE id = ? AND state = 'pending' AND attempts = ?",
-                (
-                    state.value,
-                    status,
-                    None if error is None else error[:500],
-                    retry_in_s,
-                    due.delivery_id,
-                    due.attempt,
-                ),
-            )
-            if changed == 1 and receiver_back:
-                session.execute(
-                    f"UPDATE deliveries SET next_at = {now} WHERE webhook_id = ? AND state = 'pending'"  # noqa: S608
-                    f" AND next_at > {now}",
-                    (due.webhook_id,),
+            for outcome in outcomes:
+                changed = session.execute(
+                    f"UPDATE deliveries SET state = ?, last_status = ?, last_error = ?, next_at = {now} + ?,"  # noqa: S608
+                    f" claimed_until = NULL, updated_at = {now}"
+                    " WHERE id = ? AND state = 'pending' AND attempts = ?",
+                    (
+                        outcome.state.value,
+                        outcome.status,
+                        None if outcome.error is None else outcome.error[:500],
+                        outcome.retry_in_s,
+                        outcome.due.delivery_id,
+                        outcome.due.attempt,
+                    ),
                 )
-        return changed == 1
+                if changed == 1 and outcome.receiver_back:
+                    session.execute(
+                        f"UPDATE deliveries SET next_at = {now} WHERE webhook_id = ? AND state = 'pending'"  # noqa: S608
+                        f" AND next_at > {now}",
+                        (outcome.due.webhook_id,),
+                    )
+                kept.append(changed == 1)
+        return kept
 
     def deliveries(self, webhook_id: str, *, limit: int = 50) -> list[Delivery]:
         """A subscription's deliveries, newest first."""
