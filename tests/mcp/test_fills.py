@@ -212,6 +212,19 @@ def _read_fills(result: Any) -> dict[str, Any]:
     return parsed
 
 
+async def _close_and_hear(client: Client, key: str) -> tuple[list[Any], dict[str, Any]]:
+    """A partial close made while `client` listens to the fills resource: the first update heard (within
+    `WAIT_S`) and the close's answer."""
+    heard: list[Any] = []
+    async with client.listen(resource_subscriptions=[FILLS_URI]) as events:
+        answer = tool_json(await client.call_tool("partial_close", {"symbol": "BTCUSDT", "api_key": key}))
+        with anyio.fail_after(WAIT_S):
+            async for event in events:
+                heard.append(event)
+                break
+    return heard, answer
+
+
 def test_a_listening_session_hears_of_each_new_fill_and_reads_it(
     trading: Trading, btc_long: bytes, accounts: list[LocalAccount]
 ) -> None:
@@ -220,15 +233,7 @@ def test_a_listening_session_hears_of_each_new_fill_and_reads_it(
     async def session() -> tuple[list[Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
         async with Client(_fills_server(trading, key)) as client:
             before = _read_fills(await client.read_resource(FILLS_URI))
-            heard: list[Any] = []
-            async with client.listen(resource_subscriptions=[FILLS_URI]) as events:
-                answer = tool_json(
-                    await client.call_tool("partial_close", {"symbol": "BTCUSDT", "api_key": key})
-                )
-                with anyio.fail_after(WAIT_S):
-                    async for event in events:
-                        heard.append(event)
-                        break
+            heard, answer = await _close_and_hear(client, key)
             after = _read_fills(await client.read_resource(FILLS_URI))
             return heard, before, after, answer
 
@@ -295,15 +300,7 @@ def test_relayer_mcp_on_stdio_tells_a_subscribed_session_of_a_fill(tmp_path: Pat
     async def session() -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
         with anyio.fail_after(120):
             async with Client(stdio_client(server)) as client:
-                heard: list[Any] = []
-                async with client.listen(resource_subscriptions=[FILLS_URI]) as events:
-                    answer = tool_json(
-                        await client.call_tool("partial_close", {"symbol": "BTCUSDT", "api_key": key})
-                    )
-                    with anyio.fail_after(WAIT_S):
-                        async for event in events:
-                            heard.append(event)
-                            break
+                heard, answer = await _close_and_hear(client, key)
                 after = _read_fills(await client.read_resource(FILLS_URI))
                 return heard, answer, after
 
