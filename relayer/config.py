@@ -6,6 +6,7 @@ a secret (hosted nodes put the API key in it), so it is a `SecretStr` and never 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Mapping
@@ -103,8 +104,25 @@ class RelaySettings(_Section):
     use."""
     confirmations: int = Field(default=1, ge=1)
     """Blocks on top of (and including) the one a transaction was mined in before it is final."""
+    replace_after_blocks: int = Field(default=3, ge=1, le=1_000)
+    """Blocks without a receipt before a transaction is replaced with bumped fees: this many times the chain's
+    block time, as measured from the heads the relay rounds read (the median gap of recent blocks)."""
+    replace_after_min_s: int = Field(default=2, ge=1)
+    """The floor of that wait in seconds (a chain of quarter-second blocks is not bumped every round)."""
     replace_after_s: int = Field(default=30, gt=0)
-    """Seconds without a receipt before a transaction is replaced with bumped fees."""
+    """Seconds without a receipt before a replacement while the chain's block time is unknown: too few heads
+    seen yet, or blocks made only with transactions (automine, where many share one second)."""
+    replace_after_blocks_by_chain: dict[int, int] = Field(default_factory=dict)
+    """Per-chain `replace_after_blocks` (`1:3,42161:2`, or JSON); chains not named use the default."""
+    replace_after_min_s_by_chain: dict[int, int] = Field(default_factory=dict)
+    """Per-chain `replace_after_min_s` (`31337:30` keeps a local node at the old fixed 30 s)."""
+    max_in_flight_per_signer: int = Field(default=16, ge=1, le=4_096)
+    """Transactions one signer may have journaled and not yet mined (geth's pool keeps 16 per account
+    beyond which it may evict): further calls wait for a slot of some signer."""
+    queue_limit: int = Field(default=256, ge=0, le=100_000)
+    """Calls that may wait on this instance for a signer slot; beyond, 503 `relay_queue_full`."""
+    queue_wait_s: float = Field(default=20.0, gt=0, le=600, allow_inf_nan=False)
+    """How long a call waits for a signer slot before it is answered 503 `relay_queue_full`."""
     fee_bump_bps: int = Field(default=1_250, ge=1_000)
     """Fee increase of a replacement on both EIP-1559 fees, in basis points (nodes refuse less than +10%)."""
     max_fee_per_gas_wei: int = Field(default=500 * 10**9, gt=0)
@@ -137,6 +155,36 @@ class RelaySettings(_Section):
     """Journal a notice with every status change, fill and order execution (`relayer.domain.notices`), in
     the same transaction; webhooks, `/api/stream` and MCP's fills read them. False only to measure what
     they cost: nothing is then told."""
+
+    @field_validator("replace_after_blocks_by_chain", "replace_after_min_s_by_chain", mode="before")
+    @classmethod
+    def _parse_by_chain(cls, value: object) -> object:
+        """`chain:value` pairs separated by commas (an environment variable), else as given (JSON, a map)."""
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("not a JSON object") from None
+        if isinstance(value, str):
+            pairs = [pair.split(":") for pair in value.replace(" ", "").split(",") if pair]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("expected chainId:value pairs separated by commas, e.g. 1:3,42161:2")
+            return dict(pairs)
+        return value
+
+    @field_validator("replace_after_blocks_by_chain", "replace_after_min_s_by_chain")
+    @classmethod
+    def _check_by_chain(cls, value: dict[int, int]) -> dict[int, int]:
+        if any(chain_id <= 0 or count < 1 for chain_id, count in value.items()):
+            raise ValueError("chain ids and values must be positive")
+        return value
+
+    def replacement(self, chain_id: int) -> tuple[int, int]:
+        """(`replace_after_blocks`, `replace_after_min_s`) on `chain_id`, its overrides applied."""
+        return (
+            self.replace_after_blocks_by_chain.get(chain_id, self.replace_after_blocks),
+            self.replace_after_min_s_by_chain.get(chain_id, self.replace_after_min_s),
+        )
 
     @model_validator(mode="after")
     def _check_margin(self) -> RelaySettings:

@@ -89,6 +89,11 @@ MAX_RPC_CALLS_PER_BATCH: Final = 100
 MAX_RPC_REQUESTS_IN_FLIGHT: Final = 4
 """Concurrent HTTP requests to the node; calls made while all are busy wait and share the next batch."""
 
+SYNC_SEND_WAIT_S: Final = 2.0
+"""How long a batch of `eth_sendRawTransactionSync` (on a node mining on arrival) may take before the relay
+stops waiting, sends the bytes again the plain way (the node answers "already known") and never uses the sync
+method on that chain again (anvil can miss a receipt and hold the call for its own 30 s timeout)."""
+
 MAX_PRICE_AGE_CACHE_S: Final = 60
 """Seconds the vault's `maxPriceAge()` (an admin setting) is reused before it is read again."""
 

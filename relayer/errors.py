@@ -351,6 +351,13 @@ class SignerUnavailableError(RelayerError, code="signer_unavailable", http_statu
     on chain are ahead of what this database knows) and was stopped, so nothing is sent twice."""
 
 
+class RelayQueueFullError(RelayerError, code="relay_queue_full", http_status=503, retryable=True):
+    """Every relayer signer has its in-flight limit of unmined transactions and this instance's queue of calls
+    waiting for a slot is full, or the call waited its time in it (`RELAYER_RELAY_MAX_IN_FLIGHT_PER_SIGNER`,
+    `_QUEUE_LIMIT`, `_QUEUE_WAIT_S`). Nothing was signed or kept: send it again after `Retry-After`. A 503,
+    not a 429: the limit is the relayer's capacity, shared by every caller."""
+
+
 class BodyTooLargeError(RelayerError, code="body_too_large", http_status=413):
     """A request body above the API's limit: refused before it is read, whatever it holds."""
 

@@ -43,6 +43,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
+from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +74,8 @@ from relayer.stores.webhooks import WebhookStore  # noqa: E402
 
 CLOSE_STEP = to_fixed(Decimal("0.001"), SIZE_DECIMALS, "size")
 """Each benchmark transaction closes 0.001 BTC of one big position."""
+NAIVE_SAMPLE = 40
+"""With block times the naive loop waits a block per transaction: it is measured on this many by default."""
 
 
 @dataclass
@@ -120,6 +124,72 @@ def naive_loop(chain: Chain, vault: VaultReader, operator: str, position_id: byt
         receipt = chain.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.01)
         assert receipt["status"] == 1
     return Result("naive web3.py loop", count, time.perf_counter() - started)
+
+
+RAW_BATCH = 100
+"""Pre-signed transactions per JSON-RPC batch in the raw floor."""
+
+
+def raw_floor(
+    chain: Chain, operator: LocalAccount, vault_address: str, position_id: bytes, count: int
+) -> Result:
+    """The node's own pace for the same call: `count` transactions pre-signed (nonces, gas and fees fixed
+    before the clock starts) and sent in JSON-RPC batches of `RAW_BATCH` over one HTTP connection, as fast
+    as the node answers; the clock runs from the first send to the last receipt. No simulation, no journal,
+    no retry: what no relayer can beat on this node."""
+    w3 = chain.w3
+    data = calldata.close_position(position_id, CLOSE_STEP, 0)
+    gas = w3.eth.estimate_gas({"from": operator.address, "to": vault_address, "data": data}) * 12 // 10
+    base_fee = int(w3.eth.get_block("latest").get("baseFeePerGas", 0))
+    first = w3.eth.get_transaction_count(operator.address)
+    raws = []
+    for nonce in range(first, first + count):
+        tx: dict[str, Any] = {
+            "chainId": w3.eth.chain_id,
+            "nonce": nonce,
+            "to": vault_address,
+            "data": data,
+            "value": 0,
+            "gas": gas,
+            "maxFeePerGas": 4 * base_fee + 10**9,
+            "maxPriorityFeePerGas": 10**9,
+            "type": 2,
+        }
+        raws.append("0x" + bytes(operator.sign_transaction(tx).raw_transaction).hex())
+    url = chain.name  # the node's URL (`rpc_chain`)
+    with httpx.Client(timeout=120) as http:
+        started = time.perf_counter()
+        for start in range(0, count, RAW_BATCH):
+            calls = [
+                {"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction", "params": [raw]}
+                for i, raw in enumerate(raws[start : start + RAW_BATCH])
+            ]
+            replies = http.post(url, json=calls).json()
+            refused = [reply["error"] for reply in replies if "error" in reply]
+            if refused:
+                raise SystemExit(f"the raw floor's batch was refused: {refused[:2]}")
+        while True:
+            reply = http.post(
+                url,
+                json={
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "eth_getTransactionCount",
+                    "params": [operator.address, "latest"],
+                },
+            ).json()
+            if int(reply["result"], 16) >= first + count:
+                break
+            time.sleep(0.005)
+        seconds = time.perf_counter() - started
+    return Result(f"raw floor (pre-signed, batches of {RAW_BATCH})", count, seconds)
+
+
+def block_capacity(chain: Chain, service: RelayService) -> tuple[int, int]:
+    """(the block gas limit, the gas one relayed close used): their quotient is how many such transactions
+    one block holds."""
+    mined = next(r.mined for r in service.journal.all() if r.mined is not None)
+    return int(chain.w3.eth.get_block("latest")["gasLimit"]), mined.gas_used
 
 
 async def relayer_run(service: RelayService, position_id: bytes, count: int, concurrency: int) -> Result:
@@ -182,6 +252,21 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "--count", type=int, default=None, help="transactions per side (default 300 automine, 40 with blocks)"
     )
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent relayer clients (default 16)")
+    parser.add_argument(
+        "--naive-count",
+        type=int,
+        default=None,
+        help=f"transactions of the naive loop (default: --count with automine, {NAIVE_SAMPLE} with blocks)",
+    )
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=None,
+        help="the relayer's max_in_flight_per_signer (default: the setting's default, 16)",
+    )
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the raw floor (pre-signed sends in JSON-RPC batches)"
+    )
     parser.add_argument("--signers", type=int, default=4, help="relayer signer accounts, 1..4 (default 4)")
     parser.add_argument(
         "--block-time",
@@ -278,24 +363,42 @@ class ModeResult:
     relayed: Result
     problems: list[str]
     webhooks: str | None = None
+    floor: Result | None = None
+    per_signer: dict[str, int] | None = None
+    """Transactions each relayer signer sent."""
+    capacity: tuple[int, int] | None = None
+    """(block gas limit, gas per relayed close)."""
 
     @property
     def ratio(self) -> float:
         return self.relayed.per_second / self.naive.per_second
 
 
-def run_mode(block_time: int, count: int, concurrency: int, signers: int, observe: str = "on") -> ModeResult:
-    """One anvil (automine when `block_time` is 0), both sides over the same calls, then the invariants;
-    the relayer with metrics and notices (`observe`) or without."""
+def run_mode(
+    block_time: int,
+    count: int,
+    concurrency: int,
+    signers: int,
+    observe: str = "on",
+    *,
+    naive_count: int | None = None,
+    floor: bool = True,
+    in_flight: int | None = None,
+) -> ModeResult:
+    """One anvil (automine when `block_time` is 0), the naive loop (over `naive_count` calls, default
+    `count`), the raw floor (`floor`) and the relayer over `count` calls, then the invariants; the relayer
+    with metrics and notices (`observe`) or without."""
+    naive_count = count if naive_count is None else naive_count
+    floor_count = count if floor else 0
     with anvil(block_time or None) as chain, tempfile.TemporaryDirectory() as tmp:
         accounts = chain.test_accounts()
-        deployer, trader, naive_operator = accounts[0], accounts[1], accounts[4]
+        deployer, trader, naive_operator, floor_operator = accounts[0], accounts[1], accounts[4], accounts[9]
         relay_accounts = accounts[5 : 5 + max(1, min(signers, 4))]
         deployment = deploy_vault(chain.w3, deployer, max_price_age_s=10**9)
         vault = VaultReader(chain.w3, deployment.address)
-        for operator in [naive_operator, *relay_accounts]:
+        for operator in [naive_operator, floor_operator, *relay_accounts]:
             send(chain.w3, trader, deployment.address, calldata.set_operator(operator.address, True))
-        size = CLOSE_STEP * count * 2
+        size = CLOSE_STEP * (naive_count + floor_count + count)
         send(
             chain.w3,
             trader,
@@ -304,13 +407,17 @@ def run_mode(block_time: int, count: int, concurrency: int, signers: int, observ
         )
         (position_id,) = vault.position_ids_of(trader.address)
 
-        naive = naive_loop(chain, vault, naive_operator.address, position_id, count)
+        naive = naive_loop(chain, vault, naive_operator.address, position_id, naive_count)
+        floored = (
+            raw_floor(chain, floor_operator, deployment.address, position_id, floor_count) if floor else None
+        )
 
         start_nonces: dict[str, int] = {
             a.address: chain.w3.eth.get_transaction_count(a.address) for a in relay_accounts
         }
+        limits = {} if in_flight is None else {"max_in_flight_per_signer": in_flight}
         settings = RelaySettings(
-            journal_path=Path(tmp) / "bench.sqlite3", confirmations=1, replace_after_s=600
+            journal_path=Path(tmp) / "bench.sqlite3", confirmations=1, replace_after_s=600, **limits
         )
 
         receiver = start_receiver() if observe == "on" else None
@@ -336,6 +443,7 @@ def run_mode(block_time: int, count: int, concurrency: int, signers: int, observ
             hooks: WebhookService | None = None
             try:
                 await service.resume()
+                service.start()  # the relay loop, as served: it frees signer slots as receipts come in
                 if receiver is not None and journal.chain_id is not None:
                     store = WebhookStore(journal.db, journal.chain_id)  # as `relayer serve` runs it
                     hooks = WebhookService(store, WebhookSettings(allow_private_urls=True), _operator_only)
@@ -347,6 +455,7 @@ def run_mode(block_time: int, count: int, concurrency: int, signers: int, observ
                     outbox.append(await wait_outbox(hooks.store, hook.cursor.id, receiver))
                 return result, service
             finally:
+                await service.stop()
                 if hooks is not None:
                     await hooks.stop()
                 await client.aclose()
@@ -358,8 +467,12 @@ def run_mode(block_time: int, count: int, concurrency: int, signers: int, observ
                 receiver.stop()
         problems = check_relayer(chain, service, start_nonces, count)
         remaining = vault.position(position_id).size
-        if remaining != size - 2 * count * CLOSE_STEP:
+        if remaining != 0:
             problems.append(f"position size {remaining} does not match the transactions sent")
+        per_signer: dict[str, int] = defaultdict(int)
+        for record in service.journal.all():
+            per_signer[record.sender] += 1
+        capacity = block_capacity(chain, service)
         service.journal.close()
     mode = f"anvil --block-time {block_time}" if block_time else "anvil automine"
     mode += {
@@ -367,7 +480,9 @@ def run_mode(block_time: int, count: int, concurrency: int, signers: int, observ
         "quiet": ", metrics and notices on, no webhook subscription",
         "on": ", metrics, notices and webhooks on (one subscription gets every notice)",
     }[observe]
-    return ModeResult(mode, naive, relayed, problems, outbox[0] if outbox else None)
+    return ModeResult(
+        mode, naive, relayed, problems, outbox[0] if outbox else None, floored, dict(per_signer), capacity
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -377,14 +492,47 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for block_time in modes:
         count = args.count or (40 if block_time else 300)
+        # With blocks the naive loop waits a block per transaction: a long run measures it on a sample.
+        naive_count = min(count, args.naive_count or (NAIVE_SAMPLE if block_time else count))
         for observe in observe_modes(args):  # side by side on the same settings
-            results.append(run_mode(block_time, count, args.concurrency, args.signers, observe))
+            results.append(
+                run_mode(
+                    block_time,
+                    count,
+                    args.concurrency,
+                    args.signers,
+                    observe,
+                    naive_count=naive_count,
+                    floor=not args.no_floor,
+                    in_flight=args.in_flight,
+                )
+            )
     failed = False
     for result in results:
-        print(f"relay benchmark on {result.mode}: {result.naive.count} closePosition transactions per side")
-        for side in (result.naive, result.relayed):
-            print(f"  {side.name:<36} {side.per_second:8.1f} tx/s  ({side.seconds:.2f} s)")
+        sample = "" if result.naive.count == result.relayed.count else f" (a sample of {result.naive.count})"
+        print(
+            f"relay benchmark on {result.mode}: {result.relayed.count} closePosition transactions relayed,"
+            f" the naive loop over {result.naive.count}{sample}"
+        )
+        sides = [result.naive, result.relayed] + ([result.floor] if result.floor else [])
+        for side in sides:
+            print(f"  {side.name:<40} {side.per_second:8.1f} tx/s  ({side.count} in {side.seconds:.2f} s)")
         print(f"  ratio relayer / naive: {result.ratio:.1f}x")
+        if result.floor is not None:
+            share = result.relayed.per_second / result.floor.per_second
+            print(f"  relayer / raw floor: {100 * share:.0f}%")
+        if result.per_signer:
+            each = ", ".join(
+                f"{address[:8]} {sent / result.relayed.seconds:.1f}"
+                for address, sent in sorted(result.per_signer.items())
+            )
+            print(f"  per signer tx/s: {each}")
+        if result.capacity is not None:
+            gas_limit, gas_each = result.capacity
+            print(
+                f"  block capacity: {gas_limit:,} gas / {gas_each:,} gas a close ="
+                f" {gas_limit // gas_each} per block"
+            )
         if result.webhooks is not None:
             print(f"  {result.webhooks}")
         verdict = "0" if not result.problems else "see below"

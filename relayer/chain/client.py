@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from relayer.chain.client_core import LATEST_BLOCK, ChainClientCore, gas_estimate_of, hex_of
 from relayer.chain.decoding import (
@@ -36,7 +36,9 @@ from relayer.chain.events import VaultEvent, decode_events, topic_of
 from relayer.chain.jsonrpc import RpcCall, RpcReply
 from relayer.chain.node_errors import Kind, NodeError, classify_rpc_error
 from relayer.chain.quotes import CloseState, MarketPrice, MarketsState, PositionQuote
+from relayer.constants import SYNC_SEND_WAIT_S
 from relayer.domain import calldata
+from relayer.domain.addresses import checksum_address as to_checksum_address
 from relayer.domain.blocks import ChainHead
 from relayer.domain.fees import Fees, node_fees
 from relayer.domain.markets import symbol_to_bytes32
@@ -146,6 +148,78 @@ class ChainClient(ChainClientCore):
             return NodeError(Kind.UNAVAILABLE, exc.message)
         self.metrics.node_batch(calls, [reply], time.perf_counter() - start)
         return None if reply.error is None else classify_rpc_error(reply.error)
+
+    _sync_send: bool | None = None
+    """Whether the node has `eth_sendRawTransactionSync` (EIP-7966): probed once, None until then."""
+
+    async def send_raw_many(self, raw_txs: Sequence[bytes], *, sync_allowed: bool = True) -> list[Sent]:
+        """Broadcast signed bytes in ONE JSON-RPC batch, in the order given (a signer's in nonce order: the
+        node takes a batch's calls in order), once each (never retried here: the sender decides).
+
+        On a node that mines each transaction on arrival and has `eth_sendRawTransactionSync` (EIP-7966:
+        anvil, geth >= 1.16.6, erigon >= 3.4.0) the sync method is used when `sync_allowed` (the sender
+        allows it for a call sent alone), and each answer carries its receipt. Elsewhere the plain method:
+        with block times the sync method would hold the batch for a block (the relay's sends wait on it),
+        while the plain batch lands in the next block all the same and the rounds read its receipts, one
+        batch per round. Both checked cheaply: the method once per chain (a probe with empty bytes: "method
+        not found" means no), whether the node mines on arrival (`anvil_getAutomine` /
+        `hardhat_getAutomine`; a node without either never does) before each sync send, so a test switching
+        automine off is never held.
+        """
+        sync = sync_allowed and await self._mines_on_arrival()
+        method = "eth_sendRawTransactionSync" if sync else "eth_sendRawTransaction"
+        calls = [RpcCall(method, ["0x" + raw.hex()]) for raw in raw_txs]
+        start = time.perf_counter()
+        try:
+            if sync:
+                replies = await asyncio.wait_for(self.port.batch(calls), SYNC_SEND_WAIT_S)
+            else:
+                replies = await self.port.batch(calls)
+        except TimeoutError:
+            self._sync_send = False  # it did not pay here: the plain way from now on
+            self.metrics.node_batch(calls, None, time.perf_counter() - start)
+            unknown = NodeError(Kind.UNAVAILABLE, "the node did not answer the sync send in time")
+            return [Sent(unknown, None)] * len(raw_txs)
+        except ChainUnavailableError as exc:
+            self.metrics.node_batch(calls, None, time.perf_counter() - start)
+            return [Sent(NodeError(Kind.UNAVAILABLE, exc.message), None)] * len(raw_txs)
+        self.metrics.node_batch(calls, replies, time.perf_counter() - start)
+        sent = []
+        for raw, reply in zip(raw_txs, replies, strict=True):
+            if reply.error is not None:
+                if sync and _sync_timed_out(reply.error):  # taken, not mined within the node's wait
+                    sent.append(Sent(None, None))
+                else:
+                    sent.append(Sent(classify_rpc_error(reply.error), None))
+            elif sync and isinstance(reply.result, dict) and reply.result.get("blockNumber"):
+                sent.append(Sent(None, _receipt("0x" + keccak(raw).hex(), reply.result)))
+            else:
+                sent.append(Sent(None, None))
+        return sent
+
+    async def _mines_on_arrival(self) -> bool:
+        """Whether a sync send pays now: the node has the method and mines each transaction on arrival."""
+        if self._sync_send is False:
+            return False
+        calls = [RpcCall("anvil_getAutomine", [])]
+        if self._sync_send is None:
+            calls.append(RpcCall("eth_sendRawTransactionSync", ["0x"]))
+        try:
+            replies = await self.port.batch(calls)
+        except ChainUnavailableError:
+            return False  # asked again next time
+        if self._sync_send is None:
+            error = replies[1].error
+            self._sync_send = error is None or error.get("code") not in _RPC_METHOD_UNSUPPORTED
+            if not self._sync_send:
+                return False
+        automine = replies[0]
+        if automine.error is not None and automine.error.get("code") in _RPC_METHOD_UNSUPPORTED:
+            (automine,) = await self.port.batch([RpcCall("hardhat_getAutomine", [])])
+            if automine.error is not None:  # no way to know: never held a block
+                self._sync_send = False
+                return False
+        return automine.result is True
 
     async def receipt(self, tx_hash: str) -> Receipt | None:
         """The receipt of `tx_hash`, or None while it is not mined."""
@@ -362,6 +436,22 @@ class ChainClient(ChainClientCore):
             _estimate_call(owner, self._vault, data, 0),
             RpcCall("eth_getTransactionCount", [owner, "pending"]),
         ]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One broadcast's outcome (`ChainClient.send_raw_many`): the node's refusal (None: it took the bytes),
+    and the receipt when a sync send brought it back mined."""
+
+    refusal: NodeError | None
+    receipt: Receipt | None
+
+
+def _sync_timed_out(error: Mapping[str, Any]) -> bool:
+    """A sync send the node took but did not see mined within its wait (EIP-7966: code 4; anvil: -32603
+    "Transaction confirmation timeout"): sent, its receipt left to the rounds."""
+    message = str(error.get("message", "")).lower()
+    return error.get("code") == 4 or (error.get("code") == -32603 and "timeout" in message)
 
 
 _TOP_CALL_TRACER = {"tracer": "callTracer", "tracerConfig": {"onlyTopCall": True}}

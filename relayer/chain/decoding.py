@@ -11,9 +11,9 @@ import re
 
 from eth_abi.abi import decode
 from eth_abi.exceptions import DecodingError
-from eth_utils.address import to_checksum_address
 
 from relayer.chain.quotes import MarketPrice, PositionQuote
+from relayer.domain.addresses import checksum_address as to_checksum_address
 from relayer.domain.markets import bytes32_to_symbol
 from relayer.domain.positions import Position, TriggerOrder
 from relayer.errors import ChainUnavailableError, ExecutionRevertedError, VaultNotDeployedError

@@ -5,22 +5,14 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from eth_abi.abi import encode
+from eth_abi.abi import decode, encode
 from eth_abi.exceptions import DecodingError
 from eth_utils.abi import collapse_if_tuple
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
-from web3 import Web3
-from web3.contract import Contract
 
 from relayer.chain.artifact import load_artifact
 from relayer.domain.markets import symbol_to_bytes32
-
-
-@cache
-def _contract() -> type[Contract]:
-    # A provider-less contract class only encodes; it never opens a connection.
-    return Web3().eth.contract(abi=load_artifact().abi)
 
 
 @cache
@@ -36,9 +28,31 @@ def encode_call(function: str, *args: Any) -> bytes:
 
     Selector plus eth-abi encoding (which validates every argument), cached per function: about 70x faster
     than web3's `encode_abi`, which re-validates the whole ABI per call; the API builds calldata per request.
+    Arguments that are all exact 32-byte words (`uint256` ints in range, `bytes32` of 32 bytes, as in
+    `closePosition` and `getPositionWithPrice`) are written directly, the same bytes at a tenth of the cost;
+    anything else goes through eth-abi, which encodes or refuses it as before.
     """
     selector, types = _selector_and_types(function)
-    return selector + encode(types, args)
+    words = _static_words(types, args)
+    return selector + (words if words is not None else encode(types, args))
+
+
+_UINT256_END = 2**256
+
+
+def _static_words(types: tuple[str, ...], args: tuple[Any, ...]) -> bytes | None:
+    """The head of `args` when each is one word eth-abi would encode as is, else None (eth-abi decides)."""
+    if len(types) != len(args):
+        return None
+    words = []
+    for abi_type, arg in zip(types, args, strict=True):
+        if abi_type == "uint256" and type(arg) is int and 0 <= arg < _UINT256_END:
+            words.append(arg.to_bytes(32, "big"))
+        elif abi_type == "bytes32" and type(arg) is bytes and len(arg) == 32:
+            words.append(arg)
+        else:
+            return None
+    return b"".join(words)
 
 
 def open_position(market: str, is_long: bool, size: int, allowed_price_e8: int) -> bytes:
@@ -84,13 +98,46 @@ def multicall(calls: list[bytes]) -> bytes:
     return encode_call("multicall", calls)
 
 
+@cache
+def _functions_by_selector() -> dict[bytes, tuple[str, tuple[str, ...], tuple[dict[str, Any], ...]]]:
+    table = {}
+    for item in load_artifact().abi:
+        if item["type"] == "function":
+            selector, types = _selector_and_types(item["name"])
+            table[selector] = (item["name"], types, tuple(item["inputs"]))
+    return table
+
+
 def decode_call(data: bytes) -> tuple[str, dict[str, Any]]:
-    """The vault function and named arguments `data` calls (raises ValueError if it is not a vault call)."""
+    """The vault function and named arguments `data` calls (raises ValueError if it is not a vault call).
+
+    The selector looked up once, the arguments decoded by eth-abi and named as web3's
+    `decode_function_input` names them (structs as dicts, addresses checksummed), about 50x faster: the
+    relay checks every call it is handed.
+    """
+    found = _functions_by_selector().get(bytes(data[:4]))
+    if found is None:
+        raise ValueError(f"not a vault function: selector 0x{bytes(data[:4]).hex()}")
+    name, types, inputs = found
     try:
-        function, args = _contract().decode_function_input(data)
+        values = decode(types, bytes(data[4:]))
     except DecodingError as exc:  # a vault selector with truncated or malformed arguments
         raise ValueError(f"malformed arguments for a vault call: {exc}") from exc
-    return str(function.fn_name), dict(args)
+    return name, {arg["name"]: _named(arg, value) for arg, value in zip(inputs, values, strict=True)}
+
+
+def _named(arg: dict[str, Any], value: Any) -> Any:
+    """A decoded ABI value as web3 gives it: a struct as a dict by component name, arrays as lists,
+    addresses checksummed."""
+    kind = str(arg["type"])
+    if kind.endswith("]"):
+        inner = {**arg, "type": kind[: kind.rindex("[")]}
+        return [_named(inner, item) for item in value]
+    if kind == "tuple":
+        return {c["name"]: _named(c, v) for c, v in zip(arg["components"], value, strict=True)}
+    if kind == "address":
+        return to_checksum_address(value)
+    return value
 
 
 def close_position_with_sig(

@@ -13,12 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from eth_utils.address import to_checksum_address
-
 from relayer.chain.client import ChainClient
 from relayer.chain.quotes import CloseState, MarketsState
 from relayer.constants import CLOSE_ALL_SIZE, GAS_LIMIT_MARGIN_BPS
 from relayer.domain import calldata
+from relayer.domain.addresses import checksum_address as to_checksum_address
 from relayer.domain.fees import gas_limit_with_margin
 from relayer.domain.positions import (
     NO_ORDER,

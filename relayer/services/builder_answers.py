@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import rlp  # type: ignore[import-untyped]  # eth-account's own RLP codec; it ships no type hints
 from eth_account.typed_transactions.dynamic_fee_transaction import DynamicFeeTransaction
 from eth_utils.address import to_canonical_address
 
@@ -20,6 +19,7 @@ from relayer.constants import ETH_DECIMALS, PNL_DECIMALS
 from relayer.domain.fees import Fees, fee_fields, max_cost_wei
 from relayer.domain.positions import Position, TriggerOrder, realized_pnl_e8, side_name
 from relayer.domain.requests import CloseAction
+from relayer.domain.rlp_encoding import RlpItem, rlp_encode
 from relayer.domain.units import format_fixed, size_text, usd_text
 
 
@@ -133,10 +133,10 @@ class BuiltTransaction:
         """
         to = to_canonical_address(self.vault_address)
         if self.fees.gas_price_wei is not None:
-            legacy = [self.nonce, self.fees.gas_price_wei, self.gas_limit, to, 0, self.calldata]
-            payload: bytes = rlp.encode([*legacy, self.chain_id, 0, 0])
-            return payload
-        fields = [
+            fee, gas, data = self.fees.gas_price_wei, self.gas_limit, self.calldata
+            legacy: list[RlpItem] = [self.nonce, fee, gas, to, 0, data, self.chain_id, 0, 0]
+            return rlp_encode(legacy)
+        fields: list[RlpItem] = [
             self.chain_id,
             self.nonce,
             self.fees.max_priority_fee_per_gas_wei,
@@ -147,8 +147,7 @@ class BuiltTransaction:
             self.calldata,
             [],
         ]
-        typed: bytes = bytes([DynamicFeeTransaction.transaction_type]) + rlp.encode(fields)
-        return typed
+        return bytes([DynamicFeeTransaction.transaction_type]) + rlp_encode(fields)
 
     def to_dict(self) -> dict[str, Any]:
         """The wire shape of `POST /api/closeposition`.

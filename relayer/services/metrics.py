@@ -30,7 +30,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -106,6 +106,8 @@ owner or key it names."""
 UNMATCHED_ROUTE = "unmatched"
 RAW_SENDER = "raw"
 """The signer label of raw transactions (their sender is a user: never a label)."""
+WAITING_LABEL = "waiting"
+"""The `relayer_queue_depth` label of calls waiting on this instance for a signer slot (every signer full)."""
 
 
 class Stage(StrEnum):
@@ -149,9 +151,16 @@ class Metrics:
         """Time the block as `stage` (observed only when it does not raise)."""
         yield
 
-    def relay_round(self, pending: Sequence[RelayRecord], signers: Sequence[str]) -> None:
-        """The unfinished records a relay round found (this instance's): queue depth and in flight per
-        signer."""
+    def relay_round(
+        self,
+        pending: Sequence[RelayRecord],
+        signers: Sequence[str],
+        in_flight: Mapping[str, int],
+        waiting: int,
+    ) -> None:
+        """A relay round: the unfinished records it found (this instance's: queued ones per signer), the
+        transactions in flight of the signers this instance holds (`SignerSlots`), and the calls waiting
+        for a signer slot here."""
 
     def signer_balance(self, signer: str, balance_wei: int, *, low: bool) -> None:
         """A relayer signer's balance was read."""
@@ -227,15 +236,16 @@ class PrometheusMetrics(Metrics):
         self.queue_depth = Gauge(
             "relayer_queue_depth",
             "Records journaled and not yet accepted by a node (status queued), per relayer signer"
-            " ('raw': user-signed transactions).",
+            " ('raw': user-signed transactions); 'waiting': calls waiting for a signer slot (every signer"
+            " has its limit in flight).",
             ["signer"],
             multiprocess_mode="livesum",
             registry=target,
         )
         self.in_flight = Gauge(
             "relayer_in_flight",
-            "Records sent and not final yet (submitted, or mined awaiting confirmations), per relayer"
-            " signer.",
+            "Transactions journaled and not yet mined, per relayer signer (held by this instance; at most"
+            " RELAYER_RELAY_MAX_IN_FLIGHT_PER_SIGNER); 'raw': user-signed ones submitted and not mined.",
             ["signer"],
             multiprocess_mode="livesum",
             registry=target,
@@ -333,17 +343,25 @@ class PrometheusMetrics(Metrics):
         yield
         self.stages.labels(stage.value).observe(time.perf_counter() - start)
 
-    def relay_round(self, pending: Sequence[RelayRecord], signers: Sequence[str]) -> None:
+    def relay_round(
+        self,
+        pending: Sequence[RelayRecord],
+        signers: Sequence[str],
+        in_flight: Mapping[str, int],
+        waiting: int,
+    ) -> None:
         queued = dict.fromkeys((*signers, RAW_SENDER), 0)
-        flying = dict(queued)
+        flying = {label: in_flight.get(label, 0) for label in queued}
         for record in pending:
             label = record.sender if record.kind.is_ours and record.sender in queued else RAW_SENDER
             if record.status is TxStatus.QUEUED:
                 queued[label] += 1
-            else:
+            elif label == RAW_SENDER and record.status is TxStatus.SUBMITTED:
                 flying[label] += 1
+        queued[WAITING_LABEL] = waiting
         for label in queued:
             self.queue_depth.labels(label).set(queued[label])
+        for label in flying:
             self.in_flight.labels(label).set(flying[label])
 
     def signer_balance(self, signer: str, balance_wei: int, *, low: bool) -> None:

@@ -245,43 +245,39 @@ class SqlJournal(Journal):
     # --- compare-and-set updates
 
     def _compare_and_set(self, record_id: str, change: StatusChange) -> bool:
-        sets = ["status = ?", "updated_at = ?"]
-        args: list[Any] = [change.new.value, change.now]
-        if change.error is not None:
-            sets.append("error = ?")
-            args.append(json.dumps(change.error, sort_keys=True))
-        elif change.clear_error:
-            sets.append("error = NULL")
-        if change.mined is not None:
-            sets.append("mined = ?")
-            args.append(journal_rows.mined_json(change.mined))
-        elif change.clear_mined:
-            sets.append("mined = NULL")
-        where = "id = ? AND status = ?"
-        guards: list[Any] = [record_id, change.expected.value]
-        if change.expected_seq is not None:
-            where += " AND (SELECT MAX(seq) FROM attempts WHERE record_id = records.id) = ?"
-            guards.append(change.expected_seq)
-        sql = f"UPDATE records SET {', '.join(sets)} WHERE {where}"  # noqa: S608
         if not self.notices_enabled:
-            return self.db.execute(sql, [*args, *guards]) == 1
+            sql, args = _cas_statement(change)
+            return self.db.execute(sql, [*args, record_id]) == 1
+        return self._compare_and_set_many([(record_id, change)])[0]
+
+    def _compare_and_set_many(self, changes: Sequence[tuple[str, StatusChange]]) -> list[bool]:
+        """Every compare-and-set of `changes` (with its notices) in ONE transaction: one commit, one fsync."""
+        done: list[bool] = []
+        noticed = False
         with self.db.transaction() as session:
-            rows = session.rows(f"{sql} RETURNING chain_id, kind, account", [*args, *guards])
-            if len(rows) != 1:
-                return False
-            row = rows[0]
-            notices = status_notices(
-                record_id,
-                RecordKind(row["kind"]),
-                row["account"],
-                change.expected,
-                change.new,
-                error=change.error,
-                mined=change.mined,
-            )
-            write_notices(session, int(row["chain_id"]), notices, change.now)
-        self._noticed()
-        return True
+            for record_id, change in changes:
+                moved = _cas_in(session, record_id, change, notices=self.notices_enabled)
+                done.append(moved)
+                noticed = noticed or (moved and self.notices_enabled)
+        if noticed:
+            self._noticed()
+        return done
+
+    def mark_sent(self, sent: Sequence[tuple[str, str]], *, now: float) -> list[bool]:
+        """For each (record id, tx hash) a node accepted: the attempt noted broadcast and a `queued` record
+        moved to `submitted` (with its notice), all in ONE transaction; whether each record moved."""
+        moved: list[bool] = []
+        change = StatusChange(TxStatus.QUEUED, TxStatus.SUBMITTED, now, None, False, None, False, None)
+        with self.db.transaction() as session:
+            for record_id, tx_hash in sent:
+                session.execute(
+                    "UPDATE attempts SET broadcast_at = ? WHERE tx_hash = ? AND broadcast_at IS NULL",
+                    (now, tx_hash),
+                )
+                moved.append(_cas_in(session, record_id, change, notices=self.notices_enabled))
+        if self.notices_enabled and any(moved):
+            self._noticed()
+        return moved
 
     def set_error(self, record_id: str, expected: TxStatus, error: dict[str, Any], *, now: float) -> bool:
         """Note why a pending record is stuck (e.g. out of funds) without changing its status."""
@@ -573,6 +569,50 @@ def _listen(
             conn.close()
 
 
+def _cas_statement(change: StatusChange) -> tuple[str, list[Any]]:
+    """The compare-and-set `UPDATE` of `change` (its last parameter, the record id, left to the caller)."""
+    sets = ["status = ?", "updated_at = ?"]
+    args: list[Any] = [change.new.value, change.now]
+    if change.error is not None:
+        sets.append("error = ?")
+        args.append(json.dumps(change.error, sort_keys=True))
+    elif change.clear_error:
+        sets.append("error = NULL")
+    if change.mined is not None:
+        sets.append("mined = ?")
+        args.append(journal_rows.mined_json(change.mined))
+    elif change.clear_mined:
+        sets.append("mined = NULL")
+    where = "status = ?"
+    args.append(change.expected.value)
+    if change.expected_seq is not None:
+        where += " AND (SELECT MAX(seq) FROM attempts WHERE record_id = records.id) = ?"
+        args.append(change.expected_seq)
+    return f"UPDATE records SET {', '.join(sets)} WHERE {where} AND id = ?", args  # noqa: S608
+
+
+def _cas_in(session: Session, record_id: str, change: StatusChange, *, notices: bool) -> bool:
+    """`change` applied to `record_id` in the caller's transaction, with its notices when `notices`."""
+    sql, args = _cas_statement(change)
+    if not notices:
+        return session.execute(sql, [*args, record_id]) == 1
+    rows = session.rows(f"{sql} RETURNING chain_id, kind, account", [*args, record_id])
+    if len(rows) != 1:
+        return False
+    row = rows[0]
+    told = status_notices(
+        record_id,
+        RecordKind(row["kind"]),
+        row["account"],
+        change.expected,
+        change.new,
+        error=change.error,
+        mined=change.mined,
+    )
+    write_notices(session, int(row["chain_id"]), told, change.now)
+    return True
+
+
 def write_notices(session: Session, chain_id: int, notices: Sequence[Notice], now: float) -> None:
     """Journal `notices` in the caller's transaction (the one that makes what they tell happen)."""
     if not notices:
@@ -699,6 +739,19 @@ class SqlJournalWriter:
         )
         if row is None:
             raise LeaseLost(lease)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of the transaction that is undone alone when it raises (the rest still commits): one record
+        of a group commit refused (a conflict, a spent budget, a lost lease) leaves the others in it."""
+        self._session.execute("SAVEPOINT record")
+        try:
+            yield
+        except BaseException:
+            self._session.execute("ROLLBACK TO SAVEPOINT record")
+            self._session.execute("RELEASE SAVEPOINT record")
+            raise
+        self._session.execute("RELEASE SAVEPOINT record")
 
     def max_nonce(self, sender: str) -> int | None:
         """The highest nonce journaled for a relayer signer on the bound chain (None when it has none yet).

@@ -95,6 +95,11 @@ class JournalWriter(Protocol):
 
     def add_attempts(self, record_id: str, attempts: Iterable[Attempt]) -> None: ...
 
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A part of the transaction undone alone when it raises, the rest still committing (one record of a
+        group commit refused leaves the others)."""
+        ...
+
     def set_noop_outcome(
         self, record_id: str, outcome: TxStatus, error: dict[str, Any], now: float
     ) -> None: ...
@@ -234,6 +239,37 @@ class Journal(ABC):
     @abstractmethod
     def mark_broadcast(self, tx_hash: str, *, now: float) -> None:
         """Note that a node accepted (or already had) this attempt."""
+
+    def mark_sent(self, sent: Sequence[tuple[str, str]], *, now: float) -> list[bool]:
+        """For each (record id, tx hash) a node accepted: the attempt noted broadcast and a `queued` record
+        moved to `submitted`, in one transaction where the store can; whether each record moved."""
+        moved = []
+        for record_id, tx_hash in sent:
+            self.mark_broadcast(tx_hash, now=now)
+            moved.append(self.transition(record_id, TxStatus.QUEUED, TxStatus.SUBMITTED, now=now))
+        return moved
+
+    def transitions(
+        self, moves: Sequence[tuple[str, TxStatus, TxStatus, Mined | None]], *, now: float
+    ) -> list[bool]:
+        """Several `transition`s (record id, expected, new, mined) in one transaction where the store can
+        (one commit for a group of receipts); whether each moved.
+
+        Raises:
+            ValueError: a move not in the transition table (a bug in the caller).
+        """
+        changes = []
+        for record_id, expected, new, mined in moves:
+            if not can_transition(expected, new):
+                raise ValueError(f"illegal relay status change {expected} -> {new}")
+            changes.append(
+                (record_id, StatusChange(expected, new, now, None, new.is_succeeded, mined, False, None))
+            )
+        return self._compare_and_set_many(changes)
+
+    def _compare_and_set_many(self, changes: Sequence[tuple[str, StatusChange]]) -> list[bool]:
+        """Each of `changes` as `_compare_and_set` (a store overrides it to use one transaction)."""
+        return [self._compare_and_set(record_id, change) for record_id, change in changes]
 
     # --- several instances: leases, idempotency claims and intents ----------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from eth_abi.abi import encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from hypothesis import given
@@ -206,3 +207,28 @@ def _defaults(name: str) -> tuple[Any, ...]:
         "multicall": ([],),
         "setTakeProfit": (b"\0" * 32, 0, 0),
     }.get(name, ())
+
+
+@given(
+    position_id=st.binary(max_size=40),
+    size_delta=st.integers(min_value=-(2**8), max_value=2**257),
+    allowed=uint256 | st.booleans(),
+)
+def test_word_arguments_encode_as_eth_abi_does_and_the_rest_is_refused_by_it(
+    position_id: bytes, size_delta: int, allowed: int
+) -> None:
+    # encode_call writes all-word arguments itself; anything else (short bytes, out of range, bool) is
+    # eth-abi's, so the bytes and the refusals must be the same as eth-abi's alone.
+    types = ["bytes32", "uint256", "uint256"]
+    try:
+        expected: bytes | type[Exception] = encode(types, [position_id, size_delta, allowed])
+    except Exception as error:
+        expected = type(error)
+    if isinstance(expected, bytes):
+        assert (
+            calldata.close_position(position_id, size_delta, allowed)
+            == _selector("closePosition(bytes32,uint256,uint256)") + expected
+        )
+    else:
+        with pytest.raises(expected):
+            calldata.close_position(position_id, size_delta, allowed)

@@ -10,6 +10,14 @@
   `too_many_connections` (with `Retry-After`) as soon as its request's headers arrive, and closed; one WARNING
   line when the server reaches the cap, one INFO line when it is below it again.
 
+An answer leaves in one `send` (`CoalescingTransport`): uvicorn writes the head and the body of a response
+separately, two system calls and two wake-ups of the client for a few hundred bytes.
+
+`frozen_after_startup` (a service hook of `create_app`, which `relayer serve` passes) moves everything alive
+once the app has started (modules, the app, the runtime: ~170k objects) out of the garbage collector's
+sight: a full collection no longer walks them (on the dev box one such pass took 324 ms in the middle of a
+`scripts/bench.py build` round, stalling every request in flight), and young ones are collected as before.
+
 The body-read deadline and a client leaving mid-body are the app's (`relayer.faces.api.middleware`). Log
 lines go through the root logger (`relayer.faces.logs`, with the request id): uvicorn gets no logging
 configuration of its own.
@@ -18,9 +26,12 @@ configuration of its own.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import h11
@@ -55,6 +66,16 @@ def server_config(app: Any, settings: Settings) -> uvicorn.Config:
     )
 
 
+@asynccontextmanager
+async def frozen_after_startup(app: Any) -> AsyncIterator[None]:
+    """`gc.freeze()` once the app's services are up (see the module); unfrozen when it stops."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def bounded_protocol(http: HttpSettings) -> type[BoundedH11Protocol]:
     """The HTTP/1.1 protocol class holding `http`'s header deadline and connection cap (one class per
     server: its cap state is shared by that server's connections only)."""
@@ -78,7 +99,7 @@ class BoundedH11Protocol(H11Protocol):
     _header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CoalescingTransport(transport, self.loop))
         self._admit()
         self._arm_header_timer()
 
@@ -143,6 +164,81 @@ class BoundedH11Protocol(H11Protocol):
             )
             self.transport.write(_raw_answer(error))
         self.transport.close()
+
+
+class CoalescingTransport(asyncio.Transport):
+    """The connection's transport, with the writes made in one turn of the event loop sent as one: they are
+    held until the loop's next round (microseconds; the writes of one answer all happen before it), then
+    written together. `close` and `write_eof` send what is held first; `abort` drops it."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if not self._held:
+            self._loop.call_soon(self._flush)
+        self._held.append(bytes(data))
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def _flush(self) -> None:
+        if self._held:
+            data = b"".join(self._held) if len(self._held) > 1 else self._held[0]
+            self._held.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._held.clear()
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(len(data) for data in self._held)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
 
 
 def _answer_with(error: RelayerError, *, retry_after_s: int) -> Any:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
-import uuid
 from collections.abc import Sequence
 
 import anyio
@@ -35,6 +35,7 @@ DEFAULT_BODY_TIMEOUT_S = 15.0
 """Seconds a request body may take to arrive after its headers (`RELAYER_HTTP_BODY_TIMEOUT_S`'s default)."""
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.encode()
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _CLOSE = (b"connection", b"close")
 
@@ -71,13 +72,18 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        given = headers.get(REQUEST_ID_HEADER, "")
-        rid = given if _CLIENT_ID.match(given) else uuid.uuid4().hex
+        given, declared, chunked = "", "", False
+        for key, value in scope["headers"]:  # ASGI header names are lower case; only these three are read
+            if key == _REQUEST_ID_KEY:
+                given = value.decode("latin-1")
+            elif key == b"content-length":
+                declared = value.decode("latin-1")
+            elif key == b"transfer-encoding":
+                chunked = True
+        rid = given if _CLIENT_ID.match(given) else _new_request_id()
         token = request_id.set(rid)
         try:
-            declared = headers.get("content-length", "")
-            expected = (declared.isdigit() and int(declared) > 0) or "transfer-encoding" in headers
+            expected = (declared.isdigit() and int(declared) > 0) or chunked
             body = _BoundedBody(receive, scope, self.max_body_bytes, self.body_timeout_s, expected=expected)
             tagged = self._tagged(send, rid, scope, body)
             if declared.isdigit() and int(declared) > self.max_body_bytes:
@@ -101,6 +107,12 @@ class RequestGuard:
             await send(message)
 
         return wrapped
+
+
+def _new_request_id() -> str:
+    """32 hex digits, like a UUID4's, without its system call per request: a log correlation id, not a secret
+    (a client may choose its own), from the process's own generator (reseeded in a forked child)."""
+    return f"{random.getrandbits(128):032x}"
 
 
 class _BoundedBody:

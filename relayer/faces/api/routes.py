@@ -73,10 +73,13 @@ def _json(content: Any) -> Response:
         }
     },
 )
-async def close_position(request: Request, builder: Builder) -> Response:
+async def close_position(request: Request) -> Response:
     """Checks the request against the chain (position, size, price freshness, slippage, trigger sides),
     simulates it from the owner, and returns the calldata, a signable `transaction`, the most it can cost
     (`requiredGasFee`, ETH) and a `preview` of the result at the current price."""
+    # The builder straight from the app's state, not as a dependency: FastAPI's dependency resolution is a
+    # measurable part of this hot route's cost (`scripts/bench.py build`).
+    builder: TransactionBuilder = request.app.state.builder
     built = await builder.build_from_json(await json_object(request))
     return _json(built.to_dict())
 

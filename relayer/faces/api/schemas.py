@@ -268,6 +268,7 @@ SENDING: Errors = (
     errors.FeeCapExceededError,
     errors.LeaseHolderUnavailableError,
     errors.SignerUnavailableError,
+    errors.RelayQueueFullError,
     errors.NodeRejectedError,
     *CHAIN,
 )

@@ -187,7 +187,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from relayer.faces.api.app import create_app
-    from relayer.faces.api.edge import server_config
+    from relayer.faces.api.edge import frozen_after_startup, server_config
     from relayer.runtime import check_startup
 
     settings = _load_settings(args)
@@ -208,7 +208,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         anyio.run(functools.partial(check_startup, settings, chain=prepared.chain, signers=prepared.signers))
         print(prepared.banner, flush=True)
         app = create_app(
-            settings, chain=prepared.chain, signers=prepared.signers, price_keeper=prepared.price_keeper
+            settings,
+            chain=prepared.chain,
+            signers=prepared.signers,
+            price_keeper=prepared.price_keeper,
+            services=[frozen_after_startup],
         )
         uvicorn.Server(server_config(app, settings)).run()  # one worker, the edge bounds of settings.http
     return EXIT_OK

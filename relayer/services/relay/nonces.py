@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 
@@ -31,7 +31,9 @@ def next_nonce(chain_floor: int, journal_max: int | None) -> int:
 class NonceAllocator:
     """Locks and chain floors per signer; the journal supplies the highest nonce already used."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_allocate: Callable[[str, int], None] | None = None) -> None:
+        """`on_allocate(signer, nonce)` is told of every nonce handed out (`SignerSlots.numbered`)."""
+        self._on_allocate = on_allocate
         self._locks: dict[str, asyncio.Lock] = {}
         self._holders: dict[str, asyncio.Task[object] | None] = {}
         self._floors: dict[str, int] = {}
@@ -81,4 +83,7 @@ class NonceAllocator:
 
     def allocate(self, signer: str, journal_max: int | None) -> int:
         """The next nonce; call while holding `hold(signer)` inside the journal transaction that uses it."""
-        return next_nonce(self.floor(signer), journal_max)
+        nonce = next_nonce(self.floor(signer), journal_max)
+        if self._on_allocate is not None:
+            self._on_allocate(signer, nonce)
+        return nonce

@@ -8,6 +8,7 @@ replaces, expires. Both re-read each record and leave every status change to the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ from relayer.errors import (
 from relayer.services.metrics import Stage, since_first_broadcast
 from relayer.services.periodic import Periodic
 from relayer.services.relay.leases import RAW_LEASE, signer_lease
+from relayer.services.relay.pace import BlockPace
 from relayer.services.relay.sender import RelayParts, Sender
+from relayer.services.relay.signers import SignerSlots
 from relayer.stores.journal_port import LeaseLost
 
 log = logging.getLogger("relayer.relay")
@@ -37,6 +40,9 @@ class Rounds(RelayParts):
     through it before taking a new nonce."""
 
     sender: Sender = field(kw_only=True)
+    slots: SignerSlots = field(kw_only=True)
+    pace: BlockPace = field(default_factory=BlockPace, kw_only=True)
+    """The chain's block time, from the heads the rounds read (the replacement deadline)."""
 
     def __post_init__(self) -> None:
         self._loop = Periodic("relay-loop", self._round, self.settings.poll_interval_s)
@@ -50,6 +56,11 @@ class Rounds(RelayParts):
         self._failing: dict[str, str] = {}
         """Record id -> the code its last round failed with (logged when it changes, not every round)."""
         self._stop_listening: Callable[[], None] | None = None
+        self._confirming: list[RelayRecord] = []
+        """Records the round found deep enough, confirmed together at its end (`_confirm_all`)."""
+        self._intents_full = False
+        """An intents round left intents waiting for a slot: the next recount wakes it."""
+        self._recount: asyncio.Task[None] | None = None
 
     async def resume(self) -> int:
         """After a (re)start: take the leases this instance can (each one's recovery reconciles the signer's
@@ -109,11 +120,43 @@ class Rounds(RelayParts):
                 lease = self.leases.token(signer_lease(address))
                 if lease is None:
                     break
+                if not self.slots.take(address):
+                    self._intents_full = True  # its limit in flight: they wait for a round to free slots
+                    break
+                sent = False
                 try:
-                    if not await self.sender.send_next_intent(signer, lease):
-                        break
+                    sent = await self.sender.send_next_intent(signer, lease)
                 except LeaseLost:
                     break
+                finally:
+                    self.slots.settle(address)  # its slot became the nonce numbered, or is free again
+                if not sent:
+                    break
+
+    def recount_slots(self) -> None:
+        """Recount the signers' transactions in flight now (calls wait for a slot): from the journal's
+        unfinished records and the chain's mined nonces, on a task of its own, one at a time."""
+        if self._recount is None or self._recount.done():
+            self._recount = asyncio.get_running_loop().create_task(self._recount_slots(), name="relay-slots")
+
+    async def _recount_slots(self) -> None:
+        try:
+            mark = self.slots.mark()
+            everyone = self.journal.pending()
+            senders = sorted(
+                {
+                    r.sender
+                    for r in everyone
+                    if r.kind.is_ours and r.status is not TxStatus.MINED and self._mine(r)
+                }
+            )
+            mined_nonce: dict[str, int] = {}
+            if senders:
+                head, mined_nonce = await self.chain.head_and_nonces(senders)
+                self.pace.observe(head)
+            self._count_slots(everyone, mined_nonce, mark)
+        except RelayerError as exc:  # the node or the database is away: the waiters ask again, or time out
+            log.debug("slots not recounted: %s", exc.code)
 
     def wake_intents(self) -> None:
         """Run the intents round now (a notification said one was journaled)."""
@@ -156,30 +199,40 @@ class Rounds(RelayParts):
     async def _advance_all(self, *, resending: bool) -> int:
         await self.leases.maintain()  # renews what is due (cheap otherwise): a round acts on leases held now
         async with self._tick_lock:
-            pending = [record for record in self.journal.pending() if self._mine(record)]
-            self.metrics.relay_round(pending, self.pool.addresses)  # the gauges, from what the round read
+            mark = self.slots.mark()
+            everyone = self.journal.pending()
+            pending = [record for record in everyone if self._mine(record)]
             resend, self._resend = self._resend, set()
             if not pending:
+                self._count_slots(everyone, {}, mark)
                 return 0
             senders = sorted({r.sender for r in pending if r.status is not TxStatus.MINED})
             try:  # the head and every sender's mined nonce, in one batch
                 head, mined_nonce = await self.chain.head_and_nonces(senders)
             except ChainUnavailableError:
                 log.warning("node unreachable; %d unfinished records wait for it", len(pending))
+                self._count_slots(everyone, {}, mark)
                 return len(pending)
-            for record in pending:
-                again = resending or (record.sender if record.kind.is_ours else RAW_LEASE) in resend
-                try:
-                    await self._advance(record, head, mined_nonce, resending=again)
-                except ChainUnavailableError:
-                    log.warning("node unreachable; relay loop will retry")
-                    break
-                except RelayerError as exc:  # logged once per record and code, not once per round
-                    if self._failing.get(record.id) != exc.code:
-                        log.warning("record=%s code=%s reason=%s", record.id, exc.code, exc.message)
-                    self._failing[record.id] = exc.code
-                else:
-                    self._failing.pop(record.id, None)
+            self.pace.observe(head)
+            self._count_slots(everyone, mined_nonce, mark)
+            try:
+                await self._read_receipts(pending, head, mined_nonce)
+                for record in pending:
+                    again = resending or (record.sender if record.kind.is_ours else RAW_LEASE) in resend
+                    try:
+                        await self._advance(record, head, mined_nonce, resending=again)
+                    except ChainUnavailableError:
+                        log.warning("node unreachable; relay loop will retry")
+                        break
+                    except RelayerError as exc:  # logged once per record and code, not once per round
+                        if self._failing.get(record.id) != exc.code:
+                            log.warning("record=%s code=%s reason=%s", record.id, exc.code, exc.message)
+                        self._failing[record.id] = exc.code
+                    else:
+                        self._failing.pop(record.id, None)
+            finally:
+                self.sender.known_receipts = {}
+                self._confirm_all()
             live = {record.id for record in pending}
             self._failing = {rid: code for rid, code in self._failing.items() if rid in live}
             return sum(1 for record in self.journal.pending() if self._mine(record))
@@ -214,22 +267,84 @@ class Rounds(RelayParts):
                 ).to_dict()
                 await self.sender.fill_nonce(record, TxStatus.EXPIRED, error)
                 return
-            if self.clock() - record.latest.created_at >= self.settings.replace_after_s:
+            if self.clock() - record.latest.created_at >= self._replace_after_s():
                 await self.sender.replace(record)
                 return
         if resending or record.status is TxStatus.QUEUED or record.latest.broadcast_at is None:
             await self.sender.broadcast(record, record.latest)
 
+    def _replace_after_s(self) -> float:
+        """How long an attempt waits for a receipt before it is replaced: `replace_after_blocks` blocks at the
+        measured block time, at least `replace_after_min_s`; `replace_after_s` while the block time is
+        unknown (automine, too few heads yet)."""
+        blocks, floor_s = self.settings.replacement(self.chain.chain_id)
+        wait_ms = self.pace.wait_ms(blocks)
+        if wait_ms is None:
+            return self.settings.replace_after_s
+        return max(floor_s, wait_ms / 1000)
+
+    def _count_slots(
+        self, pending: list[RelayRecord], mined_nonce: dict[str, int], mark: dict[str, set[int]]
+    ) -> None:
+        """Recount every signer's transactions in flight from the round's read (`SignerSlots.recount`), wake
+        the calls waiting for the slots that freed, and set the gauges."""
+        unmined: dict[str, set[int]] = {address: set() for address in self.pool.addresses}
+        for record in pending:
+            if record.kind.is_ours and record.sender in unmined and record.status is not TxStatus.MINED:
+                unmined[record.sender].add(record.nonce)
+        for address, nonces in unmined.items():
+            self.slots.recount(address, nonces, mined_nonce.get(address), mark)
+        self.slots.wake_for_room(self.pool.addresses)
+        held = [address for address in self.pool.addresses if self.leases.holds(signer_lease(address))]
+        mine = [record for record in pending if self._mine(record)]
+        self.metrics.relay_round(mine, self.pool.addresses, self.slots.counts(held), self.slots.waiting)
+        if self._intents_full:  # intents wait for a slot of a signer held here: they may go now
+            self._intents_full = False
+            self._intent_loop.wake()
+
+    async def _read_receipts(
+        self, pending: list[RelayRecord], head: ChainHead, mined_nonce: dict[str, int]
+    ) -> None:
+        """The receipts the round will look at, in ONE batch for every record (not one per record): every
+        hash of each record whose nonce the chain has used, and the receipt of each mined record deep enough
+        to confirm. The sender and `_confirm` read them from `Sender.known_receipts` for this round."""
+        hashes: list[str] = []
+        for record in pending:
+            if record.status is TxStatus.MINED:
+                assert record.mined is not None
+                if head.number - record.mined.block_number + 1 >= self.settings.confirmations:
+                    hashes.append(record.mined.tx_hash)
+            elif mined_nonce.get(record.sender, -1) > record.nonce:
+                hashes.extend(a.tx_hash for a in record.attempts)
+        if not hashes:
+            return
+        receipts = await self.chain.receipts(hashes)
+        known = self.sender.known_receipts = dict(zip(hashes, receipts, strict=True))
+        # What mined is settled for all the records at once (one journal transaction for the common case);
+        # each record's own step then finds it settled and confirms it.
+        found = []
+        for record in pending:
+            if record.status is not TxStatus.MINED and mined_nonce.get(record.sender, -1) > record.nonce:
+                mined = [r for a in reversed(record.attempts) if (r := known.get(a.tx_hash)) is not None]
+                if mined:
+                    found.append((record, mined[0]))
+        if found:
+            await self.sender.settle_receipts(found)
+
     async def _confirm(self, record: RelayRecord, head: ChainHead, *, just_seen: bool = False) -> None:
         """Confirm once buried deep enough, re-reading the receipt to catch a reorg (unless it was read this
-        very round, against the same head)."""
+        very round, against the same head). Confirmations are written together at the end of the round."""
         assert record.mined is not None
         if head.number - record.mined.block_number + 1 < self.settings.confirmations:
             return
         if just_seen:
             self._confirmed(record)
             return
-        receipt = await self.chain.receipt(record.mined.tx_hash)
+        tx_hash = record.mined.tx_hash
+        if tx_hash in self.sender.known_receipts:
+            receipt = self.sender.known_receipts[tx_hash]
+        else:
+            receipt = await self.chain.receipt(tx_hash)
         if receipt is None or receipt.mined.block_hash != record.mined.block_hash:
             log.warning("record %s: block %d was reorganized away", record.id, record.mined.block_number)
             self.journal.transition(
@@ -239,10 +354,21 @@ class Rounds(RelayParts):
         self._confirmed(record)
 
     def _confirmed(self, record: RelayRecord) -> None:
+        """Confirm `record` with the round's others (`_confirm_all`)."""
+        self._confirming.append(record)
+
+    def _confirm_all(self) -> None:
+        """The round's confirmations in ONE journal transaction (compare-and-set each: a record that moved
+        meanwhile, a reorg's, stays as it is)."""
+        confirming, self._confirming = self._confirming, []
+        if not confirming:
+            return
         now = self.clock()
-        if self.journal.transition(record.id, TxStatus.MINED, TxStatus.CONFIRMED, now=now):
-            self.metrics.transaction_final(record.kind.value, TxStatus.CONFIRMED.value)
-            self.metrics.observe_stage(Stage.CONFIRMED, since_first_broadcast(record, now))
+        moves = [(record.id, TxStatus.MINED, TxStatus.CONFIRMED, None) for record in confirming]
+        for record, done in zip(confirming, self.journal.transitions(moves, now=now), strict=True):
+            if done:
+                self.metrics.transaction_final(record.kind.value, TxStatus.CONFIRMED.value)
+                self.metrics.observe_stage(Stage.CONFIRMED, since_first_broadcast(record, now))
 
     # --- background loop ----------------------------------------------------------------------------------
 
@@ -265,6 +391,10 @@ class Rounds(RelayParts):
         if self._stop_listening is not None:
             self._stop_listening()
             self._stop_listening = None
+        if self._recount is not None:
+            self._recount.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recount
         await self._intent_loop.stop(timeout_s)
         await self._loop.stop(timeout_s)
         await self._lease_loop.stop(timeout_s)

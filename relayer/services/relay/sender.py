@@ -70,29 +70,202 @@ class RelayParts:
 
 
 @dataclass(eq=False)
+class _Call:
+    """A call waiting in a group (`Sender.journal_and_send`): what to journal, and the futures its caller
+    waits on (`done`: its record or error; `lead`: it is to journal and send the next group)."""
+
+    signer: Signer
+    plan: CallPlan
+    lease: Lease
+    id: str
+    record: RelayRecord | None = None
+    done: asyncio.Future[RelayRecord] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    lead: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass(eq=False)
 class Sender(RelayParts):
     """Signs, journals and broadcasts for `RelayService`; owns every status change after a record exists."""
 
     hooks: SenderHooks = field(default_factory=SenderHooks)
+
+    def __post_init__(self) -> None:
+        self._calls: list[_Call] = []
+        """Calls waiting to be journaled and sent as the next group (`journal_and_send`)."""
+        self._leading = False
+        """Whether a call leads a group now (or was handed the lead)."""
+        self.known_receipts: dict[str, Receipt | None] = {}
+        """The receipts a relay round read for all its records in one batch, by hash (None: not mined);
+        emptied when the round ends (`Rounds._read_receipts`)."""
 
     # --- new records --------------------------------------------------------------------------------------
 
     async def journal_and_send(
         self, signer: Signer, plan: CallPlan, lease: Lease, *, record_id: str | None = None
     ) -> RelayRecord:
-        """Allocate a nonce, sign, journal (one transaction, fenced by the signer's lease), then broadcast,
-        all under the signer's lock.
+        """Allocate a nonce, sign, journal (fenced by the signer's lease), then broadcast, under the signer's
+        lock: as one of a group. The calls waiting when a group starts are journaled in ONE transaction (one
+        commit, one fsync; each record in a savepoint of its own, so one refused leaves the others and takes
+        no nonce) before any of them is broadcast, and the group's bytes go out in ONE JSON-RPC batch, in
+        nonce order per signer. The first caller to find no group running leads it (`_lead`); when it is
+        done, the first call that waited leads the next one, so groups follow each other without a task of
+        their own, and a caller is answered as soon as its own group is sent.
 
         Raises:
             JournalConflict: the idempotency key or the signed request is already journaled (nothing kept).
             LeaseLost: this instance no longer holds the signer's lease (nothing kept).
+            QuotaExceededError: the charge would pass a budget (nothing kept).
         """
-        async with self.nonces.hold(signer.address):
-            with self.metrics.timed(Stage.JOURNAL), self.journal.write() as writer:
-                writer.fence(lease)
-                record = self._sign_new(writer, signer, plan, record_id or uuid.uuid4().hex)
-            await self._after_journal(record)
-        return self._committed(record)
+        call = _Call(signer, plan, lease, record_id or uuid.uuid4().hex)
+        # Its outcome is raised to this caller (or was, to the leader that met it): never "not retrieved".
+        call.done.add_done_callback(_retrieved)
+        self._calls.append(call)
+        if not self._leading:
+            self._leading = True
+            call.lead.set_result(None)
+        try:
+            while not call.done.done():
+                waits: list[asyncio.Future[Any]] = [call.done, call.lead]
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if call.lead.done() and not call.done.done():
+                    await self._lead()
+        except asyncio.CancelledError:
+            if call in self._calls:  # not journaled yet: it never will be
+                self._calls.remove(call)
+            if call.lead.done() and not call.done.done():
+                self._hand_over()  # it was to lead: the next waiting call leads instead
+            raise
+        return call.done.result()
+
+    async def _lead(self) -> None:
+        """Journal and send every call waiting now (this one among them), then hand the lead to the next."""
+        try:
+            await asyncio.sleep(0)  # the calls that arrive in this turn of the loop join the group
+            waiting, self._calls = self._calls, []
+            # A signer another task holds (a bump, a refusal being handled, a slow node) does not hold up the
+            # others: its calls wait for the next group, unless nothing else is ready (then this one waits).
+            group = [call for call in waiting if not self.nonces.busy(call.signer.address)] or waiting
+            self._calls[:0] = [call for call in waiting if call not in group]
+            await self._send_group(group)
+        finally:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """The next waiting call leads the next group (none waiting: the next call to arrive will)."""
+        while self._calls and self._calls[0].done.done():
+            self._calls.pop(0)
+        if self._calls:
+            if not self._calls[0].lead.done():
+                self._calls[0].lead.set_result(None)
+        else:
+            self._leading = False
+
+    async def _send_group(self, group: list[_Call]) -> None:
+        """Each call of `group` settled: its record journaled and broadcast, or its error."""
+        committed = False
+        try:
+            async with contextlib.AsyncExitStack() as held:
+                for address in sorted({call.signer.address for call in group}):
+                    await held.enter_async_context(self.nonces.hold(address))
+                with self.metrics.timed(Stage.JOURNAL), self.journal.write() as writer:
+                    for call in group:
+                        try:
+                            with writer.savepoint():
+                                writer.fence(call.lease)
+                                call.record = self._sign_new(writer, call.signer, call.plan, call.id)
+                        except (JournalConflict, LeaseLost, RelayerError) as refused:
+                            call.done.set_exception(refused)
+                committed = True
+                records = [call.record for call in group if call.record is not None]
+                for record in records:
+                    self._journaled(record)
+                await self._broadcast_group(records)
+        except BaseException as error:
+            # Nothing committed: every call gets the error. Committed: a cancelled leader's followers get
+            # their records (queued; the loop broadcasts them); a crash (a test's hook) reaches every caller.
+            cancelled = isinstance(error, asyncio.CancelledError)
+            for call in group:
+                if call.done.done():
+                    continue
+                if committed and cancelled and call.record is not None:
+                    call.done.set_result(call.record)
+                else:
+                    call.done.set_exception(error)
+            raise
+        answers = self._committed_many(records)
+        for call in group:
+            if not call.done.done():
+                assert call.record is not None
+                call.done.set_result(answers.get(call.id, call.record))
+
+    def _journaled(self, record: RelayRecord) -> None:
+        log.info(
+            "journaled record=%s nonce=%d signer=%s hash=%s",
+            record.id,
+            record.nonce,
+            record.sender,
+            record.latest.tx_hash,
+        )
+        if self.hooks.after_journal is not None:
+            self.hooks.after_journal(record)
+
+    async def _broadcast_group(self, records: list[RelayRecord]) -> None:
+        """Broadcast just-journaled records (their signers' locks held) in one batch, in nonce order per
+        signer; a node that did not answer gets them one by one (`broadcast`, retried with backoff), a
+        refusal is handled per record as always. The accepted ones are noted in one journal transaction,
+        and those a sync send brought back mined are settled."""
+        if not records:
+            return
+        records = sorted(records, key=lambda r: (r.sender, r.nonce))
+        try:
+            # A call sent alone gets its receipt with the answer where the node mines on arrival (the sync
+            # method; its caller, say a trading call waiting for the fill, is answered at once). A group does
+            # not wait for the mining: the next group is journaled meanwhile and the round reads the receipts
+            # (measured on anvil's automine: 20-30% more throughput under load).
+            with self.metrics.timed(Stage.BROADCAST):
+                outcomes = await self.chain.send_raw_many(
+                    [r.latest.raw_tx for r in records], sync_allowed=len(records) == 1
+                )
+            accepted: list[RelayRecord] = []
+            mined: list[tuple[RelayRecord, Receipt]] = []
+            retry: list[RelayRecord] = []
+            for record, sent in zip(records, outcomes, strict=True):
+                if sent.refusal is None or sent.refusal.kind is Kind.ALREADY_KNOWN:
+                    if self.hooks.after_broadcast is not None:
+                        self.hooks.after_broadcast(record, record.latest)
+                    accepted.append(record)
+                    if sent.receipt is not None:
+                        mined.append((record, sent.receipt))
+                elif sent.refusal.kind is Kind.UNAVAILABLE:
+                    retry.append(record)
+                else:
+                    await self._on_refusal(record, record.latest, sent.refusal)
+            if accepted:
+                moved = self.journal.mark_sent([(r.id, r.latest.tx_hash) for r in accepted], now=self.clock())
+                for record, went in zip(accepted, moved, strict=True):
+                    if went:
+                        log.info(
+                            "submitted record=%s nonce=%d hash=%s",
+                            record.id,
+                            record.nonce,
+                            record.latest.tx_hash,
+                        )
+            if mined:
+                await self.settle_receipts(
+                    [(replace(r, status=TxStatus.SUBMITTED), receipt) for r, receipt in mined]
+                )
+            for record in retry:
+                await self.broadcast(record, record.latest)
+        except StoreUnavailableError as exc:
+            # The records are committed and their bytes may be with the node: the calls must not be
+            # answered as failed (a client would send them again). The loop re-broadcasts and notes them.
+            log.warning(
+                "%d records journaled; their broadcast bookkeeping waits for the database (%s)",
+                len(records),
+                exc.code,
+            )
 
     async def send_next_intent(self, signer: Signer, lease: Lease) -> bool:
         """Number, sign and journal the oldest intent waiting for `signer` (journaled by an instance that does
@@ -394,8 +567,12 @@ class Sender(RelayParts):
         return self._finish(record, TxStatus.EXPIRED, error=error.to_dict(), expected_seq=record.latest.seq)
 
     async def find_receipt(self, record: RelayRecord) -> Receipt | None:
-        """The receipt of whichever of the record's hashes mined (newest first), if any."""
-        receipts = await self.chain.receipts([a.tx_hash for a in reversed(record.attempts)])
+        """The receipt of whichever of the record's hashes mined (newest first), if any: as the round read
+        them (`known_receipts`) when it read every one, else asked."""
+        hashes = [a.tx_hash for a in reversed(record.attempts)]
+        if all(h in self.known_receipts for h in hashes):
+            return next((r for h in hashes if (r := self.known_receipts[h]) is not None), None)
+        receipts = await self.chain.receipts(hashes)
         return next((receipt for receipt in receipts if receipt is not None), None)
 
     async def settle_used_nonce(self, record: RelayRecord) -> bool:
@@ -431,6 +608,36 @@ class Sender(RelayParts):
                 log.error("signer stopped: %s", reason)
                 self.nonces.stop(record.sender, reason)
         return False
+
+    async def settle_receipts(self, found: list[tuple[RelayRecord, Receipt]]) -> None:
+        """`settle_receipt` for many: the records whose call succeeded (the common case) moved to `mined`
+        in ONE journal transaction; the others (reverted, no-ops) one by one."""
+        moves: list[tuple[str, TxStatus, TxStatus, Mined | None]] = []
+        settled: list[RelayRecord] = []
+        for record, receipt in found:
+            attempt = next(a for a in record.attempts if a.tx_hash == receipt.mined.tx_hash)
+            if attempt.kind is AttemptKind.NOOP or not receipt.mined.success:
+                await self.settle_receipt(record, receipt)
+                continue
+            events = decode_events(receipt.logs, self.chain.vault_address)
+            mined = replace(
+                receipt.mined, events=[{"event": e.name, "args": json_args(e.args)} for e in events]
+            )
+            moves.append((record.id, record.status, TxStatus.MINED, mined))
+            settled.append(record)
+        if not moves:
+            return
+        now = self.clock()
+        for record, done in zip(settled, self.journal.transitions(moves, now=now), strict=True):
+            if done:
+                log.info(
+                    "status record=%s from=%s to=%s nonce=%d",
+                    record.id,
+                    record.status,
+                    TxStatus.MINED,
+                    record.nonce,
+                )
+                self.metrics.observe_stage(Stage.MINED, since_first_broadcast(record, now))
 
     async def settle_receipt(self, record: RelayRecord, receipt: Receipt) -> None:
         """Record where a hash of `record` was mined and what it did."""
@@ -583,10 +790,23 @@ class Sender(RelayParts):
         except StoreUnavailableError:
             return record
 
+    def _committed_many(self, records: list[RelayRecord]) -> dict[str, RelayRecord]:
+        """Just-committed records as the journal has them now (one read), by id; as committed when the
+        database does not answer."""
+        try:
+            return {record.id: record for record in self.journal.get_many([r.id for r in records])}
+        except StoreUnavailableError:
+            return {record.id: record for record in records}
+
     def _reload(self, record: RelayRecord) -> RelayRecord:
         fresh = self.journal.get(record.id)
         assert fresh is not None  # records are never deleted
         return fresh
+
+
+def _retrieved(future: asyncio.Future[RelayRecord]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _same_refusal(noted: dict[str, Any] | None, refusal: dict[str, Any]) -> bool:

@@ -13,10 +13,10 @@ import builtins
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from eth_utils.crypto import keccak
 
@@ -57,7 +57,7 @@ from relayer.services.relay.leases import RAW_LEASE, Leases, signer_lease
 from relayer.services.relay.nonces import NonceAllocator
 from relayer.services.relay.rounds import Rounds
 from relayer.services.relay.sender import Sender
-from relayer.services.relay.signers import Signer, SignerPool
+from relayer.services.relay.signers import Signer, SignerPool, SignersFull, SignerSlots
 from relayer.services.relay.values import (
     PUBLIC_SCOPE,
     CheckedCall,
@@ -76,6 +76,9 @@ INTENT_POLL_S = 0.01
 """How often the record watch reads the records callers wait for (one query for all of them)."""
 INTENT_CHECK_S = 0.5
 """How often a call handed to another instance also checks whether its intent was refused."""
+
+
+_Picked = TypeVar("_Picked")
 
 
 def _exists(record: RelayRecord | None) -> bool:
@@ -114,7 +117,9 @@ class RelayService:
         self.vault = chain.vault_address
         self.pool = signers if isinstance(signers, SignerPool) else SignerPool(signers)
         self.journal = journal or SqliteJournal(settings.journal_path)
-        self.nonces = NonceAllocator()
+        self.slots = SignerSlots(settings.max_in_flight_per_signer, settings.queue_limit)
+        """Transactions in flight per signer, and the calls waiting for a slot (`SignerSlots`)."""
+        self.nonces = NonceAllocator(on_allocate=self.slots.numbered)
         self.clock = clock
         self.instance = instance
         self.metrics = metrics
@@ -123,7 +128,7 @@ class RelayService:
         # `RelayParts`
         parts = (self.journal, chain, self.pool, self.nonces, self.leases, settings, clock, metrics)
         self.sender = Sender(*parts, hooks=hooks or SenderHooks())
-        self.rounds = Rounds(*parts, sender=self.sender)
+        self.rounds = Rounds(*parts, sender=self.sender, slots=self.slots)
         self.watch = RecordWatch(self.journal, INTENT_POLL_S)
         """One poll of the journal for everyone waiting on records (trading calls, handed-over calls)."""
 
@@ -230,8 +235,10 @@ class RelayService:
             call.fees, self.settings.max_fee_per_gas_wei, base_fee_wei=call.head.base_fee_wei
         )
         gas_limit = call.gas_limit + OPERATOR_CHECK_GAS  # simulated from the owner; sent by an operator
-        signer = await funding.funded_signer(
-            self.chain, self.pool, self.nonces, self._held, gas_limit, fees.price_cap_wei
+        signer = await self._with_slot(
+            lambda: funding.funded_signer(
+                self.chain, self.pool, self.nonces, self._held, gas_limit, fees.price_cap_wei, self.slots
+            )
         )
         plan = CallPlan(
             kind=call.kind,
@@ -451,14 +458,50 @@ class RelayService:
         (2 x the lease TTL) and a few seconds more."""
         return 2 * self.settings.lease_ttl_s + 5.0
 
+    async def _with_slot(self, pick: Callable[[], Awaitable[_Picked]]) -> _Picked:
+        """`pick()` a signer and take one of its slots (`SignerSlots`); while every signer has its limit in
+        flight, wait in the queue (first in, first out; the slots are recounted from the journal and the
+        chain every poll interval meanwhile) and pick again. A call arriving while others wait joins the
+        queue behind them.
+
+        Raises:
+            RelayQueueFullError: the queue is full, or no slot freed within `queue_wait_s`.
+            RelayerError: per `pick`.
+        """
+        deadline = time.monotonic() + self.settings.queue_wait_s
+        poll_s = self.settings.poll_interval_s
+        ticket: int | None = None
+        woken = not self.slots.waiting
+        while True:
+            if woken:
+                try:
+                    return await pick()
+                except SignersFull:
+                    pass
+            self.rounds.recount_slots()
+            again = ticket is not None
+            ticket = ticket if ticket is not None else self.slots.ticket()
+            woken = await self.slots.wait(deadline, ticket, poll_s=poll_s, again=again)
+
     async def _send(self, signer: Signer, plan: CallPlan) -> RelayRecord:
         """Number, sign, journal and send `plan` from `signer` here when this instance holds the signer's
-        lease; else journal it as an intent and wait for the holder to send it (`_via_intent`).
+        lease; else journal it as an intent and wait for the holder to send it (`_via_intent`). The caller
+        took a slot of `signer` (`_with_slot`): it stays taken by the record's nonce until that is mined, or
+        is given back when nothing was journaled.
 
         Raises:
             JournalConflict: the idempotency key or the signed request is already journaled.
             LeaseHolderUnavailableError, RelayerError: per `_via_intent`.
         """
+        nonce: int | None = None
+        try:
+            record = await self._number_and_send(signer, plan)
+            nonce = record.nonce
+            return record
+        finally:
+            self.slots.settle(signer.address, nonce)
+
+    async def _number_and_send(self, signer: Signer, plan: CallPlan) -> RelayRecord:
         stopped = self.nonces.stopped(signer.address)
         if stopped is not None:  # stopped after it was picked
             raise SignerUnavailableError(
@@ -492,8 +535,9 @@ class RelayService:
         self.rounds.wake_intents()  # this instance may hold the lease after all (a takeover just now)
         deadline = time.monotonic() + self._intent_wait_s
         while True:
-            if self.leases.holds(signer_lease(signer.address)):
-                await self.rounds.send_intents()  # this instance holds it after all: send it here
+            if self.leases.holds(signer_lease(signer.address)):  # this instance holds it after all: send
+                with self.slots.lent(signer.address):  # it here, in the slot this call took (`_send`)
+                    await self.rounds.send_intents()
             record = await self.watch.wait(intent.id, _exists, INTENT_CHECK_S)
             if record is not None:
                 return record
@@ -524,10 +568,15 @@ class RelayService:
         """Simulate from a signer that can pay, then journal and send, charged to `sponsored`. Never sends
         what did not simulate."""
         fees = policy.cap_fees(fees, self.settings.max_fee_per_gas_wei, base_fee_wei=head.base_fee_wei)
-        with self.metrics.timed(Stage.SIMULATE):
-            signer, gas_limit = await funding.pick_signer(
-                self.chain, self.pool, self.nonces, self._held, self.vault, data, fees.price_cap_wei
-            )
+
+        async def pick() -> tuple[Signer, int]:
+            with self.metrics.timed(Stage.SIMULATE):
+                chain, vault, cap_wei = self.chain, self.vault, fees.price_cap_wei
+                return await funding.pick_signer(
+                    chain, self.pool, self.nonces, self._held, vault, data, cap_wei, self.slots
+                )
+
+        signer, gas_limit = await self._with_slot(pick)
         plan = CallPlan(
             kind=kind,
             to=self.vault,
