@@ -161,10 +161,12 @@ class ChainClient(ChainClientCore):
         allows it for a call sent alone), and each answer carries its receipt. Elsewhere the plain method:
         with block times the sync method would hold the batch for a block (the relay's sends wait on it),
         while the plain batch lands in the next block all the same and the rounds read its receipts, one
-        batch per round. Both checked cheaply: the method once per chain (a probe with empty bytes: "method
-        not found" means no), whether the node mines on arrival (`anvil_getAutomine` /
-        `hardhat_getAutomine`; a node without either never does) before each sync send, so a test switching
-        automine off is never held.
+        batch per round. Both are learnt once per chain, in one batch (`probe_sync_send`: the method, with
+        empty bytes, "method not found" meaning no; and whether the node mines on arrival, `anvil_getAutomine`
+        / `hardhat_getAutomine`, a node without either never doing so): no round trip before a send. A node
+        switched to block times later holds a sync send; after `SYNC_SEND_WAIT_S` the batch is answered
+        unknown (the sender re-broadcasts the same bytes the plain way: "already known") and sync sends stop
+        for this chain.
         """
         sync = sync_allowed and await self._mines_on_arrival()
         method = "eth_sendRawTransactionSync" if sync else "eth_sendRawTransaction"
@@ -198,28 +200,27 @@ class ChainClient(ChainClientCore):
         return sent
 
     async def _mines_on_arrival(self) -> bool:
-        """Whether a sync send pays now: the node has the method and mines each transaction on arrival."""
-        if self._sync_send is False:
-            return False
-        calls = [RpcCall("anvil_getAutomine", [])]
+        """Whether a sync send pays here: the node has the method and mined each transaction on arrival when
+        probed (`probe_sync_send`, once per chain)."""
         if self._sync_send is None:
-            calls.append(RpcCall("eth_sendRawTransactionSync", ["0x"]))
+            await self.probe_sync_send()
+        return bool(self._sync_send)
+
+    async def probe_sync_send(self) -> bool:
+        """Learn, once, in one batch (the automine question asked of hardhat too when anvil's is unknown),
+        whether this node takes `eth_sendRawTransactionSync` and mines on arrival; the relay asks at resume,
+        so no request pays for it. A node that does not answer is asked again at the next send.
+        """
+        calls = [RpcCall("eth_sendRawTransactionSync", ["0x"]), RpcCall("anvil_getAutomine", [])]
         try:
-            replies = await self.port.batch(calls)
+            method, automine = await self.port.batch(calls)
+            if automine.error is not None and automine.error.get("code") in _RPC_METHOD_UNSUPPORTED:
+                (automine,) = await self.port.batch([RpcCall("hardhat_getAutomine", [])])
         except ChainUnavailableError:
-            return False  # asked again next time
-        if self._sync_send is None:
-            error = replies[1].error
-            self._sync_send = error is None or error.get("code") not in _RPC_METHOD_UNSUPPORTED
-            if not self._sync_send:
-                return False
-        automine = replies[0]
-        if automine.error is not None and automine.error.get("code") in _RPC_METHOD_UNSUPPORTED:
-            (automine,) = await self.port.batch([RpcCall("hardhat_getAutomine", [])])
-            if automine.error is not None:  # no way to know: never held a block
-                self._sync_send = False
-                return False
-        return automine.result is True
+            return False
+        has_method = method.error is None or method.error.get("code") not in _RPC_METHOD_UNSUPPORTED
+        self._sync_send = has_method and automine.error is None and automine.result is True
+        return self._sync_send
 
     async def receipt(self, tx_hash: str) -> Receipt | None:
         """The receipt of `tx_hash`, or None while it is not mined."""

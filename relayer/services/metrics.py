@@ -90,6 +90,7 @@ RPC_METHODS = frozenset(
         "eth_getBalance",
         "eth_getTransactionCount",
         "eth_sendRawTransaction",
+        "eth_sendRawTransactionSync",
         "eth_getTransactionReceipt",
         "eth_getTransactionByHash",
         "eth_getLogs",

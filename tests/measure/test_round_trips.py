@@ -76,7 +76,8 @@ CEILINGS: dict[str, dict[str, Ceiling]] = {
 
 T = TypeVar("T")
 
-_SEND = "eth_sendRawTransaction"
+_SENDS = ("eth_sendRawTransaction", "eth_sendRawTransactionSync")
+"""A send: the plain method, or on anvil automine (a lone call) the one that answers with the receipt."""
 _SETTLE_TIMEOUT_S = 15.0
 
 
@@ -179,9 +180,14 @@ class Tally:
 
 
 def _before_send(trips: Sequence[RoundTrip]) -> list[RoundTrip]:
-    """The round trips before the one that carried the window's only `eth_sendRawTransaction`."""
-    sends = [i for i, trip in enumerate(trips) for call in trip.calls if call.method == _SEND]
-    assert len(sends) == 1, f"expected one {_SEND} in the window, saw {len(sends)}"
+    """The round trips before the one that carried the window's only send (`_SENDS`)."""
+    sends = [
+        i
+        for i, trip in enumerate(trips)
+        for call in trip.calls
+        if call.method in _SENDS and call.params != ["0x"]  # not the once-per-chain probe with empty bytes
+    ]
+    assert len(sends) == 1, f"expected one send in the window, saw {len(sends)}"
     return list(trips[: sends[0]])
 
 

@@ -68,6 +68,7 @@ class Rounds(RelayParts):
 
         Returns the number of unfinished records found.
         """
+        await self.chain.probe_sync_send()  # once per chain, before any request is sent
         await self.leases.maintain()
         unfinished = await self._advance_all(resending=True)
         self._resumed = True
