@@ -190,23 +190,30 @@ contract Vault {
 
     bytes32 private constant _DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    /// @notice EIP-712 type hash of `ClosePositionRequest`.
     bytes32 public constant CLOSE_POSITION_TYPEHASH = keccak256(
         "ClosePositionRequest(bytes32 positionId,uint256 sizeDelta,uint256 allowedPrice,uint256 nonce,uint256 deadline)"
     );
+    /// @notice EIP-712 type hash of `SetTriggerRequest`.
     bytes32 public constant SET_TRIGGER_TYPEHASH = keccak256(
         "SetTriggerRequest(bytes32 positionId,bool isTakeProfit,uint256 price,uint16 closeBps,uint256 nonce,uint256 deadline)"
     );
+    /// @notice EIP-712 type hash of `ExitOrder` (an element of `SetExitPlanRequest.orders`).
     bytes32 public constant EXIT_ORDER_TYPEHASH =
         keccak256("ExitOrder(uint8 orderId,uint256 price,uint16 shareBps,uint16 trailBps)");
+    /// @notice EIP-712 type hash of `SetExitPlanRequest` (its type string includes `ExitOrder`).
     bytes32 public constant SET_EXIT_PLAN_TYPEHASH = keccak256(
         "SetExitPlanRequest(bytes32 positionId,ExitOrder[] orders,uint256 nonce,uint256 deadline)"
         "ExitOrder(uint8 orderId,uint256 price,uint16 shareBps,uint16 trailBps)"
     );
+    /// @notice EIP-712 type hash of `CancelOrderRequest`.
     bytes32 public constant CANCEL_ORDER_TYPEHASH =
         keccak256("CancelOrderRequest(bytes32 positionId,uint8 orderId,uint256 nonce,uint256 deadline)");
+    /// @notice EIP-712 type hash of `SetOperatorRequest`.
     bytes32 public constant SET_OPERATOR_TYPEHASH = keccak256(
         "SetOperatorRequest(address owner,address operator,uint8 rights,uint64 expiresAt,uint256 nonce,uint256 deadline)"
     );
+    /// @notice EIP-712 type hash of `EmergencyExitRequest`.
     bytes32 public constant EMERGENCY_EXIT_TYPEHASH =
         keccak256("EmergencyExitRequest(address owner,bytes32 market,uint256 nonce,uint256 deadline)");
     bytes32 private constant _NAME_HASH = keccak256("PerpVault");
@@ -464,7 +471,7 @@ contract Vault {
     ///         the plan's denominator starts again at 10_000 of the current size.
     /// @dev An operator needs `RIGHT_SET_TAKE_PROFIT` when the plan has or had take-profits, and for each stop
     ///      that changes the right `setOrder` would ask for (a removed stop is a cancellation).
-    /// @param orders At most six, distinct ids; partial shares (below 10_000) sum to at most 10_000.
+    /// @param orders Distinct ids (so at most six); partial shares (below 10_000) sum to at most 10_000.
     function setExitPlan(bytes32 positionId, ExitOrder[] calldata orders) external {
         _setExitPlan(positionId, orders, msg.sender);
     }
@@ -1132,7 +1139,6 @@ contract Vault {
         if (owner == address(0)) revert PositionNotFound(positionId);
         uint256 rights = _rightsOf(owner, caller);
         if (position.size == 0) revert PositionNotFound(positionId);
-        if (orders.length > ORDER_COUNT) revert OrderIdInvalid(orders.length);
 
         uint256 oldPlanBps = position.plan & _PLAN_BPS_MASK;
         uint256[3][6] memory old;
