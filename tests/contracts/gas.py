@@ -72,7 +72,9 @@ def measure_gas() -> dict[str, int]:
     """
     chain = embedded_chain()
     w3 = chain.w3
-    deployer, trader, keeper, other_trader = chain.test_accounts()[:4]  # keeper: an unprivileged bot / relayer
+    deployer, trader, keeper, other_trader = chain.test_accounts()[
+        :4
+    ]  # keeper: an unprivileged bot / relayer
     deployment = deploy_vault(w3, deployer)
     vault = VaultReader(w3, deployment.address)
     btc = symbol_to_bytes32("BTCUSDT")
@@ -105,7 +107,9 @@ def measure_gas() -> dict[str, int]:
         deployment.address,
         calldata.encode_call("setOperatorRights", keeper.address, RIGHT_CLOSE, 0),
     )
-    figures["partial_close_operator"] = gas(keeper, calldata.close_position(operated_id, _size(25), _usd(96_900)))
+    figures["partial_close_operator"] = gas(
+        keeper, calldata.close_position(operated_id, _size(25), _usd(96_900))
+    )
     figures["set_take_profit"] = gas(trader, calldata.set_take_profit(position_id, _usd(100_000), 5_000))
     figures["multicall_partial_close_and_set_tp"] = gas(
         trader,
@@ -147,6 +151,25 @@ def measure_gas() -> dict[str, int]:
     )
     assert tuple(figures) == OPERATIONS
     return figures
+
+
+CEILINGS = {
+    "partial_close": 40_000,  # the owner's first close (issue 12)
+    "partial_close_later": 40_000,
+    "partial_close_operator": 42_000,  # another owner's first close, sent by an operator with RIGHT_CLOSE
+    "execute_ladder_tier": 45_000,
+    "execute_ladder_tier_later": 45_000,
+}
+"""Issue 12's gas bounds (gas counts are deterministic, not timings), enforced by `--check` and a test."""
+
+
+def over_ceilings(figures: dict[str, int]) -> list[str]:
+    """Each figure above its issue 12 ceiling, as a line saying so."""
+    return [
+        f"{name}: {figures[name]} gas > ceiling {ceiling}"
+        for name, ceiling in CEILINGS.items()
+        if name in figures and figures[name] > ceiling
+    ]
 
 
 def load_snapshot(path: Path = SNAPSHOT_PATH) -> dict[str, int]:

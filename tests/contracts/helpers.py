@@ -178,8 +178,8 @@ def send_unchecked(
 
 @contextmanager
 def reverts_with(name: str, /, **args: Any) -> Iterator[pytest.ExceptionInfo[RelayerError]]:
-    """Expect the vault's custom error `name` with these arguments, whether or not the relayer's error tree maps
-    it yet (issue 12's new errors arrive as `ExecutionRevertedError` carrying the raw revert data)."""
+    """Expect the vault's custom error `name` with these arguments, whether or not the relayer's error tree
+    maps it yet (issue 12's new errors arrive as `ExecutionRevertedError` carrying the raw revert data)."""
     with pytest.raises(RelayerError) as info:
         yield info
     error = info.value
@@ -187,7 +187,8 @@ def reverts_with(name: str, /, **args: Any) -> Iterator[pytest.ExceptionInfo[Rel
     if isinstance(data, str):
         decoded = decode_revert(bytes.fromhex(data[2:]))
         assert decoded is not None, f"undecodable revert {data}"
-        found, found_args = decoded.name, decoded.args
+        found: Any = decoded.name
+        found_args: dict[str, Any] = decoded.args
     else:
         found, found_args = error.details.get("revert"), {}
         assert not args, f"{found} is mapped by the relayer; check its details instead: {error.details}"

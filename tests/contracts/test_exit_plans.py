@@ -1,8 +1,9 @@
-"""Exit plans (issue 12): several orders per position under one size rule, executed once each in a defined order.
+"""Exit plans (issue 12): several orders per position under one size rule, each executed once, in a defined
+order.
 
 The seed's tiered exit ("close 25% at TP1, 25% at TP2, 25% at TP3, trail the final 25%") end to end on the
-vault, then the rules one by one: ids, set / replace / cancel, the plan's shares, the take-profit sequence, the
-order of execution when several orders are crossed at once, and a manual close between tiers.
+vault, then the rules one by one: ids, set / replace / cancel, the plan's shares, the take-profit sequence,
+the order of execution when several orders are crossed at once, and a manual close between tiers.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def test_the_seeds_tiered_exit_closes_exactly_25_25_25_and_the_trailing_stop_the
     open_position: Callable[..., bytes],
     set_market_price: Callable[[str, str], None],
 ) -> None:
-    """A 0.42 BTC long at 96,000: three tiers of 25% and a 2% trailing stop for the rest, set in one transaction."""
+    """A 0.42 BTC long at 96,000: three tiers of 25% and a 2% trailing stop for the rest, set in one
+    transaction."""
     position_id = open_position(size="0.42")
     plan = [
         (0, usd("97000"), 2_500, 0),
@@ -85,7 +87,11 @@ def test_the_seeds_tiered_exit_closes_exactly_25_25_25_and_the_trailing_stop_the
     set_market_price("BTCUSDT", "97020")  # the trailed stop (99,000 - 2%) fires
     receipt = transact(stranger, calldata.execute_trigger(position_id))
     executed = event(contract, receipt, "TriggerExecuted")
-    assert (executed["orderId"], executed["isTakeProfit"], executed["sizeDelta"]) == (4, False, units("0.105"))
+    assert (executed["orderId"], executed["isTakeProfit"], executed["sizeDelta"]) == (
+        4,
+        False,
+        units("0.105"),
+    )
     assert event(contract, receipt, "PositionDecreased")["remainingSize"] == 0
     assert sum(fills) + executed["sizeDelta"] == units("0.42")
 
@@ -142,7 +148,11 @@ def test_plan_rules_are_enforced(
 ) -> None:
     position_id = open_position(is_long=is_long, size="1")
     sign = 1 if is_long else -1  # take-profits above a long, below a short
-    tp1, tp2, sl = usd("96000") + sign * usd("1000"), usd("96000") + sign * usd("2000"), usd("96000") - sign * usd("1000")
+    tp1, tp2, sl = (
+        usd("96000") + sign * usd("1000"),
+        usd("96000") + sign * usd("2000"),
+        usd("96000") - sign * usd("1000"),
+    )
 
     with reverts_with("OrderIdInvalid", orderId=6):
         transact(trader, set_order(position_id, 6, tp1, 1_000))
@@ -228,7 +238,10 @@ def test_a_manual_partial_close_keeps_the_remaining_tiers_shape(
     position_id = open_position(size="0.42")
     transact(
         trader,
-        set_plan(position_id, [(0, usd("97000"), 2_500, 0), (1, usd("98000"), 2_500, 0), (2, usd("99000"), 5_000, 0)]),
+        set_plan(
+            position_id,
+            [(0, usd("97000"), 2_500, 0), (1, usd("98000"), 2_500, 0), (2, usd("99000"), 5_000, 0)],
+        ),
     )
     set_market_price("BTCUSDT", "97000")
     transact(stranger, calldata.execute_trigger(position_id))  # 0.105 closed, D = 7500, 0.315 left

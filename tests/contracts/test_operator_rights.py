@@ -1,5 +1,5 @@
-"""Reduce-only operators: the owner grants rights (bit flags) until an expiry; every action an operator lacks the
-right for reverts with an error naming that right.
+"""Reduce-only operators: the owner grants rights (bit flags) until an expiry; every action an operator lacks
+the right for reverts with an error naming that right.
 
 The position under test is 1 BTC at 96,000 with a 25% take-profit 4,000 into profit and a 50% stop trailing 3%
 3,000 away; "toward" and "away" are per side (a long's stop moves toward the price by going up).
@@ -53,8 +53,12 @@ ACTIONS: dict[str, Action] = {
     "replace-primary-tp": Action(
         SET_TAKE_PROFIT, lambda pid, long, owner: calldata.set_take_profit(pid, price(long, 5_000), 2_500)
     ),
-    "add-tp-tier": Action(SET_TAKE_PROFIT, lambda pid, long, owner: set_order(pid, 1, price(long, 6_000), 2_500)),
-    "cancel-tp": Action(SET_TAKE_PROFIT, lambda pid, long, owner: calldata.encode_call("cancelOrder", pid, 0)),
+    "add-tp-tier": Action(
+        SET_TAKE_PROFIT, lambda pid, long, owner: set_order(pid, 1, price(long, 6_000), 2_500)
+    ),
+    "cancel-tp": Action(
+        SET_TAKE_PROFIT, lambda pid, long, owner: calldata.encode_call("cancelOrder", pid, 0)
+    ),
     "new-stop": Action(TIGHTEN_STOP, lambda pid, long, owner: set_order(pid, 5, price(long, -4_000), 1_000)),
     "stop-toward-price": Action(
         TIGHTEN_STOP, lambda pid, long, owner: set_order(pid, 4, price(long, -2_000), 5_000, 300)
@@ -85,7 +89,9 @@ ACTIONS: dict[str, Action] = {
     ),
     "plan-drops-the-stop": Action(
         SET_TAKE_PROFIT | LOOSEN_OR_CANCEL_STOP,
-        lambda pid, long, owner: calldata.encode_call("setExitPlan", pid, [(0, price(long, 4_000), 2_500, 0)]),
+        lambda pid, long, owner: calldata.encode_call(
+            "setExitPlan", pid, [(0, price(long, 4_000), 2_500, 0)]
+        ),
     ),
     "plan-tightens-the-stop": Action(
         SET_TAKE_PROFIT | TIGHTEN_STOP,
@@ -136,9 +142,7 @@ def test_every_action_needs_its_right_and_only_it(
     transact(stranger, call)
 
 
-@pytest.mark.parametrize(
-    "name", [n for n, a in ACTIONS.items() if a.rights & LOOSEN_OR_CANCEL_STOP]
-)
+@pytest.mark.parametrize("name", [n for n, a in ACTIONS.items() if a.rights & LOOSEN_OR_CANCEL_STOP])
 def test_a_relayer_key_can_close_and_tighten_but_never_loosen_or_remove_a_stop(
     transact: Transact,
     trader: LocalAccount,

@@ -1,6 +1,6 @@
-"""Issue 12's EIP-712 requests (set an exit plan, cancel an order, set operator rights, emergency exit), signed
-with eth-account's `sign_typed_data` and submitted by a relayer that is neither owner nor operator. They share
-the existing requests' replay rules: the owner's nonce, a deadline, this chain and vault only."""
+"""Issue 12's EIP-712 requests (set an exit plan, cancel an order, set operator rights, emergency exit),
+signed with eth-account's `sign_typed_data` and submitted by a relayer that is neither owner nor operator.
+They share the existing requests' replay rules: the owner's nonce, a deadline, this chain and vault only."""
 
 from __future__ import annotations
 
@@ -94,10 +94,14 @@ def _messages(position_id: bytes, owner: str, operator: str, deadline: int) -> d
 
 
 @pytest.mark.parametrize("primary", list(NEW_REQUEST_TYPES))
-def test_typehashes_are_what_eth_account_signs(contract: Contract, domain: dict[str, Any], primary: str) -> None:
+def test_typehashes_are_what_eth_account_signs(
+    contract: Contract, domain: dict[str, Any], primary: str
+) -> None:
     assert getattr(contract.functions, TYPEHASH[primary])().call() == keccak(text=_type_string(primary))
     # The digest eth-account signs is built from the same type string (checked on a zero message).
-    message = {f["name"]: ([] if f["type"].endswith("[]") else 0) for f in NEW_REQUEST_TYPES[primary][primary]}
+    message: dict[str, Any] = {
+        f["name"]: ([] if f["type"].endswith("[]") else 0) for f in NEW_REQUEST_TYPES[primary][primary]
+    }
     for name in ("owner", "operator"):
         if name in message:
             message[name] = "0x" + "00" * 20

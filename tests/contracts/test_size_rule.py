@@ -1,14 +1,14 @@
 """The size rule of exit plans, property-tested on the chain against an exact-fraction model.
 
-The rule (the vault's NatSpec): each order has a share `s` of its plan; the position keeps the plan's remaining
-denominator `D`; executing an order closes `floor(size * s / D)` of the current size and then `D -= s`, or
-everything when `s >= D`; an execution that would leave less than `MIN_REMAINING_SIZE` closes all; a manual
-close leaves `D` alone.
+The rule (the vault's NatSpec): each order has a share `s` of its plan; the position keeps the plan's
+remaining denominator `D`; executing an order closes `floor(size * s / D)` of the current size and then
+`D -= s`, or everything when `s >= D`; an execution that would leave less than `MIN_REMAINING_SIZE` closes
+all; a manual close leaves `D` alone.
 
 Two models run beside the chain: the same rule in integers (the chain must equal it to the unit, dust rule
-included) and the rule in exact fractions (no rounding at all). Against the exact model the chain may only keep
-MORE than exact (floor closes less), by less than one unit per execution so far: rounding never compounds into
-an over-close, and a plan whose shares add up to 100% always ends at exactly zero.
+included) and the rule in exact fractions (no rounding at all). Against the exact model the chain may only
+keep MORE than exact (floor closes less), by less than one unit per execution so far: rounding never
+compounds into an over-close, and a plan whose shares add up to 100% always ends at exactly zero.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class Model:
 
 @st.composite
 def plans(draw: Any) -> tuple[list[int], int | None]:
-    """Take-profit shares (1..4 tiers, partial ones summing to at most 100%) and the stop's share (or none)."""
+    """Take-profit shares (1..4 tiers, partial ones summing to at most 100%) and the stop's share, if any."""
     count = draw(st.integers(1, 4))
     cuts = sorted(draw(st.lists(st.integers(1, BPS - 1), min_size=count, max_size=count, unique=True)))
     shares = [b - a for a, b in zip([0, *cuts[:-1]], cuts, strict=True)]
@@ -199,8 +199,11 @@ def test_the_chain_follows_the_size_rule_and_stays_within_rounding_of_the_exact_
 
 
 def test_seed_ladder_is_exact_without_rounding() -> None:
-    """The model itself on the seed's numbers: 0.42 -> 0.105 four times, D 10_000 -> 7_500 -> 5_000 -> 2_500."""
-    model = Model(size=42 * 10**16, exact=Fraction(42 * 10**16), orders={0: 2_500, 1: 2_500, 2: 2_500, 4: 2_500})
+    """The model alone on the seed's numbers: 0.42 -> 0.105 four times, D 10_000, 7_500, 5_000, 2_500."""
+    model = Model(
+        size=42 * 10**16, exact=Fraction(42 * 10**16), orders={0: 2_500, 1: 2_500, 2: 2_500, 4: 2_500}
+    )
     fills = [model.execute(order_id) for order_id in (0, 1, 2, 4)]
     assert fills == [105 * 10**15] * 4
-    assert model.size == 0 and model.exact == 0
+    assert model.size == 0
+    assert model.exact == 0

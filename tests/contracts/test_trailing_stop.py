@@ -23,7 +23,7 @@ def ratchet(position_id: bytes, order_id: int = 4) -> bytes:
 
 def stop_price(contract: Contract, position_id: bytes, order_id: int = 4) -> int:
     orders, _ = contract.functions.ordersOf(position_id).call()
-    return next(o[2] for o in orders if o[0] == order_id)
+    return int(next(o[2] for o in orders if o[0] == order_id))
 
 
 @pytest.mark.parametrize("is_long", [True, False], ids=["long", "short"])
@@ -69,7 +69,9 @@ def test_the_stop_ratchets_with_the_price_and_never_back(
     # The price moves for the trader: the stop follows it.
     set_market_price("BTCUSDT", str(96000 + sign * 4000))
     transact(stranger, ratchet(position_id))
-    followed = usd(str(96000 + sign * 4000)) - sign * usd(str(100000 if is_long else 92000)) * TRAIL_BPS // 10_000
+    followed = (
+        usd(str(96000 + sign * 4000)) - sign * usd(str(100000 if is_long else 92000)) * TRAIL_BPS // 10_000
+    )
     assert stop_price(contract, position_id) == followed
 
     # ... and fires when the price comes back through it, closing everything (a full stop).

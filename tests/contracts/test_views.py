@@ -96,11 +96,16 @@ def test_realized_pnl_totals_are_the_sum_of_the_events(
     assert booked[0] > 0 > booked[1]
     # No total in storage (issue 12: a first close no longer pays 22,100 gas for it): totals come from events.
     assert not any(item.get("name") == "realizedPnlOf" for item in contract.abi)
-    logs = contract.events.PositionDecreased().get_logs(from_block=0, argument_filters={"owner": trader.address})
+    logs = contract.events.PositionDecreased().get_logs(
+        from_block=0, argument_filters={"owner": trader.address}
+    )
     assert sum(log["args"]["realizedPnl"] for log in logs) == sum(booked)
-    assert contract.events.PositionDecreased().get_logs(
-        from_block=0, argument_filters={"owner": other_trader.address}
-    ) == []
+    assert (
+        contract.events.PositionDecreased().get_logs(
+            from_block=0, argument_filters={"owner": other_trader.address}
+        )
+        == []
+    )
 
 
 def test_constants(contract: Contract) -> None:
