@@ -277,6 +277,9 @@ class WebhookSettings(_Section):
     """How often notices written by other instances are looked for (this instance's wake it at once)."""
     concurrency: int = Field(default=8, ge=1, le=256)
     """Deliveries in flight at once from this instance."""
+    per_webhook_in_flight: int = Field(default=4, ge=1, le=256)
+    """Deliveries in flight at once to one subscription from this instance: a receiver that hangs holds at
+    most this many of the `concurrency` slots, never all of them."""
     max_per_account: int = Field(default=10, ge=1, le=1000)
     """Subscriptions one API-key account may hold."""
     allow_private_urls: bool = False
@@ -297,6 +300,12 @@ class StreamSettings(_Section):
     """A comment line is sent after this long without an event, so proxies keep the stream open."""
     poll_interval_s: float = Field(default=0.25, gt=0, le=60, allow_inf_nan=False)
     """How often notices written by other instances are looked for."""
+    max_queued: int = Field(default=1000, ge=10, le=100_000)
+    """Notices one stream may have waiting to be sent; a client that falls this far behind is ended (event
+    `stream.end`, reason `too_slow`) and resumes with `Last-Event-ID`, losing nothing."""
+    mcp_api_key: SecretStr | None = None
+    """`relayer mcp` (stdio): the API key whose account's fills the resource `relayer://fills/recent` shows
+    and notifies subscribers of (`read` scope); None: no such resource (the tools still take `api_key`)."""
 
 
 def journal_path(env: Mapping[str, str], path_arg: str | None) -> Path:

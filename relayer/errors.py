@@ -439,8 +439,27 @@ class RawTransactionExpiredError(RelayerError, code="raw_transaction_expired", h
     broadcast again by the relayer (its sender may send it, or another at its nonce, again)."""
 
 
+class TooManyStreamsError(RelayerError, code="too_many_streams", http_status=429, retryable=True):
+    """The API key holds its cap of open streams on this instance (`RELAYER_STREAM_MAX_PER_KEY`): close one
+    (or wait for one to end) and retry."""
+
+
 class TooManyConnectionsError(RelayerError, code="too_many_connections", http_status=503, retryable=True):
     """The server holds its cap of open connections (`RELAYER_HTTP_MAX_CONNECTIONS`): retry shortly."""
+
+
+class WebhookNotFoundError(RelayerError, LookupError, code="webhook_not_found", http_status=404):
+    """No webhook subscription of that id that this API key may see (another account's is not shown)."""
+
+
+class WebhookUrlRefusedError(RelayerError, ValueError, code="webhook_url_refused", http_status=422):
+    """A webhook URL the relayer will not call: not http(s), credentials in it, too long, or a loopback,
+    private or link-local address (unless `RELAYER_WEBHOOKS_ALLOW_PRIVATE_URLS`)."""
+
+
+class TooManyWebhooksError(RelayerError, code="too_many_webhooks", http_status=409):
+    """The account holds `RELAYER_WEBHOOKS_MAX_PER_ACCOUNT` subscriptions already: remove one first (409, not
+    429: waiting does not help)."""
 
 
 def _hex(data: bytes) -> str:

@@ -32,15 +32,20 @@ from relayer.domain import calldata
 from relayer.errors import ConfigurationError, RelayNotConfiguredError
 from relayer.services.builder import TransactionBuilder
 from relayer.services.keeper import Keeper
+from relayer.services.metrics import NO_METRICS, Metrics
+from relayer.services.notice_feed import NoticeFeed
 from relayer.services.periodic import Periodic
 from relayer.services.price_feed import PriceFeed
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.signers import Signer
 from relayer.services.trading import TradingService
+from relayer.services.webhooks import WebhookService
+from relayer.stores.journal import SqlJournal
 from relayer.stores.journal_chains import ChainBinding
 from relayer.stores.journal_port import Journal
 from relayer.stores.keys import KeyStore
 from relayer.stores.location import open_journal, open_key_store
+from relayer.stores.webhooks import WebhookStore
 
 log = logging.getLogger("relayer.runtime")
 
@@ -61,6 +66,12 @@ class Runtime:
     relay: RelayService | None = None
     keeper: Keeper | None = None
     price_feed: PriceFeed | None = None
+    metrics: Metrics = NO_METRICS
+    """What the relay, the keeper and the chain client count and time (`relayer.services.metrics`)."""
+    notices: NoticeFeed | None = None
+    """The live notices of this process (`GET /api/stream`, MCP's fills); with the relay only."""
+    webhooks: WebhookService | None = None
+    """Webhook subscriptions and their dispatcher (`relayer.services.webhooks`); with the relay only."""
     trading: TradingService = field(init=False)
     _loops: list[Periodic] = field(default_factory=list)
 
@@ -83,6 +94,16 @@ class Runtime:
         if self.relay is None:
             raise RelayNotConfiguredError
         return self.relay
+
+    def require_webhooks(self) -> WebhookService:
+        """The webhook service (it lives on the relay's journal, bound to its chain).
+
+        Raises:
+            RelayNotConfiguredError: no relayer signer is configured (503 `relay_not_configured`).
+        """
+        if self.webhooks is None:
+            raise RelayNotConfiguredError
+        return self.webhooks
 
     async def health(self) -> dict[str, Any]:
         """`GET /health`: the chain (503 `chain_unavailable` when it does not answer) and, with a relay, its
@@ -212,6 +233,7 @@ async def open_runtime(
     client: ChainClient | None = None,
     signers: Sequence[Signer] = (),
     price_keeper: LocalAccount | None = None,
+    metrics: Metrics = NO_METRICS,
 ) -> AsyncIterator[Runtime]:
     """Start every service `settings` asks for; stop them all (in reverse) on exit.
 
@@ -220,6 +242,7 @@ async def open_runtime(
             relay and no keeper: trading by API key then reads (positions) but sends nothing.
         price_keeper: on the embedded chain, the account that sets demo prices: the price feed (its manual
             controls) exists whenever it is given; its random walk runs only with `price_feed_interval_s` > 0.
+        metrics: what the services count and time (the app's; the null object by default: nothing).
 
     Raises:
         ConfigurationError: no chain to serve, the node is on another chain than the deployments file says,
@@ -235,7 +258,8 @@ async def open_runtime(
         # Never makes the file: a relaying start (below) or `relayer keys create` does.
         keys = open_key_store(settings.store, create=False)
         embedded = chain if chain is not None and settings.rpc_url is None else None
-        runtime = Runtime(settings, embedded, client, builder, keys)
+        runtime = Runtime(settings, embedded, client, builder, keys, metrics=metrics)
+        client.metrics = metrics
         if signers:
             await _start_relay(runtime, signers)
         if price_keeper is not None and embedded is not None:
@@ -262,6 +286,7 @@ async def _start_relay(runtime: Runtime, signers: Sequence[Signer]) -> None:
             journal=journal,
             instance=settings.instance_name,
             policy=settings.sponsor.to_policy(),
+            metrics=runtime.metrics,
         )
         relay.start()  # resumes once (nonces from the chain, unfinished records) before a new nonce is taken
     except BaseException:
@@ -270,7 +295,17 @@ async def _start_relay(runtime: Runtime, signers: Sequence[Signer]) -> None:
     relay.watch.interval_s = settings.trading.poll_interval_s
     relay.default_slippage_bps = settings.trading.default_slippage_bps
     runtime.relay = relay  # trading sends from here on
-    runtime.keeper = Keeper(relay=relay, from_block=settings.keeper_from_block)
+    runtime.keeper = Keeper(relay=relay, from_block=settings.keeper_from_block, metrics=runtime.metrics)
+    runtime.notices = NoticeFeed(
+        journal, poll_interval_s=settings.stream.poll_interval_s, max_queued=settings.stream.max_queued
+    )
+    await runtime.notices.start()
+    if isinstance(journal, SqlJournal) and journal.chain_id is not None:
+        store = WebhookStore(journal.db, journal.chain_id)
+        runtime.webhooks = WebhookService(store, settings.webhooks, runtime.trading.authenticate)
+        if settings.webhooks.enabled:
+            runtime.webhooks.start()  # its own task: a slow receiver never holds up the relay loop
+            runtime.webhooks.listen(journal)  # a round as soon as this process commits notices
     if settings.keeper_interval_s > 0:  # 0: nobody runs it in the background (tests call `tick()`)
         _loop(runtime, "keeper", runtime.keeper.tick, settings.keeper_interval_s)
     log.info("relay started signers=%s", ",".join(relay.pool.addresses))
@@ -317,8 +352,12 @@ def _loop(
 
 
 async def _stop(runtime: Runtime) -> None:
+    if runtime.notices is not None:
+        await runtime.notices.stop()  # ends every stream first
     for periodic in reversed(runtime._loops):
         await periodic.stop()
+    if runtime.webhooks is not None:
+        await runtime.webhooks.stop()  # before the journal it reads closes
     if runtime.relay is not None:
         await runtime.relay.stop()
         runtime.relay.journal.close()  # lets go of the relay lock

@@ -13,6 +13,11 @@ contiguously (no gap), with no duplicate transaction, and that the position shra
     python scripts/bench_relay.py --block-time 1        # only anvil mining a block every second
     python scripts/bench_relay.py --block-time 0        # only automine (each transaction mined on arrival)
     python scripts/bench.py relay ...                   # the same, through the shared benchmark runner
+    python scripts/bench.py relay --observe off,on      # side by side: metrics and notices off, then on
+
+`--observe` (default `on`, as `relayer serve` runs): `off` runs the relayer with the Prometheus metrics off
+(the null object) and no notices journaled; `on` with `PrometheusMetrics` and notices. With `--instances`
+the same reaches every `relayer serve` process as `RELAYER_METRICS_ENABLED` and `RELAYER_RELAY_NOTICES`.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from relayer.domain import calldata  # noqa: E402
 from relayer.domain.markets import symbol_to_bytes32  # noqa: E402
 from relayer.domain.status import TxStatus  # noqa: E402
 from relayer.domain.units import to_fixed  # noqa: E402
+from relayer.services.metrics import NO_METRICS, PrometheusMetrics  # noqa: E402
 from relayer.services.relay.service import RelayService  # noqa: E402
 from relayer.services.relay.signers import Signer  # noqa: E402
 
@@ -182,6 +188,25 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store", help="with --instances: sqlite, postgres, or both comma-separated (default both)"
     )
+    parser.add_argument(
+        "--observe",
+        default="on",
+        help="metrics and notices: on, off, or both in order, e.g. off,on (default on, as served)",
+    )
+
+
+def observe_modes(args: argparse.Namespace) -> list[bool]:
+    """`--observe` as a list of on (True) / off (False), in the order given."""
+    modes = [part.strip() for part in str(args.observe).split(",") if part.strip()]
+    if not modes or any(mode not in {"on", "off"} for mode in modes):
+        raise SystemExit("--observe takes on, off, or both comma-separated (e.g. off,on)")
+    return [mode == "on" for mode in modes]
+
+
+def observe_env(on: bool) -> dict[str, str]:
+    """The variables that switch metrics and notices of a `relayer serve` process."""
+    value = "true" if on else "false"
+    return {"RELAYER_METRICS_ENABLED": value, "RELAYER_RELAY_NOTICES": value}
 
 
 @dataclass
@@ -196,8 +221,9 @@ class ModeResult:
         return self.relayed.per_second / self.naive.per_second
 
 
-def run_mode(block_time: int, count: int, concurrency: int, signers: int) -> ModeResult:
-    """One anvil (automine when `block_time` is 0), both sides over the same calls, then the invariants."""
+def run_mode(block_time: int, count: int, concurrency: int, signers: int, observe: bool = True) -> ModeResult:
+    """One anvil (automine when `block_time` is 0), both sides over the same calls, then the invariants;
+    the relayer with metrics and notices (`observe`) or without."""
     with anvil(block_time or None) as chain, tempfile.TemporaryDirectory() as tmp:
         accounts = chain.test_accounts()
         deployer, trader, naive_operator = accounts[0], accounts[1], accounts[4]
@@ -225,11 +251,13 @@ def run_mode(block_time: int, count: int, concurrency: int, signers: int) -> Mod
         )
 
         async def relay() -> tuple[Result, RelayService]:
-            client = ChainClient(chain_port(chain), deployment.address)
+            metrics = PrometheusMetrics() if observe else NO_METRICS
+            client = ChainClient(chain_port(chain), deployment.address, metrics=metrics)
             await client.start()
             service = RelayService(
-                chain=client, signers=[Signer(a) for a in relay_accounts], settings=settings
+                chain=client, signers=[Signer(a) for a in relay_accounts], settings=settings, metrics=metrics
             )
+            service.journal.notices_enabled = observe
             try:
                 await service.resume()
                 return await relayer_run(service, position_id, count, concurrency), service
@@ -243,6 +271,7 @@ def run_mode(block_time: int, count: int, concurrency: int, signers: int) -> Mod
             problems.append(f"position size {remaining} does not match the transactions sent")
         service.journal.close()
     mode = f"anvil --block-time {block_time}" if block_time else "anvil automine"
+    mode += ", metrics and notices " + ("on" if observe else "off")
     return ModeResult(mode, naive, relayed, problems)
 
 
@@ -253,7 +282,8 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for block_time in modes:
         count = args.count or (40 if block_time else 300)
-        results.append(run_mode(block_time, count, args.concurrency, args.signers))
+        for observe in observe_modes(args):  # side by side on the same settings
+            results.append(run_mode(block_time, count, args.concurrency, args.signers, observe))
     failed = False
     for result in results:
         print(f"relay benchmark on {result.mode}: {result.naive.count} closePosition transactions per side")

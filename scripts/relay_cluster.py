@@ -41,7 +41,12 @@ class ClusterResult:
 
 
 def run_one(
-    store: str, instances: int, args: argparse.Namespace, pg: PgCluster | None, number: int
+    store: str,
+    instances: int,
+    args: argparse.Namespace,
+    pg: PgCluster | None,
+    number: int,
+    env: dict[str, str] | None = None,
 ) -> ClusterResult:
     database_url = None
     if store == "postgres":
@@ -53,6 +58,7 @@ def run_one(
         signers=args.signers,
         block_time_s=1 if args.block_time is None else args.block_time,
         lease_ttl_s=10.0,
+        env=env or {},
     )
     with tempfile.TemporaryDirectory() as workdir, Cluster(config, Path(workdir)) as cluster:
         requests = take_profit_requests(cluster.world, args.count or 300, run=f"bench{number}")
@@ -77,6 +83,9 @@ def run_one(
 def run(args: argparse.Namespace) -> int:
     stores = args.store.split(",") if args.store else ["sqlite", "postgres"]
     counts = [int(n) for n in args.instances.split(",")] if args.instances else [1, 2, 3]
+    import bench_relay  # beside this file (imported here: it imports this module)
+
+    observing = bench_relay.observe_modes(args)  # metrics and notices, on (as served) and/or off
     pg = PgCluster(fast=False) if "postgres" in stores else None
     results: list[ClusterResult] = []
     skipped: list[str] = []
@@ -88,9 +97,16 @@ def run(args: argparse.Namespace) -> int:
                 if store == "sqlite" and instances > 1:
                     skipped.append(f"sqlite x {instances}: not a configuration (one relaying process a file)")
                     continue
-                started = time.monotonic()
-                results.append(run_one(store, instances, args, pg, len(results)))
-                print(f"  ran {store} x {instances} in {time.monotonic() - started:.0f} s", flush=True)
+                for observe in observing:
+                    started = time.monotonic()
+                    env = bench_relay.observe_env(observe)
+                    result = run_one(store, instances, args, pg, len(results), env)
+                    result.store += "" if observing == [True] else (" +obs" if observe else " -obs")
+                    results.append(result)
+                    print(
+                        f"  ran {result.store} x {instances} in {time.monotonic() - started:.0f} s",
+                        flush=True,
+                    )
     finally:
         if pg is not None:
             pg.stop()
@@ -99,13 +115,13 @@ def run(args: argparse.Namespace) -> int:
         f"relay through `relayer serve` processes, anvil --block-time {block}, {args.signers} signer(s),"
         f" concurrency {args.concurrency}: take-profit changes by API key, spread over the instances"
     )
-    header = f"{'store':<9} {'instances':>9} {'requests':>9} {'req/s':>8} {'median s':>9} {'p95 s':>7}"
+    header = f"{'store':<14} {'instances':>9} {'requests':>9} {'req/s':>8} {'median s':>9} {'p95 s':>7}"
     print(f"  {header}  checks")
     failed = False
     for result in results:
         checks = "0 gaps, 0 duplicates" if not result.problems else f"{len(result.problems)} PROBLEMS"
         print(
-            f"  {result.store:<9} {result.instances:>9} {result.requests:>9} {result.per_second:>8.1f}"
+            f"  {result.store:<14} {result.instances:>9} {result.requests:>9} {result.per_second:>8.1f}"
             f" {result.median_answer_s:>9.2f} {result.p95_answer_s:>7.2f}  {checks}"
         )
         for problem in result.problems[:10]:

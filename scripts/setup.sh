@@ -2,7 +2,8 @@
 # Set up everything vault-relayer needs on a machine with only Python 3.11+ and Node 20:
 # a virtualenv in .venv with the package (editable) and its dev tools, the pinned npm packages in
 # node_modules (solc, anvil, cast; viem and ethers for the signing interop tests), and the PostgreSQL server
-# binaries the stores' tests start a cluster from (Debian's `postgresql` package, installed when root).
+# binaries the stores' tests start a cluster from (Debian's `postgresql` package, installed when root), and
+# the Chromium the console's browser test drives (Debian's `chromium`, installed when root).
 # It leaves the checkout as it found it (`npm ci` never rewrites package-lock.json), and a re-run is a no-op:
 # each step is skipped while its inputs are unchanged.
 set -euo pipefail
@@ -49,6 +50,20 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   else
     echo "setup.sh: the PostgreSQL server is not installed; install the Debian package 'postgresql'" \
       "(as root: apt-get install --no-install-recommends postgresql), then run this again" >&2
+    exit 1
+  fi
+fi
+# The operator console's browser test drives Debian's Chromium (the `playwright` pip package only talks to it;
+# it never downloads a browser of its own). Installed like PostgreSQL: as root, only when missing.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    install_chromium() { apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+    install_chromium || { apt-get update -qq && install_chromium; }
+    /usr/bin/chromium --version >/dev/null
+  else
+    echo "setup.sh: Chromium is not installed; install the Debian package 'chromium'" \
+      "(as root: apt-get install --no-install-recommends chromium), then run this again" >&2
     exit 1
   fi
 fi

@@ -17,6 +17,7 @@ which doubles as the simulation, the owner's pending nonce) goes out as ONE batc
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -136,10 +137,14 @@ class ChainClient(ChainClientCore):
 
     async def send_raw(self, raw_tx: bytes) -> NodeError | None:
         """Broadcast signed bytes once (never retried here: the sender decides). None: the node took them."""
+        calls = [RpcCall("eth_sendRawTransaction", ["0x" + raw_tx.hex()])]
+        start = time.perf_counter()
         try:
-            (reply,) = await self.port.batch([RpcCall("eth_sendRawTransaction", ["0x" + raw_tx.hex()])])
+            (reply,) = await self.port.batch(calls)
         except ChainUnavailableError as exc:
+            self.metrics.node_batch(calls, None, time.perf_counter() - start)
             return NodeError(Kind.UNAVAILABLE, exc.message)
+        self.metrics.node_batch(calls, [reply], time.perf_counter() - start)
         return None if reply.error is None else classify_rpc_error(reply.error)
 
     async def receipt(self, tx_hash: str) -> Receipt | None:

@@ -19,6 +19,7 @@ the in-process chain):
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -39,6 +40,7 @@ from relayer.domain import calldata
 from relayer.domain.blocks import ChainHead
 from relayer.domain.fees import Fees, node_fees
 from relayer.errors import ChainUnavailableError, RelayerOutOfFundsError, VaultNotDeployedError
+from relayer.services.metrics import NO_METRICS, Metrics
 
 LATEST_BLOCK = RpcCall("eth_getBlockByNumber", ["latest", False])
 
@@ -75,10 +77,13 @@ class ChainClientCore:
         *,
         retries: int = RPC_RETRIES,
         backoff_s: float = RPC_BACKOFF_S,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.port = port
         self.retries = retries
         self.backoff_s = backoff_s
+        self.metrics = metrics
+        """Node round trips and errors by method (`relayer.services.metrics`); the runtime sets its own."""
         self._vault = to_checksum_address(vault_address)
         self._chain_id: int | None = None
         self._legacy = False
@@ -134,13 +139,18 @@ class ChainClientCore:
         """
         delay = self.backoff_s
         for attempt in range(self.retries):
+            start = time.perf_counter()
             try:
-                return await self.port.batch(calls)
+                replies = await self.port.batch(calls)
             except ChainUnavailableError as exc:
+                self.metrics.node_batch(calls, None, time.perf_counter() - start)
                 if attempt == self.retries - 1:
                     raise ChainUnavailableError(
                         f"the node did not answer after {self.retries} attempts", reason=exc.message
                     ) from None
+            else:
+                self.metrics.node_batch(calls, replies, time.perf_counter() - start)
+                return replies
             await asyncio.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover

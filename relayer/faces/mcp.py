@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from io import TextIOWrapper
 from typing import Any, cast
 
@@ -24,13 +25,22 @@ from mcp.server.mcpserver.exceptions import UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata
 from mcp.server.stdio import stdio_server
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.message import SessionMessage
-from mcp.types import CallToolResult, InputRequiredResult, JSONRPCError
+from mcp.shared.subscriptions import ResourceUpdated
+from mcp.types import (
+    CallToolResult,
+    InputRequiredResult,
+    JSONRPCError,
+    SubscribeRequestParams,
+    UnsubscribeRequestParams,
+)
 from pydantic import ConfigDict, ValidationError
 
 from relayer import __version__
 from relayer.domain.jsonio import loads_exact, reject_unknown_fields
 from relayer.errors import InvalidFieldError, RelayerError
+from relayer.faces.mcp_fills import RecentFills
 from relayer.faces.mcp_tools import API_KEY, INSTRUCTIONS, TradingProvider, error_result, trading_tools
 
 log = logging.getLogger("relayer.mcp")
@@ -40,9 +50,11 @@ SERVER_NAME = "vault-relayer"
 _JSON_TYPE_NAMES = {"string": "a string", "integer": "an integer", "boolean": "true or false"}
 
 
-def build_mcp_server(trading: TradingProvider) -> MCPServer:
-    """An MCP server exposing the trading tools over `trading()` (serve it on stdio or mount it over HTTP)."""
-    return _RelayerMCPServer(trading_tools(trading))
+def build_mcp_server(trading: TradingProvider, *, fills: RecentFills | None = None) -> MCPServer:
+    """An MCP server exposing the trading tools over `trading()` (serve it on stdio or mount it over HTTP);
+    with `fills` (a stdio session's API key: `relayer.faces.mcp_fills`) also the recent-fills resource, which
+    a client may subscribe to."""
+    return _RelayerMCPServer(trading_tools(trading), fills)
 
 
 # --- arguments ----------------------------------------------------------------------------------------------
@@ -119,9 +131,32 @@ class _RelayerMCPServer(MCPServer):
     refuse them in its own words); a crash in a tool answers `internal_error`, as REST does.
     """
 
-    def __init__(self, tools: list[Tool]) -> None:
+    def __init__(self, tools: list[Tool], fills: RecentFills | None = None) -> None:
         exact = [_exact(tool) for tool in tools]
-        super().__init__(name=SERVER_NAME, version=__version__, instructions=INSTRUCTIONS, tools=exact)
+        self._bus = InMemorySubscriptionBus()
+        lifespan: Any = None
+        if fills is not None:
+
+            def lifespan(_: MCPServer[Any]) -> AbstractAsyncContextManager[dict[str, Any]]:
+                return _watching(fills, self._publish)
+
+        super().__init__(
+            name=SERVER_NAME,
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            tools=exact,
+            resources=None if fills is None else [fills.resource()],
+            lifespan=lifespan,
+            subscriptions=self._bus,
+        )
+        if fills is not None:  # sessions of before 2026-07-28 subscribe this way (later ones: listen)
+            lowlevel = self._lowlevel_server
+            lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, fills.subscribe)
+            lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, fills.unsubscribe)
+
+    async def _publish(self, uri: str) -> None:
+        """Tell `subscriptions/listen` streams that `uri` changed."""
+        await self._bus.publish(ResourceUpdated(uri=uri))
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
@@ -151,6 +186,13 @@ class _RelayerMCPServer(MCPServer):
             lines.answer_to(write_stream)
             lowlevel = self._lowlevel_server  # as `MCPServer.run_stdio_async` runs it
             await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+
+
+@asynccontextmanager
+async def _watching(fills: RecentFills, publish: Any) -> AsyncIterator[dict[str, Any]]:
+    """The server's lifespan with the fills resource: its watcher runs as long as the server does."""
+    async with fills.watching(publish):
+        yield {}
 
 
 # --- messages the SDK would read its own way ----------------------------------------------------------------

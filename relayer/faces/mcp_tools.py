@@ -12,13 +12,20 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from relayer.constants import MAX_SLIPPAGE_BPS
 from relayer.errors import InvalidFieldError, RelayerError
-from relayer.services.trading import TradingService
+from relayer.services.trading import (
+    DEFAULT_FILLS_PAGE,
+    MAX_FILLS_PAGE,
+    PROGRESS_STEPS,
+    Progress,
+    TradingService,
+)
 from relayer.services.trading_answers import TradeOutcome
 from relayer.services.trading_requests import DEFAULT_EXIT_PCT
 
@@ -73,6 +80,7 @@ TRIGGER_FIELDS: FieldNames = {
 BREAKEVEN_FIELDS: FieldNames = {"position_id": "positionId", "dry_run": "dry_run"}
 GET_POSITIONS_FIELDS: FieldNames = {"symbol": "symbol"}
 GET_TRANSACTION_FIELDS: FieldNames = {"transaction_id": "transactionId"}
+GET_RECENT_FILLS_FIELDS: FieldNames = {"after": "after", "limit": "limit"}
 
 TradingProvider = Callable[[], TradingService]
 """Gives the service when a tool runs (the server is built before the runtime that holds it). On a server
@@ -118,6 +126,16 @@ async def _run(
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=body)
 
 
+def _progress(ctx: Context[Any, Any]) -> Progress:
+    """A close's steps as MCP progress notifications (`notifications/progress`; nothing is sent when the
+    client gave no `progressToken`)."""
+
+    async def tell(step: int, message: str) -> None:
+        await ctx.report_progress(step, PROGRESS_STEPS, message)
+
+    return tell
+
+
 def _body(fields: FieldNames, arguments: Mapping[str, Any]) -> dict[str, Any]:
     """The REST body of a call: each argument in `fields` under its REST name (None: not given).
 
@@ -145,11 +163,15 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
         max_slippage_bps: MaxSlippageBps = None,
         dry_run: bool = False,
         idempotency_key: IdempotencyKey = None,
+        *,
+        ctx: Context[Any, Any],
     ) -> ToolResult:
         body = _body(PARTIAL_CLOSE_FIELDS, locals())
         return await _run(
             trading,
-            lambda t: t.partial_close(api_key, body, idempotency_key=idempotency_key),
+            lambda t: t.partial_close(
+                api_key, body, idempotency_key=idempotency_key, progress=_progress(ctx)
+            ),
             PARTIAL_CLOSE_FIELDS,
         )
 
@@ -161,11 +183,15 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
         max_slippage_bps: MaxSlippageBps = None,
         dry_run: bool = False,
         idempotency_key: IdempotencyKey = None,
+        *,
+        ctx: Context[Any, Any],
     ) -> ToolResult:
         body = _body(CLOSE_POSITION_FIELDS, locals())
         return await _run(
             trading,
-            lambda t: t.close_position(api_key, body, idempotency_key=idempotency_key),
+            lambda t: t.close_position(
+                api_key, body, idempotency_key=idempotency_key, progress=_progress(ctx)
+            ),
             CLOSE_POSITION_FIELDS,
         )
 
@@ -212,6 +238,15 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
             trading, lambda t: t.get_transaction(api_key, transaction_id), GET_TRANSACTION_FIELDS
         )
 
+    async def get_recent_fills(
+        api_key: ApiKey,
+        after: Annotated[
+            str | None, Field(description="continue after this cursor (an earlier answer's `cursor`)")
+        ] = None,
+        limit: Annotated[int, Field(description=f"fills at most, 1-{MAX_FILLS_PAGE}")] = DEFAULT_FILLS_PAGE,
+    ) -> ToolResult:
+        return await _run(trading, lambda t: t.recent_fills(api_key, after, limit), GET_RECENT_FILLS_FIELDS)
+
     def trigger_description(order: str, side_long: str, side_short: str) -> str:
         return (
             f"Set or replace the position's {order} (scope: trade): when the oracle price reaches price, "
@@ -228,7 +263,8 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
                 "short in the market, give side or position_id. The price is bounded: allowed_price (worst "
                 "USD exit price), or max_slippage_bps from the current price, or the server's default guard. "
                 "dry_run simulates and sends nothing. Returns closed_qty, remaining_qty, exit_price, "
-                "realized_pnl_usd, remaining_unrealized_pnl_usd as exact decimal strings."
+                "realized_pnl_usd, remaining_unrealized_pnl_usd as exact decimal strings. Sends progress "
+                "notifications (simulated, journaled, mined) when the call carries a progressToken."
             ),
         ),
         Tool.from_function(
@@ -236,7 +272,8 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
             description=(
                 "Close a position fully, or by size_delta base-asset units (scope: trade). allowed_price is "
                 "the worst USD exit price (long: minimum, short: maximum); without it the server's slippage "
-                "guard applies. Returns the fill the chain recorded."
+                "guard applies. Returns the fill the chain recorded; progress notifications as for "
+                "partial_close."
             ),
         ),
         Tool.from_function(
@@ -271,5 +308,17 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
                 "confirmed, failed (with the decoded reason), replaced or expired, with every hash it had "
                 "and its receipt."
             ),
+        ),
+        Tool.from_function(
+            get_recent_fills,
+            description=(
+                "The account's fills (scope: read): position.decreased (closed_qty, remaining_qty, "
+                "exit_price, realized_pnl_usd, as the trading answers) and order.executed (a take-profit or "
+                "stop-loss the keeper fired), oldest first. Without after: the newest limit fills; with "
+                "after: those after it. Returns fills and a cursor: pass it as after next time to get only "
+                "what is new. Over HTTP nothing is pushed (stateless): poll this, or use GET /api/stream; "
+                "over stdio the resource relayer://fills/recent can be subscribed to."
+            ),
+            annotations=ToolAnnotations(read_only_hint=True),
         ),
     ]

@@ -20,6 +20,7 @@ from relayer.domain import calldata
 from relayer.domain.positions import crossed_trigger
 from relayer.domain.sponsorship import Sponsored
 from relayer.errors import PositionNotFoundError, RelayerError, TriggerNotCrossedError
+from relayer.services.metrics import NO_METRICS, Metrics
 from relayer.services.relay.leases import KEEPER_LEASE
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.values import KEEPER_SCOPE
@@ -57,6 +58,7 @@ class Keeper:
 
     relay: RelayService
     from_block: int = 0
+    metrics: Metrics = NO_METRICS
     _orders: dict[tuple[bytes, bool], OrderRef] = field(default_factory=dict)
     _next_block: int | None = None
 
@@ -93,6 +95,7 @@ class Keeper:
                     self._orders.pop(slot, None)
                 else:
                     self._orders[slot] = OrderRef(event.block_number, event.log_index, args["price"])
+                    self.metrics.keeper_order("seen", "tp" if slot[1] else "sl")
             start = end + 1
             self._next_block = start  # progress survives a failure in a later range
 
@@ -128,10 +131,18 @@ class Keeper:
                 return None
             if submission.created:
                 log.info("keeper executed order=%s record=%s", key, submission.record.id)
+                self.metrics.keeper_order("executed", side)
+                if attempt:
+                    self.metrics.keeper_order("retried", side)
             if not submission.record.status.is_unsuccessful:
                 return Execution(position_id, which, submission.record.id, submission.created)
         log.warning("keeper gave up order=%s after %d unmined attempts", order, MAX_ATTEMPTS_PER_ORDER)
         return None
+
+    def known_orders(self) -> list[tuple[bytes, bool, OrderRef]]:
+        """The orders this keeper tracks, (position id, is take-profit, the event that set it), by position
+        (read-only: the operator console). Empty until its first pass, or where another instance keeps."""
+        return [(pid, is_tp, ref) for (pid, is_tp), ref in sorted(self._orders.items())]
 
     def _forget(self, position_id: bytes) -> None:
         for slot in [slot for slot in self._orders if slot[0] == position_id]:

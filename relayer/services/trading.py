@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import anyio.to_thread
@@ -32,11 +33,12 @@ from relayer.domain.bps import parse_percent, percent_to_bps
 from relayer.domain.exits import size_for_exit_pct
 from relayer.domain.jsonio import reject_unknown_fields
 from relayer.domain.markets import normalize_symbol
+from relayer.domain.notices import START, Cursor
 from relayer.domain.positions import TriggerOrder, side_name, trigger_on_valid_side
 from relayer.domain.records import RelayRecord
 from relayer.domain.requests import CloseRequest, parse_position_id, parse_trigger_price
 from relayer.domain.sponsorship import Sponsored
-from relayer.domain.units import parse_fixed, usd_text
+from relayer.domain.units import parse_fixed, size_text, usd_text
 from relayer.errors import (
     AmbiguousPositionError,
     InvalidFieldError,
@@ -49,6 +51,8 @@ from relayer.errors import (
 )
 from relayer.services.builder import TransactionBuilder
 from relayer.services.builder_answers import BuiltTransaction, PositionSummary
+from relayer.services.metrics import Stage
+from relayer.services.notice_feed import FILL_TYPES
 from relayer.services.relay.service import RelayService
 from relayer.services.relay.values import CheckedCall
 from relayer.services.trading_answers import (
@@ -70,6 +74,17 @@ from relayer.stores.keys import KeyStore
 
 LAST_USED_RESOLUTION_S = 60
 """`last_used_at` of an API key is written at most once a minute: not a database write on every request."""
+
+MAX_FILLS_PAGE = 100
+"""Fills one `recent_fills` answer holds at most."""
+DEFAULT_FILLS_PAGE = 20
+
+PROGRESS_STEPS = 3
+"""A close that sends reports these steps to `Progress`: 1 simulated, 2 journaled and sent, 3 mined (or how
+it ended, or still pending when the wait ran out)."""
+
+Progress = Callable[[int, str], Awaitable[None]]
+"""Told each step of a close as it is passed (`PROGRESS_STEPS`): its number and a sentence for a person."""
 
 
 class TradingService:
@@ -155,10 +170,48 @@ class TradingService:
                 raise not_yours
         return record.to_dict()
 
+    async def recent_fills(
+        self, api_key: str | None, after: object = None, limit: object = DEFAULT_FILLS_PAGE
+    ) -> dict[str, Any]:
+        """The account's fills (`position.decreased`, `order.executed` notices; `read` scope) after the cursor
+        `after` in order, or without it its newest `limit`; `cursor` is where to continue from.
+
+        Raises:
+            InvalidFieldError: `after` is not a cursor, or `limit` is not 1..MAX_FILLS_PAGE.
+        """
+        key = await self._authenticate(api_key, Scope.READ)
+        journal = self.relay().journal
+        cursor = Cursor.parse(after) if isinstance(after, str) else None
+        if after is not None and cursor is None:
+            raise InvalidFieldError("after", 'must be a cursor from an earlier answer, e.g. "0-42"')
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_FILLS_PAGE:
+            raise InvalidFieldError("limit", f"must be an integer from 1 to {MAX_FILLS_PAGE}")
+        read = partial(
+            journal.notices_after,
+            cursor or START,
+            account=key.account,
+            types=sorted(FILL_TYPES),
+            limit=limit,
+            newest=cursor is None,
+        )
+        fills = await anyio.to_thread.run_sync(read)
+        if fills:
+            last = fills[-1].cursor
+        elif cursor is not None:
+            last = cursor
+        else:
+            last = await anyio.to_thread.run_sync(journal.latest_notice_cursor)
+        return {"account": key.account, "fills": [fill.envelope() for fill in fills], "cursor": last.text}
+
     # --- trading --------------------------------------------------------------------------------------------
 
     async def partial_close(
-        self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
+        self,
+        api_key: str | None,
+        body: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        progress: Progress | None = None,
     ) -> TradeOutcome:
         """Close `exit_pct`% (1..100, default 50) of the account's position in `symbol`."""
         relay, intent = await self._begin("partialclose", api_key, body, idempotency_key)
@@ -180,12 +233,17 @@ class TradingService:
             request = CloseRequest(
                 position.position_id, None if size_delta == CLOSE_ALL_SIZE else size_delta, allowed
             )
-            return await self._close(relay, intent, request)
+            return await self._close(relay, intent, request, progress)
 
         return await self._once(relay, intent, act)
 
     async def close_position(
-        self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
+        self,
+        api_key: str | None,
+        body: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        progress: Progress | None = None,
     ) -> TradeOutcome:
         """Close a position fully, or by `sizeDelta` (base units), with an optional `allowedPrice`."""
         relay, intent = await self._begin("close", api_key, body, idempotency_key)
@@ -202,7 +260,8 @@ class TradingService:
                 summary.quote.price_e8,
                 default_slippage_bps=self.settings.default_slippage_bps,
             )
-            return await self._close(relay, intent, CloseRequest(position.position_id, size_delta, allowed))
+            request = CloseRequest(position.position_id, size_delta, allowed)
+            return await self._close(relay, intent, request, progress)
 
         return await self._once(relay, intent, act)
 
@@ -328,12 +387,24 @@ class TradingService:
                 calldata=["0x" + calldata.set_operator(s, True).hex() for s in missing],
             )
 
-    async def _close(self, relay: RelayService, intent: TradeIntent, request: CloseRequest) -> TradeOutcome:
-        built = await self.builder.build(request)
+    async def _close(
+        self, relay: RelayService, intent: TradeIntent, request: CloseRequest, progress: Progress | None
+    ) -> TradeOutcome:
+        with relay.metrics.timed(Stage.SIMULATE):  # the builder's one batch, its simulation included
+            built = await self.builder.build(request)
         await self._check_operator(relay, intent.key.account)
         if intent.dry_run:
             return TradeOutcome(fill_from_preview(built))
-        record = await self._wait(relay, await self._submit(relay, intent, built))
+        tell = progress or _untold
+        closing = f"{size_text(built.preview.size_delta)} {built.preview.position.market}"
+        await tell(1, f"simulated: closing {closing} passes the checks")
+        record = await self._submit(relay, intent, built)
+        await tell(2, f"{record.status.value}: journaled as transaction {record.id}")
+        record = await self._wait(relay, record)
+        if record.mined is not None and record.status.is_succeeded:
+            await tell(3, f"mined in block {record.mined.block_number}")
+        else:
+            await tell(3, f"{record.status.value}: transaction {record.id}")
         if not record.status.is_succeeded:
             return unfinished(record)
         return TradeOutcome(fill_from_record(record, built.preview.position))
@@ -350,7 +421,8 @@ class TradingService:
         request = (
             CloseRequest(pid, take_profit=update) if is_take_profit else CloseRequest(pid, stop_loss=update)
         )
-        built = await self.builder.build(request)
+        with relay.metrics.timed(Stage.SIMULATE):
+            built = await self.builder.build(request)
         await self._check_operator(relay, intent.key.account)
         if intent.dry_run:
             return TradeOutcome(orders_answer(built.preview.to_dict()))
@@ -439,6 +511,10 @@ class TradingService:
             return record
         found = await relay.watch.wait(record.id, _settled, self.settings.receipt_timeout_s)
         return found or record
+
+
+async def _untold(step: int, message: str) -> None:
+    """No one asked for progress."""
 
 
 def _settled(record: RelayRecord | None) -> bool:

@@ -74,6 +74,10 @@ class SqlJournal(Journal):
         self.notices_enabled = True
         """Journal a notice with every status change (`relayer.domain.notices`); off only to measure what
         they cost (`RELAYER_RELAY_NOTICES=false`: webhooks and streams then have nothing to tell)."""
+        self.on_notices: Callable[[], None] | None = None
+        """Called (on the writing thread, after the commit) when a transaction of this journal journaled
+        notices: lets this process's readers (`relayer.services.notice_feed`) look at once instead of at
+        their next poll. It must be cheap and must not raise."""
 
     def close(self) -> None:
         """Close the database and let go of the relay lock (if this journal holds it)."""
@@ -97,9 +101,17 @@ class SqlJournal(Journal):
     def write(self) -> Iterator[JournalWriter]:
         """One write transaction: everything done through the writer commits together or not at all."""
         with self.db.transaction() as session:
-            yield SqlJournalWriter(
+            writer = SqlJournalWriter(
                 session, self.chain_id, self.db.dialect.skip_locked, self._now, self.notices_enabled
             )
+            yield writer
+        if writer.noticed:
+            self._noticed()
+
+    def _noticed(self) -> None:
+        """Tell `on_notices` that committed notices wait to be read."""
+        if self.on_notices is not None:
+            self.on_notices()
 
     # --- the chains the records belong to -----------------------------------------------------------------
 
@@ -217,6 +229,12 @@ class SqlJournal(Journal):
         rows = self.db.rows(sql, [*_PENDING, *args])
         return {row["sender"]: (int(row["top"]), int(row["live"] or 0)) for row in rows}
 
+    def status_counts(self) -> dict[TxStatus, int]:
+        """Records per status on the bound chain (the operator console's queue)."""
+        where, args = self._on_chain()
+        sql = f"SELECT status, COUNT(*) AS n FROM records {where} GROUP BY status"  # noqa: S608
+        return {TxStatus(row["status"]): int(row["n"]) for row in self.db.rows(sql, args)}
+
     def _query(self, sql: str, args: list[Any]) -> list[RelayRecord]:
         with self.db.session() as session:
             rows = session.rows(sql, args)
@@ -261,7 +279,8 @@ class SqlJournal(Journal):
                 mined=change.mined,
             )
             write_notices(session, int(row["chain_id"]), notices, change.now)
-            return True
+        self._noticed()
+        return True
 
     def set_error(self, record_id: str, expected: TxStatus, error: dict[str, Any], *, now: float) -> bool:
         """Note why a pending record is stuck (e.g. out of funds) without changing its status."""
@@ -290,6 +309,7 @@ class SqlJournal(Journal):
         account: str | None = None,
         types: Sequence[NoticeType] | None = None,
         limit: int = 100,
+        newest: bool = False,
     ) -> list[StoredNotice]:
         where, args = self._settled_notices(after)
         if account is not None:
@@ -298,11 +318,13 @@ class SqlJournal(Journal):
         if types is not None:
             where += f" AND type IN ({marks(len(types))})"
             args.extend(t.value for t in types)
+        order = "txn DESC, id DESC" if newest else "txn, id"
         rows = self.db.rows(
-            f"SELECT * FROM notices WHERE {where} ORDER BY txn, id LIMIT ?",  # noqa: S608
+            f"SELECT * FROM notices WHERE {where} ORDER BY {order} LIMIT ?",  # noqa: S608
             [*args, limit],
         )
-        return [_stored_notice(row) for row in rows]
+        notices = [_stored_notice(row) for row in rows]
+        return notices[::-1] if newest else notices
 
     def latest_notice_cursor(self) -> Cursor:
         where, args = self._settled_notices(None)
@@ -586,7 +608,7 @@ def _stored_notice(row: Row) -> StoredNotice:
         account=row["account"],
         record_id=row["record_id"],
         payload=json.loads(row["payload"]),
-        created_at=float(row["created_at"]),
+        created_at=row["created_at"],
     )
 
 
@@ -677,6 +699,8 @@ class SqlJournalWriter:
     ) -> None:
         self._session = session
         self._notices = notices
+        self.noticed = False
+        """Whether this transaction journaled a notice (`SqlJournal.on_notices` is told after the commit)."""
         self._chain_id = chain_id
         self._skip_locked = skip_locked
         self._for_update = " FOR UPDATE" if skip_locked else ""  # PostgreSQL; SQLite's writer is alone
@@ -836,6 +860,7 @@ class SqlJournalWriter:
                 tx_hash=record.attempts[-1].tx_hash if record.attempts else None,
             )
             write_notices(self._session, record.chain_id, notices, record.updated_at)
+            self.noticed = True
         if record.idempotency_key is not None:
             self._session.execute(
                 "DELETE FROM idempotency_claims WHERE chain_id IN (?, 0) AND idempotency_key = ?",

@@ -224,6 +224,10 @@ class Journal(ABC):
         """Per signer: (highest journaled nonce, records in flight)."""
 
     @abstractmethod
+    def status_counts(self) -> dict[TxStatus, int]:
+        """How many records of the bound chain stand in each status (a status with none is left out)."""
+
+    @abstractmethod
     def set_error(self, record_id: str, expected: TxStatus, error: dict[str, Any], *, now: float) -> bool:
         """Note why a pending record is stuck without changing its status (compare-and-set on `expected`)."""
 
@@ -306,6 +310,9 @@ class Journal(ABC):
 
     notices_enabled: bool
     """A notice is journaled with every status change (off only to measure their cost)."""
+    on_notices: Callable[[], None] | None
+    """Called after a transaction of this journal committed notices (on the writing thread; cheap, never
+    raising): this process's readers look at once rather than at their next poll."""
 
     @abstractmethod
     def notices_after(
@@ -315,9 +322,11 @@ class Journal(ABC):
         account: str | None = None,
         types: Sequence[NoticeType] | None = None,
         limit: int = 100,
+        newest: bool = False,
     ) -> list[StoredNotice]:
         """Notices after `after` that no running transaction can still precede, in cursor order (on the bound
-        chain; `account`: only that account's, any case; `types`: only those)."""
+        chain; `account`: only that account's, any case; `types`: only those; `newest`: the last `limit` of
+        them rather than the first, still in cursor order)."""
 
     @abstractmethod
     def latest_notice_cursor(self) -> Cursor:

@@ -230,6 +230,8 @@ _V8 = (
         UNIQUE (webhook_id, notice_id)
     )""",
     "CREATE INDEX deliveries_due ON deliveries (state, next_at)",
+    # Pruning keeps a notice while a delivery of it is pending: found by notice.
+    "CREATE INDEX deliveries_notice ON deliveries (notice_id)",
 )
 
 

@@ -67,7 +67,7 @@ def test_every_tool_schema_says_no_additional_properties() -> None:
 
     tools = anyio.run(listing).tools
 
-    assert len(tools) == 7
+    assert len(tools) == 8
     for tool in tools:
         assert tool.input_schema["additionalProperties"] is False, tool.name
         assert tool.input_schema["type"] == "object", tool.name
@@ -390,6 +390,7 @@ def test_every_tool_argument_maps_to_a_field_the_service_takes() -> None:
         "move_to_breakeven": (mcp_tools.BREAKEVEN_FIELDS, trading_requests.BREAKEVEN_FIELDS),
         "get_positions": (mcp_tools.GET_POSITIONS_FIELDS, ("symbol",)),
         "get_transaction": (mcp_tools.GET_TRANSACTION_FIELDS, ("transactionId",)),
+        "get_recent_fills": (mcp_tools.GET_RECENT_FILLS_FIELDS, ("after", "limit")),
     }
 
     async def listing() -> Any:

@@ -23,10 +23,11 @@ TOOLS = {
     "move_to_breakeven",
     "get_positions",
     "get_transaction",
+    "get_recent_fills",
 }
 
 
-def test_list_tools_describes_all_seven_with_an_api_key_parameter(trading: Trading) -> None:
+def test_list_tools_describes_all_eight_with_an_api_key_parameter(trading: Trading) -> None:
     async def listing() -> Any:
         async with Client(build_mcp_server(lambda: trading.service)) as client:
             return await client.list_tools()

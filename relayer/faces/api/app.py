@@ -7,9 +7,10 @@ the relay and trading routes ask for their service), and for the routes `setting
 chain or None), `client` (`ChainClient`), `builder`. On the embedded chain every direct use of `chain.w3`
 holds `chain.lock` (py-evm is not thread-safe; the client's own calls take it too).
 
-Routes: the builder's (`relayer.faces.api.routes`), the relay's (`relay_routes`) and API-key trading
-(`trading_routes`); the MCP tool server is mounted at `/mcp/` (streamable HTTP, stateless: no sessions, so
-nothing a client's `initialize` could pile up; `app.state.mcp` is the server). Further services plug in
+Routes: the builder's (`relayer.faces.api.routes`), the relay's (`relay_routes`), API-key trading
+(`trading_routes`) and the operator console (`console_routes`: `/console` and `/api/console`); the MCP
+tool server is mounted at `/mcp/` (streamable HTTP, stateless: no sessions, so nothing a client's
+`initialize` could pile up; `app.state.mcp` is the server). Further services plug in
 as `services`: async context managers entered after the core resources exist and left before they close.
 """
 
@@ -26,13 +27,17 @@ from relayer import __version__
 from relayer.chain.client import ChainClient
 from relayer.chain.connect import Chain
 from relayer.config import Settings
-from relayer.faces.api import demo_routes, relay_routes, trading_routes
+from relayer.faces.api import console_routes, demo_routes, relay_routes, trading_routes, webhook_routes
 from relayer.faces.api.errors import install_error_handlers
 from relayer.faces.api.inputs import strict_query
+from relayer.faces.api.metrics_routes import RequestMetrics, metrics_port
+from relayer.faces.api.metrics_routes import router as metrics_router
 from relayer.faces.api.middleware import RequestGuard, StrictJsonBody
 from relayer.faces.api.routes import router
+from relayer.faces.api.stream_routes import router as stream_router
 from relayer.faces.mcp import build_mcp_server
 from relayer.runtime import Runtime, open_runtime
+from relayer.services.metrics import build_metrics
 from relayer.services.relay.signers import Signer
 from relayer.services.trading import TradingService
 
@@ -73,6 +78,7 @@ def create_app(
         ChainUnavailableError: the node does not answer.
     """
     state: dict[str, Runtime] = {}
+    metrics = build_metrics(settings.metrics)  # this app's own registry (`relayer.services.metrics`)
 
     def trading() -> TradingService:
         return state["runtime"].trading
@@ -85,7 +91,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(
-            settings, chain=chain, client=client, signers=signers, price_keeper=price_keeper
+            settings, chain=chain, client=client, signers=signers, price_keeper=price_keeper, metrics=metrics
         ) as runtime:
             state["runtime"] = runtime
             app.state.runtime = runtime
@@ -102,6 +108,8 @@ def create_app(
             )
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(mcp.session_manager.run())
+                stack.callback(metrics.close)
+                app.state.metrics_port = await stack.enter_async_context(metrics_port(settings, runtime))
                 for hook in services:
                     await stack.enter_async_context(hook(app))
                 yield
@@ -118,9 +126,15 @@ def create_app(
     app.include_router(relay_routes.router)
     app.include_router(trading_routes.router)
     app.include_router(demo_routes.router)
+    app.include_router(stream_router)
+    app.include_router(webhook_routes.router)
+    app.include_router(console_routes.router)
     for extra in extra_routers:
         app.include_router(extra)
+    if metrics.enabled:  # off: no route, `/metrics` is a 404 like any unknown path
+        app.include_router(metrics_router)
     app.mount("/mcp", StrictJsonBody(mcp_app))
     app.add_middleware(RequestGuard, body_timeout_s=settings.http.body_timeout_s)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: counts the guard's refusals too
     app.state.mcp = mcp
     return app

@@ -86,6 +86,15 @@ class BoundedH11Protocol(H11Protocol):
         self._cancel_header_timer()
         super().connection_lost(exc)
 
+    def shutdown(self) -> None:
+        """At server shutdown, an answer still streaming (`GET /api/stream`) is ended by closing its
+        connection (the app hears the client leave); uvicorn would otherwise wait for it forever."""
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            self.transport.close()
+            return
+        super().shutdown()
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing():

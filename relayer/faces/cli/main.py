@@ -6,7 +6,8 @@ uvicorn starts).
 
 The commands live beside this module: `serve` (`serve`, `mcp`, `keeper`), `chain_commands` (`deploy`,
 `demo`, `open`, `price set`, `operator`), `relay` (`relay status|list|signers`), `keys` (`keys
-create|list|revoke`), `db` (`db migrate`) and `policy` (`policy show`); `common` holds the exit codes and
+create|list|revoke`), `db` (`db migrate`), `policy` (`policy show`) and `webhooks` (`webhooks
+add|list|remove|test|deliveries`); `common` holds the exit codes and
 the parser set-up they share.
 
 Signing keys come from the environment or an encrypted keystore, never from an argument
@@ -30,6 +31,7 @@ from relayer.faces.cli.keys import add_key_commands
 from relayer.faces.cli.policy import add_policy_commands
 from relayer.faces.cli.relay import add_relay_commands
 from relayer.faces.cli.serve import add_serve_commands
+from relayer.faces.cli.webhooks import add_webhook_commands
 
 
 def exit_code_for(error: RelayerError) -> int:
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_key_commands(sub)
     add_db_commands(sub)
     add_policy_commands(sub)
+    add_webhook_commands(sub)
     return parser
 
 

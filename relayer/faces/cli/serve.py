@@ -191,6 +191,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from relayer.runtime import check_startup
 
     settings = _load_settings(args)
+    if settings.metrics.enabled and settings.metrics.multiproc_dir is not None:
+        from relayer.services.metrics import use_multiprocess_dir
+
+        use_multiprocess_dir(settings.metrics.multiproc_dir)  # before any metric value exists
     if (
         settings.embedded
         and args.price_feed_interval is None
@@ -215,6 +219,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     import anyio
 
     from relayer.faces.mcp import build_mcp_server
+    from relayer.faces.mcp_fills import RecentFills
     from relayer.runtime import open_runtime
 
     prepared = _prepare(_load_settings(args), None)
@@ -222,7 +227,11 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         async with open_runtime(prepared.settings, chain=prepared.chain, signers=prepared.signers) as runtime:
-            await build_mcp_server(lambda: runtime.trading).run_stdio_async()
+            key = prepared.settings.stream.mcp_api_key
+            fills = None
+            if key is not None:  # the recent-fills resource, for this key's account
+                fills = RecentFills(lambda: runtime.trading, lambda: runtime.notices, key.get_secret_value())
+            await build_mcp_server(lambda: runtime.trading, fills=fills).run_stdio_async()
 
     anyio.run(serve)
     return EXIT_OK
@@ -296,7 +305,9 @@ def add_serve_commands(subparsers: Subparsers) -> None:
         cmd_mcp,
         help="serve the MCP trading tools on stdio (embedded chain with a demo world unless --rpc-url)",
         description="Relayer signers from RELAYER_SIGNER_KEY / RELAYER_SIGNER_<n>_KEY (or _KEYSTORE); the "
-        "journal (with API keys) from --journal, RELAYER_RELAY_JOURNAL_PATH or .relayer/journal.sqlite3.",
+        "journal (with API keys) from --journal, RELAYER_RELAY_JOURNAL_PATH or .relayer/journal.sqlite3. "
+        "RELAYER_STREAM_MCP_API_KEY (a read key) adds the resource relayer://fills/recent of its account, "
+        "which a client may subscribe to.",
         node="embedded",
         journal=True,
     )

@@ -22,6 +22,7 @@ from relayer.errors import (
     RequestExpiredBeforeSendError,
     SignerUnavailableError,
 )
+from relayer.services.metrics import Stage, since_first_broadcast
 from relayer.services.periodic import Periodic
 from relayer.services.relay.leases import RAW_LEASE, signer_lease
 from relayer.services.relay.sender import RelayParts, Sender
@@ -156,6 +157,7 @@ class Rounds(RelayParts):
         await self.leases.maintain()  # renews what is due (cheap otherwise): a round acts on leases held now
         async with self._tick_lock:
             pending = [record for record in self.journal.pending() if self._mine(record)]
+            self.metrics.relay_round(pending, self.pool.addresses)  # the gauges, from what the round read
             resend, self._resend = self._resend, set()
             if not pending:
                 return 0
@@ -225,7 +227,7 @@ class Rounds(RelayParts):
         if head.number - record.mined.block_number + 1 < self.settings.confirmations:
             return
         if just_seen:
-            self.journal.transition(record.id, TxStatus.MINED, TxStatus.CONFIRMED, now=self.clock())
+            self._confirmed(record)
             return
         receipt = await self.chain.receipt(record.mined.tx_hash)
         if receipt is None or receipt.mined.block_hash != record.mined.block_hash:
@@ -234,7 +236,13 @@ class Rounds(RelayParts):
                 record.id, TxStatus.MINED, TxStatus.SUBMITTED, now=self.clock(), clear_mined=True
             )
             return
-        self.journal.transition(record.id, TxStatus.MINED, TxStatus.CONFIRMED, now=self.clock())
+        self._confirmed(record)
+
+    def _confirmed(self, record: RelayRecord) -> None:
+        now = self.clock()
+        if self.journal.transition(record.id, TxStatus.MINED, TxStatus.CONFIRMED, now=now):
+            self.metrics.transaction_final(record.kind.value, TxStatus.CONFIRMED.value)
+            self.metrics.observe_stage(Stage.CONFIRMED, since_first_broadcast(record, now))
 
     # --- background loop ----------------------------------------------------------------------------------
 

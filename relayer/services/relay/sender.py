@@ -44,6 +44,7 @@ from relayer.errors import (
     RelayerError,
     StoreUnavailableError,
 )
+from relayer.services.metrics import NO_METRICS, Metrics, Stage, since_first_broadcast
 from relayer.services.relay.leases import Leases, signer_lease
 from relayer.services.relay.nonces import NonceAllocator
 from relayer.services.relay.signers import Signer, SignerPool
@@ -56,7 +57,7 @@ log = logging.getLogger("relayer.relay")
 @dataclass(eq=False)
 class RelayParts:
     """What the relay's working halves share (`Sender` sends, `Rounds` moves records on): the journal, the
-    chain, the signers with their nonces and leases, the settings and the clock."""
+    chain, the signers with their nonces and leases, the settings, the clock and the metrics."""
 
     journal: Journal
     chain: ChainClient
@@ -65,6 +66,7 @@ class RelayParts:
     leases: Leases
     settings: RelaySettings
     clock: Callable[[], float] = time.time
+    metrics: Metrics = NO_METRICS
 
 
 @dataclass(eq=False)
@@ -86,7 +88,7 @@ class Sender(RelayParts):
             LeaseLost: this instance no longer holds the signer's lease (nothing kept).
         """
         async with self.nonces.hold(signer.address):
-            with self.journal.write() as writer:
+            with self.metrics.timed(Stage.JOURNAL), self.journal.write() as writer:
                 writer.fence(lease)
                 record = self._sign_new(writer, signer, plan, record_id or uuid.uuid4().hex)
             await self._after_journal(record)
@@ -163,7 +165,11 @@ class Sender(RelayParts):
         if plan.charge is not None:
             # Before it is signed, and as late as that allows: the windows' rows (the shared cap's among them)
             # stay locked until the commit.
-            writer.reserve(self.chain.chain_id, plan.charge, int(self.clock()))
+            try:
+                writer.reserve(self.chain.chain_id, plan.charge, int(self.clock()))
+            except QuotaExceededError as spent:
+                self.metrics.quota_rejected(str(spent.details["scope"]))
+                raise
         tx = build_tx(
             chain_id=self.chain.chain_id,
             nonce=nonce,
@@ -269,7 +275,7 @@ class Sender(RelayParts):
                 ),
             ),
         )
-        with self.journal.write() as writer:
+        with self.metrics.timed(Stage.JOURNAL), self.journal.write() as writer:
             unmined = writer.unmined_raw_locked(record.chain_id, tx.sender)
             check_raw_pending(tx.sender, unmined, max_pending=max_pending)
             writer.insert(record)
@@ -288,7 +294,8 @@ class Sender(RelayParts):
         async with lock:
             delay = self.settings.retry_backoff_s
             for round_ in range(self.settings.broadcast_retries):
-                error = await self.chain.send_raw(attempt.raw_tx)
+                with self.metrics.timed(Stage.BROADCAST):
+                    error = await self.chain.send_raw(attempt.raw_tx)
                 if error is None:
                     await self._accepted(record, attempt)
                     return
@@ -409,7 +416,8 @@ class Sender(RelayParts):
         mined = receipt.mined
         attempt = next(a for a in record.attempts if a.tx_hash == mined.tx_hash)
         if attempt.kind is AttemptKind.NOOP:
-            self._finish(record, record.noop_outcome or TxStatus.EXPIRED, mined=mined, error=record.error)
+            if self._finish(record, record.noop_outcome or TxStatus.EXPIRED, mined=mined, error=record.error):
+                self.metrics.nonce_gap_filled(record.sender)
         elif mined.success:
             events = decode_events(receipt.logs, self.chain.vault_address)
             mined = replace(mined, events=[{"event": e.name, "args": json_args(e.args)} for e in events])
@@ -440,6 +448,10 @@ class Sender(RelayParts):
             log.info(
                 "status record=%s from=%s to=%s nonce=%d", record.id, record.status, status, record.nonce
             )
+            if status is TxStatus.MINED:
+                self.metrics.observe_stage(Stage.MINED, since_first_broadcast(record, self.clock()))
+            elif status.is_final:
+                self.metrics.transaction_final(record.kind.value, status.value)
         return done
 
     # --- replacement and nonce filling --------------------------------------------------------------------
@@ -467,7 +479,10 @@ class Sender(RelayParts):
             self.journal.set_error(record.id, record.status, error.to_dict(), now=self.clock())
             return False
         kind = AttemptKind.NOOP if is_noop else AttemptKind.BUMP
-        return await self._add_attempt(record, kind, fees)
+        bumped = await self._add_attempt(record, kind, fees)
+        if bumped:
+            self.metrics.fee_bump(record.sender)
+        return bumped
 
     async def fill_nonce(self, record: RelayRecord, outcome: TxStatus, error: dict[str, Any]) -> bool:
         """Use the record's nonce with a zero-value self-transfer (fees bumped over every earlier attempt and
@@ -476,7 +491,10 @@ class Sender(RelayParts):
         previous = attempt_fees(record.latest, legacy=current.is_legacy)
         fees = bump_fees(previous, current, self.settings.fee_bump_bps, cap_wei=None)
         assert fees is not None  # no cap, so always a bump
-        return await self._add_attempt(record, AttemptKind.NOOP, fees, outcome=outcome, error=error)
+        filling = await self._add_attempt(record, AttemptKind.NOOP, fees, outcome=outcome, error=error)
+        if filling:
+            self.metrics.nonce_gap_found(record.sender)
+        return filling
 
     async def _add_attempt(
         self,

@@ -51,6 +51,7 @@ from relayer.errors import (
     TransactionNotFoundError,
     restore_error,
 )
+from relayer.services.metrics import NO_METRICS, Metrics, Stage
 from relayer.services.relay import funding, idempotency
 from relayer.services.relay.leases import RAW_LEASE, Leases, signer_lease
 from relayer.services.relay.nonces import NonceAllocator
@@ -98,10 +99,12 @@ class RelayService:
         hooks: SenderHooks | None = None,
         instance: str = "local",
         policy: Policy | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         """`chain` is started (`await chain.start()`) before the first request. `instance` names this
         process in the leases (`relayer.services.relay.leases`) and `/health`. `policy` is the gas
-        sponsorship policy (None: the defaults of `SponsorshipSettings`)."""
+        sponsorship policy (None: the defaults of `SponsorshipSettings`). `metrics` counts and times what
+        the relay does (`relayer.services.metrics`; the null object: nothing)."""
         self.settings = settings
         self.policy = policy or Policy()
         self.default_slippage_bps = DEFAULT_SLIPPAGE_BPS
@@ -114,9 +117,11 @@ class RelayService:
         self.nonces = NonceAllocator()
         self.clock = clock
         self.instance = instance
+        self.metrics = metrics
         names = [signer_lease(address) for address in self.pool.addresses] + [RAW_LEASE]
         self.leases = Leases(self.journal, instance, settings.lease_ttl_s, names, self._recover)
-        parts = (self.journal, chain, self.pool, self.nonces, self.leases, settings, clock)  # `RelayParts`
+        # `RelayParts`
+        parts = (self.journal, chain, self.pool, self.nonces, self.leases, settings, clock, metrics)
         self.sender = Sender(*parts, hooks=hooks or SenderHooks())
         self.rounds = Rounds(*parts, sender=self.sender)
         self.watch = RecordWatch(self.journal, INTENT_POLL_S)
@@ -275,7 +280,8 @@ class RelayService:
             if known is not None:
                 return Submission(known, False)  # the same bytes: one record, never a second transaction
             self._check_raw_cap(tx.sender)  # before any chain read: a flood costs the node nothing
-            state = await self.chain.sender_state(tx.sender, self.vault, tx.data, tx.value_wei)  # one batch
+            with self.metrics.timed(Stage.SIMULATE):  # one batch
+                state = await self.chain.sender_state(tx.sender, self.vault, tx.data, tx.value_wei)
             policy.check_raw_sendable(
                 tx,
                 next_nonce=state.latest_nonce,
@@ -518,9 +524,10 @@ class RelayService:
         """Simulate from a signer that can pay, then journal and send, charged to `sponsored`. Never sends
         what did not simulate."""
         fees = policy.cap_fees(fees, self.settings.max_fee_per_gas_wei, base_fee_wei=head.base_fee_wei)
-        signer, gas_limit = await funding.pick_signer(
-            self.chain, self.pool, self.nonces, self._held, self.vault, data, fees.price_cap_wei
-        )
+        with self.metrics.timed(Stage.SIMULATE):
+            signer, gas_limit = await funding.pick_signer(
+                self.chain, self.pool, self.nonces, self._held, self.vault, data, fees.price_cap_wei
+            )
         plan = CallPlan(
             kind=kind,
             to=self.vault,
@@ -555,6 +562,7 @@ class RelayService:
         usage = self.journal.spend_usage(self.chain.chain_id, probe.windows)
         refused = sponsorship.first_refusal(probe, usage, now_s)
         if refused is not None:
+            self.metrics.quota_rejected(str(refused.details["scope"]))
             raise refused
 
     def _charge(self, sponsored: Sponsored, worst_wei: int) -> Charge:
@@ -608,9 +616,22 @@ class RelayService:
             self.chain, self.pool, self.journal, self.nonces, self.settings.min_signer_balance_wei
         )
 
+    async def report_balances(self) -> None:
+        """Read every signer's balance into the metrics (a scrape asks, at most every few seconds).
+
+        Raises:
+            ChainUnavailableError: the node does not answer.
+        """
+        for address in self.pool.addresses:
+            balance = await self.chain.balance(address)
+            low = policy.is_low_balance(balance, self.settings.min_signer_balance_wei)
+            self.metrics.signer_balance(address, balance, low=low)
+
     async def health(self) -> dict[str, Any]:
         """For the app's `/health`: signer balances with a low-balance alert, and the unfinished count."""
         signers = await self.signers_status()
+        for signer in signers:
+            self.metrics.signer_balance(signer.address, signer.balance_wei, low=signer.low_balance)
         return {
             "instance": self.instance,
             "leases": self.leases.describe(),
