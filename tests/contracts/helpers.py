@@ -20,7 +20,7 @@ from web3.contract import Contract
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from relayer.chain.revert import decode_revert
+from relayer.chain.revert import decode_revert, revert_data
 from relayer.chain.transact import current_fees
 from relayer.constants import EIP712_NAME, EIP712_VERSION
 from relayer.domain.typed_data import REQUEST_TYPES
@@ -178,23 +178,26 @@ def send_unchecked(
 
 @contextmanager
 def reverts_with(name: str, /, **args: Any) -> Iterator[pytest.ExceptionInfo[RelayerError]]:
-    """Expect the vault's custom error `name` with these arguments, whether or not the relayer's error tree
-    maps it yet (issue 12's new errors arrive as `ExecutionRevertedError` carrying the raw revert data)."""
+    """Expect the vault's custom error `name` with these arguments (ABI names, raw values), read from the
+    revert data itself: the `ExecutionRevertedError`'s `details.data` of an unmapped error, or the node error
+    a mapped one was translated from (its `__cause__`)."""
     with pytest.raises(RelayerError) as info:
         yield info
     error = info.value
     data = error.details.get("data")
-    if isinstance(data, str):
-        decoded = decode_revert(bytes.fromhex(data[2:]))
-        assert decoded is not None, f"undecodable revert {data}"
-        found: Any = decoded.name
-        found_args: dict[str, Any] = decoded.args
-    else:
-        found, found_args = error.details.get("revert"), {}
-        assert not args, f"{found} is mapped by the relayer; check its details instead: {error.details}"
-    assert found == name, f"expected {name}, got {found} {found_args}"
+    raw = bytes.fromhex(data[2:]) if isinstance(data, str) else None
+    cause = error.__cause__
+    while raw is None and cause is not None:
+        raw = revert_data(cause)
+        cause = cause.__cause__
+    assert raw is not None, f"no revert data behind {type(error).__name__}: {error.details}"
+    decoded = decode_revert(raw)
+    assert decoded is not None, f"undecodable revert 0x{raw.hex()}"
+    assert decoded.name == name, f"expected {name}, got {decoded.name} {decoded.args}"
+    if "revert" in error.details:
+        assert error.details["revert"] == name
     for key, expected in args.items():
-        assert _normalized(found_args[key]) == _normalized(expected), (key, found_args)
+        assert _normalized(decoded.args[key]) == _normalized(expected), (key, decoded.args)
 
 
 EXIT_ORDER_FIELDS = [
