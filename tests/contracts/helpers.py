@@ -23,7 +23,7 @@ from web3.types import TxReceipt
 from relayer.chain.revert import decode_revert, revert_data
 from relayer.chain.transact import current_fees
 from relayer.constants import EIP712_NAME, EIP712_VERSION
-from relayer.domain.typed_data import REQUEST_TYPES
+from relayer.domain.typed_data import REQUEST_TYPES, request_types
 from relayer.errors import RelayerError
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -200,50 +200,13 @@ def reverts_with(name: str, /, **args: Any) -> Iterator[pytest.ExceptionInfo[Rel
         assert _normalized(decoded.args[key]) == _normalized(expected), (key, decoded.args)
 
 
-EXIT_ORDER_FIELDS = [
-    {"name": "orderId", "type": "uint8"},
-    {"name": "price", "type": "uint256"},
-    {"name": "shareBps", "type": "uint16"},
-    {"name": "trailBps", "type": "uint16"},
-]
 NEW_REQUEST_TYPES: dict[str, dict[str, list[dict[str, str]]]] = {
-    "SetExitPlanRequest": {
-        "SetExitPlanRequest": [
-            {"name": "positionId", "type": "bytes32"},
-            {"name": "orders", "type": "ExitOrder[]"},
-            {"name": "nonce", "type": "uint256"},
-            {"name": "deadline", "type": "uint256"},
-        ],
-        "ExitOrder": EXIT_ORDER_FIELDS,
-    },
-    "CancelOrderRequest": {
-        "CancelOrderRequest": [
-            {"name": "positionId", "type": "bytes32"},
-            {"name": "orderId", "type": "uint8"},
-            {"name": "nonce", "type": "uint256"},
-            {"name": "deadline", "type": "uint256"},
-        ]
-    },
-    "SetOperatorRequest": {
-        "SetOperatorRequest": [
-            {"name": "owner", "type": "address"},
-            {"name": "operator", "type": "address"},
-            {"name": "rights", "type": "uint8"},
-            {"name": "expiresAt", "type": "uint64"},
-            {"name": "nonce", "type": "uint256"},
-            {"name": "deadline", "type": "uint256"},
-        ]
-    },
-    "EmergencyExitRequest": {
-        "EmergencyExitRequest": [
-            {"name": "owner", "type": "address"},
-            {"name": "market", "type": "bytes32"},
-            {"name": "nonce", "type": "uint256"},
-            {"name": "deadline", "type": "uint256"},
-        ]
-    },
+    primary: request_types(primary)
+    for primary in ("SetExitPlanRequest", "CancelOrderRequest", "SetOperatorRequest", "EmergencyExitRequest")
 }
-"""Issue 12's signed requests as EIP-712 types (test-side until the relayer's `typed_data` learns them)."""
+"""Issue 12's signed requests as EIP-712 types: the relayer's own (`relayer.domain.typed_data`), which the
+contract tests check against the vault's type hashes."""
+EXIT_ORDER_FIELDS = REQUEST_TYPES["ExitOrder"]
 
 
 def sign_new_request(

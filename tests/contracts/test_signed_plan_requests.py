@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
@@ -16,6 +17,7 @@ from web3.types import TxReceipt
 
 from relayer.chain.connect import Chain
 from relayer.domain import calldata
+from relayer.domain import typed_data as typed
 from relayer.errors import ExpiredRequestError, InvalidNonceError, InvalidSignatureError
 from tests.conftest import usd
 from tests.contracts.conftest import Transact
@@ -190,3 +192,62 @@ def test_expired_foreign_or_tampered_requests_are_refused(
     with reverts(ExpiredRequestError):
         submit(primary, stale, stale_signature)
     assert contract.functions.nonces(trader.address).call() == 0  # nothing consumed
+
+
+def _relayer_requests(
+    position_id: bytes, owner: str, operator: str, deadline: int
+) -> dict[str, typed.PlanRequest]:
+    return {
+        "SetExitPlanRequest": typed.ExitPlanRequest(
+            position_id,
+            ((0, usd("97000"), 2_500, 0), (1, usd("98000"), 2_500, 0), (4, usd("94000"), 10_000, 200)),
+            0,
+            deadline,
+        ),
+        "CancelOrderRequest": typed.CancelOrderRequest(position_id, 4, 0, deadline),
+        "SetOperatorRequest": typed.OperatorRequest(
+            owner, operator, 1 | 2 | 4, deadline + HOUR_S, 0, deadline
+        ),
+        "EmergencyExitRequest": typed.EmergencyExitRequest(owner, "BTCUSDT", 0, deadline),
+    }
+
+
+@pytest.mark.parametrize("primary", list(NEW_REQUEST_TYPES))
+def test_the_relayers_typed_data_is_what_the_vault_accepts(
+    chain: Chain,
+    contract: Contract,
+    transact: Transact,
+    trader: LocalAccount,
+    stranger: LocalAccount,
+    accounts: list[LocalAccount],
+    open_position: Callable[..., bytes],
+    deadline: int,
+    primary: str,
+) -> None:
+    """`relayer.domain.typed_data`'s payload (decimal strings, hex ids), signed as a wallet would with
+    eth-account's `full_message`, recovers to the owner and executes through the request's own calldata."""
+    position_id = open_position(size="0.42")
+    transact(trader, calldata.set_order(position_id, 4, usd("93000"), 10_000))
+    request = _relayer_requests(position_id, trader.address, accounts[4].address, deadline)[primary]
+    payload = typed.typed_data(request, chain_id=chain.w3.eth.chain_id, vault=contract.address)
+    assert payload["primaryType"] == primary
+    signature = bytes(Account.sign_typed_data(trader.key, full_message=payload).signature)
+    assert (
+        typed.recover_signer(request, signature, chain_id=chain.w3.eth.chain_id, vault=contract.address)
+        == trader.address
+    )
+
+    receipt = transact(stranger, request.calldata(signature))
+    assert event(contract, receipt, "NonceUsed") == {"owner": trader.address, "nonce": 0}
+    orders, _ = contract.functions.ordersOf(position_id).call()
+    if primary == "SetExitPlanRequest":
+        assert [o[0] for o in orders] == [4, 0, 1]
+    elif primary == "CancelOrderRequest":
+        assert orders == []
+    elif primary == "SetOperatorRequest":
+        assert contract.functions.operatorGrant(trader.address, accounts[4].address).call() == [
+            7,
+            deadline + HOUR_S,
+        ]
+    else:
+        assert event(contract, receipt, "EmergencyExited")["positionsClosed"] == 1
