@@ -13,19 +13,24 @@ compounds into an over-close, and a plan whose shares add up to 100% always ends
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+import pytest
 from eth_account.signers.local import LocalAccount
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from web3.contract import Contract
 
 from relayer.chain.connect import Chain
+from relayer.chain.decoding import decode_orders_of
 from relayer.domain import calldata
 from relayer.domain.markets import symbol_to_bytes32
+from relayer.domain.positions import next_crossed, tier_size
 from relayer.errors import TriggerNotCrossedError
+from tests.conftest import usd
 from tests.contracts.conftest import Transact
 from tests.contracts.helpers import event, events
 
@@ -207,3 +212,74 @@ def test_seed_ladder_is_exact_without_rounding() -> None:
     assert fills == [105 * 10**15] * 4
     assert model.size == 0
     assert model.exact == 0
+
+
+@pytest.mark.only_backend("eth-tester")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    size=st.one_of(st.integers(1, 10**12), st.integers(1, 2**128 - 1)),
+    share_bps=st.integers(1, BPS),
+    plan_bps=st.integers(0, BPS),
+)
+@example(size=42 * 10**16, share_bps=2_500, plan_bps=BPS)
+@example(size=2 * 10**9 - 2, share_bps=5_000, plan_bps=BPS)  # dust rule
+@example(size=2**128 - 1, share_bps=BPS - 1, plan_bps=BPS)  # largest product
+@example(size=5, share_bps=1, plan_bps=0)
+def test_python_tier_size_is_the_vaults_to_the_unit(
+    contract: Contract, size: int, share_bps: int, plan_bps: int
+) -> None:
+    """`relayer.domain.positions.tier_size` against the vault's own `tierSize` (the function every
+    execution and `ordersOf` use), on the same inputs."""
+    assert tuple(contract.functions.tierSize(size, share_bps, plan_bps).call()) == tier_size(
+        size, share_bps, plan_bps
+    )
+
+
+def test_orders_of_decodes_and_predicts_the_next_execution(
+    chain: Chain,
+    contract: Contract,
+    transact: Transact,
+    trader: LocalAccount,
+    stranger: LocalAccount,
+    open_position: Callable[..., bytes],
+    set_market_price: Callable[[str, str], None],
+) -> None:
+    """`decode_orders_of` reads what web3 reads; `next_crossed` names the order `executeTrigger` executes,
+    and `sizeIfExecuted` is `tier_size` of the current size and `D`."""
+    position_id = open_position(size="0.42")
+    plan = [(0, TP_PRICES[0], 2_500, 0), (1, TP_PRICES[1], 2_500, 0), (2, TP_PRICES[2], 2_500, 0)]
+    plan.append((4, STOP_PRICE, BPS, 150))
+    transact(trader, calldata.set_exit_plan(position_id, plan))
+    data = chain.w3.eth.call({"to": contract.address, "data": calldata.encode_call("ordersOf", position_id)})
+    decoded = decode_orders_of(bytes(data))
+    raw_orders, raw_plan = contract.functions.ordersOf(position_id).call()
+    assert [
+        (o.order_id, o.is_take_profit, o.price_e8, o.share_bps, o.trail_bps, o.size_if_executed)
+        for o in decoded.orders
+    ] == [tuple(o) for o in raw_orders]
+    assert decoded.plan_bps == raw_plan == BPS
+    assert [o.order_id for o in decoded.orders] == [4, 0, 1, 2]
+    assert {o.size_if_executed for o in decoded.orders} == {105 * 10**15, 42 * 10**16}
+    stop = decoded.order(4)
+    assert stop is not None
+    assert stop.is_trailing
+
+    for price, expected in (("96500", None), ("99500", 0), ("99500", 1), ("99500", 2), ("94000", 4)):
+        set_market_price("BTCUSDT", price)
+        data = chain.w3.eth.call(
+            {"to": contract.address, "data": calldata.encode_call("ordersOf", position_id)}
+        )
+        current = decode_orders_of(bytes(data))
+        assert next_crossed(True, current.orders, usd(price)) == expected
+        if expected is None:
+            continue
+        size_now = contract.functions.getPosition(position_id).call()[3]
+        order = current.order(expected)
+        assert order is not None
+        assert order.size_if_executed == tier_size(size_now, order.share_bps, current.plan_bps)[0]
+        executed = event(
+            contract, transact(stranger, calldata.execute_trigger(position_id)), "TriggerExecuted"
+        )
+        assert executed["orderId"] == expected
+        assert executed["sizeDelta"] == 105 * 10**15
+    assert contract.functions.getPosition(position_id).call()[3] == 0

@@ -13,7 +13,7 @@ from relayer.chain.vault import VaultReader
 from relayer.constants import CLOSE_ALL_SIZE, MAX_TRIGGER_PRICE_E8, PRICE_DECIMALS
 from relayer.domain import calldata
 from relayer.domain.markets import symbol_to_bytes32
-from relayer.domain.positions import TriggerOrder, realized_pnl_e8, trigger_close_size, trigger_on_valid_side
+from relayer.domain.positions import TriggerOrder, realized_pnl_e8, tier_size, trigger_on_valid_side
 from relayer.domain.units import format_fixed
 from relayer.errors import (
     InvalidCloseBpsError,
@@ -204,7 +204,7 @@ def test_execute_a_crossed_order(
     set_market_price("BTCUSDT", crossing)
     receipt = transact(stranger, calldata.execute_trigger(position_id))  # anyone may execute
 
-    size_delta = trigger_close_size(size, close_bps)
+    size_delta, _ = tier_size(size, close_bps, 10_000)  # a new plan: D = 10_000
     assert event_names(contract, receipt) == ["TriggerExecuted", "PositionDecreased"]
     assert event(contract, receipt, "TriggerExecuted") == {
         "positionId": position_id,
