@@ -29,6 +29,7 @@ from relayer.chain.decoding import (
     decode_bytes32_array,
     decode_market_price,
     decode_markets,
+    decode_orders_of,
     decode_position_with_price,
     decode_uint,
 )
@@ -40,6 +41,7 @@ from relayer.domain import calldata
 from relayer.domain.blocks import ChainHead
 from relayer.domain.fees import Fees, node_fees
 from relayer.domain.markets import symbol_to_bytes32
+from relayer.domain.positions import ExitPlan
 from relayer.domain.records import Mined
 from relayer.errors import ChainUnavailableError, RelayerError, RelayerOutOfFundsError
 
@@ -214,6 +216,17 @@ class ChainClient(ChainClientCore):
         if quote.position.owner != _ZERO_ADDRESS:
             self._owners.put(position_id, quote.position.owner)
         return quote
+
+    async def position_and_orders(self, position_id: bytes) -> tuple[PositionQuote, ExitPlan]:
+        """A position with its market's price and its pending orders (`ordersOf`), in one batch."""
+        replies = await self._batch(
+            [
+                self._view_call(calldata.encode_call("getPositionWithPrice", position_id)),
+                self._view_call(calldata.encode_call("ordersOf", position_id)),
+            ]
+        )
+        quote = decode_position_with_price(position_id, replies[0].data())
+        return quote, decode_orders_of(replies[1].data())
 
     async def position_owner(self, position_id: bytes) -> str:
         """The owner of a position (zero address when it never existed), read; noted in the owner cache."""

@@ -193,18 +193,3 @@ def price_within_bound(is_long: bool, price_e8: int, allowed_price_e8: int) -> b
     if allowed_price_e8 == 0:
         return True
     return price_e8 >= allowed_price_e8 if is_long else price_e8 <= allowed_price_e8
-
-
-def crossed_trigger(position: Position, price_e8: int) -> bool | None:
-    """Which order `executeTrigger` would execute at `price_e8`: True (take-profit), False (stop-loss), None.
-
-    Mirrors the vault: the stop-loss goes first when both are crossed, since it is the one that limits risk.
-    """
-    sl, tp = position.stop_loss, position.take_profit
-    if not position.is_open:
-        return None
-    if sl.active and (price_e8 <= sl.price_e8 if position.is_long else price_e8 >= sl.price_e8):
-        return False
-    if tp.active and (price_e8 >= tp.price_e8 if position.is_long else price_e8 <= tp.price_e8):
-        return True
-    return None

@@ -145,7 +145,10 @@ def test_the_console_shows_signers_queue_transactions_orders_and_spend(operated:
         {
             "positionId": "0x" + operated.position.hex(),
             "order": "stop_loss",
+            "orderId": 4,
             "triggerPrice": "50000",
+            "shareBps": keeper["orders"][0]["shareBps"],
+            "trailBps": 0,
             "setAtBlock": keeper["orders"][0]["setAtBlock"],
             "logIndex": 0,
         }
