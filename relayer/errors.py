@@ -541,6 +541,6 @@ def restore_error(payload: dict[str, Any]) -> RelayerError:
     """
     code = payload.get("code")
     target = next((c for c in _all_error_classes() if c.code == code), RelayerError)
-    error = Exception.__new__(target)
+    error = target.__new__(target)  # not Exception.__new__: a PermissionError (OSError) subclass has its own
     RelayerError.__init__(error, str(payload.get("message", code)), **dict(payload.get("details") or {}))
     return error

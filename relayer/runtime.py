@@ -80,7 +80,7 @@ class Runtime:
             builder=self.builder,
             keys=self.keys,
             relay=self.require_relay,
-            operators_approved=self.client.operators_approved,
+            operator_grants=self.client.operator_grants,
             settings=self.settings.trading,
         )
 

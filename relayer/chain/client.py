@@ -41,6 +41,7 @@ from relayer.domain import calldata
 from relayer.domain.blocks import ChainHead
 from relayer.domain.fees import Fees, node_fees
 from relayer.domain.markets import symbol_to_bytes32
+from relayer.domain.operators import OperatorGrant
 from relayer.domain.positions import ExitPlan
 from relayer.domain.records import Mined
 from relayer.errors import ChainUnavailableError, RelayerError, RelayerOutOfFundsError
@@ -254,15 +255,24 @@ class ChainClient(ChainClientCore):
         """The vault's next signed-request nonce of `owner`."""
         return decode_uint((await self._one(self._request_nonce_call(owner))).data())
 
-    async def operators_approved(self, owner: str, operators: Sequence[str]) -> list[bool]:
-        """Whether `owner` approved each of `operators` as its vault operator, in one batch."""
+    async def operator_grants(
+        self, owner: str, operators: Sequence[str]
+    ) -> tuple[ChainHead, list[OperatorGrant]]:
+        """The latest block (its time judges expiry) and what `owner` granted each of `operators`
+        (`operatorGrant`: rights and expiry), in one batch (a relayer has a handful of signers)."""
         calls = [
             self._view_call(
-                calldata.encode_call("isOperator", to_checksum_address(owner), to_checksum_address(operator))
+                calldata.encode_call(
+                    "operatorGrant", to_checksum_address(owner), to_checksum_address(operator)
+                )
             )
             for operator in operators
         ]
-        return [decode_uint(reply.data()) != 0 for reply in await self._batch_chunked(calls)]
+        head_reply, *replies = await self._batch([LATEST_BLOCK, *calls])
+        grants = [
+            OperatorGrant(decode_uint(data), decode_uint(data[32:])) for data in (r.data() for r in replies)
+        ]
+        return self._note_head(head_reply), grants
 
     async def vault_events(self, name: str, from_block: int, to_block: int) -> list[VaultEvent]:
         """The vault's `name` events in blocks `from_block..to_block`."""

@@ -17,6 +17,7 @@ from relayer.chain.artifact import load_artifact
 from relayer.chain.quotes import MarketPrice
 from relayer.chain.revert import translate
 from relayer.domain.markets import bytes32_to_symbol, symbol_to_bytes32
+from relayer.domain.operators import OperatorGrant
 from relayer.domain.positions import Position, TriggerOrder
 
 T = TypeVar("T")
@@ -88,3 +89,12 @@ class VaultReader:
                 ).call()
             )
         )
+
+    def operator_grant(self, owner: str, operator: str) -> OperatorGrant:
+        """What `owner` granted `operator` (`operatorGrant`): rights (bit flags) and expiry (0 = never)."""
+        rights, expires_at = call_chain(
+            lambda: self.contract.functions.operatorGrant(
+                to_checksum_address(owner), to_checksum_address(operator)
+            ).call()
+        )
+        return OperatorGrant(int(rights), int(expires_at))

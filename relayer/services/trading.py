@@ -26,14 +26,25 @@ from typing import Any
 import anyio.to_thread
 
 from relayer.config import TradingSettings
-from relayer.constants import BPS_DENOMINATOR, CLOSE_ALL_SIZE, PERCENT, SIZE_DECIMALS
+from relayer.constants import (
+    BPS_DENOMINATOR,
+    CLOSE_ALL_SIZE,
+    PERCENT,
+    RELAYER_RIGHTS,
+    RIGHT_CLOSE,
+    RIGHT_SET_TAKE_PROFIT,
+    RIGHT_TIGHTEN_STOP,
+    SIZE_DECIMALS,
+)
 from relayer.domain import apikeys, calldata, policy
 from relayer.domain.apikeys import ApiKey, Scope
+from relayer.domain.blocks import ChainHead
 from relayer.domain.bps import parse_percent, percent_to_bps
 from relayer.domain.exits import size_for_exit_pct
 from relayer.domain.jsonio import reject_unknown_fields
 from relayer.domain.markets import normalize_symbol
 from relayer.domain.notices import START, Cursor
+from relayer.domain.operators import OperatorGrant, grant_expiry, right_names
 from relayer.domain.positions import TriggerOrder, side_name, trigger_on_valid_side
 from relayer.domain.records import RelayRecord
 from relayer.domain.requests import CloseRequest, parse_position_id, parse_trigger_price
@@ -97,7 +108,7 @@ class TradingService:
         builder: TransactionBuilder,
         keys: KeyStore,
         relay: Callable[[], RelayService],
-        operators_approved: Callable[[str, Sequence[str]], Awaitable[list[bool]]],
+        operator_grants: Callable[[str, Sequence[str]], Awaitable[tuple[ChainHead, list[OperatorGrant]]]],
         settings: TradingSettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -107,13 +118,13 @@ class TradingService:
             relay: gives the relay to send through; called first by every action that sends and by
                 `get_transaction`, never by authentication or `get_positions`. The runtime passes its
                 `require_relay`, which raises `RelayNotConfiguredError` (503) on a server without signers.
-            operators_approved: whether an account (first argument) approved each relayer signer (second)
-                as its vault operator, read in one batch.
+            operator_grants: the latest block and what an account (first argument) granted each relayer
+                signer (second): the vault's `operatorGrant`, read in one batch.
         """
         self.builder = builder
         self.keys = keys
         self.relay = relay
-        self.operators_approved = operators_approved
+        self.operator_grants = operator_grants
         self.settings = settings or TradingSettings()
         self.clock = clock
 
@@ -374,17 +385,33 @@ class TradingService:
             raise PositionNotFoundError.closed(pid)
         return summary
 
-    async def _check_operator(self, relay: RelayService, account: str) -> None:
+    async def _check_operator(self, relay: RelayService, account: str, right: int = RIGHT_CLOSE) -> None:
+        """Every relayer signer must hold `right` over the account, unexpired (any of them may be picked to
+        send). The answer names each one that does not, why, and the calldata that grants the relayer's rights
+        (`RELAYER_RIGHTS`, with an expiry a year ahead) for the account to send itself."""
         signers = relay.pool.addresses
-        approved = await self.operators_approved(account, signers)
-        missing = [signer for signer, ok in zip(signers, approved, strict=True) if not ok]
+        head, grants = await self.operator_grants(account, signers)
+        now_s = head.timestamp + 1  # the vault judges expiry at the next block, at least a second later
+        missing = {
+            signer: reason
+            for signer, grant in zip(signers, grants, strict=True)
+            if (reason := grant.lacking(right, now_s)) is not None
+        }
         if missing:
+            expires_at = grant_expiry(now_s)
             raise OperatorNotApprovedError(
-                "approve the relayer's signers as vault operators first: call setOperator(signer, true) from"
-                " the account for each of them",
+                f"grant the relayer's signers the {right_names(right)} right first: call setOperatorRights("
+                f"signer, {RELAYER_RIGHTS}, {expires_at}) from the account for each of them"
+                f" ({right_names(RELAYER_RIGHTS)}, until {expires_at}; never loosen_or_cancel_stop)",
                 account=account,
-                signers=missing,
-                calldata=["0x" + calldata.set_operator(s, True).hex() for s in missing],
+                signers=list(missing),
+                reasons=missing,
+                right=right_names(right),
+                rights=RELAYER_RIGHTS,
+                expiresAt=expires_at,
+                calldata=[
+                    "0x" + calldata.set_operator_rights(s, RELAYER_RIGHTS, expires_at).hex() for s in missing
+                ],
             )
 
     async def _close(
@@ -423,7 +450,8 @@ class TradingService:
         )
         with relay.metrics.timed(Stage.SIMULATE):
             built = await self.builder.build(request)
-        await self._check_operator(relay, intent.key.account)
+        right = RIGHT_SET_TAKE_PROFIT if is_take_profit else RIGHT_TIGHTEN_STOP
+        await self._check_operator(relay, intent.key.account, right)
         if intent.dry_run:
             return TradeOutcome(orders_answer(built.preview.to_dict()))
         record = await self._wait(relay, await self._submit(relay, intent, built))
