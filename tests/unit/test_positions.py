@@ -4,9 +4,11 @@ by the contract suite."""
 from __future__ import annotations
 
 import pytest
+from eth_abi.abi import encode
 from hypothesis import given
 from hypothesis import strategies as st
 
+from relayer.chain.decoding import decode_orders_of
 from relayer.constants import BPS_DENOMINATOR, MAX_POSITION_SIZE, MAX_TRIGGER_PRICE_E8, MIN_REMAINING_SIZE
 from relayer.domain.positions import (
     SIZE_ONE,
@@ -21,6 +23,7 @@ from relayer.domain.positions import (
     trailed_trigger,
     trigger_on_valid_side,
 )
+from relayer.errors import ChainUnavailableError, VaultNotDeployedError
 
 prices = st.integers(min_value=1, max_value=MAX_TRIGGER_PRICE_E8)
 sizes = st.integers(min_value=1, max_value=MAX_POSITION_SIZE)
@@ -202,3 +205,19 @@ def test_position_flags() -> None:
     assert open_.is_open
     assert open_.take_profit.active
     assert not open_.stop_loss.active
+
+
+def test_orders_of_decoding_and_its_malformed_answers() -> None:
+    rows = [(4, False, 95, 10_000, 150, 7), (0, True, 97, 2_500, 0, 2)]
+    plan = decode_orders_of(
+        encode(["(uint8,bool,uint256,uint16,uint16,uint256)[]", "uint256"], [rows, 7_500])
+    )
+    assert plan.plan_bps == 7_500
+    assert plan.orders == (OrderView(4, False, 95, 10_000, 150, 7), OrderView(0, True, 97, 2_500, 0, 2))
+    assert plan.order(4) is plan.orders[0]
+    assert plan.orders[0].is_trailing
+    assert plan.order(1) is None
+    with pytest.raises(VaultNotDeployedError):
+        decode_orders_of(b"")
+    with pytest.raises(ChainUnavailableError):
+        decode_orders_of(b"\x01" * 31)
