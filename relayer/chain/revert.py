@@ -211,8 +211,19 @@ def error_from_revert(data: bytes) -> e.RelayerError:
     decoded = decode_revert(data)
     if decoded is None or decoded.name not in _ERRORS:
         return e.ExecutionRevertedError("the vault reverted", data="0x" + data.hex())
-    error = _ERRORS[decoded.name](decoded.args)
-    error.details.setdefault("revert", decoded.name)
+    return vault_error(decoded.name, **decoded.args)
+
+
+def vault_error(name: str, **args: Any) -> e.RelayerError:
+    """The `RelayerError` the vault's custom error `name` with these arguments (ABI names and values) maps to:
+    what a revert of it would give, for a check the relayer makes before sending (same class, message and
+    details, `details.revert` included).
+
+    >>> vault_error("PlanSharesExceeded", sharesBps=12_500, remainingBps=10_000).to_dict()["code"]
+    'plan_shares_exceeded'
+    """
+    error = _ERRORS[name](args)
+    error.details.setdefault("revert", name)
     return error
 
 
