@@ -154,6 +154,33 @@ def next_crossed(is_long: bool, orders: tuple[OrderView, ...] | list[OrderView],
     return None
 
 
+def walk_fills(size: int, is_long: bool, plan: ExitPlan) -> list[tuple[int, int]]:
+    """What each pending order closes if the price walks through every take-profit in turn and then back to
+    the stops (which execute nearest first), by the size rule from `size` and the plan's `D`: the plan as a
+    preview shows it, `(order id, size it closes)` in that order, orders that would find nothing left last
+    with 0. The seed's ladder closes 0.105 of 0.42 four times:
+
+    >>> orders = tuple(OrderView(i, i < 4, p, s, 0, 0) for i, p, s in [(4, 94, 10_000), (0, 97, 2_500),
+    ...     (1, 98, 2_500), (2, 99, 2_500)])
+    >>> walk_fills(42 * 10**16, True, ExitPlan(orders, 10_000))
+    [(0, 105000000000000000), (1, 105000000000000000), (2, 105000000000000000), (4, 105000000000000000)]
+    """
+    take_profits = sorted((o for o in plan.orders if o.is_take_profit), key=lambda o: o.order_id)
+    stops = sorted(
+        (o for o in plan.orders if not o.is_take_profit),
+        key=lambda o: (-o.price_e8 if is_long else o.price_e8, o.order_id),
+    )
+    fills: list[tuple[int, int]] = []
+    plan_bps = plan.plan_bps
+    for order in [*take_profits, *stops]:
+        closed = 0
+        if size > 0:
+            closed, plan_bps = tier_size(size, order.share_bps, plan_bps)
+            size -= closed
+        fills.append((order.order_id, closed))
+    return fills
+
+
 def trailed_trigger(is_long: bool, price_e8: int, trail_bps: int) -> int:
     """Where `ratchetStop` moves a trailing stop at `price_e8`: `trail_bps` below it for a long, above it for
     a short (the distance rounded down, as the vault does).

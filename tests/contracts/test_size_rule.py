@@ -28,7 +28,7 @@ from relayer.chain.connect import Chain
 from relayer.chain.decoding import decode_orders_of
 from relayer.domain import calldata
 from relayer.domain.markets import symbol_to_bytes32
-from relayer.domain.positions import next_crossed, tier_size
+from relayer.domain.positions import next_crossed, tier_size, walk_fills
 from relayer.errors import TriggerNotCrossedError
 from tests.conftest import usd
 from tests.contracts.conftest import Transact
@@ -260,6 +260,8 @@ def test_orders_of_decodes_and_predicts_the_next_execution(
     assert decoded.plan_bps == raw_plan == BPS
     assert [o.order_id for o in decoded.orders] == [4, 0, 1, 2]
     assert {o.size_if_executed for o in decoded.orders} == {105 * 10**15, 42 * 10**16}
+    quarter = 105 * 10**15
+    assert walk_fills(42 * 10**16, True, decoded) == [(0, quarter), (1, quarter), (2, quarter), (4, quarter)]
     stop = decoded.order(4)
     assert stop is not None
     assert stop.is_trailing

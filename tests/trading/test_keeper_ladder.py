@@ -47,9 +47,10 @@ def _ratchets(vault: VaultReader, from_block: int) -> list[tuple[int, int]]:
 
 
 def _stop_price(vault: VaultReader, position_id: bytes) -> int:
-    orders, _ = vault.contract.functions.ordersOf(position_id).call()
-    (stop,) = [order for order in orders if order[0] == STOP_ID]
-    return int(stop[2])
+    stop = vault.orders_of(position_id).order(STOP_ID)
+    assert stop is not None
+    assert stop.trail_bps == TRAIL_BPS
+    return stop.price_e8
 
 
 def _actions(executions: list[Execution]) -> list[tuple[str, int, bool]]:

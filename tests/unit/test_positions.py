@@ -12,6 +12,7 @@ from relayer.chain.decoding import decode_orders_of
 from relayer.constants import BPS_DENOMINATOR, MAX_POSITION_SIZE, MAX_TRIGGER_PRICE_E8, MIN_REMAINING_SIZE
 from relayer.domain.positions import (
     SIZE_ONE,
+    ExitPlan,
     OrderView,
     Position,
     TriggerOrder,
@@ -22,6 +23,7 @@ from relayer.domain.positions import (
     tier_size,
     trailed_trigger,
     trigger_on_valid_side,
+    walk_fills,
 )
 from relayer.errors import ChainUnavailableError, VaultNotDeployedError
 
@@ -221,3 +223,25 @@ def test_orders_of_decoding_and_its_malformed_answers() -> None:
         decode_orders_of(b"")
     with pytest.raises(ChainUnavailableError):
         decode_orders_of(b"\x01" * 31)
+
+
+@given(
+    size=sizes,
+    is_long=st.booleans(),
+    tiers=st.lists(st.integers(1, BPS_DENOMINATOR), min_size=0, max_size=4),
+    stop_share=st.one_of(st.none(), st.integers(1, BPS_DENOMINATOR)),
+)
+def test_walk_fills_close_at_most_the_position_and_all_of_it_when_the_plan_says_so(
+    size: int, is_long: bool, tiers: list[int], stop_share: int | None
+) -> None:
+    orders = [OrderView(i, True, 100 + i, share, 0, 0) for i, share in enumerate(tiers)]
+    if stop_share is not None:
+        orders.append(OrderView(4, False, 90, stop_share, 0, 0))
+    partial = sum(o.share_bps for o in orders if o.share_bps < BPS_DENOMINATOR)
+    if partial > BPS_DENOMINATOR:
+        return  # the vault refuses such a plan
+    fills = walk_fills(size, is_long, ExitPlan(tuple(orders), BPS_DENOMINATOR))
+    assert [order_id for order_id, _ in fills] == [o.order_id for o in orders]
+    assert sum(closed for _, closed in fills) <= size
+    if any(o.share_bps == BPS_DENOMINATOR for o in orders) or (orders and partial == BPS_DENOMINATOR):
+        assert sum(closed for _, closed in fills) == size
