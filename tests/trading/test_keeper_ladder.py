@@ -13,6 +13,7 @@ from web3.types import TxReceipt
 from relayer.chain.connect import Chain
 from relayer.chain.vault import VaultReader
 from relayer.domain import calldata
+from relayer.domain.positions import OrderView
 from relayer.services.keeper import Execution, Keeper
 from tests.blocking import Blocking
 from tests.conftest import units, usd
@@ -181,3 +182,31 @@ def test_ladder_with_the_keeper_restarted_mid_walk_doubles_nothing(
     records: list[Any] = third.relay.journal.all()
     assert sorted(record.kind.value for record in records) == ["execute"] * 7  # 4 executions, 3 ratchets
     assert len(_ratchets(vault, start)) == 3
+
+
+def test_a_short_trails_upward_from_below_and_its_stop_fires_on_the_rest(
+    trading: Trading,
+    vault: VaultReader,
+    open_position: Callable[..., bytes],
+    set_market_price: Callable[[str, str], None],
+    transact: Callable[[LocalAccount, bytes], TxReceipt],
+    accounts: list[LocalAccount],
+) -> None:
+    set_market_price("BTCUSDT", "96000")
+    start = vault.w3.eth.block_number
+    position_id = open_position(market="BTCUSDT", is_long=False, size="0.42", owner=accounts[2])
+    plan = [(0, usd("95000"), 5_000, 0), (5, usd("98000"), 10_000, 100)]  # half at 95000, a 1% trail
+    transact(accounts[2], calldata.set_exit_plan(position_id, plan))
+
+    set_market_price("BTCUSDT", "95000")
+    assert _until_quiet(trading) == [("execute", 0, True), ("ratchet", 5, True)]
+    assert vault.orders_of(position_id).order(5) == OrderView(
+        5, False, usd("95950"), 10_000, 100, units("0.21")
+    )
+    set_market_price("BTCUSDT", "95949.99")  # a short's stop fires at or above its trigger: not yet
+    assert _until_quiet(trading) == []
+    set_market_price("BTCUSDT", "95950")
+    assert _until_quiet(trading) == [("execute", 5, True)]
+    assert _executed(vault, start) == [(0, units("0.21")), (5, units("0.21"))]
+    assert _ratchets(vault, start) == [(usd("98000"), usd("95950"))]
+    assert vault.position(position_id).size == 0
