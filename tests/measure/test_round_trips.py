@@ -71,7 +71,9 @@ CEILINGS: dict[str, dict[str, Ceiling]] = {
     # Added after the redesign (no earlier ceiling): the sender's nonce, balance and simulation in one batch;
     # issue 11 added the latest block to that batch (its base fee: a raw transaction below it is refused).
     "relay/raw": _ceilings((1, 4, 1), (2, 5, 1)),
-    "keeper execution": _ceilings((5, 7, 1), (6, 8, 1)),
+    # One call more since issue 12, no round trip more: the keeper reads the position's pending orders
+    # (`ordersOf`: which order executes next, which stop trails) in the same batch as the position.
+    "keeper execution": _ceilings((5, 8, 1), (6, 9, 1)),
 }
 
 T = TypeVar("T")
