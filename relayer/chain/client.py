@@ -255,11 +255,8 @@ class ChainClient(ChainClientCore):
         """The vault's next signed-request nonce of `owner`."""
         return decode_uint((await self._one(self._request_nonce_call(owner))).data())
 
-    async def operator_grants(
-        self, owner: str, operators: Sequence[str]
-    ) -> tuple[ChainHead, list[OperatorGrant]]:
-        """The latest block (its time judges expiry) and what `owner` granted each of `operators`
-        (`operatorGrant`: rights and expiry), in one batch (a relayer has a handful of signers)."""
+    async def operator_grants(self, owner: str, operators: Sequence[str]) -> list[OperatorGrant]:
+        """What `owner` granted each of `operators` (`operatorGrant`: rights and expiry), in one batch."""
         calls = [
             self._view_call(
                 calldata.encode_call(
@@ -268,11 +265,10 @@ class ChainClient(ChainClientCore):
             )
             for operator in operators
         ]
-        head_reply, *replies = await self._batch([LATEST_BLOCK, *calls])
-        grants = [
+        replies = await self._batch_chunked(calls)
+        return [
             OperatorGrant(decode_uint(data), decode_uint(data[32:])) for data in (r.data() for r in replies)
         ]
-        return self._note_head(head_reply), grants
 
     async def vault_events(self, name: str, from_block: int, to_block: int) -> list[VaultEvent]:
         """The vault's `name` events in blocks `from_block..to_block`."""

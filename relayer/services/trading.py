@@ -108,7 +108,7 @@ class TradingService:
         builder: TransactionBuilder,
         keys: KeyStore,
         relay: Callable[[], RelayService],
-        operator_grants: Callable[[str, Sequence[str]], Awaitable[tuple[ChainHead, list[OperatorGrant]]]],
+        operator_grants: Callable[[str, Sequence[str]], Awaitable[list[OperatorGrant]]],
         settings: TradingSettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -118,8 +118,8 @@ class TradingService:
             relay: gives the relay to send through; called first by every action that sends and by
                 `get_transaction`, never by authentication or `get_positions`. The runtime passes its
                 `require_relay`, which raises `RelayNotConfiguredError` (503) on a server without signers.
-            operator_grants: the latest block and what an account (first argument) granted each relayer
-                signer (second): the vault's `operatorGrant`, read in one batch.
+            operator_grants: what an account (first argument) granted each relayer signer (second): the
+                vault's `operatorGrant`, read in one batch.
         """
         self.builder = builder
         self.keys = keys
@@ -385,12 +385,13 @@ class TradingService:
             raise PositionNotFoundError.closed(pid)
         return summary
 
-    async def _check_operator(self, relay: RelayService, account: str, right: int = RIGHT_CLOSE) -> None:
-        """Every relayer signer must hold `right` over the account, unexpired (any of them may be picked to
-        send). The answer names each one that does not, why, and the calldata that grants the relayer's rights
-        (`RELAYER_RIGHTS`, with an expiry a year ahead) for the account to send itself."""
+    async def _check_operator(self, relay: RelayService, account: str, head: ChainHead, right: int) -> None:
+        """Every relayer signer must hold `right` over the account, unexpired after `head` (the block the
+        builder read; any signer may be picked to send). The answer names each one that does not, why, and
+        the calldata that grants the relayer's rights (`RELAYER_RIGHTS`, until the end of the UTC day a year
+        ahead) for the account to send itself."""
         signers = relay.pool.addresses
-        head, grants = await self.operator_grants(account, signers)
+        grants = await self.operator_grants(account, signers)
         now_s = head.timestamp + 1  # the vault judges expiry at the next block, at least a second later
         missing = {
             signer: reason
@@ -419,7 +420,7 @@ class TradingService:
     ) -> TradeOutcome:
         with relay.metrics.timed(Stage.SIMULATE):  # the builder's one batch, its simulation included
             built = await self.builder.build(request)
-        await self._check_operator(relay, intent.key.account)
+        await self._check_operator(relay, intent.key.account, built.head, RIGHT_CLOSE)
         if intent.dry_run:
             return TradeOutcome(fill_from_preview(built))
         tell = progress or _untold
@@ -451,7 +452,7 @@ class TradingService:
         with relay.metrics.timed(Stage.SIMULATE):
             built = await self.builder.build(request)
         right = RIGHT_SET_TAKE_PROFIT if is_take_profit else RIGHT_TIGHTEN_STOP
-        await self._check_operator(relay, intent.key.account, right)
+        await self._check_operator(relay, intent.key.account, built.head, right)
         if intent.dry_run:
             return TradeOutcome(orders_answer(built.preview.to_dict()))
         record = await self._wait(relay, await self._submit(relay, intent, built))
