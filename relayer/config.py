@@ -275,18 +275,39 @@ class WebhookSettings(_Section):
     backoff_max_s: float = Field(default=3600.0, gt=0, le=86_400, allow_inf_nan=False)
     poll_interval_s: float = Field(default=0.25, gt=0, le=60, allow_inf_nan=False)
     """How often notices written by other instances are looked for (this instance's wake it at once)."""
-    concurrency: int = Field(default=8, ge=1, le=256)
+    concurrency: int = Field(default=16, ge=1, le=256)
     """Deliveries in flight at once from this instance."""
     per_webhook_in_flight: int = Field(default=4, ge=1, le=256)
     """Deliveries in flight at once to one subscription from this instance: a receiver that hangs holds at
     most this many of the `concurrency` slots, never all of them."""
+    per_account_in_flight: int = Field(default=0, ge=0, le=255)
+    """Deliveries in flight at once to one account's subscriptions (all global subscriptions together count
+    as one more account) from this instance; 0: half of `concurrency` (at least 1). Below `concurrency`
+    (when it is above 1): an account whose receivers hang never holds every slot, whatever its number of
+    subscriptions, so other accounts' and global subscriptions keep being delivered. Above
+    `per_webhook_in_flight` (as by default, 8 and 4), one hanging receiver of an account leaves slots to its
+    other subscriptions too."""
     max_per_account: int = Field(default=10, ge=1, le=1000)
     """Subscriptions one API-key account may hold."""
     allow_private_urls: bool = False
     """Accept receivers on loopback, private and link-local addresses (off: an account's subscription could
     otherwise reach the relayer's own network)."""
     retention_days: int = Field(default=7, ge=1, le=3650)
-    """Notices and finished deliveries older than this are deleted."""
+    """Notices and finished deliveries older than this are deleted (also while `enabled` is false)."""
+
+    @property
+    def account_in_flight(self) -> int:
+        """The effective `per_account_in_flight`."""
+        return self.per_account_in_flight or max(self.concurrency // 2, 1)
+
+    @model_validator(mode="after")
+    def _check_account_share(self) -> WebhookSettings:
+        if self.concurrency > 1 and self.account_in_flight >= self.concurrency:
+            raise ValueError(
+                "per_account_in_flight must be below concurrency: one account's hanging receivers would"
+                " otherwise hold every delivery slot"
+            )
+        return self
 
 
 class StreamSettings(_Section):

@@ -522,6 +522,11 @@ class TooManyWebhooksError(RelayerError, code="too_many_webhooks", http_status=4
     429: waiting does not help)."""
 
 
+class WebhookTestBusyError(RelayerError, code="webhook_test_busy", http_status=429, retryable=True):
+    """A test message of this subscription, or by this API key, is still in flight (or the process's few test
+    slots are taken): retry after `retryAfterS` (REST adds `Retry-After`)."""
+
+
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 

@@ -308,8 +308,8 @@ async def _start_relay(runtime: Runtime, signers: Sequence[Signer]) -> None:
     if isinstance(journal, SqlJournal) and journal.chain_id is not None:
         store = WebhookStore(journal.db, journal.chain_id)
         runtime.webhooks = WebhookService(store, settings.webhooks, runtime.trading.authenticate)
-        if settings.webhooks.enabled:
-            runtime.webhooks.start()  # its own task: a slow receiver never holds up the relay loop
+        runtime.webhooks.start()  # its own task (a slow receiver never holds up the relay loop); prune-only
+        if settings.webhooks.enabled:  # when disabled, so old notices are deleted either way
             runtime.webhooks.listen(journal)  # a round as soon as this process commits notices
     if settings.keeper_interval_s > 0:  # 0: nobody runs it in the background (tests call `tick()`)
         _loop(runtime, "keeper", runtime.keeper.tick, settings.keeper_interval_s)

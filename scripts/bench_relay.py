@@ -13,11 +13,16 @@ contiguously (no gap), with no duplicate transaction, and that the position shra
     python scripts/bench_relay.py --block-time 1        # only anvil mining a block every second
     python scripts/bench_relay.py --block-time 0        # only automine (each transaction mined on arrival)
     python scripts/bench.py relay ...                   # the same, through the shared benchmark runner
-    python scripts/bench.py relay --observe off,on      # side by side: metrics and notices off, then on
+    python scripts/bench.py relay --observe off,quiet,on  # side by side: observability off, quiet, on
 
 `--observe` (default `on`, as `relayer serve` runs): `off` runs the relayer with the Prometheus metrics off
-(the null object) and no notices journaled; `on` with `PrometheusMetrics` and notices. With `--instances`
-the same reaches every `relayer serve` process as `RELAYER_METRICS_ENABLED` and `RELAYER_RELAY_NOTICES`.
+(the null object), no notices journaled and no webhook dispatcher; `quiet` with `PrometheusMetrics` and
+notices, the dispatcher running without a subscription; `on` as `quiet`, with the webhook dispatcher
+delivering every notice to one global subscription at a loopback receiver that answers 204 (the deliveries it
+got are printed beside the run: the outbox did its work within the figure).
+With `--instances` the same reaches every `relayer serve` process as `RELAYER_METRICS_ENABLED`,
+`RELAYER_RELAY_NOTICES` and `RELAYER_WEBHOOKS_ENABLED` (the subscription made with `relayer webhooks add
+--global` once the instances have started, before the load).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from relayer.chain.connect import ANVIL_DEFAULT_KEYS, Chain, chain_port, rpc_cha
 from relayer.chain.deploy import deploy_vault  # noqa: E402
 from relayer.chain.transact import send  # noqa: E402
 from relayer.chain.vault import VaultReader  # noqa: E402
-from relayer.config import RelaySettings  # noqa: E402
+from relayer.config import RelaySettings, WebhookSettings  # noqa: E402
 from relayer.constants import SIZE_DECIMALS  # noqa: E402
 from relayer.domain import calldata  # noqa: E402
 from relayer.domain.markets import symbol_to_bytes32  # noqa: E402
@@ -60,6 +65,10 @@ from relayer.domain.units import to_fixed  # noqa: E402
 from relayer.services.metrics import NO_METRICS, PrometheusMetrics  # noqa: E402
 from relayer.services.relay.service import RelayService  # noqa: E402
 from relayer.services.relay.signers import Signer  # noqa: E402
+from relayer.services.webhooks import WebhookService  # noqa: E402
+from relayer.stores.journal import SqliteJournal  # noqa: E402
+from relayer.stores.journal_chains import ChainBinding  # noqa: E402
+from relayer.stores.webhooks import WebhookStore  # noqa: E402
 
 CLOSE_STEP = to_fixed(Decimal("0.001"), SIZE_DECIMALS, "size")
 """Each benchmark transaction closes 0.001 BTC of one big position."""
@@ -191,22 +200,75 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--observe",
         default="on",
-        help="metrics and notices: on, off, or both in order, e.g. off,on (default on, as served)",
+        help="metrics, notices and the webhook dispatcher (one global subscription to a local receiver):"
+        " off, quiet (metrics and notices, no subscription) or on, several in order, e.g. off,quiet,on"
+        " (default on, as served)",
     )
 
 
-def observe_modes(args: argparse.Namespace) -> list[bool]:
-    """`--observe` as a list of on (True) / off (False), in the order given."""
+OBSERVE_MODES = ("off", "quiet", "on")
+"""`off`: metrics, notices and webhooks off; `quiet`: metrics and notices on, the webhook dispatcher running
+without a subscription; `on`: as `quiet`, with one global subscription to a local receiver (every notice
+delivered)."""
+
+
+def observe_modes(args: argparse.Namespace) -> list[str]:
+    """`--observe` as a list of modes (`OBSERVE_MODES`), in the order given."""
     modes = [part.strip() for part in str(args.observe).split(",") if part.strip()]
-    if not modes or any(mode not in {"on", "off"} for mode in modes):
-        raise SystemExit("--observe takes on, off, or both comma-separated (e.g. off,on)")
-    return [mode == "on" for mode in modes]
+    if not modes or any(mode not in OBSERVE_MODES for mode in modes):
+        raise SystemExit("--observe takes off, quiet or on, or several comma-separated (e.g. off,quiet,on)")
+    return modes
 
 
-def observe_env(on: bool) -> dict[str, str]:
-    """The variables that switch metrics and notices of a `relayer serve` process."""
-    value = "true" if on else "false"
-    return {"RELAYER_METRICS_ENABLED": value, "RELAYER_RELAY_NOTICES": value}
+def observe_env(mode: str) -> dict[str, str]:
+    """The variables that switch metrics, notices and the webhook dispatcher of a `relayer serve` process
+    (private URLs allowed: the bench's receiver is on loopback)."""
+    value = "false" if mode == "off" else "true"
+    return {
+        "RELAYER_METRICS_ENABLED": value,
+        "RELAYER_RELAY_NOTICES": value,
+        "RELAYER_WEBHOOKS_ENABLED": value,
+        "RELAYER_WEBHOOKS_ALLOW_PRIVATE_URLS": value,
+    }
+
+
+def observe_tag(mode: str) -> str:
+    """How a run's mode is shown beside its store."""
+    return {"off": " -obs", "quiet": " +obs", "on": " +obs+hooks"}[mode]
+
+
+def start_receiver() -> Any:
+    """A loopback receiver counting the webhook deliveries it gets (`bench_webhooks.Receiver`)."""
+    import bench_webhooks  # beside this file (imported here: it imports this module)
+
+    receiver = bench_webhooks.Receiver()
+    receiver.start()
+    return receiver
+
+
+async def wait_outbox(store: WebhookStore, since_id: int, receiver: Any, timeout_s: float = 60.0) -> str:
+    """Wait (at most `timeout_s`, outside the timed run) until every notice after `since_id` has a finished
+    delivery; what the outbox and the receiver counted, as a line beside the run."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = store.db.row(
+            "SELECT COUNT(*) AS n FROM notices WHERE chain_id = ? AND id > ?", (store.chain_id, since_id)
+        )
+        notices = 0 if row is None else int(row["n"])
+        counts = store.counts()
+        finished = counts.get("delivered", 0) + counts.get("failed", 0)
+        if (finished >= notices and not counts.get("pending")) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    return (
+        f"webhooks: {notices} notices, {counts.get('delivered', 0)} delivered, {counts.get('failed', 0)}"
+        f" failed, {counts.get('pending', 0)} pending; the receiver got {len(receiver.first)}"
+        f" ({receiver.repeats} repeats)"
+    )
+
+
+def _operator_only(presented: str | None, scope: Any) -> Any:
+    raise SystemExit("the bench's webhook service takes no API keys")
 
 
 @dataclass
@@ -215,13 +277,14 @@ class ModeResult:
     naive: Result
     relayed: Result
     problems: list[str]
+    webhooks: str | None = None
 
     @property
     def ratio(self) -> float:
         return self.relayed.per_second / self.naive.per_second
 
 
-def run_mode(block_time: int, count: int, concurrency: int, signers: int, observe: bool = True) -> ModeResult:
+def run_mode(block_time: int, count: int, concurrency: int, signers: int, observe: str = "on") -> ModeResult:
     """One anvil (automine when `block_time` is 0), both sides over the same calls, then the invariants;
     the relayer with metrics and notices (`observe`) or without."""
     with anvil(block_time or None) as chain, tempfile.TemporaryDirectory() as tmp:
@@ -250,29 +313,61 @@ def run_mode(block_time: int, count: int, concurrency: int, signers: int, observ
             journal_path=Path(tmp) / "bench.sqlite3", confirmations=1, replace_after_s=600
         )
 
+        receiver = start_receiver() if observe == "on" else None
+        outbox: list[str] = []
+
         async def relay() -> tuple[Result, RelayService]:
-            metrics = PrometheusMetrics() if observe else NO_METRICS
+            metrics = PrometheusMetrics() if observe != "off" else NO_METRICS
             client = ChainClient(chain_port(chain), deployment.address, metrics=metrics)
             await client.start()
-            service = RelayService(
-                chain=client, signers=[Signer(a) for a in relay_accounts], settings=settings, metrics=metrics
+            journal = SqliteJournal(settings.journal_path, relaying=True)  # bound as `relayer serve` does
+            genesis = chain.w3.eth.get_block(0)["hash"]
+            journal.bind_to_chain(
+                ChainBinding(chain.w3.eth.chain_id, "0x" + bytes(genesis).hex()), now=int(time.time())
             )
-            service.journal.notices_enabled = observe
+            journal.notices_enabled = observe != "off"
+            service = RelayService(
+                chain=client,
+                signers=[Signer(a) for a in relay_accounts],
+                settings=settings,
+                metrics=metrics,
+                journal=journal,
+            )
+            hooks: WebhookService | None = None
             try:
                 await service.resume()
-                return await relayer_run(service, position_id, count, concurrency), service
+                if receiver is not None and journal.chain_id is not None:
+                    store = WebhookStore(journal.db, journal.chain_id)  # as `relayer serve` runs it
+                    hooks = WebhookService(store, WebhookSettings(allow_private_urls=True), _operator_only)
+                    hook, _ = await hooks.add(None, receiver.url, None)
+                    hooks.start()
+                    hooks.listen(journal)
+                result = await relayer_run(service, position_id, count, concurrency)
+                if hooks is not None and receiver is not None:
+                    outbox.append(await wait_outbox(hooks.store, hook.cursor.id, receiver))
+                return result, service
             finally:
+                if hooks is not None:
+                    await hooks.stop()
                 await client.aclose()
 
-        relayed, service = asyncio.run(relay())
+        try:
+            relayed, service = asyncio.run(relay())
+        finally:
+            if receiver is not None:
+                receiver.stop()
         problems = check_relayer(chain, service, start_nonces, count)
         remaining = vault.position(position_id).size
         if remaining != size - 2 * count * CLOSE_STEP:
             problems.append(f"position size {remaining} does not match the transactions sent")
         service.journal.close()
     mode = f"anvil --block-time {block_time}" if block_time else "anvil automine"
-    mode += ", metrics and notices " + ("on" if observe else "off")
-    return ModeResult(mode, naive, relayed, problems)
+    mode += {
+        "off": ", metrics, notices and webhooks off",
+        "quiet": ", metrics and notices on, no webhook subscription",
+        "on": ", metrics, notices and webhooks on (one subscription gets every notice)",
+    }[observe]
+    return ModeResult(mode, naive, relayed, problems, outbox[0] if outbox else None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -290,6 +385,8 @@ def run(args: argparse.Namespace) -> int:
         for side in (result.naive, result.relayed):
             print(f"  {side.name:<36} {side.per_second:8.1f} tx/s  ({side.seconds:.2f} s)")
         print(f"  ratio relayer / naive: {result.ratio:.1f}x")
+        if result.webhooks is not None:
+            print(f"  {result.webhooks}")
         verdict = "0" if not result.problems else "see below"
         print(f"  nonce gaps: {verdict}, duplicates: {verdict}")
         for problem in result.problems:

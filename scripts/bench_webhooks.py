@@ -49,6 +49,7 @@ from relayer.constants import SIZE_DECIMALS  # noqa: E402
 from relayer.domain import calldata  # noqa: E402
 from relayer.domain.apikeys import ApiKey, Scope  # noqa: E402
 from relayer.domain.markets import symbol_to_bytes32  # noqa: E402
+from relayer.domain.notices import notice_id  # noqa: E402
 from relayer.domain.units import to_fixed  # noqa: E402
 from relayer.errors import UnauthenticatedError  # noqa: E402
 from relayer.services.relay.service import RelayService  # noqa: E402
@@ -168,8 +169,10 @@ async def _relay_calls(relay: RelayService, position_id: bytes, count: int, conc
 
 
 def _created_at(journal: SqlJournal) -> dict[str, float]:
+    """Each notice's creation time by its `webhook-id`."""
+    database_id = WebhookStore(journal.db, journal.chain_id or 0).database_id
     rows = journal.db.rows("SELECT id, created_at FROM notices")
-    return {f"evt_{row['id']}": float(row["created_at"]) for row in rows}
+    return {notice_id(database_id, int(row["id"])): float(row["created_at"]) for row in rows}
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -244,11 +247,7 @@ async def _run(
             new = [i for i in expected if i not in before]
             arrived = [i for i in new if i in receiver.first]
             drained = max((receiver.first[i] for i in arrived), default=up_at) - up_at
-            attempts = [
-                d.attempts
-                for d in hooks.store.deliveries(hook.id, limit=100_000)
-                if f"evt_{d.notice_id}" in new
-            ]
+            attempts = [d.attempts for d in hooks.store.deliveries(hook.id, limit=100_000) if d.msg_id in new]
             print(
                 f"  receiver down {args.down_s:.0f}s while {args.down_count} transactions relayed:"
                 f" {len(new)} notices, {len(arrived)} delivered, {len(new) - len(arrived)} lost,"

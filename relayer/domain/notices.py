@@ -47,6 +47,8 @@ class Notice:
 
 
 _CURSOR = re.compile(r"^(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,18})$")
+MAX_CURSOR_PART = 2**63 - 1
+"""The largest `txn` or id a cursor can hold: the databases' signed 64-bit integers."""
 
 
 @dataclass(frozen=True, order=True)
@@ -60,8 +62,8 @@ class Cursor:
 
     >>> Cursor.parse("0-42"), Cursor.parse("0-42").text
     (Cursor(txn=0, id=42), '0-42')
-    >>> Cursor.parse("42") is None, Cursor.parse("-1-2") is None
-    (True, True)
+    >>> Cursor.parse("42") is None, Cursor.parse("-1-2") is None, Cursor.parse(f"{2**63}-0") is None
+    (True, True, True)
     """
 
     txn: int
@@ -78,11 +80,25 @@ class Cursor:
         match = _CURSOR.match(text.strip())
         if match is None:
             return None
-        return cls(int(match.group(1)), int(match.group(2)))
+        txn, notice_id = int(match.group(1)), int(match.group(2))
+        if txn > MAX_CURSOR_PART or notice_id > MAX_CURSOR_PART:
+            return None  # no database column holds it (19 digits reach past a signed 64-bit integer)
+        return cls(txn, notice_id)
 
 
 START = Cursor(0, 0)
 """Before every notice."""
+
+
+def notice_id(database_id: str | None, number: int) -> str:
+    """A notice's id (its webhooks' `webhook-id`, its streams' `id`): `evt_<database id>_<n>`, unique across
+    databases, so a receiver deduping on it never drops a new notice after a redeploy on a fresh database
+    (whose notices count from 1 again); `evt_<n>` on a database without an id.
+
+    >>> notice_id("3f2a9c1b7d6e5a40", 12), notice_id(None, 12)
+    ('evt_3f2a9c1b7d6e5a40_12', 'evt_12')
+    """
+    return f"evt_{number}" if database_id is None else f"evt_{database_id}_{number}"
 
 
 @dataclass(frozen=True)
@@ -96,11 +112,13 @@ class StoredNotice:
     record_id: str | None
     payload: dict[str, Any]
     created_at: float
+    database_id: str | None = None
+    """The random id of the database that journaled it (made once by schema 8)."""
 
     @property
     def id(self) -> str:
         """The notice's id, the same for every delivery of it (Standard Webhooks' `webhook-id`)."""
-        return f"evt_{self.cursor.id}"
+        return notice_id(self.database_id, self.cursor.id)
 
     def envelope(self) -> dict[str, Any]:
         """The JSON every face sends: `{id, type, timestamp, chainId, data}`."""

@@ -86,6 +86,8 @@ class Delivery:
     id: int
     webhook_id: str
     notice_id: int
+    msg_id: str
+    """The notice's `webhook-id` (`relayer.domain.notices.notice_id`)."""
     state: DeliveryState
     attempts: int
     next_at: float
@@ -98,7 +100,7 @@ class Delivery:
         return {
             "id": self.id,
             "webhookId": self.webhook_id,
-            "noticeId": f"evt_{self.notice_id}",
+            "noticeId": self.msg_id,
             "state": self.state.value,
             "attempts": self.attempts,
             "nextAt": int(self.next_at),
@@ -112,10 +114,12 @@ class Delivery:
 @dataclass(frozen=True)
 class Due:
     """A delivery claimed for sending: where, with what secret, what (the notice's envelope JSON) and which
-    attempt (`attempt`, 1 for the first: the compare-and-set token of `finish`)."""
+    attempt (`attempt`, 1 for the first: the compare-and-set token of `finish`); `account` is the
+    subscription's (None: a global one), whose in-flight share it counts against."""
 
     delivery_id: int
     webhook_id: str
+    account: str | None
     url: str
     msg_id: str
     body: bytes = field(repr=False)
@@ -249,21 +253,71 @@ def ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
         return None
 
 
+_GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
+"""The only IPv6 range a receiver may be in (besides the forms embedding an IPv4 address, judged by it)."""
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+"""RFC 6052's well-known NAT64 prefix: the last 32 bits are the IPv4 address the translator calls."""
+
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+"""RFC 8215's local-use NAT64 prefix: where the IPv4 address sits depends on the site's prefix length, so
+every address of it is refused."""
+
+_SIIT = ipaddress.IPv6Network("::ffff:0:0:0/96")
+"""RFC 2765's IPv4-translated addresses (`::ffff:0:a.b.c.d`)."""
+
+_COMPATIBLE = ipaddress.IPv6Network("::/96")
+"""The deprecated IPv4-compatible addresses (`::a.b.c.d`; `::` and `::1` included)."""
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address] | None:
+    """The IPv4 addresses an IPv6 address reaches through (IPv4-mapped, 6to4, Teredo server and client,
+    NAT64 64:ff9b::/96, IPv4-translated, IPv4-compatible); None when it embeds none.
+
+    >>> embedded_ipv4(ipaddress.IPv6Address("64:ff9b::a9fe:a9fe")), embedded_ipv4(ipaddress.IPv6Address(
+    ...   "2606:4700::1"))
+    ([IPv4Address('169.254.169.254')], None)
+    """
+    low = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        return list(ip.teredo)
+    if ip in _NAT64 or ip in _SIIT or ip in _COMPATIBLE:
+        return [low]
+    return None
+
+
 def address_allowed(
     address: str | ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_private: bool
 ) -> bool:
     """Whether a resolved receiver address may be called: a global unicast address, or any with
-    `allow_private` (an IPv4-mapped IPv6 address is judged as its IPv4 address).
+    `allow_private`. An IPv6 address that embeds an IPv4 one (`embedded_ipv4`: a translator or tunnel would
+    carry the request to it) is judged as that IPv4 address; any other IPv6 address must be global unicast
+    (2000::/3, not a special-purpose range), so site-local fec0::/10 and the local-use NAT64 prefix
+    64:ff9b:1::/48 are refused.
 
     >>> [address_allowed(a, allow_private=False) for a in ("93.184.216.34", "10.0.0.1", "::1",
-    ...  "169.254.169.254", "::ffff:127.0.0.1", "100.64.0.1", "fe80::1")]
-    [True, False, False, False, False, False, False]
+    ...  "169.254.169.254", "::ffff:127.0.0.1", "100.64.0.1", "fe80::1", "64:ff9b::7f00:1",
+    ...  "2002:a9fe:a9fe::", "fec0::1", "2606:4700::1111", "64:ff9b::5db8:d822")]
+    [True, False, False, False, False, False, False, False, False, False, True, True]
     """
     if allow_private:
         return True
     ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _ipv4_allowed(ip)
+    if ip in _NAT64_LOCAL:
+        return False
+    inner = embedded_ipv4(ip)
+    if inner is not None:
+        return all(_ipv4_allowed(v4) for v4 in inner)
+    return ip in _GLOBAL_UNICAST_V6 and ip.is_global and not ip.is_multicast
+
+
+def _ipv4_allowed(ip: ipaddress.IPv4Address) -> bool:
     return ip.is_global and not ip.is_multicast
 
 

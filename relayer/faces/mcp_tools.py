@@ -9,12 +9,15 @@ Prices and sizes are decimal strings (or integers): a JSON float cannot carry mo
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
+import anyio
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp.types import CONNECTION_CLOSED, CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from relayer.constants import MAX_SLIPPAGE_BPS
@@ -28,6 +31,8 @@ from relayer.services.trading import (
 )
 from relayer.services.trading_answers import TradeOutcome
 from relayer.services.trading_requests import DEFAULT_EXIT_PCT
+
+logger = logging.getLogger(__name__)
 
 API_KEY = "api_key"
 """The credential every tool takes; absent or null, it reaches the service as no key (`unauthenticated`)."""
@@ -86,6 +91,16 @@ TradingProvider = Callable[[], TradingService]
 """Gives the service when a tool runs (the server is built before the runtime that holds it). On a server
 without relayer signers the reading tools work; the service answers `relay_not_configured` to the others."""
 
+TRANSPORT_FAILURES = (
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+    OSError,
+    MCPError,
+)
+"""What telling progress raises when the client is gone: a closed or broken stream, a broken pipe or reset
+connection, or the SDK's `CONNECTION_CLOSED` (other `MCPError` codes are not transport failures)."""
+
 ToolResult = Annotated[CallToolResult, dict[str, Any]]
 """What every tool returns: a JSON object (also as structured content), or an error result."""
 
@@ -128,10 +143,25 @@ async def _run(
 
 def _progress(ctx: Context[Any, Any]) -> Progress:
     """A close's steps as MCP progress notifications (`notifications/progress`; nothing is sent when the
-    client gave no `progressToken`)."""
+    client gave no `progressToken`).
+
+    Best effort: progress is told while the close goes on, so a client that is gone (its transport fails)
+    must not turn a transaction already sent into an error; the failure is logged at debug and the tool
+    still answers with the fill. Any other failure is a bug and raises.
+    """
 
     async def tell(step: int, message: str) -> None:
-        await ctx.report_progress(step, PROGRESS_STEPS, message)
+        try:
+            await ctx.report_progress(step, PROGRESS_STEPS, message)
+        except TRANSPORT_FAILURES as failure:
+            if isinstance(failure, MCPError) and failure.code != CONNECTION_CLOSED:
+                raise
+            logger.debug(
+                "progress %d/%d not told: the client's transport failed (%r)",
+                step,
+                PROGRESS_STEPS,
+                failure,
+            )
 
     return tell
 
@@ -146,6 +176,21 @@ def _body(fields: FieldNames, arguments: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --- the tools ----------------------------------------------------------------------------------------------
+
+CLOSES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
+)
+"""partial_close, close_position: each call closes (part of) a position on chain, for good; the same
+arguments again close again (an `idempotency_key` makes a retry safe, but the tool is not idempotent)."""
+SETS_AN_ORDER = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True
+)
+"""set_take_profit, set_stop_loss, move_to_breakeven: replace the position's order (the old one is gone);
+the same arguments again leave the same order."""
+READS = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+)
+"""get_positions, get_transaction, get_recent_fills: read the chain and the journal, change nothing."""
 
 
 def trading_tools(trading: TradingProvider) -> list[Tool]:
@@ -178,7 +223,9 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
     async def close_position(
         position_id: PositionId,
         api_key: ApiKey,
-        size_delta: Annotated[str | int | None, Field(description="base units to close; omit: all")] = None,
+        size_delta: Annotated[
+            str | int | None, Field(description='base-asset units to close, e.g. "0.25" BTC; omit: all')
+        ] = None,
         allowed_price: Price | None = None,
         max_slippage_bps: MaxSlippageBps = None,
         dry_run: bool = False,
@@ -249,9 +296,11 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
 
     def trigger_description(order: str, side_long: str, side_short: str) -> str:
         return (
-            f"Set or replace the position's {order} (scope: trade): when the oracle price reaches price, "
-            f"the keeper closes close_pct percent of the position. Must be {side_long} the current price "
-            f'for a long, {side_short} for a short. price "0" cancels it.'
+            f"Set or replace the position's {order} (scope: trade): when the oracle price reaches price "
+            f"(USD), the keeper closes close_pct percent (1-100, default 100) of the position. Must be "
+            f'{side_long} the current price for a long, {side_short} for a short. price "0" cancels it. '
+            "Setting the same order again changes nothing more; idempotency_key makes a retry return the "
+            "first answer instead of sending again."
         )
 
     return [
@@ -259,47 +308,60 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
             partial_close,
             description=(
                 "Close a percentage of the account's position in a market at the oracle price (scope: "
-                "trade). exit_pct 1-100 (default 50; 100 closes all). If the account has both a long and a "
-                "short in the market, give side or position_id. The price is bounded: allowed_price (worst "
-                "USD exit price), or max_slippage_bps from the current price, or the server's default guard. "
-                "dry_run simulates and sends nothing. Returns closed_qty, remaining_qty, exit_price, "
-                "realized_pnl_usd, remaining_unrealized_pnl_usd as exact decimal strings. Sends progress "
-                "notifications (simulated, journaled, mined) when the call carries a progressToken."
+                "trade). exit_pct is a percent of the position, 1-100 (default 50; 100 closes all). If "
+                "the account has both a long and a short in the market, give side or position_id. The price "
+                "is bounded: allowed_price (worst exit price, USD), or max_slippage_bps (basis points, "
+                "1 = 0.01%) from the current price, or the server's default guard. dry_run simulates and "
+                "sends nothing. Returns closed_qty and remaining_qty (base-asset units, e.g. BTC), "
+                "exit_price (USD), realized_pnl_usd and remaining_unrealized_pnl_usd (USD), as exact "
+                "decimal strings. Each call closes again: pass idempotency_key to make a retry return the "
+                "first answer. Sends progress notifications (simulated, journaled, mined) when the call "
+                "carries a progressToken."
             ),
+            annotations=CLOSES,
         ),
         Tool.from_function(
             close_position,
             description=(
-                "Close a position fully, or by size_delta base-asset units (scope: trade). allowed_price is "
-                "the worst USD exit price (long: minimum, short: maximum); without it the server's slippage "
-                "guard applies. Returns the fill the chain recorded; progress notifications as for "
-                "partial_close."
+                "Close a position fully, or by size_delta (base-asset units, e.g. BTC) (scope: trade). "
+                "allowed_price is the worst exit price in USD (long: minimum, short: maximum); "
+                "max_slippage_bps is basis points from the current price; without either the server's "
+                "slippage guard applies. Returns the fill the chain recorded (quantities in base-asset "
+                "units, prices and PnL in USD); pass idempotency_key to make a retry return the first "
+                "answer; progress notifications as for partial_close."
             ),
+            annotations=CLOSES,
         ),
         Tool.from_function(
             trigger_tool(True),
             name="set_take_profit",
             description=trigger_description("take-profit", "above", "below"),
+            annotations=SETS_AN_ORDER,
         ),
         Tool.from_function(
             trigger_tool(False),
             name="set_stop_loss",
             description=trigger_description("stop-loss", "below", "above"),
+            annotations=SETS_AN_ORDER,
         ),
         Tool.from_function(
             move_to_breakeven,
             description=(
-                "Move the stop-loss to the entry price for the full size (scope: trade), locking in a "
+                "Move the stop-loss to the entry price (USD) for the full size (scope: trade), locking in a "
                 "no-loss exit. Only possible while the trade is in profit (price beyond entry in its "
-                "favour); otherwise an invalid_trigger_price error explains why."
+                "favour); otherwise an invalid_trigger_price error explains why. Doing it again changes "
+                "nothing more."
             ),
+            annotations=SETS_AN_ORDER,
         ),
         Tool.from_function(
             get_positions,
             description=(
-                "List the account's open positions (scope: read), optionally for one market: size, entry and "
-                "current price, unrealized PnL in USD, take-profit and stop-loss orders."
+                "List the account's open positions (scope: read), optionally for one market: size "
+                "(base-asset units, e.g. BTC), entry and current price (USD), unrealized PnL (USD), "
+                "take-profit and stop-loss orders (trigger prices in USD, close percent)."
             ),
+            annotations=READS,
         ),
         Tool.from_function(
             get_transaction,
@@ -308,17 +370,19 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
                 "confirmed, failed (with the decoded reason), replaced or expired, with every hash it had "
                 "and its receipt."
             ),
+            annotations=READS,
         ),
         Tool.from_function(
             get_recent_fills,
             description=(
-                "The account's fills (scope: read): position.decreased (closed_qty, remaining_qty, "
-                "exit_price, realized_pnl_usd, as the trading answers) and order.executed (a take-profit or "
+                "The account's fills (scope: read): position.decreased (closed_qty and remaining_qty in "
+                "base-asset units, exit_price and realized_pnl_usd in USD, as the trading answers) and "
+                "order.executed (a take-profit or "
                 "stop-loss the keeper fired), oldest first. Without after: the newest limit fills; with "
                 "after: those after it. Returns fills and a cursor: pass it as after next time to get only "
                 "what is new. Over HTTP nothing is pushed (stateless): poll this, or use GET /api/stream; "
                 "over stdio the resource relayer://fills/recent can be subscribed to."
             ),
-            annotations=ToolAnnotations(read_only_hint=True),
+            annotations=READS,
         ),
     ]

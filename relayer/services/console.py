@@ -10,10 +10,13 @@ console and those never disagree about what a field means.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
+
 from relayer.constants import ETH_DECIMALS, FIRST_STOP_ID
-from relayer.domain.notices import execution_payload, fill_payload
+from relayer.domain.notices import Cursor, execution_payload, fill_payload
 from relayer.domain.records import RelayRecord
 from relayer.domain.status import TxStatus
 from relayer.domain.units import format_fixed, usd_text
@@ -67,16 +70,41 @@ def transaction_row(record: RelayRecord) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class JournalView:
+    """What the console reads from the journal, in one worker-thread call (`journal_view`)."""
+
+    leases: list[dict[str, object]]
+    counts: dict[TxStatus, int]
+    records: list[RelayRecord]
+    spend: dict[str, Any]
+    cursor: Cursor
+
+
+def journal_view(relay: RelayService) -> JournalView:
+    """The console's journal reads. Blocking (database round trips, a count over the `records_status`
+    index): `console_snapshot` runs it in a worker thread, never on the event loop."""
+    journal = relay.journal
+    return JournalView(
+        leases=relay.leases.describe(),
+        counts=journal.status_counts(),
+        records=journal.records(limit=RECENT_TRANSACTIONS),
+        spend=relay.spend(),
+        cursor=journal.latest_notice_cursor(),
+    )
+
+
 async def console_snapshot(relay: RelayService, keeper: Keeper | None) -> dict[str, Any]:
-    """The console's view of this relayer, one read of each source.
+    """The console's view of this relayer, one read of each source; the journal is read in a worker thread
+    (the loop keeps serving streams and trades while a large journal is counted).
 
     Raises:
         ChainUnavailableError: the node does not answer (balances and nonces are read from it).
         StoreUnavailableError: the journal's database does not answer.
     """
-    journal = relay.journal
     statuses = await relay.signers_status()
-    leases = relay.leases.describe()
+    view = await anyio.to_thread.run_sync(journal_view, relay)
+    leases = view.leases
     by_name = {str(lease["name"]): lease for lease in leases}
     signers = []
     for status in statuses:
@@ -85,10 +113,9 @@ async def console_snapshot(relay: RelayService, keeper: Keeper | None) -> dict[s
         lease = by_name.get(SIGNER_PREFIX + status.address)
         row["lease"] = None if lease is None else {k: v for k, v in lease.items() if k != "name"}
         signers.append(row)
-    counts = journal.status_counts()
+    counts = view.counts
     queue = {status.value: counts.get(status, 0) for status in TxStatus}
-    records = journal.records(limit=RECENT_TRANSACTIONS)
-    spend = relay.spend()
+    spend = dict(view.spend)
     spend["spentEther"] = ether_text(int(spend["spentWei"]))
     spend["dailyCapEther"] = ether_text(int(spend["dailyCapWei"]))
     orders = [] if keeper is None else keeper.known_orders()
@@ -97,14 +124,14 @@ async def console_snapshot(relay: RelayService, keeper: Keeper | None) -> dict[s
         "chainId": relay.chain.chain_id,
         "vault": relay.vault,
         "generatedAt": int(relay.clock()),
-        "cursor": journal.latest_notice_cursor().text,
+        "cursor": view.cursor.text,
         "signers": signers,
         "lowBalance": any(status.low_balance for status in statuses),
         "minSignerBalanceWei": str(relay.settings.min_signer_balance_wei),
         "leases": [lease for lease in leases if not str(lease["name"]).startswith(SIGNER_PREFIX)],
         "queue": queue,
         "unfinished": sum(counts.get(status, 0) for status in TxStatus if not status.is_final),
-        "transactions": [transaction_row(record) for record in records],
+        "transactions": [transaction_row(record) for record in view.records],
         "keeper": {
             "configured": keeper is not None,
             "lease": by_name.get(KEEPER_LEASE),

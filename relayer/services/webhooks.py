@@ -3,11 +3,17 @@
 Every notice (`relayer.domain.notices`) is journaled in the transaction of the change it tells; the
 dispatcher, a `Periodic` task of its own started with the relay, fans them out to the subscriptions
 (`WebhookStore.fan_out`), claims due deliveries and sends each on a task of its own: at most `concurrency`
-in flight, at most `per_webhook_in_flight` per subscription, each attempt bounded by `timeout_s` as a whole
-(DNS, connect, send, answer). A receiver that hangs or answers 500 therefore delays neither the relay loop
-nor the other subscriptions; its delivery is retried with exponential backoff (`retry_delay_s`) until
-`max_attempts`, then `failed`. A claim is a lease in the database: an instance that dies mid-delivery lets it
-go, and another sends it again with the same `webhook-id` (at least once; receivers dedupe on it).
+in flight, at most `per_account_in_flight` per account (the global subscriptions count as one more), at most
+`per_webhook_in_flight` per subscription, each attempt bounded by `timeout_s` as a whole (DNS, connect, send,
+answer). A receiver that hangs or answers 500 therefore delays neither the relay loop nor other accounts'
+subscriptions (nor, by default, the same account's other ones); its delivery is retried with exponential
+backoff (`retry_delay_s`) until `max_attempts`, then `failed`. A claim is a lease in the database: an
+instance that dies mid-delivery lets it go, and another sends it again with the same `webhook-id` (at least
+once; receivers dedupe on it).
+
+Test messages (`send_test`) go through a client of their own: one at a time per subscription and per API
+key, `TEST_CONCURRENCY` per process (429 `webhook_test_busy` beyond), never taking the dispatcher's slots.
+With `enabled` false the service only prunes (`start`).
 
 The receiver's address is checked when the subscription is made and again before every attempt, after DNS
 resolution (a name may come to point inside the relayer's network later): the request then goes to the
@@ -30,7 +36,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -48,13 +54,16 @@ from relayer.errors import (
     InvalidFieldError,
     TooManyWebhooksError,
     WebhookNotFoundError,
+    WebhookTestBusyError,
     WebhookUrlRefusedError,
 )
 from relayer.services.periodic import Periodic
 from relayer.stores.journal_port import Journal
-from relayer.stores.webhooks import WebhookStore
+from relayer.stores.webhooks import Outcome, WebhookStore
 
 log = logging.getLogger("relayer.webhooks")
+
+_K = TypeVar("_K")
 
 CLAIM_MARGIN_S = 10.0
 """A claim outlives its attempt's `timeout_s` by this much, so a live instance always finishes first."""
@@ -68,6 +77,10 @@ once every transaction older than its own has ended, which may not be so at the 
 
 PRUNE_INTERVAL_S = 3_600.0
 """How often old notices and finished deliveries are pruned (and once at start)."""
+
+TEST_CONCURRENCY = 2
+"""Test messages (`POST /api/webhooks/{id}/test`, `relayer webhooks test`) in flight at once per process,
+on a client of their own; beyond, and beyond one per subscription and per API key, 429 `webhook_test_busy`."""
 
 MAX_DELIVERIES_LISTED = 200
 """The most deliveries one listing returns."""
@@ -103,9 +116,12 @@ async def resolve_host(host: str, port: int) -> list[str]:
 class Sender:
     """POSTs signed messages to receivers, with the address rules applied after resolution."""
 
-    def __init__(self, settings: WebhookSettings, *, resolve: Resolve = resolve_host) -> None:
+    def __init__(
+        self, settings: WebhookSettings, *, resolve: Resolve = resolve_host, connections: int | None = None
+    ) -> None:
         self.settings = settings
         self._resolve = resolve
+        self._connections = settings.concurrency if connections is None else connections
         self._client: httpx.AsyncClient | None = None
         """Made at the first send (on the loop that sends), so a sender that never sends holds nothing."""
 
@@ -116,8 +132,8 @@ class Sender:
                 follow_redirects=False,
                 trust_env=False,  # no proxy from the environment: the checked address is the one called
                 limits=httpx.Limits(
-                    max_connections=self.settings.concurrency * 2,
-                    max_keepalive_connections=self.settings.concurrency,
+                    max_connections=self._connections * 2,
+                    max_keepalive_connections=self._connections,
                 ),
             )
         return self._client
@@ -204,7 +220,16 @@ class WebhookService:
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._listening: tuple[Journal, Callable[[], None] | None, Callable[[], None]] | None = None
         self._in_flight: dict[str, int] = {}
+        self._in_flight_accounts: dict[str | None, int] = {}
+        self.test_sender = Sender(settings, resolve=resolve, connections=TEST_CONCURRENCY)
+        """Test messages go through a client of their own, so they never wait for (nor hold) the
+        dispatcher's connections."""
+        self._testing: set[str] = set()
+        """Subscriptions and API keys with a test message in flight (one each at a time)."""
+        self._tests_in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._finished: list[tuple[Outcome, Attempt]] = []
+        """Attempts finished since the last round, recorded together at the start of the next one."""
         self._pruned_at = 0.0
         self._random = random.Random()  # noqa: S311 - jitter, not a secret
 
@@ -351,13 +376,36 @@ class WebhookService:
     async def test(self, presented: str | None, webhook_id: str) -> Attempt:
         """`POST /api/webhooks/{id}/test` (`trade`/`admin` as for removing): a signed `webhook.test` now."""
 
-        def find() -> Webhook:
-            return self._hook_for(self.authorize(presented, Scope.TRADE), webhook_id)
+        def find() -> tuple[ApiKey, Webhook]:
+            key = self.authorize(presented, Scope.TRADE)
+            return key, self._hook_for(key, webhook_id)
 
-        return await self.send_test(await anyio.to_thread.run_sync(find))
+        key, hook = await anyio.to_thread.run_sync(find)
+        return await self.send_test(hook, key_id=key.key_id)
 
-    async def send_test(self, hook: Webhook) -> Attempt:
-        """Send `hook` a signed `webhook.test` message now (not recorded as a delivery); what it answered."""
+    async def send_test(self, hook: Webhook, *, key_id: object = None) -> Attempt:
+        """Send `hook` a signed `webhook.test` message now (not recorded as a delivery); what it answered.
+        At most one at a time per subscription and per API key (`key_id`), `TEST_CONCURRENCY` in all, on a
+        client of their own: tests neither wait for nor take the dispatcher's slots.
+
+        Raises:
+            WebhookTestBusyError: a test of this subscription or by this key is in flight, or the cap (429).
+        """
+        marks = {f"webhook:{hook.id}"} | (set() if key_id is None else {f"key:{key_id}"})
+        if marks & self._testing or self._tests_in_flight >= TEST_CONCURRENCY:
+            raise WebhookTestBusyError(
+                "a test message of this subscription or by this key is in flight: retry once it is answered",
+                retryAfterS=int(self.settings.timeout_s) + 1,
+            )
+        self._testing |= marks
+        self._tests_in_flight += 1
+        try:
+            return await self._send_test(hook)
+        finally:
+            self._testing -= marks
+            self._tests_in_flight -= 1
+
+    async def _send_test(self, hook: Webhook) -> Attempt:
         msg_id = "msg_test_" + secrets.token_hex(8)
         body = {
             "id": msg_id,
@@ -367,18 +415,29 @@ class WebhookService:
             "data": {"webhookId": hook.id},
         }
         raw = json.dumps(body, separators=(",", ":")).encode()
-        attempt = await self.sender.post(hook.url, hook.secret, msg_id, raw)
+        attempt = await self.test_sender.post(hook.url, hook.secret, msg_id, raw)
         log.info("webhook test id=%s status=%s", hook.id, attempt.status)
         return attempt
 
     # --- the dispatcher -----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the dispatcher on the running event loop (call from async code)."""
+        """Start the dispatcher on the running event loop (call from async code); with `enabled` false, only
+        the pruning of old notices and finished deliveries (every `PRUNE_INTERVAL_S`, and at once), so the
+        notices table stays bounded on an instance that does not deliver."""
         if self._periodic is None:
             self._event_loop = asyncio.get_running_loop()
-            self._periodic = Periodic("webhooks", self.round, self.settings.poll_interval_s)
+            if self.settings.enabled:
+                self._periodic = Periodic("webhooks", self.round, self.settings.poll_interval_s)
+            else:
+                self._periodic = Periodic("notices-prune", self.prune, PRUNE_INTERVAL_S)
             self._periodic.start()
+
+    @property
+    def running(self) -> str | None:
+        """What runs in the background: `"webhooks"` (the dispatcher), `"notices-prune"` (pruning only, with
+        `enabled` false) or None (not started)."""
+        return None if self._periodic is None or not self._periodic.running else self._periodic.name
 
     def listen(self, journal: Journal) -> None:
         """Run a round as soon as `journal` commits notices (`Journal.on_notices`, chained after any hook
@@ -405,7 +464,9 @@ class WebhookService:
 
     def _told(self) -> None:
         self.wake()
-        if self._event_loop is not None:  # PostgreSQL: a notice is read once no older transaction runs
+        # PostgreSQL: a notice is read once no older transaction runs, which may not be so at once. SQLite's
+        # one writer has committed it: the first round sees it.
+        if self._event_loop is not None and self.store.db.dialect.shared_by_processes:
             self._event_loop.call_later(SETTLE_RETRY_S, self.wake)
 
     async def stop(self) -> None:
@@ -425,7 +486,9 @@ class WebhookService:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._record_outcomes()  # what was delivered is not sent again after the restart
         await self.sender.aclose()
+        await self.test_sender.aclose()
 
     def wake(self) -> None:
         """Run the next round now (on the loop's thread)."""
@@ -433,28 +496,29 @@ class WebhookService:
             self._periodic.wake()
 
     async def round(self) -> int:
-        """One dispatcher round: fan out new notices, claim what is due for the free slots and start sending
-        each on its own task; how many were started. Store calls run on a worker thread."""
+        """One dispatcher round: record the attempts finished since the last one, fan out new notices, claim
+        what is due for the free slots and start sending each on its own task; how many were started. Store
+        calls run on a worker thread."""
+        await self._record_outcomes()
         await anyio.to_thread.run_sync(self.store.fan_out)
-        now = time.monotonic()
-        if now - self._pruned_at >= PRUNE_INTERVAL_S or self._pruned_at == 0.0:
-            self._pruned_at = now
-            retention_s = self.settings.retention_days * 86_400
-            pruned = await anyio.to_thread.run_sync(self.store.prune, retention_s)
-            if any(pruned):
-                log.info("webhooks pruned deliveries=%d notices=%d", *pruned)
+        if time.monotonic() - self._pruned_at >= PRUNE_INTERVAL_S or self._pruned_at == 0.0:
+            await self.prune()
         slots = self.settings.concurrency - len(self._tasks)
         busy = dict(self._in_flight)
+        busy_accounts = dict(self._in_flight_accounts)
         due = await anyio.to_thread.run_sync(
             lambda: self.store.claim_due(
                 slots=slots,
                 busy=busy,
                 per_webhook=self.settings.per_webhook_in_flight,
                 lease_s=self.settings.timeout_s + CLAIM_MARGIN_S,
+                busy_accounts=busy_accounts,
+                per_account=self.settings.account_in_flight,
             )
         )
         for item in due:
             self._in_flight[item.webhook_id] = self._in_flight.get(item.webhook_id, 0) + 1
+            self._in_flight_accounts[item.account] = self._in_flight_accounts.get(item.account, 0) + 1
             task = asyncio.get_running_loop().create_task(
                 self._deliver(item), name=f"webhook-{item.delivery_id}"
             )
@@ -462,40 +526,51 @@ class WebhookService:
             task.add_done_callback(self._tasks.discard)
         return len(due)
 
+    async def prune(self) -> tuple[int, int]:
+        """Delete notices and finished deliveries older than `retention_days`; (deliveries, notices)."""
+        self._pruned_at = time.monotonic()
+        retention_s = self.settings.retention_days * 86_400
+        pruned = await anyio.to_thread.run_sync(self.store.prune, retention_s)
+        if any(pruned):
+            log.info("webhooks pruned deliveries=%d notices=%d", *pruned)
+        return pruned
+
     async def _deliver(self, due: Due) -> None:
         try:
             attempt = await self.sender.post(due.url, due.secret, due.msg_id, due.body)
             state, retry_in_s = self._outcome(due, attempt)
-            kept = await anyio.to_thread.run_sync(
-                lambda: self.store.finish(
-                    due,
-                    state=state,
-                    status=attempt.status,
-                    error=attempt.error,
-                    retry_in_s=retry_in_s,
-                    receiver_back=attempt.delivered and due.attempt > 1,
-                )
-            )
-            log.info(
-                "webhook delivery webhook=%s notice=%s attempt=%d status=%s state=%s%s",
-                due.webhook_id,
-                due.msg_id,
-                due.attempt,
-                attempt.status,
-                state.value,
-                "" if kept else " (claim lost: already taken over)",
+            back = attempt.delivered and due.attempt > 1
+            self._finished.append(
+                (Outcome(due, state, attempt.status, attempt.error, retry_in_s, back), attempt)
             )
         except Exception:
             log.exception(
                 "webhook delivery webhook=%s notice=%s failed unexpectedly", due.webhook_id, due.msg_id
             )
         finally:
-            left = self._in_flight.get(due.webhook_id, 1) - 1
-            if left > 0:
-                self._in_flight[due.webhook_id] = left
-            else:
-                self._in_flight.pop(due.webhook_id, None)
-            self.wake()  # a slot is free: the next round may claim at once
+            _release(self._in_flight, due.webhook_id)
+            _release(self._in_flight_accounts, due.account)
+            self.wake()  # a slot is free: the next round records the outcome and may claim at once
+
+    async def _record_outcomes(self) -> None:
+        """Record the attempts finished since the last round, in one transaction (until then their claims
+        keep the deliveries from being sent again)."""
+        if not self._finished:
+            return
+        finished, self._finished = self._finished, []
+        kept = await anyio.to_thread.run_sync(
+            lambda: self.store.finish_many([outcome for outcome, _ in finished])
+        )
+        for (outcome, attempt), held in zip(finished, kept, strict=True):
+            log.info(
+                "webhook delivery webhook=%s notice=%s attempt=%d status=%s state=%s%s",
+                outcome.due.webhook_id,
+                outcome.due.msg_id,
+                outcome.due.attempt,
+                attempt.status,
+                outcome.state.value,
+                "" if held else " (claim lost: already taken over)",
+            )
 
     def _outcome(self, due: Due, attempt: Attempt) -> tuple[DeliveryState, float]:
         """Delivered; failed for good (the last attempt, or 410 Gone); or pending again after the backoff."""
@@ -509,3 +584,12 @@ class WebhookService:
             due.attempt, self.settings.backoff_base_s, self.settings.backoff_max_s, self._random.random()
         )
         return DeliveryState.PENDING, delay
+
+
+def _release(counts: dict[_K, int], key: _K) -> None:
+    """One fewer in flight for `key`."""
+    left = counts.get(key, 1) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)

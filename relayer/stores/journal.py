@@ -32,7 +32,7 @@ from relayer.domain.notices import Cursor, Notice, NoticeType, StoredNotice, sta
 from relayer.domain.records import Attempt, Intent, Lease, RelayRecord
 from relayer.domain.sponsorship import Charge, Settlement, Usage, Window, first_refusal
 from relayer.domain.status import FINAL, PENDING, RecordKind, TxStatus
-from relayer.stores import journal_chains, journal_rows
+from relayer.stores import journal_chains, journal_rows, notice_rows
 from relayer.stores import sqlite as store_file
 from relayer.stores.journal_chains import ChainBinding
 from relayer.stores.journal_port import (
@@ -43,7 +43,7 @@ from relayer.stores.journal_port import (
     StatusChange,
 )
 from relayer.stores.relay_lock import RelayLock, lock_for_relaying
-from relayer.stores.sql import Database, Row, Session, UniqueViolation, marks
+from relayer.stores.sql import Database, Session, UniqueViolation, marks
 
 _PENDING = tuple(sorted(status.value for status in PENDING))
 """`PENDING` as SQL parameters (`status IN (?, ...)`)."""
@@ -74,6 +74,7 @@ class SqlJournal(Journal):
         self.notices_enabled = True
         """Journal a notice with every status change (`relayer.domain.notices`); off only to measure what
         they cost (`RELAYER_RELAY_NOTICES=false`: webhooks and streams then have nothing to tell)."""
+        self._known_database_id: str | None = None
         self.on_notices: Callable[[], None] | None = None
         """Called (on the writing thread, after the commit) when a transaction of this journal journaled
         notices: lets this process's readers (`relayer.services.notice_feed`) look at once instead of at
@@ -311,7 +312,10 @@ class SqlJournal(Journal):
         limit: int = 100,
         newest: bool = False,
     ) -> list[StoredNotice]:
-        where, args = self._settled_notices(after)
+        where, args = notice_rows.after(self.db.dialect, after)
+        if self.chain_id is not None:
+            where += " AND chain_id = ?"
+            args.append(self.chain_id)
         if account is not None:
             where += " AND account = ?"
             args.append(account.lower())
@@ -319,32 +323,24 @@ class SqlJournal(Journal):
             where += f" AND type IN ({marks(len(types))})"
             args.extend(t.value for t in types)
         order = "txn DESC, id DESC" if newest else "txn, id"
-        rows = self.db.rows(
-            f"SELECT * FROM notices WHERE {where} ORDER BY {order} LIMIT ?",  # noqa: S608
-            [*args, limit],
-        )
-        notices = [_stored_notice(row) for row in rows]
+        with self.db.session() as session:
+            rows = session.rows(
+                f"SELECT * FROM notices WHERE {where} ORDER BY {order} LIMIT ?",  # noqa: S608
+                [*args, limit],
+            )
+            database_id = self._database_id(session)
+        notices = [notice_rows.stored_notice(row, database_id) for row in rows]
         return notices[::-1] if newest else notices
 
     def latest_notice_cursor(self) -> Cursor:
-        where, args = self._settled_notices(None)
-        row = self.db.row(
-            f"SELECT txn, id FROM notices WHERE {where} ORDER BY txn DESC, id DESC LIMIT 1",  # noqa: S608
-            args,
-        )
-        return Cursor(0, 0) if row is None else Cursor(int(row["txn"]), int(row["id"]))
+        with self.db.session() as session:
+            return notice_rows.latest(session, self.db.dialect, self.chain_id)
 
-    def _settled_notices(self, after: Cursor | None) -> tuple[str, list[Any]]:
-        """Notices no running transaction can still add to (after `after`), on the bound chain if any."""
-        where = f"txn < {self.db.dialect.settled_txn}"
-        args: list[Any] = []
-        if after is not None:
-            where += " AND (txn > ? OR (txn = ? AND id > ?))"
-            args.extend((after.txn, after.txn, after.id))
-        if self.chain_id is not None:
-            where += " AND chain_id = ?"
-            args.append(self.chain_id)
-        return where, args
+    def _database_id(self, session: Session) -> str | None:
+        """The database's id (read once; it never changes)."""
+        if self._known_database_id is None:
+            self._known_database_id = notice_rows.database_id(session)
+        return self._known_database_id
 
     def acquire_lease(self, name: str, holder: str, ttl_s: float, *, force: bool = False) -> Lease | None:
         chain_id = self._bound_chain()
@@ -597,18 +593,6 @@ def write_notices(session: Session, chain_id: int, notices: Sequence[Notice], no
     session.execute(
         f"INSERT INTO notices (chain_id, type, account, record_id, payload, created_at) VALUES {values}",  # noqa: S608
         args,
-    )
-
-
-def _stored_notice(row: Row) -> StoredNotice:
-    return StoredNotice(
-        cursor=Cursor(int(row["txn"]), int(row["id"])),
-        chain_id=int(row["chain_id"]),
-        type=NoticeType(row["type"]),
-        account=row["account"],
-        record_id=row["record_id"],
-        payload=json.loads(row["payload"]),
-        created_at=row["created_at"],
     )
 
 

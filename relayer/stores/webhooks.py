@@ -17,11 +17,20 @@ to one chain like the journal (a subscription belongs to the chain it was made o
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from relayer.domain.notices import Cursor, NoticeType, StoredNotice
-from relayer.domain.webhooks import Delivery, DeliveryState, Due, Webhook, types_of_text, types_text
+from relayer.domain.notices import Cursor, NoticeType, StoredNotice, notice_id
+from relayer.domain.webhooks import (
+    Delivery,
+    DeliveryState,
+    Due,
+    Webhook,
+    types_of_text,
+    types_text,
+)
+from relayer.stores import notice_rows
 from relayer.stores.sql import Database, Row, Session, marks
 
 FAN_OUT_BATCH = 500
@@ -32,6 +41,18 @@ CLAIM_CANDIDATES_PER_SLOT = 4
 crowd out the others in one read."""
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt of a claimed delivery came to (`WebhookStore.finish_many`)."""
+
+    due: Due
+    state: DeliveryState
+    status: int | None
+    error: str | None
+    retry_in_s: float = 0.0
+    receiver_back: bool = False
+
+
 class WebhookStore:
     """Subscriptions and deliveries of one chain on a `Database`; safe to share between threads."""
 
@@ -40,7 +61,15 @@ class WebhookStore:
         self.chain_id = chain_id
         self._now = database.dialect.now_s
         self._skip_locked = database.dialect.skip_locked
-        self._settled = database.dialect.settled_txn
+        self._database_id: str | None = None
+
+    @property
+    def database_id(self) -> str | None:
+        """The database's random id (schema 8's `meta` row), read once; part of every `webhook-id`."""
+        if self._database_id is None:
+            with self.db.session() as session:
+                self._database_id = notice_rows.database_id(session)
+        return self._database_id
 
     # --- subscriptions ------------------------------------------------------------------------------------
 
@@ -133,18 +162,9 @@ class WebhookStore:
             hook = _webhook(row)
             if hook.cursor >= horizon:
                 return 0
-            where = (
-                "chain_id = ? AND (txn > ? OR (txn = ? AND id > ?)) AND (txn < ? OR (txn = ? AND id <= ?))"
-            )
-            args: list[Any] = [
-                self.chain_id,
-                hook.cursor.txn,
-                hook.cursor.txn,
-                hook.cursor.id,
-                horizon.txn,
-                horizon.txn,
-                horizon.id,
-            ]
+            where, args = notice_rows.after(self.db.dialect, hook.cursor, horizon)
+            where += " AND chain_id = ?"
+            args.append(self.chain_id)
             if hook.account is not None:
                 where += " AND account = ?"
                 args.append(hook.account)
@@ -175,40 +195,66 @@ class WebhookStore:
 
     def _latest(self, session: Session) -> Cursor:
         """The latest notice of the chain that no running transaction can still precede."""
-        row = session.row(
-            f"SELECT txn, id FROM notices WHERE chain_id = ? AND txn < {self._settled}"  # noqa: S608
-            " ORDER BY txn DESC, id DESC LIMIT 1",
-            (self.chain_id,),
-        )
-        return Cursor(0, 0) if row is None else Cursor(int(row["txn"]), int(row["id"]))
+        return notice_rows.latest(session, self.db.dialect, self.chain_id)
 
     # --- deliveries ---------------------------------------------------------------------------------------
 
     def claim_due(
-        self, *, slots: int, busy: Mapping[str, int], per_webhook: int, lease_s: float
+        self,
+        *,
+        slots: int,
+        busy: Mapping[str, int],
+        per_webhook: int,
+        lease_s: float,
+        busy_accounts: Mapping[str | None, int] | None = None,
+        per_account: int | None = None,
     ) -> list[Due]:
         """Claim up to `slots` due deliveries for `lease_s`, at most `per_webhook` in flight per subscription
-        counting `busy` (this instance's in-flight deliveries per subscription), and count their attempt."""
+        counting `busy` (this instance's in-flight deliveries per subscription) and at most `per_account` per
+        account counting `busy_accounts` (None: the global subscriptions, together), and count their attempt.
+
+        The due deliveries are read first without a write transaction: an idle round (nothing due) takes no
+        lock (SQLite: no `BEGIN IMMEDIATE`); only when some are found are they read again and claimed in one.
+        """
         if slots <= 0:
             return []
-        full = sorted(webhook for webhook, count in busy.items() if count >= per_webhook)
-        skip = f" AND webhook_id NOT IN ({marks(len(full))})" if full else ""
+        accounts = dict(busy_accounts or {})
+        cap = per_account if per_account is not None else slots
+        skip, skip_args = self._skips(busy, per_webhook, accounts, cap)
         now = self._now
+        due_sql = (
+            "SELECT id, webhook_id FROM deliveries WHERE state = 'pending'"  # noqa: S608
+            f" AND next_at <= {now} AND (claimed_until IS NULL OR claimed_until < {now})"
+            f" AND webhook_id IN (SELECT id FROM webhooks WHERE chain_id = ?){skip}"
+            " ORDER BY next_at, id LIMIT ?"
+        )
+        due_args = [self.chain_id, *skip_args, slots * CLAIM_CANDIDATES_PER_SLOT]
+        with self.db.session() as session:
+            if not session.rows(due_sql, due_args):
+                return []
         with self.db.transaction() as session:
-            candidates = session.rows(
-                "SELECT id, webhook_id FROM deliveries WHERE state = 'pending'"  # noqa: S608
-                f" AND next_at <= {now} AND (claimed_until IS NULL OR claimed_until < {now})"
-                f" AND webhook_id IN (SELECT id FROM webhooks WHERE chain_id = ?){skip}"
-                f" ORDER BY next_at, id LIMIT ?{self._skip_locked}",
-                [self.chain_id, *full, slots * CLAIM_CANDIDATES_PER_SLOT],
-            )
+            candidates = session.rows(f"{due_sql}{self._skip_locked}", due_args)
+            owners: dict[str, str | None] = {}
+            if candidates:
+                hooks = sorted({str(row["webhook_id"]) for row in candidates})
+                owners = {
+                    str(row["id"]): row["account"]
+                    for row in session.rows(
+                        f"SELECT id, account FROM webhooks WHERE id IN ({marks(len(hooks))})",  # noqa: S608
+                        hooks,
+                    )
+                }
             taken: list[int] = []
             counts = dict(busy)
             for row in candidates:
                 webhook = str(row["webhook_id"])
-                if counts.get(webhook, 0) >= per_webhook:
+                if webhook not in owners:
+                    continue  # removed meanwhile
+                owner = owners[webhook]
+                if counts.get(webhook, 0) >= per_webhook or accounts.get(owner, 0) >= cap:
                     continue
                 counts[webhook] = counts.get(webhook, 0) + 1
+                accounts[owner] = accounts.get(owner, 0) + 1
                 taken.append(int(row["id"]))
                 if len(taken) == slots:
                     break
@@ -220,7 +266,8 @@ class WebhookStore:
                 [lease_s, *taken],
             )
             rows = session.rows(
-                "SELECT d.id AS delivery_id, d.webhook_id, d.attempts, w.url, w.secret, n.id AS notice_id,"  # noqa: S608
+                "SELECT d.id AS delivery_id, d.webhook_id, d.attempts, w.url, w.secret,"  # noqa: S608
+                " w.account AS webhook_account, n.id AS notice_id,"
                 " n.txn, n.chain_id, n.type, n.account, n.record_id, n.payload, n.created_at"
                 " FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id"
                 " LEFT JOIN notices n ON n.id = d.notice_id"
@@ -234,7 +281,32 @@ class WebhookStore:
                     f" claimed_until = NULL WHERE id IN ({marks(len(lost))})",
                     lost,
                 )
-        return [_due(row) for row in rows if row["notice_id"] is not None]
+        return [_due(row, self.database_id) for row in rows if row["notice_id"] is not None]
+
+    def _skips(
+        self, busy: Mapping[str, int], per_webhook: int, accounts: Mapping[str | None, int], cap: int
+    ) -> tuple[str, list[Any]]:
+        """The conditions leaving out subscriptions and accounts at their in-flight cap (so that their due
+        deliveries do not crowd the others out of one read)."""
+        skip = ""
+        args: list[Any] = []
+        full = sorted(webhook for webhook, count in busy.items() if count >= per_webhook)
+        if full:
+            skip += f" AND webhook_id NOT IN ({marks(len(full))})"
+            args.extend(full)
+        named = sorted(
+            str(account) for account, count in accounts.items() if account is not None and count >= cap
+        )
+        if named:
+            skip += (
+                " AND webhook_id NOT IN (SELECT id FROM webhooks WHERE chain_id = ? AND account IN"  # noqa: S608
+                f" ({marks(len(named))}))"
+            )
+            args.extend([self.chain_id, *named])
+        if accounts.get(None, 0) >= cap:
+            skip += " AND webhook_id NOT IN (SELECT id FROM webhooks WHERE chain_id = ? AND account IS NULL)"
+            args.append(self.chain_id)
+        return skip, args
 
     def finish(
         self,
@@ -251,35 +323,43 @@ class WebhookStore:
         are made due now, so a receiver that was down drains at once instead of at each one's next retry.
         False when the claim was lost meanwhile (another instance took the delivery over, or it was
         removed)."""
+        return self.finish_many([Outcome(due, state, status, error, retry_in_s, receiver_back)])[0]
+
+    def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """`finish` for several attempts in one transaction (the dispatcher records a round's outcomes
+        together: one commit, not one per delivery); for each, whether its claim still held."""
         now = self._now
+        kept: list[bool] = []
         with self.db.transaction() as session:
-            changed = session.execute(
-                f"UPDATE deliveries SET state = ?, last_status = ?, last_error = ?, next_at = {now} + ?,"  # noqa: S608
-                f" claimed_until = NULL, updated_at = {now}"
-                " WHERE id = ? AND state = 'pending' AND attempts = ?",
-                (
-                    state.value,
-                    status,
-                    None if error is None else error[:500],
-                    retry_in_s,
-                    due.delivery_id,
-                    due.attempt,
-                ),
-            )
-            if changed == 1 and receiver_back:
-                session.execute(
-                    f"UPDATE deliveries SET next_at = {now} WHERE webhook_id = ? AND state = 'pending'"  # noqa: S608
-                    f" AND next_at > {now}",
-                    (due.webhook_id,),
+            for outcome in outcomes:
+                changed = session.execute(
+                    f"UPDATE deliveries SET state = ?, last_status = ?, last_error = ?, next_at = {now} + ?,"  # noqa: S608
+                    f" claimed_until = NULL, updated_at = {now}"
+                    " WHERE id = ? AND state = 'pending' AND attempts = ?",
+                    (
+                        outcome.state.value,
+                        outcome.status,
+                        None if outcome.error is None else outcome.error[:500],
+                        outcome.retry_in_s,
+                        outcome.due.delivery_id,
+                        outcome.due.attempt,
+                    ),
                 )
-        return changed == 1
+                if changed == 1 and outcome.receiver_back:
+                    session.execute(
+                        f"UPDATE deliveries SET next_at = {now} WHERE webhook_id = ? AND state = 'pending'"  # noqa: S608
+                        f" AND next_at > {now}",
+                        (outcome.due.webhook_id,),
+                    )
+                kept.append(changed == 1)
+        return kept
 
     def deliveries(self, webhook_id: str, *, limit: int = 50) -> list[Delivery]:
         """A subscription's deliveries, newest first."""
         rows = self.db.rows(
             "SELECT * FROM deliveries WHERE webhook_id = ? ORDER BY id DESC LIMIT ?", (webhook_id, limit)
         )
-        return [_delivery(row) for row in rows]
+        return [_delivery(row, self.database_id) for row in rows]
 
     def counts(self) -> dict[str, int]:
         """Deliveries of the chain's subscriptions per state (for reports and the bench)."""
@@ -326,11 +406,12 @@ def _webhook(row: Row) -> Webhook:
     )
 
 
-def _delivery(row: Row) -> Delivery:
+def _delivery(row: Row, database_id: str | None) -> Delivery:
     return Delivery(
         id=int(row["id"]),
         webhook_id=str(row["webhook_id"]),
         notice_id=int(row["notice_id"]),
+        msg_id=notice_id(database_id, int(row["notice_id"])),
         state=DeliveryState(row["state"]),
         attempts=int(row["attempts"]),
         next_at=row["next_at"],
@@ -341,19 +422,12 @@ def _delivery(row: Row) -> Delivery:
     )
 
 
-def _due(row: Row) -> Due:
-    notice = StoredNotice(
-        cursor=Cursor(int(row["txn"]), int(row["notice_id"])),
-        chain_id=int(row["chain_id"]),
-        type=NoticeType(row["type"]),
-        account=row["account"],
-        record_id=row["record_id"],
-        payload=json.loads(row["payload"]),
-        created_at=row["created_at"],
-    )
+def _due(row: Row, database_id: str | None) -> Due:
+    notice = notice_rows.stored_notice(row, database_id, id_column="notice_id")
     return Due(
         delivery_id=int(row["delivery_id"]),
         webhook_id=str(row["webhook_id"]),
+        account=row["webhook_account"],
         url=str(row["url"]),
         msg_id=notice.id,
         body=envelope_body(notice),

@@ -20,17 +20,15 @@ import uvicorn
 from fastapi import FastAPI
 
 from relayer.chain.connect import embedded_chain
-from relayer.chain.deploy import deploy_vault
 from relayer.chain.transact import send
 from relayer.domain import calldata
-from relayer.domain.markets import symbol_to_bytes32
 from relayer.faces.api.app import create_app
 from relayer.faces.api.edge import server_config
 from relayer.faces.cli import keys as keys_cli
 from relayer.services.relay.signers import Signer
 from relayer.stores.keys import SqliteKeyStore
-from tests.conftest import _free_port, require_tool, units, usd
-from tests.serving import serving
+from tests.conftest import _free_port, require_tool, usd
+from tests.serving import long_with_relayers, serving
 from tests.trading.conftest import trading_settings
 
 CHROMIUM = "/usr/bin/chromium"
@@ -99,17 +97,8 @@ def console(tmp_path: Path) -> Iterator[Console]:
     and three keys: admin (`read,admin`), the trader's `read,trade`, and a `read` one."""
     chain = embedded_chain()
     accounts = chain.test_accounts()
-    deployer, trader, signers = accounts[0], accounts[1], accounts[5:7]
-    deployment = deploy_vault(chain.w3, deployer)
-    for signer in signers:
-        send(chain.w3, trader, deployment.address, calldata.set_operator(signer.address, True))
-    receipt = send(
-        chain.w3,
-        trader,
-        deployment.address,
-        calldata.encode_call("openPosition", symbol_to_bytes32("BTCUSDT"), True, units("0.42"), 0),
-    )
-    position_id = bytes(receipt["logs"][0]["topics"][1])
+    deployer, signers = accounts[0], accounts[5:7]
+    deployment, trader, position_id = long_with_relayers(chain, signers)
     send(
         chain.w3,
         trader,

@@ -5,9 +5,11 @@ subscribes to (in process here, both ways the SDK offers; over stdio with `relay
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from eth_account.signers.local import LocalAccount
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.subscriptions import ResourceUpdated
+from mcp.shared.memory import create_client_server_memory_streams
 from mcp.types import ResourceUpdatedNotification, TextResourceContents
 
 from relayer.faces.mcp import build_mcp_server
@@ -76,6 +79,86 @@ def test_a_close_reports_progress_while_it_waits_for_its_block(
     assert tool_json(whole)["remaining_qty"] == "0"
 
 
+class _PipeBrokenOnProgress:
+    """The server's write side of a real JSON-RPC stream whose pipe breaks once the client is gone: every
+    `notifications/progress` write raises `BrokenPipeError`, as writing to a closed stdout does (the answer
+    still gets through, so the test can read what the tool answered)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.refused = 0
+
+    async def send(self, item: Any) -> None:
+        if getattr(item.message, "method", None) == "notifications/progress":
+            self.refused += 1
+            raise BrokenPipeError(32, "Broken pipe")
+        await self._stream.send(item)
+
+    async def __aenter__(self) -> _PipeBrokenOnProgress:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stream.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _BreakingTransport:
+    """An MCP transport (the client's `Transport`) to the server in process over JSON-RPC memory streams, with
+    the server's writes going through `_PipeBrokenOnProgress`."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server._lowlevel_server  # what the SDK's own InMemoryTransport runs
+        self._stack: AsyncExitStack | None = None
+        self.writes: _PipeBrokenOnProgress | None = None
+
+    async def __aenter__(self) -> Any:
+        stack = AsyncExitStack()
+        client, (server_read, server_write) = await stack.enter_async_context(
+            create_client_server_memory_streams()
+        )
+        self.writes = _PipeBrokenOnProgress(server_write)
+        group = await stack.enter_async_context(anyio.create_task_group())
+        options = self._server.create_initialization_options()
+        group.start_soon(self._server.run, server_read, self.writes, options)
+        stack.push_async_callback(server_write.aclose)
+        stack.push_async_callback(client[1].aclose)
+        self._stack = stack
+        return client
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._stack is not None
+        await self._stack.aclose()
+
+
+def test_a_close_answers_its_fill_when_telling_progress_fails(
+    trading: Trading, btc_long: bytes, accounts: list[LocalAccount], caplog: pytest.LogCaptureFixture
+) -> None:
+    key = trading.key(accounts[1])
+    transport = _BreakingTransport(build_mcp_server(lambda: trading.service))
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        raise AssertionError("no progress can arrive: the pipe is broken")
+
+    async def close() -> Any:
+        async with Client(transport) as client:
+            return await client.call_tool(
+                "partial_close", {"symbol": "BTCUSDT", "api_key": key}, progress_callback=on_progress
+            )
+
+    with caplog.at_level(logging.DEBUG, logger="relayer.faces.mcp_tools"):
+        answer = tool_json(trading.run(close))
+    record = trading.relay.get(answer["transactionId"])
+
+    assert transport.writes is not None
+    assert transport.writes.refused == 3  # each step tried, each failed
+    assert (answer["closed_qty"], answer["remaining_qty"]) == ("0.5", "0.5")
+    assert record.mined is not None  # the transaction went out although no progress could be told
+    told = [r for r in caplog.records if r.name == "relayer.faces.mcp_tools"]
+    assert [r.levelno for r in told] == [logging.DEBUG] * 3
+
+
 def test_get_recent_fills_answers_the_account_s_fills_with_a_cursor(
     trading: Trading, btc_long: bytes, accounts: list[LocalAccount]
 ) -> None:
@@ -88,6 +171,7 @@ def test_get_recent_fills_answers_the_account_s_fills_with_a_cursor(
     nothing_new = tool_json(trading.mcp("get_recent_fills", {"api_key": key, "after": since["cursor"]}))
     others = tool_json(trading.mcp("get_recent_fills", {"api_key": stranger}))
     refused = tool_error(trading.mcp("get_recent_fills", {"api_key": key, "after": "yesterday"}))
+    too_far = tool_error(trading.mcp("get_recent_fills", {"api_key": key, "after": "9999999999999999999-0"}))
     too_many = tool_error(trading.mcp("get_recent_fills", {"api_key": key, "limit": 101}))
 
     assert before["fills"] == []
@@ -100,6 +184,7 @@ def test_get_recent_fills_answers_the_account_s_fills_with_a_cursor(
     assert nothing_new == {**since, "fills": []}
     assert others["fills"] == []
     assert (refused["code"], refused["details"]["field"]) == ("invalid_field", "after")
+    assert (too_far["code"], too_far["details"]["field"]) == ("invalid_field", "after")  # no int64 holds it
     assert (too_many["code"], too_many["details"]["field"]) == ("invalid_field", "limit")
 
 
@@ -127,6 +212,19 @@ def _read_fills(result: Any) -> dict[str, Any]:
     return parsed
 
 
+async def _close_and_hear(client: Client, key: str) -> tuple[list[Any], dict[str, Any]]:
+    """A partial close made while `client` listens to the fills resource: the first update heard (within
+    `WAIT_S`) and the close's answer."""
+    heard: list[Any] = []
+    async with client.listen(resource_subscriptions=[FILLS_URI]) as events:
+        answer = tool_json(await client.call_tool("partial_close", {"symbol": "BTCUSDT", "api_key": key}))
+        with anyio.fail_after(WAIT_S):
+            async for event in events:
+                heard.append(event)
+                break
+    return heard, answer
+
+
 def test_a_listening_session_hears_of_each_new_fill_and_reads_it(
     trading: Trading, btc_long: bytes, accounts: list[LocalAccount]
 ) -> None:
@@ -135,15 +233,7 @@ def test_a_listening_session_hears_of_each_new_fill_and_reads_it(
     async def session() -> tuple[list[Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
         async with Client(_fills_server(trading, key)) as client:
             before = _read_fills(await client.read_resource(FILLS_URI))
-            heard: list[Any] = []
-            async with client.listen(resource_subscriptions=[FILLS_URI]) as events:
-                answer = tool_json(
-                    await client.call_tool("partial_close", {"symbol": "BTCUSDT", "api_key": key})
-                )
-                with anyio.fail_after(WAIT_S):
-                    async for event in events:
-                        heard.append(event)
-                        break
+            heard, answer = await _close_and_hear(client, key)
             after = _read_fills(await client.read_resource(FILLS_URI))
             return heard, before, after, answer
 
@@ -210,15 +300,7 @@ def test_relayer_mcp_on_stdio_tells_a_subscribed_session_of_a_fill(tmp_path: Pat
     async def session() -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
         with anyio.fail_after(120):
             async with Client(stdio_client(server)) as client:
-                heard: list[Any] = []
-                async with client.listen(resource_subscriptions=[FILLS_URI]) as events:
-                    answer = tool_json(
-                        await client.call_tool("partial_close", {"symbol": "BTCUSDT", "api_key": key})
-                    )
-                    with anyio.fail_after(WAIT_S):
-                        async for event in events:
-                            heard.append(event)
-                            break
+                heard, answer = await _close_and_hear(client, key)
                 after = _read_fills(await client.read_resource(FILLS_URI))
                 return heard, answer, after
 

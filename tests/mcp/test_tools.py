@@ -47,6 +47,47 @@ def test_list_tools_describes_all_eight_with_an_api_key_parameter(trading: Tradi
     assert tools["partial_close"].input_schema["required"] == ["symbol", "api_key"]
 
 
+# (readOnlyHint, destructiveHint, idempotentHint) as each tool truly behaves: a close closes again when called
+# again (an idempotency key makes a retry safe, it does not make the tool idempotent); setting an order
+# replaces the one before (destructive) and the same order again changes nothing more; reads change nothing.
+HINTS = {
+    "partial_close": (False, True, False),
+    "close_position": (False, True, False),
+    "set_take_profit": (False, True, True),
+    "set_stop_loss": (False, True, True),
+    "move_to_breakeven": (False, True, True),
+    "get_positions": (True, False, True),
+    "get_transaction": (True, False, True),
+    "get_recent_fills": (True, False, True),
+}
+
+
+def test_each_tool_says_what_it_changes_and_in_which_units(trading: Trading) -> None:
+    async def listing() -> Any:
+        async with Client(build_mcp_server(lambda: trading.service)) as client:
+            return await client.list_tools()
+
+    tools = {tool.name: tool for tool in trading.run(listing).tools}
+    raw = {tool.name: tool.model_dump(by_alias=True, exclude_none=True) for tool in tools.values()}
+
+    hints = {
+        name: (t.annotations.read_only_hint, t.annotations.destructive_hint, t.annotations.idempotent_hint)
+        for name, t in tools.items()
+        if t.annotations is not None
+    }
+    assert hints == HINTS
+    assert raw["partial_close"]["annotations"]["destructiveHint"] is True  # the wire spelling agents read
+    descriptions = {name: tool.description or "" for name, tool in tools.items()}
+    for name in ("partial_close", "close_position", "get_positions", "get_recent_fills"):
+        assert "base-asset units" in descriptions[name], name
+    for name in set(TOOLS) - {"get_transaction"}:
+        assert "USD" in descriptions[name], name
+    assert "percent" in descriptions["partial_close"]
+    assert "percent" in descriptions["set_take_profit"]
+    size_delta = tools["close_position"].input_schema["properties"]["size_delta"]
+    assert "base-asset units" in size_delta["description"]
+
+
 def test_every_tool_end_to_end(
     trading: Trading,
     vault: VaultReader,

@@ -16,16 +16,12 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from relayer import __version__
 from relayer.chain.connect import embedded_chain
-from relayer.chain.deploy import deploy_vault
-from relayer.chain.transact import send
-from relayer.domain import calldata
-from relayer.domain.markets import symbol_to_bytes32
 from relayer.faces.api.app import create_app
 from relayer.faces.cli import keys as keys_cli
 from relayer.services.relay.signers import Signer
 from relayer.stores.keys import SqliteKeyStore
-from tests.conftest import ROOT, _free_port, require_tool, units
-from tests.serving import serving
+from tests.conftest import ROOT, _free_port, require_tool
+from tests.serving import long_with_relayers, serving
 from tests.trading.conftest import tool_error, tool_json, trading_settings
 
 DEMO_KEY = re.compile(r"demo API keys? of (0x[0-9a-fA-F]{40})[^\n]*\n[^\n]*?(vrk_[A-Za-z0-9_-]+)")
@@ -39,18 +35,9 @@ def served_app(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     Yields (MCP URL, API key, position id).
     """
     chain = embedded_chain()
-    deployer, trader = chain.test_accounts()[:2]
     signers = chain.test_accounts()[5:7]
-    deployment = deploy_vault(chain.w3, deployer)
-    for signer in signers:
-        send(chain.w3, trader, deployment.address, calldata.set_operator(signer.address, True))
-    receipt = send(
-        chain.w3,
-        trader,
-        deployment.address,
-        calldata.encode_call("openPosition", symbol_to_bytes32("BTCUSDT"), True, units("0.42"), 0),
-    )
-    position_id = "0x" + bytes(receipt["logs"][0]["topics"][1]).hex()
+    deployment, trader, position = long_with_relayers(chain, signers)
+    position_id = "0x" + position.hex()
     journal_path = tmp_path / "journal.sqlite3"
     store = SqliteKeyStore(journal_path)
     key, _ = keys_cli.create_key(store, account=trader.address, scopes="read")

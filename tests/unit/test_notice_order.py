@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from relayer.domain.notices import START, Cursor, Notice, NoticeType, StoredNotice
 from relayer.domain.status import TxStatus
+from relayer.stores import notice_rows
 from relayer.stores.journal import SqlJournal, write_notices
 from relayer.stores.location import StoreLocation, open_journal
 from tests.relay.records import queued_record
@@ -107,3 +108,41 @@ def test_no_notice_is_written_with_notices_off_and_each_noticing_commit_is_heard
     assert (quiet, heard_quiet) == ([], 0)
     assert [(n.record_id, n.payload["status"]) for n in told] == [("told", "queued"), ("told", "failed")]
     assert len(heard) == 2
+
+
+def test_reading_after_a_cursor_seeks_the_index_instead_of_scanning_every_notice(
+    store: StoreLocation,
+) -> None:
+    # What each poll of the feed, the streams and recent fills asks: the plan must bound the index by the
+    # cursor (txn and id), not only by the horizon (`txn < settled`), or every poll reads every notice kept.
+    journal = open_journal(store)
+    journal.chain_id = CHAIN_ID  # as bound to its chain (`bind_to_chain`): the indexes lead with the chain
+    with journal.db.transaction() as session:
+        write_notices(session, CHAIN_ID, [_notice(str(n)) for n in range(50)], 1.0)
+    cursor = journal.notices_after(START, limit=10)[-1].cursor
+    plans: list[str] = []
+    for account in (None, "0xab"):
+        where, args = notice_rows.after(journal.db.dialect, cursor)  # the bound notices_after uses
+        where += " AND chain_id = ?"
+        args.append(CHAIN_ID)
+        if account is not None:
+            where += " AND account = ?"
+            args.append(account)
+        query = f"SELECT * FROM notices WHERE {where} ORDER BY txn, id LIMIT 100"
+        with journal.db.transaction() as session:
+            if store.database_url is not None:
+                session.execute("SET LOCAL enable_seqscan = off")  # a tiny table: show the index it can use
+                plans.append(" ".join(str(r["QUERY PLAN"]) for r in session.rows(f"EXPLAIN {query}", args)))
+            else:
+                explained = session.rows(f"EXPLAIN QUERY PLAN {query}", args)
+                plans.append(" ".join(str(r["detail"]) for r in explained))
+    assert [n.payload["tag"] for n in journal.notices_after(cursor, limit=3)] == ["10", "11", "12"]
+    journal.close()
+
+    for plan in plans:
+        if store.database_url is not None:
+            assert "ROW(txn, id) > ROW(" in plan, plan  # one index range from the cursor on
+            assert "BitmapOr" not in plan, plan
+            assert "Sort" not in plan, plan
+        else:
+            assert "id>?" in plan, plan  # the id bound is part of the search, not a filter after it

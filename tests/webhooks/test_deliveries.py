@@ -128,7 +128,8 @@ def test_a_hanging_receiver_delays_neither_the_relay_nor_other_subscriptions(
 ) -> None:
     trader = accounts[1]
     approve_operators(trader)
-    trading = _app(make_trading, timeout_s=20.0, concurrency=2, per_webhook_in_flight=1)
+    # The account's share (half of concurrency) is above what one subscription may hold.
+    trading = _app(make_trading, timeout_s=20.0, concurrency=4, per_webhook_in_flight=1)
     open_position(market="BTCUSDT", is_long=True, size="0.42", owner=trader)
     key = trading.key(trader)
     _subscribe(trading, key, receiver.url("/hangs"))
@@ -306,3 +307,10 @@ def test_this_instances_notices_are_delivered_at_once_not_at_the_next_poll(
 
     (fill,) = receiver.wait_for("/now", lambda r: len(r) == 1, timeout_s=10)
     assert fill.at - started < 5.0
+
+
+def test_with_webhooks_disabled_the_relay_still_prunes_notices(make_trading: Callable[..., Trading]) -> None:
+    trading = _app(make_trading, enabled=False)
+    webhooks = trading.runtime.webhooks
+    assert webhooks is not None
+    assert webhooks.running == "notices-prune"  # not the dispatcher, but the notices table stays bounded

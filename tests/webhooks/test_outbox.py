@@ -5,9 +5,14 @@ dispatchers on one database deliver each notice once, pruning keeps what is stil
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,13 +20,14 @@ from relayer.config import WebhookSettings
 from relayer.domain.apikeys import ApiKey, Scope
 from relayer.domain.notices import Notice, NoticeType
 from relayer.domain.webhooks import DeliveryState, new_secret
-from relayer.errors import UnauthenticatedError
+from relayer.errors import ConfigurationError, UnauthenticatedError, WebhookTestBusyError
 from relayer.services.webhooks import WebhookService
 from relayer.stores.journal import SqlJournal, write_notices
 from relayer.stores.journal_chains import ChainBinding
 from relayer.stores.location import StoreLocation, open_journal
+from relayer.stores.sqlite import SqliteDatabase
 from relayer.stores.webhooks import WebhookStore
-from tests.webhooks.conftest import Receiver
+from tests.webhooks.conftest import HANG, Receiver
 
 CHAIN = ChainBinding(31337, "0x" + "aa" * 32)
 ALICE = "0x" + "a1" * 20
@@ -197,3 +203,156 @@ def test_a_retry_that_delivers_makes_the_receivers_other_waiting_deliveries_due(
     now_due = hooks.claim_due(slots=8, busy={}, per_webhook=8, lease_s=30)
     assert Counter(d.webhook_id for d in now_due) == {alice: 2}  # Bob's receiver is still waited out
     assert bob not in {d.webhook_id for d in now_due}
+
+
+def test_one_accounts_hanging_receivers_leave_slots_for_other_accounts_and_global_ones(
+    journal: SqlJournal, receiver: Receiver
+) -> None:
+    settings = WebhookSettings(
+        allow_private_urls=True, poll_interval_s=0.02, concurrency=4, per_webhook_in_flight=2, timeout_s=20.0
+    )
+    assert settings.account_in_flight == 2  # half of concurrency by default
+    hooks = WebhookStore(journal.db, CHAIN.chain_id)
+    _hook(hooks, ALICE, url=receiver.url("/tarpit1"))
+    _hook(hooks, ALICE, url=receiver.url("/tarpit2"))
+    _hook(hooks, BOB, url=receiver.url("/fine"))
+    _hook(hooks, None, url=receiver.url("/all"))
+    receiver.script("/tarpit1", *[HANG] * 50)  # accepts, never answers (until the test ends)
+    receiver.script("/tarpit2", *[HANG] * 50)
+    took: list[float] = []
+
+    async def run() -> None:
+        service = WebhookService(hooks, settings, _no_key)
+        service.start()
+        try:
+            _notify(journal, *[(NoticeType.TRANSACTION_STATUS, ALICE)] * 6)
+            service.wake()
+            while len(receiver.at("/tarpit1")) + len(receiver.at("/tarpit2")) < 2:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)  # the tarpits hold what they may
+            started = time.monotonic()
+            _notify(journal, *[(NoticeType.POSITION_DECREASED, BOB)] * 3)
+            service.wake()
+            while len(receiver.at("/fine")) < 3 and time.monotonic() - started < 8:
+                await asyncio.sleep(0.02)
+            took.append(time.monotonic() - started)
+        finally:
+            await service.stop()
+
+    asyncio.run(run())
+    assert len(receiver.at("/fine")) == 3
+    assert took[0] < 5.0  # well under timeout_s (20 s): not waiting for a tarpit's slot
+    assert len(receiver.at("/tarpit1")) + len(receiver.at("/tarpit2")) == 2  # the account's share, held
+    assert len(receiver.at("/all")) >= 1  # the global subscriptions' own share flows too
+
+
+def test_per_account_in_flight_must_stay_below_concurrency() -> None:
+    assert WebhookSettings().account_in_flight == 8  # of 16, above per_webhook_in_flight (4)
+    assert WebhookSettings(concurrency=8).account_in_flight == 4
+    assert WebhookSettings(concurrency=1).account_in_flight == 1
+    with pytest.raises(ConfigurationError, match="per_account_in_flight"):
+        WebhookSettings(concurrency=4, per_account_in_flight=4)
+
+
+def test_a_test_message_is_one_at_a_time_per_subscription_and_per_key(
+    journal: SqlJournal, receiver: Receiver
+) -> None:
+    hooks = WebhookStore(journal.db, CHAIN.chain_id)
+    first = hooks.get(_hook(hooks, ALICE, url=receiver.url("/slow")))
+    second = hooks.get(_hook(hooks, ALICE, url=receiver.url("/other")))
+    assert first is not None
+    assert second is not None
+    receiver.script("/slow", HANG)
+    service = WebhookService(hooks, WebhookSettings(allow_private_urls=True, timeout_s=5.0), _no_key)
+
+    async def run() -> list[object]:
+        held = asyncio.get_running_loop().create_task(service.send_test(first, key_id=7))
+        while not receiver.at("/slow"):
+            await asyncio.sleep(0.02)
+        refused: list[object] = []
+        for hook, key_id in ((first, 8), (second, 7)):  # the same subscription; the same key
+            try:
+                await service.send_test(hook, key_id=key_id)
+            except WebhookTestBusyError as exc:
+                refused.append(exc.details["retryAfterS"])
+        answered = await service.send_test(second, key_id=8)  # another key, another subscription
+        refused.append(answered.status)
+        receiver.release()
+        refused.append((await held).status)
+        await service.stop()
+        return refused
+
+    assert asyncio.run(run()) == [6, 6, 200, 200]
+
+
+def test_an_idle_round_takes_no_write_lock(journal: SqlJournal) -> None:
+    if not isinstance(journal.db, SqliteDatabase):
+        pytest.skip("SQLite's one writer lock")
+    hooks = WebhookStore(journal.db, CHAIN.chain_id)
+    _hook(hooks, ALICE)
+    _notify(journal, (NoticeType.TRANSACTION_STATUS, BOB))  # not Alice's: nothing becomes due
+    service = WebhookService(hooks, WebhookSettings(allow_private_urls=True), _no_key)
+    asyncio.run(service.round())  # fans out (moves the cursor) and prunes once
+    other = sqlite3.connect(journal.db.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writes (or holds the lock) meanwhile
+    started = time.monotonic()
+    try:
+        rounds = threading.Thread(target=lambda: [asyncio.run(service.round()) for _ in range(3)])
+        rounds.start()
+        rounds.join(timeout=3)
+        waited = rounds.is_alive()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    rounds.join()
+    assert not waited
+    assert time.monotonic() - started < 3
+
+
+def test_with_deliveries_disabled_old_notices_are_still_pruned(
+    journal: SqlJournal, receiver: Receiver
+) -> None:
+    _notify(journal, (NoticeType.TRANSACTION_STATUS, ALICE), now=time.time() - 8 * 86_400)
+    hooks = WebhookStore(journal.db, CHAIN.chain_id)
+    _hook(hooks, ALICE, url=receiver.url("/a"))
+    _notify(journal, (NoticeType.TRANSACTION_STATUS, ALICE))
+    settings = WebhookSettings(enabled=False, allow_private_urls=True, poll_interval_s=0.02, retention_days=7)
+    service = WebhookService(hooks, settings, _no_key)
+
+    async def run() -> str | None:
+        service.start()
+        try:
+            for _ in range(100):
+                if journal.db.row("SELECT COUNT(*) AS n FROM notices")["n"] == 1:  # type: ignore[index]
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)
+            return service.running
+        finally:
+            await service.stop()
+
+    assert asyncio.run(run()) == "notices-prune"
+    assert journal.db.row("SELECT COUNT(*) AS n FROM notices")["n"] == 1  # type: ignore[index]
+    assert receiver.received == []  # nothing delivered from an instance with webhooks disabled
+    assert hooks.counts() == {}
+
+
+def test_the_webhook_id_is_unique_per_database(journal: SqlJournal, tmp_path: Path) -> None:
+    fresh = open_journal(StoreLocation(tmp_path / "redeployed.sqlite3"), relaying=True)  # counts from 1 again
+    fresh.bind_to_chain(CHAIN, now=1)
+    ids: list[str] = []
+    try:
+        for opened in (journal, fresh):
+            hooks = WebhookStore(opened.db, CHAIN.chain_id)
+            webhook = _hook(hooks, ALICE)
+            _notify(opened, (NoticeType.TRANSACTION_STATUS, ALICE))
+            hooks.fan_out()
+            (due,) = hooks.claim_due(slots=1, busy={}, per_webhook=1, lease_s=30)
+            assert re.fullmatch(r"evt_[0-9a-f]{16}_1", due.msg_id)
+            assert json.loads(due.body)["id"] == due.msg_id  # the envelope's id is the webhook-id
+            (listed,) = hooks.deliveries(webhook)
+            assert listed.to_dict()["noticeId"] == due.msg_id
+            ids.append(due.msg_id)
+    finally:
+        fresh.close()
+    assert ids[0] != ids[1]

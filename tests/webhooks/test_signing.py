@@ -134,11 +134,7 @@ def test_a_name_that_resolves_inside_is_refused_at_delivery_and_nothing_is_sent(
             await sender.aclose()
         return attempt.error, attempt.status
 
-    error, status = asyncio.run(run())
-    assert status is None
-    assert error is not None
-    assert error.startswith("webhook_url_refused")
-    assert receiver.received == []
+    _refused_unsent(*asyncio.run(run()), receiver)
 
 
 def test_a_name_is_called_at_the_address_that_was_checked(receiver: Receiver) -> None:
@@ -177,3 +173,69 @@ def test_a_redirect_is_not_followed_and_counts_as_a_failure(receiver: Receiver) 
 
     assert asyncio.run(run()) == (False, 307)
     assert len(receiver.received) == 1
+
+
+EMBEDDING_INSIDE = [
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+    "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254 (cloud metadata)
+    "64:ff9b:1::a00:1",  # local-use NAT64 (10.0.0.1)
+    "2002:7f00:1::",  # 6to4 of 127.0.0.1
+    "2002:a9fe:a9fe::",  # 6to4 of 169.254.169.254
+    "::127.0.0.1",  # IPv4-compatible
+    "::ffff:0:7f00:1",  # SIIT IPv4-translated
+    "::ffff:169.254.169.254",  # IPv4-mapped
+    "2001:0:7f00:1:0:0:3fff:fffe",  # Teredo, server 127.0.0.1
+    "2001:0:5db8:d822:0:0:f5ff:fffe",  # Teredo, client 10.0.0.1
+    "fec0::1",  # site-local
+    "fd00::1",  # unique local
+    "ff02::1",  # multicast
+    "100::1",  # discard-only
+]
+
+
+@pytest.mark.parametrize("address", EMBEDDING_INSIDE)
+def test_ipv6_forms_reaching_inside_are_refused_at_creation(address: str) -> None:
+    assert not rules.address_allowed(address, allow_private=False)
+    with pytest.raises(WebhookUrlRefusedError):
+        rules.check_url(f"http://[{address}]/latest/meta-data/", allow_private=False)
+
+
+@pytest.mark.parametrize("address", EMBEDDING_INSIDE)
+def test_a_name_resolving_to_an_ipv6_form_reaching_inside_is_refused_at_creation_and_delivery(
+    address: str, receiver: Receiver
+) -> None:
+    async def inside(host: str, port: int) -> list[str]:
+        return [address]
+
+    async def run() -> tuple[str | None, int | None]:
+        from relayer.services.webhooks import WebhookService
+
+        service = WebhookService(None, WebhookSettings(), _no_key, resolve=inside)  # type: ignore[arg-type]
+        with pytest.raises(WebhookUrlRefusedError):  # refused before the store is touched
+            await service.add(None, "http://hooks.example.com/x", None)
+        sender = Sender(WebhookSettings(), resolve=inside)
+        try:
+            attempt = await sender.post("http://hooks.example.com/x", rules.new_secret(), "evt_1", b"{}")
+        finally:
+            await sender.aclose()
+        return attempt.error, attempt.status
+
+    _refused_unsent(*asyncio.run(run()), receiver)
+
+
+@pytest.mark.parametrize("address", ["2606:4700:4700::1111", "64:ff9b::5db8:d822", "2002:5db8:d822::1"])
+def test_global_ipv6_and_forms_embedding_a_public_ipv4_pass(address: str) -> None:
+    assert rules.address_allowed(address, allow_private=False)
+    assert rules.check_url(f"https://[{address}]/h", allow_private=False)
+
+
+def _no_key(presented: str | None, scope: object) -> object:
+    raise AssertionError("no key is asked for")
+
+
+def _refused_unsent(error: str | None, status: int | None, receiver: Receiver) -> None:
+    """The attempt was refused by the address rules before anything reached the receiver."""
+    assert status is None
+    assert error is not None
+    assert error.startswith("webhook_url_refused")
+    assert receiver.received == []

@@ -14,7 +14,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from relayer.errors import TooManyWebhooksError, WebhookNotFoundError, WebhookUrlRefusedError
+from relayer.errors import (
+    TooManyWebhooksError,
+    WebhookNotFoundError,
+    WebhookTestBusyError,
+    WebhookUrlRefusedError,
+)
 from relayer.faces.api import schemas
 from relayer.faces.api.inputs import KEY_HEADERS, api_key_of, json_object
 from relayer.runtime import Runtime
@@ -81,11 +86,12 @@ async def delete_webhook(request: Request, service: Webhooks, webhook_id: str) -
 
 @router.post(
     "/api/webhooks/{webhook_id}/test",
-    responses=schemas.error_responses(*_FOUND),
+    responses=schemas.error_responses(*_FOUND, WebhookTestBusyError),
     openapi_extra=KEY_HEADERS,
 )
 async def test_webhook(request: Request, service: Webhooks, webhook_id: str) -> dict[str, Any]:
-    """Send a signed `webhook.test` message now: `{delivered, status, error}` (the receiver's answer)."""
+    """Send a signed `webhook.test` message now: `{delivered, status, error}` (the receiver's answer). One at
+    a time per subscription and per key: 429 `webhook_test_busy` (with `Retry-After`) meanwhile."""
     attempt = await service.test(api_key_of(request), webhook_id)
     return {"webhookId": webhook_id, **attempt.to_dict()}
 

@@ -153,7 +153,7 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     for delivery in found:
         shown: dict[str, Any] = delivery.to_dict()
         print(
-            f"{shown['noticeId']:<14} {shown['state']:<9} attempts {shown['attempts']:<3} last"
+            f"{shown['noticeId']:<24} {shown['state']:<9} attempts {shown['attempts']:<3} last"
             f" {shown['lastStatus'] or '-'}  updated {_when(delivery.updated_at)}  {shown['lastError'] or ''}"
         )
     return EXIT_OK

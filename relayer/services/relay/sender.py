@@ -288,10 +288,15 @@ class Sender(RelayParts):
         """Send `attempt`'s bytes and act on the node's answer (retrying an unreachable node with backoff).
 
         Holding the signer's nonce lock keeps a signer's broadcasts in nonce order; repeating a broadcast is
-        harmless (the node answers "already known", which counts as sent).
+        harmless (the node answers "already known", which counts as sent). A caller whose copy of a `queued`
+        record (or of a not yet broadcast attempt) went stale while it waited for the lock sends nothing: the
+        send path broadcast those bytes meanwhile, and sending them again only earns a refusal (a mined
+        transaction's nonce is too low).
         """
         lock = self.nonces.hold(record.sender) if record.kind.is_ours else contextlib.nullcontext()
         async with lock:
+            if self._overtaken(record, attempt):
+                return
             delay = self.settings.retry_backoff_s
             for round_ in range(self.settings.broadcast_retries):
                 with self.metrics.timed(Stage.BROADCAST):
@@ -305,6 +310,18 @@ class Sender(RelayParts):
                     continue
                 await self._on_refusal(record, attempt, error)
                 return
+
+    def _overtaken(self, record: RelayRecord, attempt: Attempt) -> bool:
+        """Whether the record moved on since the caller read it: it was `queued` and is no longer, or the
+        attempt had not been broadcast and now has. A deliberate re-send (a `submitted` record whose attempt
+        the caller knows was broadcast: the loop's resend after a node lost it) is not read again."""
+        if record.status is not TxStatus.QUEUED and attempt.broadcast_at is not None:
+            return False
+        fresh = self._reload(record)
+        if record.status is TxStatus.QUEUED and fresh.status is not TxStatus.QUEUED:
+            return True
+        sent = [a for a in fresh.attempts if a.tx_hash == attempt.tx_hash and a.broadcast_at is not None]
+        return attempt.broadcast_at is None and bool(sent)
 
     async def _accepted(self, record: RelayRecord, attempt: Attempt) -> None:
         if self.hooks.after_broadcast is not None:
@@ -324,19 +341,21 @@ class Sender(RelayParts):
         # logged and written once per change of state, not once per round.
         stays = error.kind.is_transient or (record.kind.is_ours and attempt.kind is AttemptKind.NOOP)
         repeated = stays and _same_refusal(record.error, noted)
+        refusal = ("node refused %s nonce=%d hash=%s: %s (%s)", record.id, record.nonce, attempt.tx_hash)
+        if error.kind is Kind.NONCE_TOO_LOW:
+            # Told once the receipt is looked for: our own transaction having used the nonce (mined while
+            # this copy of the bytes waited) is no news; someone else's is.
+            ours = await self.settle_used_nonce(self._reload(record))
+            log.log(logging.INFO if ours else logging.WARNING, *refusal, error.kind, error.code)
+            return
         log.log(
             logging.DEBUG if repeated or error.kind is Kind.ALREADY_KNOWN else logging.WARNING,
-            "node refused %s nonce=%d hash=%s: %s (%s)",
-            record.id,
-            record.nonce,
-            attempt.tx_hash,
+            *refusal,
             error.kind,
             error.code,
         )
         if error.kind is Kind.ALREADY_KNOWN:
             await self._accepted(record, attempt)
-        elif error.kind is Kind.NONCE_TOO_LOW:
-            await self.settle_used_nonce(self._reload(record))
         elif repeated:
             pass  # still pending, still noted: nothing changed
         elif error.kind.is_transient:
@@ -379,19 +398,20 @@ class Sender(RelayParts):
         receipts = await self.chain.receipts([a.tx_hash for a in reversed(record.attempts)])
         return next((receipt for receipt in receipts if receipt is not None), None)
 
-    async def settle_used_nonce(self, record: RelayRecord) -> None:
+    async def settle_used_nonce(self, record: RelayRecord) -> bool:
         """The record's nonce is used on chain: find which of our hashes mined, else someone else's did.
+        True when one of ours did (or the record was already settled).
 
         Read afresh first (the caller's copy may predate a bump another task just sent), and `replaced` is a
         compare-and-set on the attempts too: a record that gained a hash since it was read is left for the
         next round, which looks for that hash's receipt, rather than settled against a stale list."""
         record = self._reload(record)
         if record.status.is_settled:
-            return
+            return True  # settled meanwhile, and told then
         receipt = await self.find_receipt(record)
         if receipt is not None:
             await self.settle_receipt(record, receipt)
-            return
+            return True
         if record.kind.is_ours:
             self.nonces.reconcile(record.sender, await self.chain.nonce(record.sender, "pending"))
         if await self.chain.nonce(record.sender, "latest") > record.nonce:
@@ -410,6 +430,7 @@ class Sender(RelayParts):
                 )
                 log.error("signer stopped: %s", reason)
                 self.nonces.stop(record.sender, reason)
+        return False
 
     async def settle_receipt(self, record: RelayRecord, receipt: Receipt) -> None:
         """Record where a hash of `record` was mined and what it did."""
