@@ -249,6 +249,11 @@ class PlanOrderDuplicatedError(RelayerError, ValueError, code="plan_order_duplic
     """An exit plan names the same order id twice."""
 
 
+class ExitPlanFullError(RelayerError, code="exit_plan_full", http_status=409):
+    """A take-profit tier cannot be added: the position already has four take-profits pending (ids 0..3);
+    cancel or replace one first."""
+
+
 class StopNotTrailingError(RelayerError, code="stop_not_trailing", http_status=409):
     """Only a trailing stop (one with a trail distance) can be ratcheted."""
 

@@ -130,6 +130,10 @@ class ExitPlan:
         return next((order for order in self.orders if order.order_id == order_id), None)
 
 
+NO_PLAN = ExitPlan((), BPS_DENOMINATOR)
+"""No pending order, a new plan (D = 10_000): what a position without orders holds."""
+
+
 def order_crossed(is_long: bool, order: OrderView, price_e8: int) -> bool:
     """Whether the price reached the order: a long's take-profit at or above it, its stop at or below it
     (the other way round for a short)."""
