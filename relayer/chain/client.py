@@ -42,7 +42,7 @@ from relayer.domain.blocks import ChainHead
 from relayer.domain.fees import Fees, node_fees
 from relayer.domain.markets import symbol_to_bytes32
 from relayer.domain.operators import OperatorGrant
-from relayer.domain.positions import ExitPlan
+from relayer.domain.positions import NO_ORDER, NO_PLAN, ExitPlan, Position
 from relayer.domain.records import Mined
 from relayer.errors import ChainUnavailableError, RelayerError, RelayerOutOfFundsError
 
@@ -234,22 +234,53 @@ class ChainClient(ChainClientCore):
         return (await self.position(position_id)).position.owner
 
     async def signed_request_state(self, position_id: bytes) -> tuple[ChainHead, Fees, str, int]:
-        """What checking a signed request needs, in one batch in the common case: the head, the fees, the
-        position's owner (read, never taken from the cache: after a reorg or a snapshot revert an id can name
-        another owner; the zero address when it never existed) and that owner's next vault nonce (asked for
-        the owner last seen for the id, and once more when that was not the owner)."""
+        """`position_request_state` with the position's owner only (the zero address: it never existed)."""
+        head, fees, quote, nonce = await self.position_request_state(position_id)
+        return head, fees, quote.position.owner, nonce
+
+    async def position_request_state(self, position_id: bytes) -> tuple[ChainHead, Fees, PositionQuote, int]:
+        """What checking a signed request about a position needs, in one batch in the common case: the head,
+        the fees, the position with its price (its owner read, never taken from the cache: after a reorg or a
+        snapshot revert an id can name another owner; the zero address when it never existed) and that
+        owner's next vault nonce (asked for the owner last seen for the id, and once more when that was not
+        the owner; 0 for no owner)."""
         cached = self._owners.get(position_id)
         extra = [self._view_call(calldata.encode_call("getPositionWithPrice", position_id))]
         if cached is not None:
             extra.append(self._request_nonce_call(cached))
         head, fees, replies = await self._head_fees_and(extra)
-        owner = decode_position_with_price(position_id, replies[0].data()).position.owner
+        quote = decode_position_with_price(position_id, replies[0].data())
+        owner = quote.position.owner
         if owner == _ZERO_ADDRESS:
-            return head, fees, owner, 0
+            return head, fees, quote, 0
         if owner == cached:
-            return head, fees, owner, decode_uint(replies[1].data())
+            return head, fees, quote, decode_uint(replies[1].data())
         self._owners.put(position_id, owner)
-        return head, fees, owner, await self.request_nonce(owner)
+        return head, fees, quote, await self.request_nonce(owner)
+
+    async def owner_request_state(self, owner: str) -> tuple[ChainHead, Fees, int]:
+        """What checking a signed request naming its `owner` needs, in one batch: the head, the fees and the
+        owner's next vault nonce (no position is read)."""
+        head, fees, nonce, _ = await self.owner_request_state_and(owner, None)
+        return head, fees, nonce
+
+    async def owner_request_state_and(
+        self, owner: str, probe: bytes | None
+    ) -> tuple[ChainHead, Fees, int, int | None]:
+        """`owner_request_state`, and in the same batch the uint the vault returns for the call `probe` made
+        by `owner` (an `eth_call`, e.g. how many positions `emergencyExit(owner, market)` would close).
+
+        Raises:
+            RelayerError: the vault error `probe` reverts with.
+        """
+        calls = [self._request_nonce_call(owner)]
+        if probe is not None:
+            calls.append(
+                RpcCall("eth_call", [{"from": owner, "to": self._vault, "data": hex_of(probe)}, "latest"])
+            )
+        head, fees, replies = await self._head_fees_and(calls)
+        probed = decode_uint(replies[1].data()) if probe is not None else None
+        return head, fees, decode_uint(replies[0].data()), probed
 
     async def request_nonce(self, owner: str) -> int:
         """The vault's next signed-request nonce of `owner`."""
@@ -292,21 +323,27 @@ class ChainClient(ChainClientCore):
         return decode_events(logs, self._vault)
 
     async def read_close_state(self, position_id: bytes, data: bytes) -> CloseState:
-        """The position, price, head, fees, and `data` simulated (gas-estimated) from the position's owner."""
+        """The position, price, its pending orders (`ordersOf`), head, fees, and `data` simulated
+        (gas-estimated) from the position's owner."""
         owner = self._owners.get(position_id)
-        calls = [self._view_call(calldata.encode_call("getPositionWithPrice", position_id)), LATEST_BLOCK]
+        calls = [
+            self._view_call(calldata.encode_call("getPositionWithPrice", position_id)),
+            self._view_call(calldata.encode_call("ordersOf", position_id)),
+            LATEST_BLOCK,
+        ]
         extra = self._refresh_calls()
         calls += extra
         if owner is not None:
             calls += self._owner_calls(owner, data)
         replies = await self._batch(calls)
         quote = decode_position_with_price(position_id, replies[0].data())
-        head = self._note_head(replies[1])
-        self._apply_refresh(extra, replies[2 : 2 + len(extra)], head)
-        owner_replies = replies[2 + len(extra) :]
+        plan = decode_orders_of(replies[1].data())
+        head = self._note_head(replies[2])
+        self._apply_refresh(extra, replies[3 : 3 + len(extra)], head)
+        owner_replies = replies[3 + len(extra) :]
         actual = quote.position.owner
         if not quote.position.exists or not quote.position.is_open:
-            return await self._state(quote, head, 0, None, None)
+            return await self._state(quote, head, 0, None, None, plan)
         if (
             owner != actual
         ):  # first sight of this id (or it now names another owner): simulate as the right one
@@ -315,9 +352,52 @@ class ChainClient(ChainClientCore):
         estimate, nonce = owner_replies
         nonce_value = nonce.quantity()
         try:
-            return await self._state(quote, head, nonce_value, gas_estimate_of(estimate), None)
+            return await self._state(quote, head, nonce_value, gas_estimate_of(estimate), None, plan)
         except RelayerError as error:
-            return await self._state(quote, head, nonce_value, None, error)
+            return await self._state(quote, head, nonce_value, None, error, plan)
+
+    async def read_plan(self, position_id: bytes) -> tuple[ChainHead, PositionQuote, ExitPlan]:
+        """The latest block, a position with its market's price, and its pending orders, in one batch."""
+        replies = await self._batch(
+            [
+                self._view_call(calldata.encode_call("getPositionWithPrice", position_id)),
+                self._view_call(calldata.encode_call("ordersOf", position_id)),
+                LATEST_BLOCK,
+            ]
+        )
+        quote = decode_position_with_price(position_id, replies[0].data())
+        return self._note_head(replies[2]), quote, decode_orders_of(replies[1].data())
+
+    async def read_exit_state(self, owner: str, data: bytes) -> tuple[CloseState, list[PositionQuote]]:
+        """What an emergency exit of `owner` is checked and priced against: head, fees, `data` simulated from
+        `owner` with its nonce (one batch with its position ids), then each position with its price (a
+        second batch). The `CloseState`'s quote is the first position's (a zero one when there is none)."""
+        address = to_checksum_address(owner)
+        calls = [self._view_call(calldata.encode_call("positionIdsOf", address)), LATEST_BLOCK]
+        extra = self._refresh_calls()
+        calls += extra
+        calls += self._owner_calls(address, data)
+        replies = await self._batch(calls)
+        ids = decode_bytes32_array(replies[0].data())
+        head = self._note_head(replies[1])
+        self._apply_refresh(extra, replies[2 : 2 + len(extra)], head)
+        estimate, nonce = replies[2 + len(extra) :]
+        quotes: list[PositionQuote] = []
+        if ids:
+            position_replies = await self._batch_chunked(
+                [self._view_call(calldata.encode_call("getPositionWithPrice", pid)) for pid in ids]
+            )
+            quotes = [
+                decode_position_with_price(pid, reply.data())
+                for pid, reply in zip(ids, position_replies, strict=True)
+            ]
+        first = quotes[0] if quotes else PositionQuote(_NO_POSITION, 0, 0)
+        nonce_value = nonce.quantity()
+        try:
+            state = await self._state(first, head, nonce_value, gas_estimate_of(estimate), None)
+        except RelayerError as error:
+            state = await self._state(first, head, nonce_value, None, error)
+        return state, quotes
 
     async def read_positions(self, position_ids: Sequence[bytes]) -> tuple[ChainHead, list[PositionQuote]]:
         calls = [LATEST_BLOCK]
@@ -358,7 +438,13 @@ class ChainClient(ChainClientCore):
     # --- internals ----------------------------------------------------------------------------------------
 
     async def _state(
-        self, quote: PositionQuote, head: ChainHead, nonce: int, gas: int | None, error: RelayerError | None
+        self,
+        quote: PositionQuote,
+        head: ChainHead,
+        nonce: int,
+        gas: int | None,
+        error: RelayerError | None,
+        plan: ExitPlan = NO_PLAN,
     ) -> CloseState:
         if self._max_age is None:  # only when the refresh could not ride along (never in practice)
             self._max_age = (
@@ -374,6 +460,7 @@ class ChainClient(ChainClientCore):
             nonce=nonce,
             gas_estimate=gas,
             simulation_error=error,
+            plan=plan,
         )
 
     def _owner_calls(self, owner: str, data: bytes) -> list[RpcCall]:
@@ -382,6 +469,9 @@ class ChainClient(ChainClientCore):
             RpcCall("eth_getTransactionCount", [owner, "pending"]),
         ]
 
+
+_NO_POSITION = Position(bytes(32), _ZERO_ADDRESS, "", False, 0, 0, NO_ORDER, NO_ORDER)
+"""The `CloseState` quote of an emergency exit of an account without positions."""
 
 _TOP_CALL_TRACER = {"tracer": "callTracer", "tracerConfig": {"onlyTopCall": True}}
 """`debug_traceTransaction` options: geth's call tracer (anvil, erigon, reth have it too), top call only."""

@@ -55,9 +55,11 @@ included), order changes (`trigger`: take-profits, stops, whole exit plans, canc
 calls (`execute`: executing an order, ratcheting a trailing stop)."""
 
 POSITION_FUNCTIONS: frozenset[str] = frozenset({*FUNCTION_KINDS, "multicall"})
-"""The vault functions a relayed transaction may call: position management only. No admin call, and no
-operator grant (`setOperator`, `setOperatorRights`, `setOperatorWithSig`): who may act for an account is
-the owner's own transaction, never one the relayer pays for or is asked to carry."""
+"""The vault functions a relayed transaction (raw, or a call the relayer makes) may call: position management
+only. No admin call, and no operator grant (`setOperator`, `setOperatorRights`, `setOperatorWithSig`): who may
+act for an account is the owner's own act. The one way the relayer carries a grant is the owner's EIP-712
+`SetOperatorRequest` through `POST /api/relay/signed` (kind `operator_rights`), whose signature over the exact
+grant is checked against that owner before anything is paid (`relayer.domain.typed_data`)."""
 
 MAX_MULTICALL_DEPTH = 1
 """A `multicall` may hold allowed calls, not further multicalls."""
