@@ -532,6 +532,11 @@ class WebhookTestBusyError(RelayerError, code="webhook_test_busy", http_status=4
     slots are taken): retry after `retryAfterS` (REST adds `Retry-After`)."""
 
 
+class NothingToChangeError(RelayerError, code="nothing_to_change", http_status=409):
+    """The order change would leave the exit plan exactly as it is (the same orders and `D`): refused
+    before anything is sent, so no gas is spent on a transaction that changes nothing."""
+
+
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 

@@ -219,7 +219,8 @@ class ChainClient(ChainClientCore):
         return quote
 
     async def position_and_orders(self, position_id: bytes) -> tuple[PositionQuote, ExitPlan]:
-        """A position with its market's price and its pending orders (`ordersOf`), in one batch."""
+        """A position with its market's price and its pending orders (`ordersOf`), in one batch; its owner
+        noted in the cache (as `position`)."""
         replies = await self._batch(
             [
                 self._view_call(calldata.encode_call("getPositionWithPrice", position_id)),
@@ -227,6 +228,8 @@ class ChainClient(ChainClientCore):
             ]
         )
         quote = decode_position_with_price(position_id, replies[0].data())
+        if quote.position.owner != _ZERO_ADDRESS:
+            self._owners.put(position_id, quote.position.owner)
         return quote, decode_orders_of(replies[1].data())
 
     async def position_owner(self, position_id: bytes) -> str:
@@ -235,28 +238,33 @@ class ChainClient(ChainClientCore):
 
     async def signed_request_state(self, position_id: bytes) -> tuple[ChainHead, Fees, str, int]:
         """`position_request_state` with the position's owner only (the zero address: it never existed)."""
-        head, fees, quote, nonce = await self.position_request_state(position_id)
+        head, fees, quote, _, nonce = await self.position_request_state(position_id)
         return head, fees, quote.position.owner, nonce
 
-    async def position_request_state(self, position_id: bytes) -> tuple[ChainHead, Fees, PositionQuote, int]:
+    async def position_request_state(
+        self, position_id: bytes, *, orders: bool = False
+    ) -> tuple[ChainHead, Fees, PositionQuote, ExitPlan | None, int]:
         """What checking a signed request about a position needs, in one batch in the common case: the head,
         the fees, the position with its price (its owner read, never taken from the cache: after a reorg or a
-        snapshot revert an id can name another owner; the zero address when it never existed) and that
-        owner's next vault nonce (asked for the owner last seen for the id, and once more when that was not
-        the owner; 0 for no owner)."""
+        snapshot revert an id can name another owner; the zero address when it never existed), with `orders`
+        its pending orders (`ordersOf`; None when not asked), and that owner's next vault nonce (asked for the
+        owner last seen for the id, and once more when that was not the owner; 0 for no owner)."""
         cached = self._owners.get(position_id)
         extra = [self._view_call(calldata.encode_call("getPositionWithPrice", position_id))]
+        if orders:
+            extra.append(self._view_call(calldata.encode_call("ordersOf", position_id)))
         if cached is not None:
             extra.append(self._request_nonce_call(cached))
         head, fees, replies = await self._head_fees_and(extra)
         quote = decode_position_with_price(position_id, replies[0].data())
+        plan = decode_orders_of(replies[1].data()) if orders else None
         owner = quote.position.owner
         if owner == _ZERO_ADDRESS:
-            return head, fees, quote, 0
+            return head, fees, quote, plan, 0
         if owner == cached:
-            return head, fees, quote, decode_uint(replies[1].data())
+            return head, fees, quote, plan, decode_uint(replies[-1].data())
         self._owners.put(position_id, owner)
-        return head, fees, quote, await self.request_nonce(owner)
+        return head, fees, quote, plan, await self.request_nonce(owner)
 
     async def owner_request_state(self, owner: str) -> tuple[ChainHead, Fees, int]:
         """What checking a signed request naming its `owner` needs, in one batch: the head, the fees and the

@@ -26,7 +26,7 @@ from relayer.constants import (
 from relayer.domain import calldata
 from relayer.domain.calldata import ExitOrder
 from relayer.domain.positions import ExitPlan, OrderView, tier_size
-from relayer.errors import ExitPlanFullError
+from relayer.errors import ExitPlanFullError, NothingToChangeError, OrderNotFoundError
 
 
 def check_order(is_long: bool, price_e8: int, order: ExitOrder, take_profits: dict[int, int]) -> None:
@@ -294,6 +294,41 @@ def plan_after_close(size_after: int, plan: ExitPlan) -> ExitPlan:
     """The plan after a manual (partial) close leaves `size_after`: the same orders and `D`, sizes by the size
     rule from what remains; no orders after a full close (`ordersOf` of a closed position)."""
     return _view(size_after, _orders_of(plan), plan.plan_bps)
+
+
+def same_plan(a: ExitPlan, b: ExitPlan) -> bool:
+    """Whether two plans hold the same orders (id, price, share, trail) and the same `D`: a change from one
+    to the other would change nothing the vault keeps (sizes follow from these)."""
+    return a.plan_bps == b.plan_bps and _orders_of(a) == _orders_of(b)
+
+
+def checked_change(is_long: bool, size: int, price_e8: int, plan: ExitPlan, change: OrderChange) -> ExitPlan:
+    """`plan_after`, refusing also what the vault accepts but the sender would pay for in vain: a cancel of
+    an id holding no pending order (and not set by the same change), and a change after which the plan is the
+    plan now (the same orders and `D`). The one check of the builder's order changes and of signed ones.
+
+    Raises:
+        OrderNotFoundError: a cancelled id holds no order. NothingToChangeError: the plan would not change.
+        And `plan_after`'s errors (a change the vault would refuse).
+    """
+    after = plan_after(is_long, size, price_e8, plan, change)
+    pid = "0x" + change.position_id.hex()
+    set_ids = {order[0] for order in change.set}
+    for order_id in change.cancel:
+        if order_id not in set_ids and plan.order(order_id) is None:
+            raise OrderNotFoundError(
+                f"the position has no pending order {order_id}: nothing to cancel, nothing was sent"
+                " (see get_orders)",
+                positionId=pid,
+                orderId=order_id,
+            )
+    if same_plan(after, plan):
+        raise NothingToChangeError(
+            "the exit plan already is what this change asks for: nothing was sent",
+            positionId=pid,
+            planRemainingBps=plan.plan_bps,
+        )
+    return after
 
 
 def rights_needed(is_long: bool, plan: ExitPlan, change: OrderChange) -> int:

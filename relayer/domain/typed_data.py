@@ -39,6 +39,7 @@ from relayer.constants import (
     UINT256_MAX,
 )
 from relayer.domain import calldata
+from relayer.domain.exit_plans import OrderChange
 from relayer.domain.jsonio import loads_exact, reject_unknown_fields
 from relayer.domain.markets import bytes32_to_symbol, normalize_symbol, symbol_to_bytes32
 from relayer.domain.requests import (
@@ -208,6 +209,9 @@ class CloseRequest:
             self.position_id, self.size_delta, self.allowed_price_e8, self.nonce, self.deadline, signature
         )
 
+    def order_change(self) -> None:
+        """A close changes no order (see `TriggerRequest.order_change`)."""
+
 
 @dataclass(frozen=True)
 class TriggerRequest:
@@ -245,6 +249,14 @@ class TriggerRequest:
             signature,
         )
 
+    def order_change(self) -> OrderChange:
+        """The change the vault makes of the position's orders (`_setOrCancel`): the primary take-profit (0)
+        or stop (4) set without a trail, or cancelled by price 0."""
+        order_id = 0 if self.is_take_profit else FIRST_STOP_ID
+        if self.price_e8 == 0:
+            return OrderChange(self.position_id, cancel=(order_id,))
+        return OrderChange(self.position_id, set=((order_id, self.price_e8, self.close_bps, 0),))
+
 
 @dataclass(frozen=True)
 class ExitPlanRequest:
@@ -276,6 +288,10 @@ class ExitPlanRequest:
             self.position_id, list(self.orders), self.nonce, self.deadline, signature
         )
 
+    def order_change(self) -> OrderChange:
+        """The whole plan replaced (`setExitPlan`)."""
+        return OrderChange(self.position_id, set=self.orders, whole_plan=True)
+
 
 @dataclass(frozen=True)
 class CancelOrderRequest:
@@ -302,6 +318,9 @@ class CancelOrderRequest:
         return calldata.cancel_order_with_sig(
             self.position_id, self.order_id, self.nonce, self.deadline, signature
         )
+
+    def order_change(self) -> OrderChange:
+        return OrderChange(self.position_id, cancel=(self.order_id,))
 
 
 @dataclass(frozen=True)

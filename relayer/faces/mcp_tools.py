@@ -51,7 +51,8 @@ tiers and a (trailing) stop at once, set_take_profit with exit_pct adds a tier, 
 cancel_order removes one. The relayer only reduces risk: it never loosens or cancels a stop
 (`operator_right_missing`: the account must sign that itself). emergency_exit closes everything. Errors are
 JSON with a stable `code` (e.g. `ambiguous_position`: give `side` or `position_id`; `operator_not_approved`:
-the account must approve the relayer first)."""
+the account must approve the relayer first, with exactly the rights in `details.calldata`;
+`nothing_to_change`: the plan already is what was asked, nothing was sent)."""
 
 ApiKey = Annotated[str, Field(description="API key (vrk_...) of the trading account")]
 PositionId = Annotated[str, Field(description="position id, 0x + 64 hex digits (see get_positions)")]
@@ -249,14 +250,16 @@ SETS_AN_ORDER = ToolAnnotations(
     read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True
 )
 """set_take_profit, move_to_breakeven, cancel_order: replace or remove an order (the old one is gone); the
-same arguments again change nothing more (the same order is set again; a tier already at that price, or an
-order already cancelled, is refused without sending)."""
+same arguments again change nothing more: a repeat that would leave the plan as it is is refused with 409
+`nothing_to_change` and nothing is sent (a cancel, or price 0, of an order no longer pending: 404
+`order_not_found`; a tier already at that price: `order_out_of_sequence`)."""
 SETS_A_PLAN = ToolAnnotations(
     read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
 )
 """set_stop_loss, set_exit_plan: replace the stop or the whole plan (destructive); not idempotent, since a
 trailing stop without a price starts from the price at the call and a whole plan's percents apply to the
-size at the call, so the same arguments later set a different plan."""
+size at the call, so the same arguments later set a different plan. A call that would leave the plan exactly
+as it is is refused with 409 `nothing_to_change`, and nothing is sent."""
 EXITS = ToolAnnotations(
     read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
 )
@@ -503,10 +506,13 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
                 "a tier at price (USD) closing exit_pct percent OF THE PLAN (25 = a quarter of the size the "
                 "plan was set on; three calls of 25 at three prices make a 25/25/25 ladder); other "
                 "take-profits stay. With close_pct (or neither): sets or replaces the primary take-profit "
-                '(order 0), closing close_pct percent of the plan (default 100); price "0" cancels it. '
-                "The price must be above the current price for a long, below for a short. Returns the plan "
-                "after the change (every order with its share, trail and expected closed size in base-asset "
-                "units). Up to 4 take-profits; a tier at a price already used is refused."
+                '(order 0), closing close_pct percent of the plan (default 100); price "0" cancels it '
+                "(order_not_found when none is pending). While other tiers are pending give one of the two "
+                "(neither is refused, invalid_field naming close_pct: the default 100 would make order 0 "
+                "close everything). The price must be above the current price for a long, below for a "
+                "short. Returns the plan after the change (every order with its share, trail and expected "
+                "closed size in base-asset units). Up to 4 take-profits; a tier at a price already used is "
+                "refused. The same order again is refused with nothing_to_change (409): nothing is sent."
             ),
             annotations=SETS_AN_ORDER,
         ),
@@ -515,11 +521,13 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
             description=(
                 "Set or tighten the position's primary stop (order 4) (scope: trade): at price (USD; below "
                 "the current price for a long, above for a short), closing close_pct percent of the plan "
-                "(default 100: whatever remains). With trail_bps (basis points, 1-9999) it is a trailing "
+                "(default 100: whatever remains; this tool takes close_pct, set_exit_plan's stops take "
+                "exit_pct). With trail_bps (basis points, 1-9999) it is a trailing "
                 "stop: its trigger starts trail_bps from the current price (or at price) and the keeper "
                 "ratchets it after the price, never back. The relayer only tightens stops: loosening or "
                 'cancelling one (price "0") is refused with operator_right_missing (the account signs '
-                "that itself). Returns the plan after the change (prices in USD)."
+                "that itself). The same stop again is refused with nothing_to_change (409): nothing is sent. "
+                "Returns the plan after the change (prices in USD)."
             ),
             annotations=SETS_A_PLAN,
         ),
@@ -530,7 +538,7 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
                 "trade), locking in a no-loss exit; a trailing stop keeps trailing. Only possible while the "
                 "trade is in profit (price beyond entry in its favour; otherwise invalid_trigger_price), "
                 "and only if it tightens the stop (a stop already beyond entry: operator_right_missing). "
-                "Doing it again changes nothing more."
+                "Doing it again is refused with nothing_to_change (409): nothing is sent."
             ),
             annotations=SETS_AN_ORDER,
         ),
@@ -541,10 +549,13 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
                 "(up to 4 tiers, each {price in USD, exit_pct percent OF THE PLAN}; ids are given in the "
                 "order the price reaches them), a stop_loss {price, exit_pct} and/or a trailing_stop "
                 "{trail_bps basis points, price optional, exit_pct}; a stop's exit_pct defaults to 100 = "
-                "whatever remains. Percents are of the size the plan is set on: tiers of 25/25/25 and a "
+                "whatever remains (here every percent is named exit_pct; set_stop_loss and set_take_profit's "
+                "primary order take close_pct). Percents are of the size the plan is set on: tiers of "
+                "25/25/25 and a "
                 "trailing stop close exactly a quarter each. Position by position_id, or symbol (and side "
                 "if both a long and a short are open). Orders not listed are cancelled; a plan that drops "
-                "or loosens a stop is refused (operator_right_missing). Returns the plan (expected closed "
+                "or loosens a stop is refused (operator_right_missing); a plan identical to the current one "
+                "is refused with nothing_to_change (409), nothing sent. Returns the plan (expected closed "
                 "size of each order in base-asset units)."
             ),
             annotations=SETS_A_PLAN,
@@ -554,8 +565,9 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
             description=(
                 "Cancel one pending order by order_id (scope: trade): 0-3 take-profits, 4-5 stops (see "
                 "get_orders). Cancelling a stop is refused with operator_right_missing: the relayer may "
-                "never remove a stop; the account signs that itself (POST /api/relay/signed). Returns the "
-                "plan after it (prices in USD)."
+                "never remove a stop; the account signs that itself (POST /api/relay/signed). An id with "
+                "no pending order is refused with order_not_found (404), nothing sent. Returns the plan "
+                "after it (prices in USD)."
             ),
             annotations=SETS_AN_ORDER,
         ),

@@ -19,7 +19,13 @@ from relayer.chain.client import ChainClient
 from relayer.chain.quotes import CloseState, MarketsState, PositionQuote
 from relayer.constants import CLOSE_ALL_SIZE, GAS_LIMIT_MARGIN_BPS
 from relayer.domain import calldata
-from relayer.domain.exit_plans import OrderChange, plan_after, plan_after_close
+from relayer.domain.exit_plans import (
+    OrderChange,
+    checked_change,
+    plan_after,
+    plan_after_close,
+    rights_needed,
+)
 from relayer.domain.fees import gas_limit_with_margin
 from relayer.domain.markets import symbol_to_bytes32
 from relayer.domain.positions import (
@@ -187,18 +193,24 @@ def request_plan_after(
 
 
 def check_orders(change: OrderChange, state: CloseState) -> PlanPreview:
-    """Check an order change against the chain state it was simulated on; the plan after it.
+    """Check an order change against the chain state it was simulated on; the plan after it, with the
+    rights an operator needs for it judged on that same state (`rights_needed`).
+
+    The vault accepts a change that changes nothing (a `setOrder` repeating the order, a `cancelOrder` of an
+    empty id) and the sender would pay for it: refused here instead.
 
     Raises:
         PositionNotFoundError, PriceNotSetError, StalePriceError, the vault's own error for a change it would
-        refuse (`plan_after`), or the simulation's decoded revert.
+        refuse (`plan_after`), OrderNotFoundError (a cancelled id holds no order),
+        NothingToChangeError (the plan after is the plan now: same orders, same `D`), or the simulation's
+        decoded revert.
     """
     check_open_and_priced(state)
     position, price = state.quote.position, state.quote.price_e8
-    plan = plan_after(position.is_long, position.size, price, state.plan, change)
+    plan = checked_change(position.is_long, position.size, price, state.plan, change)
     if state.simulation_error is not None:
         raise state.simulation_error
-    return PlanPreview(position, price, plan)
+    return PlanPreview(position, price, plan, rights_needed(position.is_long, state.plan, change))
 
 
 def check_exit(owner: str, market: str | None, state: CloseState, quotes: list[PositionQuote]) -> ExitPreview:

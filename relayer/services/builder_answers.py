@@ -68,6 +68,9 @@ class PlanPreview:
     position: Position
     price_e8: int
     plan: ExitPlan
+    rights_needed: int = 0
+    """For a built change: the `RIGHT_*` bits an operator needs for it, judged on the plan it was built on
+    (`exit_plans.rights_needed`); 0 for a read. Not on the wire."""
 
     def to_dict(self) -> dict[str, Any]:
         p = self.position

@@ -8,10 +8,17 @@ receipt, and reports the fill read from the vault's `PositionDecreased` event, n
 
 Exit orders (take-profit tiers, stops, trailing stops, whole plans, cancellations) are `OrderChange`s built by
 `TransactionBuilder.build_orders` and answered with the plan after them. The relayer only reduces risk:
-before anything is built, a change is judged by the rights an operator would need for it
-(`exit_plans.rights_needed`); one that loosens, cancels or drops a stop is refused (403
+a change is judged by the rights an operator would need for it (`exit_plans.rights_needed`), on the very
+state the transaction is built and simulated on; one that loosens, cancels or drops a stop is refused (403
 `operator_right_missing`) whatever the account granted, and every other one needs its rights held by every
-relayer signer (409 `operator_not_approved` otherwise).
+relayer signer (409 `operator_not_approved` otherwise). A change that would change nothing is refused (409
+`nothing_to_change`), so no gas is paid for it.
+
+The relayer never acts under a grant that holds `RIGHT_LOOSEN_OR_CANCEL_STOP` (e.g. the legacy
+`setOperator(true)`, every right): every action, closes included, is refused (409 `operator_not_approved`)
+with the calldata that narrows the grant to `RELAYER_RIGHTS`. Two stop changes sent at once can both be
+judged "tighter" against the same stale stop; only the vault can hold a stop reduce-only atomically, and it
+does so only for an operator that lacks that right.
 
 Authentication and reads need only the key store and the builder, so they work on a server without relayer
 signers; the actions that send, and `get_transaction` (a relay record), ask for the relay first and answer
@@ -48,7 +55,7 @@ from relayer.domain import apikeys, calldata, policy
 from relayer.domain.apikeys import ApiKey, Scope
 from relayer.domain.blocks import ChainHead
 from relayer.domain.bps import parse_percent, percent_to_bps
-from relayer.domain.exit_plans import OrderChange, add_take_profit, rights_needed
+from relayer.domain.exit_plans import OrderChange, add_take_profit
 from relayer.domain.exits import size_for_exit_pct
 from relayer.domain.jsonio import reject_unknown_fields
 from relayer.domain.markets import normalize_symbol
@@ -67,7 +74,6 @@ from relayer.errors import (
     NotAuthorizedError,
     OperatorNotApprovedError,
     OperatorRightMissingError,
-    OrderNotFoundError,
     PositionNotFoundError,
     RelayerError,
     TransactionNotFoundError,
@@ -328,7 +334,7 @@ class TradingService:
 
         async def act() -> TradeOutcome:
             current = await self._plan_of(intent.key, body.get("positionId"))
-            return await self._change_orders(relay, intent, current, change_of(current))
+            return await self._change_orders(relay, intent, change_of(current))
 
         return await self._once(relay, intent, act)
 
@@ -356,7 +362,7 @@ class TradingService:
             trail_bps = 0 if stop is None else stop.trail_bps
             order = (FIRST_STOP_ID, position.entry_price_e8, BPS_DENOMINATOR, trail_bps)
             change = OrderChange(position.position_id, set=(order,))
-            return await self._change_orders(relay, intent, current, change)
+            return await self._change_orders(relay, intent, change)
 
         return await self._once(relay, intent, act)
 
@@ -375,14 +381,15 @@ class TradingService:
             position = current.position
             orders = asked.orders(position.is_long, current.price_e8)
             change = OrderChange(position.position_id, set=orders, whole_plan=True)
-            return await self._change_orders(relay, intent, current, change)
+            return await self._change_orders(relay, intent, change)
 
         return await self._once(relay, intent, act)
 
     async def cancel_order(
         self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> TradeOutcome:
-        """Cancel one pending order (`orderId` 0..3 a take-profit, 4..5 a stop). Cancelling a stop needs the
+        """Cancel one pending order (`orderId` 0..3 a take-profit, 4..5 a stop); 404 `order_not_found` when
+        none is pending there (judged on the build's state). Cancelling a stop needs the
         loosen_or_cancel_stop right, which the relayer never holds: refused 403, for the account to sign."""
         relay, intent = await self._begin("cancelorder", api_key, body, idempotency_key)
         if body.get("orderId") is None:
@@ -392,13 +399,7 @@ class TradingService:
         async def act() -> TradeOutcome:
             current = await self._plan_of(intent.key, body.get("positionId"))
             pid = current.position.position_id
-            if current.plan.order(order_id) is None:
-                raise OrderNotFoundError(
-                    f"the position has no pending order {order_id} (see get_orders)",
-                    positionId="0x" + pid.hex(),
-                    orderId=order_id,
-                )
-            return await self._change_orders(relay, intent, current, OrderChange(pid, cancel=(order_id,)))
+            return await self._change_orders(relay, intent, OrderChange(pid, cancel=(order_id,)))
 
         return await self._once(relay, intent, act)
 
@@ -522,18 +523,20 @@ class TradingService:
         return await self._plan_of(key, "0x" + summary.quote.position.position_id.hex(), trade=trade)
 
     async def _change_orders(
-        self, relay: RelayService, intent: TradeIntent, current: PlanPreview, change: OrderChange
+        self, relay: RelayService, intent: TradeIntent, change: OrderChange
     ) -> TradeOutcome:
-        """Check the rights `change` needs against the relayer's policy (never loosen or cancel a stop) and
-        the signers' grants, build and simulate it, send it; answer the plan after it."""
-        needed = rights_needed(current.position.is_long, current.plan, change)
-        if needed & RIGHT_LOOSEN_OR_CANCEL_STOP:
-            raise _loosening_refused(intent.key.account, change)
+        """Build and simulate `change` (409 `nothing_to_change` when it changes nothing, 404
+        `order_not_found` when it cancels an empty id), check the rights it needs ON THE STATE IT WAS BUILT ON
+        against the relayer's policy (never loosen or cancel a stop) and the signers' grants, send it; answer
+        the plan after it. The earlier read that shaped `change` judges nothing: the position may have
+        moved on since."""
         with relay.metrics.timed(Stage.SIMULATE):
             built = await self.builder.build_orders(change)
-        await self._check_operator(relay, intent.key.account, built.head, needed)
         after = built.preview
         assert isinstance(after, PlanPreview)
+        if after.rights_needed & RIGHT_LOOSEN_OR_CANCEL_STOP:
+            raise _loosening_refused(intent.key.account, change)
+        await self._check_operator(relay, intent.key.account, built.head, after.rights_needed)
         if intent.dry_run:
             return TradeOutcome(orders_answer(after.to_dict()))
         record = await self._wait(relay, await self._submit(relay, intent, built))
@@ -543,8 +546,11 @@ class TradingService:
 
     async def _check_operator(self, relay: RelayService, account: str, head: ChainHead, rights: int) -> None:
         """Every relayer signer must hold each of `rights` (bit flags; 0: any grant) over the account,
-        unexpired after `head` (the block the builder read; any signer may be picked to send). The answer
-        names each one that does not, why, and the calldata that grants the relayer's rights
+        unexpired after `head` (the block the builder read; any signer may be picked to send), and none may
+        hold `RIGHT_LOOSEN_OR_CANCEL_STOP`: under such a grant (the legacy `setOperator(true)` holds every
+        right) the vault would let the relayer loosen a stop, and two stop changes judged "tighter" against
+        the same stale stop could do so; without it the vault itself refuses any loosening, atomically. The
+        answer names each signer refused, why, and the calldata that grants the relayer's rights
         (`RELAYER_RIGHTS`, until the end of the UTC day a year ahead) for the account to send itself."""
         signers = relay.pool.addresses
         grants = await self.operator_grants(account, signers)
@@ -554,8 +560,24 @@ class TradingService:
             for signer, grant in zip(signers, grants, strict=True)
             if (reason := _lacking(grant, rights, now_s)) is not None
         }
+        expires_at = grant_expiry(now_s)
+        narrowing = [
+            "0x" + calldata.set_operator_rights(s, RELAYER_RIGHTS, expires_at).hex() for s in missing
+        ]
+        if _TOO_BROAD in missing.values():
+            raise OperatorNotApprovedError(
+                f"the relayer's signers hold {right_names(RIGHT_LOOSEN_OR_CANCEL_STOP)}: narrow the grant"
+                f" to {RELAYER_RIGHTS} ({right_names(RELAYER_RIGHTS)}) so the vault itself refuses any"
+                " loosening",
+                account=account,
+                signers=list(missing),
+                reasons=missing,
+                right=right_names(rights or RELAYER_RIGHTS),
+                rights=RELAYER_RIGHTS,
+                expiresAt=expires_at,
+                calldata=narrowing,
+            )
         if missing:
-            expires_at = grant_expiry(now_s)
             raise OperatorNotApprovedError(
                 f"grant the relayer's signers the {right_names(rights or RELAYER_RIGHTS)} right first: call "
                 f"setOperatorRights(signer, {RELAYER_RIGHTS}, {expires_at}) from the account for each of them"
@@ -566,9 +588,7 @@ class TradingService:
                 right=right_names(rights or RELAYER_RIGHTS),
                 rights=RELAYER_RIGHTS,
                 expiresAt=expires_at,
-                calldata=[
-                    "0x" + calldata.set_operator_rights(s, RELAYER_RIGHTS, expires_at).hex() for s in missing
-                ],
+                calldata=narrowing,
             )
 
     async def _close(
@@ -641,16 +661,18 @@ class TradingService:
         self, relay: RelayService, intent: TradeIntent, earlier: RelayRecord
     ) -> TradeOutcome:
         """The answer of the request that made `earlier` under this key: its fill once mined (waited for, as
-        the first request did)."""
+        the first request did). An order change's answer keeps the first request's `transactionId` and
+        `transactionHash`, but shows the plan as it is NOW (later changes and executions included, not the
+        plan right after that transaction), marked `"replayed": true`."""
         record = await self._wait(relay, earlier)
         if not record.status.is_succeeded:
             return unfinished(record)
         if intent.endpoint == "emergencyexit":
             return TradeOutcome(await self._exit_answer_of(intent, record))
         (position_id, *_) = positions_of_call(record.data)
-        if intent.endpoint in ORDER_ENDPOINTS:  # the plan as it is now (later changes included)
+        if intent.endpoint in ORDER_ENDPOINTS:  # the plan as it is NOW (later changes included)
             current = await self.builder.plan("0x" + position_id.hex())
-            return TradeOutcome(orders_answer(current.to_dict(), record))
+            return TradeOutcome({**orders_answer(current.to_dict(), record), "replayed": True})
         summary = await self.builder.position("0x" + position_id.hex())
         return TradeOutcome(fill_from_record(record, summary.quote.position))
 
@@ -733,12 +755,19 @@ def _check_owned(key: ApiKey, position: Position, *, trade: bool) -> None:
         raise PositionNotFoundError.closed(position.position_id)
 
 
+_TOO_BROAD = f"holds {right_names(RIGHT_LOOSEN_OR_CANCEL_STOP)}"
+"""Why a signer's grant is refused although it allows the action: it also allows loosening a stop."""
+
+
 def _lacking(grant: OperatorGrant, rights: int, now_s: int) -> str | None:
-    """Why `grant` does not allow every one of `rights` (`none`, `expired`, `lacks <rights>`), or None."""
+    """Why the relayer may not act under `grant` for an action needing `rights` (`none`, `expired`,
+    `holds loosen_or_cancel_stop`, `lacks <rights>`), or None."""
     if grant.rights == 0:
         return "none"
     if grant.expired(now_s):
         return "expired"
+    if grant.rights & RIGHT_LOOSEN_OR_CANCEL_STOP:
+        return _TOO_BROAD
     if rights & ~grant.rights:
         return f"lacks {right_names(rights & ~grant.rights)}"
     return None
@@ -771,7 +800,9 @@ def _take_profit_change(body: Mapping[str, Any]) -> ChangeOf:
     primary take-profit (order 0) set with `close_pct` (default 100) or, price 0, cancelled.
 
     Raises:
-        InvalidFieldError: both `exit_pct` and `close_pct`, a percent outside 1..100, price 0 with a percent.
+        InvalidFieldError: both `exit_pct` and `close_pct`, a percent outside 1..100, price 0 with a percent;
+            neither of them while a take-profit other than order 0 is pending (a ladder: the default 100%
+            would replace its first tier with a close of everything).
     """
     price_e8 = parse_trigger_price(body.get("price"), "price")
     close_pct, exit_pct = body.get("close_pct"), body.get("exit_pct")
@@ -793,7 +824,20 @@ def _take_profit_change(body: Mapping[str, Any]) -> ChangeOf:
         return lambda current: OrderChange(current.position.position_id, cancel=(TAKE_PROFIT_ID,))
     share_bps = parse_share_pct(close_pct, "close_pct", default=PERCENT)
     order = (TAKE_PROFIT_ID, price_e8, share_bps, 0)
-    return lambda current: OrderChange(current.position.position_id, set=(order,))
+
+    def primary(current: PlanPreview) -> OrderChange:
+        take_profits = sorted(o.order_id for o in current.plan.orders if o.is_take_profit)
+        if close_pct is None and any(i != TAKE_PROFIT_ID for i in take_profits):
+            # the default 100% would turn the ladder's first tier into a close of everything
+            raise InvalidFieldError(
+                "close_pct",
+                "the position has a take-profit ladder: give exit_pct to add a tier, or close_pct to replace"
+                " order 0",
+                takeProfits=take_profits,
+            )
+        return OrderChange(current.position.position_id, set=(order,))
+
+    return primary
 
 
 def _stop_change(body: Mapping[str, Any]) -> ChangeOf:

@@ -88,12 +88,11 @@ def test_positions_by_api_key_need_no_relayer_signer(
     }
     assert [p["positionId"] for p in one_market.json()["positions"]] == ["0x" + short_id.hex()]
     assert by_tool == response.json()
-    orders = client.get("/api/trade/orders", headers=_bearer(key), params={"positionId": "0x" + long_id.hex()})
+    long_hex = "0x" + long_id.hex()
+    orders = client.get("/api/trade/orders", headers=_bearer(key), params={"positionId": long_hex})
     assert orders.status_code == 200, orders.text
     assert orders.json()["orders"] == []
-    assert tool_json(_mcp(client, "get_orders", {"api_key": key, "position_id": "0x" + long_id.hex()})) == (
-        orders.json()
-    )
+    assert tool_json(_mcp(client, "get_orders", {"api_key": key, "position_id": long_hex})) == orders.json()
     (stored,) = _runtime(client).keys.api_keys()
     assert stored.last_used_at is not None
 

@@ -18,11 +18,14 @@ from relayer.chain.client import ChainClient
 from relayer.chain.connect import Chain, chain_port
 from relayer.chain.deploy import Deployment
 from relayer.chain.vault import VaultReader
-from relayer.domain.exit_plans import OrderChange, add_take_profit
+from relayer.constants import RIGHT_LOOSEN_OR_CANCEL_STOP, RIGHT_SET_TAKE_PROFIT, RIGHT_TIGHTEN_STOP
+from relayer.domain.exit_plans import OrderChange, add_take_profit, rights_needed
 from relayer.domain.requests import parse_close_request
 from relayer.errors import (
     ExitPlanFullError,
     InvalidTriggerPriceError,
+    NothingToChangeError,
+    OrderNotFoundError,
     PlanSharesExceededError,
     PositionNotFoundError,
     StalePriceError,
@@ -160,6 +163,44 @@ def test_refusals_are_precise(
     chain.advance_time(3_601)
     with pytest.raises(StalePriceError):
         builder.build_orders(OrderChange(position_id, set=((0, usd("95000"), 2_500, 0),)))
+
+
+def test_a_change_is_judged_on_the_state_it_is_built_on(
+    builder: Blocking[TransactionBuilder],
+    vault: VaultReader,
+    open_position: Callable[..., bytes],
+    set_market_price: Callable[[str, str], None],
+    send_built: Callable[[BuiltTransaction[Any]], Any],
+) -> None:
+    """The rights a change needs, whether it changes anything and whether a cancelled id holds an order are
+    all judged on the build's own read, not on an earlier one the position may have moved on from."""
+    set_market_price("BTCUSDT", "96000")
+    position_id = open_position(is_long=True, size="0.42")
+    stop_at = {
+        price: OrderChange(position_id, set=((4, usd(price), 10_000, 0),)) for price in ("94000", "95500")
+    }
+    first = builder.build_orders(stop_at["94000"])
+    assert cast(PlanPreview, first.preview).rights_needed == RIGHT_TIGHTEN_STOP  # a new stop
+    send_built(first)
+    stale_read = builder.plan("0x" + position_id.hex())  # what a caller saw: the stop at 94000
+    send_built(builder.build_orders(stop_at["95500"]))  # meanwhile mined
+    later = OrderChange(position_id, set=((4, usd("94500"), 10_000, 0),))
+    assert rights_needed(True, stale_read.plan, later) == RIGHT_TIGHTEN_STOP  # judged on the stale read
+    built = builder.build_orders(later)  # judged on the chain: looser than the stop now at 95500
+    assert cast(PlanPreview, built.preview).rights_needed == RIGHT_LOOSEN_OR_CANCEL_STOP
+
+    with pytest.raises(NothingToChangeError) as repeated:
+        builder.build_orders(stop_at["95500"])
+    assert repeated.value.code == "nothing_to_change"
+    assert repeated.value.http_status == 409
+    with pytest.raises(OrderNotFoundError) as missing:
+        builder.build_orders(OrderChange(position_id, cancel=(0,)))
+    assert missing.value.details["orderId"] == 0
+    take_profit = builder.build_orders(OrderChange(position_id, set=((0, usd("98000"), 10_000, 0),)))
+    assert cast(PlanPreview, take_profit.preview).rights_needed == RIGHT_SET_TAKE_PROFIT
+    stop = vault.orders_of(position_id).order(4)
+    assert stop is not None
+    assert stop.price_e8 == usd("95500")
 
 
 def test_the_close_preview_shows_the_plan_after_the_close(

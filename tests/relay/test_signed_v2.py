@@ -572,6 +572,162 @@ def test_a_plan_the_vault_refuses_is_refused_before_anything_is_sent(
     assert service.list() == []
 
 
+# --- paid no-ops: refused before anything is sent ----------------------------------------------------------
+
+
+def _refused_unsent(
+    client: TestClient,
+    service: Blocking[RelayService],
+    vault: VaultReader,
+    owner: LocalAccount,
+    body: dict[str, Any],
+) -> tuple[int, str]:
+    """The status and code `POST /api/relay/signed` refused `body` with, after checking that nothing was
+    journaled (so nothing signed or sent) and that the owner's vault nonce did not move."""
+    journaled, nonce = len(service.list()), vault.nonce_of(owner.address)
+    answer = _error(client.post("/api/relay/signed", json=body))
+    assert len(service.list()) == journaled
+    assert vault.nonce_of(owner.address) == nonce
+    return answer
+
+
+def _trigger(
+    client: TestClient, pid: str, take_profit: bool, price: str, close_bps: int = 0
+) -> dict[str, Any]:
+    """The typed data of an old-style `trigger` (price 0 cancels the primary take-profit or stop)."""
+    params: dict[str, Any] = {
+        "kind": "trigger",
+        "positionId": pid,
+        "isTakeProfit": take_profit,
+        "price": price,
+    }
+    return _served(client, **params, **({"closeBps": close_bps} if close_bps else {}))
+
+
+def test_a_signed_cancel_of_an_order_not_pending_is_refused_unsent(
+    accounts: list[LocalAccount],
+    vault: VaultReader,
+    open_position: Callable[..., bytes],
+    client: TestClient,
+    service: Blocking[RelayService],
+) -> None:
+    """The vault runs `cancelOrder` of an empty id as a no-op the relayer would pay for: 404 instead."""
+    trader = accounts[1]
+    position_id = open_position(owner=trader, size="0.42")
+    pid = "0x" + position_id.hex()
+    nothing = {
+        "cancel_order 1": _served(client, kind="cancel_order", positionId=pid, orderId=1),
+        "cancel_order 5": _served(client, kind="cancel_order", positionId=pid, orderId=5),
+        "trigger take-profit at 0": _trigger(client, pid, True, "0"),
+        "trigger stop at 0": _trigger(client, pid, False, "0"),
+    }
+    codes = {
+        name: _refused_unsent(client, service, vault, trader, _signed(trader, served))
+        for name, served in nothing.items()
+    }
+    assert codes == dict.fromkeys(nothing, (404, "order_not_found"))
+
+    _relayed(
+        client, service, _signed(trader, _served(client, kind="exit_plan", positionId=pid, orders=LADDER))
+    )
+    _relayed(
+        client, service, _signed(trader, _served(client, kind="cancel_order", positionId=pid, orderId=1))
+    )
+    _relayed(
+        client, service, _signed(trader, _trigger(client, pid, False, "0"))
+    )  # stop 4, pending: cancelled
+    assert sorted(o.order_id for o in vault.orders_of(position_id).orders) == [0, 2]
+    again = {
+        "cancel_order 1": _served(client, kind="cancel_order", positionId=pid, orderId=1),
+        "trigger stop at 0": _trigger(client, pid, False, "0"),
+    }
+    codes = {
+        name: _refused_unsent(client, service, vault, trader, _signed(trader, served))
+        for name, served in again.items()
+    }
+    assert codes == dict.fromkeys(again, (404, "order_not_found"))
+    assert vault.nonce_of(trader.address) == 3  # the three relayed, none of the refused
+
+
+def test_a_signed_change_that_changes_nothing_is_refused_unsent(
+    accounts: list[LocalAccount],
+    vault: VaultReader,
+    open_position: Callable[..., bytes],
+    client: TestClient,
+    service: Blocking[RelayService],
+) -> None:
+    """An exit plan or trigger whose plan after (orders and `D`) is the plan now: 409 `nothing_to_change`;
+    the typed data of such an exit plan too. A plan that changes one share is relayed."""
+    trader = accounts[2]
+    position_id = open_position(owner=trader, size="0.42")
+    pid = "0x" + position_id.hex()
+    served = _served(client, kind="exit_plan", positionId=pid, orders=LADDER)
+    body = _signed(trader, served)
+    _relayed(client, service, body)
+    plan = vault.orders_of(position_id)
+
+    assert _error(
+        client.post("/api/relay/typed-data", json={"kind": "exit_plan", "positionId": pid, "orders": LADDER})
+    ) == (409, "nothing_to_change")
+    next_nonce = str(vault.nonce_of(trader.address))
+    shuffled = [*reversed(body["request"]["orders"])]  # the same orders listed in another order
+    same = {
+        "exit_plan": _signed(trader, served, nonce=next_nonce),
+        "exit_plan reordered": _signed(trader, served, nonce=next_nonce, orders=shuffled),
+        "trigger take-profit 0 as it is": _signed(trader, _trigger(client, pid, True, "97000", 2500)),
+    }
+    codes = {name: _refused_unsent(client, service, vault, trader, b) for name, b in same.items()}
+    assert codes == dict.fromkeys(same, (409, "nothing_to_change"))
+    assert vault.orders_of(position_id) == plan
+
+    changed = [{**LADDER[0], "shareBps": 2000}, *LADDER[1:]]
+    _relayed(
+        client, service, _signed(trader, _served(client, kind="exit_plan", positionId=pid, orders=changed))
+    )
+    assert vault.orders_of(position_id).order(0).share_bps == 2000  # type: ignore[union-attr]
+    _relayed(client, service, _signed(trader, _trigger(client, pid, True, "97000", 2500)))  # now a change
+    again = _signed(trader, _trigger(client, pid, True, "97000", 2500))
+    assert _refused_unsent(client, service, vault, trader, again) == (409, "nothing_to_change")
+
+
+def test_a_signed_trigger_is_checked_against_the_pending_orders_unsent(
+    accounts: list[LocalAccount],
+    vault: VaultReader,
+    open_position: Callable[..., bytes],
+    client: TestClient,
+    service: Blocking[RelayService],
+) -> None:
+    """An old-style trigger setting an order meets the vault's rules for the plan it joins (checked with the
+    orders read in the request's batch), as an exit plan does: the vault's own errors, nothing sent."""
+    trader = accounts[3]
+    position_id = open_position(owner=trader, size="0.42")
+    pid = "0x" + position_id.hex()
+    _relayed(
+        client, service, _signed(trader, _served(client, kind="exit_plan", positionId=pid, orders=LADDER))
+    )
+    refused = {
+        # take-profit 0 beyond take-profit 1 (98,000): ids follow the order a price reaches them
+        "out of sequence": _trigger(client, pid, True, "98500", 2500),
+        # a long's take-profit under the price
+        "under the price": _trigger(client, pid, True, "95000", 2500),
+        # a partial stop: 7,500 of the take-profits + 5,000 > D = 10,000
+        "shares": _trigger(client, pid, False, "94000", 5000),
+    }
+    codes = {
+        name: _refused_unsent(client, service, vault, trader, _signed(trader, s))
+        for name, s in refused.items()
+    }
+    assert codes == {
+        "out of sequence": (422, "order_out_of_sequence"),
+        "under the price": (422, "invalid_trigger_price"),
+        "shares": (422, "plan_shares_exceeded"),
+    }
+    _relayed(client, service, _signed(trader, _trigger(client, pid, False, "94500", 2500)))  # fits: relayed
+    stop = vault.orders_of(position_id).order(4)
+    assert stop is not None
+    assert (stop.price_e8, stop.share_bps, stop.trail_bps) == (usd("94500"), 2500, 0)
+
+
 def test_owner_named_requests_are_charged_to_the_owner_they_name(
     accounts: list[LocalAccount],
     make_service: Callable[..., Blocking[RelayService]],

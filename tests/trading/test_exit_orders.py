@@ -1,8 +1,8 @@
 """Exit orders by API key (issue 12), REST and MCP: take-profit tiers added one by one (`exit_pct`), a
 trailing stop, a whole plan in one call, the plan read back, one order cancelled, an emergency exit, and the
 reduce-only rule: the relayer tightens stops but never loosens, cancels or drops one (403
-`operator_right_missing`, nothing sent), even for an account that granted it every right. MCP answers the
-same JSON as REST."""
+`operator_right_missing`, nothing sent; it acts only under a grant without that right, see
+`test_order_change_guards.py`). MCP answers the same JSON as REST."""
 
 from __future__ import annotations
 
@@ -132,7 +132,9 @@ def test_a_whole_plan_by_symbol_dry_run_then_sent_and_a_short_numbers_its_tiers_
     assert sent.status_code == 200, sent.text
     assert _shape(sent.json()) == _shape(dry.json())
     again = trading.post("/api/trade/exitplan", plan, key, **{"Idempotency-Key": "plan-1"})
-    assert again.json() == sent.json()  # the first answer, nothing sent twice
+    # The first answer (its transaction), marked as a replay: the plan shown is the one now.
+    assert again.json() == {**sent.json(), "replayed": True}
+    assert "replayed" not in sent.json()
     assert len(trading.relay.journal.all()) == 1
     assert [o.order_id for o in vault.orders_of(long).orders] == [4, 0, 1, 2]
 
@@ -161,8 +163,8 @@ def test_a_whole_plan_by_symbol_dry_run_then_sent_and_a_short_numbers_its_tiers_
 def test_the_relayer_tightens_stops_but_never_loosens_cancels_or_drops_one(
     trading: Trading, vault: VaultReader, open_position: Callable[..., bytes], accounts: list[LocalAccount]
 ) -> None:
-    """Trader 1 granted the relayer every right (`setOperator(true)`): the relayer still refuses, by its own
-    rule, every change that needs loosen_or_cancel_stop, before anything is sent."""
+    """The relayer refuses, by its own rule and before anything is sent, every change that needs
+    loosen_or_cancel_stop (its grant lacks that right, so the vault would revert it: no gas spent on it)."""
     position = open_position(market="BTCUSDT", is_long=True, size="1", owner=accounts[1])
     key, pid = trading.key(accounts[1]), _pid(position)
     first = {"positionId": pid, "take_profits": SEED_TIERS[:1], "stop_loss": {"price": "94000"}}

@@ -21,7 +21,12 @@ from relayer.domain.apikeys import ApiKey, Scope
 from relayer.domain.jsonio import reject_unknown_fields
 from relayer.domain.policy import parse_raw_relay
 from relayer.domain.typed_data import TYPED_DATA_FIELDS, parse_signed_relay, parse_typed_data_query
-from relayer.errors import PositionNotFoundError, PriceNotSetError, TransactionNotFoundError
+from relayer.errors import (
+    NothingToChangeError,
+    PositionNotFoundError,
+    PriceNotSetError,
+    TransactionNotFoundError,
+)
 from relayer.faces.api import schemas
 from relayer.faces.api.inputs import KEY_HEADERS, api_key_of, json_object
 from relayer.runtime import Runtime
@@ -92,6 +97,7 @@ async def relay_raw(
 _TYPED_DATA_ERRORS: schemas.Errors = (
     PositionNotFoundError,
     PriceNotSetError,
+    NothingToChangeError,
     *schemas.SIGNED_REQUEST_VALUES,
     *schemas.RELAY,
     *schemas.CHAIN,

@@ -298,6 +298,8 @@ SIGNED_RELAY: Errors = (
     errors.InvalidNonceError,
     errors.DuplicateRequestError,
     errors.NotAuthorizedError,
+    errors.OrderNotFoundError,
+    errors.NothingToChangeError,
     *POSITION_CHECKS,
     *SENDING,
 )
@@ -328,6 +330,7 @@ ORDER_CHECKS: Errors = (
     errors.PlanSharesExceededError,
     errors.PlanOrderDuplicatedError,
     errors.ExitPlanFullError,
+    errors.NothingToChangeError,
     errors.OperatorRightMissingError,
 )
 """An exit-order change by API key: the vault's plan rules (checked before sending), and a change the relayer

@@ -27,10 +27,11 @@ from relayer.constants import DEFAULT_SLIPPAGE_BPS, OPERATOR_CHECK_GAS
 from relayer.domain import calldata, policy, sponsorship
 from relayer.domain.apikeys import ApiKey, Scope
 from relayer.domain.blocks import ChainHead
-from relayer.domain.exit_plans import check_exit_plan
+from relayer.domain.exit_plans import OrderChange, checked_change
 from relayer.domain.exits import allowed_price_for_slippage
 from relayer.domain.fees import Fees
 from relayer.domain.policy import RawTransaction
+from relayer.domain.positions import ExitPlan
 from relayer.domain.records import CallPlan, Intent, RecordPage, RelayRecord, RequestRef
 from relayer.domain.sponsorship import Charge, Policy, Sponsored
 from relayer.domain.status import RecordKind
@@ -41,7 +42,6 @@ from relayer.domain.typed_data import (
     OperatorRequest,
     OwnerRequest,
     SignedRelay,
-    SignedRequest,
     TypedDataQuery,
     check_request,
     typed_data,
@@ -89,16 +89,23 @@ def _exists(record: RelayRecord | None) -> bool:
     return record is not None
 
 
-def _check_plan(quote: PositionQuote, request: SignedRequest) -> None:
-    """An exit plan against its position's price, when one is at hand (an open position on a market with a
-    price); else the simulation judges it (its revert decoded into the same errors).
+def _check_plan(quote: PositionQuote, plan: ExitPlan, change: OrderChange) -> None:
+    """A signed order change (an exit plan, a cancel, a trigger set or cancelled by price 0) against its
+    position's pending orders `plan` and price, read in the request's batch: the vault's own rules
+    (`plan_after`), and no paid no-op (the vault accepts a cancel of an empty id or a change that changes
+    nothing, and the relayer would pay for it). A closed position, or an order set on a market with no price,
+    is left to the simulation (its revert decoded into the same errors).
 
     Raises:
-        InvalidTriggerPriceError, OrderOutOfSequenceError, PlanSharesExceededError, ...: per
-            `check_exit_plan`.
+        InvalidTriggerPriceError, OrderOutOfSequenceError, PlanSharesExceededError, InvalidOrderIdError, ...:
+            a change the vault would refuse (`plan_after`).
+        OrderNotFoundError: a cancelled id holds no pending order.
+        NothingToChangeError: the plan after the change is the plan now (the same orders and `D`).
     """
-    if isinstance(request, ExitPlanRequest) and quote.position.is_open and quote.price_e8 != 0:
-        check_exit_plan(quote.position.is_long, quote.price_e8, request.orders)
+    position, price = quote.position, quote.price_e8
+    if not position.is_open or (change.set and price == 0):
+        return
+    checked_change(position.is_long, position.size, price, plan, change)
 
 
 log = logging.getLogger("relayer.relay")
@@ -163,8 +170,11 @@ class RelayService:
         Raises:
             PositionNotFoundError: a request about a position that never existed.
             InvalidSignatureError, ExpiredRequestError, InvalidNonceError: per `check_request`.
-            InvalidTriggerPriceError, OrderOutOfSequenceError, PlanSharesExceededError, ...: an exit plan the
-                vault would refuse at the position's price (`check_exit_plan`), or a value it refuses anyway.
+            InvalidTriggerPriceError, OrderOutOfSequenceError, PlanSharesExceededError, ...: an order
+                change (exit plan, trigger) the vault would refuse at the position's price and orders
+                (`_check_plan`), or a value it refuses anyway.
+            OrderNotFoundError: a cancel (`cancel_order`, or `trigger` at price 0) of an order not pending.
+            NothingToChangeError: an exit plan or trigger that would leave the plan as it is.
             DeadlineTooSoonError: the deadline is less than `min_deadline_margin_s` after the latest block.
             DuplicateRequestError: the same request is already being relayed.
             IdempotencyConflictError: the key was used with another request.
@@ -182,8 +192,10 @@ class RelayService:
     ) -> Submission:
         try:
             request = relay.request
-            quote: PositionQuote | None = None
             closes: int | None = None
+            quote: PositionQuote | None = None
+            plan: ExitPlan | None = None
+            change: OrderChange | None = None
             if isinstance(request, OperatorRequest | EmergencyExitRequest):  # names its signer
                 owner = request.owner
                 probe = None
@@ -192,7 +204,10 @@ class RelayService:
                 head, fees, expected_nonce, closes = await self.chain.owner_request_state_and(owner, probe)
             else:
                 pid = request.position_id
-                head, fees, quote, expected_nonce = await self.chain.position_request_state(pid)
+                change = request.order_change()  # its orders read in the same batch, to check it
+                head, fees, quote, plan, expected_nonce = await self.chain.position_request_state(
+                    pid, orders=change is not None
+                )
                 owner = quote.position.owner
                 if owner == _ZERO_ADDRESS:
                     raise PositionNotFoundError.unknown(request.position_id)
@@ -206,8 +221,8 @@ class RelayService:
                 vault=self.vault,
                 min_margin_s=self.settings.min_deadline_margin_s,
             )
-            if quote is not None:
-                _check_plan(quote, request)
+            if quote is not None and plan is not None and change is not None:
+                _check_plan(quote, plan, change)
             sponsored = Sponsored(owner)
             self._check_sponsored(sponsored)
             if closes == 0:  # an emergency exit the vault would run closing nothing: a paid no-op, never sent
@@ -377,14 +392,15 @@ class RelayService:
         not given; a close without `allowedPrice` gets the trading default bound, `default_slippage_bps`
         from the oracle price (`allowed_price_for_slippage`, as API-key trading does), never none. The answer
         says which bound the close carries (`priceBound`). An exit plan is checked against the position's
-        price (`check_exit_plan`), so none is handed out that the vault would refuse now. A request naming
-        its owner (operator rights, emergency exit) reads no position.
+        price and pending orders (`_check_plan`, one batch), so none is handed out that the vault would refuse
+        now or that would change nothing. A request naming its owner (operator rights, emergency exit) reads
+        no position.
 
         Raises:
             PositionNotFoundError: no position has this id.
             PriceNotSetError: a close without `allowedPrice` on a market with no oracle price.
-            InvalidTriggerPriceError, OrderOutOfSequenceError, PlanSharesExceededError, ...: per
-                `check_exit_plan`.
+            InvalidTriggerPriceError, OrderOutOfSequenceError, PlanSharesExceededError, NothingToChangeError,
+                ...: per `_check_plan`.
         """
         request = query.request
         if isinstance(request, OperatorRequest | EmergencyExitRequest):
@@ -411,11 +427,11 @@ class RelayService:
                 "slippageBps": default_slippage_bps,
             }
         elif isinstance(request, ExitPlanRequest):
-            quote = await self.chain.position(request.position_id)
+            quote, plan = await self.chain.position_and_orders(request.position_id)  # one batch
             if not quote.position.exists:
                 raise PositionNotFoundError.unknown(request.position_id)
             owner = quote.position.owner
-            _check_plan(quote, request)
+            _check_plan(quote, plan, request.order_change())
         else:
             owner = await self._owner_of(request.position_id)
             if isinstance(request, CloseRequest):
