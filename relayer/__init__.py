@@ -57,7 +57,7 @@ def build_close_transaction(
     request: Mapping[str, Any] | CloseRequest,
     *,
     gas_limit_margin_bps: int = GAS_LIMIT_MARGIN_BPS,
-) -> BuiltTransaction:
+) -> BuiltTransaction[ClosePreview]:
     """Build a close / partial close / TP-SL transaction for the position's owner, synchronously (not from
     inside a running event loop: there, use `TransactionBuilder`).
 
@@ -69,7 +69,7 @@ def build_close_transaction(
     """
     parsed = request if isinstance(request, CloseRequest) else parse_close_request(request)
 
-    async def build() -> BuiltTransaction:
+    async def build() -> BuiltTransaction[ClosePreview]:
         client = ChainClient(chain_port(chain), vault_address)
         try:
             await client.start()

@@ -439,6 +439,9 @@ class Settings(BaseModel):
     """Seconds between keeper passes over TP/SL orders (it needs a relayer signer); 0: no background loop."""
     keeper_from_block: int = Field(default=0, ge=0)
     """First block the keeper scans for `TriggerSet` events (the vault's deployment block is enough)."""
+    keeper_ratchet_min_bps: int = Field(default=10, ge=0, le=9_999)
+    """The keeper ratchets a trailing stop only when the move is at least this many basis points of the price
+    (10: 0.1%, $96 on a $96,000 BTC): a smaller move is not worth a transaction's gas."""
     price_feed_interval_s: float = Field(default=0, ge=0, allow_inf_nan=False)
     """Embedded chain only: seconds between demo price moves; 0 turns the random walk off (setting a price by
     hand through `/api/demo/pricefeed` still works)."""

@@ -66,6 +66,54 @@ EIP712_NAME: Final = "PerpVault"
 EIP712_VERSION: Final = "1"
 """EIP-712 domain version; must match `_VERSION_HASH` in contracts/Vault.sol."""
 
+# --- exit plans and operator rights (issue 12) --------------------------------------------------------------
+
+MIN_REMAINING_SIZE: Final = 10**9
+"""An order execution that would leave less than this (1e-9 base units) closes the whole position (the vault's
+`MIN_REMAINING_SIZE`)."""
+
+TAKE_PROFIT_COUNT: Final = 4
+"""Order ids 0..3 are take-profits, reached in id order (the vault's `TAKE_PROFIT_COUNT`)."""
+
+FIRST_STOP_ID: Final = 4
+"""Order ids 4 and 5 are stops; `setStopLoss` is order 4 and `setTakeProfit` order 0."""
+
+ORDER_COUNT: Final = 6
+"""Orders per position: four take-profits and two stops."""
+
+MAX_TRAIL_BPS: Final = BPS_DENOMINATOR - 1
+"""Widest trail distance of a trailing stop (the vault refuses 10_000 and above)."""
+
+RIGHT_CLOSE: Final = 1
+"""Operator right: close and partially close, including the emergency exit."""
+
+RIGHT_SET_TAKE_PROFIT: Final = 2
+"""Operator right: set, replace and cancel take-profits."""
+
+RIGHT_TIGHTEN_STOP: Final = 4
+"""Operator right: set a stop or move one toward the price."""
+
+RIGHT_LOOSEN_OR_CANCEL_STOP: Final = 8
+"""Operator right: move a stop away from the price, shrink or untrail it, or cancel it."""
+
+ALL_RIGHTS: Final = 15
+"""Every operator right (what the vault's `setOperator(operator, true)` grants)."""
+
+RIGHT_NAMES: Final = {
+    RIGHT_CLOSE: "close",
+    RIGHT_SET_TAKE_PROFIT: "set_take_profit",
+    RIGHT_TIGHTEN_STOP: "tighten_stop",
+    RIGHT_LOOSEN_OR_CANCEL_STOP: "loosen_or_cancel_stop",
+}
+"""Each right's name in answers and errors."""
+
+RELAYER_RIGHTS: Final = RIGHT_CLOSE | RIGHT_SET_TAKE_PROFIT | RIGHT_TIGHTEN_STOP
+"""What the API-key relayer's signers ask an account for: reduce-only (close, set take-profits, tighten
+stops), never loosening or cancelling a stop, so a leaked relayer key cannot remove a stop."""
+
+DEFAULT_OPERATOR_GRANT_S: Final = 365 * 24 * 3_600
+"""How long `relayer operator approve` (and the demo world) grant the relayer's rights for: a year."""
+
 # --- transaction builder and REST API (issue 3) -------------------------------------------------------------
 
 DEFAULT_API_HOST: Final = "127.0.0.1"

@@ -215,6 +215,71 @@ class ExecutionRevertedError(RelayerError, code="execution_reverted", http_statu
     """The vault reverted with data we could not attribute to one of its custom errors."""
 
 
+# --- exit plans and operator rights (issue 12) --------------------------------------------------------------
+
+
+class InvalidOrderIdError(RelayerError, ValueError, code="invalid_order_id", http_status=422):
+    """An order id outside 0..5 (0..3 take-profits, 4..5 stops), or a non-stop where a stop is needed."""
+
+
+class OrderNotFoundError(RelayerError, LookupError, code="order_not_found", http_status=404):
+    """The position has no pending order of this id (never set, cancelled, or already executed)."""
+
+
+class OrderNotNextError(RelayerError, code="order_not_next", http_status=409, retryable=True):
+    """The order is crossed, but another crossed order executes first (stops first, then take-profits in the
+    order a price reaches them): execute `details.nextOrderId` first."""
+
+
+class OrderOutOfSequenceError(RelayerError, ValueError, code="order_out_of_sequence", http_status=422):
+    """Take-profit ids must follow the order a price reaches them (id 0 nearest the price), with distinct
+    prices: this one would sit beyond, or at, another pending take-profit."""
+
+
+class InvalidTrailBpsError(RelayerError, ValueError, code="invalid_trail_bps", http_status=422):
+    """A trail distance on a take-profit, or a stop's trail of 10000 basis points or more."""
+
+
+class PlanSharesExceededError(RelayerError, ValueError, code="plan_shares_exceeded", http_status=422):
+    """The partial orders' shares (below 10000 bps each) would add up to more than what remains of the plan:
+    some order would over-close."""
+
+
+class PlanOrderDuplicatedError(RelayerError, ValueError, code="plan_order_duplicated", http_status=422):
+    """An exit plan names the same order id twice."""
+
+
+class ExitPlanFullError(RelayerError, code="exit_plan_full", http_status=409):
+    """A take-profit tier cannot be added: the position already has four take-profits pending (ids 0..3);
+    cancel or replace one first."""
+
+
+class StopNotTrailingError(RelayerError, code="stop_not_trailing", http_status=409):
+    """Only a trailing stop (one with a trail distance) can be ratcheted."""
+
+
+class StopRatchetAgainstTraderError(
+    RelayerError, code="stop_ratchet_against_trader", http_status=409, retryable=True
+):
+    """Ratcheting now would move the stop against the trader (the price has not moved far enough its way)."""
+
+
+class OperatorRightMissingError(
+    RelayerError, PermissionError, code="operator_right_missing", http_status=403
+):
+    """The operator holds rights over the owner's positions, but not the one this action needs
+    (`details.rightName`: close, set_take_profit, tighten_stop, loosen_or_cancel_stop)."""
+
+
+class OperatorExpiredError(RelayerError, PermissionError, code="operator_expired", http_status=403):
+    """The operator's grant expired (`details.expiresAt`, unix seconds): the owner must grant it again."""
+
+
+class InvalidOperatorRightsError(RelayerError, ValueError, code="invalid_operator_rights", http_status=422):
+    """Operator rights are bit flags 0..15 (close 1, set take-profit 2, tighten stop 4, loosen or cancel
+    8)."""
+
+
 # --- environment (5xx) --------------------------------------------------------------------------------------
 
 
@@ -474,6 +539,11 @@ class WebhookTestBusyError(RelayerError, code="webhook_test_busy", http_status=4
     slots are taken): retry after `retryAfterS` (REST adds `Retry-After`)."""
 
 
+class NothingToChangeError(RelayerError, code="nothing_to_change", http_status=409):
+    """The order change would leave the exit plan exactly as it is (the same orders and `D`): refused
+    before anything is sent, so no gas is spent on a transaction that changes nothing."""
+
+
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 
@@ -493,6 +563,6 @@ def restore_error(payload: dict[str, Any]) -> RelayerError:
     """
     code = payload.get("code")
     target = next((c for c in _all_error_classes() if c.code == code), RelayerError)
-    error = Exception.__new__(target)
+    error = target.__new__(target)  # not Exception.__new__: a PermissionError (OSError) subclass has its own
     RelayerError.__init__(error, str(payload.get("message", code)), **dict(payload.get("details") or {}))
     return error

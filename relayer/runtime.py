@@ -80,7 +80,7 @@ class Runtime:
             builder=self.builder,
             keys=self.keys,
             relay=self.require_relay,
-            operators_approved=self.client.operators_approved,
+            operator_grants=self.client.operator_grants,
             settings=self.settings.trading,
         )
 
@@ -295,7 +295,12 @@ async def _start_relay(runtime: Runtime, signers: Sequence[Signer]) -> None:
     relay.watch.interval_s = settings.trading.poll_interval_s
     relay.default_slippage_bps = settings.trading.default_slippage_bps
     runtime.relay = relay  # trading sends from here on
-    runtime.keeper = Keeper(relay=relay, from_block=settings.keeper_from_block, metrics=runtime.metrics)
+    runtime.keeper = Keeper(
+        relay=relay,
+        from_block=settings.keeper_from_block,
+        metrics=runtime.metrics,
+        ratchet_min_bps=settings.keeper_ratchet_min_bps,
+    )
     runtime.notices = NoticeFeed(
         journal, poll_interval_s=settings.stream.poll_interval_s, max_queued=settings.stream.max_queued
     )

@@ -16,7 +16,7 @@ from eth_account.signers.local import LocalAccount
 from relayer.chain.connect import Chain
 from relayer.chain.deploy import Deployment, deploy_vault
 from relayer.chain.transact import send
-from relayer.constants import SIZE_DECIMALS
+from relayer.constants import RELAYER_RIGHTS, SIZE_DECIMALS
 from relayer.domain import calldata
 from relayer.domain.markets import symbol_to_bytes32
 from relayer.domain.units import to_fixed
@@ -25,12 +25,14 @@ START_TIMEOUT_S = 30.0
 
 
 def long_with_relayers(chain: Chain, signers: list[LocalAccount]) -> tuple[Deployment, LocalAccount, bytes]:
-    """A fresh vault on `chain` where trader 1 approved `signers` as operators and holds a 0.42 BTC long:
-    (the deployment, the trader, the position id) for an app served with those signers."""
+    """A fresh vault on `chain` where trader 1 granted `signers` the relayer's rights (`RELAYER_RIGHTS`) and
+    holds a 0.42 BTC long: (the deployment, the trader, the position id) for an app served with those
+    signers."""
     deployer, trader = chain.test_accounts()[:2]
     deployment = deploy_vault(chain.w3, deployer)
     for signer in signers:
-        send(chain.w3, trader, deployment.address, calldata.set_operator(signer.address, True))
+        grant = calldata.set_operator_rights(signer.address, RELAYER_RIGHTS, 0)
+        send(chain.w3, trader, deployment.address, grant)
     size = to_fixed(Decimal("0.42"), SIZE_DECIMALS, "size")
     receipt = send(
         chain.w3,

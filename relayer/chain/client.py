@@ -29,6 +29,7 @@ from relayer.chain.decoding import (
     decode_bytes32_array,
     decode_market_price,
     decode_markets,
+    decode_orders_of,
     decode_position_with_price,
     decode_uint,
 )
@@ -42,6 +43,8 @@ from relayer.domain.addresses import checksum_address as to_checksum_address
 from relayer.domain.blocks import ChainHead
 from relayer.domain.fees import Fees, node_fees
 from relayer.domain.markets import symbol_to_bytes32
+from relayer.domain.operators import OperatorGrant
+from relayer.domain.positions import NO_ORDER, NO_PLAN, ExitPlan, Position
 from relayer.domain.records import Mined
 from relayer.errors import ChainUnavailableError, RelayerError, RelayerOutOfFundsError
 
@@ -290,41 +293,96 @@ class ChainClient(ChainClientCore):
             self._owners.put(position_id, quote.position.owner)
         return quote
 
+    async def position_and_orders(self, position_id: bytes) -> tuple[PositionQuote, ExitPlan]:
+        """A position with its market's price and its pending orders (`ordersOf`), in one batch; its owner
+        noted in the cache (as `position`)."""
+        replies = await self._batch(
+            [
+                self._view_call(calldata.encode_call("getPositionWithPrice", position_id)),
+                self._view_call(calldata.encode_call("ordersOf", position_id)),
+            ]
+        )
+        quote = decode_position_with_price(position_id, replies[0].data())
+        if quote.position.owner != _ZERO_ADDRESS:
+            self._owners.put(position_id, quote.position.owner)
+        return quote, decode_orders_of(replies[1].data())
+
     async def position_owner(self, position_id: bytes) -> str:
         """The owner of a position (zero address when it never existed), read; noted in the owner cache."""
         return (await self.position(position_id)).position.owner
 
     async def signed_request_state(self, position_id: bytes) -> tuple[ChainHead, Fees, str, int]:
-        """What checking a signed request needs, in one batch in the common case: the head, the fees, the
-        position's owner (read, never taken from the cache: after a reorg or a snapshot revert an id can name
-        another owner; the zero address when it never existed) and that owner's next vault nonce (asked for
-        the owner last seen for the id, and once more when that was not the owner)."""
+        """`position_request_state` with the position's owner only (the zero address: it never existed)."""
+        head, fees, quote, _, nonce = await self.position_request_state(position_id)
+        return head, fees, quote.position.owner, nonce
+
+    async def position_request_state(
+        self, position_id: bytes, *, orders: bool = False
+    ) -> tuple[ChainHead, Fees, PositionQuote, ExitPlan | None, int]:
+        """What checking a signed request about a position needs, in one batch in the common case: the head,
+        the fees, the position with its price (its owner read, never taken from the cache: after a reorg or a
+        snapshot revert an id can name another owner; the zero address when it never existed), with `orders`
+        its pending orders (`ordersOf`; None when not asked), and that owner's next vault nonce (asked for the
+        owner last seen for the id, and once more when that was not the owner; 0 for no owner)."""
         cached = self._owners.get(position_id)
         extra = [self._view_call(calldata.encode_call("getPositionWithPrice", position_id))]
+        if orders:
+            extra.append(self._view_call(calldata.encode_call("ordersOf", position_id)))
         if cached is not None:
             extra.append(self._request_nonce_call(cached))
         head, fees, replies = await self._head_fees_and(extra)
-        owner = decode_position_with_price(position_id, replies[0].data()).position.owner
+        quote = decode_position_with_price(position_id, replies[0].data())
+        plan = decode_orders_of(replies[1].data()) if orders else None
+        owner = quote.position.owner
         if owner == _ZERO_ADDRESS:
-            return head, fees, owner, 0
+            return head, fees, quote, plan, 0
         if owner == cached:
-            return head, fees, owner, decode_uint(replies[1].data())
+            return head, fees, quote, plan, decode_uint(replies[-1].data())
         self._owners.put(position_id, owner)
-        return head, fees, owner, await self.request_nonce(owner)
+        return head, fees, quote, plan, await self.request_nonce(owner)
+
+    async def owner_request_state(self, owner: str) -> tuple[ChainHead, Fees, int]:
+        """What checking a signed request naming its `owner` needs, in one batch: the head, the fees and the
+        owner's next vault nonce (no position is read)."""
+        head, fees, nonce, _ = await self.owner_request_state_and(owner, None)
+        return head, fees, nonce
+
+    async def owner_request_state_and(
+        self, owner: str, probe: bytes | None
+    ) -> tuple[ChainHead, Fees, int, int | None]:
+        """`owner_request_state`, and in the same batch the uint the vault returns for the call `probe` made
+        by `owner` (an `eth_call`, e.g. how many positions `emergencyExit(owner, market)` would close).
+
+        Raises:
+            RelayerError: the vault error `probe` reverts with.
+        """
+        calls = [self._request_nonce_call(owner)]
+        if probe is not None:
+            calls.append(
+                RpcCall("eth_call", [{"from": owner, "to": self._vault, "data": hex_of(probe)}, "latest"])
+            )
+        head, fees, replies = await self._head_fees_and(calls)
+        probed = decode_uint(replies[1].data()) if probe is not None else None
+        return head, fees, decode_uint(replies[0].data()), probed
 
     async def request_nonce(self, owner: str) -> int:
         """The vault's next signed-request nonce of `owner`."""
         return decode_uint((await self._one(self._request_nonce_call(owner))).data())
 
-    async def operators_approved(self, owner: str, operators: Sequence[str]) -> list[bool]:
-        """Whether `owner` approved each of `operators` as its vault operator, in one batch."""
+    async def operator_grants(self, owner: str, operators: Sequence[str]) -> list[OperatorGrant]:
+        """What `owner` granted each of `operators` (`operatorGrant`: rights and expiry), in one batch."""
         calls = [
             self._view_call(
-                calldata.encode_call("isOperator", to_checksum_address(owner), to_checksum_address(operator))
+                calldata.encode_call(
+                    "operatorGrant", to_checksum_address(owner), to_checksum_address(operator)
+                )
             )
             for operator in operators
         ]
-        return [decode_uint(reply.data()) != 0 for reply in await self._batch_chunked(calls)]
+        replies = await self._batch_chunked(calls)
+        return [
+            OperatorGrant(decode_uint(data), decode_uint(data[32:])) for data in (r.data() for r in replies)
+        ]
 
     async def vault_events(self, name: str, from_block: int, to_block: int) -> list[VaultEvent]:
         """The vault's `name` events in blocks `from_block..to_block`."""
@@ -348,21 +406,27 @@ class ChainClient(ChainClientCore):
         return decode_events(logs, self._vault)
 
     async def read_close_state(self, position_id: bytes, data: bytes) -> CloseState:
-        """The position, price, head, fees, and `data` simulated (gas-estimated) from the position's owner."""
+        """The position, price, its pending orders (`ordersOf`), head, fees, and `data` simulated
+        (gas-estimated) from the position's owner."""
         owner = self._owners.get(position_id)
-        calls = [self._view_call(calldata.encode_call("getPositionWithPrice", position_id)), LATEST_BLOCK]
+        calls = [
+            self._view_call(calldata.encode_call("getPositionWithPrice", position_id)),
+            self._view_call(calldata.encode_call("ordersOf", position_id)),
+            LATEST_BLOCK,
+        ]
         extra = self._refresh_calls()
         calls += extra
         if owner is not None:
             calls += self._owner_calls(owner, data)
         replies = await self._batch(calls)
         quote = decode_position_with_price(position_id, replies[0].data())
-        head = self._note_head(replies[1])
-        self._apply_refresh(extra, replies[2 : 2 + len(extra)], head)
-        owner_replies = replies[2 + len(extra) :]
+        plan = decode_orders_of(replies[1].data())
+        head = self._note_head(replies[2])
+        self._apply_refresh(extra, replies[3 : 3 + len(extra)], head)
+        owner_replies = replies[3 + len(extra) :]
         actual = quote.position.owner
         if not quote.position.exists or not quote.position.is_open:
-            return await self._state(quote, head, 0, None, None)
+            return await self._state(quote, head, 0, None, None, plan)
         if (
             owner != actual
         ):  # first sight of this id (or it now names another owner): simulate as the right one
@@ -371,9 +435,52 @@ class ChainClient(ChainClientCore):
         estimate, nonce = owner_replies
         nonce_value = nonce.quantity()
         try:
-            return await self._state(quote, head, nonce_value, gas_estimate_of(estimate), None)
+            return await self._state(quote, head, nonce_value, gas_estimate_of(estimate), None, plan)
         except RelayerError as error:
-            return await self._state(quote, head, nonce_value, None, error)
+            return await self._state(quote, head, nonce_value, None, error, plan)
+
+    async def read_plan(self, position_id: bytes) -> tuple[ChainHead, PositionQuote, ExitPlan]:
+        """The latest block, a position with its market's price, and its pending orders, in one batch."""
+        replies = await self._batch(
+            [
+                self._view_call(calldata.encode_call("getPositionWithPrice", position_id)),
+                self._view_call(calldata.encode_call("ordersOf", position_id)),
+                LATEST_BLOCK,
+            ]
+        )
+        quote = decode_position_with_price(position_id, replies[0].data())
+        return self._note_head(replies[2]), quote, decode_orders_of(replies[1].data())
+
+    async def read_exit_state(self, owner: str, data: bytes) -> tuple[CloseState, list[PositionQuote]]:
+        """What an emergency exit of `owner` is checked and priced against: head, fees, `data` simulated from
+        `owner` with its nonce (one batch with its position ids), then each position with its price (a
+        second batch). The `CloseState`'s quote is the first position's (a zero one when there is none)."""
+        address = to_checksum_address(owner)
+        calls = [self._view_call(calldata.encode_call("positionIdsOf", address)), LATEST_BLOCK]
+        extra = self._refresh_calls()
+        calls += extra
+        calls += self._owner_calls(address, data)
+        replies = await self._batch(calls)
+        ids = decode_bytes32_array(replies[0].data())
+        head = self._note_head(replies[1])
+        self._apply_refresh(extra, replies[2 : 2 + len(extra)], head)
+        estimate, nonce = replies[2 + len(extra) :]
+        quotes: list[PositionQuote] = []
+        if ids:
+            position_replies = await self._batch_chunked(
+                [self._view_call(calldata.encode_call("getPositionWithPrice", pid)) for pid in ids]
+            )
+            quotes = [
+                decode_position_with_price(pid, reply.data())
+                for pid, reply in zip(ids, position_replies, strict=True)
+            ]
+        first = quotes[0] if quotes else PositionQuote(_NO_POSITION, 0, 0)
+        nonce_value = nonce.quantity()
+        try:
+            state = await self._state(first, head, nonce_value, gas_estimate_of(estimate), None)
+        except RelayerError as error:
+            state = await self._state(first, head, nonce_value, None, error)
+        return state, quotes
 
     async def read_positions(self, position_ids: Sequence[bytes]) -> tuple[ChainHead, list[PositionQuote]]:
         calls = [LATEST_BLOCK]
@@ -414,7 +521,13 @@ class ChainClient(ChainClientCore):
     # --- internals ----------------------------------------------------------------------------------------
 
     async def _state(
-        self, quote: PositionQuote, head: ChainHead, nonce: int, gas: int | None, error: RelayerError | None
+        self,
+        quote: PositionQuote,
+        head: ChainHead,
+        nonce: int,
+        gas: int | None,
+        error: RelayerError | None,
+        plan: ExitPlan = NO_PLAN,
     ) -> CloseState:
         if self._max_age is None:  # only when the refresh could not ride along (never in practice)
             self._max_age = (
@@ -430,6 +543,7 @@ class ChainClient(ChainClientCore):
             nonce=nonce,
             gas_estimate=gas,
             simulation_error=error,
+            plan=plan,
         )
 
     def _owner_calls(self, owner: str, data: bytes) -> list[RpcCall]:
@@ -454,6 +568,9 @@ def _sync_timed_out(error: Mapping[str, Any]) -> bool:
     message = str(error.get("message", "")).lower()
     return error.get("code") == 4 or (error.get("code") == -32603 and "timeout" in message)
 
+
+_NO_POSITION = Position(bytes(32), _ZERO_ADDRESS, "", False, 0, 0, NO_ORDER, NO_ORDER)
+"""The `CloseState` quote of an emergency exit of an account without positions."""
 
 _TOP_CALL_TRACER = {"tracer": "callTracer", "tracerConfig": {"onlyTopCall": True}}
 """`debug_traceTransaction` options: geth's call tracer (anvil, erigon, reth have it too), top call only."""

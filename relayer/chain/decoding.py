@@ -15,7 +15,7 @@ from eth_abi.exceptions import DecodingError
 from relayer.chain.quotes import MarketPrice, PositionQuote
 from relayer.domain.addresses import checksum_address as to_checksum_address
 from relayer.domain.markets import bytes32_to_symbol
-from relayer.domain.positions import Position, TriggerOrder
+from relayer.domain.positions import ExitPlan, OrderView, Position, TriggerOrder
 from relayer.errors import ChainUnavailableError, ExecutionRevertedError, VaultNotDeployedError
 
 _WORD = 32
@@ -49,6 +49,29 @@ def decode_position_with_price(position_id: bytes, data: bytes) -> PositionQuote
         stop_loss=TriggerOrder(words[7], words[8]),
     )
     return PositionQuote(position, price_e8=words[9], price_updated_at=words[10])
+
+
+_ORDERS_OF_TYPES = ("(uint8,bool,uint256,uint16,uint16,uint256)[]", "uint256")
+
+
+def decode_orders_of(data: bytes) -> ExitPlan:
+    """`ordersOf(positionId)`'s return data: the pending orders (execution priority) and the plan's `D`.
+
+    Raises:
+        VaultNotDeployedError: empty return data (no contract at the address).
+        ChainUnavailableError: data that is not `ordersOf`'s ABI encoding.
+    """
+    if not data:
+        raise VaultNotDeployedError("the vault address returned no data: no contract there")
+    try:
+        rows, plan_bps = decode(_ORDERS_OF_TYPES, data)
+    except DecodingError:
+        raise ChainUnavailableError("the node's answer is not an ABI-encoded ordersOf result") from None
+    orders = tuple(
+        OrderView(int(order_id), bool(is_tp), int(price), int(share), int(trail), int(size))
+        for order_id, is_tp, price, share, trail, size in rows
+    )
+    return ExitPlan(orders, int(plan_bps))
 
 
 def decode_bytes32_array(data: bytes) -> list[bytes]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from relayer.domain.blocks import ChainHead as ChainHead  # re-exported: the builder's reads return it
 from relayer.domain.fees import Fees
-from relayer.domain.positions import Position
+from relayer.domain.positions import NO_PLAN, ExitPlan, Position
 from relayer.errors import RelayerError
 
 
@@ -44,6 +44,8 @@ class CloseState:
     nonce: int
     gas_estimate: int | None
     simulation_error: RelayerError | None
+    plan: ExitPlan = NO_PLAN
+    """The position's pending orders and `D` (`ordersOf`), read in the same batch."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from eth_utils.crypto import keccak
 
 from relayer import errors as e
 from relayer.chain.artifact import load_artifact
+from relayer.constants import RIGHT_NAMES
 from relayer.domain.markets import bytes32_to_symbol
 from relayer.domain.units import usd_text
 
@@ -130,7 +131,79 @@ _ERRORS: dict[str, _Builder] = {
         "the signature is malformed, malleable, for another chain or vault, or not by the position's owner"
     ),
     "InvalidMaxPriceAge": lambda a: e.InvalidFieldError("maxPriceAge", "must be above zero"),
+    "OrderIdInvalid": lambda a: e.InvalidOrderIdError(
+        f"order id {a['orderId']} is not valid here (0..3 take-profits, 4..5 stops)", orderId=a["orderId"]
+    ),
+    "OrderNotFound": lambda a: e.OrderNotFoundError(
+        f"the position has no pending order {a['orderId']}",
+        positionId=_hex(a["positionId"]),
+        orderId=a["orderId"],
+    ),
+    "OrderNotNext": lambda a: e.OrderNotNextError(
+        f"order {a['orderId']} is crossed but order {a['nextOrderId']} executes first",
+        positionId=_hex(a["positionId"]),
+        orderId=a["orderId"],
+        nextOrderId=a["nextOrderId"],
+    ),
+    "OrderOutOfSequence": lambda a: e.OrderOutOfSequenceError(
+        f"take-profit {a['orderId']} at {usd_text(a['price'])} is out of sequence with take-profit"
+        f" {a['otherOrderId']} at {usd_text(a['otherPrice'])} (lower ids must be reached first)",
+        orderId=a["orderId"],
+        price=usd_text(a["price"]),
+        otherOrderId=a["otherOrderId"],
+        otherPrice=usd_text(a["otherPrice"]),
+    ),
+    "OrderTrailInvalid": lambda a: e.InvalidTrailBpsError(
+        f"order {a['orderId']} cannot trail by {a['trailBps']} bps (stops only, 1..9999; take-profits 0)",
+        orderId=a["orderId"],
+        trailBps=a["trailBps"],
+    ),
+    "PlanSharesExceeded": lambda a: e.PlanSharesExceededError(
+        f"the partial orders' shares would total {a['sharesBps']} bps, above the {a['remainingBps']} bps"
+        " left of the plan",
+        sharesBps=a["sharesBps"],
+        remainingBps=a["remainingBps"],
+    ),
+    "PlanOrderDuplicated": lambda a: e.PlanOrderDuplicatedError(
+        f"the exit plan names order {a['orderId']} twice", orderId=a["orderId"]
+    ),
+    "StopNotTrailing": lambda a: e.StopNotTrailingError(
+        f"stop {a['orderId']} has no trail distance: only a trailing stop ratchets",
+        positionId=_hex(a["positionId"]),
+        orderId=a["orderId"],
+    ),
+    "StopRatchetAgainstTrader": lambda a: e.StopRatchetAgainstTraderError(
+        f"ratcheting stop {a['orderId']} would move it from {usd_text(a['trigger'])} to"
+        f" {usd_text(a['proposedTrigger'])}, against the trader",
+        positionId=_hex(a["positionId"]),
+        orderId=a["orderId"],
+        trigger=usd_text(a["trigger"]),
+        proposedTrigger=usd_text(a["proposedTrigger"]),
+    ),
+    "OperatorRightMissing": lambda a: e.OperatorRightMissingError(
+        f"operator {a['operator']} lacks the {_right_name(a['right'])} right over this account",
+        operator=a["operator"],
+        right=a["right"],
+        rightName=_right_name(a["right"]),
+    ),
+    "OperatorExpired": lambda a: e.OperatorExpiredError(
+        f"operator {a['operator']}'s grant expired at {a['expiresAt']} (unix seconds)",
+        operator=a["operator"],
+        expiresAt=a["expiresAt"],
+    ),
+    "OperatorRightsInvalid": lambda a: e.InvalidOperatorRightsError(
+        "operator rights are bit flags 0..15", rights=a["rights"]
+    ),
 }
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def _right_name(right: int) -> str:
+    """The name of one operator right bit (`relayer.constants.RIGHT_NAMES`), or its number if unknown."""
+    return RIGHT_NAMES.get(right, str(right))
 
 
 def error_from_revert(data: bytes) -> e.RelayerError:
@@ -138,8 +211,19 @@ def error_from_revert(data: bytes) -> e.RelayerError:
     decoded = decode_revert(data)
     if decoded is None or decoded.name not in _ERRORS:
         return e.ExecutionRevertedError("the vault reverted", data="0x" + data.hex())
-    error = _ERRORS[decoded.name](decoded.args)
-    error.details.setdefault("revert", decoded.name)
+    return vault_error(decoded.name, **decoded.args)
+
+
+def vault_error(name: str, **args: Any) -> e.RelayerError:
+    """The `RelayerError` the vault's custom error `name` with these arguments (ABI names and values) maps to:
+    what a revert of it would give, for a check the relayer makes before sending (same class, message and
+    details, `details.revert` included).
+
+    >>> vault_error("PlanSharesExceeded", sharesBps=12_500, remainingBps=10_000).to_dict()["code"]
+    'plan_shares_exceeded'
+    """
+    error = _ERRORS[name](args)
+    error.details.setdefault("revert", name)
     return error
 
 

@@ -20,11 +20,13 @@ from web3.exceptions import Web3RPCError
 from web3.types import RPCEndpoint, TxParams, TxReceipt, Wei
 
 from relayer.chain.vault import VaultReader, call_chain
+from relayer.constants import RELAYER_RIGHTS
 from relayer.domain import calldata
 from relayer.domain.blocks import quantity
 from relayer.domain.exits import allowed_price_for_slippage
 from relayer.domain.fees import Fees, fee_fields, gas_limit_with_margin, node_fees
 from relayer.domain.markets import bytes32_to_symbol, normalize_symbol
+from relayer.domain.operators import grant_expiry
 from relayer.domain.positions import NO_ORDER, Position
 from relayer.domain.requests import parse_owner
 from relayer.errors import ExecutionRevertedError, NotAuthorizedError, PriceNotSetError
@@ -168,15 +170,25 @@ def set_market_price(w3: Web3, keeper: LocalAccount, vault: str, market: str, pr
     return send(w3, keeper, vault, payload)
 
 
-def set_operator(w3: Web3, owner: LocalAccount, vault: str, operator: str, *, approved: bool) -> TxReceipt:
-    """Approve (or revoke) `operator` to act on every position of `owner`: how an account lets the relayer's
-    signers close and set orders for it (API-key trading answers 409 `operator_not_approved` until then).
+def set_operator(
+    w3: Web3, owner: LocalAccount, vault: str, operator: str, *, approved: bool, expires_at: int | None = None
+) -> TxReceipt:
+    """Grant `operator` the relayer's reduce-only rights over every position of `owner` (`RELAYER_RIGHTS`:
+    close, set take-profits, tighten stops; never loosen or cancel a stop) until `expires_at` (unix seconds;
+    None: a year from the latest block, see `grant_expiry`), or (`approved` False) revoke every right. How an
+    account lets the relayer's signers act for it (API-key trading answers 409 `operator_not_approved` until
+    then).
 
     Raises:
         InvalidFieldError: `operator` is not an address.
         RelayerError: `chain_unavailable`.
     """
-    return send(w3, owner, vault, calldata.set_operator(parse_owner(operator, "operator"), approved))
+    address = parse_owner(operator, "operator")
+    if not approved:
+        return send(w3, owner, vault, calldata.set_operator_rights(address, 0, 0))
+    if expires_at is None:
+        expires_at = grant_expiry(int(call_chain(lambda: w3.eth.get_block("latest"))["timestamp"]))
+    return send(w3, owner, vault, calldata.set_operator_rights(address, RELAYER_RIGHTS, expires_at))
 
 
 def fee_suggestion_wei(w3: Web3, *, legacy: bool) -> int | None:

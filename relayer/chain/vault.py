@@ -10,14 +10,18 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from eth_utils.address import to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 
 from relayer.chain.artifact import load_artifact
+from relayer.chain.decoding import decode_orders_of
 from relayer.chain.quotes import MarketPrice
 from relayer.chain.revert import translate
+from relayer.domain import calldata
 from relayer.domain.markets import bytes32_to_symbol, symbol_to_bytes32
-from relayer.domain.positions import Position, TriggerOrder
+from relayer.domain.operators import OperatorGrant
+from relayer.domain.positions import ExitPlan, Position, TriggerOrder
 
 T = TypeVar("T")
 
@@ -88,3 +92,21 @@ class VaultReader:
                 ).call()
             )
         )
+
+    def operator_grant(self, owner: str, operator: str) -> OperatorGrant:
+        """What `owner` granted `operator` (`operatorGrant`): rights (bit flags) and expiry (0 = never)."""
+        rights, expires_at = call_chain(
+            lambda: self.contract.functions.operatorGrant(
+                to_checksum_address(owner), to_checksum_address(operator)
+            ).call()
+        )
+        return OperatorGrant(int(rights), int(expires_at))
+
+    def orders_of(self, position_id: bytes) -> ExitPlan:
+        """The position's pending orders in execution priority and the plan's `D` (`ordersOf`)."""
+        data = call_chain(
+            lambda: self.w3.eth.call(
+                {"to": self.address, "data": HexBytes(calldata.encode_call("ordersOf", position_id))}
+            )
+        )
+        return decode_orders_of(bytes(data))

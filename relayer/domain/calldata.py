@@ -93,6 +93,50 @@ def set_operator(operator: str, approved: bool) -> bytes:
     return encode_call("setOperator", to_checksum_address(operator), approved)
 
 
+ExitOrder = tuple[int, int, int, int]
+"""One order of an exit plan as the vault's `ExitOrder` tuple: (orderId, price e8, shareBps, trailBps)."""
+
+
+def set_order(position_id: bytes, order_id: int, price_e8: int, share_bps: int, trail_bps: int = 0) -> bytes:
+    """`setOrder(positionId, orderId, price, shareBps, trailBps)`: ids 0..3 take-profits, 4..5 stops."""
+    return encode_call("setOrder", position_id, order_id, price_e8, share_bps, trail_bps)
+
+
+def cancel_order(position_id: bytes, order_id: int) -> bytes:
+    return encode_call("cancelOrder", position_id, order_id)
+
+
+def set_exit_plan(position_id: bytes, orders: list[ExitOrder]) -> bytes:
+    """`setExitPlan(positionId, orders)`: replaces every order of the position in one call."""
+    return encode_call("setExitPlan", position_id, [tuple(order) for order in orders])
+
+
+def ratchet_stop(position_id: bytes, order_id: int) -> bytes:
+    """`ratchetStop(positionId, orderId)`: moves a trailing stop toward the price (anyone may call)."""
+    return encode_call("ratchetStop", position_id, order_id)
+
+
+def execute_order(position_id: bytes, order_id: int) -> bytes:
+    """`executeOrder(positionId, orderId)`: executes exactly this order, if crossed and next (anyone)."""
+    return encode_call("executeOrder", position_id, order_id)
+
+
+def emergency_exit(owner: str, market: str | None = None) -> bytes:
+    """`emergencyExit(owner, market)`: closes every open position of `owner` (of `market` only, if given).
+
+    Raises:
+        InvalidMarketError: `market` is not a symbol.
+    """
+    market_word = symbol_to_bytes32(market) if market else bytes(32)
+    return encode_call("emergencyExit", to_checksum_address(owner), market_word)
+
+
+def set_operator_rights(operator: str, rights: int, expires_at: int) -> bytes:
+    """`setOperatorRights(operator, rights, expiresAt)`: exactly `rights` (bit flags) until `expires_at`
+    (unix seconds, inclusive; 0 = never); rights 0 revokes."""
+    return encode_call("setOperatorRights", to_checksum_address(operator), rights, expires_at)
+
+
 def multicall(calls: list[bytes]) -> bytes:
     """One transaction running `calls` in order, all or nothing."""
     return encode_call("multicall", calls)
@@ -160,3 +204,35 @@ def set_trigger_with_sig(
     """`setTriggerWithSig(SetTriggerRequest, signature)`: a TP/SL change the owner signed, sent by anyone."""
     request = (position_id, is_take_profit, price_e8, close_bps, nonce, deadline)
     return encode_call("setTriggerWithSig", request, signature)
+
+
+def set_exit_plan_with_sig(
+    position_id: bytes, orders: list[ExitOrder], nonce: int, deadline: int, signature: bytes
+) -> bytes:
+    """`setExitPlanWithSig(SetExitPlanRequest, signature)`: an exit plan the owner signed, sent by anyone."""
+    request = (position_id, [tuple(order) for order in orders], nonce, deadline)
+    return encode_call("setExitPlanWithSig", request, signature)
+
+
+def cancel_order_with_sig(
+    position_id: bytes, order_id: int, nonce: int, deadline: int, signature: bytes
+) -> bytes:
+    """`cancelOrderWithSig(CancelOrderRequest, signature)`."""
+    return encode_call("cancelOrderWithSig", (position_id, order_id, nonce, deadline), signature)
+
+
+def set_operator_with_sig(
+    owner: str, operator: str, rights: int, expires_at: int, nonce: int, deadline: int, signature: bytes
+) -> bytes:
+    """`setOperatorWithSig(SetOperatorRequest, signature)`: a grant `owner` signed, sent by anyone."""
+    request = (to_checksum_address(owner), to_checksum_address(operator), rights, expires_at, nonce, deadline)
+    return encode_call("setOperatorWithSig", request, signature)
+
+
+def emergency_exit_with_sig(
+    owner: str, market: str | None, nonce: int, deadline: int, signature: bytes
+) -> bytes:
+    """`emergencyExitWithSig(EmergencyExitRequest, signature)` (`market` None: every market)."""
+    market_word = symbol_to_bytes32(market) if market else bytes(32)
+    request = (to_checksum_address(owner), market_word, nonce, deadline)
+    return encode_call("emergencyExitWithSig", request, signature)

@@ -32,30 +32,34 @@ from relayer.errors import (
     TooManyPendingError,
 )
 
-POSITION_FUNCTIONS: frozenset[str] = frozenset(
-    {
-        "openPosition",
-        "closePosition",
-        "setTakeProfit",
-        "setStopLoss",
-        "executeTrigger",
-        "multicall",
-        "closePositionWithSig",
-        "setTriggerWithSig",
-    }
-)
-"""The vault functions a relayed transaction may call: position management only (no admin, no operators)."""
-
 FUNCTION_KINDS: dict[str, RecordKind] = {
     "openPosition": RecordKind.OPEN,
     "closePosition": RecordKind.CLOSE,
     "closePositionWithSig": RecordKind.CLOSE,
+    "emergencyExit": RecordKind.CLOSE,
+    "emergencyExitWithSig": RecordKind.CLOSE,
     "setTakeProfit": RecordKind.TRIGGER,
     "setStopLoss": RecordKind.TRIGGER,
     "setTriggerWithSig": RecordKind.TRIGGER,
+    "setOrder": RecordKind.TRIGGER,
+    "cancelOrder": RecordKind.TRIGGER,
+    "setExitPlan": RecordKind.TRIGGER,
+    "setExitPlanWithSig": RecordKind.TRIGGER,
+    "cancelOrderWithSig": RecordKind.TRIGGER,
     "executeTrigger": RecordKind.EXECUTE,
+    "executeOrder": RecordKind.EXECUTE,
+    "ratchetStop": RecordKind.EXECUTE,
 }
-"""The record kind of each position function but `multicall` (see `call_kind`)."""
+"""The record kind of each position function but `multicall` (see `call_kind`): closes (an emergency exit
+included), order changes (`trigger`: take-profits, stops, whole exit plans, cancellations) and the keeper's
+calls (`execute`: executing an order, ratcheting a trailing stop)."""
+
+POSITION_FUNCTIONS: frozenset[str] = frozenset({*FUNCTION_KINDS, "multicall"})
+"""The vault functions a relayed transaction (raw, or a call the relayer makes) may call: position management
+only. No admin call, and no operator grant (`setOperator`, `setOperatorRights`, `setOperatorWithSig`): who may
+act for an account is the owner's own act. The one way the relayer carries a grant is the owner's EIP-712
+`SetOperatorRequest` through `POST /api/relay/signed` (kind `operator_rights`), whose signature over the exact
+grant is checked against that owner before anything is paid (`relayer.domain.typed_data`)."""
 
 MAX_MULTICALL_DEPTH = 1
 """A `multicall` may hold allowed calls, not further multicalls."""

@@ -138,6 +138,8 @@ class RecordKind(StrEnum):
       `setTriggerWithSig`).
     - `execute`: executes a crossed order (`executeTrigger`, the keeper's calls).
     - `open`: opens a position (`openPosition`).
+    - `operator`: grants or revokes an operator's rights (a signed `setOperatorWithSig`, the owner's own
+      request: never a raw transaction or a relayer call, see `relayer.domain.policy`).
     - `multicall`: one `multicall` of calls of different kinds (e.g. a partial close that also sets orders); a
       multicall whose calls are all of one kind is of that kind.
     - `raw`: a transaction the user signed; the relayer only broadcasts and tracks it.
@@ -149,6 +151,7 @@ class RecordKind(StrEnum):
     OPEN = "open"
     MULTICALL = "multicall"
     RAW = "raw"
+    OPERATOR = "operator"
 
     @property
     def is_ours(self) -> bool:

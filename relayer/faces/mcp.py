@@ -47,7 +47,13 @@ log = logging.getLogger("relayer.mcp")
 
 SERVER_NAME = "vault-relayer"
 
-_JSON_TYPE_NAMES = {"string": "a string", "integer": "an integer", "boolean": "true or false"}
+_JSON_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "an object",
+}
 
 
 def build_mcp_server(trading: TradingProvider, *, fills: RecentFills | None = None) -> MCPServer:
@@ -114,14 +120,79 @@ def _checked(tool: Tool, arguments: dict[str, Any]) -> dict[str, Any]:
         tool.fn_metadata.validate_arguments(arguments)
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else "arguments"
+        raw = tuple(first["loc"])
+        if first["type"] == "extra_forbidden" and len(raw) > 1:  # inside an object (top-level: above)
+            inside = _argument_path(tool.parameters, raw[:-1])
+            known = ", ".join(_object_of(_schema_at(tool.parameters, inside), tool.parameters))
+            name = _path_name((*inside, raw[-1]))
+            raise InvalidFieldError(name, f"is not a field of this request (fields: {known})") from None
+        loc = _argument_path(tool.parameters, raw)
+        name = _path_name(loc) if loc else "arguments"
         if first["type"] == "missing":
             raise InvalidFieldError(name, "is required") from None
         expected = " or ".join(
-            _JSON_TYPE_NAMES.get(kind, kind) for kind in _json_types(properties.get(name, {}))
+            _JSON_TYPE_NAMES.get(kind, kind) for kind in _json_types(_schema_at(tool.parameters, loc))
         )
         raise InvalidFieldError(name, f"must be {expected or 'another type'}") from None
     return arguments
+
+
+def _argument_path(root: Mapping[str, Any], loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """`loc` of a validation error without pydantic's union member tags (`("size_delta", "str")` is the
+    argument `size_delta`): only list indexes and names of the object's own properties stay."""
+    if not loc:
+        return loc
+    path: tuple[int | str, ...] = (loc[0],)
+    for part in loc[1:]:
+        here = _schema_at(root, path)
+        if isinstance(part, int):
+            kept = any("items" in option for option in _options(here, root))
+        else:
+            kept = part in _object_of(here, root)
+        if kept:
+            path += (part,)
+    return path
+
+
+def _path_name(loc: tuple[int | str, ...]) -> str:
+    """An argument's path as the service names a body field: `take_profits[1].exit_pct`."""
+    name = str(loc[0])
+    for part in loc[1:]:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return name
+
+
+def _schema_at(root: Mapping[str, Any], loc: tuple[int | str, ...]) -> Mapping[str, Any]:
+    """The schema of the value at `loc` in a tool's arguments (through `$ref`, `anyOf`, arrays, objects)."""
+    node: Mapping[str, Any] = root
+    for part in loc:
+        if isinstance(part, int):
+            node = next((o.get("items", {}) for o in _options(node, root) if "items" in o), {})
+        else:
+            node = next((_object_of(o, root).get(part, {}) for o in _options(node, root)), {})
+    return {"anyOf": _options(node, root)}
+
+
+def _options(node: Mapping[str, Any], root: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The alternatives a schema admits, each with its `$ref` resolved."""
+    options = node.get("anyOf", [node])
+    return [_resolved(option, root) for option in options]
+
+
+def _resolved(node: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        found: Mapping[str, Any] = root.get("$defs", {}).get(ref.removeprefix("#/$defs/"), {})
+        return found
+    return node
+
+
+def _object_of(node: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, Any]:
+    """The properties of the object a schema admits (none: not an object)."""
+    for option in _options(node, root):
+        if isinstance(option.get("properties"), dict):
+            return dict(option["properties"])
+    return {}
 
 
 class _RelayerMCPServer(MCPServer):

@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Required
 
 import anyio
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.shared.exceptions import MCPError
 from mcp.types import CONNECTION_CLOSED, CallToolResult, TextContent, ToolAnnotations
-from pydantic import Field
+from pydantic import ConfigDict, Field, with_config
+from typing_extensions import TypedDict  # pydantic reads `typing.TypedDict` only from Python 3.12
 
 from relayer.constants import MAX_SLIPPAGE_BPS
 from relayer.errors import InvalidFieldError, RelayerError
@@ -44,8 +45,14 @@ base-asset units (e.g. BTC), prices are USD; pass them as decimal strings such a
 checked exactly: an argument the tool does not list, or a value of another type (33.5 or "33" for an integer),
 is refused with `invalid_field` naming it. Trading tools wait for the block and report the fill the chain
 recorded; if it takes too long they answer with `status` "submitted" and a `transactionId` to poll with
-get_transaction. Errors are JSON with a stable `code` (e.g. `ambiguous_position`: give `side` or
-`position_id`; `operator_not_approved`: the account must approve the relayer first)."""
+get_transaction. Exit plans: a position holds up to 4 take-profits (order ids 0-3) and 2 stops (4-5), each
+closing a percent OF THE PLAN (`*_pct` are percents, `*_bps` basis points, 100 bps = 1%): set_exit_plan sets
+tiers and a (trailing) stop at once, set_take_profit with exit_pct adds a tier, get_orders lists them,
+cancel_order removes one. The relayer only reduces risk: it never loosens or cancels a stop
+(`operator_right_missing`: the account must sign that itself). emergency_exit closes everything. Errors are
+JSON with a stable `code` (e.g. `ambiguous_position`: give `side` or `position_id`; `operator_not_approved`:
+the account must approve the relayer first, with exactly the rights in `details.calldata`;
+`nothing_to_change`: the plan already is what was asked, nothing was sent)."""
 
 ApiKey = Annotated[str, Field(description="API key (vrk_...) of the trading account")]
 PositionId = Annotated[str, Field(description="position id, 0x + 64 hex digits (see get_positions)")]
@@ -54,6 +61,43 @@ MaxSlippageBps = Annotated[int | None, Field(description=f"0-{MAX_SLIPPAGE_BPS} 
 IdempotencyKey = Annotated[
     str | None, Field(description="retry-safe id of this request: the same key returns the first answer")
 ]
+Side = Annotated[str | None, Field(description="long or short")]
+PlanPct = Annotated[
+    int, Field(description="percent OF THE PLAN, 1-100: 25 means a quarter of the size the plan was set on")
+]
+StopPct = Annotated[
+    int, Field(description="percent of the plan, 1-100; default 100 = whatever remains when it fires")
+]
+TrailBps = Annotated[int, Field(description="trail distance in basis points, 1-9999 (200 = 2%)")]
+
+
+@with_config(ConfigDict(extra="forbid", strict=True))
+class TakeProfitTier(TypedDict):
+    """One take-profit tier of `set_exit_plan`."""
+
+    price: Annotated[str | int, Field(description='trigger price in USD, e.g. "97000"')]
+    exit_pct: PlanPct
+
+
+@with_config(ConfigDict(extra="forbid", strict=True))
+class StopLoss(TypedDict, total=False):
+    """The fixed stop of `set_exit_plan`."""
+
+    price: Required[Annotated[str | int, Field(description='trigger price in USD, e.g. "94000"')]]
+    exit_pct: StopPct
+
+
+@with_config(ConfigDict(extra="forbid", strict=True))
+class TrailingStop(TypedDict, total=False):
+    """The trailing stop of `set_exit_plan`."""
+
+    trail_bps: Required[TrailBps]
+    price: Annotated[
+        str | int, Field(description="starting trigger in USD; default: trail_bps from the current price")
+    ]
+    exit_pct: StopPct
+
+
 """Bounds are not repeated in the schema: the service checks them, so an agent gets the same JSON errors."""
 
 FieldNames = Mapping[str, str]
@@ -76,13 +120,33 @@ CLOSE_POSITION_FIELDS: FieldNames = {
     "max_slippage_bps": "maxSlippageBps",
     "dry_run": "dry_run",
 }
-TRIGGER_FIELDS: FieldNames = {
+TAKE_PROFIT_FIELDS: FieldNames = {
     "position_id": "positionId",
     "price": "price",
     "close_pct": "close_pct",
+    "exit_pct": "exit_pct",
+    "dry_run": "dry_run",
+}
+STOP_LOSS_FIELDS: FieldNames = {
+    "position_id": "positionId",
+    "price": "price",
+    "close_pct": "close_pct",
+    "trail_bps": "trail_bps",
     "dry_run": "dry_run",
 }
 BREAKEVEN_FIELDS: FieldNames = {"position_id": "positionId", "dry_run": "dry_run"}
+EXIT_PLAN_FIELDS: FieldNames = {
+    "position_id": "positionId",
+    "symbol": "symbol",
+    "side": "side",
+    "take_profits": "take_profits",
+    "stop_loss": "stop_loss",
+    "trailing_stop": "trailing_stop",
+    "dry_run": "dry_run",
+}
+CANCEL_ORDER_FIELDS: FieldNames = {"position_id": "positionId", "order_id": "orderId", "dry_run": "dry_run"}
+EMERGENCY_EXIT_FIELDS: FieldNames = {"symbol": "symbol", "dry_run": "dry_run"}
+GET_ORDERS_FIELDS: FieldNames = {"position_id": "positionId", "symbol": "symbol", "side": "side"}
 GET_POSITIONS_FIELDS: FieldNames = {"symbol": "symbol"}
 GET_TRANSACTION_FIELDS: FieldNames = {"transaction_id": "transactionId"}
 GET_RECENT_FILLS_FIELDS: FieldNames = {"after": "after", "limit": "limit"}
@@ -185,12 +249,27 @@ arguments again close again (an `idempotency_key` makes a retry safe, but the to
 SETS_AN_ORDER = ToolAnnotations(
     read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True
 )
-"""set_take_profit, set_stop_loss, move_to_breakeven: replace the position's order (the old one is gone);
-the same arguments again leave the same order."""
+"""set_take_profit, move_to_breakeven, cancel_order: replace or remove an order (the old one is gone); the
+same arguments again change nothing more: a repeat that would leave the plan as it is is refused with 409
+`nothing_to_change` and nothing is sent (a cancel, or price 0, of an order no longer pending: 404
+`order_not_found`; a tier already at that price: `order_out_of_sequence`)."""
+SETS_A_PLAN = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
+)
+"""set_stop_loss, set_exit_plan: replace the stop or the whole plan (destructive); not idempotent, since a
+trailing stop without a price starts from the price at the call and a whole plan's percents apply to the
+size at the call, so the same arguments later set a different plan. A call that would leave the plan exactly
+as it is is refused with 409 `nothing_to_change`, and nothing is sent."""
+EXITS = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
+)
+"""emergency_exit: closes every open position for good; called again it closes whatever was opened since (an
+`idempotency_key` makes a retry return the first answer)."""
 READS = ToolAnnotations(
     read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True
 )
-"""get_positions, get_transaction, get_recent_fills: read the chain and the journal, change nothing."""
+"""get_positions, get_orders, get_transaction, get_recent_fills: read the chain and the journal, change
+nothing."""
 
 
 def trading_tools(trading: TradingProvider) -> list[Tool]:
@@ -242,27 +321,54 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
             CLOSE_POSITION_FIELDS,
         )
 
-    def trigger_tool(is_take_profit: bool) -> Callable[..., Awaitable[ToolResult]]:
-        async def set_trigger(
-            position_id: PositionId,
-            price: Price,
-            api_key: ApiKey,
-            close_pct: Annotated[
-                int | None, Field(description="percent of the position to close, 1-100 (default 100)")
-            ] = None,
-            dry_run: bool = False,
-            idempotency_key: IdempotencyKey = None,
-        ) -> ToolResult:
-            body = _body(TRIGGER_FIELDS, locals())
-            return await _run(
-                trading,
-                lambda t: t.set_trigger(
-                    api_key, body, is_take_profit=is_take_profit, idempotency_key=idempotency_key
-                ),
-                TRIGGER_FIELDS,
-            )
+    async def set_take_profit(
+        position_id: PositionId,
+        price: Price,
+        api_key: ApiKey,
+        exit_pct: Annotated[
+            int | None,
+            Field(
+                description="ADD a tier closing this percent OF THE PLAN, 1-100 (25 = a quarter of the size "
+                "the plan was set on); other take-profits stay"
+            ),
+        ] = None,
+        close_pct: Annotated[
+            int | None,
+            Field(description="instead: set the PRIMARY take-profit (order 0) with this percent, 1-100"),
+        ] = None,
+        dry_run: bool = False,
+        idempotency_key: IdempotencyKey = None,
+    ) -> ToolResult:
+        body = _body(TAKE_PROFIT_FIELDS, locals())
+        return await _run(
+            trading,
+            lambda t: t.set_trigger(api_key, body, is_take_profit=True, idempotency_key=idempotency_key),
+            TAKE_PROFIT_FIELDS,
+        )
 
-        return set_trigger
+    async def set_stop_loss(
+        position_id: PositionId,
+        api_key: ApiKey,
+        price: Annotated[
+            str | int | None,
+            Field(description='trigger in USD, e.g. "94000" (required without trail_bps; "0" cancels)'),
+        ] = None,
+        trail_bps: Annotated[
+            int | None,
+            Field(description="makes it a trailing stop: basis points, 1-9999 (200 = 2%)"),
+        ] = None,
+        close_pct: Annotated[
+            int | None, Field(description="percent of the plan, 1-100 (default 100: whatever remains)")
+        ] = None,
+        dry_run: bool = False,
+        idempotency_key: IdempotencyKey = None,
+    ) -> ToolResult:
+        body = _body(STOP_LOSS_FIELDS, locals())
+        return await _run(
+            trading,
+            lambda t: t.set_trigger(api_key, body, is_take_profit=False, idempotency_key=idempotency_key),
+            STOP_LOSS_FIELDS,
+        )
 
     async def move_to_breakeven(
         position_id: PositionId,
@@ -276,6 +382,76 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
             lambda t: t.move_to_breakeven(api_key, body, idempotency_key=idempotency_key),
             BREAKEVEN_FIELDS,
         )
+
+    async def set_exit_plan(
+        api_key: ApiKey,
+        position_id: PositionId | None = None,
+        symbol: Annotated[
+            str | None, Field(description="or the position in this market, e.g. BTCUSDT")
+        ] = None,
+        side: Side = None,
+        take_profits: Annotated[
+            list[TakeProfitTier] | None,
+            Field(description="up to 4 tiers {price (USD), exit_pct (percent of the plan)}, any order"),
+        ] = None,
+        stop_loss: Annotated[
+            StopLoss | None, Field(description="a fixed stop {price (USD), exit_pct (default 100)}")
+        ] = None,
+        trailing_stop: Annotated[
+            TrailingStop | None,
+            Field(description="a trailing stop {trail_bps, price (USD, optional), exit_pct (default 100)}"),
+        ] = None,
+        dry_run: bool = False,
+        idempotency_key: IdempotencyKey = None,
+    ) -> ToolResult:
+        body = _body(EXIT_PLAN_FIELDS, locals())
+        return await _run(
+            trading,
+            lambda t: t.set_exit_plan(api_key, body, idempotency_key=idempotency_key),
+            EXIT_PLAN_FIELDS,
+        )
+
+    async def cancel_order(
+        position_id: PositionId,
+        order_id: Annotated[
+            int, Field(description="the order's id from get_orders: 0-3 take-profits, 4-5 stops")
+        ],
+        api_key: ApiKey,
+        dry_run: bool = False,
+        idempotency_key: IdempotencyKey = None,
+    ) -> ToolResult:
+        body = _body(CANCEL_ORDER_FIELDS, locals())
+        return await _run(
+            trading,
+            lambda t: t.cancel_order(api_key, body, idempotency_key=idempotency_key),
+            CANCEL_ORDER_FIELDS,
+        )
+
+    async def emergency_exit(
+        api_key: ApiKey,
+        symbol: Annotated[
+            str | None, Field(description="only this market's positions, e.g. BTCUSDT; omit: every market")
+        ] = None,
+        dry_run: bool = False,
+        idempotency_key: IdempotencyKey = None,
+    ) -> ToolResult:
+        body = _body(EMERGENCY_EXIT_FIELDS, locals())
+        return await _run(
+            trading,
+            lambda t: t.emergency_exit(api_key, body, idempotency_key=idempotency_key),
+            EMERGENCY_EXIT_FIELDS,
+        )
+
+    async def get_orders(
+        api_key: ApiKey,
+        position_id: PositionId | None = None,
+        symbol: Annotated[
+            str | None, Field(description="or the position in this market, e.g. BTCUSDT")
+        ] = None,
+        side: Side = None,
+    ) -> ToolResult:
+        query = _body(GET_ORDERS_FIELDS, locals())
+        return await _run(trading, lambda t: t.get_orders(api_key, query), GET_ORDERS_FIELDS)
 
     async def get_positions(api_key: ApiKey, symbol: str | None = None) -> ToolResult:
         return await _run(trading, lambda t: t.get_positions(api_key, symbol), GET_POSITIONS_FIELDS)
@@ -293,15 +469,6 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
         limit: Annotated[int, Field(description=f"fills at most, 1-{MAX_FILLS_PAGE}")] = DEFAULT_FILLS_PAGE,
     ) -> ToolResult:
         return await _run(trading, lambda t: t.recent_fills(api_key, after, limit), GET_RECENT_FILLS_FIELDS)
-
-    def trigger_description(order: str, side_long: str, side_short: str) -> str:
-        return (
-            f"Set or replace the position's {order} (scope: trade): when the oracle price reaches price "
-            f"(USD), the keeper closes close_pct percent (1-100, default 100) of the position. Must be "
-            f'{side_long} the current price for a long, {side_short} for a short. price "0" cancels it. '
-            "Setting the same order again changes nothing more; idempotency_key makes a retry return the "
-            "first answer instead of sending again."
-        )
 
     return [
         Tool.from_function(
@@ -333,26 +500,98 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
             annotations=CLOSES,
         ),
         Tool.from_function(
-            trigger_tool(True),
-            name="set_take_profit",
-            description=trigger_description("take-profit", "above", "below"),
+            set_take_profit,
+            description=(
+                "Add a take-profit tier, or set the primary take-profit (scope: trade). With exit_pct: ADDS "
+                "a tier at price (USD) closing exit_pct percent OF THE PLAN (25 = a quarter of the size the "
+                "plan was set on; three calls of 25 at three prices make a 25/25/25 ladder); other "
+                "take-profits stay. With close_pct (or neither): sets or replaces the primary take-profit "
+                '(order 0), closing close_pct percent of the plan (default 100); price "0" cancels it '
+                "(order_not_found when none is pending). While other tiers are pending give one of the two "
+                "(neither is refused, invalid_field naming close_pct: the default 100 would make order 0 "
+                "close everything). The price must be above the current price for a long, below for a "
+                "short. Returns the plan after the change (every order with its share, trail and expected "
+                "closed size in base-asset units). Up to 4 take-profits; a tier at a price already used is "
+                "refused. The same order again is refused with nothing_to_change (409): nothing is sent."
+            ),
             annotations=SETS_AN_ORDER,
         ),
         Tool.from_function(
-            trigger_tool(False),
-            name="set_stop_loss",
-            description=trigger_description("stop-loss", "below", "above"),
-            annotations=SETS_AN_ORDER,
+            set_stop_loss,
+            description=(
+                "Set or tighten the position's primary stop (order 4) (scope: trade): at price (USD; below "
+                "the current price for a long, above for a short), closing close_pct percent of the plan "
+                "(default 100: whatever remains; this tool takes close_pct, set_exit_plan's stops take "
+                "exit_pct). With trail_bps (basis points, 1-9999) it is a trailing "
+                "stop: its trigger starts trail_bps from the current price (or at price) and the keeper "
+                "ratchets it after the price, never back. The relayer only tightens stops: loosening or "
+                'cancelling one (price "0") is refused with operator_right_missing (the account signs '
+                "that itself). The same stop again is refused with nothing_to_change (409): nothing is sent. "
+                "Returns the plan after the change (prices in USD)."
+            ),
+            annotations=SETS_A_PLAN,
         ),
         Tool.from_function(
             move_to_breakeven,
             description=(
-                "Move the stop-loss to the entry price (USD) for the full size (scope: trade), locking in a "
-                "no-loss exit. Only possible while the trade is in profit (price beyond entry in its "
-                "favour); otherwise an invalid_trigger_price error explains why. Doing it again changes "
-                "nothing more."
+                "Move the primary stop (order 4) to the entry price (USD) for whatever remains (scope: "
+                "trade), locking in a no-loss exit; a trailing stop keeps trailing. Only possible while the "
+                "trade is in profit (price beyond entry in its favour; otherwise invalid_trigger_price), "
+                "and only if it tightens the stop (a stop already beyond entry: operator_right_missing). "
+                "Doing it again is refused with nothing_to_change (409): nothing is sent."
             ),
             annotations=SETS_AN_ORDER,
+        ),
+        Tool.from_function(
+            set_exit_plan,
+            description=(
+                "Replace the position's whole exit plan in one transaction (scope: trade): take_profits "
+                "(up to 4 tiers, each {price in USD, exit_pct percent OF THE PLAN}; ids are given in the "
+                "order the price reaches them), a stop_loss {price, exit_pct} and/or a trailing_stop "
+                "{trail_bps basis points, price optional, exit_pct}; a stop's exit_pct defaults to 100 = "
+                "whatever remains (here every percent is named exit_pct; set_stop_loss and set_take_profit's "
+                "primary order take close_pct). Percents are of the size the plan is set on: tiers of "
+                "25/25/25 and a "
+                "trailing stop close exactly a quarter each. Position by position_id, or symbol (and side "
+                "if both a long and a short are open). Orders not listed are cancelled; a plan that drops "
+                "or loosens a stop is refused (operator_right_missing); a plan identical to the current one "
+                "is refused with nothing_to_change (409), nothing sent. Returns the plan (expected closed "
+                "size of each order in base-asset units)."
+            ),
+            annotations=SETS_A_PLAN,
+        ),
+        Tool.from_function(
+            cancel_order,
+            description=(
+                "Cancel one pending order by order_id (scope: trade): 0-3 take-profits, 4-5 stops (see "
+                "get_orders). Cancelling a stop is refused with operator_right_missing: the relayer may "
+                "never remove a stop; the account signs that itself (POST /api/relay/signed). An id with "
+                "no pending order is refused with order_not_found (404), nothing sent. Returns the plan "
+                "after it (prices in USD)."
+            ),
+            annotations=SETS_AN_ORDER,
+        ),
+        Tool.from_function(
+            emergency_exit,
+            description=(
+                "Close EVERY open position of the account (or only symbol's) in one transaction at the "
+                "oracle prices, with no slippage bound (scope: trade). Returns one fill per position: "
+                "closed_qty (base-asset units), exit_price and realized_pnl_usd (USD). dry_run lists what "
+                "it would close. Each call closes whatever is open then: pass idempotency_key to make a "
+                "retry return the first answer."
+            ),
+            annotations=EXITS,
+        ),
+        Tool.from_function(
+            get_orders,
+            description=(
+                "A position's exit plan (scope: read), by position_id or symbol (+ side): every pending "
+                "order with orderId (0-3 take-profits, 4-5 stops), type (take_profit, stop_loss, "
+                "trailing_stop), price (USD), shareBps and trailBps (basis points), closesNowQty and "
+                "expectedQty (base-asset units: what it closes now, and along the plan), and "
+                "planRemainingBps (the share of the plan not yet executed)."
+            ),
+            annotations=READS,
         ),
         Tool.from_function(
             get_positions,

@@ -11,16 +11,25 @@ Its answers (`BuiltTransaction`, `ClosePreview`, `PositionSummary`, ...) and the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from relayer.chain.client import ChainClient
-from relayer.chain.quotes import CloseState, MarketsState
+from relayer.chain.quotes import CloseState, MarketsState, PositionQuote
 from relayer.constants import CLOSE_ALL_SIZE, GAS_LIMIT_MARGIN_BPS
 from relayer.domain import calldata
 from relayer.domain.addresses import checksum_address as to_checksum_address
+from relayer.domain.exit_plans import (
+    OrderChange,
+    checked_change,
+    plan_after,
+    plan_after_close,
+    rights_needed,
+)
 from relayer.domain.fees import gas_limit_with_margin
+from relayer.domain.markets import symbol_to_bytes32
 from relayer.domain.positions import (
     NO_ORDER,
+    ExitPlan,
     Position,
     TriggerOrder,
     price_within_bound,
@@ -49,10 +58,17 @@ from relayer.errors import (
 from relayer.services.builder_answers import (
     BuiltTransaction,
     ClosePreview,
+    ExitClose,
+    ExitPreview,
     Health,
     OwnerPositions,
+    PlanPreview,
     PositionSummary,
+    Preview,
 )
+
+P = TypeVar("P", bound=Preview)
+"""A preview's type, carried from `priced`'s argument to the `BuiltTransaction` it returns."""
 
 # --- pure core ----------------------------------------------------------------------------------------------
 
@@ -83,22 +99,9 @@ def check_request(request: CloseRequest, state: CloseState) -> ClosePreview:
         PositionNotFoundError, StalePriceError, PriceNotSetError, SizeDeltaExceedsPositionError,
         InvalidFieldError, PriceSlippageError, InvalidTriggerPriceError, or the simulation's decoded revert.
     """
+    check_open_and_priced(state)
     quote = state.quote
     position = quote.position
-    if not position.exists:
-        raise PositionNotFoundError.unknown(position.position_id)
-    if not position.is_open:
-        raise PositionNotFoundError.closed(position.position_id)
-    if quote.price_updated_at == 0:
-        raise PriceNotSetError.of_market(position.market)
-    if state.head.timestamp > quote.price_updated_at + state.max_price_age_s:
-        raise StalePriceError.of_market(
-            position.market,
-            quote.price_updated_at,
-            state.max_price_age_s,
-            blockTimestamp=state.head.timestamp,
-        )
-
     size_delta = 0
     if request.closes:
         size_delta = position.size if request.size_delta is None else request.size_delta
@@ -122,13 +125,116 @@ def check_request(request: CloseRequest, state: CloseState) -> ClosePreview:
         )
     take_profit = _checked_order(position, request.take_profit, True, price, position.take_profit)
     stop_loss = _checked_order(position, request.stop_loss, False, price, position.stop_loss)
+    plan = request_plan_after(request, position.is_long, position.size - size_delta, price, state.plan)
     if state.simulation_error is not None:
         raise state.simulation_error
     if size_delta == position.size:  # a full close clears both orders
         take_profit = stop_loss = NO_ORDER
     return ClosePreview(
-        position, price, quote.price_updated_at, size_delta, request.allowed_price_e8, take_profit, stop_loss
+        position,
+        price,
+        quote.price_updated_at,
+        size_delta,
+        request.allowed_price_e8,
+        take_profit,
+        stop_loss,
+        plan,
     )
+
+
+def check_open_and_priced(state: CloseState) -> None:
+    """The position exists and is open, and its market's price is set and fresh at the latest block.
+
+    Raises:
+        PositionNotFoundError, PriceNotSetError, StalePriceError.
+    """
+    quote = state.quote
+    position = quote.position
+    if not position.exists:
+        raise PositionNotFoundError.unknown(position.position_id)
+    if not position.is_open:
+        raise PositionNotFoundError.closed(position.position_id)
+    _check_price(position.market, quote.price_updated_at, state)
+
+
+def _check_price(market: str, updated_at: int, state: CloseState) -> None:
+    if updated_at == 0:
+        raise PriceNotSetError.of_market(market)
+    if state.head.timestamp > updated_at + state.max_price_age_s:
+        raise StalePriceError.of_market(
+            market, updated_at, state.max_price_age_s, blockTimestamp=state.head.timestamp
+        )
+
+
+def request_plan_after(
+    request: CloseRequest, is_long: bool, size_after: int, price_e8: int, plan: ExitPlan
+) -> ExitPlan:
+    """The plan after a `CloseRequest`, in the order its calls run: the close (`plan_after_close`), then the
+    primary take-profit (`setTakeProfit`: order 0, no trail; price 0 cancels), then the primary stop
+    (`setStopLoss`: order 4, no trail).
+
+    Raises:
+        The vault's own errors for an order it would refuse (`plan_after`).
+    """
+    pid = request.position_id
+    if request.closes:
+        plan = plan_after_close(size_after, plan)
+    for order_id, update in ((0, request.take_profit), (4, request.stop_loss)):
+        if update is None:
+            continue
+        change = (
+            OrderChange(pid, set=((order_id, update.price_e8, update.close_bps, 0),))
+            if update.active
+            else OrderChange(pid, cancel=(order_id,))
+        )
+        plan = plan_after(is_long, size_after, price_e8, plan, change)
+    return plan
+
+
+def check_orders(change: OrderChange, state: CloseState) -> PlanPreview:
+    """Check an order change against the chain state it was simulated on; the plan after it, with the
+    rights an operator needs for it judged on that same state (`rights_needed`).
+
+    The vault accepts a change that changes nothing (a `setOrder` repeating the order, a `cancelOrder` of an
+    empty id) and the sender would pay for it: refused here instead.
+
+    Raises:
+        PositionNotFoundError, PriceNotSetError, StalePriceError, the vault's own error for a change it would
+        refuse (`plan_after`), OrderNotFoundError (a cancelled id holds no order),
+        NothingToChangeError (the plan after is the plan now: same orders, same `D`), or the simulation's
+        decoded revert.
+    """
+    check_open_and_priced(state)
+    position, price = state.quote.position, state.quote.price_e8
+    plan = checked_change(position.is_long, position.size, price, state.plan, change)
+    if state.simulation_error is not None:
+        raise state.simulation_error
+    return PlanPreview(position, price, plan, rights_needed(position.is_long, state.plan, change))
+
+
+def check_exit(owner: str, market: str | None, state: CloseState, quotes: list[PositionQuote]) -> ExitPreview:
+    """Check an emergency exit of `owner` (in `market` only, unless None) against the chain state: it closes
+    every open position there, each whole at its market's oracle price, and reverts as a whole if one of
+    those prices is stale or unset (the vault's `_emergencyExit`).
+
+    Raises:
+        PositionNotFoundError: no open position (in that market). PriceNotSetError, StalePriceError. Or the
+        simulation's decoded revert.
+    """
+    market_id = symbol_to_bytes32(market) if market is not None else None
+    closes = [
+        q
+        for q in quotes
+        if q.position.is_open and (market_id is None or symbol_to_bytes32(q.position.market) == market_id)
+    ]
+    if not closes:
+        where = f" in {market}" if market is not None else ""
+        raise PositionNotFoundError(f"the account has no open position{where}", owner=owner, market=market)
+    for q in closes:
+        _check_price(q.position.market, q.price_updated_at, state)
+    if state.simulation_error is not None:
+        raise state.simulation_error
+    return ExitPreview(owner, market, tuple(ExitClose(q.position, q.price_e8) for q in closes))
 
 
 def _checked_order(
@@ -160,16 +266,31 @@ def assemble(
     vault_address: str,
     *,
     gas_limit_margin_bps: int = GAS_LIMIT_MARGIN_BPS,
-) -> BuiltTransaction:
+) -> BuiltTransaction[ClosePreview]:
     """Checks, preview, gas and fees: everything after the chain reads, with no I/O."""
     preview = check_request(request, state)
-    assert state.gas_estimate is not None  # an open position is always simulated
+    return priced(
+        request.action, data, state, preview, preview.position.owner, vault_address, gas_limit_margin_bps
+    )
+
+
+def priced(
+    action: str,
+    data: bytes,
+    state: CloseState,
+    preview: P,
+    sender: str,
+    vault_address: str,
+    gas_limit_margin_bps: int = GAS_LIMIT_MARGIN_BPS,
+) -> BuiltTransaction[P]:
+    """A checked transaction with its gas and fees (sent by `sender`, the owner it was simulated from)."""
+    assert state.gas_estimate is not None  # checked, so simulated without a revert
     return BuiltTransaction(
-        action=request.action,
+        action=action,
         vault_address=to_checksum_address(vault_address),
         calldata=data,
         chain_id=state.chain_id,
-        sender=preview.position.owner,
+        sender=sender,
         nonce=state.nonce,
         gas_estimate=state.gas_estimate,
         gas_limit=gas_limit_with_margin(state.gas_estimate, gas_limit_margin_bps),
@@ -189,14 +310,70 @@ class TransactionBuilder:
         self.chain = chain
         self.gas_limit_margin_bps = gas_limit_margin_bps
 
-    async def build(self, request: CloseRequest) -> BuiltTransaction:
+    async def build(self, request: CloseRequest) -> BuiltTransaction[ClosePreview]:
         data = encode_request(request)
         state = await self.chain.read_close_state(request.position_id, data)
         return assemble(
             request, data, state, self.chain.vault_address, gas_limit_margin_bps=self.gas_limit_margin_bps
         )
 
-    async def build_from_json(self, body: Mapping[str, Any]) -> BuiltTransaction:
+    async def build_orders(self, change: OrderChange) -> BuiltTransaction[PlanPreview]:
+        """A transaction setting / cancelling exit orders (`setOrder`s and `cancelOrder`s, or a whole
+        `setExitPlan`), simulated from the position's owner; its preview is the plan after it.
+
+        Raises:
+            PositionNotFoundError, PriceNotSetError, StalePriceError, the vault's own error for a change it
+            would refuse, or the simulation's decoded revert.
+        """
+        data = change.calldata()
+        state = await self.chain.read_close_state(change.position_id, data)
+        preview = check_orders(change, state)
+        action = "set_exit_plan" if change.whole_plan else "set_orders"
+        return priced(
+            action,
+            data,
+            state,
+            preview,
+            preview.position.owner,
+            self.chain.vault_address,
+            self.gas_limit_margin_bps,
+        )
+
+    async def build_emergency_exit(self, owner: str, market: str | None) -> BuiltTransaction[ExitPreview]:
+        """`emergencyExit(owner, market)` (None: every market) from the owner: closes each open position.
+
+        Raises:
+            InvalidFieldError: `owner` is not an address. InvalidMarketError: `market` is not a symbol.
+            PositionNotFoundError: no open position (in that market). PriceNotSetError, StalePriceError, or
+            the simulation's decoded revert.
+        """
+        address = parse_owner(owner)
+        data = calldata.emergency_exit(address, market)
+        state, quotes = await self.chain.read_exit_state(address, data)
+        preview = check_exit(address, market, state, quotes)
+        return priced(
+            "emergency_exit",
+            data,
+            state,
+            preview,
+            address,
+            self.chain.vault_address,
+            self.gas_limit_margin_bps,
+        )
+
+    async def plan(self, position_id: str) -> PlanPreview:
+        """A position's pending orders at the current price (none once closed), by its 0x-hex id.
+
+        Raises:
+            InvalidFieldError: a malformed id. PositionNotFoundError: no position ever had this id.
+        """
+        pid = parse_position_id(position_id)
+        _, quote, plan = await self.chain.read_plan(pid)
+        if not quote.position.exists:
+            raise PositionNotFoundError.unknown(pid)
+        return PlanPreview(quote.position, quote.price_e8, plan)
+
+    async def build_from_json(self, body: Mapping[str, Any]) -> BuiltTransaction[ClosePreview]:
         """`build` for a decoded JSON body (see `relayer.domain.jsonio.loads_object`)."""
         return await self.build(parse_close_request(body))
 

@@ -9,7 +9,7 @@ checks, `assemble`, the reads) returns these; the faces turn them into HTTP, CLI
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from eth_account.typed_transactions.dynamic_fee_transaction import DynamicFeeTransaction
 from eth_utils.address import to_canonical_address
@@ -17,14 +17,112 @@ from eth_utils.address import to_canonical_address
 from relayer.chain.quotes import ChainHead, MarketsState, PositionQuote
 from relayer.constants import ETH_DECIMALS, PNL_DECIMALS
 from relayer.domain.fees import Fees, fee_fields, max_cost_wei
-from relayer.domain.positions import Position, TriggerOrder, realized_pnl_e8, side_name
-from relayer.domain.requests import CloseAction
+from relayer.domain.positions import (
+    ExitPlan,
+    OrderView,
+    Position,
+    TriggerOrder,
+    realized_pnl_e8,
+    side_name,
+    walk_fills,
+)
 from relayer.domain.rlp_encoding import RlpItem, rlp_encode
 from relayer.domain.units import format_fixed, size_text, usd_text
 
 
 def _order(order: TriggerOrder) -> dict[str, Any] | None:
     return {"price": usd_text(order.price_e8), "closeBps": order.close_bps} if order.active else None
+
+
+def order_type(order: OrderView) -> str:
+    """`"take_profit"`, `"stop_loss"` or `"trailing_stop"`: how every answer names an order's kind."""
+    if order.is_take_profit:
+        return "take_profit"
+    return "trailing_stop" if order.is_trailing else "stop_loss"
+
+
+def plan_orders(is_long: bool, size: int, plan: ExitPlan) -> list[dict[str, Any]]:
+    """A plan's orders in the vault's execution priority (stops first, then take-profits by id), each with
+    what executing it now closes (`closesNowQty`, `ordersOf`'s `sizeIfExecuted`) and what it closes if the
+    price walks through the take-profits in turn and then back to the stops (`expectedQty`, `walk_fills`)."""
+    expected = dict(walk_fills(size, is_long, plan))
+    return [
+        {
+            "orderId": o.order_id,
+            "type": order_type(o),
+            "price": usd_text(o.price_e8),
+            "shareBps": o.share_bps,
+            "trailBps": o.trail_bps,
+            "closesNowQty": size_text(o.size_if_executed),
+            "expectedQty": size_text(expected.get(o.order_id, 0)),
+        }
+        for o in plan.orders
+    ]
+
+
+@dataclass(frozen=True)
+class PlanPreview:
+    """A position's exit plan as the vault holds it (after the change, for a built transaction) at the
+    current oracle price, in chain units."""
+
+    position: Position
+    price_e8: int
+    plan: ExitPlan
+    rights_needed: int = 0
+    """For a built change: the `RIGHT_*` bits an operator needs for it, judged on the plan it was built on
+    (`exit_plans.rights_needed`); 0 for a read. Not on the wire."""
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.position
+        return {
+            "positionId": "0x" + p.position_id.hex(),
+            "market": p.market,
+            "side": side_name(p.is_long),
+            "size": size_text(p.size),
+            "currentPrice": usd_text(self.price_e8),
+            "planRemainingBps": self.plan.plan_bps,
+            "orders": plan_orders(p.is_long, p.size, self.plan),
+        }
+
+
+@dataclass(frozen=True)
+class ExitClose:
+    """One open position an emergency exit closes, whole, at its market's oracle price."""
+
+    position: Position
+    exit_price_e8: int
+
+    @property
+    def realized_pnl_e8(self) -> int:
+        p = self.position
+        return realized_pnl_e8(p.is_long, p.entry_price_e8, self.exit_price_e8, p.size)
+
+
+@dataclass(frozen=True)
+class ExitPreview:
+    """What `emergencyExit(owner, market)` closes: every open position of `owner` (in `market` only, if
+    given), oldest first."""
+
+    owner: str
+    market: str | None
+    closes: tuple[ExitClose, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "market": self.market,
+            "positions": [
+                {
+                    "positionId": "0x" + c.position.position_id.hex(),
+                    "symbol": c.position.market,
+                    "side": side_name(c.position.is_long),
+                    "closed_qty": size_text(c.position.size),
+                    "exit_price": usd_text(c.exit_price_e8),
+                    "realized_pnl_usd": usd_text(c.realized_pnl_e8),
+                }
+                for c in self.closes
+            ],
+        }
 
 
 @dataclass(frozen=True)
@@ -40,6 +138,8 @@ class ClosePreview:
     take_profit: TriggerOrder
     """The position's take-profit after the transaction (cleared by a full close)."""
     stop_loss: TriggerOrder
+    plan: ExitPlan | None = None
+    """Every pending order after the transaction, as `ordersOf` will report it (None: not read)."""
 
     @property
     def size_after(self) -> int:
@@ -76,14 +176,24 @@ class ClosePreview:
             "remainingUnrealizedPnl": format_fixed(self.remaining_unrealized_pnl_e8, PNL_DECIMALS),
             "takeProfit": _order(self.take_profit),
             "stopLoss": _order(self.stop_loss),
+            "planRemainingBps": self.plan.plan_bps if self.plan is not None else None,
+            "orders": plan_orders(p.is_long, self.size_after, self.plan) if self.plan is not None else [],
         }
 
 
-@dataclass(frozen=True)
-class BuiltTransaction:
-    """A transaction checked against the chain, ready for the owner to sign, and what it will do."""
+Preview = ClosePreview | PlanPreview | ExitPreview
+"""What a built transaction will do: a close (and its order changes), an order change, an emergency exit."""
+P = TypeVar("P", bound=Preview, covariant=True)
 
-    action: CloseAction
+
+@dataclass(frozen=True)
+class BuiltTransaction(Generic[P]):
+    """A transaction checked against the chain, ready for the owner to sign, and what it will do (`preview`:
+    a `ClosePreview` from `build`, a `PlanPreview` from `build_orders`, an `ExitPreview` from
+    `build_emergency_exit`)."""
+
+    action: str
+    """A `CloseAction`, or `"set_orders"`, `"set_exit_plan"`, `"emergency_exit"`."""
     vault_address: str
     calldata: bytes
     chain_id: int
@@ -92,7 +202,7 @@ class BuiltTransaction:
     gas_estimate: int
     gas_limit: int
     fees: Fees
-    preview: ClosePreview
+    preview: P
     head: ChainHead
     """The block it was checked and simulated against."""
 
@@ -161,7 +271,7 @@ class BuiltTransaction:
             "calldata": "0x" + self.calldata.hex(),
             "vaultAddress": self.vault_address,
             "requiredGasFee": format_fixed(self.required_gas_fee_wei, ETH_DECIMALS),
-            "action": self.action.value,
+            "action": str(self.action),
             "gasEstimate": self.gas_estimate,
             "transaction": self.transaction,
             "serializedTransaction": "0x" + self.serialized_transaction.hex(),

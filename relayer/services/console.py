@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from relayer.constants import ETH_DECIMALS
+from relayer.constants import ETH_DECIMALS, FIRST_STOP_ID
 from relayer.domain.notices import Cursor, execution_payload, fill_payload
 from relayer.domain.records import RelayRecord
 from relayer.domain.status import TxStatus
@@ -139,12 +139,15 @@ async def console_snapshot(relay: RelayService, keeper: Keeper | None) -> dict[s
             "orders": [
                 {
                     "positionId": "0x" + position_id.hex(),
-                    "order": "take_profit" if is_take_profit else "stop_loss",
+                    "order": "take_profit" if order_id < FIRST_STOP_ID else "stop_loss",
+                    "orderId": order_id,
                     "triggerPrice": usd_text(ref.price_e8),
+                    "shareBps": ref.share_bps,
+                    "trailBps": ref.trail_bps,
                     "setAtBlock": ref.block_number,
                     "logIndex": ref.log_index,
                 }
-                for position_id, is_take_profit, ref in orders[:MAX_KEEPER_ORDERS]
+                for position_id, order_id, ref in orders[:MAX_KEEPER_ORDERS]
             ],
         },
         "spend": {"policy": relay.policy.to_dict(with_allowlist=False), "today": spend},

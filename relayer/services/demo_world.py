@@ -17,9 +17,10 @@ from relayer.chain.connect import Chain
 from relayer.chain.deploy import Deployment, deploy_vault, set_price
 from relayer.chain.transact import market_open_price_bound, open_position, send
 from relayer.config import TradingSettings
-from relayer.constants import SIZE_DECIMALS
+from relayer.constants import RELAYER_RIGHTS, SIZE_DECIMALS
 from relayer.domain import calldata
 from relayer.domain.apikeys import create_key
+from relayer.domain.operators import grant_expiry
 from relayer.domain.units import to_fixed
 from relayer.services.relay.signers import Signer
 from relayer.stores.keys import KeyStore
@@ -124,10 +125,13 @@ def demo_signers(chain: Chain) -> list[Signer]:
 
 
 def approve_relayer(chain: Chain, world: DemoWorld, signers: list[str]) -> None:
-    """Every demo trader approves every relayer signer as a vault operator, so API-key trading works."""
+    """Every demo trader grants every relayer signer the relayer's reduce-only rights (close, set
+    take-profits, tighten stops) for a year, so API-key trading works."""
+    expires_at = grant_expiry(int(chain.w3.eth.get_block("latest")["timestamp"]))
     for trader in world.traders:
         for signer in signers:
-            send(chain.w3, trader, world.deployment.address, calldata.set_operator(signer, True))
+            data = calldata.set_operator_rights(signer, RELAYER_RIGHTS, expires_at)
+            send(chain.w3, trader, world.deployment.address, data)
 
 
 def issue_demo_keys(store: KeyStore, account: str) -> DemoKeys:
@@ -170,7 +174,11 @@ def describe(
         lines.append(f"  0x{p.position_id.hex()}  {p.owner}  {p.market} {side} {p.size}")
     first = world.positions[0]
     if signers:
-        lines += ["", f"relayer signers (approved as operators by every demo trader): {', '.join(signers)}"]
+        lines += [
+            "",
+            "relayer signers (granted close, set_take_profit and tighten_stop by every demo trader):"
+            f" {', '.join(signers)}",
+        ]
     if journal is not None:
         lines += [
             "",

@@ -182,7 +182,8 @@ class Metrics:
         """One round trip to the node; `replies` None when it did not answer."""
 
     def keeper_order(self, event: str, side: str) -> None:
-        """The keeper saw a new order, executed one, or retried one (`seen`, `executed`, `retried`)."""
+        """The keeper saw a new order, executed one, retried one, or ratcheted a trailing stop (`seen`,
+        `executed`, `retried`, `ratcheted`)."""
 
     def quota_rejected(self, scope: str) -> None:
         """A sponsorship budget refused a call (`scope` as the refusal names it; labelled by its kind)."""
@@ -308,8 +309,12 @@ class PrometheusMetrics(Metrics):
             )
             for event, text in (
                 ("seen", "Take-profit / stop-loss orders the keeper learned from TriggerSet events."),
-                ("executed", "executeTrigger calls the keeper submitted for crossed orders (and retries)."),
+                ("executed", "executeOrder calls the keeper submitted for crossed orders (and retries)."),
                 ("retried", "Executions submitted again because an earlier one of the order ended unmined."),
+                (
+                    "ratcheted",
+                    "ratchetStop calls the keeper submitted to move a trailing stop the trader's way.",
+                ),
             )
         }
         self.quota = Counter(

@@ -27,6 +27,7 @@ from web3.types import TxReceipt
 from relayer.chain.connect import Chain
 from relayer.chain.deploy import Deployment
 from relayer.config import RelaySettings, Settings, TradingSettings
+from relayer.constants import RELAYER_RIGHTS
 from relayer.domain import calldata
 from relayer.errors import (
     ChainUnavailableError,
@@ -61,7 +62,7 @@ def api(
     """The app with everything on (relay, trading, demo feed) and a `read,trade` key of trader 1."""
     assert chain.is_embedded, "the contract is checked on the embedded chain (mark the test)"
     for signer in accounts[5:7]:
-        transact(accounts[1], calldata.set_operator(signer.address, True))
+        transact(accounts[1], calldata.set_operator_rights(signer.address, RELAYER_RIGHTS, 0))
     settings = Settings(
         vault_address=deployment.address,
         relay=RelaySettings(journal_path=tmp_path / "journal.sqlite3", poll_interval_s=0.02),

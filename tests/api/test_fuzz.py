@@ -27,6 +27,7 @@ from relayer.chain.connect import Chain
 from relayer.chain.deploy import Deployment
 from relayer.chain.transact import build_transaction
 from relayer.config import RelaySettings, Settings, TradingSettings
+from relayer.constants import RELAYER_RIGHTS
 from relayer.domain import calldata
 from relayer.domain.requests import FIELDS
 from relayer.domain.typed_data import parse_typed_data_query
@@ -166,7 +167,7 @@ def relay_app(
     who has an open position and a real API key; the keeper loop off, a quick relay."""
     trader = accounts[1]
     for signer in accounts[5:7]:
-        transact(trader, calldata.set_operator(signer.address, True))
+        transact(trader, calldata.set_operator_rights(signer.address, RELAYER_RIGHTS, 0))
     position_id = open_position(owner=trader, size="1")
     app_settings = Settings(
         vault_address=deployment.address,

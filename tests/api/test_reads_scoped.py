@@ -19,6 +19,7 @@ from web3.types import TxReceipt
 
 from relayer.chain.connect import Chain
 from relayer.chain.deploy import Deployment
+from relayer.constants import RELAYER_RIGHTS
 from relayer.domain import calldata
 from relayer.faces.api.app import create_app
 from relayer.services.relay.signers import Signer
@@ -52,7 +53,7 @@ def records(
     traders, relayers = accounts[1:3], accounts[5:7]
     for trader in traders:
         for relayer in relayers:
-            transact(trader, calldata.set_operator(relayer.address, True))
+            transact(trader, calldata.set_operator_rights(relayer.address, RELAYER_RIGHTS, 0))
         open_position(owner=trader, size="1")
     settings = trading_settings(chain, deployment, store.journal_path, database_url=store.database_url)
     app = create_app(settings, chain=chain, signers=[Signer(a) for a in relayers])

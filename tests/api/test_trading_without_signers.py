@@ -88,6 +88,11 @@ def test_positions_by_api_key_need_no_relayer_signer(
     }
     assert [p["positionId"] for p in one_market.json()["positions"]] == ["0x" + short_id.hex()]
     assert by_tool == response.json()
+    long_hex = "0x" + long_id.hex()
+    orders = client.get("/api/trade/orders", headers=_bearer(key), params={"positionId": long_hex})
+    assert orders.status_code == 200, orders.text
+    assert orders.json()["orders"] == []
+    assert tool_json(_mcp(client, "get_orders", {"api_key": key, "position_id": long_hex})) == orders.json()
     (stored,) = _runtime(client).keys.api_keys()
     assert stored.last_used_at is not None
 
@@ -115,6 +120,9 @@ def test_keys_are_checked_as_on_a_relaying_server(
         ("/api/trade/takeprofit", {"positionId": "0x" + "ab" * 32, "price": "99000"}),
         ("/api/trade/stoploss", {"positionId": "0x" + "ab" * 32, "price": "90000"}),
         ("/api/trade/breakeven", {"positionId": "0x" + "ab" * 32}),
+        ("/api/trade/exitplan", {"symbol": "BTCUSDT", "take_profits": [{"price": "99000", "exit_pct": 25}]}),
+        ("/api/trade/orders/cancel", {"positionId": "0x" + "ab" * 32, "orderId": 0}),
+        ("/api/trade/emergencyexit", {}),
         ("/api/relay/raw", {"transaction": "0x00"}),
     ],
 )

@@ -22,7 +22,9 @@ from relayer.chain.connect import ANVIL_DEFAULT_KEYS, Chain
 from relayer.chain.deploy import Deployment
 from relayer.chain.transact import market_open_price_bound, set_market_price
 from relayer.chain.vault import VaultReader
+from relayer.constants import RELAYER_RIGHTS
 from relayer.domain import calldata
+from relayer.domain.operators import OperatorGrant
 from relayer.faces.cli.common import EXIT_ERROR, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from relayer.faces.cli.main import main
 from tests.conftest import _free_port, units, usd
@@ -141,10 +143,23 @@ def test_operator_approve_and_revoke(
     monkeypatch.setenv("RELAYER_TRADER_KEY", TRADER_KEY)
     owner, relayer_signer = Account.from_key(TRADER_KEY).address, accounts[5].address
 
-    assert run(capsys, "operator", "approve", relayer_signer, *node(chain, deployment))[0] == EXIT_OK
-    assert vault.is_operator(owner, relayer_signer)
+    code, out, _ = run(capsys, "operator", "approve", relayer_signer, *node(chain, deployment))
+    assert code == EXIT_OK
+    grant = vault.operator_grant(owner, relayer_signer)
+    latest = int(chain.w3.eth.get_block("latest")["timestamp"])
+    assert grant.rights == RELAYER_RIGHTS == 7  # close, set take-profits, tighten stops: never loosen a stop
+    assert latest + 365 * 86_400 <= grant.expires_at <= latest + 366 * 86_400
+    assert grant.expires_at % 86_400 == 0
+    assert "close, set_take_profit, tighten_stop" in out
+    assert f"until {grant.expires_at}" in out
+
+    expiry = ["--expires-at", str(latest + 3_600)]
+    assert run(capsys, "operator", "approve", relayer_signer, *expiry, *node(chain, deployment))[0] == EXIT_OK
+    assert vault.operator_grant(owner, relayer_signer) == OperatorGrant(RELAYER_RIGHTS, latest + 3_600)
+
     assert run(capsys, "operator", "revoke", relayer_signer, *node(chain, deployment))[0] == EXIT_OK
     assert not vault.is_operator(owner, relayer_signer)
+    assert vault.operator_grant(owner, relayer_signer) == OperatorGrant(0, 0)
 
 
 def _bad_open(why: str, code: str, exit_code: int, call: str) -> Any:

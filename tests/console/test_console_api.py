@@ -20,6 +20,7 @@ from web3.types import TxReceipt
 
 from relayer.chain.connect import Chain
 from relayer.chain.deploy import Deployment
+from relayer.constants import RELAYER_RIGHTS
 from relayer.domain import apikeys, calldata
 from relayer.domain.notices import Cursor
 from relayer.faces.api.app import create_app
@@ -55,7 +56,7 @@ def operated(
 ) -> Iterator[Operated]:
     trader, relayers = accounts[1], accounts[5:7]
     for relayer in relayers:
-        transact(trader, calldata.set_operator(relayer.address, True))
+        transact(trader, calldata.set_operator_rights(relayer.address, RELAYER_RIGHTS, 0))
     position = open_position(owner=trader, size="1")
     transact(trader, calldata.set_stop_loss(position, usd("50000"), 10_000))
     settings = trading_settings(chain, deployment, store.journal_path, database_url=store.database_url)
@@ -147,7 +148,10 @@ def test_the_console_shows_signers_queue_transactions_orders_and_spend(operated:
         {
             "positionId": "0x" + operated.position.hex(),
             "order": "stop_loss",
+            "orderId": 4,
             "triggerPrice": "50000",
+            "shareBps": keeper["orders"][0]["shareBps"],
+            "trailBps": 0,
             "setAtBlock": keeper["orders"][0]["setAtBlock"],
             "logIndex": 0,
         }

@@ -28,17 +28,27 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 SNAPSHOT_PATH = ROOT / "gas-snapshot.json"
 BACKEND = "eth-tester (py-evm), fresh chain"
 
+RIGHT_CLOSE = 1
+"""The vault's `RIGHT_CLOSE` operator flag."""
+
 FIXED_DEADLINE = 4_102_444_800
 """2100-01-01T00:00:00Z: a constant deadline keeps the signed request's calldata and signature identical."""
 
 OPERATIONS = (
     "open",
     "partial_close",
+    "partial_close_later",
+    "partial_close_operator",
     "set_take_profit",
     "multicall_partial_close_and_set_tp",
     "execute_trigger",
     "close_with_sig",
     "full_close",
+    "set_exit_plan_4_tiers",
+    "execute_ladder_tier",
+    "execute_ladder_tier_later",
+    "ratchet_stop",
+    "emergency_exit_one_position",
 )
 """The measured operations, in the order the scenario runs them."""
 
@@ -52,10 +62,19 @@ def _size(hundredths: int) -> int:
 
 
 def measure_gas() -> dict[str, int]:
-    """Gas used by each operation of the scenario (one trader's BTC long, start to finish)."""
+    """Gas used by each operation of the scenario.
+
+    `partial_close` is the owner's FIRST close (the case issue 12 bounds at 40,000), `partial_close_later` a
+    second one, `partial_close_operator` another owner's first close sent by an operator holding
+    `RIGHT_CLOSE` (bound 42,000). The ladder is the seed's tiered exit on a 0.42 BTC long: three take-profits
+    of 25% and a trailing stop for the rest, set in one transaction; `execute_ladder_tier` executes the first
+    tier and `execute_ladder_tier_later` the second (bound 45,000 each).
+    """
     chain = embedded_chain()
     w3 = chain.w3
-    deployer, trader, keeper = chain.test_accounts()[:3]  # keeper: an unprivileged bot / relayer
+    deployer, trader, keeper, other_trader = chain.test_accounts()[
+        :4
+    ]  # keeper: an unprivileged bot / relayer
     deployment = deploy_vault(w3, deployer)
     vault = VaultReader(w3, deployment.address)
     btc = symbol_to_bytes32("BTCUSDT")
@@ -66,24 +85,37 @@ def measure_gas() -> dict[str, int]:
     def set_price(whole_usd: int) -> None:
         send(w3, deployer, deployment.address, calldata.encode_call("setPrice", btc, _usd(whole_usd)))
 
+    def open_(owner: LocalAccount, hundredths: int, allowed_usd: int = 0) -> tuple[bytes, int]:
+        opened = send(
+            w3,
+            owner,
+            deployment.address,
+            calldata.encode_call("openPosition", btc, True, _size(hundredths), _usd(allowed_usd)),
+        )
+        return bytes(event(vault.contract, opened, "PositionOpened")["positionId"]), int(opened["gasUsed"])
+
     figures: dict[str, int] = {}
-    opened = send(
-        w3,
-        trader,
-        deployment.address,
-        calldata.encode_call("openPosition", btc, True, _size(100), _usd(96_100)),
-    )
-    figures["open"] = int(opened["gasUsed"])  # the trader's first position
-    position_id = bytes(event(vault.contract, opened, "PositionOpened")["positionId"])
+    position_id, figures["open"] = open_(trader, 100, 96_100)  # the trader's first position
 
     set_price(97_000)
     figures["partial_close"] = gas(trader, calldata.close_position(position_id, _size(25), _usd(96_900)))
+    figures["partial_close_later"] = gas(trader, calldata.close_position(position_id, _size(5), _usd(96_900)))
+    operated_id, _ = open_(other_trader, 100)
+    send(
+        w3,
+        other_trader,
+        deployment.address,
+        calldata.encode_call("setOperatorRights", keeper.address, RIGHT_CLOSE, 0),
+    )
+    figures["partial_close_operator"] = gas(
+        keeper, calldata.close_position(operated_id, _size(25), _usd(96_900))
+    )
     figures["set_take_profit"] = gas(trader, calldata.set_take_profit(position_id, _usd(100_000), 5_000))
     figures["multicall_partial_close_and_set_tp"] = gas(
         trader,
         calldata.multicall(
             [
-                calldata.close_position(position_id, _size(25), _usd(96_900)),
+                calldata.close_position(position_id, _size(20), _usd(96_900)),
                 calldata.set_take_profit(position_id, _usd(101_000), 5_000),
             ]
         ),
@@ -99,8 +131,45 @@ def measure_gas() -> dict[str, int]:
         keeper, calldata.encode_call("closePositionWithSig", as_struct(request), signature)
     )
     figures["full_close"] = gas(trader, calldata.close_position(position_id, CLOSE_ALL_SIZE, 0))
+
+    set_price(96_000)
+    ladder_id, _ = open_(trader, 42)
+    plan = [
+        (0, _usd(98_000), 2_500, 0),
+        (1, _usd(99_000), 2_500, 0),
+        (2, _usd(100_000), 2_500, 0),
+        (4, _usd(94_000), 2_500, 200),  # trailing stop for the rest, 2% behind the price
+    ]
+    figures["set_exit_plan_4_tiers"] = gas(trader, calldata.encode_call("setExitPlan", ladder_id, plan))
+    set_price(98_500)
+    figures["execute_ladder_tier"] = gas(keeper, calldata.execute_trigger(ladder_id))
+    set_price(99_500)
+    figures["execute_ladder_tier_later"] = gas(keeper, calldata.execute_trigger(ladder_id))
+    figures["ratchet_stop"] = gas(keeper, calldata.encode_call("ratchetStop", ladder_id, 4))
+    figures["emergency_exit_one_position"] = gas(
+        trader, calldata.encode_call("emergencyExit", trader.address, b"\x00" * 32)
+    )
     assert tuple(figures) == OPERATIONS
     return figures
+
+
+CEILINGS = {
+    "partial_close": 40_000,  # the owner's first close (issue 12)
+    "partial_close_later": 40_000,
+    "partial_close_operator": 42_000,  # another owner's first close, sent by an operator with RIGHT_CLOSE
+    "execute_ladder_tier": 45_000,
+    "execute_ladder_tier_later": 45_000,
+}
+"""Issue 12's gas bounds (gas counts are deterministic, not timings), enforced by `--check` and a test."""
+
+
+def over_ceilings(figures: dict[str, int]) -> list[str]:
+    """Each figure above its issue 12 ceiling, as a line saying so."""
+    return [
+        f"{name}: {figures[name]} gas > ceiling {ceiling}"
+        for name, ceiling in CEILINGS.items()
+        if name in figures and figures[name] > ceiling
+    ]
 
 
 def load_snapshot(path: Path = SNAPSHOT_PATH) -> dict[str, int]:

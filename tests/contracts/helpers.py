@@ -20,9 +20,10 @@ from web3.contract import Contract
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
+from relayer.chain.revert import decode_revert, revert_data
 from relayer.chain.transact import current_fees
 from relayer.constants import EIP712_NAME, EIP712_VERSION
-from relayer.domain.typed_data import REQUEST_TYPES
+from relayer.domain.typed_data import REQUEST_TYPES, request_types
 from relayer.errors import RelayerError
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -173,3 +174,58 @@ def send_unchecked(
     }
     tx_hash = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
     return w3.eth.wait_for_transaction_receipt(tx_hash)
+
+
+@contextmanager
+def reverts_with(name: str, /, **args: Any) -> Iterator[pytest.ExceptionInfo[RelayerError]]:
+    """Expect the vault's custom error `name` with these arguments (ABI names, raw values), read from the
+    revert data itself: the `ExecutionRevertedError`'s `details.data` of an unmapped error, or the node error
+    a mapped one was translated from (its `__cause__`)."""
+    with pytest.raises(RelayerError) as info:
+        yield info
+    error = info.value
+    data = error.details.get("data")
+    raw = bytes.fromhex(data[2:]) if isinstance(data, str) else None
+    cause = error.__cause__
+    while raw is None and cause is not None:
+        raw = revert_data(cause)
+        cause = cause.__cause__
+    assert raw is not None, f"no revert data behind {type(error).__name__}: {error.details}"
+    decoded = decode_revert(raw)
+    assert decoded is not None, f"undecodable revert 0x{raw.hex()}"
+    assert decoded.name == name, f"expected {name}, got {decoded.name} {decoded.args}"
+    if "revert" in error.details:
+        assert error.details["revert"] == name
+    for key, expected in args.items():
+        assert _normalized(decoded.args[key]) == _normalized(expected), (key, decoded.args)
+
+
+NEW_REQUEST_TYPES: dict[str, dict[str, list[dict[str, str]]]] = {
+    primary: request_types(primary)
+    for primary in ("SetExitPlanRequest", "CancelOrderRequest", "SetOperatorRequest", "EmergencyExitRequest")
+}
+"""Issue 12's signed requests as EIP-712 types: the relayer's own (`relayer.domain.typed_data`), which the
+contract tests check against the vault's type hashes."""
+EXIT_ORDER_FIELDS = REQUEST_TYPES["ExitOrder"]
+
+
+def sign_new_request(
+    account: LocalAccount, domain: dict[str, Any], primary_type: str, message: dict[str, Any]
+) -> bytes:
+    """The 65-byte signature of one of issue 12's requests (real eth-account `sign_typed_data`)."""
+    signed = account.sign_typed_data(
+        domain_data=domain, message_types=NEW_REQUEST_TYPES[primary_type], message_data=message
+    )
+    return bytes(signed.signature)
+
+
+def new_request_struct(primary_type: str, message: dict[str, Any]) -> tuple[Any, ...]:
+    """The request as the ABI tuple its `...WithSig` function takes."""
+    fields = NEW_REQUEST_TYPES[primary_type][primary_type]
+    values = []
+    for field in fields:
+        value = message[field["name"]]
+        if field["type"] == "ExitOrder[]":
+            value = [tuple(order[f["name"]] for f in EXIT_ORDER_FIELDS) for order in value]
+        values.append(value)
+    return tuple(values)

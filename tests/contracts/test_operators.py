@@ -24,16 +24,22 @@ OWNER_ACTIONS: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
-def test_grant_and_revoke_emit_operator_set(
+def test_grant_and_revoke_emit_operator_rights_set(
     vault: VaultReader, contract: Contract, transact: Transact, trader: LocalAccount, stranger: LocalAccount
 ) -> None:
+    """The boolean setter is kept: true grants every right without expiry, false revokes."""
     assert not vault.is_operator(trader.address, stranger.address)
-    granted = event(contract, transact(trader, calldata.set_operator(stranger.address, True)), "OperatorSet")
-    assert granted == {"owner": trader.address, "operator": stranger.address, "approved": True}
+    granted = event(
+        contract, transact(trader, calldata.set_operator(stranger.address, True)), "OperatorRightsSet"
+    )
+    assert granted == {"owner": trader.address, "operator": stranger.address, "rights": 15, "expiresAt": 0}
     assert vault.is_operator(trader.address, stranger.address)
+    assert contract.functions.operatorGrant(trader.address, stranger.address).call() == [15, 0]
     assert not vault.is_operator(stranger.address, trader.address)  # not symmetric
-    revoked = event(contract, transact(trader, calldata.set_operator(stranger.address, False)), "OperatorSet")
-    assert revoked == {"owner": trader.address, "operator": stranger.address, "approved": False}
+    revoked = event(
+        contract, transact(trader, calldata.set_operator(stranger.address, False)), "OperatorRightsSet"
+    )
+    assert revoked == {"owner": trader.address, "operator": stranger.address, "rights": 0, "expiresAt": 0}
     assert not vault.is_operator(trader.address, stranger.address)
 
 

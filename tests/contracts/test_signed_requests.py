@@ -132,9 +132,11 @@ def test_signed_set_and_cancel_trigger(
     assert event(contract, receipt, "TriggerSet") == {
         "positionId": position_id,
         "owner": trader.address,
+        "orderId": 0 if is_take_profit else 4,
         "isTakeProfit": is_take_profit,
         "price": price,
-        "closeBps": 2_500,
+        "shareBps": 2_500,
+        "trailBps": 0,
     }
     position = vault.position(position_id)
     assert (position.take_profit if is_take_profit else position.stop_loss) == TriggerOrder(price, 2_500)

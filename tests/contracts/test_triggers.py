@@ -13,7 +13,7 @@ from relayer.chain.vault import VaultReader
 from relayer.constants import CLOSE_ALL_SIZE, MAX_TRIGGER_PRICE_E8, PRICE_DECIMALS
 from relayer.domain import calldata
 from relayer.domain.markets import symbol_to_bytes32
-from relayer.domain.positions import TriggerOrder, realized_pnl_e8, trigger_close_size, trigger_on_valid_side
+from relayer.domain.positions import TriggerOrder, realized_pnl_e8, tier_size, trigger_on_valid_side
 from relayer.domain.units import format_fixed
 from relayer.errors import (
     InvalidCloseBpsError,
@@ -67,9 +67,11 @@ def test_set_replace_and_cancel_an_order(
     assert event(contract, receipt, "TriggerSet") == {
         "positionId": position_id,
         "owner": trader.address,
+        "orderId": 0 if is_take_profit else 4,  # the primary take-profit / stop
         "isTakeProfit": is_take_profit,
         "price": first,
-        "closeBps": 2_500,
+        "shareBps": 2_500,
+        "trailBps": 0,
     }
     assert order() == TriggerOrder(first, 2_500)
     assert other() == NO_ORDER
@@ -81,7 +83,7 @@ def test_set_replace_and_cancel_an_order(
     cancelled = event(
         contract, transact(trader, set_trigger(position_id, is_take_profit, 0, 0)), "TriggerSet"
     )
-    assert (cancelled["price"], cancelled["closeBps"]) == (0, 0)
+    assert (cancelled["price"], cancelled["shareBps"]) == (0, 0)
     assert order() == NO_ORDER
 
 
@@ -190,23 +192,24 @@ def test_execute_a_crossed_order(
     size = units("1.5")
     position_id = open_position(is_long=is_long, size="1.5")
     transact(trader, set_trigger(position_id, is_take_profit, usd(trigger), close_bps))
-    # The opposite order, far away, must survive the execution untouched.
+    # The opposite order, far away, must survive the execution untouched. It is a full order (10_000 bps,
+    # "whatever remains"), so it does not count against the plan's partial shares.
     opposite_price = BTC_PRICE + (usd("50000") if is_long != is_take_profit else -usd("50000"))
-    transact(trader, set_trigger(position_id, not is_take_profit, opposite_price, 7_000))
+    transact(trader, set_trigger(position_id, not is_take_profit, opposite_price, 10_000))
 
     set_market_price("BTCUSDT", short_of)
     with reverts(TriggerNotCrossedError, positionId="0x" + position_id.hex(), currentPrice=short_of):
         transact(stranger, calldata.execute_trigger(position_id))
 
     set_market_price("BTCUSDT", crossing)
-    pnl_before = contract.functions.realizedPnlOf(trader.address).call()
     receipt = transact(stranger, calldata.execute_trigger(position_id))  # anyone may execute
 
-    size_delta = trigger_close_size(size, close_bps)
+    size_delta, _ = tier_size(size, close_bps, 10_000)  # a new plan: D = 10_000
     assert event_names(contract, receipt) == ["TriggerExecuted", "PositionDecreased"]
     assert event(contract, receipt, "TriggerExecuted") == {
         "positionId": position_id,
         "keeper": stranger.address,
+        "orderId": 0 if is_take_profit else 4,
         "isTakeProfit": is_take_profit,
         "triggerPrice": usd(trigger),
         "executionPrice": usd(crossing),
@@ -222,7 +225,6 @@ def test_execute_a_crossed_order(
         "realizedPnl": pnl,
     }
     assert (pnl > 0) == is_take_profit
-    assert contract.functions.realizedPnlOf(trader.address).call() - pnl_before == pnl
 
     position = vault.position(position_id)
     executed, kept = (
@@ -237,7 +239,7 @@ def test_execute_a_crossed_order(
         with reverts(PositionNotFoundError):
             transact(stranger, calldata.execute_trigger(position_id))
     else:
-        assert kept == TriggerOrder(opposite_price, 7_000)
+        assert kept == TriggerOrder(opposite_price, 10_000)
         with reverts(TriggerNotCrossedError, currentPrice=crossing):  # the consumed order cannot fire twice
             transact(stranger, calldata.execute_trigger(position_id))
 
@@ -253,7 +255,10 @@ def test_stop_loss_goes_first_when_both_orders_are_crossed(
     set_market_price: Callable[[str, str], None],
     is_long: bool,
 ) -> None:
-    """Orders are validated against the price when set, so after a move a TP can sit inside the SL."""
+    """Orders are validated against the price when set, so after a move a TP can sit inside the SL.
+
+    Both are 50% of one plan: the stop closes half of the 2 (D 10_000 -> 5_000), then the take-profit's share
+    equals what is left of the plan, so it closes the rest (the size rule), not half of it."""
     away = -1 if is_long else 1  # the losing direction
     position_id = open_position(is_long=is_long, size="2")
     stop_loss = BTC_PRICE + away * usd("1000")
@@ -277,24 +282,25 @@ def test_stop_loss_goes_first_when_both_orders_are_crossed(
     assert (second["isTakeProfit"], second["triggerPrice"], second["sizeDelta"]) == (
         True,
         take_profit,
-        units("0.5"),
+        units("1"),
     )
     position = vault.position(position_id)
-    assert (position.size, position.take_profit) == (units("0.5"), NO_ORDER)
+    assert (position.size, position.take_profit) == (0, NO_ORDER)
 
 
 @pytest.mark.parametrize(
     ("size", "close_bps", "size_delta"),
     [
         (units("1"), 3_333, units("0.3333")),
-        (3, 5_000, 1),  # 1.5 rounds down
-        (19_999, 1, 1),  # 1.9999 rounds down
+        (3 * 10**9, 5_000, 15 * 10**8),  # exact half, the rest (1.5e9) is above MIN_REMAINING_SIZE
+        (20_000 * 10**9 - 1, 1, 2 * 10**9 - 1),  # 1.9999... rounds down
+        (2 * 10**9 - 2, 5_000, 2 * 10**9 - 2),  # would leave 999_999_999 < MIN_REMAINING_SIZE: closes all
+        (3, 5_000, 3),  # dust: closed whole
         (1, 9_999, 1),  # share rounds to zero: the dust is closed whole
-        (9_999, 1, 9_999),  # likewise
         (7, 10_000, 7),
     ],
 )
-def test_trigger_share_rounds_down_and_dust_closes_whole(
+def test_trigger_share_rounds_down_and_dust_below_the_minimum_closes_whole(
     contract: Contract,
     transact: Transact,
     trader: LocalAccount,
@@ -304,7 +310,7 @@ def test_trigger_share_rounds_down_and_dust_closes_whole(
     close_bps: int,
     size_delta: int,
 ) -> None:
-    assert trigger_close_size(size, close_bps) == size_delta
+    assert contract.functions.tierSize(size, close_bps, 10_000).call() == [size_delta, 10_000 - close_bps]
     opened = event(
         contract,
         transact(trader, calldata.encode_call("openPosition", symbol_to_bytes32("BTCUSDT"), True, size, 0)),

@@ -35,7 +35,7 @@ from relayer.domain.positions import Position, TriggerOrder
 from relayer.domain.requests import parse_close_request
 from relayer.domain.units import format_fixed
 from relayer.services.builder import assemble, encode_request
-from relayer.services.builder_answers import BuiltTransaction
+from relayer.services.builder_answers import BuiltTransaction, ClosePreview
 from tests.interop.conftest import JsSign
 
 QUANTITIES = ("chainId", "nonce", "gas", "value", "maxFeePerGas", "maxPriorityFeePerGas", "gasPrice")
@@ -169,7 +169,7 @@ def test_wei_amounts_above_2_53_stay_exact_in_javascript(
 
 def built(
     fees: Fees, *, chain_id: int = 31337, nonce: int = 4, gas_estimate: int = 50_000
-) -> BuiltTransaction:
+) -> BuiltTransaction[ClosePreview]:
     """A partial close of OWNER's position, priced with `fees` (a hand-made chain state, no node)."""
     request = parse_close_request({"positionId": "0x" + "cd" * 32, "sizeDelta": "0.5"})
     no_order = TriggerOrder(0, 0)
@@ -200,7 +200,7 @@ def built(
     ids=["eip1559", "eip1559-huge-wei", "legacy", "legacy-huge-wei"],
 )
 def test_javascript_reads_and_signs_every_quantity_exactly(
-    transaction: BuiltTransaction, js_sign: JsSign
+    transaction: BuiltTransaction[ClosePreview], js_sign: JsSign
 ) -> None:
     body = json.dumps(transaction.to_dict())
     (report,) = js_sign(key_hex(OWNER), [body])

@@ -67,7 +67,7 @@ def test_every_tool_schema_says_no_additional_properties() -> None:
 
     tools = anyio.run(listing).tools
 
-    assert len(tools) == 8
+    assert len(tools) == 12
     for tool in tools:
         assert tool.input_schema["additionalProperties"] is False, tool.name
         assert tool.input_schema["type"] == "object", tool.name
@@ -385,9 +385,13 @@ def test_every_tool_argument_maps_to_a_field_the_service_takes() -> None:
     tables = {
         "partial_close": (mcp_tools.PARTIAL_CLOSE_FIELDS, trading_requests.PARTIAL_CLOSE_FIELDS),
         "close_position": (mcp_tools.CLOSE_POSITION_FIELDS, trading_requests.CLOSE_FIELDS),
-        "set_take_profit": (mcp_tools.TRIGGER_FIELDS, trading_requests.TRIGGER_FIELDS),
-        "set_stop_loss": (mcp_tools.TRIGGER_FIELDS, trading_requests.TRIGGER_FIELDS),
+        "set_take_profit": (mcp_tools.TAKE_PROFIT_FIELDS, trading_requests.TAKE_PROFIT_FIELDS),
+        "set_stop_loss": (mcp_tools.STOP_LOSS_FIELDS, trading_requests.STOP_LOSS_FIELDS),
         "move_to_breakeven": (mcp_tools.BREAKEVEN_FIELDS, trading_requests.BREAKEVEN_FIELDS),
+        "set_exit_plan": (mcp_tools.EXIT_PLAN_FIELDS, trading_requests.EXIT_PLAN_FIELDS),
+        "cancel_order": (mcp_tools.CANCEL_ORDER_FIELDS, trading_requests.CANCEL_ORDER_FIELDS),
+        "emergency_exit": (mcp_tools.EMERGENCY_EXIT_FIELDS, trading_requests.EMERGENCY_EXIT_FIELDS),
+        "get_orders": (mcp_tools.GET_ORDERS_FIELDS, trading_requests.ORDERS_FIELDS),
         "get_positions": (mcp_tools.GET_POSITIONS_FIELDS, ("symbol",)),
         "get_transaction": (mcp_tools.GET_TRANSACTION_FIELDS, ("transactionId",)),
         "get_recent_fills": (mcp_tools.GET_RECENT_FILLS_FIELDS, ("after", "limit")),

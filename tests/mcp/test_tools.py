@@ -21,13 +21,17 @@ TOOLS = {
     "set_take_profit",
     "set_stop_loss",
     "move_to_breakeven",
+    "set_exit_plan",
+    "cancel_order",
+    "emergency_exit",
+    "get_orders",
     "get_positions",
     "get_transaction",
     "get_recent_fills",
 }
 
 
-def test_list_tools_describes_all_eight_with_an_api_key_parameter(trading: Trading) -> None:
+def test_list_tools_describes_every_tool_with_an_api_key_parameter(trading: Trading) -> None:
     async def listing() -> Any:
         async with Client(build_mcp_server(lambda: trading.service)) as client:
             return await client.list_tools()
@@ -49,13 +53,19 @@ def test_list_tools_describes_all_eight_with_an_api_key_parameter(trading: Tradi
 
 # (readOnlyHint, destructiveHint, idempotentHint) as each tool truly behaves: a close closes again when called
 # again (an idempotency key makes a retry safe, it does not make the tool idempotent); setting an order
-# replaces the one before (destructive) and the same order again changes nothing more; reads change nothing.
+# replaces the one before (destructive) and the same order again changes nothing more; a stop that trails from
+# the current price, or a whole plan (percents of the size at the call), is a new one when set again later;
+# an emergency exit closes whatever is open at the call; reads change nothing.
 HINTS = {
     "partial_close": (False, True, False),
     "close_position": (False, True, False),
     "set_take_profit": (False, True, True),
-    "set_stop_loss": (False, True, True),
+    "set_stop_loss": (False, True, False),
     "move_to_breakeven": (False, True, True),
+    "set_exit_plan": (False, True, False),
+    "cancel_order": (False, True, True),
+    "emergency_exit": (False, True, False),
+    "get_orders": (True, False, True),
     "get_positions": (True, False, True),
     "get_transaction": (True, False, True),
     "get_recent_fills": (True, False, True),

@@ -65,7 +65,7 @@ def test_get_positions_over_streamable_http(served_app: tuple[str, str, str]) ->
 
     tools, ok, refused, unknown = anyio.run(call)
 
-    assert len(tools.tools) == 8
+    assert len(tools.tools) == 12
     assert all(tool.input_schema["additionalProperties"] is False for tool in tools.tools)
     assert tool_error(unknown)["details"] == {"field": "market"}
     (position,) = tool_json(ok)["positions"]

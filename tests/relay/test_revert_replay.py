@@ -177,7 +177,10 @@ def test_a_revert_for_lack_of_gas_says_so(
     record = record_of(trader.address, deployment.address, close, 30_000)
     error = restore_error(client.portal.call(why_reverted, client.inner, receipt, record).to_dict())
     assert (type(error), error.code) == (ExecutionRevertedError, "execution_reverted")
-    assert error.details["evmError"] in {"out of gas", "OutOfGas"}  # anvil's trace / py-evm's exception
+    # py-evm's exception, or anvil's trace: "out of gas", or (the close is cheap enough since issue 12 that
+    # the gas runs out at its one storage write) "out of gas: not enough gas for reentrancy sentry".
+    evm_error = error.details["evmError"]
+    assert evm_error == "OutOfGas" or evm_error.startswith("out of gas"), evm_error
 
 
 @pytest.mark.only_backend("anvil")

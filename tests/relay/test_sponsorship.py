@@ -24,7 +24,7 @@ from relayer.services.relay.service import RelayService
 from tests.blocking import Blocking
 from tests.relay.conftest import FakeClock, http_client, settle
 
-TRIGGER = {"isTakeProfit": "true", "price": "99000", "closeBps": "5000"}
+TRIGGER = {"isTakeProfit": "true", "closeBps": "5000"}
 
 
 def _fund(chain: Chain, funder: LocalAccount, to: str, wei: int) -> None:
@@ -40,8 +40,15 @@ def _relay_trigger(
     client: TestClient, service: Blocking[RelayService], owner: LocalAccount, position_id: bytes, nonce: int
 ) -> Any:
     """One signed set-trigger request of `owner` (vault nonce `nonce`) relayed; settled when accepted, so the
-    next one's nonce is the chain's."""
-    wanted = {"kind": "trigger", "positionId": "0x" + position_id.hex(), "nonce": str(nonce), **TRIGGER}
+    next one's nonce is the chain's. Each nonce moves the take-profit (99,000 + nonce): the same trigger
+    again changes nothing and is refused (`nothing_to_change`)."""
+    wanted = {
+        "kind": "trigger",
+        "positionId": "0x" + position_id.hex(),
+        "nonce": str(nonce),
+        "price": str(99_000 + nonce),
+        **TRIGGER,
+    }
     answer = service.typed_data_for(parse_typed_data_query(wanted))
     signed = Account.sign_typed_data(owner.key, full_message=answer["typedData"])
     body = {

@@ -257,6 +257,35 @@ def test_every_position_function_has_a_record_kind() -> None:
     assert call_kind(calldata.encode_call("multicall", [close, take_profit])) is RecordKind.MULTICALL
 
 
+def test_issue_12_calls_are_allowed_and_classified_and_operator_grants_are_not() -> None:
+    pid = b"\x01" * 32
+    owner = "0x" + "11" * 20
+    kinds = {
+        calldata.set_order(pid, 1, 10**8, 2_500): RecordKind.TRIGGER,
+        calldata.cancel_order(pid, 4): RecordKind.TRIGGER,
+        calldata.set_exit_plan(pid, [(0, 10**8, 2_500, 0), (4, 10**7, 10_000, 100)]): RecordKind.TRIGGER,
+        calldata.set_exit_plan_with_sig(pid, [], 0, 1, b"\1" * 65): RecordKind.TRIGGER,
+        calldata.cancel_order_with_sig(pid, 0, 0, 1, b"\1" * 65): RecordKind.TRIGGER,
+        calldata.execute_order(pid, 2): RecordKind.EXECUTE,
+        calldata.ratchet_stop(pid, 4): RecordKind.EXECUTE,
+        calldata.emergency_exit(owner): RecordKind.CLOSE,
+        calldata.emergency_exit_with_sig(owner, "BTCUSDT", 0, 1, b"\1" * 65): RecordKind.CLOSE,
+    }
+    for data, kind in kinds.items():
+        check_call(VAULT, data, vault=VAULT)
+        assert call_kind(data) is kind
+    assert call_kind(
+        calldata.multicall([calldata.execute_order(pid, 4), calldata.execute_order(pid, 0)])
+    ) is (RecordKind.EXECUTE)
+    for grant in (
+        calldata.set_operator_rights(owner, 7, 0),
+        calldata.set_operator_with_sig(owner, owner, 7, 0, 0, 1, b"\1" * 65),
+        calldata.multicall([calldata.set_operator_rights(owner, 15, 0)]),
+    ):
+        with pytest.raises(DisallowedTransactionError):
+            check_call(VAULT, grant, vault=VAULT)
+
+
 def test_operator_commands_open_only_an_existing_journal_unless_they_create(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite3"
     with pytest.raises(ConfigurationError, match="no relay journal"):

@@ -28,6 +28,7 @@ from web3.types import TxReceipt
 from relayer.chain.connect import Chain
 from relayer.chain.deploy import Deployment
 from relayer.config import RelaySettings, Settings, TradingSettings
+from relayer.constants import RELAYER_RIGHTS
 from relayer.domain import calldata
 from relayer.faces.api.app import create_app
 from relayer.faces.cli import keys as keys_cli
@@ -163,13 +164,15 @@ def tool_error(result: CallToolResult) -> dict[str, Any]:
 def approve_operators(
     accounts: list[LocalAccount], transact: Callable[[LocalAccount, bytes], TxReceipt]
 ) -> Callable[..., None]:
-    """Factory: `trader` approves (or revokes) every relayer signer as its vault operator."""
+    """Factory: `trader` grants every relayer signer the relayer's rights (`RELAYER_RIGHTS`, no expiry), or
+    (`approved` False) revokes them."""
 
     def _approve(
         trader: LocalAccount, *, approved: bool = True, signers: list[LocalAccount] | None = None
     ) -> None:
         for signer in signers if signers is not None else accounts[5:7]:
-            transact(trader, calldata.set_operator(signer.address, approved))
+            rights = RELAYER_RIGHTS if approved else 0
+            transact(trader, calldata.set_operator_rights(signer.address, rights, 0))
 
     return _approve
 
@@ -182,21 +185,23 @@ def make_trading(
     store: StoreLocation,
 ) -> Iterator[Callable[..., Trading]]:
     """Factory: start an app (lifespan running) on the test's store (`tmp_path/journal.sqlite3`, or its
-    PostgreSQL database); the same one on every call."""
+    PostgreSQL database); the same one on every call. Its relayer signers are `accounts[5:7]`, or
+    `signers`."""
     opened: list[TestClient] = []
 
-    def _make(**settings: Any) -> Trading:
+    def _make(*, signers: list[LocalAccount] | None = None, **settings: Any) -> Trading:
+        chosen = accounts[5:7] if signers is None else signers
         app = create_app(
             trading_settings(
                 chain, deployment, store.journal_path, database_url=store.database_url, **settings
             ),
             chain=chain,
-            signers=[Signer(accounts[5]), Signer(accounts[6])],
+            signers=[Signer(account) for account in chosen],
         )
         client = TestClient(app)
         client.__enter__()
         opened.append(client)
-        return Trading(app, client, chain, [Signer(accounts[5]), Signer(accounts[6])], accounts[1:4])
+        return Trading(app, client, chain, [Signer(account) for account in chosen], accounts[1:4])
 
     yield _make
     for client in reversed(opened):

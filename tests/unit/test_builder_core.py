@@ -33,7 +33,7 @@ from relayer.errors import (
     StalePriceError,
 )
 from relayer.services.builder import assemble, check_request, encode_request
-from relayer.services.builder_answers import BuiltTransaction
+from relayer.services.builder_answers import BuiltTransaction, ClosePreview
 
 OWNER = Account.from_key("0x" + "11" * 32)
 VAULT = "0xF2E246BB76DF876Cef8b38ae84130F4F55De395b"
@@ -248,7 +248,7 @@ def test_a_revert_no_check_foresaw_is_raised_decoded() -> None:
 # --- the transaction ----------------------------------------------------------------------------------------
 
 
-def built(fees: Fees) -> BuiltTransaction:
+def built(fees: Fees) -> BuiltTransaction[ClosePreview]:
     req = request(sizeDelta="0.5")
     return assemble(req, encode_request(req), state(fees=fees), VAULT.lower(), gas_limit_margin_bps=2_000)
 

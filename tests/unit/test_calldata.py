@@ -232,3 +232,71 @@ def test_word_arguments_encode_as_eth_abi_does_and_the_rest_is_refused_by_it(
     else:
         with pytest.raises(expected):
             calldata.close_position(position_id, size_delta, allowed)
+
+
+uint8 = st.integers(min_value=0, max_value=2**8 - 1)
+exit_orders = st.lists(st.tuples(uint8, uint256, uint16, uint16), max_size=6)
+
+
+@given(position_id=bytes32, order_id=uint8, price=uint256, share=uint16, trail=uint16)
+def test_order_calls_round_trip(
+    position_id: bytes, order_id: int, price: int, share: int, trail: int
+) -> None:
+    data = calldata.set_order(position_id, order_id, price, share, trail)
+    assert data[:4] == _selector("setOrder(bytes32,uint8,uint256,uint16,uint16)")
+    assert calldata.decode_call(data) == (
+        "setOrder",
+        {
+            "positionId": position_id,
+            "orderId": order_id,
+            "price": price,
+            "shareBps": share,
+            "trailBps": trail,
+        },
+    )
+    for function, encode_order_call in (
+        ("cancelOrder", calldata.cancel_order),
+        ("ratchetStop", calldata.ratchet_stop),
+        ("executeOrder", calldata.execute_order),
+    ):
+        encoded = encode_order_call(position_id, order_id)
+        assert encoded[:4] == _selector(f"{function}(bytes32,uint8)")
+        assert calldata.decode_call(encoded) == (function, {"positionId": position_id, "orderId": order_id})
+
+
+@given(position_id=bytes32, orders=exit_orders, nonce=uint256, deadline=uint256)
+def test_exit_plan_calls_round_trip(
+    position_id: bytes, orders: list[tuple[int, int, int, int]], nonce: int, deadline: int
+) -> None:
+    as_dicts = [{"orderId": o, "price": p, "shareBps": s, "trailBps": t} for o, p, s, t in orders]
+    data = calldata.set_exit_plan(position_id, orders)
+    assert data[:4] == _selector("setExitPlan(bytes32,(uint8,uint256,uint16,uint16)[])")
+    assert calldata.decode_call(data) == ("setExitPlan", {"positionId": position_id, "orders": as_dicts})
+    signed = calldata.set_exit_plan_with_sig(position_id, orders, nonce, deadline, b"\x01" * 65)
+    name, args = calldata.decode_call(signed)
+    assert name == "setExitPlanWithSig"
+    assert args["request"] == {
+        "positionId": position_id,
+        "orders": as_dicts,
+        "nonce": nonce,
+        "deadline": deadline,
+    }
+
+
+@given(owner=addresses, operator=addresses, rights=uint8, expires_at=st.integers(0, 2**64 - 1))
+def test_operator_and_emergency_calls_checksum_and_round_trip(
+    owner: str, operator: str, rights: int, expires_at: int
+) -> None:
+    assert calldata.decode_call(calldata.set_operator_rights(operator, rights, expires_at)) == (
+        "setOperatorRights",
+        {"operator": to_checksum_address(operator), "rights": rights, "expiresAt": expires_at},
+    )
+    every = calldata.decode_call(calldata.emergency_exit(owner))
+    assert every == ("emergencyExit", {"owner": to_checksum_address(owner), "market": b"\0" * 32})
+    _, one = calldata.decode_call(calldata.emergency_exit(owner, "BTCUSDT"))
+    assert one["market"] == b"BTCUSDT".ljust(32, b"\0")
+    _, signed = calldata.decode_call(
+        calldata.set_operator_with_sig(owner, operator, rights, expires_at, 1, 2, b"\1" * 65)
+    )
+    assert signed["request"]["owner"] == to_checksum_address(owner)
+    assert signed["request"]["rights"] == rights

@@ -23,6 +23,7 @@ BOB = "0x" + "b2" * 20
 POSITION = b"\x07" * 32
 _GET_POSITION = calldata.encode_call("getPositionWithPrice", POSITION)[:4]
 _NONCES = calldata.encode_call("nonces", ALICE)[:4]
+_ORDERS_OF = calldata.encode_call("ordersOf", POSITION)[:4]
 
 
 def _word(value: int | bytes) -> bytes:
@@ -48,6 +49,8 @@ class MovingChain:
                 words = [_word(bytes.fromhex(self.owner[2:])), symbol_to_bytes32("BTCUSDT"), _word(1)]
                 words += [_word(v) for v in (10**18, 96_000 * 10**8, 0, 0, 0, 0, 96_000 * 10**8, 1)]
                 return "0x" + b"".join(words).hex()
+            if data[:4] == _ORDERS_OF:  # no orders, D = 10_000
+                return "0x" + (_word(64) + _word(10_000) + _word(0)).hex()
             if data[:4] == _NONCES:
                 return "0x" + _word(self.request_nonces["0x" + data[-20:].hex()]).hex()
             return "0x" + _word(3600).hex()  # maxPriceAge

@@ -101,3 +101,16 @@ def test_factories_build_their_own_class_with_its_details() -> None:
         "currentPrice": "96000",
         "field": "stopLoss",
     }
+
+
+def test_every_error_class_restores_from_its_record() -> None:
+    """A relay record keeps an error as `to_dict()`; `restore_error` rebuilds the class its code names, also
+    for the `PermissionError` (an `OSError`) subclasses such as `operator_right_missing`."""
+    for cls in errors_module._all_error_classes():
+        saved = {"code": cls.code, "message": "why", "details": {"a": 1}}
+        restored = errors_module.restore_error(saved)
+        assert isinstance(restored, RelayerError)
+        assert restored.to_dict() == saved
+    restored = errors_module.restore_error({"code": "operator_right_missing", "message": "m", "details": {}})
+    assert type(restored) is errors_module.OperatorRightMissingError
+    assert restored.http_status == 403

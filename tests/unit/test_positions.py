@@ -1,21 +1,31 @@
-"""The vault's PnL, trigger and slippage rules mirrored in Python, checked on chain by the contract suite."""
+"""The vault's PnL, size rule, order priority, trigger and slippage rules mirrored in Python, checked on chain
+by the contract suite."""
 
 from __future__ import annotations
 
 import pytest
+from eth_abi.abi import encode
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relayer.constants import BPS_DENOMINATOR, MAX_POSITION_SIZE, MAX_TRIGGER_PRICE_E8
+from relayer.chain.decoding import decode_orders_of
+from relayer.constants import BPS_DENOMINATOR, MAX_POSITION_SIZE, MAX_TRIGGER_PRICE_E8, MIN_REMAINING_SIZE
 from relayer.domain.positions import (
     SIZE_ONE,
+    ExitPlan,
+    OrderView,
     Position,
     TriggerOrder,
+    next_crossed,
     price_within_bound,
+    ratchet_gain_bps,
     realized_pnl_e8,
-    trigger_close_size,
+    tier_size,
+    trailed_trigger,
     trigger_on_valid_side,
+    walk_fills,
 )
+from relayer.errors import ChainUnavailableError, VaultNotDeployedError
 
 prices = st.integers(min_value=1, max_value=MAX_TRIGGER_PRICE_E8)
 sizes = st.integers(min_value=1, max_value=MAX_POSITION_SIZE)
@@ -67,29 +77,74 @@ def test_realized_pnl_of_nothing_is_zero(is_long: bool, entry: int, exit_: int) 
 
 
 @pytest.mark.parametrize(
-    ("size", "close_bps", "expected"),
+    ("size", "share_bps", "plan_bps", "expected"),
     [
-        (10**18, 10_000, 10**18),
-        (10**18, 5_000, 5 * 10**17),
-        (10**18, 1, 10**14),
-        (3, 5_000, 1),  # 1.5 rounds down
-        (1, 5_000, 1),  # 0.5 rounds to 0: the dust rule closes everything
-        (9_999, 1, 9_999),  # 0.9999 rounds to 0: all
-        (10_000, 1, 1),
+        (10**18, 10_000, 10_000, (10**18, 0)),  # a full order closes everything
+        (10**18, 5_000, 10_000, (5 * 10**17, 5_000)),
+        (42 * 10**16, 2_500, 10_000, (105 * 10**15, 7_500)),  # the seed's ladder: 0.105 of 0.42 ...
+        (315 * 10**15, 2_500, 7_500, (105 * 10**15, 5_000)),  # ... of what remains, the same 0.105 ...
+        (21 * 10**16, 2_500, 5_000, (105 * 10**15, 2_500)),  # ... and again
+        (105 * 10**15, 2_500, 2_500, (105 * 10**15, 0)),  # the last share of the plan closes the rest
+        (21 * 10**16, 10_000, 5_000, (21 * 10**16, 0)),  # a share above what remains of the plan: all
+        (3 * 10**9, 5_000, 10_000, (15 * 10**8, 5_000)),  # leaves 1.5e9, above MIN_REMAINING_SIZE
+        (2 * 10**9 - 2, 5_000, 10_000, (2 * 10**9 - 2, 5_000)),  # would leave dust below it: all
+        (3, 5_000, 10_000, (3, 5_000)),  # dust position: closed whole
+        (7, 1, 0, (7, 0)),  # no plan left: all (never a division by zero)
     ],
 )
-def test_trigger_close_size_examples(size: int, close_bps: int, expected: int) -> None:
-    assert trigger_close_size(size, close_bps) == expected
+def test_tier_size_examples(size: int, share_bps: int, plan_bps: int, expected: tuple[int, int]) -> None:
+    assert tier_size(size, share_bps, plan_bps) == expected
 
 
-@given(size=sizes, close_bps=bps)
-def test_trigger_close_size_never_exceeds_the_position(size: int, close_bps: int) -> None:
-    closed = trigger_close_size(size, close_bps)
-    assert 0 < closed <= size
-    share = size * close_bps // BPS_DENOMINATOR
-    assert closed == (share if share else size)
-    if close_bps == BPS_DENOMINATOR:
-        assert closed == size
+@given(size=sizes, share_bps=bps, plan_bps=bps)
+def test_tier_size_never_over_closes_nor_leaves_dust(size: int, share_bps: int, plan_bps: int) -> None:
+    closed, plan_after = tier_size(size, share_bps, plan_bps)
+    assert 0 <= closed <= size
+    if share_bps >= plan_bps:
+        assert (closed, plan_after) == (size, 0)
+    else:
+        assert plan_after == plan_bps - share_bps
+        assert closed == size or size - closed >= MIN_REMAINING_SIZE
+        assert closed * plan_bps <= size * share_bps or closed == size  # rounded down unless dust
+
+
+def test_ladder_of_three_quarters_and_a_stop_closes_quarters_to_the_unit() -> None:
+    size, plan = 42 * 10**16, BPS_DENOMINATOR
+    fills = []
+    for share in (2_500, 2_500, 2_500, BPS_DENOMINATOR):
+        closed, plan = tier_size(size, share, plan)
+        fills.append(closed)
+        size -= closed
+    assert fills == [105 * 10**15] * 4
+    assert size == 0
+
+
+def _order(order_id: int, price: int, share: int = 2_500, trail: int = 0) -> OrderView:
+    return OrderView(order_id, order_id < 4, price, share, trail, 0)
+
+
+def test_next_crossed_runs_stops_first_then_take_profits_by_id() -> None:
+    long_orders = [_order(4, 95), _order(5, 94), _order(0, 97), _order(1, 98)]
+    assert next_crossed(True, long_orders, 96) is None
+    assert next_crossed(True, long_orders, 97) == 0
+    assert next_crossed(True, long_orders, 99) == 0  # a gap: tier 0 first, tier 1 on the next call
+    assert next_crossed(True, [o for o in long_orders if o.order_id != 0], 99) == 1
+    assert next_crossed(True, long_orders, 95) == 4
+    assert next_crossed(True, long_orders, 90) == 4  # both stops crossed: the higher (nearer) first
+    assert next_crossed(True, [_order(4, 94), _order(5, 95)], 90) == 5
+    assert next_crossed(True, [_order(4, 95), _order(5, 95)], 90) == 4  # a tie: by id
+    short_orders = [_order(4, 105), _order(5, 106), _order(0, 103), _order(1, 102)]
+    assert next_crossed(False, short_orders, 110) == 4  # a short's lower stop first
+    assert next_crossed(False, short_orders, 102) == 0
+    assert next_crossed(False, short_orders, 104) is None
+
+
+def test_trailing_stop_arithmetic() -> None:
+    assert trailed_trigger(True, 100_000 * 10**8, 200) == 98_000 * 10**8
+    assert trailed_trigger(False, 100_000 * 10**8, 200) == 102_000 * 10**8
+    assert ratchet_gain_bps(True, 95_000, 98_000, 100_000) == 300
+    assert ratchet_gain_bps(False, 105_000, 102_000, 100_000) == 300
+    assert ratchet_gain_bps(True, 98_000, 97_000, 100_000) == -100  # against the trader
 
 
 @pytest.mark.parametrize(
@@ -152,3 +207,41 @@ def test_position_flags() -> None:
     assert open_.is_open
     assert open_.take_profit.active
     assert not open_.stop_loss.active
+
+
+def test_orders_of_decoding_and_its_malformed_answers() -> None:
+    rows = [(4, False, 95, 10_000, 150, 7), (0, True, 97, 2_500, 0, 2)]
+    plan = decode_orders_of(
+        encode(["(uint8,bool,uint256,uint16,uint16,uint256)[]", "uint256"], [rows, 7_500])
+    )
+    assert plan.plan_bps == 7_500
+    assert plan.orders == (OrderView(4, False, 95, 10_000, 150, 7), OrderView(0, True, 97, 2_500, 0, 2))
+    assert plan.order(4) is plan.orders[0]
+    assert plan.orders[0].is_trailing
+    assert plan.order(1) is None
+    with pytest.raises(VaultNotDeployedError):
+        decode_orders_of(b"")
+    with pytest.raises(ChainUnavailableError):
+        decode_orders_of(b"\x01" * 31)
+
+
+@given(
+    size=sizes,
+    is_long=st.booleans(),
+    tiers=st.lists(st.integers(1, BPS_DENOMINATOR), min_size=0, max_size=4),
+    stop_share=st.one_of(st.none(), st.integers(1, BPS_DENOMINATOR)),
+)
+def test_walk_fills_close_at_most_the_position_and_all_of_it_when_the_plan_says_so(
+    size: int, is_long: bool, tiers: list[int], stop_share: int | None
+) -> None:
+    orders = [OrderView(i, True, 100 + i, share, 0, 0) for i, share in enumerate(tiers)]
+    if stop_share is not None:
+        orders.append(OrderView(4, False, 90, stop_share, 0, 0))
+    partial = sum(o.share_bps for o in orders if o.share_bps < BPS_DENOMINATOR)
+    if partial > BPS_DENOMINATOR:
+        return  # the vault refuses such a plan
+    fills = walk_fills(size, is_long, ExitPlan(tuple(orders), BPS_DENOMINATOR))
+    assert [order_id for order_id, _ in fills] == [o.order_id for o in orders]
+    assert sum(closed for _, closed in fills) <= size
+    if any(o.share_bps == BPS_DENOMINATOR for o in orders) or (orders and partial == BPS_DENOMINATOR):
+        assert sum(closed for _, closed in fills) == size

@@ -89,6 +89,55 @@ CASES: dict[str, tuple[list[Any], type[e.RelayerError], dict[str, Any]]] = {
     ),
     "InvalidSignature": ([], e.InvalidSignatureError, {}),
     "InvalidMaxPriceAge": ([0], e.InvalidFieldError, {"field": "maxPriceAge"}),
+    "OrderIdInvalid": ([6], e.InvalidOrderIdError, {"orderId": 6}),
+    "OrderNotFound": (
+        [POSITION_ID, 2],
+        e.OrderNotFoundError,
+        {"positionId": "0x" + POSITION_ID.hex(), "orderId": 2},
+    ),
+    "OrderNotNext": (
+        [POSITION_ID, 1, 4],
+        e.OrderNotNextError,
+        {"positionId": "0x" + POSITION_ID.hex(), "orderId": 1, "nextOrderId": 4},
+    ),
+    "OrderOutOfSequence": (
+        [1, 9_700_000_000_000, 0, 9_800_000_000_000],
+        e.OrderOutOfSequenceError,
+        {"orderId": 1, "price": "97000", "otherOrderId": 0, "otherPrice": "98000"},
+    ),
+    "OrderTrailInvalid": ([0, 50], e.InvalidTrailBpsError, {"orderId": 0, "trailBps": 50}),
+    "PlanSharesExceeded": (
+        [12_500, 10_000],
+        e.PlanSharesExceededError,
+        {"sharesBps": 12_500, "remainingBps": 10_000},
+    ),
+    "PlanOrderDuplicated": ([3], e.PlanOrderDuplicatedError, {"orderId": 3}),
+    "StopNotTrailing": (
+        [POSITION_ID, 4],
+        e.StopNotTrailingError,
+        {"positionId": "0x" + POSITION_ID.hex(), "orderId": 4},
+    ),
+    "StopRatchetAgainstTrader": (
+        [POSITION_ID, 5, 9_500_000_000_000, 9_400_000_000_000],
+        e.StopRatchetAgainstTraderError,
+        {
+            "positionId": "0x" + POSITION_ID.hex(),
+            "orderId": 5,
+            "trigger": "95000",
+            "proposedTrigger": "94000",
+        },
+    ),
+    "OperatorRightMissing": (
+        [OWNER, 8],
+        e.OperatorRightMissingError,
+        {"operator": to_checksum_address(OWNER), "right": 8, "rightName": "loosen_or_cancel_stop"},
+    ),
+    "OperatorExpired": (
+        [OWNER, 1_700_000_000],
+        e.OperatorExpiredError,
+        {"operator": to_checksum_address(OWNER), "expiresAt": 1_700_000_000},
+    ),
+    "OperatorRightsInvalid": ([16], e.InvalidOperatorRightsError, {"rights": 16}),
 }
 
 

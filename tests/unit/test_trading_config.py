@@ -68,6 +68,7 @@ def test_settings_load_reads_trading_keeper_and_feed_variables() -> None:
             "RELAYER_TRADING_DEFAULT_SLIPPAGE_BPS": "40",
             "RELAYER_KEEPER_INTERVAL_S": "0",
             "RELAYER_KEEPER_FROM_BLOCK": "1234",
+            "RELAYER_KEEPER_RATCHET_MIN_BPS": "25",
             "RELAYER_PRICE_FEED_INTERVAL_S": "2.5",
             "RELAYER_PRICE_FEED_SEED": "42",
             "RELAYER_PRICE_FEED_MAX_STEP_BPS": "15",
@@ -78,6 +79,7 @@ def test_settings_load_reads_trading_keeper_and_feed_variables() -> None:
     assert settings.trading.default_slippage_bps == 40
     assert settings.keeper_interval_s == 0
     assert settings.keeper_from_block == 1234
+    assert settings.keeper_ratchet_min_bps == 25
     assert (settings.price_feed_interval_s, settings.price_feed_seed, settings.price_feed_max_step_bps) == (
         2.5,
         42,
@@ -92,6 +94,7 @@ def test_settings_defaults() -> None:
     assert settings.trading == TradingSettings()
     assert settings.keeper_interval_s == 1.0
     assert settings.keeper_from_block == 0
+    assert settings.keeper_ratchet_min_bps == 10
     assert settings.price_feed_interval_s == 0  # the feed is off unless `relayer serve` turns it on
 
 
@@ -100,6 +103,7 @@ def test_settings_defaults() -> None:
     [
         ("RELAYER_KEEPER_INTERVAL_S", "-1"),
         ("RELAYER_KEEPER_FROM_BLOCK", "-5"),
+        ("RELAYER_KEEPER_RATCHET_MIN_BPS", "10000"),
         ("RELAYER_PRICE_FEED_MAX_STEP_BPS", "5000"),
         ("RELAYER_TRADING_RECEIPT_TIMEOUT_S", "-3"),
     ],

@@ -18,9 +18,15 @@ from fastapi.responses import JSONResponse
 
 from relayer.constants import MAX_LIST_LIMIT, MAX_LIST_OFFSET
 from relayer.domain.apikeys import ApiKey, Scope
+from relayer.domain.jsonio import reject_unknown_fields
 from relayer.domain.policy import parse_raw_relay
-from relayer.domain.typed_data import parse_signed_relay, parse_typed_data_query
-from relayer.errors import PositionNotFoundError, PriceNotSetError, TransactionNotFoundError
+from relayer.domain.typed_data import TYPED_DATA_FIELDS, parse_signed_relay, parse_typed_data_query
+from relayer.errors import (
+    NothingToChangeError,
+    PositionNotFoundError,
+    PriceNotSetError,
+    TransactionNotFoundError,
+)
 from relayer.faces.api import schemas
 from relayer.faces.api.inputs import KEY_HEADERS, api_key_of, json_object
 from relayer.runtime import Runtime
@@ -64,9 +70,10 @@ async def relay_signed(
     service: Relay,
     idempotency_key: str | None = Header(default=None, alias="Idempotency-Key"),
 ) -> JSONResponse:
-    """Relay an EIP-712 close / set-trigger request signed by the position's owner; the relayer pays gas.
+    """Relay an EIP-712 request signed by the position's owner (kinds `close`, `trigger`, `exit_plan`,
+    `cancel_order`) or by the `owner` it names (`operator_rights`, `emergency_exit`); the relayer pays gas.
 
-    Body: `{"kind": "close"|"trigger", "request": <typedData.message as signed>, "signature": "0x..."}`.
+    Body: `{"kind": <kind>, "request": <typedData.message as signed>, "signature": "0x..."}`.
     """
     relay = parse_signed_relay(await json_object(request))
     return _answer(await service.submit_signed(relay, idempotency_key=idempotency_key))
@@ -87,25 +94,52 @@ async def relay_raw(
     return _answer(await service.submit_raw(tx, idempotency_key=idempotency_key))
 
 
-@router.get(
-    "/api/relay/typed-data",
-    responses=schemas.error_responses(
-        PositionNotFoundError, PriceNotSetError, *schemas.RELAY, *schemas.CHAIN
-    ),
+_TYPED_DATA_ERRORS: schemas.Errors = (
+    PositionNotFoundError,
+    PriceNotSetError,
+    NothingToChangeError,
+    *schemas.SIGNED_REQUEST_VALUES,
+    *schemas.RELAY,
+    *schemas.CHAIN,
 )
+
+
+@router.get("/api/relay/typed-data", responses=schemas.error_responses(*_TYPED_DATA_ERRORS))
 async def relay_typed_data(
     service: Relay,
-    kind: str = Query(description="close or trigger"),
-    position_id: str = Query(alias="positionId"),
+    kind: str = Query(
+        description="close, trigger, exit_plan, cancel_order, operator_rights or emergency_exit"
+    ),
+    position_id: str | None = Query(
+        default=None, alias="positionId", description="close, trigger, exit_plan, cancel_order"
+    ),
     size_delta: str | None = Query(default=None, alias="sizeDelta", description="base units; omit for all"),
     allowed_price: str | None = Query(default=None, alias="allowedPrice", description="USD; omit for none"),
     is_take_profit: str | None = Query(default=None, alias="isTakeProfit"),
     price: str | None = Query(default=None, description="USD; 0 cancels the order"),
     close_bps: str | None = Query(default=None, alias="closeBps"),
+    orders: str | None = Query(
+        default=None,
+        description='exit_plan: JSON list of {"orderId": 0..5, "price": USD, "shareBps": 1..10000,'
+        ' "trailBps": 0..9999 (stops)}; or POST the same fields as a JSON body',
+    ),
+    order_id: str | None = Query(default=None, alias="orderId", description="cancel_order: 0..5"),
+    owner: str | None = Query(default=None, description="operator_rights, emergency_exit: the signer"),
+    operator: str | None = Query(default=None, description="operator_rights: the operator's address"),
+    rights: str | None = Query(
+        default=None,
+        description="operator_rights: bit sum 0..15, or names: close, set_take_profit, tighten_stop,"
+        " loosen_or_cancel_stop (comma-separated; none revokes)",
+    ),
+    expires_at: str | None = Query(
+        default=None, alias="expiresAt", description="operator_rights: unix seconds, 0 = never"
+    ),
+    market: str | None = Query(default=None, description="emergency_exit: a symbol; omit for every market"),
     deadline: str | None = Query(default=None, description="unix seconds; default latest block + TTL"),
-    nonce: str | None = Query(default=None, description="default: the owner's next vault nonce"),
+    nonce: str | None = Query(default=None, description="default: the signer's next vault nonce"),
 ) -> dict[str, Any]:
-    """The exact EIP-712 payload to sign (`eth_account.Account.sign_typed_data(key, full_message=...)`)."""
+    """The exact EIP-712 payload to sign (`eth_account.Account.sign_typed_data(key, full_message=...)`);
+    a parameter another kind takes is refused (422 `invalid_field`)."""
     params = {
         "kind": kind,
         "positionId": position_id,
@@ -114,10 +148,26 @@ async def relay_typed_data(
         "isTakeProfit": is_take_profit,
         "price": price,
         "closeBps": close_bps,
+        "orders": orders,
+        "orderId": order_id,
+        "owner": owner,
+        "operator": operator,
+        "rights": rights,
+        "expiresAt": expires_at,
+        "market": market,
         "deadline": deadline,
         "nonce": nonce,
     }
     return await service.typed_data_for(parse_typed_data_query(params))
+
+
+@router.post("/api/relay/typed-data", responses=schemas.error_responses(*schemas.BODY, *_TYPED_DATA_ERRORS))
+async def relay_typed_data_body(request: Request, service: Relay) -> dict[str, Any]:
+    """`GET /api/relay/typed-data` with its parameters as a JSON object (numbers exact; `orders` a list):
+    the convenient form for an exit plan. Answers 200 with the payload; nothing is stored."""
+    body = await json_object(request)
+    reject_unknown_fields(body, TYPED_DATA_FIELDS)
+    return await service.typed_data_for(parse_typed_data_query(body))
 
 
 @router.get(

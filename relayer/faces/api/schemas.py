@@ -274,14 +274,33 @@ SENDING: Errors = (
 )
 """Journaling and sending a transaction the relayer pays for (`RelayService`)."""
 
+SIGNED_REQUEST_VALUES: Errors = (
+    errors.InvalidFieldError,
+    errors.InvalidMarketError,
+    errors.InvalidPriceError,
+    errors.InvalidCloseBpsError,
+    errors.InvalidTriggerPriceError,
+    errors.InvalidOrderIdError,
+    errors.OrderOutOfSequenceError,
+    errors.InvalidTrailBpsError,
+    errors.PlanSharesExceededError,
+    errors.PlanOrderDuplicatedError,
+    errors.InvalidOperatorRightsError,
+)
+"""A signed request's values the vault would refuse, checked before it is signed or relayed
+(`relayer.domain.typed_data`, `relayer.domain.exit_plans`)."""
+
 SIGNED_RELAY: Errors = (
     *BODY,
+    *SIGNED_REQUEST_VALUES,
     errors.InvalidSignatureError,
     errors.ExpiredRequestError,
     errors.DeadlineTooSoonError,
     errors.InvalidNonceError,
     errors.DuplicateRequestError,
     errors.NotAuthorizedError,
+    errors.OrderNotFoundError,
+    errors.NothingToChangeError,
     *POSITION_CHECKS,
     *SENDING,
 )
@@ -304,6 +323,20 @@ TRADE: Errors = (
     *SENDING,
 )
 """An API-key trading action (`TradingService`): the key, the account's position, the checks, the relay."""
+ORDER_CHECKS: Errors = (
+    errors.InvalidOrderIdError,
+    errors.OrderNotFoundError,
+    errors.OrderOutOfSequenceError,
+    errors.InvalidTrailBpsError,
+    errors.PlanSharesExceededError,
+    errors.PlanOrderDuplicatedError,
+    errors.ExitPlanFullError,
+    errors.NothingToChangeError,
+    errors.OperatorRightMissingError,
+)
+"""An exit-order change by API key: the vault's plan rules (checked before sending), and a change the relayer
+never makes (loosening or cancelling a stop: 403 `operator_right_missing`)."""
+TRADE_ORDERS: Errors = (*TRADE, *ORDER_CHECKS)
 
 _RETRY_AFTER = {
     "Retry-After": {

@@ -9,10 +9,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from relayer.errors import InvalidMarketError, TransactionNotFoundError
+from relayer.errors import (
+    AmbiguousPositionError,
+    InvalidMarketError,
+    NotAuthorizedError,
+    PositionNotFoundError,
+    TransactionNotFoundError,
+)
 from relayer.faces.api import schemas
 from relayer.faces.api.inputs import KEY_HEADERS, api_key_of, json_object
 from relayer.runtime import Runtime
@@ -32,6 +38,8 @@ _KEY_HEADERS = {
 
 _TRADE_RESPONSES = {**schemas.answers(202), **schemas.error_responses(*schemas.TRADE)}
 """A trading action: 200 with the fill, 202 while its transaction is pending, or one of its errors."""
+_ORDER_RESPONSES = {**schemas.answers(202), **schemas.error_responses(*schemas.TRADE_ORDERS)}
+"""An exit-order change: 200 with the plan after it, 202 while pending, or one of its errors."""
 
 
 def _service(request: Request) -> TradingService:
@@ -87,16 +95,26 @@ def _trigger_route(is_take_profit: bool) -> Callable[[Request], Awaitable[JSONRe
     return set_trigger
 
 
-for _path, _order, _example_price in (
-    ("/api/trade/takeprofit", "take-profit", "99000"),
-    ("/api/trade/stoploss", "stop-loss", "93000"),
+for _path, _order, _example_price, _summary in (
+    (
+        "/api/trade/takeprofit",
+        "take-profit",
+        "99000",
+        "Set, replace or cancel (price 0) the primary take-profit (close_pct), or add a tier (exit_pct)",
+    ),
+    (
+        "/api/trade/stoploss",
+        "stop-loss",
+        "93000",
+        "Set, replace or tighten the primary stop, fixed or trailing (trail_bps); cancelling it is refused",
+    ),
 ):
     router.add_api_route(
         _path,
         _trigger_route(_order == "take-profit"),
         methods=["POST"],
-        summary=f"Set, replace or cancel (price 0) the {_order}",
-        responses=_TRADE_RESPONSES,
+        summary=_summary,
+        responses=_ORDER_RESPONSES,
         openapi_extra=_body_example({"positionId": _EXAMPLE_ID, "price": _example_price, "close_pct": 50}),
     )
 
@@ -104,13 +122,83 @@ for _path, _order, _example_price in (
 @router.post(
     "/api/trade/breakeven",
     summary="Move the stop-loss to the entry price for the full size",
-    responses=_TRADE_RESPONSES,
+    responses=_ORDER_RESPONSES,
     openapi_extra=_body_example({"positionId": _EXAMPLE_ID}),
 )
 async def move_to_breakeven(request: Request) -> JSONResponse:
     body = await json_object(request)
     idem = request.headers.get("idempotency-key")
     return _answer(await _service(request).move_to_breakeven(api_key_of(request), body, idempotency_key=idem))
+
+
+@router.post(
+    "/api/trade/exitplan",
+    summary="Replace the position's whole exit plan: take-profit tiers, a stop and / or a trailing stop",
+    responses=_ORDER_RESPONSES,
+    openapi_extra=_body_example(
+        {
+            "symbol": "BTCUSDT",
+            "take_profits": [
+                {"price": "97000", "exit_pct": 25},
+                {"price": "98000", "exit_pct": 25},
+                {"price": "99000", "exit_pct": 25},
+            ],
+            "trailing_stop": {"trail_bps": 200},
+        }
+    ),
+)
+async def set_exit_plan(request: Request) -> JSONResponse:
+    body = await json_object(request)
+    idem = request.headers.get("idempotency-key")
+    return _answer(await _service(request).set_exit_plan(api_key_of(request), body, idempotency_key=idem))
+
+
+@router.post(
+    "/api/trade/orders/cancel",
+    summary="Cancel one exit order (a take-profit; cancelling a stop is refused: 403)",
+    responses=_ORDER_RESPONSES,
+    openapi_extra=_body_example({"positionId": _EXAMPLE_ID, "orderId": 1}),
+)
+async def cancel_order(request: Request) -> JSONResponse:
+    body = await json_object(request)
+    idem = request.headers.get("idempotency-key")
+    return _answer(await _service(request).cancel_order(api_key_of(request), body, idempotency_key=idem))
+
+
+@router.post(
+    "/api/trade/emergencyexit",
+    summary="Close every open position of the account (or one market's) in one transaction",
+    responses=_TRADE_RESPONSES,
+    openapi_extra=_body_example({"symbol": "BTCUSDT"}),
+)
+async def emergency_exit(request: Request) -> JSONResponse:
+    body = await json_object(request)
+    idem = request.headers.get("idempotency-key")
+    return _answer(await _service(request).emergency_exit(api_key_of(request), body, idempotency_key=idem))
+
+
+@router.get(
+    "/api/trade/orders",
+    summary="A position's exit plan: every pending order with its share, trail and expected size",
+    responses=schemas.error_responses(
+        *schemas.API_KEY,
+        NotAuthorizedError,
+        PositionNotFoundError,
+        AmbiguousPositionError,
+        InvalidMarketError,
+        *schemas.CHAIN,
+    ),
+    openapi_extra=KEY_HEADERS,
+)
+async def get_orders(
+    request: Request,
+    position_id: str | None = Query(default=None, alias="positionId", description="0x + 64 hex digits"),
+    symbol: str | None = Query(default=None, description="or the position in this market, e.g. BTCUSDT"),
+    side: str | None = Query(default=None, description="long or short, with symbol"),
+) -> dict[str, Any]:
+    given = {"positionId": position_id, "symbol": symbol, "side": side}
+    query = {name: value for name, value in given.items() if value is not None}
+    return await _service(request).get_orders(api_key_of(request), query)
 
 
 @router.get(

@@ -32,6 +32,7 @@ from relayer.config import Settings, TradingSettings
 from relayer.constants import DEFAULT_MAX_PRICE_AGE_S, PNL_DECIMALS, PRICE_DECIMALS, SIZE_DECIMALS
 from relayer.domain import calldata
 from relayer.domain.markets import normalize_symbol
+from relayer.domain.operators import right_names
 from relayer.domain.units import format_fixed, parse_fixed, size_text, to_fixed, usd_text
 from relayer.errors import ConfigurationError, VaultNotDeployedError
 from relayer.faces.cli.common import EXIT_OK, Subparsers, add_command
@@ -207,13 +208,22 @@ def cmd_price_set(args: argparse.Namespace) -> int:
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
-    """Approve or revoke an operator (e.g. a relayer signer) for the account of RELAYER_TRADER_KEY."""
+    """Grant an operator (e.g. a relayer signer) the relayer's reduce-only rights over the account of
+    RELAYER_TRADER_KEY until an expiry, or revoke every right."""
     approved = args.operator_command == "approve"
     owner = _required_account(TRADER_KEY_PREFIX)
     chain, vault, _ = _node_and_vault(args, f"operator {args.operator_command}")
-    receipt = set_operator(chain.w3, owner, vault, args.address, approved=approved)
-    verb = "may now act" if approved else "may no longer act"
-    print(f"{args.address} {verb} on every position of {owner.address}")
+    expires_at = getattr(args, "expires_at", None)
+    receipt = set_operator(chain.w3, owner, vault, args.address, approved=approved, expires_at=expires_at)
+    if approved:
+        grant = VaultReader(chain.w3, vault).operator_grant(owner.address, args.address)
+        until = "no expiry" if grant.expires_at == 0 else f"until {grant.expires_at} (unix seconds)"
+        print(
+            f"{args.address} may now {right_names(grant.rights)} (never loosen or cancel a stop) on every"
+            f" position of {owner.address}, {until}"
+        )
+    else:
+        print(f"{args.address} may no longer act on any position of {owner.address}")
     _print_transaction(receipt)
     return EXIT_OK
 
@@ -294,10 +304,22 @@ def add_account_commands(subparsers: Subparsers) -> None:
     operator = subparsers.add_parser(
         "operator",
         help="approve or revoke an operator (e.g. the relayer's signer) for the RELAYER_TRADER_KEY account",
-        description="API-key trading acts through the relayer's signers, which the account approves once as "
-        "vault operators. Signs as RELAYER_TRADER_KEY (or RELAYER_TRADER_KEYSTORE + _KEYSTORE_PASSWORD).",
+        description="API-key trading acts through the relayer's signers, which the account grants, once, the "
+        "reduce-only operator rights close, set_take_profit and tighten_stop until an expiry (never "
+        "loosen_or_cancel_stop, so a leaked relayer key cannot remove a stop). Signs as RELAYER_TRADER_KEY "
+        "(or RELAYER_TRADER_KEYSTORE + _KEYSTORE_PASSWORD).",
     )
     operator_commands = operator.add_subparsers(dest="operator_command", required=True)
-    for action, text in (("approve", "let ADDRESS act on the account's positions"), ("revoke", "undo it")):
+    for action, text in (
+        ("approve", "let ADDRESS close, set take-profits and tighten stops on the account's positions"),
+        ("revoke", "take every right back"),
+    ):
         command = add_command(operator_commands, action, cmd_operator, help=text, node="required")
         command.add_argument("address", help="the operator, e.g. a relayer signer's address")
+        if action == "approve":
+            command.add_argument(
+                "--expires-at",
+                type=int,
+                default=None,
+                help="unix seconds the grant lasts until (0: never; default: end of the UTC day a year on)",
+            )

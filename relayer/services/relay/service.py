@@ -21,19 +21,26 @@ from typing import Any, TypeVar
 from eth_utils.crypto import keccak
 
 from relayer.chain.client import ChainClient
+from relayer.chain.quotes import PositionQuote
 from relayer.config import RelaySettings
 from relayer.constants import DEFAULT_SLIPPAGE_BPS, OPERATOR_CHECK_GAS
-from relayer.domain import policy, sponsorship
+from relayer.domain import calldata, policy, sponsorship
 from relayer.domain.apikeys import ApiKey, Scope
 from relayer.domain.blocks import ChainHead
+from relayer.domain.exit_plans import OrderChange, checked_change
 from relayer.domain.exits import allowed_price_for_slippage
 from relayer.domain.fees import Fees
 from relayer.domain.policy import RawTransaction
+from relayer.domain.positions import ExitPlan
 from relayer.domain.records import CallPlan, Intent, RecordPage, RelayRecord, RequestRef
 from relayer.domain.sponsorship import Charge, Policy, Sponsored
 from relayer.domain.status import RecordKind
 from relayer.domain.typed_data import (
     CloseRequest,
+    EmergencyExitRequest,
+    ExitPlanRequest,
+    OperatorRequest,
+    OwnerRequest,
     SignedRelay,
     TypedDataQuery,
     check_request,
@@ -83,6 +90,25 @@ _Picked = TypeVar("_Picked")
 
 def _exists(record: RelayRecord | None) -> bool:
     return record is not None
+
+
+def _check_plan(quote: PositionQuote, plan: ExitPlan, change: OrderChange) -> None:
+    """A signed order change (an exit plan, a cancel, a trigger set or cancelled by price 0) against its
+    position's pending orders `plan` and price, read in the request's batch: the vault's own rules
+    (`plan_after`), and no paid no-op (the vault accepts a cancel of an empty id or a change that changes
+    nothing, and the relayer would pay for it). A closed position, or an order set on a market with no price,
+    is left to the simulation (its revert decoded into the same errors).
+
+    Raises:
+        InvalidTriggerPriceError, OrderOutOfSequenceError, PlanSharesExceededError, InvalidOrderIdError, ...:
+            a change the vault would refuse (`plan_after`).
+        OrderNotFoundError: a cancelled id holds no pending order.
+        NothingToChangeError: the plan after the change is the plan now (the same orders and `D`).
+    """
+    position, price = quote.position, quote.price_e8
+    if not position.is_open or (change.set and price == 0):
+        return
+    checked_change(position.is_long, position.size, price, plan, change)
 
 
 log = logging.getLogger("relayer.relay")
@@ -143,10 +169,17 @@ class RelayService:
     async def submit_signed(
         self, relay: SignedRelay, *, idempotency_key: str | None = None, key_scope: str = PUBLIC_SCOPE
     ) -> Submission:
-        """Relay an EIP-712 close or set-trigger request signed by the position's owner (gasless for them).
+        """Relay an EIP-712 request (`RequestKind`) signed by the position's owner, or by the owner an
+        operator grant or emergency exit names (gasless for them), charged to that owner's sponsorship.
 
         Raises:
+            PositionNotFoundError: a request about a position that never existed.
             InvalidSignatureError, ExpiredRequestError, InvalidNonceError: per `check_request`.
+            InvalidTriggerPriceError, OrderOutOfSequenceError, PlanSharesExceededError, ...: an order
+                change (exit plan, trigger) the vault would refuse at the position's price and orders
+                (`_check_plan`), or a value it refuses anyway.
+            OrderNotFoundError: a cancel (`cancel_order`, or `trigger` at price 0) of an order not pending.
+            NothingToChangeError: an exit plan or trigger that would leave the plan as it is.
             DeadlineTooSoonError: the deadline is less than `min_deadline_margin_s` after the latest block.
             DuplicateRequestError: the same request is already being relayed.
             IdempotencyConflictError: the key was used with another request.
@@ -164,9 +197,25 @@ class RelayService:
     ) -> Submission:
         try:
             request = relay.request
-            head, fees, owner, expected_nonce = await self.chain.signed_request_state(request.position_id)
-            if owner == _ZERO_ADDRESS:
-                raise PositionNotFoundError.unknown(request.position_id)
+            closes: int | None = None
+            quote: PositionQuote | None = None
+            plan: ExitPlan | None = None
+            change: OrderChange | None = None
+            if isinstance(request, OperatorRequest | EmergencyExitRequest):  # names its signer
+                owner = request.owner
+                probe = None
+                if isinstance(request, EmergencyExitRequest):  # how many it would close, same batch
+                    probe = calldata.emergency_exit(owner, request.market)
+                head, fees, expected_nonce, closes = await self.chain.owner_request_state_and(owner, probe)
+            else:
+                pid = request.position_id
+                change = request.order_change()  # its orders read in the same batch, to check it
+                head, fees, quote, plan, expected_nonce = await self.chain.position_request_state(
+                    pid, orders=change is not None
+                )
+                owner = quote.position.owner
+                if owner == _ZERO_ADDRESS:
+                    raise PositionNotFoundError.unknown(request.position_id)
             check_request(
                 request,
                 relay.signature,
@@ -177,12 +226,21 @@ class RelayService:
                 vault=self.vault,
                 min_margin_s=self.settings.min_deadline_margin_s,
             )
+            if quote is not None and plan is not None and change is not None:
+                _check_plan(quote, plan, change)
             sponsored = Sponsored(owner)
             self._check_sponsored(sponsored)
+            if closes == 0:  # an emergency exit the vault would run closing nothing: a paid no-op, never sent
+                market = request.market if isinstance(request, EmergencyExitRequest) else None
+                raise PositionNotFoundError(
+                    "the account has no open position to close" + (f" in {market}" if market else ""),
+                    account=owner,
+                    market=market,
+                )
             ref = RequestRef(owner, request.nonce, request.deadline)
             key = idempotency_key
             return await self._relay_call(
-                relay.kind, data, head, fees, fingerprint, key, sponsored=sponsored, request=ref
+                request.kind, data, head, fees, fingerprint, key, sponsored=sponsored, request=ref
             )
         except RelayerError as error:  # a copy raced us to the same key: its answer
             return idempotency.answer_of_key(self.journal, idempotency_key, fingerprint, error)
@@ -336,17 +394,24 @@ class RelayService:
     async def typed_data_for(
         self, query: TypedDataQuery, *, default_slippage_bps: int | None = None
     ) -> dict[str, Any]:
-        """The EIP-712 payload to sign for a close or set-trigger request (`parse_typed_data_query`), with
-        the deadline (latest block + request TTL) and nonce (the owner's next vault nonce) filled in when
+        """The EIP-712 payload to sign for a signed request of any kind (`parse_typed_data_query`), with
+        the deadline (latest block + request TTL) and nonce (the signer's next vault nonce) filled in when
         not given; a close without `allowedPrice` gets the trading default bound, `default_slippage_bps`
         from the oracle price (`allowed_price_for_slippage`, as API-key trading does), never none. The answer
-        says which bound the close carries (`priceBound`).
+        says which bound the close carries (`priceBound`). An exit plan is checked against the position's
+        price and pending orders (`_check_plan`, one batch), so none is handed out that the vault would refuse
+        now or that would change nothing. A request naming its owner (operator rights, emergency exit) reads
+        no position.
 
         Raises:
             PositionNotFoundError: no position has this id.
             PriceNotSetError: a close without `allowedPrice` on a market with no oracle price.
+            InvalidTriggerPriceError, OrderOutOfSequenceError, PlanSharesExceededError, NothingToChangeError,
+                ...: per `_check_plan`.
         """
         request = query.request
+        if isinstance(request, OperatorRequest | EmergencyExitRequest):
+            return await self._owner_typed_data(request, query)
         bound: dict[str, Any] | None = None
         if default_slippage_bps is None:
             default_slippage_bps = self.default_slippage_bps
@@ -368,6 +433,12 @@ class RelayService:
                 "oraclePrice": usd_text(quote.price_e8),
                 "slippageBps": default_slippage_bps,
             }
+        elif isinstance(request, ExitPlanRequest):
+            quote, plan = await self.chain.position_and_orders(request.position_id)  # one batch
+            if not quote.position.exists:
+                raise PositionNotFoundError.unknown(request.position_id)
+            owner = quote.position.owner
+            _check_plan(quote, plan, request.order_change())
         else:
             owner = await self._owner_of(request.position_id)
             if isinstance(request, CloseRequest):
@@ -379,13 +450,28 @@ class RelayService:
         if not query.nonce_given:
             request = replace(request, nonce=await self.chain.request_nonce(owner))
         answer = {
-            "kind": request.kind.value,
+            "kind": request.request_kind.value,
             "owner": owner,
             "typedData": typed_data(request, chain_id=self.chain.chain_id, vault=self.vault),
         }
         if bound is not None:
             answer["priceBound"] = bound
         return answer
+
+    async def _owner_typed_data(self, request: OwnerRequest, query: TypedDataQuery) -> dict[str, Any]:
+        """`typed_data_for` of a request naming its owner: the head and the owner's nonce in one batch, when
+        either is to be filled in."""
+        if not (query.deadline_given and query.nonce_given):
+            head, _, nonce = await self.chain.owner_request_state(request.owner)
+            if not query.deadline_given:
+                request = replace(request, deadline=head.timestamp + self.settings.request_ttl_s)
+            if not query.nonce_given:
+                request = replace(request, nonce=nonce)
+        return {
+            "kind": request.request_kind.value,
+            "owner": request.owner,
+            "typedData": typed_data(request, chain_id=self.chain.chain_id, vault=self.vault),
+        }
 
     def get(self, record_id: str) -> RelayRecord:
         """Raises: TransactionNotFoundError."""
