@@ -201,6 +201,7 @@ class Sender(RelayParts):
                 call.done.set_result(answers.get(call.id, call.record))
 
     def _journaled(self, record: RelayRecord) -> None:
+        """What follows a record's commit, grouped or alone: its log line and the `after_journal` hook."""
         log.info(
             "journaled record=%s nonce=%d signer=%s hash=%s",
             record.id,
@@ -387,15 +388,7 @@ class Sender(RelayParts):
         return record
 
     async def _after_journal(self, record: RelayRecord) -> None:
-        log.info(
-            "journaled record=%s nonce=%d signer=%s hash=%s",
-            record.id,
-            record.nonce,
-            record.sender,
-            record.latest.tx_hash,
-        )
-        if self.hooks.after_journal is not None:
-            self.hooks.after_journal(record)
+        self._journaled(record)
         try:
             await self.broadcast(record, record.latest)
         except StoreUnavailableError as exc:
