@@ -1,15 +1,17 @@
 """Benchmarks of vault-relayer, one subcommand each.
 
     .venv/bin/python scripts/bench.py build [--chain anvil|embedded] [--requests N] [--concurrency 16]
-                                            [--client aiohttp|httpx]
+                                            [--client raw|aiohttp|httpx]
 
 `build`: POST /api/closeposition through HTTP against a fresh anvil (or the embedded chain), side by side in
 the same run with the naive web3.py path, `contract.functions.closePosition(...).build_transaction({"from":
 owner})` per request with one `Web3(HTTPProvider)` per thread, over the same requests and concurrency.
 Prints throughput, p50 and p99 of both and the throughput ratio; with --rounds > 1, the medians over rounds.
-The API side's load generator is aiohttp's client, one keep-alive connection per worker (`--client httpx`: the
-generator of the figures before issue 14, which spends ~1 ms more CPU a request on the cores the server and
-the node share).
+On anvil it also prints the CPU each process spent per request (the server, the node, the load generator or
+web3.py): on shared cores that is what each side costs, whatever else the machine runs. The API side's load
+generator writes and reads HTTP/1.1 itself, one keep-alive connection per worker (`--client aiohttp`: the
+generator of the first issue-14 figures, ~0.15 ms more CPU a request on the cores the server and the node
+share; `--client httpx`: the one before issue 14, ~1 ms more).
 
 More benchmarks plug in as sibling modules `scripts/bench_<name>.py` with an `add_parser(subparsers)` function
 that adds their subcommand, its handler in `set_defaults(run=...)`; the helpers below are shared.
@@ -41,6 +43,7 @@ import httpx
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3 import HTTPProvider, Web3
+from yarl import URL
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -81,6 +84,13 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None, tim
 @contextlib.contextmanager
 def anvil_node(*extra_args: str) -> Iterator[str]:
     """A fresh anvil on a free loopback port; yields its URL."""
+    with anvil_process(*extra_args) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def anvil_process(*extra_args: str) -> Iterator[tuple[str, int]]:
+    """`anvil_node`, yielding its URL and the process id (npm's launcher, with anvil as its child)."""
     if not ANVIL.exists():
         raise SystemExit(f"{ANVIL} is missing: run scripts/setup.sh")
     port = free_port()
@@ -91,10 +101,25 @@ def anvil_node(*extra_args: str) -> Iterator[str]:
     )
     try:
         wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its live descendants (Linux `/proc`)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children: list[str] = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as listed:
+                children += listed.read().split()
+    except OSError:  # gone, or not Linux
+        return 0.0
+    return used + sum(tree_cpu_s(int(child)) for child in children)
 
 
 @dataclass(frozen=True)
@@ -197,6 +222,8 @@ async def _fire(base_url: str, cases: list[CloseCase], concurrency: int, client:
     ms. `client="httpx"` is the generator of the earlier README figures."""
     if client == "httpx":
         return await _fire_httpx(base_url, cases, concurrency)
+    if client == "raw":
+        return await _fire_raw(base_url, cases, concurrency)
     bodies = [json.dumps(case.body).encode() for case in cases]
     latencies: list[float] = []
     queue = iter(bodies)
@@ -225,6 +252,50 @@ async def _fire(base_url: str, cases: list[CloseCase], concurrency: int, client:
         for session in sessions:
             await session.close()
     return Stats(len(cases), elapsed, latencies)
+
+
+async def _fire_raw(base_url: str, cases: list[CloseCase], concurrency: int) -> Stats:
+    """`_fire` with HTTP/1.1 written and read by hand over asyncio streams: each request's bytes made before
+    the clock starts, each answer's status line checked and its `content-length` body read whole. About a
+    fifth of aiohttp's client CPU per request, which the server and the node would otherwise share."""
+    url = URL(base_url)
+    host, port = url.host or "127.0.0.1", url.port or 80
+    requests = [
+        b"POST /api/closeposition HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (host.encode(), port, len(body), body)
+        for body in (json.dumps(case.body).encode() for case in cases)
+    ]
+    latencies: list[float] = []
+    queue = iter(requests)
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            for request in queue:
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = _content_length(head)
+                content = await reader.readexactly(length)
+                latencies.append(time.perf_counter() - started)
+                if not head.startswith(b"HTTP/1.1 200 "):
+                    raise SystemExit(f"the API answered {head[:12]!r}: {content.decode(errors='replace')}")
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*[worker() for _ in range(concurrency)])
+    elapsed = time.perf_counter() - started
+    return Stats(len(cases), elapsed, latencies)
+
+
+def _content_length(head: bytes) -> int:
+    """The `content-length` of an answer's head (the API answers every build with one, never chunked)."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    raise SystemExit(f"an answer without content-length: {head[:200]!r}")
 
 
 async def _fire_httpx(base_url: str, cases: list[CloseCase], concurrency: int) -> Stats:
@@ -294,8 +365,9 @@ def fire_naive(
 
 
 @contextlib.contextmanager
-def api_subprocess(rpc_url: str, vault: str) -> Iterator[str]:
-    """`relayer serve` over the node, in its own process (one uvicorn worker), as an operator would run it."""
+def api_subprocess(rpc_url: str, vault: str) -> Iterator[tuple[str, int]]:
+    """`relayer serve` over the node, in its own process (one uvicorn worker), as an operator would run it;
+    yields its URL and process id."""
     port = free_port()
     env = {**os.environ, "RELAYER_LOG_LEVEL": "warning"}
     process = subprocess.Popen(
@@ -317,7 +389,7 @@ def api_subprocess(rpc_url: str, vault: str) -> Iterator[str]:
     )
     try:
         wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -344,10 +416,34 @@ def api_in_thread(chain: Chain, vault: str) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+@dataclass(frozen=True)
+class Charged:
+    """A run's figures with the CPU each process spent on it, in ms per request (the cores are shared, so
+    these say what each side costs even when other jobs on the machine move the throughput)."""
+
+    stats: Stats
+    cpu_ms: dict[str, float]
+
+    def cpu_line(self) -> str:
+        return "CPU per request: " + ", ".join(f"{name} {ms:.3f} ms" for name, ms in self.cpu_ms.items())
+
+
+def charged(run: Callable[[], Stats], processes: dict[str, int], here: str) -> Charged:
+    """`run()`, with the CPU of `processes` (name -> pid, with their children) and of this one (`here`)."""
+    before = {name: tree_cpu_s(pid) for name, pid in processes.items()}
+    ours = time.process_time()
+    stats = run()
+    ours = time.process_time() - ours
+    used = {name: tree_cpu_s(pid) - before[name] for name, pid in processes.items()}
+    used[here] = ours
+    return Charged(stats, {name: 1000 * seconds / stats.requests for name, seconds in used.items()})
+
+
 def cmd_build(args: argparse.Namespace) -> int:
+    processes: dict[str, int] = {}  # on anvil: the server's and the node's process ids, for their CPU
     with contextlib.ExitStack() as stack:
         if args.chain == "anvil":
-            url = stack.enter_context(anvil_node())
+            url, processes["node"] = stack.enter_context(anvil_process())
             chain = rpc_chain(url, test_keys=list(ANVIL_DEFAULT_KEYS))
         else:
             chain = embedded_chain()
@@ -355,7 +451,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         deployment, opened = deploy_with_positions(chain, args.positions)
         cases = close_cases(opened, args.requests)
         if args.chain == "anvil":
-            base_url = stack.enter_context(api_subprocess(url, deployment.address))
+            base_url, processes["server"] = stack.enter_context(api_subprocess(url, deployment.address))
 
             def make_w3() -> Web3:
                 return Web3(HTTPProvider(url))
@@ -372,20 +468,46 @@ def cmd_build(args: argparse.Namespace) -> int:
 
         # warm-up: connections, caches
         fire_api(base_url, cases[: args.concurrency * 4], args.concurrency, args.client)
-        api_runs, naive_runs = [], []
+        api_runs: list[Charged] = []
+        naive_runs: list[Charged] = []
+        node = {name: pid for name, pid in processes.items() if name == "node"}  # the server idles meanwhile
         for round_number in range(1, args.rounds + 1):
-            api_runs.append(fire_api(base_url, cases, args.concurrency, args.client))
-            naive_runs.append(fire_naive(make_w3, deployment.address, cases, args.concurrency, naive_lock))
+            api_runs.append(
+                charged(
+                    lambda: fire_api(base_url, cases, args.concurrency, args.client),
+                    processes,
+                    f"load generator ({args.client})",
+                )
+            )
+            naive_runs.append(
+                charged(
+                    lambda: fire_naive(make_w3, deployment.address, cases, args.concurrency, naive_lock),
+                    node,
+                    "web3.py",
+                )
+            )
             print(f"round {round_number}:", flush=True)
-            print("  " + api_runs[-1].line("POST /api/closeposition (HTTP)"), flush=True)
-            print("  " + naive_runs[-1].line("naive web3.py build_transaction"), flush=True)
+            for label, run in (
+                ("POST /api/closeposition (HTTP)", api_runs[-1]),
+                ("naive web3.py build_transaction", naive_runs[-1]),
+            ):
+                print("  " + run.stats.line(label), flush=True)
+                if processes:
+                    print("    " + run.cpu_line(), flush=True)
 
-    api, naive = median_stats(api_runs), median_stats(naive_runs)
+    api = median_stats([run.stats for run in api_runs])
+    naive = median_stats([run.stats for run in naive_runs])
     print(
         f"\nmedians over {args.rounds} round(s) of {args.requests} requests, concurrency {args.concurrency}:"
     )
-    for name, (throughput, p50, p99) in (("POST /api/closeposition (HTTP)", api), ("naive web3.py", naive)):
+    for name, (throughput, p50, p99), runs in (
+        ("POST /api/closeposition (HTTP)", api, api_runs),
+        ("naive web3.py", naive, naive_runs),
+    ):
         print(f"  {name:<34} {throughput:8.0f} req/s   p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
+        if processes:
+            cpu = {key: statistics.median(run.cpu_ms[key] for run in runs) for key in runs[0].cpu_ms}
+            print("    " + Charged(runs[0].stats, cpu).cpu_line())
     print(f"  throughput ratio: {api[0] / naive[0]:.1f}x")
     return 0
 
@@ -401,9 +523,10 @@ def add_build_parser(subparsers: Any) -> None:
     build.add_argument("--rounds", type=int, default=3)
     build.add_argument(
         "--client",
-        choices=["aiohttp", "httpx"],
-        default="aiohttp",
-        help="the API side's load generator (httpx: the one before issue 14, ~1 ms more CPU a request)",
+        choices=["raw", "aiohttp", "httpx"],
+        default="raw",
+        help="the API side's load generator: HTTP/1.1 by hand on asyncio streams (raw, ~0.06 ms CPU a"
+        " request), aiohttp's client (~0.22 ms), or httpx's (the one before issue 14, ~1.2 ms)",
     )
     build.set_defaults(run=cmd_build)
 

@@ -21,7 +21,7 @@ from relayer.chain.connect import embedded_chain
 from relayer.chain.deploy import deploy_vault
 from relayer.config import HttpSettings, RelaySettings, Settings
 from relayer.faces.api.app import create_app
-from relayer.faces.api.edge import server_config
+from relayer.faces.api.edge import MAX_HEAD_BYTES, server_config
 from relayer.faces.cli import keys as keys_cli
 from relayer.stores.keys import SqliteKeyStore
 from tests.api.test_serve import Server, _demo_keys, clean_env, serving
@@ -185,6 +185,44 @@ def test_headers_that_never_finish_are_cut_off(server: Server) -> None:
     assert data.startswith(b"HTTP/1.1 200 ")
     assert data.count(b"HTTP/1.1") == 1  # no stray 408 on an idle connection
     assert elapsed_s < HEADER_TIMEOUT_S + SLACK_S + 1
+
+
+def test_a_request_head_above_the_limit_is_refused_431_however_it_arrives(server: Server) -> None:
+    """httptools holds any head it is sent (h11 stopped at 16 KiB): the server counts it and stops there. A
+    head just under the limit, and a large body arriving in the same packet as its head, are served."""
+    port = _port(server)
+    deadline = time.monotonic() + 10
+    at_once = _connect(
+        port, b"GET /health HTTP/1.1\r\nhost: t\r\nx-big: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n"
+    )
+    in_pieces = _connect(port, b"GET /health HTTP/1.1\r\nhost: t\r\n")
+    for _ in range(MAX_HEAD_BYTES // 1000 + 2):
+        try:
+            in_pieces.sendall(b"x-pad: " + b"b" * 1000 + b"\r\n")
+        except OSError:  # refused and closed between two pieces
+            break
+        time.sleep(0.01)
+    pad = MAX_HEAD_BYTES - 200
+    under = _connect(port, b"GET /health HTTP/1.1\r\nhost: t\r\nx-pad: " + b"c" * pad + b"\r\n\r\n")
+    body = b'{"positionId": "' + b"d" * 60_000 + b'"}'
+    with_body = _connect(
+        port,
+        b"POST /api/closeposition HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body,
+    )
+    refused = [_read_to_eof(sock, deadline) for sock in (at_once, in_pieces)]
+    served = [_read_head(sock, deadline) for sock in (under, with_body)]
+    for sock in (at_once, in_pieces, under, with_body):
+        sock.close()
+
+    for data, closed in refused:
+        assert closed
+        assert data.startswith(b"HTTP/1.1 431 "), data[:200]
+        error = json.loads(data.split(b"\r\n\r\n", 1)[1])["error"]
+        assert (error["code"], error["details"]) == ("http_error", {"maxBytes": MAX_HEAD_BYTES})
+    assert served[0].startswith(b"http/1.1 200"), served[0]
+    assert served[1].startswith(b"http/1.1 422"), served[1]  # the body was read and refused as a field
 
 
 def test_every_log_line_carries_the_request_id(server: Server) -> None:

@@ -190,7 +190,8 @@ def _before_send(trips: Sequence[RoundTrip]) -> list[RoundTrip]:
         i
         for i, trip in enumerate(trips)
         for call in trip.calls
-        if call.method in _SENDS and list(call.params) != ["0x"]  # not the once-per-chain probe with empty bytes
+        # not the once-per-chain probe with empty bytes
+        if call.method in _SENDS and list(call.params) != ["0x"]
     ]
     assert len(sends) == 1, f"expected one send in the window, saw {len(sends)}"
     return list(trips[: sends[0]])

@@ -29,6 +29,7 @@ from relayer.chain.connect import Chain
 from relayer.config import Settings
 from relayer.faces.api import console_routes, demo_routes, relay_routes, trading_routes, webhook_routes
 from relayer.faces.api.errors import install_error_handlers
+from relayer.faces.api.hot_path import HotRoutes
 from relayer.faces.api.inputs import strict_query
 from relayer.faces.api.metrics_routes import RequestMetrics, metrics_port
 from relayer.faces.api.metrics_routes import router as metrics_router
@@ -134,6 +135,7 @@ def create_app(
     if metrics.enabled:  # off: no route, `/metrics` is a 404 like any unknown path
         app.include_router(metrics_router)
     app.mount("/mcp", StrictJsonBody(mcp_app))
+    app.add_middleware(HotRoutes)  # innermost: POST /api/closeposition without FastAPI's routing
     app.add_middleware(RequestGuard, body_timeout_s=settings.http.body_timeout_s)
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: counts the guard's refusals too
     app.state.mcp = mcp

@@ -3,15 +3,21 @@
 `server_config(app, settings)` is the one uvicorn configuration (`relayer serve` and the tests run it):
 
 - **header-read deadline** (`header_timeout_s`): a connection whose request headers have not all arrived this
-  long after it opened, or after its previous answer, is closed (`BoundedH11Protocol`); with part of a request
-  received, a 408 `request_timeout` goes first. A slowloris client holds a connection this long at most.
+  long after it opened, or after its previous answer, is closed (`BoundedHttpProtocol`); with part of a
+  request received, a 408 `request_timeout` goes first. A slowloris client holds a connection this long at
+  most.
+- **head size** (`MAX_HEAD_BYTES`, 16 KiB: h11's own limit, which this server had before it parsed with
+  httptools, which has none): a request line and headers above it are answered 431 `http_error` and the
+  connection closed, before the parser holds more of them.
 - **idle keep-alive** (`keep_alive_s`, whole seconds, rounded up): uvicorn's own timer.
 - **connection cap** (`max_connections`): a connection opened while that many are open is answered 503
   `too_many_connections` (with `Retry-After`) as soon as its request's headers arrive, and closed; one WARNING
   line when the server reaches the cap, one INFO line when it is below it again.
 
-An answer leaves in one `send` (`CoalescingTransport`): uvicorn writes the head and the body of a response
-separately, two system calls and two wake-ups of the client for a few hundred bytes.
+Requests are parsed by httptools (llhttp, in C; uvicorn's `HttpToolsProtocol`): h11, in pure Python, took
+about a tenth of the server's CPU per `POST /api/closeposition` (`scripts/bench.py build`). An answer leaves
+in one `send` (`CoalescingTransport`): uvicorn writes the head and the body of a response separately, two
+system calls and two wake-ups of the client for a few hundred bytes.
 
 `frozen_after_startup` (a service hook of `create_app`, which `relayer serve` passes) moves everything alive
 once the app has started (modules, the app, the runtime: ~170k objects) out of the garbage collector's
@@ -34,17 +40,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from relayer.config import HttpSettings, Settings
-from relayer.errors import RelayerError, RequestTimeoutError, TooManyConnectionsError
+from relayer.errors import HttpRefusedError, RelayerError, RequestTimeoutError, TooManyConnectionsError
 
 log = logging.getLogger("relayer.api.edge")
 
 RETRY_AFTER_FULL_S = 1
 """`Retry-After` (seconds) of the 503 answered at the connection cap."""
+
+MAX_HEAD_BYTES = 16 * 1024
+"""Largest request head (request line and headers) accepted: 16 KiB, h11's limit (the parser before)."""
+
+_HEAD_END = b"\r\n\r\n"
 
 
 def server_config(app: Any, settings: Settings) -> uvicorn.Config:
@@ -76,11 +86,11 @@ async def frozen_after_startup(app: Any) -> AsyncIterator[None]:
         gc.unfreeze()
 
 
-def bounded_protocol(http: HttpSettings) -> type[BoundedH11Protocol]:
+def bounded_protocol(http: HttpSettings) -> type[BoundedHttpProtocol]:
     """The HTTP/1.1 protocol class holding `http`'s header deadline and connection cap (one class per
     server: its cap state is shared by that server's connections only)."""
 
-    class Bounded(BoundedH11Protocol):
+    class Bounded(BoundedHttpProtocol):
         header_timeout_s = http.header_timeout_s
         max_connections = http.max_connections
         refusing = False
@@ -88,8 +98,15 @@ def bounded_protocol(http: HttpSettings) -> type[BoundedH11Protocol]:
     return Bounded
 
 
-class BoundedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a header-read deadline and a connection cap (see the module)."""
+class BoundedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header-read deadline, a head size limit and a connection cap (see
+    the module).
+
+    A head is counted from the first byte that arrives while the parser waits for one (a new connection, or
+    the end of the previous request's body) to its blank line: a chunk that also holds the body counts only
+    up to it. A pipelined request's head that starts inside the chunk ending the previous request is counted
+    from the next chunk on, so a head is held to `MAX_HEAD_BYTES` plus one read at most.
+    """
 
     header_timeout_s: ClassVar[float]
     max_connections: ClassVar[int]
@@ -97,6 +114,12 @@ class BoundedH11Protocol(H11Protocol):
     """Whether the last connection opened was refused (for one log line per change, not per connection)."""
 
     _header_timer: asyncio.TimerHandle | None = None
+    _awaiting_head = True
+    """The parser waits for a request's head (the connection is new, or the last request's body ended)."""
+    _head_bytes = 0
+    """Bytes received while awaiting the current head (a chunk holding its end: counted to there)."""
+    _head_tail = b""
+    """The last bytes of the head so far, where its blank line may have begun."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
@@ -106,6 +129,22 @@ class BoundedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return  # refused: nothing more is parsed
+        if self._awaiting_head and not self._head_within_limit(data):
+            self._refuse_head()
+            return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_head, self._head_bytes, self._head_tail = False, 0, b""
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._awaiting_head = True
+        super().on_message_complete()
 
     def shutdown(self) -> None:
         """At server shutdown, an answer still streaming (`GET /api/stream`) is ended by closing its
@@ -120,6 +159,26 @@ class BoundedH11Protocol(H11Protocol):
         super().on_response_complete()
         if not self.transport.is_closing():
             self._arm_header_timer()  # the next request's headers get the same deadline
+
+    def _head_within_limit(self, data: bytes) -> bool:
+        """Count `data` into the head awaited; False once the head is above `MAX_HEAD_BYTES`."""
+        before = self._head_bytes
+        self._head_bytes += len(data)
+        if self._head_bytes <= MAX_HEAD_BYTES:
+            self._head_tail = (self._head_tail + data)[-3:]
+            return True
+        seen = self._head_tail + data  # the head may end in this chunk, its body after it
+        end = seen.find(_HEAD_END)
+        return end != -1 and before - len(self._head_tail) + end + len(_HEAD_END) <= MAX_HEAD_BYTES
+
+    def _refuse_head(self) -> None:
+        """431 and close: the request's head is above the limit."""
+        log.info("request head above %d bytes: answered 431", MAX_HEAD_BYTES)
+        error = HttpRefusedError(
+            f"the request line and headers are above {MAX_HEAD_BYTES} bytes", maxBytes=MAX_HEAD_BYTES
+        )
+        self.transport.write(_raw_answer(error, status=431))
+        self.transport.close()
 
     def _admit(self) -> None:
         """Above the cap, this connection's request is answered 503 instead of reaching the app."""
@@ -154,10 +213,11 @@ class BoundedH11Protocol(H11Protocol):
     def _header_deadline(self) -> None:
         """Close the connection if it still waits for a request's headers (a 408 first if part arrived)."""
         self._header_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        cycle = self.cycle
+        under_way = (cycle is not None and not cycle.response_complete) or bool(self.pipeline)
+        if self.transport.is_closing() or under_way:
             return  # a request is under way: its body deadline (the middleware's) and answer rule from here
-        received, _ = self.conn.trailing_data
-        if received:
+        if self._head_bytes:
             error = RequestTimeoutError(
                 f"the request headers did not arrive within {self.header_timeout_s} s",
                 timeoutSeconds=self.header_timeout_s,
@@ -258,12 +318,14 @@ def _answer_with(error: RelayerError, *, retry_after_s: int) -> Any:
     return app
 
 
-def _raw_answer(error: RelayerError) -> bytes:
-    """`error` as a complete HTTP/1.1 answer, for a connection with no request to answer through h11."""
+def _raw_answer(error: RelayerError, status: int | None = None) -> bytes:
+    """`error` as a complete HTTP/1.1 answer (with `status` instead of its own), for a connection with no
+    request to answer through the app."""
     body = json.dumps(error.envelope()).encode()
-    reason = {408: "Request Timeout"}.get(error.http_status, "Error")
+    code = status or error.http_status
+    reason = {408: "Request Timeout", 431: "Request Header Fields Too Large"}.get(code, "Error")
     head = (
-        f"HTTP/1.1 {error.http_status} {reason}\r\ncontent-type: application/json\r\n"
+        f"HTTP/1.1 {code} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body

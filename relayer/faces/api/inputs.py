@@ -46,9 +46,18 @@ async def json_object(request: Request) -> dict[str, Any]:
         InvalidFieldError: the body is not a JSON object, or breaks `loads_object`'s rules (422).
     """
     given = request.headers.get("content-type", "")
-    if given.split(";", 1)[0].strip().lower() != JSON_MEDIA_TYPE:
-        raise UnsupportedMediaTypeError(given)
+    require_json(given)
     return loads_object(await request.body())
+
+
+def require_json(content_type: str) -> None:
+    """Refuse a body not declared JSON (`json_object`'s rule, for a route reading its body from ASGI).
+
+    Raises:
+        UnsupportedMediaTypeError: `content_type` is missing or not `application/json` (415).
+    """
+    if content_type.split(";", 1)[0].strip().lower() != JSON_MEDIA_TYPE:
+        raise UnsupportedMediaTypeError(content_type)
 
 
 async def strict_query(request: Request) -> None:
