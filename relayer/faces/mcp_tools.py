@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Annotated, Any, Required
 
 import anyio
@@ -28,6 +29,7 @@ from relayer.services.trading import (
     MAX_FILLS_PAGE,
     PROGRESS_STEPS,
     Progress,
+    TradeAction,
     TradingService,
 )
 from relayer.services.trading_answers import TradeOutcome
@@ -205,6 +207,19 @@ async def _run(
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=body)
 
 
+async def _act(
+    provider: TradingProvider,
+    fields: FieldNames,
+    arguments: Mapping[str, Any],
+    action: Callable[[TradingService], TradeAction],
+) -> CallToolResult:
+    """A trading action's tool call: the REST body from the tool's `arguments` (`_body`), its `api_key` and
+    `idempotency_key` passed on, the result or error as `_run` makes it."""
+    body = _body(fields, arguments)
+    key, idempotency_key = arguments[API_KEY], arguments["idempotency_key"]
+    return await _run(provider, lambda t: action(t)(key, body, idempotency_key=idempotency_key), fields)
+
+
 def _progress(ctx: Context[Any, Any]) -> Progress:
     """A close's steps as MCP progress notifications (`notifications/progress`; nothing is sent when the
     client gave no `progressToken`).
@@ -290,13 +305,11 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
         *,
         ctx: Context[Any, Any],
     ) -> ToolResult:
-        body = _body(PARTIAL_CLOSE_FIELDS, locals())
-        return await _run(
+        return await _act(
             trading,
-            lambda t: t.partial_close(
-                api_key, body, idempotency_key=idempotency_key, progress=_progress(ctx)
-            ),
             PARTIAL_CLOSE_FIELDS,
+            locals(),
+            lambda t: partial(t.partial_close, progress=_progress(ctx)),
         )
 
     async def close_position(
@@ -312,13 +325,11 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
         *,
         ctx: Context[Any, Any],
     ) -> ToolResult:
-        body = _body(CLOSE_POSITION_FIELDS, locals())
-        return await _run(
+        return await _act(
             trading,
-            lambda t: t.close_position(
-                api_key, body, idempotency_key=idempotency_key, progress=_progress(ctx)
-            ),
             CLOSE_POSITION_FIELDS,
+            locals(),
+            lambda t: partial(t.close_position, progress=_progress(ctx)),
         )
 
     async def set_take_profit(
@@ -339,11 +350,8 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
         dry_run: bool = False,
         idempotency_key: IdempotencyKey = None,
     ) -> ToolResult:
-        body = _body(TAKE_PROFIT_FIELDS, locals())
-        return await _run(
-            trading,
-            lambda t: t.set_trigger(api_key, body, is_take_profit=True, idempotency_key=idempotency_key),
-            TAKE_PROFIT_FIELDS,
+        return await _act(
+            trading, TAKE_PROFIT_FIELDS, locals(), lambda t: partial(t.set_trigger, is_take_profit=True)
         )
 
     async def set_stop_loss(
@@ -363,11 +371,8 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
         dry_run: bool = False,
         idempotency_key: IdempotencyKey = None,
     ) -> ToolResult:
-        body = _body(STOP_LOSS_FIELDS, locals())
-        return await _run(
-            trading,
-            lambda t: t.set_trigger(api_key, body, is_take_profit=False, idempotency_key=idempotency_key),
-            STOP_LOSS_FIELDS,
+        return await _act(
+            trading, STOP_LOSS_FIELDS, locals(), lambda t: partial(t.set_trigger, is_take_profit=False)
         )
 
     async def move_to_breakeven(
@@ -376,12 +381,7 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
         dry_run: bool = False,
         idempotency_key: IdempotencyKey = None,
     ) -> ToolResult:
-        body = _body(BREAKEVEN_FIELDS, locals())
-        return await _run(
-            trading,
-            lambda t: t.move_to_breakeven(api_key, body, idempotency_key=idempotency_key),
-            BREAKEVEN_FIELDS,
-        )
+        return await _act(trading, BREAKEVEN_FIELDS, locals(), lambda t: t.move_to_breakeven)
 
     async def set_exit_plan(
         api_key: ApiKey,
@@ -404,12 +404,7 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
         dry_run: bool = False,
         idempotency_key: IdempotencyKey = None,
     ) -> ToolResult:
-        body = _body(EXIT_PLAN_FIELDS, locals())
-        return await _run(
-            trading,
-            lambda t: t.set_exit_plan(api_key, body, idempotency_key=idempotency_key),
-            EXIT_PLAN_FIELDS,
-        )
+        return await _act(trading, EXIT_PLAN_FIELDS, locals(), lambda t: t.set_exit_plan)
 
     async def cancel_order(
         position_id: PositionId,
@@ -420,12 +415,7 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
         dry_run: bool = False,
         idempotency_key: IdempotencyKey = None,
     ) -> ToolResult:
-        body = _body(CANCEL_ORDER_FIELDS, locals())
-        return await _run(
-            trading,
-            lambda t: t.cancel_order(api_key, body, idempotency_key=idempotency_key),
-            CANCEL_ORDER_FIELDS,
-        )
+        return await _act(trading, CANCEL_ORDER_FIELDS, locals(), lambda t: t.cancel_order)
 
     async def emergency_exit(
         api_key: ApiKey,
@@ -435,12 +425,7 @@ def trading_tools(trading: TradingProvider) -> list[Tool]:
         dry_run: bool = False,
         idempotency_key: IdempotencyKey = None,
     ) -> ToolResult:
-        body = _body(EMERGENCY_EXIT_FIELDS, locals())
-        return await _run(
-            trading,
-            lambda t: t.emergency_exit(api_key, body, idempotency_key=idempotency_key),
-            EMERGENCY_EXIT_FIELDS,
-        )
+        return await _act(trading, EMERGENCY_EXIT_FIELDS, locals(), lambda t: t.emergency_exit)
 
     async def get_orders(
         api_key: ApiKey,

@@ -35,7 +35,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.to_thread
 
@@ -131,6 +131,15 @@ it ended, or still pending when the wait ran out)."""
 
 Progress = Callable[[int, str], Awaitable[None]]
 """Told each step of a close as it is passed (`PROGRESS_STEPS`): its number and a sentence for a person."""
+
+
+class TradeAction(Protocol):
+    """A trading action as every face calls it: the presented key, the request body (REST's field names) and
+    its `Idempotency-Key` (`TradingService.partial_close`, `set_exit_plan`, ...)."""
+
+    def __call__(
+        self, api_key: str | None, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Awaitable[TradeOutcome]: ...
 
 
 class TradingService:

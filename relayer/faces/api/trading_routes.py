@@ -7,6 +7,7 @@ ownership) live in `relayer.domain.apikeys.require`, called by the service.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -22,7 +23,7 @@ from relayer.errors import (
 from relayer.faces.api import schemas
 from relayer.faces.api.inputs import KEY_HEADERS, api_key_of, json_object
 from relayer.runtime import Runtime
-from relayer.services.trading import TradingService
+from relayer.services.trading import TradeAction, TradingService
 from relayer.services.trading_answers import TradeOutcome
 
 router = APIRouter(tags=["trading"])
@@ -52,6 +53,15 @@ def _answer(outcome: TradeOutcome) -> JSONResponse:
     return JSONResponse(status_code=202 if outcome.pending else 200, content=outcome.body)
 
 
+async def _act(request: Request, action: Callable[[TradingService], TradeAction]) -> JSONResponse:
+    """A trading action's route: the JSON body, the key and the `Idempotency-Key` to the service's action."""
+    body = await json_object(request)
+    idempotency_key = request.headers.get("idempotency-key")
+    return _answer(
+        await action(_service(request))(api_key_of(request), body, idempotency_key=idempotency_key)
+    )
+
+
 def _body_example(example: dict[str, Any]) -> dict[str, Any]:
     return {
         **_KEY_HEADERS,
@@ -66,9 +76,7 @@ def _body_example(example: dict[str, Any]) -> dict[str, Any]:
     openapi_extra=_body_example({"symbol": "BTCUSDT", "exit_pct": 33}),
 )
 async def partial_close(request: Request) -> JSONResponse:
-    body = await json_object(request)
-    idem = request.headers.get("idempotency-key")
-    return _answer(await _service(request).partial_close(api_key_of(request), body, idempotency_key=idem))
+    return await _act(request, lambda t: t.partial_close)
 
 
 @router.post(
@@ -78,19 +86,12 @@ async def partial_close(request: Request) -> JSONResponse:
     openapi_extra=_body_example({"positionId": _EXAMPLE_ID, "sizeDelta": "0.1", "allowedPrice": "95e3"}),
 )
 async def close_position(request: Request) -> JSONResponse:
-    body = await json_object(request)
-    idem = request.headers.get("idempotency-key")
-    return _answer(await _service(request).close_position(api_key_of(request), body, idempotency_key=idem))
+    return await _act(request, lambda t: t.close_position)
 
 
 def _trigger_route(is_take_profit: bool) -> Callable[[Request], Awaitable[JSONResponse]]:
     async def set_trigger(request: Request) -> JSONResponse:
-        body = await json_object(request)
-        idem = request.headers.get("idempotency-key")
-        outcome = await _service(request).set_trigger(
-            api_key_of(request), body, is_take_profit=is_take_profit, idempotency_key=idem
-        )
-        return _answer(outcome)
+        return await _act(request, lambda t: partial(t.set_trigger, is_take_profit=is_take_profit))
 
     return set_trigger
 
@@ -126,9 +127,7 @@ for _path, _order, _example_price, _summary in (
     openapi_extra=_body_example({"positionId": _EXAMPLE_ID}),
 )
 async def move_to_breakeven(request: Request) -> JSONResponse:
-    body = await json_object(request)
-    idem = request.headers.get("idempotency-key")
-    return _answer(await _service(request).move_to_breakeven(api_key_of(request), body, idempotency_key=idem))
+    return await _act(request, lambda t: t.move_to_breakeven)
 
 
 @router.post(
@@ -148,9 +147,7 @@ async def move_to_breakeven(request: Request) -> JSONResponse:
     ),
 )
 async def set_exit_plan(request: Request) -> JSONResponse:
-    body = await json_object(request)
-    idem = request.headers.get("idempotency-key")
-    return _answer(await _service(request).set_exit_plan(api_key_of(request), body, idempotency_key=idem))
+    return await _act(request, lambda t: t.set_exit_plan)
 
 
 @router.post(
@@ -160,9 +157,7 @@ async def set_exit_plan(request: Request) -> JSONResponse:
     openapi_extra=_body_example({"positionId": _EXAMPLE_ID, "orderId": 1}),
 )
 async def cancel_order(request: Request) -> JSONResponse:
-    body = await json_object(request)
-    idem = request.headers.get("idempotency-key")
-    return _answer(await _service(request).cancel_order(api_key_of(request), body, idempotency_key=idem))
+    return await _act(request, lambda t: t.cancel_order)
 
 
 @router.post(
@@ -172,9 +167,7 @@ async def cancel_order(request: Request) -> JSONResponse:
     openapi_extra=_body_example({"symbol": "BTCUSDT"}),
 )
 async def emergency_exit(request: Request) -> JSONResponse:
-    body = await json_object(request)
-    idem = request.headers.get("idempotency-key")
-    return _answer(await _service(request).emergency_exit(api_key_of(request), body, idempotency_key=idem))
+    return await _act(request, lambda t: t.emergency_exit)
 
 
 @router.get(
